@@ -7,6 +7,37 @@
 //! Conventions follow libCacheSim so miss counts can be cross-checked exactly: the first
 //! access of an object is a miss, a cache of capacity C holds exactly C objects, a
 //! capacity of 0 misses every access and holds nothing.
+//!
+//! One file per policy; [`registry`] turns spec strings (`lru`, `pinned:3:clock`, ...)
+//! into policies; [`reference`] holds naive, obviously correct implementations of every
+//! policy that the differential tests compare against access by access.
+
+mod list;
+
+pub mod arc;
+pub mod clock;
+pub mod fifo;
+pub mod lfu;
+pub mod linux;
+pub mod lru;
+pub mod opt;
+pub mod pinned;
+pub mod reference;
+pub mod registry;
+pub mod s3fifo;
+pub mod sieve;
+
+pub use arc::Arc;
+pub use clock::Clock;
+pub use fifo::Fifo;
+pub use lfu::Lfu;
+pub use linux::Linux;
+pub use lru::Lru;
+pub use opt::Opt;
+pub use pinned::Pinned;
+pub use registry::{BuildContext, BuildError, PolicySpec, SpecError, POLICIES};
+pub use s3fifo::S3Fifo;
+pub use sieve::Sieve;
 
 /// A dense object id (`slot * n_experts + expert`).
 pub type ObjId = u32;
@@ -52,5 +83,15 @@ pub trait Policy: Send {
                 misses.push(i as u32);
             }
         }
+    }
+
+    /// Check every structural invariant (list links, counters, residency flags) and
+    /// return a description of the first one broken. O(n_ids): for tests, not the hot
+    /// path. The default checks only `len() <= capacity()`.
+    fn validate(&self) -> Result<(), String> {
+        if self.len() > self.capacity() {
+            return Err(format!("len {} > capacity {}", self.len(), self.capacity()));
+        }
+        Ok(())
     }
 }

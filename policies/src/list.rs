@@ -1,0 +1,186 @@
+//! Index-linked doubly linked lists over dense ids, all living in one flat array.
+//!
+//! Node `i < n` is object `i`; nodes `n..n + k` are the sentinels of `k` lists. A list
+//! is circular through its sentinel, so push/unlink never branch on "empty" or "end".
+//! `prev` points towards the front (head, newest), `next` towards the back (tail,
+//! oldest), the same orientation as libCacheSim's `queue.prev`/`queue.next`.
+
+/// "No node": an object that is on no list, or a hand that points nowhere.
+pub(crate) const NIL: u32 = u32::MAX;
+
+#[derive(Clone, Copy, Debug)]
+struct Link {
+    prev: u32,
+    next: u32,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Lists {
+    links: Vec<Link>,
+    n: u32,
+}
+
+impl Lists {
+    /// `n` objects and `k` lists.
+    pub(crate) fn new(n: usize, k: usize) -> Self {
+        assert!(n + k < NIL as usize, "too many ids for u32 links");
+        let mut links = vec![Link { prev: NIL, next: NIL }; n + k];
+        for s in n..n + k {
+            links[s] = Link { prev: s as u32, next: s as u32 };
+        }
+        Lists { links, n: n as u32 }
+    }
+
+    #[inline]
+    fn sentinel(&self, list: usize) -> u32 {
+        self.n + list as u32
+    }
+
+    /// Whether object `id` is on some list.
+    #[inline]
+    pub(crate) fn is_linked(&self, id: u32) -> bool {
+        self.links[id as usize].next != NIL
+    }
+
+    #[inline]
+    fn link_after(&mut self, at: u32, id: u32) {
+        let next = self.links[at as usize].next;
+        self.links[id as usize] = Link { prev: at, next };
+        self.links[at as usize].next = id;
+        self.links[next as usize].prev = id;
+    }
+
+    /// Insert `id` (not on any list) at the front of `list`.
+    #[inline]
+    pub(crate) fn push_front(&mut self, list: usize, id: u32) {
+        debug_assert!(!self.is_linked(id));
+        let s = self.sentinel(list);
+        self.link_after(s, id);
+    }
+
+    /// Insert `id` (not on any list) at the back of `list`.
+    #[inline]
+    pub(crate) fn push_back(&mut self, list: usize, id: u32) {
+        debug_assert!(!self.is_linked(id));
+        let s = self.sentinel(list);
+        let last = self.links[s as usize].prev;
+        self.link_after(last, id);
+    }
+
+    /// Remove `id` from whatever list holds it.
+    #[inline]
+    pub(crate) fn unlink(&mut self, id: u32) {
+        let Link { prev, next } = self.links[id as usize];
+        debug_assert!(next != NIL);
+        self.links[prev as usize].next = next;
+        self.links[next as usize].prev = prev;
+        self.links[id as usize] = Link { prev: NIL, next: NIL };
+    }
+
+    /// Move `id` (on any list) to the front of `list`.
+    #[inline]
+    pub(crate) fn move_to_front(&mut self, list: usize, id: u32) {
+        self.unlink(id);
+        self.push_front(list, id);
+    }
+
+    /// The newest object of `list`.
+    #[inline]
+    pub(crate) fn front(&self, list: usize) -> Option<u32> {
+        let s = self.sentinel(list);
+        let f = self.links[s as usize].next;
+        (f != s).then_some(f)
+    }
+
+    /// The oldest object of `list`.
+    #[inline]
+    pub(crate) fn back(&self, list: usize) -> Option<u32> {
+        let s = self.sentinel(list);
+        let b = self.links[s as usize].prev;
+        (b != s).then_some(b)
+    }
+
+    /// The neighbour of `id` towards the front, or `None` if `id` is the front.
+    #[inline]
+    pub(crate) fn towards_front(&self, id: u32) -> Option<u32> {
+        let p = self.links[id as usize].prev;
+        (p < self.n).then_some(p)
+    }
+
+    /// The objects of `list`, front to back (for validation and tests; allocates).
+    pub(crate) fn collect(&self, list: usize) -> Vec<u32> {
+        let s = self.sentinel(list);
+        let mut out = Vec::new();
+        let mut x = self.links[s as usize].next;
+        while x != s {
+            out.push(x);
+            x = self.links[x as usize].next;
+            if out.len() > self.n as usize {
+                break; // a cycle that misses the sentinel: validate() reports it
+            }
+        }
+        out
+    }
+
+    /// Check every list: links are mutual, each list reaches its sentinel, no object is
+    /// on two lists, and unlinked objects are fully unlinked. Returns each list's
+    /// contents front to back.
+    pub(crate) fn validate(&self, k: usize) -> Result<Vec<Vec<u32>>, String> {
+        let n = self.n as usize;
+        if self.links.len() != n + k {
+            return Err(format!("links has {} nodes, expected {}", self.links.len(), n + k));
+        }
+        let mut seen = vec![false; n];
+        let mut lists = Vec::with_capacity(k);
+        for list in 0..k {
+            let s = self.sentinel(list);
+            let mut out = Vec::new();
+            let mut x = s;
+            loop {
+                let nx = self.links[x as usize].next;
+                if nx == NIL || nx as usize >= n + k {
+                    return Err(format!("list {list}: node {x} has a bad next {nx}"));
+                }
+                if self.links[nx as usize].prev != x {
+                    return Err(format!("list {list}: {x}.next = {nx} but {nx}.prev != {x}"));
+                }
+                if nx == s {
+                    break;
+                }
+                if nx >= self.n {
+                    return Err(format!("list {list} runs into another sentinel {nx}"));
+                }
+                if seen[nx as usize] {
+                    return Err(format!("object {nx} is on two lists or twice on list {list}"));
+                }
+                seen[nx as usize] = true;
+                out.push(nx);
+                x = nx;
+            }
+            lists.push(out);
+        }
+        for (id, &on) in seen.iter().enumerate() {
+            let l = self.links[id];
+            if !on && (l.prev != NIL || l.next != NIL) {
+                return Err(format!("object {id} is on no list but has links"));
+            }
+        }
+        Ok(lists)
+    }
+}
+
+impl Lists {
+    /// Insert `id` (not on any list) right behind `at` (towards the back).
+    #[inline]
+    pub(crate) fn insert_after(&mut self, at: u32, id: u32) {
+        debug_assert!(!self.is_linked(id));
+        self.link_after(at, id);
+    }
+
+    /// The neighbour of `id` towards the back, or `None` if `id` is the back.
+    #[inline]
+    pub(crate) fn next_of(&self, id: u32) -> Option<u32> {
+        let x = self.links[id as usize].next;
+        (x < self.n).then_some(x)
+    }
+}
