@@ -1,0 +1,16 @@
+//! moe-spill: replay recorded Mixture-of-Experts routing through page-cache eviction
+//! policies sized to a RAM budget, count the SSD bytes per token, estimate tokens/s.
+//!
+//! Data flows one way: `format` (readers) -> `trace` -> `simulate` (a policy from
+//! moe-spill-policies per run) -> stats -> output. `analyze` is the seed's chunk analysis.
+
+pub mod analyze;
+pub mod cli;
+pub mod error;
+pub mod format;
+pub mod model;
+pub mod output;
+pub mod progress;
+pub mod quant;
+//SIM pub mod simulate;
+pub mod trace;
