@@ -17,7 +17,8 @@ use crate::trace::Trace;
 
 pub const THRESHOLDS: [f64; 8] = [0.10, 0.25, 0.50, 0.80, 0.95, 0.99, 0.999, 1.0];
 /// The thresholds as the CSV prints them.
-pub const THRESHOLD_LABELS: [&str; 8] = ["0.1", "0.25", "0.5", "0.8", "0.95", "0.99", "0.999", "1.0"];
+pub const THRESHOLD_LABELS: [&str; 8] =
+    ["0.1", "0.25", "0.5", "0.8", "0.95", "0.99", "0.999", "1.0"];
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ThresholdRow {
@@ -61,7 +62,12 @@ impl Analysis {
 }
 
 /// Run the analysis. `include_prompt` keeps prompt tokens (`--phase all`).
-pub fn analyze(trace: &Trace, chunk_tokens: usize, include_prompt: bool, per_layer: bool) -> Analysis {
+pub fn analyze(
+    trace: &Trace,
+    chunk_tokens: usize,
+    include_prompt: bool,
+    per_layer: bool,
+) -> Analysis {
     assert!(chunk_tokens > 0);
     let g = &trace.geometry;
     let n_ids = g.n_ids();
@@ -85,7 +91,11 @@ pub fn analyze(trace: &Trace, chunk_tokens: usize, include_prompt: bool, per_lay
     let mut selected: Vec<usize> = Vec::new();
     for r in 0..trace.n_responses() {
         selected.clear();
-        selected.extend(trace.response(r).filter(|&t| include_prompt || !trace.prompt[t]));
+        selected.extend(
+            trace
+                .response(r)
+                .filter(|&t| include_prompt || !trace.prompt[t]),
+        );
         tokens_used += selected.len();
         let mut have_prev = false;
         for chunk in selected.chunks_exact(chunk_tokens) {
@@ -192,7 +202,11 @@ pub fn analyze(trace: &Trace, chunk_tokens: usize, include_prompt: bool, per_lay
                 LayerRow {
                     layer,
                     entropy_bits: entropy,
-                    top10_share: if total == 0 { 0.0 } else { top_sum as f64 / total as f64 },
+                    top10_share: if total == 0 {
+                        0.0
+                    } else {
+                        top_sum as f64 / total as f64
+                    },
                     avg_active: avg(layer_distinct[slot], chunks),
                 }
             })

@@ -33,8 +33,8 @@ pub enum Command {
     Analyze(AnalyzeArgs),
     /// Convert traces to the binary format (-o FILE.mst) or to forum text (-o DIR).
     Convert(ConvertArgs),
-    // Replay a trace through one eviction policy at one cache size.
-    //SIM Simulate(crate::simulate::SimulateArgs),
+    /// Replay a trace through one eviction policy at one cache size.
+    Simulate(crate::simulate::SimulateArgs),
 }
 
 /// Where traces come from and how they are read.
@@ -105,7 +105,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Models(a) => models(a),
         Command::Analyze(a) => analyze_cmd(a),
         Command::Convert(a) => convert(a),
-        //SIM Command::Simulate(a) => crate::simulate::run(a),
+        Command::Simulate(a) => crate::simulate::run(a),
     }
 }
 
@@ -129,8 +129,14 @@ pub fn load(input: &TraceArgs) -> Result<Loaded> {
     for arg in &input.traces {
         files.extend(format::trace_files(arg)?);
     }
-    let bar = crate::progress::bar(files.len() as u64, "reading", input.quiet || files.len() < 50);
-    let mut trace = format::load_files(&files, hint.as_ref(), &mut |done, _| bar.set_position(done as u64))?;
+    let bar = crate::progress::bar(
+        files.len() as u64,
+        "reading",
+        input.quiet || files.len() < 50,
+    );
+    let mut trace = format::load_files(&files, hint.as_ref(), &mut |done, _| {
+        bar.set_position(done as u64)
+    })?;
     bar.finish_and_clear();
     let model = match named {
         Some(m) => {
@@ -216,7 +222,12 @@ fn models(a: ModelsArgs) -> Result<()> {
 fn analyze_cmd(a: AnalyzeArgs) -> Result<()> {
     let loaded = load(&a.input)?;
     let tr = &loaded.trace;
-    let res = analyze(tr, a.chunk as usize, a.input.phase == PhaseArg::All, a.per_layer);
+    let res = analyze(
+        tr,
+        a.chunk as usize,
+        a.input.phase == PhaseArg::All,
+        a.per_layer,
+    );
     if res.chunks == 0 && !a.input.quiet {
         eprintln!(
             "moe-spill: note: no response has {} tokens, so there is no chunk to analyse",
@@ -234,7 +245,11 @@ fn analyze_cmd(a: AnalyzeArgs) -> Result<()> {
 fn analysis_csv(res: &Analysis) -> String {
     let mut t = Table::new(&["threshold", "avg_active", "avg_new"]);
     for (row, label) in res.rows.iter().zip(THRESHOLD_LABELS) {
-        t.push(vec![label.to_string(), row.avg_active.to_string(), row.avg_new.to_string()]);
+        t.push(vec![
+            label.to_string(),
+            row.avg_active.to_string(),
+            row.avg_new.to_string(),
+        ]);
     }
     let mut out = t.to_csv();
     if let Some(layers) = &res.per_layer {
@@ -264,7 +279,11 @@ fn analysis_table(res: &Analysis, tr: &Trace, model: Option<&Model>) -> String {
         tr.geometry.describe(),
         model.map(|m| format!(" ({})", m.name)).unwrap_or_default()
     );
-    let mut t = Table::new(&["threshold", "avg active experts (K)", "avg new experts (delta)"]);
+    let mut t = Table::new(&[
+        "threshold",
+        "avg active experts (K)",
+        "avg new experts (delta)",
+    ]);
     for row in &res.rows {
         let label = if row.threshold == 0.999 {
             "99.9%".to_string()
@@ -283,7 +302,12 @@ fn analysis_table(res: &Analysis, tr: &Trace, model: Option<&Model>) -> String {
     ));
     if let Some(layers) = &res.per_layer {
         let top = ((tr.geometry.n_experts as f64 * 0.1).round() as usize).max(1);
-        let mut l = Table::new(&["layer", "entropy (bits)", &format!("top {top} share"), "distinct/chunk"]);
+        let mut l = Table::new(&[
+            "layer",
+            "entropy (bits)",
+            &format!("top {top} share"),
+            "distinct/chunk",
+        ]);
         for r in layers {
             l.push(vec![
                 r.layer.to_string(),

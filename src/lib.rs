@@ -12,5 +12,5 @@ pub mod model;
 pub mod output;
 pub mod progress;
 pub mod quant;
-//SIM pub mod simulate;
+pub mod simulate;
 pub mod trace;

@@ -57,8 +57,28 @@ const fn m(
 
 pub const MODELS: &[Model] = &[
     m("glm-5", &[], 3, 75, 256, 8, 6144, 2048, 18.18e9),
-    m("glm-4.6", &["glm-4.5", "glm-4.7"], 3, 89, 160, 8, 5120, 1536, 16.06e9),
-    m("deepseek-v3", &["deepseek-r1"], 3, 58, 256, 8, 7168, 2048, 16.19e9),
+    m(
+        "glm-4.6",
+        &["glm-4.5", "glm-4.7"],
+        3,
+        89,
+        160,
+        8,
+        5120,
+        1536,
+        16.06e9,
+    ),
+    m(
+        "deepseek-v3",
+        &["deepseek-r1"],
+        3,
+        58,
+        256,
+        8,
+        7168,
+        2048,
+        16.19e9,
+    ),
     // Derived here from the config (MLA without q_lora, 2 shared experts, dense layer 0):
     // 1.10e9 non-expert parameters, 15.71e9 in all (official 15.7B).
     m("deepseek-v2-lite", &[], 1, 26, 64, 6, 2048, 1408, 1.10e9),
@@ -92,7 +112,10 @@ impl Model {
             .find(|m| m.name == lower || m.aliases.contains(&lower.as_str()))
             .ok_or_else(|| {
                 let names: Vec<&str> = MODELS.iter().map(|m| m.name).collect();
-                Error::new(format!("unknown model `{name}`; presets: {} (see `moe-spill models`)", names.join(", ")))
+                Error::new(format!(
+                    "unknown model `{name}`; presets: {} (see `moe-spill models`)",
+                    names.join(", ")
+                ))
             })
     }
 
@@ -128,7 +151,10 @@ impl Model {
 
     /// The presets a trace's geometry matches.
     pub fn matching(g: &Geometry, n_experts_known: bool) -> Vec<&'static Model> {
-        MODELS.iter().filter(|m| m.fits(g, n_experts_known)).collect()
+        MODELS
+            .iter()
+            .filter(|m| m.fits(g, n_experts_known))
+            .collect()
     }
 
     pub fn default_quant(&self) -> QuantType {
@@ -165,7 +191,8 @@ impl Model {
 fn fallback(t: QuantType) -> QuantType {
     let name = match t.name {
         "tq1_0" | "tq2_0" => "q4_0",
-        "iq2_xxs" | "iq2_xs" | "iq2_s" | "iq3_xxs" | "iq3_s" | "iq1_s" | "iq1_m" | "q2_k" | "q3_k" | "iq4_xs" => "iq4_nl",
+        "iq2_xxs" | "iq2_xs" | "iq2_s" | "iq3_xxs" | "iq3_s" | "iq1_s" | "iq1_m" | "q2_k"
+        | "q3_k" | "iq4_xs" => "iq4_nl",
         "q4_k" => "q5_0",
         "q5_k" => "q5_1",
         "q6_k" => "q8_0",
@@ -212,6 +239,9 @@ mod tests {
         let q = ExpertQuant::uniform(quant_type("iq4_xs").unwrap());
         assert_eq!(m.effective_quant(q).down.name, "iq4_nl");
         // gate/up: 1408 rows of 2048 at 136 B / 256; down: 2048 rows of 1408 at 18 B / 32.
-        assert_eq!(m.expert_bytes(q).unwrap(), 2 * 1408 * 8 * 136 + 2048 * 44 * 18);
+        assert_eq!(
+            m.expert_bytes(q).unwrap(),
+            2 * 1408 * 8 * 136 + 2048 * 44 * 18
+        );
     }
 }

@@ -104,7 +104,9 @@ pub fn emit(text: &str, path: Option<&Path>) -> Result<()> {
         None => {
             let mut out = io::stdout().lock();
             match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-                Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(Error::new(format!("stdout: {e}"))),
+                Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+                    Err(Error::new(format!("stdout: {e}")))
+                }
                 _ => Ok(()),
             }
         }
@@ -113,7 +115,10 @@ pub fn emit(text: &str, path: Option<&Path>) -> Result<()> {
 
 /// Write a file through a temporary name in the same directory and rename it into
 /// place, so a failed run never leaves a partial file behind.
-pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut io::BufWriter<fs::File>) -> io::Result<()>) -> Result<()> {
+pub fn write_atomic(
+    path: &Path,
+    fill: impl FnOnce(&mut io::BufWriter<fs::File>) -> io::Result<()>,
+) -> Result<()> {
     let tmp = temp_name(path);
     let result = (|| {
         let file = fs::File::create(&tmp)?;
@@ -135,7 +140,10 @@ pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut io::BufWriter<fs::File>)
 pub fn write_dir_atomic(path: &Path, fill: impl FnOnce(&Path) -> io::Result<()>) -> Result<()> {
     if let Ok(mut entries) = fs::read_dir(path) {
         if entries.next().is_some() {
-            return Err(Error::in_file(path, "output directory exists and is not empty; remove it or choose another -o"));
+            return Err(Error::in_file(
+                path,
+                "output directory exists and is not empty; remove it or choose another -o",
+            ));
         }
     } else if path.exists() {
         return Err(Error::in_file(path, "exists and is not a directory"));
@@ -157,7 +165,10 @@ pub fn write_dir_atomic(path: &Path, fill: impl FnOnce(&Path) -> io::Result<()>)
 }
 
 fn temp_name(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 

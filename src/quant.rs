@@ -60,10 +60,17 @@ pub const QUANT_TYPES: &[QuantType] = &[
 
 pub fn quant_type(name: &str) -> Result<QuantType> {
     let lower = name.trim().to_ascii_lowercase();
-    QUANT_TYPES.iter().copied().find(|t| t.name == lower).ok_or_else(|| {
-        let names: Vec<&str> = QUANT_TYPES.iter().map(|t| t.name).collect();
-        Error::new(format!("unknown quant type `{name}`; known: {}", names.join(", ")))
-    })
+    QUANT_TYPES
+        .iter()
+        .copied()
+        .find(|t| t.name == lower)
+        .ok_or_else(|| {
+            let names: Vec<&str> = QUANT_TYPES.iter().map(|t| t.name).collect();
+            Error::new(format!(
+                "unknown quant type `{name}`; known: {}",
+                names.join(", ")
+            ))
+        })
 }
 
 /// The types of an expert's three projections.
@@ -76,7 +83,11 @@ pub struct ExpertQuant {
 
 impl ExpertQuant {
     pub fn uniform(t: QuantType) -> Self {
-        ExpertQuant { gate: t, up: t, down: t }
+        ExpertQuant {
+            gate: t,
+            up: t,
+            down: t,
+        }
     }
 
     /// `iq4_xs`, or `gate=iq3_s,up=iq3_s,down=iq4_xs` (unnamed projections keep `default`).
@@ -87,7 +98,9 @@ impl ExpertQuant {
         let mut q = Self::uniform(default);
         for part in spec.split(',') {
             let (k, v) = part.split_once('=').ok_or_else(|| {
-                Error::new(format!("--quant: `{part}` is not PROJ=TYPE (e.g. gate=iq3_s,up=iq3_s,down=iq4_xs)"))
+                Error::new(format!(
+                    "--quant: `{part}` is not PROJ=TYPE (e.g. gate=iq3_s,up=iq3_s,down=iq4_xs)"
+                ))
             })?;
             let t = quant_type(v)?;
             match k.trim() {
@@ -119,7 +132,9 @@ impl ExpertQuant {
                 ))
             })
         };
-        Ok(row(self.gate, hidden, "gate")? * width + row(self.up, hidden, "up")? * width + row(self.down, width, "down")? * hidden)
+        Ok(row(self.gate, hidden, "gate")? * width
+            + row(self.up, hidden, "up")? * width
+            + row(self.down, width, "down")? * hidden)
     }
 }
 
@@ -128,7 +143,11 @@ impl fmt::Display for ExpertQuant {
         if self.gate == self.up && self.up == self.down {
             f.write_str(self.gate.name)
         } else {
-            write!(f, "gate={},up={},down={}", self.gate.name, self.up.name, self.down.name)
+            write!(
+                f,
+                "gate={},up={},down={}",
+                self.gate.name, self.up.name, self.down.name
+            )
         }
     }
 }
@@ -140,7 +159,10 @@ mod tests {
     #[test]
     fn glm5_expert_bytes_are_exact() {
         let iq4 = quant_type("IQ4_XS").unwrap();
-        assert_eq!(ExpertQuant::uniform(iq4).expert_bytes(6144, 2048).unwrap(), 20_054_016);
+        assert_eq!(
+            ExpertQuant::uniform(iq4).expert_bytes(6144, 2048).unwrap(),
+            20_054_016
+        );
         let mixed = ExpertQuant::parse("gate=iq3_s,up=iq3_s,down=iq4_xs", iq4).unwrap();
         assert_eq!(mixed.expert_bytes(6144, 2048).unwrap(), 17_498_112);
         assert_eq!(mixed.to_string(), "gate=iq3_s,up=iq3_s,down=iq4_xs");

@@ -34,11 +34,19 @@ pub fn read(path: &Path, mut r: impl Read, size: Option<u64>) -> Result<Trace> {
     let mut h = [0u8; HEADER];
     read_exact(path, &mut r, &mut h, 0, "header")?;
     if &h[0..8] != MAGIC {
-        return Err(Error::at_byte(path, 0, "not a moe-spill binary trace (bad magic)"));
+        return Err(Error::at_byte(
+            path,
+            0,
+            "not a moe-spill binary trace (bad magic)",
+        ));
     }
     let version = u32::from_le_bytes(h[8..12].try_into().unwrap());
     if version != VERSION {
-        return Err(Error::at_byte(path, 8, format!("unsupported version {version} (this build reads {VERSION})")));
+        return Err(Error::at_byte(
+            path,
+            8,
+            format!("unsupported version {version} (this build reads {VERSION})"),
+        ));
     }
     let u16_at = |o: usize| u16::from_le_bytes([h[o], h[o + 1]]);
     let (n_layers, n_experts, top_k, flags) = (u16_at(12), u16_at(14), u16_at(16), u16_at(18));
@@ -67,7 +75,11 @@ pub fn read(path: &Path, mut r: impl Read, size: Option<u64>) -> Result<Trace> {
     .ok_or_else(|| Error::at_byte(path, 20, "corrupt header: sizes overflow"))?;
     if let Some(size) = size {
         if size != expected {
-            let what = if size < expected { "truncated" } else { "has trailing bytes" };
+            let what = if size < expected {
+                "truncated"
+            } else {
+                "has trailing bytes"
+            };
             return Err(Error::at_byte(
                 path,
                 size.min(expected),
@@ -82,7 +94,10 @@ pub fn read(path: &Path, mut r: impl Read, size: Option<u64>) -> Result<Trace> {
     read_exact(path, &mut r, &mut buf, off, "layer numbers")?;
     hasher.update(&buf);
     off += buf.len() as u64;
-    let layers: Vec<u16> = buf.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    let layers: Vec<u16> = buf
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
     let geometry = Geometry {
         layers,
         n_experts,
@@ -99,7 +114,11 @@ pub fn read(path: &Path, mut r: impl Read, size: Option<u64>) -> Result<Trace> {
     for (i, c) in buf.chunks_exact(4).enumerate() {
         let n = u32::from_le_bytes(c.try_into().unwrap()) as u64;
         if n == 0 {
-            return Err(Error::at_byte(path, off + 4 * i as u64, format!("response {i} has no tokens")));
+            return Err(Error::at_byte(
+                path,
+                off + 4 * i as u64,
+                format!("response {i} has no tokens"),
+            ));
         }
         total += n;
         response_starts.push(total as usize);
@@ -117,13 +136,16 @@ pub fn read(path: &Path, mut r: impl Read, size: Option<u64>) -> Result<Trace> {
     read_exact(path, &mut r, &mut bits, off, "phase bits")?;
     hasher.update(&bits);
     off += bits.len() as u64;
-    let prompt: Vec<bool> = (0..n_tokens as usize).map(|t| bits[t / 8] >> (t % 8) & 1 == 1).collect();
+    let prompt: Vec<bool> = (0..n_tokens as usize)
+        .map(|t| bits[t / 8] >> (t % 8) & 1 == 1)
+        .collect();
 
     let mut ids = vec![0u16; (n_tokens * a) as usize];
     {
         // SAFETY: u16 has no invalid bit patterns and no padding; the byte view covers
         // exactly the vector's initialised elements.
-        let bytes = unsafe { std::slice::from_raw_parts_mut(ids.as_mut_ptr() as *mut u8, ids.len() * 2) };
+        let bytes =
+            unsafe { std::slice::from_raw_parts_mut(ids.as_mut_ptr() as *mut u8, ids.len() * 2) };
         read_exact(path, &mut r, bytes, off, "expert ids")?;
         hasher.update(bytes);
     }
@@ -134,10 +156,18 @@ pub fn read(path: &Path, mut r: impl Read, size: Option<u64>) -> Result<Trace> {
     }
     let mut extra = [0u8; 1];
     if size.is_none() && r.read(&mut extra).map_err(|e| Error::io(path, e))? != 0 {
-        return Err(Error::at_byte(path, expected, "trailing bytes after the expert ids"));
+        return Err(Error::at_byte(
+            path,
+            expected,
+            "trailing bytes after the expert ids",
+        ));
     }
     if hasher.finish() != checksum {
-        return Err(Error::at_byte(path, 32, "checksum mismatch: the file is corrupt"));
+        return Err(Error::at_byte(
+            path,
+            32,
+            "checksum mismatch: the file is corrupt",
+        ));
     }
     check_slots(path, &geometry, &ids, off)?;
     Ok(Trace {
@@ -161,7 +191,9 @@ fn check_slots(path: &Path, g: &Geometry, ids: &[u16], ids_offset: u64) -> Resul
             bad |= layer.iter().any(|&id| (id as u32).wrapping_sub(lo) >= n);
         }
         if bad {
-            let i = (0..a).find(|&i| (token[i] as u32 / n) as usize != i / k).unwrap();
+            let i = (0..a)
+                .find(|&i| (token[i] as u32 / n) as usize != i / k)
+                .unwrap();
             let id = token[i];
             return Err(Error::at_byte(
                 path,
@@ -216,7 +248,12 @@ pub fn write(trace: &Trace, out: &mut impl Write) -> std::io::Result<()> {
     let mut h = Vec::with_capacity(HEADER);
     h.extend_from_slice(MAGIC);
     h.extend_from_slice(&VERSION.to_le_bytes());
-    for v in [g.n_layers() as u16, g.n_experts, g.top_k, trace.n_experts_known as u16] {
+    for v in [
+        g.n_layers() as u16,
+        g.n_experts,
+        g.top_k,
+        trace.n_experts_known as u16,
+    ] {
         h.extend_from_slice(&v.to_le_bytes());
     }
     h.extend_from_slice(&(trace.n_responses() as u32).to_le_bytes());

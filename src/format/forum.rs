@@ -101,7 +101,10 @@ impl Parser<'_> {
                 return Err(Error::at_line(
                     self.path,
                     no,
-                    format!("prompt block opened again inside the one opened at line {}", self.prompt_opened_at),
+                    format!(
+                        "prompt block opened again inside the one opened at line {}",
+                        self.prompt_opened_at
+                    ),
                 ));
             }
             self.end_group()?;
@@ -111,7 +114,11 @@ impl Parser<'_> {
         }
         if line == END_PROMPT {
             if !self.in_prompt {
-                return Err(Error::at_line(self.path, no, "prompt block closed but never opened"));
+                return Err(Error::at_line(
+                    self.path,
+                    no,
+                    "prompt block closed but never opened",
+                ));
             }
             self.end_group()?;
             self.in_prompt = false;
@@ -197,7 +204,10 @@ impl Parser<'_> {
                 return Err(Error::at_line(
                     self.path,
                     l.no,
-                    format!("expert {} of layer {} appears twice in one token", l.expert, l.layer),
+                    format!(
+                        "expert {} of layer {} appears twice in one token",
+                        l.expert, l.layer
+                    ),
                 ));
             }
         }
@@ -253,7 +263,10 @@ impl Parser<'_> {
                     return Err(Error::at_line(
                         self.path,
                         l.no,
-                        format!("prompt batch: layer {} where layer {} was expected", l.layer, layout.layers[slot]),
+                        format!(
+                            "prompt batch: layer {} where layer {} was expected",
+                            l.layer, layout.layers[slot]
+                        ),
                     ));
                 }
                 if len != len0 || len % k != 0 {
@@ -297,7 +310,11 @@ impl Parser<'_> {
             ));
         }
         let Some(layout) = self.layout.take() else {
-            return Err(Error::at_line(self.path, last_line.max(1), "empty trace: no `layer L expert E` lines"));
+            return Err(Error::at_line(
+                self.path,
+                last_line.max(1),
+                "empty trace: no `layer L expert E` lines",
+            ));
         };
         let n_experts = self.max_expert.map_or(1, |m| m + 1);
         let geometry = Geometry {
@@ -333,12 +350,20 @@ fn layout_of_token(path: &Path, group: &[Line]) -> Result<Layout> {
                 return Err(Error::at_line(
                     path,
                     group[i - 1].no,
-                    format!("layer {} has {run} experts in this token but layer {} has {k}", group[i - 1].layer, layers[0]),
+                    format!(
+                        "layer {} has {run} experts in this token but layer {} has {k}",
+                        group[i - 1].layer,
+                        layers[0]
+                    ),
                 ));
             }
         }
         if layers.contains(&l.layer) {
-            return Err(Error::at_line(path, l.no, format!("layer {} appears twice in one token", l.layer)));
+            return Err(Error::at_line(
+                path,
+                l.no,
+                format!("layer {} appears twice in one token", l.layer),
+            ));
         }
         layers.push(l.layer);
         run = 1;
@@ -350,7 +375,10 @@ fn layout_of_token(path: &Path, group: &[Line]) -> Result<Layout> {
         return Err(Error::at_line(
             path,
             last.no,
-            format!("layer {} has {run} experts in this token but layer {} has {k}", last.layer, layers[0]),
+            format!(
+                "layer {} has {run} experts in this token but layer {} has {k}",
+                last.layer, layers[0]
+            ),
         ));
     }
     Ok(Layout {
@@ -464,11 +492,23 @@ mod tests {
     #[test]
     fn errors_name_the_line() {
         let e = parse("layer 1 expert 0\nlayer 1 expert 1\n---token---\nlayer 1 expert 0\nlayer one expert 1\n").unwrap_err();
-        assert!(e.0.starts_with("t.txt:5: expected `layer L expert E`"), "{e}");
-        let e = parse("layer 1 expert 0\nlayer 2 expert 1\n---token---\nlayer 1 expert 0\n---token---\n").unwrap_err();
-        assert!(e.0.starts_with("t.txt:4: token ends after 1 expert lines"), "{e}");
+        assert!(
+            e.0.starts_with("t.txt:5: expected `layer L expert E`"),
+            "{e}"
+        );
+        let e = parse(
+            "layer 1 expert 0\nlayer 2 expert 1\n---token---\nlayer 1 expert 0\n---token---\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.0.starts_with("t.txt:4: token ends after 1 expert lines"),
+            "{e}"
+        );
         let e = parse("layer 1 expert 0\nlayer 1 expert 0\n").unwrap_err();
-        assert!(e.0.starts_with("t.txt:2: expert 0 of layer 1 appears twice"), "{e}");
+        assert!(
+            e.0.starts_with("t.txt:2: expert 0 of layer 1 appears twice"),
+            "{e}"
+        );
         let e = parse("\n\n").unwrap_err();
         assert!(e.0.contains("empty trace"), "{e}");
     }

@@ -95,7 +95,10 @@ pub fn trace_files(arg: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     if files.is_empty() {
-        return Err(Error::in_file(arg, "directory holds no trace files (.txt, .csv or .mst)"));
+        return Err(Error::in_file(
+            arg,
+            "directory holds no trace files (.txt, .csv or .mst)",
+        ));
     }
     files.sort_by(|a, b| natural_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
     Ok(files)
@@ -281,7 +284,8 @@ impl<R: Read> LineChunks<R> {
     pub fn next_chunk(&mut self) -> io::Result<Option<&[u8]>> {
         // Drop what was handed out, keep the carried partial line.
         if self.handed > 0 {
-            self.buf.copy_within(self.handed..self.handed + self.carry, 0);
+            self.buf
+                .copy_within(self.handed..self.handed + self.carry, 0);
             self.handed = 0;
         }
         if self.done {
@@ -329,12 +333,18 @@ mod tests {
     fn natural_order() {
         let mut v = vec!["p_10.csv", "p_2.csv", "p_1.csv", "p_02.csv", "a.csv"];
         v.sort_by(|a, b| natural_cmp(a, b));
-        assert_eq!(v, vec!["a.csv", "p_1.csv", "p_02.csv", "p_2.csv", "p_10.csv"]);
+        assert_eq!(
+            v,
+            vec!["a.csv", "p_1.csv", "p_02.csv", "p_2.csv", "p_10.csv"]
+        );
     }
 
     #[test]
     fn line_chunks_cover_every_line() {
-        let text: String = (0..100_000).map(|i| format!("line {i}\n")).collect::<String>() + "tail";
+        let text: String = (0..100_000)
+            .map(|i| format!("line {i}\n"))
+            .collect::<String>()
+            + "tail";
         let mut lc = LineChunks::new(text.as_bytes());
         let mut lines = Vec::new();
         while let Some(c) = lc.next_chunk().unwrap() {
@@ -351,7 +361,10 @@ mod tests {
     fn detects_formats() {
         assert_eq!(detect(b"\n  layer 1 expert 2\n"), Some(Format::Forum));
         assert_eq!(detect(b"---token---\n"), Some(Format::Forum));
-        assert_eq!(detect(b"Layer ID,Batch Number,Token,Activated Expert IDs\n"), Some(Format::MoeBeyondCsv));
+        assert_eq!(
+            detect(b"Layer ID,Batch Number,Token,Activated Expert IDs\n"),
+            Some(Format::MoeBeyondCsv)
+        );
         assert_eq!(detect(binary::MAGIC), Some(Format::Binary));
         assert_eq!(detect(b"hello"), None);
         assert_eq!(detect(b""), None);

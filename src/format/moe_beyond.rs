@@ -33,16 +33,23 @@ pub fn read(path: &Path, reader: impl Read) -> Result<Trace> {
     let mut rec = csv::ByteRecord::new();
     let mut experts: Vec<u16> = Vec::with_capacity(16);
     loop {
-        let more = rdr.read_byte_record(&mut rec).map_err(|e| csv_error(path, &e))?;
+        let more = rdr
+            .read_byte_record(&mut rec)
+            .map_err(|e| csv_error(path, &e))?;
         if !more {
             break;
         }
         let line = rec.position().map_or(0, |p| p.line());
         if rec.len() != 4 {
-            return Err(Error::at_line(path, line, format!("expected 4 fields, found {}", rec.len())));
+            return Err(Error::at_line(
+                path,
+                line,
+                format!("expected 4 fields, found {}", rec.len()),
+            ));
         }
-        let layer = parse_field(&rec[0])
-            .ok_or_else(|| Error::at_line(path, line, "Layer ID is not a number from 0 to 65535"))?;
+        let layer = parse_field(&rec[0]).ok_or_else(|| {
+            Error::at_line(path, line, "Layer ID is not a number from 0 to 65535")
+        })?;
         match layers.last() {
             Some(&l) if l == layer => *rows_in_layer.last_mut().unwrap() += 1,
             _ => {
@@ -59,7 +66,10 @@ pub fn read(path: &Path, reader: impl Read) -> Result<Trace> {
                         return Err(Error::at_line(
                             path,
                             line,
-                            format!("layer {prev} has {got} tokens but layer {} has {n}", layers[0]),
+                            format!(
+                                "layer {prev} has {got} tokens but layer {} has {n}",
+                                layers[0]
+                            ),
                         ));
                     }
                 }
@@ -69,19 +79,30 @@ pub fn read(path: &Path, reader: impl Read) -> Result<Trace> {
         }
         experts.clear();
         parse_list(&rec[3], &mut experts).ok_or_else(|| {
-            Error::at_line(path, line, "Activated Expert IDs is not a list like \"[8, 22, 43]\"")
+            Error::at_line(
+                path,
+                line,
+                "Activated Expert IDs is not a list like \"[8, 22, 43]\"",
+            )
         })?;
         let k = *top_k.get_or_insert(experts.len());
         if experts.len() != k || k == 0 {
             return Err(Error::at_line(
                 path,
                 line,
-                format!("{} experts where the first row has {k} (top-k)", experts.len()),
+                format!(
+                    "{} experts where the first row has {k} (top-k)",
+                    experts.len()
+                ),
             ));
         }
         for (i, &e) in experts.iter().enumerate() {
             if experts[..i].contains(&e) {
-                return Err(Error::at_line(path, line, format!("expert {e} appears twice in one row")));
+                return Err(Error::at_line(
+                    path,
+                    line,
+                    format!("expert {e} appears twice in one row"),
+                ));
             }
             max_expert = max_expert.max(e);
         }
@@ -91,10 +112,17 @@ pub fn read(path: &Path, reader: impl Read) -> Result<Trace> {
         return Err(Error::in_file(path, "empty trace: the CSV has no rows"));
     };
     let n_tokens = rows_in_layer[0];
-    if let Some((i, &n)) = rows_in_layer.iter().enumerate().find(|(_, &n)| n != n_tokens) {
+    if let Some((i, &n)) = rows_in_layer
+        .iter()
+        .enumerate()
+        .find(|(_, &n)| n != n_tokens)
+    {
         return Err(Error::in_file(
             path,
-            format!("layer {} has {n} tokens but layer {} has {n_tokens}", layers[i], layers[0]),
+            format!(
+                "layer {} has {n} tokens but layer {} has {n_tokens}",
+                layers[i], layers[0]
+            ),
         ));
     }
     let geometry = Geometry {
@@ -131,7 +159,9 @@ fn csv_error(path: &Path, e: &csv::Error) -> Error {
 
 fn csv_kind(e: &csv::Error) -> String {
     match e.kind() {
-        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => {
             format!("expected {expected_len} fields, found {len}")
         }
         csv::ErrorKind::Io(io) => io.to_string(),
