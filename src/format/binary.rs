@@ -179,21 +179,21 @@ pub fn read(path: &Path, mut r: impl Read, size: Option<u64>) -> Result<Trace> {
     })
 }
 
-/// Every id must lie in the slot its position implies.
+/// Every id must lie in the slot its position implies. The fast pass is branch-free
+/// u16 arithmetic against a per-position lower bound (it vectorises); only a bad token
+/// is searched again for the message.
 fn check_slots(path: &Path, g: &Geometry, ids: &[u16], ids_offset: u64) -> Result<()> {
     let k = g.top_k as usize;
-    let n = g.n_experts as u32;
+    let n = g.n_experts;
     let a = g.accesses_per_token();
+    let lo: Vec<u16> = (0..a).map(|i| (i / k) as u16 * n).collect();
     for (t, token) in ids.chunks_exact(a).enumerate() {
-        let mut bad = false;
-        for (slot, layer) in token.chunks_exact(k).enumerate() {
-            let lo = slot as u32 * n;
-            bad |= layer.iter().any(|&id| (id as u32).wrapping_sub(lo) >= n);
-        }
+        let bad = token
+            .iter()
+            .zip(&lo)
+            .fold(false, |bad, (&id, &l)| bad | (id.wrapping_sub(l) >= n));
         if bad {
-            let i = (0..a)
-                .find(|&i| (token[i] as u32 / n) as usize != i / k)
-                .unwrap();
+            let i = (0..a).find(|&i| token[i].wrapping_sub(lo[i]) >= n).unwrap();
             let id = token[i];
             return Err(Error::at_byte(
                 path,
@@ -201,8 +201,8 @@ fn check_slots(path: &Path, g: &Geometry, ids: &[u16], ids_offset: u64) -> Resul
                 format!(
                     "id {id} is outside layer {} (ids {}..{})",
                     g.layers[i / k],
-                    (i / k) as u32 * n,
-                    (i / k + 1) as u32 * n - 1
+                    lo[i],
+                    lo[i] as u32 + n as u32 - 1
                 ),
             ));
         }
