@@ -5,7 +5,7 @@ traces/sample/  three responses with prompt blocks: a layer-major batch (as llam
                 prints a batched prompt) at the start of response 1, a token-major block
                 and a two-micro-batch layer-major block (a second turn) in response 2;
 traces/golden/  the same responses with the prompt blocks removed, which is what the
-                seed's analyze_experts.py accepts, plus seed_output.txt: that script's
+                seed's analyze_experts.py accepts, plus seed_output.expected: that script's
                 output on traces/golden (refresh with scripts/refresh_golden.sh).
 
 Geometry: MoE layers 1..4, 32 experts, top-4 (no preset has it: a neutral toy model).

@@ -391,7 +391,13 @@ fn info(a: InfoArgs) -> Result<()> {
     let prompt = t.prompt.iter().filter(|&&p| p).count();
     let rows: Vec<(&str, String)> = vec![
         ("geometry", g.describe()),
-        ("model", loaded.model.map_or("(none: no single preset matches; pass --model)".into(), |m| m.name.to_string())),
+        (
+            "model",
+            loaded.model.map_or(
+                "(none: no single preset matches; pass --model)".into(),
+                |m| m.name.to_string(),
+            ),
+        ),
         ("experts_known", t.n_experts_known.to_string()),
         ("responses", t.n_responses().to_string()),
         ("tokens", t.n_tokens().to_string()),
@@ -405,12 +411,17 @@ fn info(a: InfoArgs) -> Result<()> {
         }),
         ("file_bytes", bytes.to_string()),
         ("load_seconds", format!("{secs:.3}")),
-        ("load_mb_per_s", format!("{:.1}", bytes as f64 / 1e6 / secs.max(1e-9))),
+        (
+            "load_mb_per_s",
+            format!("{:.1}", bytes as f64 / 1e6 / secs.max(1e-9)),
+        ),
     ];
     let text = match OutputFormat::resolve(a.out.format, false) {
         OutputFormat::Json => {
-            let map: serde_json::Map<String, serde_json::Value> =
-                rows.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone()))).collect();
+            let map: serde_json::Map<String, serde_json::Value> = rows
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
+                .collect();
             serde_json::to_string_pretty(&map).expect("json") + "\n"
         }
         OutputFormat::Csv => {
