@@ -37,10 +37,13 @@ fn trace(n_accesses: usize) -> Vec<u16> {
     // Zipf(1.0) over each layer's experts, through a per-layer permutation.
     let weights: Vec<f64> = (0..EXPERTS).map(|r| 1.0 / (r + 1) as f64).collect();
     let total: f64 = weights.iter().sum();
-    let cdf: Vec<f64> = weights.iter().scan(0.0, |a, w| {
-        *a += w / total;
-        Some(*a)
-    }).collect();
+    let cdf: Vec<f64> = weights
+        .iter()
+        .scan(0.0, |a, w| {
+            *a += w / total;
+            Some(*a)
+        })
+        .collect();
     let perms: Vec<Vec<usize>> = (0..LAYERS)
         .map(|_| {
             let mut p: Vec<usize> = (0..EXPERTS).collect();
@@ -50,7 +53,9 @@ fn trace(n_accesses: usize) -> Vec<u16> {
             p
         })
         .collect();
-    let mut prev: Vec<[usize; TOP_K]> = (0..LAYERS).map(|l| std::array::from_fn(|k| perms[l][k])).collect();
+    let mut prev: Vec<[usize; TOP_K]> = (0..LAYERS)
+        .map(|l| std::array::from_fn(|k| perms[l][k]))
+        .collect();
     let mut out = Vec::with_capacity(n_accesses + LAYERS * TOP_K);
     while out.len() < n_accesses {
         for l in 0..LAYERS {
@@ -76,7 +81,10 @@ fn trace(n_accesses: usize) -> Vec<u16> {
 }
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20_000_000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(20_000_000);
     let t0 = Instant::now();
     let ids = trace(n);
     let n_ids = LAYERS * EXPERTS;
@@ -91,10 +99,23 @@ fn main() {
         t0.elapsed().as_secs_f64()
     );
     let caps = [n_ids / 4, n_ids / 2, 3 * n_ids / 4];
-    println!("{:<16} {:>9} {:>9} {:>12}", "policy", "capacity", "miss %", "M access/s");
+    println!(
+        "{:<16} {:>9} {:>9} {:>12}",
+        "policy", "capacity", "miss %", "M access/s"
+    );
     let specs = [
-        "lru", "fifo", "clock", "arc", "opt", "lfu", "sieve", "s3fifo", "linux", "pinned:4",
-        "pinned:4:clock", "pin-hot:200",
+        "lru",
+        "fifo",
+        "clock",
+        "arc",
+        "opt",
+        "lfu",
+        "sieve",
+        "s3fifo",
+        "linux",
+        "pinned:4",
+        "pinned:4:clock",
+        "pin-hot:200",
     ];
     let mut misses = Vec::with_capacity(ids.len());
     for spec in specs {

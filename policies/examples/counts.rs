@@ -19,13 +19,19 @@ fn main() {
         std::process::exit(2);
     }
     let text = std::fs::read_to_string(&args[1]).expect("read ids");
-    let ids: Vec<u16> = text.split_whitespace().map(|t| t.parse().expect("id < 65536")).collect();
+    let ids: Vec<u16> = text
+        .split_whitespace()
+        .map(|t| t.parse().expect("id < 65536"))
+        .collect();
     let n_ids = ids.iter().map(|&i| i as usize + 1).max().unwrap_or(1);
     let mut profile = vec![0u64; n_ids];
     for &i in &ids {
         profile[i as usize] += 1;
     }
-    let n_experts = std::env::var("N_EXPERTS").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
+    let n_experts = std::env::var("N_EXPERTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
     for spec in args[2].split(',') {
         let spec = PolicySpec::parse(spec).unwrap_or_else(|e| panic!("{e}"));
         for cap in args[3].split(',') {

@@ -11,6 +11,7 @@
 //! - A miss in all four lists (case IV): if |T1| + |B1| == c, drop B1's LRU and REPLACE,
 //!   or, with B1 empty, evict T1's LRU without a ghost; otherwise, if the four lists
 //!   hold 2c, drop B2's LRU, then REPLACE.
+//!
 //! Ghost lists only exist once the cache is full, and it stays full, so a ghost hit
 //! always needs a REPLACE.
 
@@ -64,7 +65,11 @@ impl Arc {
     /// Move the LRU of `from` (a data list) to the front of its ghost list.
     #[inline]
     fn demote_to_ghost(&mut self, from_t1: bool) -> u32 {
-        let (list, ghost, ghost_state) = if from_t1 { (L_T1, L_B1, B1) } else { (L_T2, L_B2, B2) };
+        let (list, ghost, ghost_state) = if from_t1 {
+            (L_T1, L_B1, B1)
+        } else {
+            (L_T2, L_B2, B2)
+        };
         let victim = self.lists.back(list).expect("REPLACE on an empty list");
         self.lists.move_to_front(ghost, victim);
         self.state[victim as usize] = ghost_state;
@@ -82,8 +87,7 @@ impl Arc {
     #[inline]
     fn replace(&mut self, hit_in_b2: bool) -> u32 {
         let t1 = self.t1 as f64;
-        let from_t1 =
-            (self.t1 > 0 && (t1 > self.p || (t1 == self.p && hit_in_b2))) || self.t2 == 0;
+        let from_t1 = (self.t1 > 0 && (t1 > self.p || (t1 == self.p && hit_in_b2))) || self.t2 == 0;
         self.demote_to_ghost(from_t1)
     }
 
@@ -161,7 +165,9 @@ impl Policy for Arc {
                 self.lists.push_front(L_T2, id);
                 self.state[id as usize] = T2;
                 self.t2 += 1;
-                Outcome::Miss { evicted: Some(victim) }
+                Outcome::Miss {
+                    evicted: Some(victim),
+                }
             }
             B2 => {
                 let delta = (self.b1 as f64 / self.b2 as f64).max(1.0);
@@ -172,7 +178,9 @@ impl Policy for Arc {
                 self.lists.push_front(L_T2, id);
                 self.state[id as usize] = T2;
                 self.t2 += 1;
-                Outcome::Miss { evicted: Some(victim) }
+                Outcome::Miss {
+                    evicted: Some(victim),
+                }
             }
             _ => {
                 if c == 0 {
@@ -192,11 +200,17 @@ impl Policy for Arc {
         let counts = [self.t1, self.t2, self.b1, self.b2];
         for (i, (l, &n)) in lists.iter().zip(counts.iter()).enumerate() {
             if l.len() != n {
-                return Err(format!("arc: list {i} holds {} but its count is {n}", l.len()));
+                return Err(format!(
+                    "arc: list {i} holds {} but its count is {n}",
+                    l.len()
+                ));
             }
             let want = [T1, T2, B1, B2][i];
             if let Some(&id) = l.iter().find(|&&id| self.state[id as usize] != want) {
-                return Err(format!("arc: {id} on list {i} has state {}", self.state[id as usize]));
+                return Err(format!(
+                    "arc: {id} on list {i} has state {}",
+                    self.state[id as usize]
+                ));
             }
         }
         let on_lists: usize = counts.iter().sum();
@@ -205,7 +219,11 @@ impl Policy for Arc {
             return Err(format!("arc: {flagged} ids flagged, {on_lists} on lists"));
         }
         if self.t1 + self.t2 > self.capacity {
-            return Err(format!("arc: {} resident > capacity {}", self.t1 + self.t2, self.capacity));
+            return Err(format!(
+                "arc: {} resident > capacity {}",
+                self.t1 + self.t2,
+                self.capacity
+            ));
         }
         if (self.b1 + self.b2 > 0) && self.t1 + self.t2 != self.capacity {
             return Err("arc: ghosts exist but the cache is not full".into());

@@ -78,7 +78,9 @@ impl Policy for Clock {
                 self.hand = 0;
             }
             if !second_chance {
-                return Outcome::Miss { evicted: Some(victim) };
+                return Outcome::Miss {
+                    evicted: Some(victim),
+                };
             }
         }
     }
@@ -89,7 +91,10 @@ impl Policy for Clock {
         })?;
         let n = self.state.iter().filter(|&&s| s != ABSENT).count();
         if n != self.frames.len() {
-            return Err(format!("clock: {n} resident for {} frames", self.frames.len()));
+            return Err(format!(
+                "clock: {n} resident for {} frames",
+                self.frames.len()
+            ));
         }
         Ok(())
     }

@@ -57,14 +57,21 @@ impl Policy for Fifo {
         if self.hand == self.capacity {
             self.hand = 0;
         }
-        Outcome::Miss { evicted: Some(victim) }
+        Outcome::Miss {
+            evicted: Some(victim),
+        }
     }
 
     fn validate(&self) -> Result<(), String> {
-        validate_ring(&self.frames, self.hand, self.capacity, |id| self.resident[id as usize])?;
+        validate_ring(&self.frames, self.hand, self.capacity, |id| {
+            self.resident[id as usize]
+        })?;
         let n = self.resident.iter().filter(|&&r| r).count();
         if n != self.frames.len() {
-            return Err(format!("fifo: {n} resident flags for {} frames", self.frames.len()));
+            return Err(format!(
+                "fifo: {n} resident flags for {} frames",
+                self.frames.len()
+            ));
         }
         Ok(())
     }

@@ -103,7 +103,10 @@ impl Policy for Lfu {
         let mut evicted = None;
         if self.len == self.capacity {
             let low = self.chain.front(0).expect("a full cache has a bucket");
-            let victim = self.objs.front(low as usize).expect("live buckets are non-empty");
+            let victim = self
+                .objs
+                .front(low as usize)
+                .expect("live buckets are non-empty");
             self.objs.unlink(victim);
             self.bucket[victim as usize] = NIL;
             self.drop_if_empty(low);
@@ -128,7 +131,9 @@ impl Policy for Lfu {
         for &b in &chain {
             let c = self.count[b as usize];
             if c <= prev {
-                return Err(format!("lfu: bucket counts not ascending ({prev} then {c})"));
+                return Err(format!(
+                    "lfu: bucket counts not ascending ({prev} then {c})"
+                ));
             }
             prev = c;
             let objs = &buckets[b as usize];
@@ -136,7 +141,10 @@ impl Policy for Lfu {
                 return Err(format!("lfu: live bucket {b} (count {c}) is empty"));
             }
             if let Some(&id) = objs.iter().find(|&&id| self.bucket[id as usize] != b) {
-                return Err(format!("lfu: {id} in bucket {b} but points to {}", self.bucket[id as usize]));
+                return Err(format!(
+                    "lfu: {id} in bucket {b} but points to {}",
+                    self.bucket[id as usize]
+                ));
             }
             total += objs.len();
         }
@@ -146,7 +154,10 @@ impl Policy for Lfu {
         }
         let flagged = self.bucket.iter().filter(|&&b| b != NIL).count();
         if total != self.len || flagged != self.len || self.len > self.capacity {
-            return Err(format!("lfu: {total} in buckets, {flagged} flagged, len {}", self.len));
+            return Err(format!(
+                "lfu: {total} in buckets, {flagged} flagged, len {}",
+                self.len
+            ));
         }
         Ok(())
     }

@@ -48,7 +48,9 @@ pub enum Outcome {
     Hit,
     /// The object was not resident. `evicted` is the victim that made room for it, if
     /// the cache was full (and the object was admitted).
-    Miss { evicted: Option<ObjId> },
+    Miss {
+        evicted: Option<ObjId>,
+    },
 }
 
 impl Outcome {

@@ -17,6 +17,7 @@
 //!   kernel's value below 1 GiB of file LRU, is the default fraction 1/2);
 //! - the victim is the tail of the inactive list (`shrink_inactive_list`); with
 //!   fraction < 1 the inactive list is never empty when the cache is full.
+//!
 //! Left out: shadow entries and refault activation (mm/workingset.c: a refault whose
 //! reuse distance fits the active list is activated at once; here every miss starts
 //! inactive), sampling of PTE accessed bits by reclaim scans (here every access is seen
@@ -101,7 +102,10 @@ impl Policy for Linux {
                 self.n_inactive -= 1;
                 self.n_active += 1;
                 if self.n_active > self.active_max {
-                    let t = self.lists.back(L_ACTIVE).expect("an overfull active list has a tail");
+                    let t = self
+                        .lists
+                        .back(L_ACTIVE)
+                        .expect("an overfull active list has a tail");
                     self.lists.move_to_front(L_INACTIVE, t);
                     self.state[t as usize] = INACTIVE;
                     self.n_active -= 1;
@@ -115,7 +119,10 @@ impl Policy for Linux {
                 }
                 let mut evicted = None;
                 if self.n_inactive + self.n_active == self.capacity {
-                    let v = self.lists.back(L_INACTIVE).expect("inactive is non-empty when full");
+                    let v = self
+                        .lists
+                        .back(L_INACTIVE)
+                        .expect("inactive is non-empty when full");
                     self.lists.unlink(v);
                     self.state[v as usize] = NONE;
                     self.n_inactive -= 1;
@@ -131,16 +138,24 @@ impl Policy for Linux {
 
     fn validate(&self) -> Result<(), String> {
         let lists = self.lists.validate(2)?;
-        for (l, (st, n)) in lists.iter().zip([(INACTIVE, self.n_inactive), (ACTIVE, self.n_active)]) {
+        for (l, (st, n)) in lists
+            .iter()
+            .zip([(INACTIVE, self.n_inactive), (ACTIVE, self.n_active)])
+        {
             if l.len() != n || l.iter().any(|&id| self.state[id as usize] != st) {
-                return Err(format!("linux: list {st} does not match its count or states"));
+                return Err(format!(
+                    "linux: list {st} does not match its count or states"
+                ));
             }
         }
         if self.state.iter().filter(|&&s| s != NONE).count() != self.n_inactive + self.n_active {
             return Err("linux: state flags do not match the lists".into());
         }
         if self.n_active > self.active_max || self.len() > self.capacity {
-            return Err(format!("linux: active {} > max {}", self.n_active, self.active_max));
+            return Err(format!(
+                "linux: active {} > max {}",
+                self.n_active, self.active_max
+            ));
         }
         Ok(())
     }

@@ -24,9 +24,18 @@ impl Lists {
     /// `n` objects and `k` lists.
     pub(crate) fn new(n: usize, k: usize) -> Self {
         assert!(n + k < NIL as usize, "too many ids for u32 links");
-        let mut links = vec![Link { prev: NIL, next: NIL }; n + k];
-        for s in n..n + k {
-            links[s] = Link { prev: s as u32, next: s as u32 };
+        let mut links = vec![
+            Link {
+                prev: NIL,
+                next: NIL
+            };
+            n + k
+        ];
+        for (s, l) in links.iter_mut().enumerate().skip(n) {
+            *l = Link {
+                prev: s as u32,
+                next: s as u32,
+            };
         }
         Lists { links, n: n as u32 }
     }
@@ -74,7 +83,10 @@ impl Lists {
         debug_assert!(next != NIL);
         self.links[prev as usize].next = next;
         self.links[next as usize].prev = prev;
-        self.links[id as usize] = Link { prev: NIL, next: NIL };
+        self.links[id as usize] = Link {
+            prev: NIL,
+            next: NIL,
+        };
     }
 
     /// Move `id` (on any list) to the front of `list`.
@@ -128,7 +140,11 @@ impl Lists {
     pub(crate) fn validate(&self, k: usize) -> Result<Vec<Vec<u32>>, String> {
         let n = self.n as usize;
         if self.links.len() != n + k {
-            return Err(format!("links has {} nodes, expected {}", self.links.len(), n + k));
+            return Err(format!(
+                "links has {} nodes, expected {}",
+                self.links.len(),
+                n + k
+            ));
         }
         let mut seen = vec![false; n];
         let mut lists = Vec::with_capacity(k);
@@ -151,7 +167,9 @@ impl Lists {
                     return Err(format!("list {list} runs into another sentinel {nx}"));
                 }
                 if seen[nx as usize] {
-                    return Err(format!("object {nx} is on two lists or twice on list {list}"));
+                    return Err(format!(
+                        "object {nx} is on two lists or twice on list {list}"
+                    ));
                 }
                 seen[nx as usize] = true;
                 out.push(nx);
@@ -182,5 +200,44 @@ impl Lists {
     pub(crate) fn next_of(&self, id: u32) -> Option<u32> {
         let x = self.links[id as usize].next;
         (x < self.n).then_some(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_unlink_and_order() {
+        let mut l = Lists::new(6, 2);
+        l.push_front(0, 1);
+        l.push_front(0, 2);
+        l.push_back(0, 3);
+        l.push_front(1, 4);
+        assert_eq!(l.validate(2).unwrap(), vec![vec![2, 1, 3], vec![4]]);
+        assert_eq!((l.front(0), l.back(0)), (Some(2), Some(3)));
+        assert_eq!((l.towards_front(1), l.towards_front(2)), (Some(2), None));
+        assert_eq!((l.next_of(1), l.next_of(3)), (Some(3), None));
+        l.move_to_front(1, 3);
+        l.unlink(2);
+        assert!(!l.is_linked(2));
+        assert_eq!(l.validate(2).unwrap(), vec![vec![1], vec![3, 4]]);
+        l.unlink(1);
+        assert_eq!((l.front(0), l.back(0)), (None, None));
+        l.insert_after(4, 5);
+        assert_eq!(l.collect(1), vec![3, 4, 5]);
+    }
+
+    #[test]
+    fn validate_catches_broken_links() {
+        let mut l = Lists::new(4, 1);
+        l.push_front(0, 0);
+        l.push_front(0, 1);
+        l.links[1].next = 2; // 2 is not linked back
+        assert!(l.validate(1).is_err());
+        let mut l = Lists::new(4, 1);
+        l.push_front(0, 0);
+        l.links[3] = Link { prev: 0, next: 0 }; // stray links on an unlisted node
+        assert!(l.validate(1).is_err());
     }
 }

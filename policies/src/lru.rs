@@ -14,7 +14,11 @@ pub struct Lru {
 impl Lru {
     /// A cache of `capacity` objects over ids `< n_ids`.
     pub fn new(capacity: usize, n_ids: usize) -> Self {
-        Lru { capacity, len: 0, list: Lists::new(n_ids, 1) }
+        Lru {
+            capacity,
+            len: 0,
+            list: Lists::new(n_ids, 1),
+        }
     }
 }
 

@@ -37,12 +37,18 @@ impl Opt {
     /// has `u32::MAX` accesses or more.
     pub fn new(capacity: usize, n_ids: usize, future: &[u16]) -> Self {
         assert!(n_ids <= 1 << ID_BITS, "opt: n_ids {n_ids} > 65536");
-        assert!(future.len() < u32::MAX as usize, "opt: trace too long for u32 positions");
+        assert!(
+            future.len() < u32::MAX as usize,
+            "opt: trace too long for u32 positions"
+        );
         let mut last = vec![u32::MAX; n_ids];
         let mut next = vec![u32::MAX; future.len()];
         for i in (0..future.len()).rev() {
             let id = future[i] as usize;
-            assert!(id < n_ids, "opt: id {id} in the future sequence is >= n_ids {n_ids}");
+            assert!(
+                id < n_ids,
+                "opt: id {id} in the future sequence is >= n_ids {n_ids}"
+            );
             next[i] = last[id];
             last[id] = i as u32;
         }
@@ -88,7 +94,11 @@ impl Opt {
                 break;
             }
             let r = l + 1;
-            let c = if r < n && self.heap[r] > self.heap[l] { r } else { l };
+            let c = if r < n && self.heap[r] > self.heap[l] {
+                r
+            } else {
+                l
+            };
             let ck = self.heap[c];
             if ck <= key {
                 break;
@@ -147,7 +157,9 @@ impl Policy for Opt {
         self.slot[victim as usize] = NIL;
         self.heap[0] = key;
         self.sift_down(0);
-        Outcome::Miss { evicted: Some(victim) }
+        Outcome::Miss {
+            evicted: Some(victim),
+        }
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -158,7 +170,10 @@ impl Policy for Opt {
         for i in 0..n {
             let id = (self.heap[i] & ID_MASK) as usize;
             if self.slot[id] != i as u32 {
-                return Err(format!("opt: heap[{i}] holds {id} whose slot is {}", self.slot[id]));
+                return Err(format!(
+                    "opt: heap[{i}] holds {id} whose slot is {}",
+                    self.slot[id]
+                ));
             }
             if i > 0 && self.heap[(i - 1) / 2] < self.heap[i] {
                 return Err(format!("opt: heap order broken at {i}"));

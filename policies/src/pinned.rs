@@ -34,7 +34,14 @@ impl<P: Policy> Pinned<P> {
                 n_pinned += 1;
             }
         }
-        Pinned { name, inner, pinned, loaded: vec![false; n_ids], n_pinned, n_loaded: 0 }
+        Pinned {
+            name,
+            inner,
+            pinned,
+            loaded: vec![false; n_ids],
+            n_pinned,
+            n_loaded: 0,
+        }
     }
 
     pub fn inner(&self) -> &P {
@@ -87,14 +94,19 @@ impl<P: Policy> Policy for Pinned<P> {
         self.inner.validate()?;
         let loaded = self.loaded.iter().filter(|&&l| l).count();
         if loaded != self.n_loaded {
-            return Err(format!("pinned: {loaded} loaded flags, count {}", self.n_loaded));
+            return Err(format!(
+                "pinned: {loaded} loaded flags, count {}",
+                self.n_loaded
+            ));
         }
         for id in 0..self.pinned.len() {
             if self.loaded[id] && !self.pinned[id] {
                 return Err(format!("pinned: {id} loaded but not pinned"));
             }
             if self.pinned[id] && self.inner.contains(id as ObjId) {
-                return Err(format!("pinned: {id} is pinned and also in the inner policy"));
+                return Err(format!(
+                    "pinned: {id} is pinned and also in the inner policy"
+                ));
             }
         }
         if self.n_loaded > self.n_pinned || self.len() > self.capacity() {

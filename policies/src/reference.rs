@@ -39,7 +39,9 @@ impl BaseFactory for Naive {
             BaseSpec::Lfu => Box::new(RefLfu::new(capacity)),
             BaseSpec::Sieve => Box::new(RefSieve::new(capacity)),
             BaseSpec::S3Fifo => Box::new(RefS3Fifo::new(capacity)),
-            BaseSpec::Linux { active_fraction } => Box::new(RefLinux::new(capacity, active_fraction)),
+            BaseSpec::Linux { active_fraction } => {
+                Box::new(RefLinux::new(capacity, active_fraction))
+            }
         };
         match pin {
             None => inner,
@@ -63,7 +65,10 @@ pub struct RefLru {
 
 impl RefLru {
     pub fn new(cap: usize) -> Self {
-        RefLru { cap, q: VecDeque::new() }
+        RefLru {
+            cap,
+            q: VecDeque::new(),
+        }
     }
 }
 
@@ -89,7 +94,11 @@ impl Policy for RefLru {
         if self.cap == 0 {
             return MISS;
         }
-        let evicted = if self.q.len() == self.cap { self.q.pop_back() } else { None };
+        let evicted = if self.q.len() == self.cap {
+            self.q.pop_back()
+        } else {
+            None
+        };
         self.q.push_front(id);
         Outcome::Miss { evicted }
     }
@@ -104,7 +113,10 @@ pub struct RefFifo {
 
 impl RefFifo {
     pub fn new(cap: usize) -> Self {
-        RefFifo { cap, q: VecDeque::new() }
+        RefFifo {
+            cap,
+            q: VecDeque::new(),
+        }
     }
 }
 
@@ -128,7 +140,11 @@ impl Policy for RefFifo {
         if self.cap == 0 {
             return MISS;
         }
-        let evicted = if self.q.len() == self.cap { self.q.pop_back() } else { None };
+        let evicted = if self.q.len() == self.cap {
+            self.q.pop_back()
+        } else {
+            None
+        };
         self.q.push_front(id);
         Outcome::Miss { evicted }
     }
@@ -144,7 +160,10 @@ pub struct RefClock {
 
 impl RefClock {
     pub fn new(cap: usize) -> Self {
-        RefClock { cap, q: VecDeque::new() }
+        RefClock {
+            cap,
+            q: VecDeque::new(),
+        }
     }
 }
 
@@ -199,7 +218,11 @@ pub struct RefSieve {
 
 impl RefSieve {
     pub fn new(cap: usize) -> Self {
-        RefSieve { cap, q: Vec::new(), hand: None }
+        RefSieve {
+            cap,
+            q: Vec::new(),
+            hand: None,
+        }
     }
 }
 
@@ -266,7 +289,9 @@ impl RefArc {
 
     fn replace(&mut self, hit_in_b2: bool) -> u32 {
         let t1 = self.t1.len() as f64;
-        if (!self.t1.is_empty() && (t1 > self.p || (t1 == self.p && hit_in_b2))) || self.t2.is_empty() {
+        if (!self.t1.is_empty() && (t1 > self.p || (t1 == self.p && hit_in_b2)))
+            || self.t2.is_empty()
+        {
             let v = self.t1.pop_back().unwrap();
             self.b1.push_front(v);
             v
@@ -355,7 +380,12 @@ pub struct RefOpt {
 
 impl RefOpt {
     pub fn new(cap: usize, future: &[u16]) -> Self {
-        RefOpt { cap, future: future.to_vec(), pos: 0, resident: Vec::new() }
+        RefOpt {
+            cap,
+            future: future.to_vec(),
+            pos: 0,
+            resident: Vec::new(),
+        }
     }
 }
 
@@ -373,7 +403,10 @@ impl Policy for RefOpt {
         self.resident.contains(&id)
     }
     fn access(&mut self, id: ObjId) -> Outcome {
-        assert_eq!(self.future[self.pos] as u32, id, "ref-opt: access off the future");
+        assert_eq!(
+            self.future[self.pos] as u32, id,
+            "ref-opt: access off the future"
+        );
         self.pos += 1;
         if self.resident.contains(&id) {
             return Outcome::Hit;
@@ -387,10 +420,18 @@ impl Policy for RefOpt {
             // Farthest next use; never used again counts as farthest, and among those
             // the larger id goes first.
             let key = |x: u32| {
-                let next = rest.iter().position(|&y| y as u32 == x).unwrap_or(usize::MAX);
+                let next = rest
+                    .iter()
+                    .position(|&y| y as u32 == x)
+                    .unwrap_or(usize::MAX);
                 (next, x)
             };
-            let (i, _) = self.resident.iter().enumerate().max_by_key(|&(_, &x)| key(x)).unwrap();
+            let (i, _) = self
+                .resident
+                .iter()
+                .enumerate()
+                .max_by_key(|&(_, &x)| key(x))
+                .unwrap();
             evicted = Some(self.resident.swap_remove(i));
         }
         self.resident.push(id);
@@ -409,7 +450,11 @@ pub struct RefLfu {
 
 impl RefLfu {
     pub fn new(cap: usize) -> Self {
-        RefLfu { cap, now: 0, entries: Vec::new() }
+        RefLfu {
+            cap,
+            now: 0,
+            entries: Vec::new(),
+        }
     }
 }
 
@@ -438,7 +483,12 @@ impl Policy for RefLfu {
         }
         let mut evicted = None;
         if self.entries.len() == self.cap {
-            let (i, _) = self.entries.iter().enumerate().min_by_key(|(_, e)| (e.1, e.2)).unwrap();
+            let (i, _) = self
+                .entries
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, e)| (e.1, e.2))
+                .unwrap();
             evicted = Some(self.entries.remove(i).0);
         }
         self.entries.push((id, 1, self.now));
@@ -518,7 +568,12 @@ impl Policy for RefS3Fifo {
         self.small.iter().chain(self.main.iter()).any(|e| e.0 == id)
     }
     fn access(&mut self, id: ObjId) -> Outcome {
-        if let Some(e) = self.small.iter_mut().chain(self.main.iter_mut()).find(|e| e.0 == id) {
+        if let Some(e) = self
+            .small
+            .iter_mut()
+            .chain(self.main.iter_mut())
+            .find(|e| e.0 == id)
+        {
             e.1 += 1; // uncapped, as in libCacheSim
             return Outcome::Hit;
         }
@@ -596,7 +651,11 @@ impl Policy for RefLinux {
         if self.cap == 0 {
             return MISS;
         }
-        let evicted = if self.len() == self.cap { self.inactive.pop_back() } else { None };
+        let evicted = if self.len() == self.cap {
+            self.inactive.pop_back()
+        } else {
+            None
+        };
         self.inactive.push_front(id);
         Outcome::Miss { evicted }
     }
@@ -612,7 +671,12 @@ pub struct RefPinned {
 
 impl RefPinned {
     pub fn new(name: String, inner: Box<dyn Policy>, pinned: Vec<u32>) -> Self {
-        RefPinned { name, inner, pinned, loaded: Vec::new() }
+        RefPinned {
+            name,
+            inner,
+            pinned,
+            loaded: Vec::new(),
+        }
     }
 }
 

@@ -11,12 +11,30 @@ use crate::{Arc, Clock, Fifo, Lfu, Linux, Lru, ObjId, Opt, Pinned, Policy, S3Fif
 pub const POLICIES: &[(&str, &str)] = &[
     ("lru", "least recently used"),
     ("fifo", "first in, first out"),
-    ("clock", "CLOCK: FIFO with a one-bit second chance (libCacheSim Clock)"),
-    ("arc", "ARC, Megiddo & Modha FAST'03: adaptive recency/frequency split with ghosts"),
-    ("opt", "Belady MIN: evicts the object used farthest in the future (an oracle bound)"),
-    ("lfu", "least frequently used, ties broken by least recently used"),
-    ("sieve", "SIEVE, NSDI'24: FIFO with a visited bit and a lazy hand"),
-    ("s3fifo", "S3-FIFO, SOSP'23: 10% probation FIFO, 90% main CLOCK, ghost ids"),
+    (
+        "clock",
+        "CLOCK: FIFO with a one-bit second chance (libCacheSim Clock)",
+    ),
+    (
+        "arc",
+        "ARC, Megiddo & Modha FAST'03: adaptive recency/frequency split with ghosts",
+    ),
+    (
+        "opt",
+        "Belady MIN: evicts the object used farthest in the future (an oracle bound)",
+    ),
+    (
+        "lfu",
+        "least frequently used, ties broken by least recently used",
+    ),
+    (
+        "sieve",
+        "SIEVE, NSDI'24: FIFO with a visited bit and a lazy hand",
+    ),
+    (
+        "s3fifo",
+        "S3-FIFO, SOSP'23: 10% probation FIFO, 90% main CLOCK, ghost ids",
+    ),
     (
         "linux[:FRACTION]",
         "Linux page cache: inactive/active lists, active <= FRACTION of the cache (default 0.5)",
@@ -43,16 +61,24 @@ pub enum BaseSpec {
     Sieve,
     S3Fifo,
     /// `active_fraction` in [0, 1).
-    Linux { active_fraction: f64 },
+    Linux {
+        active_fraction: f64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum PolicySpec {
     Base(BaseSpec),
     /// Pin every id of the first `layers` MoE layers that reach the cache.
-    Pinned { layers: usize, inner: BaseSpec },
+    Pinned {
+        layers: usize,
+        inner: BaseSpec,
+    },
     /// Pin the `k` most used ids of a profile (ties: lower id first).
-    PinHot { k: usize, inner: BaseSpec },
+    PinHot {
+        k: usize,
+        inner: BaseSpec,
+    },
 }
 
 /// A spec string that does not parse.
@@ -111,7 +137,10 @@ pub struct BuildContext<'a> {
 
 impl BaseSpec {
     fn parse(spec: &str, name: &str, arg: Option<&str>) -> Result<BaseSpec, SpecError> {
-        let err = |reason: String| SpecError { spec: spec.to_string(), reason };
+        let err = |reason: String| SpecError {
+            spec: spec.to_string(),
+            reason,
+        };
         let no_arg = |b: BaseSpec| match arg {
             None => Ok(b),
             Some(a) => Err(err(format!("{name} takes no parameter (got \"{a}\")"))),
@@ -139,9 +168,7 @@ impl BaseSpec {
                 };
                 Ok(BaseSpec::Linux { active_fraction })
             }
-            "pinned" | "pin-hot" => {
-                Err(err(format!("{name} cannot wrap another decorator")))
-            }
+            "pinned" | "pin-hot" => Err(err(format!("{name} cannot wrap another decorator"))),
             "" => Err(err("empty policy name".into())),
             _ => Err(err(format!("unknown policy \"{name}\""))),
         }
@@ -199,7 +226,10 @@ impl PolicySpec {
     /// Parse a spec (surrounding whitespace ignored, names are lowercase).
     pub fn parse(spec: &str) -> Result<PolicySpec, SpecError> {
         let s = spec.trim();
-        let err = |reason: String| SpecError { spec: s.to_string(), reason };
+        let err = |reason: String| SpecError {
+            spec: s.to_string(),
+            reason,
+        };
         let (name, rest) = match s.split_once(':') {
             Some((n, r)) => (n, Some(r)),
             None => (s, None),
@@ -207,16 +237,20 @@ impl PolicySpec {
         match name {
             "pinned" | "pin-hot" => {
                 let Some(rest) = rest else {
-                    let what = if name == "pinned" { "N layers" } else { "K experts" };
+                    let what = if name == "pinned" {
+                        "N layers"
+                    } else {
+                        "K experts"
+                    };
                     return Err(err(format!("{name} needs a count ({name}:{what})")));
                 };
                 let (count, inner) = match rest.split_once(':') {
                     Some((c, i)) => (c, Some(i)),
                     None => (rest, None),
                 };
-                let n: usize = count.parse().map_err(|_| {
-                    err(format!("{name} needs a whole number, got \"{count}\""))
-                })?;
+                let n: usize = count
+                    .parse()
+                    .map_err(|_| err(format!("{name} needs a whole number, got \"{count}\"")))?;
                 let inner = match inner {
                     None => BaseSpec::Lru,
                     Some(i) => {
@@ -256,7 +290,10 @@ impl PolicySpec {
     }
 
     fn build_err(&self, reason: String) -> BuildError {
-        BuildError { spec: self.to_string(), reason }
+        BuildError {
+            spec: self.to_string(),
+            reason,
+        }
     }
 
     /// The ids this spec pins in `ctx` (empty for an undecorated policy), ascending for
@@ -281,7 +318,9 @@ impl PolicySpec {
             }
             PolicySpec::PinHot { k, .. } => {
                 let Some(profile) = ctx.profile else {
-                    return Err(self.build_err("pin-hot needs a profile (per-id use counts)".into()));
+                    return Err(
+                        self.build_err("pin-hot needs a profile (per-id use counts)".into())
+                    );
                 };
                 if k > ctx.n_ids {
                     return Err(self.build_err(format!("cannot pin {k} of {} ids", ctx.n_ids)));
@@ -339,10 +378,18 @@ impl PolicySpec {
         for &id in &pinned {
             is_pinned[id as usize] = true;
         }
-        let filtered: Option<Vec<u16>> =
-            future.map(|fu| fu.iter().copied().filter(|&id| !is_pinned[id as usize]).collect());
+        let filtered: Option<Vec<u16>> = future.map(|fu| {
+            fu.iter()
+                .copied()
+                .filter(|&id| !is_pinned[id as usize])
+                .collect()
+        });
         let inner_cap = ctx.capacity - pinned.len();
-        let pin = PinSet { name: self.to_string(), n_ids: ctx.n_ids, ids: pinned };
+        let pin = PinSet {
+            name: self.to_string(),
+            n_ids: ctx.n_ids,
+            ids: pinned,
+        };
         Ok(f.make(base, inner_cap, ctx.n_ids, filtered.as_deref(), Some(pin)))
     }
 }

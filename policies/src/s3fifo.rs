@@ -83,7 +83,7 @@ impl S3Fifo {
     }
 
     #[inline]
-    fn to_ghost(&mut self, id: u32) {
+    fn remember_in_ghost(&mut self, id: u32) {
         if self.ghost_cap == 0 {
             self.loc[id as usize] = NONE;
             return;
@@ -127,7 +127,7 @@ impl S3Fifo {
                     self.freq[t as usize] = 0;
                     self.n_main += 1;
                 } else {
-                    self.to_ghost(t);
+                    self.remember_in_ghost(t);
                     return Some(t);
                 }
             }
@@ -173,8 +173,7 @@ impl Policy for S3Fifo {
                 evicted = Some(v);
             }
         }
-        let into_main =
-            hit_on_ghost || (!self.has_evicted && self.n_small >= self.small_cap);
+        let into_main = hit_on_ghost || (!self.has_evicted && self.n_small >= self.small_cap);
         if into_main {
             self.lists.push_front(L_MAIN, id);
             self.loc[id as usize] = MAIN;
@@ -190,16 +189,28 @@ impl Policy for S3Fifo {
 
     fn validate(&self) -> Result<(), String> {
         let lists = self.lists.validate(3)?;
-        let want = [(SMALL, self.n_small), (MAIN, self.n_main), (GHOST, self.n_ghost)];
+        let want = [
+            (SMALL, self.n_small),
+            (MAIN, self.n_main),
+            (GHOST, self.n_ghost),
+        ];
         for (l, &(loc, n)) in lists.iter().zip(want.iter()) {
             if l.len() != n {
-                return Err(format!("s3fifo: list {loc} holds {} but count is {n}", l.len()));
+                return Err(format!(
+                    "s3fifo: list {loc} holds {} but count is {n}",
+                    l.len()
+                ));
             }
             if let Some(&id) = l.iter().find(|&&id| self.loc[id as usize] != loc) {
-                return Err(format!("s3fifo: {id} on list {loc} has loc {}", self.loc[id as usize]));
+                return Err(format!(
+                    "s3fifo: {id} on list {loc} has loc {}",
+                    self.loc[id as usize]
+                ));
             }
         }
-        if self.loc.iter().filter(|&&l| l != NONE).count() != self.n_small + self.n_main + self.n_ghost {
+        if self.loc.iter().filter(|&&l| l != NONE).count()
+            != self.n_small + self.n_main + self.n_ghost
+        {
             return Err("s3fifo: loc flags do not match the lists".into());
         }
         if self.n_small + self.n_main > self.capacity || self.n_ghost > self.ghost_cap {

@@ -19,7 +19,13 @@ pub struct Sieve {
 
 impl Sieve {
     pub fn new(capacity: usize, n_ids: usize) -> Self {
-        Sieve { capacity, len: 0, list: Lists::new(n_ids, 1), visited: vec![false; n_ids], hand: NIL }
+        Sieve {
+            capacity,
+            len: 0,
+            list: Lists::new(n_ids, 1),
+            visited: vec![false; n_ids],
+            hand: NIL,
+        }
     }
 }
 
@@ -71,9 +77,14 @@ impl Policy for Sieve {
             return Err(format!("sieve: list {} len {}", lists[0].len(), self.len));
         }
         if self.hand != NIL && !self.list.is_linked(self.hand) {
-            return Err(format!("sieve: hand at {} which is not resident", self.hand));
+            return Err(format!(
+                "sieve: hand at {} which is not resident",
+                self.hand
+            ));
         }
-        if let Some(id) = (0..self.visited.len()).find(|&i| self.visited[i] && !self.list.is_linked(i as u32)) {
+        if let Some(id) =
+            (0..self.visited.len()).find(|&i| self.visited[i] && !self.list.is_linked(i as u32))
+        {
             return Err(format!("sieve: {id} visited but not resident"));
         }
         Ok(())

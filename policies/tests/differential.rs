@@ -10,9 +10,27 @@ use moe_spill_policies::{reference, BuildContext, Outcome, PolicySpec};
 use rand::Rng;
 
 const SPECS: &[&str] = &[
-    "lru", "fifo", "clock", "arc", "opt", "lfu", "sieve", "s3fifo", "linux", "linux:0.25", "linux:0",
-    "linux:0.9", "pinned:1", "pinned:2:arc", "pinned:1:opt", "pinned:1:s3fifo", "pin-hot:3",
-    "pin-hot:5:clock", "pin-hot:2:lfu", "pin-hot:4:sieve", "pinned:1:linux:0.3",
+    "lru",
+    "fifo",
+    "clock",
+    "arc",
+    "opt",
+    "lfu",
+    "sieve",
+    "s3fifo",
+    "linux",
+    "linux:0.25",
+    "linux:0",
+    "linux:0.9",
+    "pinned:1",
+    "pinned:2:arc",
+    "pinned:1:opt",
+    "pinned:1:s3fifo",
+    "pin-hot:3",
+    "pin-hot:5:clock",
+    "pin-hot:2:lfu",
+    "pin-hot:4:sieve",
+    "pinned:1:linux:0.3",
 ];
 
 /// Run `spec` fast and naive side by side; returns the number of misses.
@@ -24,7 +42,11 @@ fn compare(spec: &str, c: &BuildContext, trace: &[u16], what: &str) -> usize {
             assert_eq!(a, b);
             return 0; // e.g. a pinned set larger than the cache: both refuse
         }
-        (a, b) => panic!("{what} {spec}: build disagrees: {:?} vs {:?}", a.err(), b.err()),
+        (a, b) => panic!(
+            "{what} {spec}: build disagrees: {:?} vs {:?}",
+            a.err(),
+            b.err()
+        ),
     };
     let pinned = s.pinned_ids(c).unwrap();
     let mut is_pinned = vec![false; c.n_ids];
@@ -56,7 +78,11 @@ fn compare(spec: &str, c: &BuildContext, trace: &[u16], what: &str) -> usize {
         }
     }
     for id in 0..c.n_ids as u32 {
-        assert_eq!(fast.contains(id), naive.contains(id), "{what} {spec}: final residency of {id}");
+        assert_eq!(
+            fast.contains(id),
+            naive.contains(id),
+            "{what} {spec}: final residency of {id}"
+        );
     }
     misses
 }
@@ -91,26 +117,38 @@ fn check_all(trace: &[u16], n_ids: usize, n_experts: usize, caps: &[usize], what
 
 #[test]
 fn uniform_traces() {
-    for seed in 0..300 {
+    for seed in 0..900 {
         let mut r = rng(seed);
         let n_ids = r.gen_range(1..=24);
         let len = r.gen_range(0..300);
         let t = common::uniform(&mut r, n_ids, len);
         let caps = capacities(&mut r, n_ids);
-        check_all(&t, n_ids, r.gen_range(1..=4), &caps, &format!("uniform seed {seed}"));
+        check_all(
+            &t,
+            n_ids,
+            r.gen_range(1..=4),
+            &caps,
+            &format!("uniform seed {seed}"),
+        );
     }
 }
 
 #[test]
 fn zipf_traces() {
-    for seed in 0..300 {
-        let mut r = rng(1000 + seed);
+    for seed in 0..600 {
+        let mut r = rng(10_000 + seed);
         let n_ids = r.gen_range(2..=64);
         let s = r.gen_range(0.6..1.4);
         let len = r.gen_range(100..500);
         let t = common::zipf(&mut r, n_ids, s, len);
         let caps = capacities(&mut r, n_ids);
-        check_all(&t, n_ids, r.gen_range(1..=8), &caps, &format!("zipf seed {seed}"));
+        check_all(
+            &t,
+            n_ids,
+            r.gen_range(1..=8),
+            &caps,
+            &format!("zipf seed {seed}"),
+        );
     }
 }
 
@@ -126,26 +164,35 @@ fn loops_of_capacity_plus_one() {
         assert_eq!(common::misses("lru", &c, &t), t.len());
         assert_eq!(common::misses("fifo", &c, &t), t.len());
         let opt = common::misses("opt", &c, &t);
-        assert!(opt <= n_ids + (t.len() - n_ids).div_ceil(cap), "opt {opt} on loop {n_ids}");
+        assert!(
+            opt <= n_ids + (t.len() - n_ids).div_ceil(cap),
+            "opt {opt} on loop {n_ids}"
+        );
     }
 }
 
 #[test]
 fn scan_traces() {
-    for seed in 0..200 {
-        let mut r = rng(2000 + seed);
+    for seed in 0..500 {
+        let mut r = rng(20_000 + seed);
         let n_ids = r.gen_range(4..=48);
         let len = r.gen_range(100..400);
         let t = common::scans(&mut r, n_ids, len);
         let caps = capacities(&mut r, n_ids);
-        check_all(&t, n_ids, r.gen_range(1..=6), &caps, &format!("scans seed {seed}"));
+        check_all(
+            &t,
+            n_ids,
+            r.gen_range(1..=6),
+            &caps,
+            &format!("scans seed {seed}"),
+        );
     }
 }
 
 #[test]
 fn moe_traces() {
-    for seed in 0..150 {
-        let mut r = rng(3000 + seed);
+    for seed in 0..400 {
+        let mut r = rng(30_000 + seed);
         let layers = r.gen_range(1..=6);
         let n_experts = r.gen_range(4..=12);
         let k = r.gen_range(1..=n_experts.min(4));
@@ -163,15 +210,22 @@ fn moe_traces() {
 fn larger_s3fifo_and_arc_traces() {
     // Capacities >= 20, where S3-FIFO's small queue holds more than one object and
     // ARC's ghosts grow long.
-    for seed in 0..40 {
-        let mut r = rng(4000 + seed);
+    for seed in 0..60 {
+        let mut r = rng(40_000 + seed);
         let n_ids = r.gen_range(40..=160);
         let s = r.gen_range(0.5..1.2);
         let t = common::zipf(&mut r, n_ids, s, 1500);
         let profile = common::profile_of(&t, n_ids);
         for cap in [20, 25, n_ids / 2, n_ids - 5] {
             let c = ctx(cap, n_ids, 8, 0, &t, &profile);
-            for spec in ["s3fifo", "arc", "lfu", "sieve", "pin-hot:7:s3fifo", "linux:0.4"] {
+            for spec in [
+                "s3fifo",
+                "arc",
+                "lfu",
+                "sieve",
+                "pin-hot:7:s3fifo",
+                "linux:0.4",
+            ] {
                 compare(spec, &c, &t, &format!("larger seed {seed}"));
             }
         }

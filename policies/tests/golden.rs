@@ -119,12 +119,27 @@ fn arc_p_moves_both_ways() {
         down += (arc.p() < before) as usize;
     }
     arc.validate().unwrap();
-    assert!(up > 100 && down > 100, "p rose {up} times, fell {down} times");
+    assert!(
+        up > 100 && down > 100,
+        "p rose {up} times, fell {down} times"
+    );
 }
 
 #[test]
 fn capacity_zero_misses_everything_and_holds_nothing() {
-    for spec in ["lru", "fifo", "clock", "arc", "opt", "lfu", "sieve", "s3fifo", "linux", "pinned:0:arc", "pin-hot:0"] {
+    for spec in [
+        "lru",
+        "fifo",
+        "clock",
+        "arc",
+        "opt",
+        "lfu",
+        "sieve",
+        "s3fifo",
+        "linux",
+        "pinned:0:arc",
+        "pin-hot:0",
+    ] {
         let v = run(spec, 0, 6, &CLASSIC);
         assert!(v.split(' ').all(|s| s == "m"), "{spec}: {v}");
     }
@@ -132,13 +147,36 @@ fn capacity_zero_misses_everything_and_holds_nothing() {
 
 #[test]
 fn capacity_at_least_distinct_ids_only_cold_misses() {
-    for spec in ["lru", "fifo", "clock", "arc", "opt", "lfu", "sieve", "s3fifo", "linux", "pinned:1", "pin-hot:2:clock"] {
+    for spec in [
+        "lru",
+        "fifo",
+        "clock",
+        "arc",
+        "opt",
+        "lfu",
+        "sieve",
+        "s3fifo",
+        "linux",
+        "pinned:1",
+        "pin-hot:2:clock",
+    ] {
         // Pinned slots are reserved even for ids never used (id 0 here).
-        let caps: &[usize] = if spec.starts_with("pin") { &[7, 9] } else { &[5, 6, 9] };
+        let caps: &[usize] = if spec.starts_with("pin") {
+            &[7, 9]
+        } else {
+            &[5, 6, 9]
+        };
         for &cap in caps {
             let v = run(spec, cap, 6, &CLASSIC);
-            assert_eq!(v.split(' ').filter(|s| *s == "m").count(), 5, "{spec} {cap}: {v}");
-            assert!(v.split(' ').all(|s| s == "m" || s == "."), "{spec} {cap}: {v}");
+            assert_eq!(
+                v.split(' ').filter(|s| *s == "m").count(),
+                5,
+                "{spec} {cap}: {v}"
+            );
+            assert!(
+                v.split(' ').all(|s| s == "m" || s == "."),
+                "{spec} {cap}: {v}"
+            );
         }
     }
 }
@@ -149,7 +187,9 @@ fn lcg_trace(n: usize, seed: u64) -> Vec<u16> {
     let mut x = seed;
     (0..n)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let hi = x >> 33;
             (if (x >> 60) < 10 { hi % 16 } else { hi % 200 }) as u16
         })
@@ -165,14 +205,47 @@ fn golden_counts_from_libcachesim() {
     // S3FIFO; object size 1, object ids + 1). S3FIFO below 20 objects is where we
     // deviate on purpose (see s3fifo.rs), so those are not pinned here.
     let golden: [(&str, [Option<usize>; 8]); 8] = [
-        ("lru", [19457, 17856, 12280, 10865, 5803, 3746, 234, 200].map(Some)),
-        ("fifo", [19457, 17910, 13096, 11984, 7558, 4425, 242, 200].map(Some)),
-        ("clock", [19457, 17822, 11813, 10255, 5693, 3772, 228, 200].map(Some)),
-        ("arc", [19457, 17363, 9219, 7695, 5723, 3751, 232, 200].map(Some)),
-        ("opt", [19457, 13731, 6854, 5959, 3409, 1690, 205, 200].map(Some)),
-        ("lfu", [19457, 17040, 7648, 6818, 5701, 3853, 230, 200].map(Some)),
-        ("sieve", [19457, 17474, 8740, 6849, 5708, 3805, 227, 200].map(Some)),
-        ("s3fifo", [None, None, None, Some(6816), Some(5682), Some(3761), Some(231), Some(200)]),
+        (
+            "lru",
+            [19457, 17856, 12280, 10865, 5803, 3746, 234, 200].map(Some),
+        ),
+        (
+            "fifo",
+            [19457, 17910, 13096, 11984, 7558, 4425, 242, 200].map(Some),
+        ),
+        (
+            "clock",
+            [19457, 17822, 11813, 10255, 5693, 3772, 228, 200].map(Some),
+        ),
+        (
+            "arc",
+            [19457, 17363, 9219, 7695, 5723, 3751, 232, 200].map(Some),
+        ),
+        (
+            "opt",
+            [19457, 13731, 6854, 5959, 3409, 1690, 205, 200].map(Some),
+        ),
+        (
+            "lfu",
+            [19457, 17040, 7648, 6818, 5701, 3853, 230, 200].map(Some),
+        ),
+        (
+            "sieve",
+            [19457, 17474, 8740, 6849, 5708, 3805, 227, 200].map(Some),
+        ),
+        (
+            "s3fifo",
+            [
+                None,
+                None,
+                None,
+                Some(6816),
+                Some(5682),
+                Some(3761),
+                Some(231),
+                Some(200),
+            ],
+        ),
     ];
     let profile = common::profile_of(&t, 200);
     for (spec, counts) in golden {
@@ -186,7 +259,12 @@ fn golden_counts_from_libcachesim() {
 
 #[test]
 fn replay_reports_the_missing_positions() {
-    let c = BuildContext { capacity: 3, n_ids: 6, future: Some(&CLASSIC), ..Default::default() };
+    let c = BuildContext {
+        capacity: 3,
+        n_ids: 6,
+        future: Some(&CLASSIC),
+        ..Default::default()
+    };
     let mut p = PolicySpec::parse("lru").unwrap().build(&c).unwrap();
     let mut m = vec![99];
     p.replay(&CLASSIC, &mut m);

@@ -8,17 +8,45 @@ use moe_spill_policies::{Outcome, Policy, PolicySpec};
 use rand::Rng;
 
 const ALL: &[&str] = &[
-    "lru", "fifo", "clock", "arc", "opt", "lfu", "sieve", "s3fifo", "linux", "linux:0.2",
-    "pinned:1", "pinned:2:clock", "pin-hot:4", "pin-hot:8:arc", "pinned:1:opt",
+    "lru",
+    "fifo",
+    "clock",
+    "arc",
+    "opt",
+    "lfu",
+    "sieve",
+    "s3fifo",
+    "linux",
+    "linux:0.2",
+    "pinned:1",
+    "pinned:2:clock",
+    "pin-hot:4",
+    "pin-hot:8:arc",
+    "pinned:1:opt",
 ];
 
 fn traces() -> Vec<(String, Vec<u16>, usize, usize)> {
     let mut out = Vec::new();
     for seed in 0..6 {
         let mut r = rng(seed);
-        out.push((format!("zipf {seed}"), common::zipf(&mut r, 48, 0.9, 3000), 48, 8));
-        out.push((format!("moe {seed}"), common::moe(&mut r, 6, 8, 2, 250, 0.4), 48, 8));
-        out.push((format!("scans {seed}"), common::scans(&mut r, 48, 3000), 48, 8));
+        out.push((
+            format!("zipf {seed}"),
+            common::zipf(&mut r, 48, 0.9, 3000),
+            48,
+            8,
+        ));
+        out.push((
+            format!("moe {seed}"),
+            common::moe(&mut r, 6, 8, 2, 250, 0.4),
+            48,
+            8,
+        ));
+        out.push((
+            format!("scans {seed}"),
+            common::scans(&mut r, 48, 3000),
+            48,
+            8,
+        ));
     }
     out
 }
@@ -32,7 +60,9 @@ fn opt_is_a_lower_bound_at_every_capacity() {
             let opt = misses("opt", &c, &t);
             for spec in ALL {
                 let s = PolicySpec::parse(spec).unwrap();
-                let Ok(pinned) = s.pinned_ids(&c) else { continue };
+                let Ok(pinned) = s.pinned_ids(&c) else {
+                    continue;
+                };
                 // With no slot left for the inner policy, unpinned objects bypass the
                 // cache, which demand-paging MIN does not allow itself.
                 if !pinned.is_empty() && pinned.len() == cap {
@@ -53,7 +83,10 @@ fn lru_and_opt_misses_never_grow_with_capacity() {
             let mut last = usize::MAX;
             for cap in 0..=n_ids + 1 {
                 let m = misses(spec, &ctx(cap, n_ids, n_experts, 0, &t, &profile), &t);
-                assert!(m <= last, "{what}: {spec} misses grew to {m} at capacity {cap}");
+                assert!(
+                    m <= last,
+                    "{what}: {spec} misses grew to {m} at capacity {cap}"
+                );
                 last = m;
             }
             // Enough room for everything: only cold misses.
@@ -106,7 +139,13 @@ fn replay_in_pieces_equals_access_by_access() {
 fn pinned_ids_are_never_evicted() {
     for (what, t, n_ids, n_experts) in traces() {
         let profile = common::profile_of(&t, n_ids);
-        for spec in ["pinned:2", "pinned:3:arc", "pin-hot:10:s3fifo", "pin-hot:5:opt", "pinned:1:linux"] {
+        for spec in [
+            "pinned:2",
+            "pinned:3:arc",
+            "pin-hot:10:s3fifo",
+            "pin-hot:5:opt",
+            "pinned:1:linux",
+        ] {
             for cap in [24, 30, 40] {
                 for first_slot in [0, 2] {
                     let c = ctx(cap, n_ids, n_experts, first_slot, &t, &profile);
@@ -119,7 +158,11 @@ fn pinned_ids_are_never_evicted() {
                         }
                     }
                     for &id in &pinned {
-                        assert_eq!(p.contains(id), profile[id as usize] > 0, "{what} {spec} {id}");
+                        assert_eq!(
+                            p.contains(id),
+                            profile[id as usize] > 0,
+                            "{what} {spec} {id}"
+                        );
                     }
                     p.validate().unwrap();
                 }
@@ -133,7 +176,10 @@ fn pinning_a_layer_pins_exactly_its_experts() {
     let t: Vec<u16> = (0..40).collect();
     let profile = common::profile_of(&t, 40);
     let c = ctx(20, 40, 8, 1, &t, &profile);
-    let ids = PolicySpec::parse("pinned:2").unwrap().pinned_ids(&c).unwrap();
+    let ids = PolicySpec::parse("pinned:2")
+        .unwrap()
+        .pinned_ids(&c)
+        .unwrap();
     assert_eq!(ids, (8..24).collect::<Vec<u32>>());
     let mut p = PolicySpec::parse("pinned:2").unwrap().build(&c).unwrap();
     assert_eq!(p.capacity(), 20);

@@ -37,7 +37,12 @@ fn every_form_parses_and_prints_back_canonically() {
     }
     assert_eq!(
         parse("pinned:2:linux:0.25"),
-        PolicySpec::Pinned { layers: 2, inner: BaseSpec::Linux { active_fraction: 0.25 } }
+        PolicySpec::Pinned {
+            layers: 2,
+            inner: BaseSpec::Linux {
+                active_fraction: 0.25
+            }
+        }
     );
 }
 
@@ -87,9 +92,19 @@ fn needs_future_and_profile() {
 fn every_listed_policy_builds() {
     let future = [0u16, 1, 2, 3, 4, 5, 6, 7];
     let profile = [1u64; 8];
-    let c = BuildContext { capacity: 4, n_ids: 8, n_experts: 2, first_slot: 0, future: Some(&future), profile: Some(&profile) };
+    let c = BuildContext {
+        capacity: 4,
+        n_ids: 8,
+        n_experts: 2,
+        first_slot: 0,
+        future: Some(&future),
+        profile: Some(&profile),
+    };
     for (form, _) in POLICIES {
-        let spec = form.replace("[:FRACTION]", "").replace("N[:POLICY]", "1").replace("K[:POLICY]", "2");
+        let spec = form
+            .replace("[:FRACTION]", "")
+            .replace("N[:POLICY]", "1")
+            .replace("K[:POLICY]", "2");
         let p = parse(&spec).build(&c).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.name(), parse(&spec).to_string());
         assert_eq!(p.capacity(), 4);
@@ -100,18 +115,45 @@ fn every_listed_policy_builds() {
 #[test]
 fn build_errors() {
     let future = [0u16, 1, 9];
-    let c = BuildContext { capacity: 4, n_ids: 8, n_experts: 2, ..Default::default() };
+    let c = BuildContext {
+        capacity: 4,
+        n_ids: 8,
+        n_experts: 2,
+        ..Default::default()
+    };
     let err = |spec: &str, c: &BuildContext| parse(spec).build(c).err().expect(spec).to_string();
     assert!(err("opt", &c).contains("needs the future"));
     assert!(err("pinned:1:opt", &c).contains("needs the future"));
-    assert!(err("opt", &BuildContext { future: Some(&future), ..c }).contains("future id 9"));
+    assert!(err(
+        "opt",
+        &BuildContext {
+            future: Some(&future),
+            ..c
+        }
+    )
+    .contains("future id 9"));
     assert!(err("pin-hot:2", &c).contains("needs a profile"));
     assert!(err("pinned:3", &c).contains("6 pinned objects do not fit in a cache of 4"));
     assert!(err("pinned:5", &BuildContext { capacity: 100, ..c }).contains("cover 4 slots"));
     assert!(err("pinned:1", &BuildContext { n_experts: 0, ..c }).contains("n_experts"));
     let profile = [0u64; 8];
-    assert!(err("pin-hot:9", &BuildContext { profile: Some(&profile), capacity: 20, ..c }).contains("9 of 8"));
-    assert!(err("pin-hot:5", &BuildContext { profile: Some(&profile), ..c }).contains("do not fit"));
+    assert!(err(
+        "pin-hot:9",
+        &BuildContext {
+            profile: Some(&profile),
+            capacity: 20,
+            ..c
+        }
+    )
+    .contains("9 of 8"));
+    assert!(err(
+        "pin-hot:5",
+        &BuildContext {
+            profile: Some(&profile),
+            ..c
+        }
+    )
+    .contains("do not fit"));
     assert!(err("lru", &BuildContext { n_ids: 70000, ..c }).contains("65536"));
     let e = parse("pinned:3").build(&c).err().unwrap();
     assert_eq!(e.spec, "pinned:3");
@@ -125,19 +167,37 @@ fn build_errors() {
 #[test]
 fn pin_hot_takes_the_most_used_ties_to_lower_ids() {
     let profile = [5u64, 9, 1, 9, 0, 5];
-    let c = BuildContext { capacity: 6, n_ids: 6, n_experts: 3, profile: Some(&profile), ..Default::default() };
+    let c = BuildContext {
+        capacity: 6,
+        n_ids: 6,
+        n_experts: 3,
+        profile: Some(&profile),
+        ..Default::default()
+    };
     assert_eq!(parse("pin-hot:4").pinned_ids(&c).unwrap(), vec![1, 3, 0, 5]);
     // A short profile counts missing ids as never used.
     let short = [0u64, 0, 0, 0, 7];
-    let c = BuildContext { profile: Some(&short), ..c };
+    let c = BuildContext {
+        profile: Some(&short),
+        ..c
+    };
     assert_eq!(parse("pin-hot:3").pinned_ids(&c).unwrap(), vec![4, 0, 1]);
 }
 
 #[test]
 fn pinned_layers_start_at_first_slot_and_clip_to_n_ids() {
-    let c = BuildContext { capacity: 30, n_ids: 26, n_experts: 8, first_slot: 2, ..Default::default() };
+    let c = BuildContext {
+        capacity: 30,
+        n_ids: 26,
+        n_experts: 8,
+        first_slot: 2,
+        ..Default::default()
+    };
     // Slot 3 holds only ids 24 and 25 (the last layer's top experts were never used).
-    assert_eq!(parse("pinned:2").pinned_ids(&c).unwrap(), (16..26).collect::<Vec<u32>>());
+    assert_eq!(
+        parse("pinned:2").pinned_ids(&c).unwrap(),
+        (16..26).collect::<Vec<u32>>()
+    );
     assert!(parse("pinned:3").pinned_ids(&c).is_err());
     assert!(parse("pinned:0").pinned_ids(&c).unwrap().is_empty());
 }

@@ -102,11 +102,21 @@ pub fn ctx<'a>(
     trace: &'a [u16],
     profile: &'a [u64],
 ) -> BuildContext<'a> {
-    BuildContext { capacity, n_ids, n_experts, first_slot, future: Some(trace), profile: Some(profile) }
+    BuildContext {
+        capacity,
+        n_ids,
+        n_experts,
+        first_slot,
+        future: Some(trace),
+        profile: Some(profile),
+    }
 }
 
 pub fn build(spec: &str, ctx: &BuildContext) -> Box<dyn Policy> {
-    PolicySpec::parse(spec).unwrap().build(ctx).unwrap_or_else(|e| panic!("{e}"))
+    PolicySpec::parse(spec)
+        .unwrap()
+        .build(ctx)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Misses of `spec` over `trace` through `replay`.
