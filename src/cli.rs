@@ -35,8 +35,14 @@ pub enum Command {
     Convert(ConvertArgs),
     /// Describe traces: geometry, model, responses, tokens, accesses, load speed.
     Info(InfoArgs),
-    /// Replay a trace through one eviction policy at one cache size.
-    Simulate(crate::simulate::SimulateArgs),
+    /// List the hardware presets (GPUs, RAM, SSD).
+    Hardware(HardwareListArgs),
+    /// Replay a trace through one eviction policy at one RAM budget: SSD bytes and tokens/s.
+    Simulate(crate::study::SimulateArgs),
+    /// Every policy at every RAM budget, in parallel; long-form rows for plotting.
+    Sweep(crate::sweep::SweepArgs),
+    /// The seed's analytic estimate alone, from a trace's U and D or --u N --d N.
+    Estimate(crate::estimate::EstimateArgs),
 }
 
 /// Where traces come from and how they are read.
@@ -103,6 +109,12 @@ pub struct ConvertArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct HardwareListArgs {
+    #[command(flatten)]
+    pub out: FormatArgs,
+}
+
+#[derive(Args, Debug)]
 pub struct InfoArgs {
     #[command(flatten)]
     pub input: TraceArgs,
@@ -116,7 +128,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Analyze(a) => analyze_cmd(a),
         Command::Convert(a) => convert(a),
         Command::Info(a) => info(a),
-        Command::Simulate(a) => crate::simulate::run(a),
+        Command::Hardware(a) => hardware(a),
+        Command::Simulate(a) => crate::study::simulate(a),
+        Command::Sweep(a) => crate::sweep::sweep(a),
+        Command::Estimate(a) => crate::estimate::estimate(a),
     }
 }
 
@@ -430,6 +445,54 @@ fn info(a: InfoArgs) -> Result<()> {
             tb.to_csv()
         }
         OutputFormat::Table => rows.iter().map(|(k, v)| format!("{k:<17} {v}\n")).collect(),
+    };
+    emit(&text, None)
+}
+
+fn hardware(a: HardwareListArgs) -> Result<()> {
+    let presets = crate::hardware::presets();
+    let text = match OutputFormat::resolve(a.out.format, false) {
+        OutputFormat::Json => serde_json::to_string_pretty(&presets).expect("json") + "\n",
+        f => {
+            let mut t = Table::new(&[
+                "hardware",
+                "gpus",
+                "vram_gib",
+                "vram_gbs",
+                "vram_reserve_gib",
+                "ram_gib",
+                "ram_gbs",
+                "ram_reserve_gib",
+                "ssd_gbs",
+                "ssd_drives",
+                "description",
+            ]);
+            for h in &presets {
+                let g = h.gpus.first();
+                t.push(vec![
+                    h.name.clone(),
+                    h.n_gpus().to_string(),
+                    g.map_or("0".into(), |g| g.vram_gib.to_string()),
+                    g.map_or("-".into(), |g| g.bandwidth_gbs.to_string()),
+                    g.map_or("-".into(), |g| g.reserve_gib.to_string()),
+                    h.ram.size_gib.to_string(),
+                    h.ram.bandwidth_gbs.to_string(),
+                    h.ram.reserve_gib.to_string(),
+                    h.ssd.bandwidth_gbs.to_string(),
+                    h.ssd.drives.to_string(),
+                    h.description.clone(),
+                ]);
+            }
+            let mut s = if f == OutputFormat::Csv {
+                t.to_csv()
+            } else {
+                t.render()
+            };
+            if f == OutputFormat::Table {
+                s.push_str("\nSizes in GiB, bandwidths in GB/s (10^9 B/s). Your own machine: --hw FILE.toml (or .json) with the\nfields of `moe-spill hardware --format json`; or override a preset with --vram, --vram-bw, --ram-bw, --ssd-bw, ...\n");
+            }
+            s
+        }
     };
     emit(&text, None)
 }

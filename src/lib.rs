@@ -7,10 +7,16 @@
 pub mod analyze;
 pub mod cli;
 pub mod error;
+pub mod estimate;
 pub mod format;
+pub mod hardware;
+pub mod mattson;
 pub mod model;
 pub mod output;
 pub mod progress;
 pub mod quant;
 pub mod simulate;
+pub mod study;
+pub mod sweep;
+pub mod timemodel;
 pub mod trace;

@@ -1,41 +1,38 @@
-//! The replay: a trace's accesses, in order, through one policy at one capacity.
+//! The replay: a trace's accesses, in order, through a policy sized to a budget, and the
+//! statistics and time estimate of one (policy, budget) run.
 //!
 //! Order: token by token; within a token, layers in recorded order; within a layer, the
 //! experts in router order. Responses follow one another through the same cache, which
 //! starts empty once. Prompt tokens are skipped unless `--phase all`. Layers held in
-//! VRAM (the first `gpu_layers` slots) never reach the cache.
+//! VRAM (the first `gpu_layers` MoE layers) never reach the cache.
 
 use std::borrow::Cow;
-use std::path::PathBuf;
 
-use clap::Args;
 use moe_spill_policies::registry::{BuildContext, PolicySpec};
 use serde::Serialize;
 
-use crate::cli::{load, FormatArgs, PhaseArg, TraceArgs};
 use crate::error::{Error, Result};
-use crate::output::{emit, fixed, OutputFormat, Table};
+use crate::hardware::Hardware;
+use crate::mattson::lru_curves;
+use crate::timemodel::{analytic_ssd_bytes_per_token, token_time, Placement, GIB};
 use crate::trace::Trace;
 
-#[derive(Args, Debug)]
-pub struct SimulateArgs {
-    #[command(flatten)]
-    pub input: TraceArgs,
-    /// Eviction policy: lru, fifo, clock, arc, opt, lfu, sieve, s3fifo, linux[:F],
-    /// pinned:N[:POLICY], pin-hot:K[:POLICY].
-    #[arg(long, value_name = "SPEC", default_value = "lru")]
-    pub policy: String,
-    /// Cache capacity in experts.
-    #[arg(long, value_name = "N")]
-    pub cache_experts: usize,
-    /// Profile trace for pin-hot (without it the replayed trace itself is used: an oracle).
-    #[arg(long, value_name = "TRACE")]
-    pub pin_profile: Option<PathBuf>,
-    /// Leave the first N tokens of the run out of the statistics (the cache still sees them).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub warmup_tokens: usize,
-    #[command(flatten)]
-    pub out: FormatArgs,
+/// One global cache (the page cache), or one cache per MoE layer of capacity/n_layers
+/// (explicit expert caches in llama.cpp forks and MLX tools).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Partition {
+    Global,
+    PerLayer,
+}
+
+impl Partition {
+    pub fn name(self) -> &'static str {
+        match self {
+            Partition::Global => "global",
+            Partition::PerLayer => "per-layer",
+        }
+    }
 }
 
 /// What to replay: which tokens, which layers.
@@ -45,7 +42,10 @@ pub struct ReplayPlan<'t> {
     pub stream: Cow<'t, [u16]>,
     pub per_token: usize,
     pub n_tokens: usize,
-    /// First slot that reaches the cache.
+    pub top_k: usize,
+    pub n_experts: usize,
+    pub n_ids: usize,
+    /// First slot that reaches the cache (slots before it are in VRAM).
     pub first_slot: usize,
 }
 
@@ -54,7 +54,8 @@ impl<'t> ReplayPlan<'t> {
         let g = &trace.geometry;
         let k = g.top_k as usize;
         let a = g.accesses_per_token();
-        let skip = gpu_layers.min(g.n_layers()) * k;
+        let first_slot = gpu_layers.min(g.n_layers());
+        let skip = first_slot * k;
         let all = include_prompt || trace.prompt.iter().all(|&p| !p);
         let stream: Cow<[u16]> = if all && skip == 0 {
             Cow::Borrowed(&trace.ids)
@@ -69,7 +70,11 @@ impl<'t> ReplayPlan<'t> {
         };
         let per_token = a - skip;
         let n_tokens = if per_token == 0 {
-            0
+            trace
+                .prompt
+                .iter()
+                .filter(|&&p| include_prompt || !p)
+                .count()
         } else {
             stream.len() / per_token
         };
@@ -77,170 +82,502 @@ impl<'t> ReplayPlan<'t> {
             stream,
             per_token,
             n_tokens,
-            first_slot: gpu_layers.min(g.n_layers()),
+            top_k: k,
+            n_experts: g.n_experts as usize,
+            n_ids: g.n_ids(),
+            first_slot,
         }
     }
 
+    /// MoE layers that reach the cache.
+    pub fn n_slots(&self) -> usize {
+        self.per_token / self.top_k.max(1)
+    }
+
     /// Per-id use counts of the stream (the profile pin-hot uses as an oracle).
-    pub fn profile(&self, n_ids: usize) -> Vec<u64> {
-        let mut c = vec![0u64; n_ids];
+    pub fn profile(&self) -> Vec<u64> {
+        let mut c = vec![0u64; self.n_ids];
         for &id in self.stream.iter() {
             c[id as usize] += 1;
         }
         c
     }
+
+    /// Misses no policy avoids: ids whose first access comes at or after token `warmup`.
+    pub fn cold_misses(&self, warmup: usize) -> u64 {
+        let mut seen = vec![false; self.n_ids];
+        let mut cold = 0;
+        for (t, token) in self.stream.chunks_exact(self.per_token.max(1)).enumerate() {
+            for &id in token {
+                if !seen[id as usize] {
+                    seen[id as usize] = true;
+                    cold += (t >= warmup) as u64;
+                }
+            }
+        }
+        cold
+    }
+
+    /// The accesses of one slot (index among the replayed slots), token by token.
+    fn slot_stream(&self, s: usize) -> Vec<u16> {
+        let k = self.top_k;
+        self.stream
+            .chunks_exact(self.per_token)
+            .flat_map(|tok| &tok[s * k..(s + 1) * k])
+            .copied()
+            .collect()
+    }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct SimStats {
-    pub policy: String,
-    pub cache_experts: usize,
-    pub tokens: u64,
-    pub accesses: u64,
-    pub hits: u64,
-    pub misses: u64,
-    /// Misses on an object's first access in the whole run (no policy avoids them).
-    pub cold_misses: u64,
-    #[serde(skip)]
+/// Capacities of the per-layer caches: `capacity` split over the slots, the remainder
+/// to the first ones, so they add up.
+pub fn per_layer_capacities(capacity: usize, n_slots: usize) -> Vec<usize> {
+    if n_slots == 0 {
+        return Vec::new();
+    }
+    let (base, extra) = (capacity / n_slots, capacity % n_slots);
+    (0..n_slots).map(|s| base + (s < extra) as usize).collect()
+}
+
+/// Misses of one run, before warmup is cut off.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Counts {
     pub misses_per_token: Vec<u32>,
+    /// Misses per replayed slot, counting tokens from `warmup` on.
+    pub misses_per_slot: Vec<u64>,
 }
 
-/// Replay `plan` through `spec` at `capacity` experts. Tokens before `warmup` are replayed
-/// but not counted.
-pub fn replay(
+/// Replay through one policy at one capacity.
+pub fn run_policy(
     plan: &ReplayPlan,
     spec: &PolicySpec,
     capacity: usize,
-    n_ids: usize,
-    n_experts: usize,
+    partition: Partition,
     profile: Option<&[u64]>,
     warmup: usize,
-) -> Result<SimStats> {
+) -> Result<Counts> {
+    let mut counts = Counts {
+        misses_per_token: vec![0; plan.n_tokens],
+        misses_per_slot: vec![0; plan.n_slots()],
+    };
+    if plan.per_token == 0 {
+        return Ok(counts);
+    }
+    match partition {
+        Partition::Global => replay_into(
+            plan,
+            &plan.stream,
+            plan.per_token,
+            spec,
+            capacity,
+            profile,
+            warmup,
+            &mut counts,
+            None,
+        )?,
+        Partition::PerLayer => {
+            if !matches!(spec, PolicySpec::Base(_)) {
+                return Err(Error::new(format!(
+                    "policy {spec} pins experts of a global cache; with --partition per-layer use a plain policy"
+                )));
+            }
+            let caps = per_layer_capacities(capacity, plan.n_slots());
+            for (s, &cap) in caps.iter().enumerate() {
+                let sub = plan.slot_stream(s);
+                replay_into(
+                    plan,
+                    &sub,
+                    plan.top_k,
+                    spec,
+                    cap,
+                    profile,
+                    warmup,
+                    &mut counts,
+                    Some(s),
+                )?;
+            }
+        }
+    }
+    Ok(counts)
+}
+
+/// Replay `stream` (`pt` accesses per token) and add its misses to `counts`. `slot` is
+/// Some(s) when the stream holds only slot s.
+#[allow(clippy::too_many_arguments)]
+fn replay_into(
+    plan: &ReplayPlan,
+    stream: &[u16],
+    pt: usize,
+    spec: &PolicySpec,
+    capacity: usize,
+    profile: Option<&[u64]>,
+    warmup: usize,
+    counts: &mut Counts,
+    slot: Option<usize>,
+) -> Result<()> {
     let ctx = BuildContext {
         capacity,
-        n_ids,
-        n_experts,
+        n_ids: plan.n_ids,
+        n_experts: plan.n_experts,
         first_slot: plan.first_slot,
-        future: spec.needs_future().then_some(&plan.stream[..]),
+        future: spec.needs_future().then_some(stream),
         profile,
     };
     let mut policy = spec.build(&ctx).map_err(|e| Error::new(e.to_string()))?;
-    let pt = plan.per_token;
-    let mut misses_per_token = vec![0u32; plan.n_tokens];
-    let mut seen = vec![false; n_ids];
-    let mut cold = 0u64;
     let mut idx: Vec<u32> = Vec::new();
-    // Batches of tokens: one dynamic call per batch, a bounded miss buffer.
+    if slot.is_none() {
+        // Token by token (one dynamic call per token): the misses of a token are what the
+        // call appended, and a position's slot comes from a table, not a division.
+        let k = plan.top_k;
+        let slot_of: Vec<u16> = (0..pt).map(|i| (i / k) as u16).collect();
+        for (t, token) in stream.chunks_exact(pt).enumerate() {
+            idx.clear();
+            policy.replay(token, &mut idx);
+            counts.misses_per_token[t] += idx.len() as u32;
+            if t >= warmup {
+                for &i in &idx {
+                    counts.misses_per_slot[slot_of[i as usize] as usize] += 1;
+                }
+            }
+        }
+        return Ok(());
+    }
+    // One slot's stream: batches of whole tokens, one dynamic call per batch.
     const BATCH_TOKENS: usize = 4096;
-    for (b, batch) in plan.stream.chunks(BATCH_TOKENS * pt.max(1)).enumerate() {
+    let s = slot.expect("checked");
+    for (b, batch) in stream.chunks(BATCH_TOKENS * pt).enumerate() {
         idx.clear();
         policy.replay(batch, &mut idx);
         let base = b * BATCH_TOKENS;
         for &i in &idx {
             let t = base + i as usize / pt;
-            misses_per_token[t] += 1;
-            let id = batch[i as usize] as usize;
-            if !seen[id] {
-                seen[id] = true;
-                if t >= warmup {
-                    cold += 1;
+            counts.misses_per_token[t] += 1;
+            counts.misses_per_slot[s] += (t >= warmup) as u64;
+        }
+    }
+    Ok(())
+}
+
+/// LRU at many capacities from one pass of stack distances (per slot with per-layer
+/// caches). Equal to `run_policy(lru)` at each capacity.
+pub fn lru_all(
+    plan: &ReplayPlan,
+    capacities: &[usize],
+    partition: Partition,
+    warmup: usize,
+) -> Vec<Counts> {
+    let m = capacities.len();
+    let mut out: Vec<Counts> = (0..m)
+        .map(|_| Counts {
+            misses_per_token: vec![0; plan.n_tokens],
+            misses_per_slot: vec![0; plan.n_slots()],
+        })
+        .collect();
+    if plan.per_token == 0 || m == 0 {
+        return out;
+    }
+    // One pass takes the capacities in ascending order; `order[r]` is the caller's index.
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by_key(|&j| capacities[j]);
+    match partition {
+        Partition::Global => {
+            let caps: Vec<usize> = order.iter().map(|&j| capacities[j]).collect();
+            let curves = lru_curves(
+                &plan.stream,
+                plan.per_token,
+                plan.top_k,
+                plan.n_ids,
+                &caps,
+                warmup,
+            );
+            for (r, &j) in order.iter().enumerate() {
+                out[j]
+                    .misses_per_token
+                    .copy_from_slice(&curves.misses_per_token[r]);
+                out[j]
+                    .misses_per_slot
+                    .copy_from_slice(&curves.misses_per_slot[r]);
+            }
+        }
+        Partition::PerLayer => {
+            for s in 0..plan.n_slots() {
+                let caps: Vec<usize> = order
+                    .iter()
+                    .map(|&j| per_layer_capacities(capacities[j], plan.n_slots())[s])
+                    .collect();
+                let sub = plan.slot_stream(s);
+                let curves = lru_curves(&sub, plan.top_k, plan.top_k, plan.n_ids, &caps, warmup);
+                for (r, &j) in order.iter().enumerate() {
+                    for (t, &x) in curves.misses_per_token[r].iter().enumerate() {
+                        out[j].misses_per_token[t] += x;
+                    }
+                    out[j].misses_per_slot[s] += curves.misses_per_slot[r][0];
                 }
             }
         }
     }
-    let counted = &misses_per_token[warmup.min(plan.n_tokens)..];
+    out
+}
+
+/// The economics around a run: model placement, machine, analytic U and D.
+#[derive(Clone, Debug)]
+pub struct Economics {
+    pub placement: Placement,
+    pub hw: Hardware,
+    /// U and D per chunk (threshold 100%) of the replayed tokens.
+    pub u: f64,
+    pub d: f64,
+    pub chunk: usize,
+}
+
+/// One (policy, budget) result: the columns of `simulate` and `sweep`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Row {
+    pub policy: String,
+    pub partition: &'static str,
+    pub vram_gib: Option<f64>,
+    pub gpu_layers: usize,
+    pub ram_gib: Option<f64>,
+    pub ram_bytes: Option<u64>,
+    pub cache_experts: usize,
+    pub tokens: u64,
+    pub accesses: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub cold_misses: u64,
+    pub hit_rate: f64,
+    pub misses_per_token: f64,
+    pub ssd_bytes: Option<u64>,
+    pub ssd_bytes_per_token: Option<f64>,
+    pub ssd_bytes_per_token_p50: Option<u64>,
+    pub ssd_bytes_per_token_p99: Option<u64>,
+    pub ssd_bytes_per_token_max: Option<u64>,
+    pub t_vram_ms: Option<f64>,
+    pub t_ram_ms: Option<f64>,
+    pub t_ssd_ms: Option<f64>,
+    pub est_tok_s: Option<f64>,
+    pub analytic_ssd_bytes_per_token: Option<f64>,
+    pub analytic_tok_s: Option<f64>,
+    /// Misses per MoE layer (model layer number, misses), with --per-layer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_layer_misses: Option<Vec<(u16, u64)>>,
+}
+
+/// Budget of a row: installed RAM (GiB) when known, and the cache capacity.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    pub ram_gib: Option<f64>,
+    pub capacity: usize,
+}
+
+/// Nearest-rank percentile (p in 0..=100) of a sorted slice.
+pub fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+/// Assemble a row from the counts of a run.
+#[allow(clippy::too_many_arguments)]
+pub fn make_row(
+    policy: String,
+    partition: Partition,
+    plan: &ReplayPlan,
+    budget: Budget,
+    counts: &Counts,
+    cold: u64,
+    warmup: usize,
+    econ: Option<&Economics>,
+    layer_numbers: Option<&[u16]>,
+    vram_gib: Option<f64>,
+) -> Row {
+    let counted = &counts.misses_per_token[warmup.min(plan.n_tokens)..];
     let tokens = counted.len() as u64;
-    let accesses = tokens * pt as u64;
+    let accesses = tokens * plan.per_token as u64;
     let misses: u64 = counted.iter().map(|&m| m as u64).sum();
-    Ok(SimStats {
-        policy: policy.name(),
-        cache_experts: capacity,
+    let mut sorted = counted.to_vec();
+    sorted.sort_unstable();
+    let per = |x: u64| {
+        if tokens == 0 {
+            0.0
+        } else {
+            x as f64 / tokens as f64
+        }
+    };
+    let mut row = Row {
+        policy,
+        partition: partition.name(),
+        vram_gib,
+        gpu_layers: plan.first_slot,
+        ram_gib: budget.ram_gib,
+        ram_bytes: None,
+        cache_experts: budget.capacity,
         tokens,
         accesses,
         hits: accesses - misses,
         misses,
         cold_misses: cold,
-        misses_per_token: counted.to_vec(),
-    })
+        hit_rate: if accesses == 0 {
+            0.0
+        } else {
+            (accesses - misses) as f64 / accesses as f64
+        },
+        misses_per_token: per(misses),
+        ssd_bytes: None,
+        ssd_bytes_per_token: None,
+        ssd_bytes_per_token_p50: None,
+        ssd_bytes_per_token_p99: None,
+        ssd_bytes_per_token_max: None,
+        t_vram_ms: None,
+        t_ram_ms: None,
+        t_ssd_ms: None,
+        est_tok_s: None,
+        analytic_ssd_bytes_per_token: None,
+        analytic_tok_s: None,
+        per_layer_misses: layer_numbers.map(|ls| {
+            counts
+                .misses_per_slot
+                .iter()
+                .enumerate()
+                .map(|(s, &m)| (ls[plan.first_slot + s], m))
+                .collect()
+        }),
+    };
+    if let Some(e) = econ {
+        let eb = e.placement.expert_bytes;
+        let ram_gib = budget.ram_gib.unwrap_or_else(|| {
+            e.placement
+                .ram_for_capacity(budget.capacity, e.hw.ram.reserve_gib)
+        });
+        row.ram_gib = Some(ram_gib);
+        row.ram_bytes = Some((ram_gib * GIB).round() as u64);
+        row.ssd_bytes = Some(misses * eb);
+        let mean = per(misses) * eb as f64;
+        row.ssd_bytes_per_token = Some(mean);
+        row.ssd_bytes_per_token_p50 = Some(percentile(&sorted, 50.0) as u64 * eb);
+        row.ssd_bytes_per_token_p99 = Some(percentile(&sorted, 99.0) as u64 * eb);
+        row.ssd_bytes_per_token_max = Some(sorted.last().copied().unwrap_or(0) as u64 * eb);
+        let t = token_time(&e.placement, &e.hw, mean);
+        row.t_vram_ms = Some(t.t_vram * 1e3);
+        row.t_ram_ms = Some(t.t_ram * 1e3);
+        row.t_ssd_ms = Some(t.t_ssd * 1e3);
+        row.est_tok_s = Some(t.tok_s());
+        let a = analytic_ssd_bytes_per_token(&e.placement, e.u, e.d, budget.capacity, e.chunk);
+        row.analytic_ssd_bytes_per_token = Some(a);
+        row.analytic_tok_s = Some(token_time(&e.placement, &e.hw, a).tok_s());
+    }
+    row
 }
 
-pub fn run(a: SimulateArgs) -> Result<()> {
-    let spec = PolicySpec::parse(&a.policy).map_err(|e| Error::new(format!("--policy: {e}")))?;
-    let loaded = load(&a.input)?;
-    let trace = &loaded.trace;
-    let g = &trace.geometry;
-    let plan = ReplayPlan::new(trace, a.input.phase == PhaseArg::All, 0);
-    if plan.n_tokens == 0 {
-        return Err(Error::new(
-            "the trace has no tokens to replay (only prompt tokens? use --phase all)",
-        ));
-    }
-    let profile = if spec.needs_profile() {
-        Some(match &a.pin_profile {
-            Some(p) => {
-                let prof = load(&TraceArgs {
-                    traces: vec![p.clone()],
-                    model: loaded.model.map(|m| m.name.to_string()),
-                    phase: a.input.phase,
-                    quiet: true,
-                })?;
-                if prof.trace.geometry != *g {
-                    return Err(Error::in_file(
-                        p,
-                        "profile trace geometry differs from the replayed trace",
-                    ));
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::Geometry;
+
+    fn toy(n_tokens: usize, seed: u64) -> Trace {
+        // 3 layers x 16 experts, top-2, skewed with drift.
+        let g = Geometry {
+            layers: vec![1, 2, 3],
+            n_experts: 16,
+            top_k: 2,
+        };
+        let mut t = Trace::empty(g, true);
+        let mut s = seed;
+        let mut next = || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 33) as usize
+        };
+        for tok in 0..n_tokens {
+            for slot in 0..3u16 {
+                let a = (next() % 16 * (next() % 16) / 16 + tok / 50) % 16;
+                let mut b = (next() % 16 + tok / 30) % 16;
+                if b == a {
+                    b = (b + 1) % 16;
                 }
-                ReplayPlan::new(&prof.trace, a.input.phase == PhaseArg::All, 0).profile(g.n_ids())
+                t.ids.push(slot * 16 + a as u16);
+                t.ids.push(slot * 16 + b as u16);
             }
-            None => plan.profile(g.n_ids()),
-        })
-    } else {
-        None
-    };
-    let mut stats = replay(
-        &plan,
-        &spec,
-        a.cache_experts,
-        g.n_ids(),
-        g.n_experts as usize,
-        profile.as_deref(),
-        a.warmup_tokens,
-    )?;
-    if spec.needs_profile() && a.pin_profile.is_none() {
-        stats.policy.push_str("(oracle)");
-    }
-    let text = match OutputFormat::resolve(a.out.format, false) {
-        OutputFormat::Json => serde_json::to_string_pretty(&stats).expect("json") + "\n",
-        f => {
-            let mut t = Table::new(&[
-                "policy",
-                "cache_experts",
-                "tokens",
-                "accesses",
-                "hits",
-                "misses",
-                "cold_misses",
-                "hit_rate",
-                "misses_per_token",
-            ]);
-            let per = |x: u64, n: u64| if n == 0 { 0.0 } else { x as f64 / n as f64 };
-            t.push(vec![
-                stats.policy.clone(),
-                stats.cache_experts.to_string(),
-                stats.tokens.to_string(),
-                stats.accesses.to_string(),
-                stats.hits.to_string(),
-                stats.misses.to_string(),
-                stats.cold_misses.to_string(),
-                fixed(per(stats.hits, stats.accesses), 6),
-                fixed(per(stats.misses, stats.tokens), 4),
-            ]);
-            if f == OutputFormat::Csv {
-                t.to_csv()
-            } else {
-                t.render()
+            t.prompt.push(tok % 17 == 0);
+            if tok % 97 == 96 {
+                t.end_response();
             }
         }
-    };
-    emit(&text, None)
+        t.end_response();
+        t
+    }
+
+    #[test]
+    fn one_pass_lru_equals_per_capacity_runs() {
+        let trace = toy(2000, 7);
+        let lru = PolicySpec::parse("lru").unwrap();
+        for gpu_layers in [0, 1] {
+            for include_prompt in [false, true] {
+                let plan = ReplayPlan::new(&trace, include_prompt, gpu_layers);
+                let caps: Vec<usize> = vec![40, 0, 1, 5, 12, 24, 33, 48, 100];
+                for partition in [Partition::Global, Partition::PerLayer] {
+                    for warmup in [0, 150] {
+                        let all = lru_all(&plan, &caps, partition, warmup);
+                        for (j, &c) in caps.iter().enumerate() {
+                            let one = run_policy(&plan, &lru, c, partition, None, warmup).unwrap();
+                            assert_eq!(
+                                all[j], one,
+                                "cap {c} {partition:?} warmup {warmup} gpu {gpu_layers}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn per_layer_capacities_add_up() {
+        for c in [0, 1, 7, 74, 75, 76, 19_199, 1_000_003] {
+            let caps = per_layer_capacities(c, 75);
+            assert_eq!(caps.iter().sum::<usize>(), c);
+            assert!(caps.iter().max().unwrap() - caps.iter().min().unwrap() <= 1);
+        }
+    }
+
+    #[test]
+    fn hits_plus_misses_and_cold_misses() {
+        let trace = toy(500, 3);
+        let plan = ReplayPlan::new(&trace, true, 0);
+        let spec = PolicySpec::parse("clock").unwrap();
+        let counts = run_policy(&plan, &spec, 10, Partition::Global, None, 0).unwrap();
+        let cold = plan.cold_misses(0);
+        let row = make_row(
+            "clock".into(),
+            Partition::Global,
+            &plan,
+            Budget {
+                ram_gib: None,
+                capacity: 10,
+            },
+            &counts,
+            cold,
+            0,
+            None,
+            None,
+            None,
+        );
+        assert_eq!(row.hits + row.misses, row.accesses);
+        assert_eq!(row.accesses, 500 * 6);
+        assert_eq!(cold, 48);
+        assert!(row.misses >= cold);
+        assert_eq!(counts.misses_per_slot.iter().sum::<u64>(), row.misses);
+    }
+
+    #[test]
+    fn percentiles_nearest_rank() {
+        let v: Vec<u32> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50.0), 50);
+        assert_eq!(percentile(&v, 99.0), 99);
+        assert_eq!(percentile(&[7], 99.0), 7);
+        assert_eq!(percentile(&[], 50.0), 0);
+    }
 }

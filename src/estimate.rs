@@ -1,0 +1,211 @@
+//! `estimate`: the seed's analytic model alone (its lost estimate_speed.py, reconstructed
+//! in model_facts.md section 5), from a trace's U and D or from `--u N --d N`.
+
+use clap::Args;
+use serde::Serialize;
+
+use crate::analyze::analyze;
+use crate::cli::{load, FormatArgs, PhaseArg, TraceArgs};
+use crate::error::{Error, Result};
+use crate::hardware::{parse_size_gib, HardwareArgs};
+use crate::model::Model;
+use crate::output::{emit, OutputFormat, Table};
+use crate::quant::{quant_type, ExpertQuant};
+use crate::timemodel::{analytic_ssd_bytes_per_token, token_time, Placement, GB};
+
+#[derive(Args, Debug)]
+pub struct EstimateArgs {
+    #[command(flatten)]
+    pub input: TraceArgs,
+    /// Distinct experts per chunk (U), instead of measuring a trace (model: --model, default glm-5).
+    #[arg(long, value_name = "N", requires = "d")]
+    pub u: Option<f64>,
+    /// New experts per chunk (D), with --u.
+    #[arg(long, value_name = "N", requires = "u")]
+    pub d: Option<f64>,
+    /// Tokens per chunk (the seed's 128).
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    pub chunk: u32,
+    /// Expert quant: TYPE, or gate=T,up=T,down=T (default: the model's usual).
+    #[arg(long, value_name = "SPEC")]
+    pub quant: Option<String>,
+    /// GGUF type of the non-expert weights.
+    #[arg(long, value_name = "TYPE", default_value = "q8_0")]
+    pub non_expert_quant: String,
+    #[command(flatten)]
+    pub hw: HardwareArgs,
+    /// Installed RAM (default: the profile's).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_gib)]
+    pub ram: Option<f64>,
+    #[command(flatten)]
+    pub out: FormatArgs,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Estimate {
+    pub model: String,
+    pub hw: String,
+    pub quant: String,
+    pub expert_bytes: u64,
+    pub ram_gib: f64,
+    pub gpu_layers: usize,
+    pub cache_experts: usize,
+    pub u: f64,
+    pub d: f64,
+    pub u_cpu: f64,
+    pub d_cpu: f64,
+    pub s: f64,
+    pub chunk: usize,
+    pub t_vram_ms: f64,
+    pub t_ram_ms: f64,
+    pub t_ssd_ms: f64,
+    pub analytic_ssd_bytes_per_token: f64,
+    pub analytic_tok_s: f64,
+}
+
+pub fn estimate(a: EstimateArgs) -> Result<()> {
+    let (model, u, d) = match (a.u, a.d) {
+        (Some(u), Some(d)) => {
+            if !a.input.traces.is_empty() {
+                return Err(Error::new("give either TRACE or --u/--d, not both"));
+            }
+            if !(u >= 0.0 && d >= 0.0 && u.is_finite() && d.is_finite()) {
+                return Err(Error::new("--u and --d must be zero or positive"));
+            }
+            let model = Model::by_name(a.input.model.as_deref().unwrap_or("glm-5"))?;
+            (model, u, d)
+        }
+        _ => {
+            let loaded = load(&a.input)?;
+            let model = loaded.model.ok_or_else(|| {
+                Error::new(format!(
+                    "no model preset matches the trace ({}): pass --model",
+                    loaded.trace.geometry.describe()
+                ))
+            })?;
+            let (u, d) = analyze(
+                &loaded.trace,
+                a.chunk as usize,
+                a.input.phase == PhaseArg::All,
+                false,
+            )
+            .u_d();
+            (model, u, d)
+        }
+    };
+    let quant = match &a.quant {
+        Some(s) => ExpertQuant::parse(s, model.default_quant())?,
+        None => ExpertQuant::uniform(model.default_quant()),
+    };
+    let neq = quant_type(&a.non_expert_quant)
+        .map_err(|e| Error::new(format!("--non-expert-quant: {}", e.0)))?;
+    let hw = a.hw.resolve(a.ram)?;
+    if hw.ram.size_gib < hw.ram.reserve_gib {
+        return Err(Error::new(format!(
+            "RAM {} GiB is below the reserve of {} GiB",
+            hw.ram.size_gib, hw.ram.reserve_gib
+        )));
+    }
+    let p = Placement::new(model, quant, neq, &hw)?;
+    let c = p.ram_capacity(hw.ram.size_gib, hw.ram.reserve_gib);
+    let chunk = a.chunk as usize;
+    let ssd = analytic_ssd_bytes_per_token(&p, u, d, c, chunk);
+    let t = token_time(&p, &hw, ssd);
+    let f = p.cpu_fraction();
+    let e = Estimate {
+        model: model.name.into(),
+        hw: hw.name.clone(),
+        quant: model.effective_quant(quant).to_string(),
+        expert_bytes: p.expert_bytes,
+        ram_gib: hw.ram.size_gib,
+        gpu_layers: p.gpu_layers,
+        cache_experts: c,
+        u,
+        d,
+        u_cpu: u * f,
+        d_cpu: d * f,
+        s: (u * f - c as f64).max(0.0),
+        chunk,
+        t_vram_ms: t.t_vram * 1e3,
+        t_ram_ms: t.t_ram * 1e3,
+        t_ssd_ms: t.t_ssd * 1e3,
+        analytic_ssd_bytes_per_token: ssd,
+        analytic_tok_s: t.tok_s(),
+    };
+    let text = match OutputFormat::resolve(a.out.format, false) {
+        OutputFormat::Json => serde_json::to_string_pretty(&e).expect("json") + "\n",
+        OutputFormat::Csv => {
+            let v = serde_json::to_value(&e).expect("json");
+            let obj = v.as_object().expect("object");
+            let mut t = Table::new(&obj.keys().map(|k| k.as_str()).collect::<Vec<_>>());
+            t.push(
+                obj.values()
+                    .map(|v| v.as_str().map_or(v.to_string(), |s| s.to_string()))
+                    .collect(),
+            );
+            t.to_csv()
+        }
+        OutputFormat::Table => explain(&e, &p, &hw),
+    };
+    emit(&text, None)
+}
+
+fn explain(e: &Estimate, p: &Placement, hw: &crate::hardware::Hardware) -> String {
+    let mib = p.expert_bytes as f64 / (1u64 << 20) as f64;
+    let s0_ms =
+        e.d_cpu * p.expert_bytes as f64 / (e.chunk as f64 * hw.ssd_bandwidth_gbs() * GB) * 1e3;
+    format!(
+        "model {} at {} ({} B = {:.4} MiB per expert), {} MoE layers\n\
+         machine {}: {}\n\
+         placement: {} MoE layers in VRAM, non-expert weights {:.2} GB ({:.2} GB of them in RAM);\n\
+         \x20          page cache C = floor(({} GiB - {} GiB reserve - non-expert in RAM) / expert) = {} experts\n\
+         U = {:.2}, D = {:.2} per {}-token chunk; CPU side U = {:.2}, D = {:.2}; S = max(0, U - C) = {:.2}\n\n\
+         t_vram = {:>7.1} ms\n\
+         t_ram  = {:>7.1} ms\n\
+         t_ssd  = {:>7.1} ms   (D + S) x expert / ({} x {} GB/s) = {:.1} MiB per token\n\
+         total  = {:>7.1} ms   -> {:.2} tok/s (analytic)\n\n\
+         At S = 0 the SSD term is D x expert / ({} x SSD bw) = {:.1} ms per token here. The seed's GLM-5 example,\n\
+         \"45/(128*7) = 50 ms\", divides GiB of data (2412 x 19.125 MiB = 45.05 GiB) by GB/s; in consistent units\n\
+         (48.37 GB / (128 x 7 GB/s)) it is {:.1} ms. Sizes here are GiB (2^30 B), bandwidths GB/s (10^9 B/s).\n",
+        e.model,
+        e.quant,
+        p.expert_bytes,
+        mib,
+        p.n_layers,
+        hw.name,
+        hw.describe(),
+        p.gpu_layers,
+        p.non_expert_bytes / GB,
+        p.non_expert_ram_bytes / GB,
+        hw.ram.size_gib,
+        hw.ram.reserve_gib,
+        e.cache_experts,
+        e.u,
+        e.d,
+        e.chunk,
+        e.u_cpu,
+        e.d_cpu,
+        e.s,
+        e.t_vram_ms,
+        e.t_ram_ms,
+        e.t_ssd_ms,
+        e.chunk,
+        hw.ssd_bandwidth_gbs(),
+        e.analytic_ssd_bytes_per_token / (1u64 << 20) as f64,
+        e.t_vram_ms + e.t_ram_ms + e.t_ssd_ms,
+        e.analytic_tok_s,
+        e.chunk,
+        s0_ms,
+        seed_example_ms(),
+    )
+}
+
+/// The seed's "45/(128*7)" in consistent units: D = 2412 GLM-5 IQ4_XS experts over 128
+/// tokens at 7 GB/s.
+pub fn seed_example_ms() -> f64 {
+    let glm = Model::by_name("glm-5").expect("preset");
+    let e = glm
+        .expert_bytes(ExpertQuant::uniform(quant_type("iq4_xs").expect("type")))
+        .expect("bytes") as f64;
+    2412.0 * e / (128.0 * 7.0 * GB) * 1e3
+}

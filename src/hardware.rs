@@ -1,0 +1,440 @@
+//! Hardware profiles: GPUs, RAM, SSD. Presets (`moe-spill hardware`), a user's own
+//! profile as TOML or JSON (same fields as the presets), and command-line overrides.
+//!
+//! Units: VRAM and RAM sizes in GiB (2^30 B); bandwidths in decimal GB/s (10^9 B/s).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gpu {
+    /// How many identical GPUs (layer split: they run one after another).
+    #[serde(default = "one")]
+    pub count: u32,
+    pub vram_gib: f64,
+    pub bandwidth_gbs: f64,
+    /// Per GPU: KV cache, CUDA context, compute buffers.
+    #[serde(default)]
+    pub reserve_gib: f64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ram {
+    /// Installed RAM.
+    pub size_gib: f64,
+    /// Effective bandwidth the CPU reaches when it reads expert weights.
+    pub bandwidth_gbs: f64,
+    /// OS, token embedding, buffers: what the page cache cannot use.
+    #[serde(default)]
+    pub reserve_gib: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ssd {
+    /// Read bandwidth of one drive.
+    pub bandwidth_gbs: f64,
+    /// Drives in RAID0 (bandwidths add).
+    #[serde(default = "one")]
+    pub drives: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hardware {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub gpus: Vec<Gpu>,
+    pub ram: Ram,
+    pub ssd: Ssd,
+}
+
+impl Hardware {
+    pub fn ssd_bandwidth_gbs(&self) -> f64 {
+        self.ssd.bandwidth_gbs * self.ssd.drives as f64
+    }
+
+    pub fn n_gpus(&self) -> u32 {
+        self.gpus.iter().map(|g| g.count).sum()
+    }
+
+    /// A preset by name, or a TOML/JSON profile file.
+    pub fn resolve(name_or_file: &str) -> Result<Hardware> {
+        if let Some(h) = presets()
+            .into_iter()
+            .find(|h| h.name == name_or_file.to_ascii_lowercase())
+        {
+            return Ok(h);
+        }
+        let path = Path::new(name_or_file);
+        if path.exists() {
+            return Self::from_file(path);
+        }
+        let names: Vec<String> = presets().into_iter().map(|h| h.name).collect();
+        Err(Error::new(format!(
+            "unknown hardware `{name_or_file}`: neither a preset ({}) nor a profile file",
+            names.join(", ")
+        )))
+    }
+
+    pub fn from_file(path: &Path) -> Result<Hardware> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let is_json =
+            path.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with('{');
+        let hw: Hardware = if is_json {
+            serde_json::from_str(&text).map_err(|e| {
+                Error::at_line(
+                    path,
+                    e.line() as u64,
+                    format!("{}", e).split(" at line").next().unwrap_or(""),
+                )
+            })?
+        } else {
+            toml::from_str(&text).map_err(|e| {
+                let line = e
+                    .span()
+                    .map_or(1, |s| text[..s.start].matches('\n').count() as u64 + 1);
+                Error::at_line(path, line, e.message())
+            })?
+        };
+        hw.validate().map_err(|m| Error::in_file(path, m))?;
+        Ok(hw)
+    }
+
+    /// Every number must make physical sense.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let pos = |v: f64, what: &str| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{what} must be a positive number, got {v}"))
+            }
+        };
+        let nonneg = |v: f64, what: &str| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{what} must be zero or positive, got {v}"))
+            }
+        };
+        for g in &self.gpus {
+            pos(g.vram_gib, "GPU vram_gib")?;
+            pos(g.bandwidth_gbs, "GPU bandwidth_gbs")?;
+            nonneg(g.reserve_gib, "GPU reserve_gib")?;
+            if g.count == 0 {
+                return Err("GPU count must be at least 1 (leave the GPU out for none)".into());
+            }
+        }
+        nonneg(self.ram.size_gib, "RAM size_gib")?;
+        pos(self.ram.bandwidth_gbs, "RAM bandwidth_gbs")?;
+        nonneg(self.ram.reserve_gib, "RAM reserve_gib")?;
+        pos(self.ssd.bandwidth_gbs, "SSD bandwidth_gbs")?;
+        if self.ssd.drives == 0 {
+            return Err("SSD drives must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// One line for tables and titles.
+    pub fn describe(&self) -> String {
+        let gpus: Vec<String> = self
+            .gpus
+            .iter()
+            .map(|g| {
+                format!(
+                    "{}{} GiB @ {} GB/s",
+                    if g.count > 1 {
+                        format!("{}x ", g.count)
+                    } else {
+                        String::new()
+                    },
+                    g.vram_gib,
+                    g.bandwidth_gbs
+                )
+            })
+            .collect();
+        format!(
+            "{}{} GiB RAM @ {} GB/s, SSD {} GB/s{}",
+            if gpus.is_empty() {
+                "no GPU, ".to_string()
+            } else {
+                gpus.join(" + ") + ", "
+            },
+            self.ram.size_gib,
+            self.ram.bandwidth_gbs,
+            self.ssd_bandwidth_gbs(),
+            if self.ssd.drives > 1 {
+                format!(" ({} drives RAID0)", self.ssd.drives)
+            } else {
+                String::new()
+            }
+        )
+    }
+}
+
+fn gpu(count: u32, vram_gib: f64, bandwidth_gbs: f64, reserve_gib: f64) -> Gpu {
+    Gpu {
+        count,
+        vram_gib,
+        bandwidth_gbs,
+        reserve_gib,
+    }
+}
+
+fn hw(
+    name: &str,
+    description: &str,
+    gpus: Vec<Gpu>,
+    ram: (f64, f64, f64),
+    ssd: (f64, u32),
+) -> Hardware {
+    Hardware {
+        name: name.into(),
+        description: description.into(),
+        gpus,
+        ram: Ram {
+            size_gib: ram.0,
+            bandwidth_gbs: ram.1,
+            reserve_gib: ram.2,
+        },
+        ssd: Ssd {
+            bandwidth_gbs: ssd.0,
+            drives: ssd.1,
+        },
+    }
+}
+
+/// The seed's machines (numbers in DESIGN.md, reconstructed in model_facts.md section 5)
+/// and a few that people own. RAM bandwidths are effective values: the seed's measured
+/// box reaches 57.6 GB/s; the others take 75% of the channel peak (model_facts.md §4)
+/// except the seed's hypothetical 3090 box, which the post computed at DDR5-6000 peak.
+pub fn presets() -> Vec<Hardware> {
+    vec![
+        hw(
+            "p40x3-ddr4",
+            "the seed author's box: 3x Tesla P40, 288 GiB DDR4-2400 (57.6 GB/s effective), 3.5 GB/s SSD",
+            vec![gpu(3, 24.0, 346.0, 2.0)],
+            (288.0, 57.6, 8.0),
+            (3.5, 1),
+        ),
+        hw(
+            "3090-ddr5",
+            "the seed's hypothetical box: RTX 3090, 128 GiB dual-channel DDR5 at peak 96 GB/s, 7 GB/s SSD",
+            vec![gpu(1, 24.0, 936.0, 3.0)],
+            (128.0, 96.0, 6.0),
+            (7.0, 1),
+        ),
+        hw(
+            "3090-ddr5-raid0",
+            "the same with four 7 GB/s drives in RAID0 (28 GB/s)",
+            vec![gpu(1, 24.0, 936.0, 3.0)],
+            (128.0, 96.0, 6.0),
+            (7.0, 4),
+        ),
+        hw(
+            "4090-ddr5",
+            "RTX 4090, 96 GiB dual-channel DDR5-6000 (72 GB/s = 75% of 96 peak), PCIe 4 SSD 7 GB/s",
+            vec![gpu(1, 24.0, 1008.0, 3.0)],
+            (96.0, 72.0, 6.0),
+            (7.0, 1),
+        ),
+        hw(
+            "5090-ddr5",
+            "RTX 5090, 192 GiB dual-channel DDR5-6000 (72 GB/s effective), PCIe 5 SSD 14 GB/s",
+            vec![gpu(1, 32.0, 1792.0, 3.0)],
+            (192.0, 72.0, 8.0),
+            (14.0, 1),
+        ),
+        hw(
+            "desktop-cpu",
+            "CPU only: 64 GiB dual-channel DDR5-5600 (67 GB/s = 75% of 89.6 peak), PCIe 4 SSD 7 GB/s",
+            vec![],
+            (64.0, 67.2, 6.0),
+            (7.0, 1),
+        ),
+        hw(
+            "epyc-12ch-ddr5",
+            "CPU-only server: EPYC 9004, 768 GiB 12-channel DDR5-4800 (346 GB/s = 75% of 460.8 peak), 2x PCIe 5 SSD",
+            vec![],
+            (768.0, 345.6, 16.0),
+            (14.0, 2),
+        ),
+    ]
+}
+
+/// Command-line overrides of a profile's numbers.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct HardwareArgs {
+    /// Hardware preset or profile file (TOML or JSON; see `moe-spill hardware`).
+    #[arg(long = "hw", value_name = "NAME|FILE", default_value = "3090-ddr5")]
+    pub hw: String,
+    /// Override: number of GPUs (0 for CPU only); they share the first GPU's numbers.
+    #[arg(long, value_name = "N")]
+    pub gpus: Option<u32>,
+    /// Override: VRAM per GPU, GiB.
+    #[arg(long, value_name = "GIB")]
+    pub vram: Option<f64>,
+    /// Override: VRAM bandwidth per GPU, GB/s.
+    #[arg(long, value_name = "GB/S")]
+    pub vram_bw: Option<f64>,
+    /// Override: VRAM reserve per GPU (KV cache, buffers), GiB.
+    #[arg(long, value_name = "GIB")]
+    pub vram_reserve: Option<f64>,
+    /// Override: effective RAM bandwidth, GB/s.
+    #[arg(long, value_name = "GB/S")]
+    pub ram_bw: Option<f64>,
+    /// Override: RAM the page cache cannot use (OS, buffers), GiB.
+    #[arg(long, value_name = "GIB")]
+    pub ram_reserve: Option<f64>,
+    /// Override: SSD read bandwidth per drive, GB/s.
+    #[arg(long, value_name = "GB/S")]
+    pub ssd_bw: Option<f64>,
+    /// Override: SSD drives in RAID0.
+    #[arg(long, value_name = "N")]
+    pub ssd_drives: Option<u32>,
+}
+
+impl HardwareArgs {
+    /// The profile with the overrides applied and checked. `ram_gib` overrides the
+    /// installed RAM (`--ram`).
+    pub fn resolve(&self, ram_gib: Option<f64>) -> Result<Hardware> {
+        let mut h = Hardware::resolve(&self.hw)?;
+        if let Some(n) = self.gpus {
+            if n == 0 {
+                h.gpus.clear();
+            } else {
+                let base = h
+                    .gpus
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| gpu(1, 24.0, 936.0, 3.0));
+                h.gpus = vec![Gpu { count: n, ..base }];
+            }
+        }
+        let any_gpu_override =
+            self.vram.is_some() || self.vram_bw.is_some() || self.vram_reserve.is_some();
+        if any_gpu_override && h.gpus.is_empty() {
+            return Err(Error::new(format!(
+                "--vram, --vram-bw and --vram-reserve need a GPU: `{}` has none (add --gpus 1)",
+                h.name
+            )));
+        }
+        for g in &mut h.gpus {
+            g.vram_gib = self.vram.unwrap_or(g.vram_gib);
+            g.bandwidth_gbs = self.vram_bw.unwrap_or(g.bandwidth_gbs);
+            g.reserve_gib = self.vram_reserve.unwrap_or(g.reserve_gib);
+        }
+        h.ram.bandwidth_gbs = self.ram_bw.unwrap_or(h.ram.bandwidth_gbs);
+        h.ram.reserve_gib = self.ram_reserve.unwrap_or(h.ram.reserve_gib);
+        h.ram.size_gib = ram_gib.unwrap_or(h.ram.size_gib);
+        h.ssd.bandwidth_gbs = self.ssd_bw.unwrap_or(h.ssd.bandwidth_gbs);
+        h.ssd.drives = self.ssd_drives.unwrap_or(h.ssd.drives);
+        h.validate()
+            .map_err(|m| Error::new(format!("hardware {}: {m}", h.name)))?;
+        Ok(h)
+    }
+}
+
+/// `128GiB`, `512MiB`, `1.5TiB`, `64G` (binary units; a bare number is GiB) -> GiB.
+pub fn parse_size_gib(s: &str) -> std::result::Result<f64, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let (num, scale) = [
+        ("tib", 1024.0),
+        ("gib", 1.0),
+        ("mib", 1.0 / 1024.0),
+        ("kib", 1.0 / 1048576.0),
+        ("t", 1024.0),
+        ("g", 1.0),
+        ("m", 1.0 / 1024.0),
+    ]
+    .iter()
+    .find_map(|(suf, sc)| lower.strip_suffix(suf).map(|n| (n.trim().to_string(), *sc)))
+    .unwrap_or((lower.clone(), 1.0));
+    if lower.ends_with("gb") || lower.ends_with("mb") || lower.ends_with("tb") {
+        return Err(format!("`{t}`: sizes are binary, write GiB/MiB/TiB"));
+    }
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("`{t}` is not a size like 128GiB or 512MiB"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("`{t}`: a size must be zero or positive"));
+    }
+    Ok(v * scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size_gib("128GiB").unwrap(), 128.0);
+        assert_eq!(parse_size_gib("512MiB").unwrap(), 0.5);
+        assert_eq!(parse_size_gib("1TiB").unwrap(), 1024.0);
+        assert_eq!(parse_size_gib("0GiB").unwrap(), 0.0);
+        assert_eq!(parse_size_gib("64").unwrap(), 64.0);
+        assert!(parse_size_gib("128GB").is_err());
+        assert!(parse_size_gib("-1GiB").is_err());
+        assert!(parse_size_gib("lots").is_err());
+    }
+
+    #[test]
+    fn presets_are_valid_and_overrides_apply() {
+        for h in presets() {
+            h.validate().unwrap();
+        }
+        let a = HardwareArgs {
+            hw: "3090-ddr5".into(),
+            ssd_drives: Some(4),
+            ram_bw: Some(50.0),
+            ..Default::default()
+        };
+        let h = a.resolve(Some(64.0)).unwrap();
+        assert_eq!(h.ssd_bandwidth_gbs(), 28.0);
+        assert_eq!(h.ram.size_gib, 64.0);
+        assert_eq!(h.ram.bandwidth_gbs, 50.0);
+        let bad = HardwareArgs {
+            hw: "3090-ddr5".into(),
+            ssd_bw: Some(0.0),
+            ..Default::default()
+        };
+        assert!(bad.resolve(None).is_err());
+    }
+
+    #[test]
+    fn toml_and_json_profiles() {
+        let d = std::env::temp_dir().join(format!("hw-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let t = d.join("box.toml");
+        std::fs::write(
+            &t,
+            "name = \"box\"\n[[gpus]]\nvram_gib = 16\nbandwidth_gbs = 500\n[ram]\nsize_gib = 64\nbandwidth_gbs = 60\n[ssd]\nbandwidth_gbs = 5\n",
+        )
+        .unwrap();
+        let h = Hardware::resolve(t.to_str().unwrap()).unwrap();
+        assert_eq!(
+            (h.gpus[0].count, h.ram.size_gib, h.ssd.drives),
+            (1, 64.0, 1)
+        );
+        let j = d.join("box.json");
+        std::fs::write(&j, serde_json::to_string(&h).unwrap()).unwrap();
+        assert_eq!(Hardware::resolve(j.to_str().unwrap()).unwrap(), h);
+        let bad = d.join("bad.toml");
+        std::fs::write(&bad, "name = \"x\"\n[ram]\nsize_gib = 64\nbandwidth_gbs = 60\nspeed = 3\n[ssd]\nbandwidth_gbs = 5\n").unwrap();
+        let e = Hardware::resolve(bad.to_str().unwrap()).unwrap_err();
+        assert!(e.0.contains("bad.toml:5:") && e.0.contains("speed"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

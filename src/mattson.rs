@@ -1,0 +1,337 @@
+//! LRU stack distances in one pass (Mattson, Gecsei, Slutz & Traiger 1970): an access
+//! at stack depth d hits in every LRU cache of capacity >= d, so one pass gives the LRU
+//! miss count of every capacity.
+//!
+//! Depth = 1 + the number of distinct ids used since this id's previous use = 1 + the
+//! number of ids whose *last* use is later than this id's. Every id keeps one mark at
+//! the time of its last use in a bit vector over a sliding window of time; the count of
+//! marks after a time is a popcount over a three-level summary (words, 8-word groups,
+//! 64-word blocks), so an access costs a few dozen cache-resident operations instead of
+//! a walk down the stack. When time reaches the window's end the live marks (at most
+//! one per id) are compacted to its start, so the window stays 2 x n_ids wide and the
+//! renumbering costs O(1) per access amortised.
+
+/// Depth reported for an id's first use (a miss at every capacity).
+pub const COLD: u32 = 0;
+
+pub struct StackDistance {
+    bits: Vec<u64>,
+    /// Marks per 8-word group.
+    groups: Vec<u16>,
+    /// Marks per 64-word block.
+    blocks: Vec<u32>,
+    last: Vec<u32>,
+    pos_id: Vec<u16>,
+    now: u32,
+    window: u32,
+}
+
+const NONE: u32 = u32::MAX;
+
+impl StackDistance {
+    pub fn new(n_ids: usize) -> Self {
+        // A multiple of 4096 positions (64 words), at least eight times the ids, so a
+        // compaction (O(window)) comes at most every 7/8 window accesses.
+        let window = (8 * n_ids.max(1)).div_ceil(4096) * 4096;
+        StackDistance {
+            bits: vec![0; window / 64],
+            groups: vec![0; window / 512],
+            blocks: vec![0; window / 4096],
+            last: vec![NONE; n_ids],
+            pos_id: vec![0; window],
+            now: 0,
+            window: window as u32,
+        }
+    }
+
+    /// The LRU stack depth of `id` before this access (COLD for a first use), then make
+    /// it the most recent.
+    #[inline(always)]
+    pub fn access(&mut self, id: u16) -> u32 {
+        let p = self.last[id as usize];
+        let depth = if p == NONE {
+            COLD
+        } else {
+            let d = 1 + self.marks_after(p);
+            self.flip(p, false);
+            d
+        };
+        if self.now == self.window {
+            self.compact();
+        }
+        let t = self.now;
+        self.flip(t, true);
+        self.last[id as usize] = t;
+        self.pos_id[t as usize] = id;
+        self.now = t + 1;
+        depth
+    }
+
+    /// Marks at positions > p (all marks lie below `now`). Fixed-length masked sums over
+    /// the 8 words of p's group and the 8 groups of p's block: no data-dependent branches.
+    #[inline(always)]
+    fn marks_after(&self, p: u32) -> u32 {
+        let w = (p / 64) as usize;
+        let mut n = ((self.bits[w] >> (p % 64)) >> 1).count_ones();
+        let (g, wi) = (w / 8, w % 8);
+        let words: &[u64; 8] = self.bits[g * 8..g * 8 + 8].try_into().unwrap();
+        for (j, x) in words.iter().enumerate() {
+            n += if j > wi { x.count_ones() } else { 0 };
+        }
+        let (b, gi) = (g / 8, g % 8);
+        let groups: &[u16; 8] = self.groups[b * 8..b * 8 + 8].try_into().unwrap();
+        for (j, &c) in groups.iter().enumerate() {
+            n += if j > gi { c as u32 } else { 0 };
+        }
+        // Later blocks, up to the one holding `now`.
+        let last_block = (self.now.saturating_sub(1) / 4096) as usize;
+        for &c in self.blocks.get(b + 1..=last_block).unwrap_or(&[]) {
+            n += c;
+        }
+        n
+    }
+
+    #[inline(always)]
+    fn flip(&mut self, p: u32, on: bool) {
+        let w = (p / 64) as usize;
+        let m = 1u64 << (p % 64);
+        if on {
+            self.bits[w] |= m;
+            self.groups[w / 8] += 1;
+            self.blocks[w / 64] += 1;
+        } else {
+            self.bits[w] &= !m;
+            self.groups[w / 8] -= 1;
+            self.blocks[w / 64] -= 1;
+        }
+    }
+
+    /// Renumber the live marks 0..live in time order.
+    #[cold]
+    fn compact(&mut self) {
+        let mut rank: u32 = 0;
+        let mut new_pos = vec![0u16; self.pos_id.len()];
+        for (w, word) in self.bits.iter().enumerate() {
+            let mut x = *word;
+            while x != 0 {
+                let b = x.trailing_zeros();
+                x &= x - 1;
+                let id = self.pos_id[w * 64 + b as usize];
+                self.last[id as usize] = rank;
+                new_pos[rank as usize] = id;
+                rank += 1;
+            }
+        }
+        self.pos_id = new_pos;
+        self.bits.iter_mut().for_each(|w| *w = 0);
+        self.groups.iter_mut().for_each(|c| *c = 0);
+        self.blocks.iter_mut().for_each(|c| *c = 0);
+        for t in 0..rank {
+            let w = (t / 64) as usize;
+            self.bits[w] |= 1 << (t % 64);
+            self.groups[w / 8] += 1;
+            self.blocks[w / 64] += 1;
+        }
+        self.now = rank;
+    }
+}
+
+/// LRU misses of a stream at several capacities, from one pass.
+pub struct LruCurves {
+    /// Capacities, ascending.
+    pub capacities: Vec<usize>,
+    /// misses[j][t]: misses of token t at capacities[j].
+    pub misses_per_token: Vec<Vec<u32>>,
+    /// per_slot[j][s]: misses of slot s (index among the replayed slots) at capacities[j],
+    /// counting tokens from `count_from` on.
+    pub misses_per_slot: Vec<Vec<u64>>,
+    /// Histogram of depths over the whole stream: depth_hist[d] for d in 1..=n_ids,
+    /// depth_hist[0] = cold accesses. The miss count at any capacity c is
+    /// cold + sum of depth_hist[d] for d > c.
+    pub depth_hist: Vec<u64>,
+}
+
+/// Run the stream (`per_token` accesses per token, `k` per slot) through the stack once
+/// and count misses at every capacity of `capacities` (ascending, repeats allowed).
+/// Per-slot counts and the depth histogram leave out tokens before `count_from`.
+pub fn lru_curves(
+    stream: &[u16],
+    per_token: usize,
+    k: usize,
+    n_ids: usize,
+    capacities: &[usize],
+    count_from: usize,
+) -> LruCurves {
+    // The hot loop is popcounts: compile it once more with the CPU's popcnt instruction
+    // (not in the x86-64 baseline) and use that where the CPU has it.
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("popcnt") {
+        // SAFETY: the CPU supports popcnt, checked just above.
+        return unsafe { lru_curves_popcnt(stream, per_token, k, n_ids, capacities, count_from) };
+    }
+    lru_curves_impl(stream, per_token, k, n_ids, capacities, count_from)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "popcnt")]
+unsafe fn lru_curves_popcnt(
+    stream: &[u16],
+    per_token: usize,
+    k: usize,
+    n_ids: usize,
+    capacities: &[usize],
+    count_from: usize,
+) -> LruCurves {
+    lru_curves_impl(stream, per_token, k, n_ids, capacities, count_from)
+}
+
+#[inline(always)]
+fn lru_curves_impl(
+    stream: &[u16],
+    per_token: usize,
+    k: usize,
+    n_ids: usize,
+    capacities: &[usize],
+    count_from: usize,
+) -> LruCurves {
+    assert!(
+        capacities.windows(2).all(|w| w[0] <= w[1]),
+        "capacities ascending"
+    );
+    let m = capacities.len();
+    let n_tokens = if per_token == 0 {
+        0
+    } else {
+        stream.len() / per_token
+    };
+    let n_slots = if k == 0 { 0 } else { per_token / k };
+    // bucket[d] = how many capacities are < d: an access of depth d misses at capacity
+    // j exactly when bucket[d] > j. A cold access misses everywhere.
+    let mut bucket = vec![0u8; n_ids + 2];
+    for (d, b) in bucket.iter_mut().enumerate() {
+        *b = capacities.partition_point(|&c| c < d) as u8;
+    }
+    bucket[COLD as usize] = m as u8;
+    assert!(m < 255, "at most 254 capacities per pass");
+    let mut sd = StackDistance::new(n_ids);
+    let mut misses_per_token = vec![vec![0u32; n_tokens]; m];
+    let mut slot_hist = vec![0u64; n_slots * (m + 1)];
+    let mut depth_hist = vec![0u64; n_ids + 1];
+    let mut tok_hist = vec![0u32; m + 1];
+    for (t, token) in stream.chunks_exact(per_token.max(1)).enumerate() {
+        tok_hist.iter_mut().for_each(|h| *h = 0);
+        if t >= count_from {
+            for (s, layer) in token.chunks_exact(k).enumerate() {
+                let hist = &mut slot_hist[s * (m + 1)..(s + 1) * (m + 1)];
+                for &id in layer {
+                    let d = sd.access(id);
+                    depth_hist[d as usize] += 1;
+                    let b = bucket[d as usize] as usize;
+                    tok_hist[b] += 1;
+                    hist[b] += 1;
+                }
+            }
+        } else {
+            for &id in token {
+                tok_hist[bucket[sd.access(id) as usize] as usize] += 1;
+            }
+        }
+        // misses at capacity j = accesses with bucket > j: a suffix sum.
+        let mut above = 0u32;
+        for j in (0..m).rev() {
+            above += tok_hist[j + 1];
+            misses_per_token[j][t] = above;
+        }
+    }
+    let misses_per_slot = (0..m)
+        .map(|j| {
+            (0..n_slots)
+                .map(|s| {
+                    slot_hist[s * (m + 1) + j + 1..(s + 1) * (m + 1)]
+                        .iter()
+                        .sum()
+                })
+                .collect()
+        })
+        .collect();
+    LruCurves {
+        capacities: capacities.to_vec(),
+        misses_per_token,
+        misses_per_slot,
+        depth_hist,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Naive stack: a Vec with the most recent id first.
+    fn naive_depths(stream: &[u16]) -> Vec<u32> {
+        let mut stack: Vec<u16> = Vec::new();
+        stream
+            .iter()
+            .map(|&id| {
+                let d = match stack.iter().position(|&x| x == id) {
+                    Some(i) => {
+                        stack.remove(i);
+                        i as u32 + 1
+                    }
+                    None => COLD,
+                };
+                stack.insert(0, id);
+                d
+            })
+            .collect()
+    }
+
+    fn lcg(seed: &mut u64) -> u64 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        *seed >> 33
+    }
+
+    #[test]
+    fn depths_equal_a_naive_stack_across_compactions() {
+        for (n_ids, len) in [
+            (1usize, 50usize),
+            (3, 1000),
+            (50, 20_000),
+            (300, 40_000),
+            (5000, 30_000),
+        ] {
+            let mut seed = n_ids as u64;
+            // Mix of skewed reuse and scans.
+            let stream: Vec<u16> = (0..len)
+                .map(|i| {
+                    let r = lcg(&mut seed) as usize;
+                    if i % 97 < 10 {
+                        (i % n_ids) as u16
+                    } else {
+                        ((r % n_ids) * (r % 7 + 1) / 7 % n_ids) as u16
+                    }
+                })
+                .collect();
+            let mut sd = StackDistance::new(n_ids);
+            let fast: Vec<u32> = stream.iter().map(|&id| sd.access(id)).collect();
+            assert_eq!(fast, naive_depths(&stream), "n_ids {n_ids}");
+        }
+    }
+
+    #[test]
+    fn curves_count_misses_per_token_and_slot() {
+        // 2 slots x top-1, ids 0..3 in slot 0 and 4..7 in slot 1.
+        let stream: Vec<u16> = vec![0, 4, 1, 5, 0, 4, 2, 6, 1, 5];
+        let c = lru_curves(&stream, 2, 1, 8, &[0, 2, 4, 8], 0);
+        // capacity 0: everything misses.
+        assert_eq!(c.misses_per_token[0], vec![2, 2, 2, 2, 2]);
+        // capacity 2: token 3 (0,4) finds 0 at depth 3 -> miss, 4 at depth 3 -> miss.
+        assert_eq!(c.misses_per_token[1], vec![2, 2, 2, 2, 2]);
+        // capacity 4: token 3 hits both; token 5 (1,5): depth 5 -> miss.
+        assert_eq!(c.misses_per_token[2], vec![2, 2, 0, 2, 2]);
+        assert_eq!(c.misses_per_token[3], vec![2, 2, 0, 2, 0]);
+        assert_eq!(c.misses_per_slot[3], vec![3, 3]);
+        assert_eq!(c.depth_hist[0], 6);
+    }
+}

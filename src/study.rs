@@ -1,0 +1,510 @@
+//! What `simulate` and `sweep` share: the options that set up a study (trace, model,
+//! quant, machine, phase, partition, warmup) validated into settings, and the
+//! `simulate` command itself.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use moe_spill_policies::registry::{BaseSpec, BuildContext, PolicySpec};
+
+use crate::analyze::analyze;
+use crate::cli::{load, FormatArgs, Loaded, PhaseArg, TraceArgs};
+use crate::error::{Error, Result};
+use crate::hardware::{parse_size_gib, Hardware, HardwareArgs};
+use crate::model::Model;
+use crate::output::{emit, fixed, OutputFormat, Table};
+use crate::quant::{quant_type, ExpertQuant, QuantType};
+use crate::simulate::{
+    lru_all, make_row, run_policy, Budget, Counts, Economics, Partition, ReplayPlan, Row,
+};
+use crate::timemodel::Placement;
+
+#[derive(Args, Debug, Clone)]
+pub struct StudyArgs {
+    #[command(flatten)]
+    pub input: TraceArgs,
+    /// Expert quant: TYPE, or gate=T,up=T,down=T (default: the model's usual, iq4_xs for most).
+    #[arg(long, value_name = "SPEC")]
+    pub quant: Option<String>,
+    /// GGUF type of the non-expert weights (attention, shared experts, dense layers, head).
+    #[arg(long, value_name = "TYPE", default_value = "q8_0")]
+    pub non_expert_quant: String,
+    #[command(flatten)]
+    pub hw: HardwareArgs,
+    /// One global cache (the page cache) or one cache per MoE layer.
+    #[arg(long, value_enum, default_value_t = Partition::Global)]
+    pub partition: Partition,
+    /// Leave the first N replayed tokens out of the statistics (the cache still sees them).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub warmup_tokens: usize,
+    /// Profile trace for pin-hot (without it the replayed trace itself is used: an oracle).
+    #[arg(long, value_name = "TRACE")]
+    pub pin_profile: Option<PathBuf>,
+    /// Add per-layer miss counts.
+    #[arg(long)]
+    pub per_layer: bool,
+    #[command(flatten)]
+    pub out: FormatArgs,
+}
+
+/// Settings of a study, validated.
+pub struct Study {
+    pub loaded: Loaded,
+    pub include_prompt: bool,
+    pub partition: Partition,
+    pub warmup: usize,
+    pub per_layer: bool,
+    /// Model, quant and machine when a model is known.
+    pub machine: Option<Machine>,
+    /// Per-id counts for pin-hot, and whether they come from the replayed trace itself.
+    pub pin_profile: Option<(Vec<u64>, bool)>,
+    /// U and D of the replayed tokens (128-token chunks, threshold 100%).
+    pub u_d: (f64, f64),
+}
+
+pub struct Machine {
+    pub model: &'static Model,
+    pub quant: ExpertQuant,
+    pub non_expert_quant: QuantType,
+    pub hw: Hardware,
+}
+
+pub const CHUNK: usize = 128;
+
+/// Plain global-or-per-layer LRU: the policy one stack-distance pass covers.
+pub fn is_lru(spec: &PolicySpec) -> bool {
+    matches!(spec, PolicySpec::Base(BaseSpec::Lru))
+}
+
+impl Study {
+    /// `ram_gib` overrides the installed RAM of the profile (`--ram`).
+    pub fn new(a: &StudyArgs, ram_gib: Option<f64>, needs_profile: bool) -> Result<Study> {
+        let non_expert_quant = quant_type(&a.non_expert_quant)
+            .map_err(|e| Error::new(format!("--non-expert-quant: {}", e.0)))?;
+        let hw = a.hw.resolve(ram_gib)?;
+        let loaded = load(&a.input)?;
+        let include_prompt = a.input.phase == PhaseArg::All;
+        let machine = match loaded.model {
+            Some(model) => {
+                let quant = match &a.quant {
+                    Some(s) => ExpertQuant::parse(s, model.default_quant())?,
+                    None => ExpertQuant::uniform(model.default_quant()),
+                };
+                model.expert_bytes(quant)?;
+                Some(Machine {
+                    model,
+                    quant,
+                    non_expert_quant,
+                    hw,
+                })
+            }
+            None => None,
+        };
+        let u_d = analyze(&loaded.trace, CHUNK, include_prompt, false).u_d();
+        let pin_profile = if needs_profile {
+            Some(match &a.pin_profile {
+                Some(p) => {
+                    let prof = load(&TraceArgs {
+                        traces: vec![p.clone()],
+                        model: loaded.model.map(|m| m.name.to_string()),
+                        phase: a.input.phase,
+                        quiet: true,
+                    })?;
+                    if !prof.trace.geometry.same_layout(&loaded.trace.geometry)
+                        || prof.trace.geometry.n_experts != loaded.trace.geometry.n_experts
+                    {
+                        return Err(Error::in_file(
+                            p,
+                            format!(
+                                "profile geometry {} differs from the replayed trace's {}",
+                                prof.trace.geometry.describe(),
+                                loaded.trace.geometry.describe()
+                            ),
+                        ));
+                    }
+                    (
+                        ReplayPlan::new(&prof.trace, include_prompt, 0).profile(),
+                        false,
+                    )
+                }
+                None => (
+                    ReplayPlan::new(&loaded.trace, include_prompt, 0).profile(),
+                    true,
+                ),
+            })
+        } else {
+            None
+        };
+        if ReplayPlan::new(&loaded.trace, include_prompt, 0).n_tokens == 0 {
+            return Err(Error::new(
+                "the trace has no tokens to replay (only prompt tokens? use --phase all)",
+            ));
+        }
+        if a.warmup_tokens > 0
+            && a.warmup_tokens >= ReplayPlan::new(&loaded.trace, include_prompt, 0).n_tokens
+        {
+            return Err(Error::new(format!(
+                "--warmup-tokens {} leaves no token to count (the run has {})",
+                a.warmup_tokens,
+                ReplayPlan::new(&loaded.trace, include_prompt, 0).n_tokens
+            )));
+        }
+        Ok(Study {
+            loaded,
+            include_prompt,
+            partition: a.partition,
+            warmup: a.warmup_tokens,
+            per_layer: a.per_layer,
+            machine,
+            pin_profile,
+            u_d,
+        })
+    }
+
+    /// Placement and economics with `vram_gib` per GPU (None: the profile's).
+    pub fn economics(&self, vram_gib: Option<f64>) -> Result<Option<Economics>> {
+        let Some(m) = &self.machine else {
+            return Ok(None);
+        };
+        let mut hw = m.hw.clone();
+        if let Some(v) = vram_gib {
+            if v == 0.0 {
+                hw.gpus.clear();
+            } else {
+                if hw.gpus.is_empty() {
+                    return Err(Error::new(format!(
+                        "VRAM {v} GiB given but `{}` has no GPU (add --gpus 1)",
+                        hw.name
+                    )));
+                }
+                hw.gpus.iter_mut().for_each(|g| g.vram_gib = v);
+            }
+        }
+        let placement = Placement::new(m.model, m.quant, m.non_expert_quant, &hw)?;
+        Ok(Some(Economics {
+            placement,
+            hw,
+            u: self.u_d.0,
+            d: self.u_d.1,
+            chunk: CHUNK,
+        }))
+    }
+
+    pub fn plan(&self, econ: Option<&Economics>) -> ReplayPlan<'_> {
+        let gpu_layers = econ.map_or(0, |e| e.placement.gpu_layers);
+        ReplayPlan::new(&self.loaded.trace, self.include_prompt, gpu_layers)
+    }
+
+    /// The label of a policy in output: pin-hot from the replayed trace is an oracle.
+    pub fn label(&self, spec: &PolicySpec) -> String {
+        match (&self.pin_profile, spec.needs_profile()) {
+            (Some((_, true)), true) => format!("{spec}(oracle)"),
+            _ => spec.to_string(),
+        }
+    }
+
+    /// Run one policy at the given budgets (LRU: one pass for all of them).
+    pub fn run(
+        &self,
+        plan: &ReplayPlan,
+        spec: &PolicySpec,
+        budgets: &[Budget],
+        econ: Option<&Economics>,
+        vram: Option<f64>,
+    ) -> Result<Vec<Row>> {
+        let counts: Vec<Counts> = if is_lru(spec) {
+            let caps: Vec<usize> = budgets.iter().map(|b| b.capacity).collect();
+            lru_all(plan, &caps, self.partition, self.warmup)
+        } else {
+            budgets
+                .iter()
+                .map(|b| self.run_one(plan, spec, b.capacity))
+                .collect::<Result<_>>()?
+        };
+        Ok(budgets
+            .iter()
+            .zip(&counts)
+            .map(|(b, c)| self.row(plan, spec, *b, c, econ, vram))
+            .collect())
+    }
+
+    /// Check a policy against this study before running it: decorators need the global
+    /// cache, and pinned sets need room. Returns the smallest capacity it can run at.
+    pub fn min_capacity(&self, plan: &ReplayPlan, spec: &PolicySpec) -> Result<usize> {
+        if self.partition == Partition::PerLayer && !matches!(spec, PolicySpec::Base(_)) {
+            return Err(Error::new(format!(
+                "policy {spec} pins experts of a global cache; with --partition per-layer use a plain policy"
+            )));
+        }
+        let ctx = BuildContext {
+            capacity: usize::MAX,
+            n_ids: plan.n_ids,
+            n_experts: plan.n_experts,
+            first_slot: plan.first_slot,
+            future: None,
+            profile: self.pin_profile.as_ref().map(|p| &p.0[..]),
+        };
+        spec.pinned_ids(&ctx)
+            .map(|ids| ids.len())
+            .map_err(|e| Error::new(e.to_string()))
+    }
+
+    pub fn run_one(&self, plan: &ReplayPlan, spec: &PolicySpec, capacity: usize) -> Result<Counts> {
+        let profile = self.pin_profile.as_ref().map(|p| &p.0[..]);
+        run_policy(plan, spec, capacity, self.partition, profile, self.warmup)
+    }
+
+    pub fn row(
+        &self,
+        plan: &ReplayPlan,
+        spec: &PolicySpec,
+        b: Budget,
+        c: &Counts,
+        econ: Option<&Economics>,
+        vram: Option<f64>,
+    ) -> Row {
+        let layers = self
+            .per_layer
+            .then_some(&self.loaded.trace.geometry.layers[..]);
+        make_row(
+            self.label(spec),
+            self.partition,
+            plan,
+            b,
+            c,
+            plan.cold_misses(self.warmup),
+            self.warmup,
+            econ,
+            layers,
+            vram,
+        )
+    }
+}
+
+/// Rows as a people table: the columns that matter, in readable units.
+pub fn rows_table(rows: &[Row]) -> String {
+    let mib = |b: Option<f64>| b.map_or("-".into(), |v| fixed(v / (1u64 << 20) as f64, 1));
+    let mib_u = |b: Option<u64>| mib(b.map(|v| v as f64));
+    let with_vram = rows.iter().any(|r| r.vram_gib.is_some());
+    let mut head = vec![];
+    if with_vram {
+        head.push("vram_gib");
+    }
+    head.extend([
+        "policy",
+        "ram_gib",
+        "cache_experts",
+        "hit_rate",
+        "misses/token",
+        "ssd_MiB/token",
+        "p50",
+        "p99",
+        "est_tok/s",
+        "analytic_MiB/token",
+        "analytic_tok/s",
+    ]);
+    let mut t = Table::new(&head);
+    for r in rows {
+        let mut cells = vec![];
+        if with_vram {
+            cells.push(r.vram_gib.map_or("-".into(), |v| format!("{v}")));
+        }
+        cells.extend([
+            r.policy.clone(),
+            r.ram_gib.map_or("-".into(), |v| fixed(v, 1)),
+            r.cache_experts.to_string(),
+            fixed(r.hit_rate, 4),
+            fixed(r.misses_per_token, 2),
+            mib(r.ssd_bytes_per_token),
+            mib_u(r.ssd_bytes_per_token_p50),
+            mib_u(r.ssd_bytes_per_token_p99),
+            r.est_tok_s.map_or("-".into(), |v| fixed(v, 2)),
+            mib(r.analytic_ssd_bytes_per_token),
+            r.analytic_tok_s.map_or("-".into(), |v| fixed(v, 2)),
+        ]);
+        t.push(cells);
+    }
+    t.render()
+}
+
+/// Rows as CSV: every column, per-layer misses as `misses_layer_L` columns.
+pub fn rows_csv(rows: &[Row]) -> String {
+    let opt_f = |v: Option<f64>| v.map_or(String::new(), |x| x.to_string());
+    let opt_u = |v: Option<u64>| v.map_or(String::new(), |x| x.to_string());
+    let mut head: Vec<String> = [
+        "policy",
+        "partition",
+        "vram_gib",
+        "gpu_layers",
+        "ram_gib",
+        "ram_bytes",
+        "cache_experts",
+        "tokens",
+        "accesses",
+        "hits",
+        "misses",
+        "cold_misses",
+        "hit_rate",
+        "misses_per_token",
+        "ssd_bytes",
+        "ssd_bytes_per_token",
+        "ssd_bytes_per_token_p50",
+        "ssd_bytes_per_token_p99",
+        "ssd_bytes_per_token_max",
+        "t_vram_ms",
+        "t_ram_ms",
+        "t_ssd_ms",
+        "est_tok_s",
+        "analytic_ssd_bytes_per_token",
+        "analytic_tok_s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(pl) = rows.first().and_then(|r| r.per_layer_misses.as_ref()) {
+        head.extend(pl.iter().map(|(l, _)| format!("misses_layer_{l}")));
+    }
+    let mut t = Table {
+        header: head,
+        rows: Vec::new(),
+    };
+    for r in rows {
+        let mut cells = vec![
+            r.policy.clone(),
+            r.partition.to_string(),
+            opt_f(r.vram_gib),
+            r.gpu_layers.to_string(),
+            opt_f(r.ram_gib),
+            opt_u(r.ram_bytes),
+            r.cache_experts.to_string(),
+            r.tokens.to_string(),
+            r.accesses.to_string(),
+            r.hits.to_string(),
+            r.misses.to_string(),
+            r.cold_misses.to_string(),
+            r.hit_rate.to_string(),
+            r.misses_per_token.to_string(),
+            opt_u(r.ssd_bytes),
+            opt_f(r.ssd_bytes_per_token),
+            opt_u(r.ssd_bytes_per_token_p50),
+            opt_u(r.ssd_bytes_per_token_p99),
+            opt_u(r.ssd_bytes_per_token_max),
+            opt_f(r.t_vram_ms),
+            opt_f(r.t_ram_ms),
+            opt_f(r.t_ssd_ms),
+            opt_f(r.est_tok_s),
+            opt_f(r.analytic_ssd_bytes_per_token),
+            opt_f(r.analytic_tok_s),
+        ];
+        if let Some(pl) = &r.per_layer_misses {
+            cells.extend(pl.iter().map(|(_, m)| m.to_string()));
+        }
+        t.rows.push(cells);
+    }
+    t.to_csv()
+}
+
+pub fn render_rows(rows: &[Row], format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => serde_json::to_string_pretty(rows).expect("json") + "\n",
+        OutputFormat::Csv => rows_csv(rows),
+        OutputFormat::Table => {
+            let mut s = rows_table(rows);
+            if let Some(pl) = rows.first().and_then(|r| r.per_layer_misses.as_ref()) {
+                let mut t = Table::new(&["layer", "misses", "misses/token"]);
+                for (l, m) in pl {
+                    t.push(vec![
+                        l.to_string(),
+                        m.to_string(),
+                        fixed(*m as f64 / rows[0].tokens.max(1) as f64, 3),
+                    ]);
+                }
+                s.push_str("\nPer-layer misses:\n");
+                s.push_str(&t.render());
+            }
+            s
+        }
+    }
+}
+
+/// A note for people on what the numbers rest on.
+pub fn context_line(study: &Study, econ: Option<&Economics>) -> String {
+    let tr = &study.loaded.trace;
+    let mut s = format!(
+        "trace: {} responses, {} tokens replayed ({}); ",
+        tr.n_responses(),
+        ReplayPlan::new(tr, study.include_prompt, 0).n_tokens,
+        tr.geometry.describe()
+    );
+    match (&study.machine, econ) {
+        (Some(m), Some(e)) => s.push_str(&format!(
+            "model {} at {} ({} B per expert), non-expert {}; machine {}: {}; {} of {} MoE layers in VRAM; U = {:.1}, D = {:.1} per {CHUNK}-token chunk",
+            m.model.name,
+            m.quant,
+            e.placement.expert_bytes,
+            m.non_expert_quant.name,
+            e.hw.name,
+            e.hw.describe(),
+            e.placement.gpu_layers,
+            e.placement.n_layers,
+            study.u_d.0,
+            study.u_d.1
+        )),
+        _ => s.push_str("no model preset matches the trace (pass --model for bytes and tokens/s)"),
+    }
+    s
+}
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    pub study: StudyArgs,
+    /// Eviction policy: lru, fifo, clock, arc, opt, lfu, sieve, s3fifo, linux[:F],
+    /// pinned:N[:POLICY], pin-hot:K[:POLICY].
+    #[arg(long, value_name = "SPEC", default_value = "lru")]
+    pub policy: String,
+    /// Installed RAM (e.g. 128GiB); the page cache gets what the reserve and non-expert
+    /// weights leave.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_gib, required_unless_present = "cache_experts", conflicts_with = "cache_experts")]
+    pub ram: Option<f64>,
+    /// Cache capacity in experts, exactly.
+    #[arg(long, value_name = "N")]
+    pub cache_experts: Option<usize>,
+}
+
+pub fn simulate(a: SimulateArgs) -> Result<()> {
+    let spec = PolicySpec::parse(&a.policy).map_err(|e| Error::new(format!("--policy: {e}")))?;
+    let study = Study::new(&a.study, a.ram, spec.needs_profile())?;
+    let econ = study.economics(None)?;
+    let budget = match (a.ram, a.cache_experts) {
+        (_, Some(n)) => Budget {
+            ram_gib: None,
+            capacity: n,
+        },
+        (Some(ram), None) => {
+            let e = econ.as_ref().ok_or_else(|| {
+                Error::new("--ram needs a model preset to size experts: pass --model (or use --cache-experts N)")
+            })?;
+            let reserve = e.hw.ram.reserve_gib;
+            if ram < reserve {
+                return Err(Error::new(format!(
+                    "--ram {ram} GiB is below the RAM reserve of {reserve} GiB of `{}` (set --ram-reserve)",
+                    e.hw.name
+                )));
+            }
+            Budget {
+                ram_gib: Some(ram),
+                capacity: e.placement.ram_capacity(ram, reserve),
+            }
+        }
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let plan = study.plan(econ.as_ref());
+    let rows = study.run(&plan, &spec, &[budget], econ.as_ref(), None)?;
+    let format = OutputFormat::resolve(a.study.out.format, false);
+    let mut text = render_rows(&rows, format);
+    if format == OutputFormat::Table {
+        text = format!("{}\n\n{text}", context_line(&study, econ.as_ref()));
+    }
+    emit(&text, None)
+}

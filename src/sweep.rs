@@ -1,0 +1,330 @@
+//! `sweep`: every policy at every RAM budget (and optionally several VRAM sizes), in
+//! parallel on all cores, one long-form row per (VRAM, policy, budget). LRU takes one
+//! pass of stack distances for all budgets; every other policy one run per budget.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use clap::Args;
+use moe_spill_policies::registry::PolicySpec;
+
+use crate::error::{Error, Result};
+use crate::hardware::parse_size_gib;
+use crate::output::{emit, write_atomic, OutputFormat};
+use crate::simulate::{Budget, Economics, ReplayPlan, Row};
+use crate::study::{context_line, render_rows, Study, StudyArgs};
+
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub study: StudyArgs,
+    /// Policies, comma-separated.
+    #[arg(
+        long,
+        value_name = "SPEC,...",
+        default_value = "lru,clock,arc,linux,pinned:3,opt",
+        value_delimiter = ','
+    )]
+    pub policies: Vec<String>,
+    /// Installed-RAM range FROM..TO (default: 0GiB up to the RAM that holds every
+    /// CPU-side expert).
+    #[arg(long, value_name = "FROM..TO", conflicts_with = "cache_experts")]
+    pub ram: Option<String>,
+    /// Cache-capacity range FROM..TO in experts (instead of RAM; needs no model).
+    #[arg(long, value_name = "FROM..TO")]
+    pub cache_experts: Option<String>,
+    /// Budgets, evenly spaced over the range, ends included.
+    #[arg(long, value_name = "N", default_value_t = 33, conflicts_with = "step")]
+    pub points: usize,
+    /// Distance between budgets instead of --points (a size for --ram, experts for --cache-experts).
+    #[arg(long, value_name = "STEP")]
+    pub step: Option<String>,
+    /// VRAM sizes per GPU to sweep as well, GiB, comma-separated (0 = no GPU).
+    #[arg(long, value_name = "GIB,...", value_delimiter = ',')]
+    pub vrams: Vec<f64>,
+    /// Worker threads (default: all cores).
+    #[arg(short = 'j', long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Write the results to FILE (atomically) instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `FROM..TO` with a parser for each end.
+fn parse_range<T: PartialOrd + Copy + std::fmt::Display>(
+    s: &str,
+    what: &str,
+    parse: impl Fn(&str) -> std::result::Result<T, String>,
+) -> Result<(T, T)> {
+    let (a, b) = s.split_once("..").ok_or_else(|| {
+        Error::new(format!(
+            "--{what} `{s}`: expected FROM..TO, e.g. 0GiB..256GiB"
+        ))
+    })?;
+    let (a, b) = (
+        parse(a).map_err(|e| Error::new(format!("--{what}: {e}")))?,
+        parse(b).map_err(|e| Error::new(format!("--{what}: {e}")))?,
+    );
+    if a > b {
+        return Err(Error::new(format!(
+            "--{what} `{s}`: the range is inverted ({a} > {b})"
+        )));
+    }
+    Ok((a, b))
+}
+
+/// Evenly spaced values from..=to: `points` of them, or every `step`.
+fn spaced(from: f64, to: f64, points: usize, step: Option<f64>) -> Result<Vec<f64>> {
+    match step {
+        Some(st) => {
+            if !(st > 0.0) {
+                return Err(Error::new("--step must be positive"));
+            }
+            let n = ((to - from) / st + 1e-9).floor() as usize;
+            if n > 100_000 {
+                return Err(Error::new(format!(
+                    "--step gives {} budgets; at most 100000",
+                    n + 1
+                )));
+            }
+            Ok((0..=n).map(|i| from + i as f64 * st).collect())
+        }
+        None => {
+            if points == 0 {
+                return Err(Error::new("--points must be at least 1"));
+            }
+            if points == 1 || from == to {
+                return Ok(vec![from]);
+            }
+            Ok((0..points)
+                .map(|i| from + (to - from) * i as f64 / (points - 1) as f64)
+                .collect())
+        }
+    }
+}
+
+fn budgets(a: &SweepArgs, econ: Option<&Economics>, plan: &ReplayPlan) -> Result<Vec<Budget>> {
+    if let Some(r) = &a.cache_experts {
+        let parse = |s: &str| {
+            s.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("`{s}` is not a number of experts"))
+        };
+        let (from, to) = parse_range(r, "cache-experts", parse)?;
+        let step = a
+            .step
+            .as_deref()
+            .map(|s| parse(s).map(|v| v as f64))
+            .transpose()
+            .map_err(|e| Error::new(format!("--step: {e}")))?;
+        let mut caps: Vec<usize> = spaced(from as f64, to as f64, a.points, step)?
+            .iter()
+            .map(|v| v.round() as usize)
+            .collect();
+        caps.dedup();
+        return Ok(caps
+            .into_iter()
+            .map(|c| Budget {
+                ram_gib: None,
+                capacity: c,
+            })
+            .collect());
+    }
+    let e = econ.ok_or_else(|| {
+        Error::new("RAM budgets need a model preset to size experts: pass --model, or sweep --cache-experts FROM..TO")
+    })?;
+    let (from, to) = match &a.ram {
+        Some(r) => parse_range(r, "ram", parse_size_gib)?,
+        None => {
+            let every_cpu_expert = plan.n_slots() * plan.n_experts;
+            (
+                0.0,
+                e.placement
+                    .ram_for_capacity(every_cpu_expert, e.hw.ram.reserve_gib)
+                    .ceil(),
+            )
+        }
+    };
+    let step = a
+        .step
+        .as_deref()
+        .map(parse_size_gib)
+        .transpose()
+        .map_err(|e| Error::new(format!("--step: {e}")))?;
+    Ok(spaced(from, to, a.points, step)?
+        .into_iter()
+        .map(|ram| Budget {
+            ram_gib: Some(ram),
+            capacity: e.placement.ram_capacity(ram, e.hw.ram.reserve_gib),
+        })
+        .collect())
+}
+
+/// One unit of parallel work: a policy at a set of budgets (all of them for LRU's one
+/// pass, a single one otherwise) for one VRAM size.
+struct Job {
+    vram: usize,
+    policy: usize,
+    budgets: Vec<usize>,
+}
+
+pub fn sweep(a: SweepArgs) -> Result<()> {
+    let specs: Vec<PolicySpec> = a
+        .policies
+        .iter()
+        .map(|p| PolicySpec::parse(p.trim()).map_err(|e| Error::new(format!("--policies: {e}"))))
+        .collect::<Result<_>>()?;
+    if specs.is_empty() {
+        return Err(Error::new("--policies: name at least one policy"));
+    }
+    if let Some(o) = &a.output {
+        if o.is_dir() {
+            return Err(Error::in_file(o, "is a directory; -o takes a file name"));
+        }
+    }
+    let study = Study::new(&a.study, None, specs.iter().any(|s| s.needs_profile()))?;
+    let vrams: Vec<Option<f64>> = if a.vrams.is_empty() {
+        vec![None]
+    } else {
+        a.vrams.iter().map(|&v| Some(v)).collect()
+    };
+    if vrams
+        .iter()
+        .flatten()
+        .any(|v| !(v.is_finite() && *v >= 0.0))
+    {
+        return Err(Error::new("--vrams: sizes must be zero or positive"));
+    }
+    let econs: Vec<Option<Economics>> = vrams
+        .iter()
+        .map(|&v| study.economics(v))
+        .collect::<Result<_>>()?;
+    let plans: Vec<ReplayPlan> = econs.iter().map(|e| study.plan(e.as_ref())).collect();
+    let budget_sets: Vec<Vec<Budget>> = econs
+        .iter()
+        .zip(&plans)
+        .map(|(e, p)| budgets(&a, e.as_ref(), p))
+        .collect::<Result<_>>()?;
+
+    let mut jobs = Vec::new();
+    for v in 0..vrams.len() {
+        for (p, spec) in specs.iter().enumerate() {
+            // Budgets too small for a pinned set are left out (in a single simulate they
+            // are an error).
+            let min = study.min_capacity(&plans[v], spec)?;
+            let fits: Vec<usize> = (0..budget_sets[v].len())
+                .filter(|&b| budget_sets[v][b].capacity >= min)
+                .collect();
+            if fits.len() < budget_sets[v].len() && !a.study.input.quiet {
+                eprintln!(
+                    "moe-spill: note: {spec} pins {min} experts; {} budget(s) below that are left out",
+                    budget_sets[v].len() - fits.len()
+                );
+            }
+            if fits.is_empty() {
+                continue;
+            }
+            if crate::study::is_lru(spec) {
+                jobs.push(Job {
+                    vram: v,
+                    policy: p,
+                    budgets: fits,
+                });
+            } else {
+                jobs.extend(fits.into_iter().map(|b| Job {
+                    vram: v,
+                    policy: p,
+                    budgets: vec![b],
+                }));
+            }
+        }
+    }
+    // Long jobs first (LRU's pass covers every budget; big budgets run longer for most
+    // policies only a little), so the tail of the run stays short.
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.budgets.len()));
+    let threads = a
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let bar = crate::progress::bar(jobs.len() as u64, "sweeping", a.study.input.quiet);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, usize, usize, Row)>> = Mutex::new(Vec::new());
+    let failure: Mutex<Option<Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(jobs.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(job) = jobs.get(i) else { break };
+                if failure.lock().unwrap().is_some() {
+                    break;
+                }
+                let set = &budget_sets[job.vram];
+                let bs: Vec<Budget> = job.budgets.iter().map(|&b| set[b]).collect();
+                match study.run(
+                    &plans[job.vram],
+                    &specs[job.policy],
+                    &bs,
+                    econs[job.vram].as_ref(),
+                    vrams[job.vram],
+                ) {
+                    Ok(rows) => {
+                        let mut r = results.lock().unwrap();
+                        for (&b, row) in job.budgets.iter().zip(rows) {
+                            r.push((job.vram, job.policy, b, row));
+                        }
+                    }
+                    Err(e) => {
+                        failure.lock().unwrap().get_or_insert(e);
+                    }
+                }
+                bar.inc(1);
+            });
+        }
+    });
+    bar.finish_and_clear();
+    if let Some(e) = failure.into_inner().unwrap() {
+        return Err(e);
+    }
+    let mut results = results.into_inner().unwrap();
+    results.sort_by_key(|r| (r.0, r.1, r.2));
+    let rows: Vec<Row> = results.into_iter().map(|r| r.3).collect();
+    let format = OutputFormat::resolve(a.study.out.format, a.output.is_some());
+    let mut text = render_rows(&rows, format);
+    if format == OutputFormat::Table {
+        text = format!("{}\n\n{text}", context_line(&study, econs[0].as_ref()));
+    }
+    match &a.output {
+        Some(path) => {
+            write_atomic(path, |w| std::io::Write::write_all(w, text.as_bytes()))?;
+            if !a.study.input.quiet {
+                eprintln!("moe-spill: wrote {} ({} rows)", path.display(), rows.len());
+            }
+            Ok(())
+        }
+        None => emit(&text, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spacing() {
+        assert_eq!(spaced(0.0, 256.0, 33, None).unwrap()[1], 8.0);
+        assert_eq!(spaced(0.0, 256.0, 33, None).unwrap().len(), 33);
+        assert_eq!(
+            spaced(0.0, 10.0, 5, Some(2.5)).unwrap(),
+            vec![0.0, 2.5, 5.0, 7.5, 10.0]
+        );
+        assert_eq!(spaced(4.0, 4.0, 33, None).unwrap(), vec![4.0]);
+        assert!(spaced(0.0, 1.0, 0, None).is_err());
+        assert!(parse_range("8GiB..2GiB", "ram", parse_size_gib).is_err());
+        assert_eq!(
+            parse_range("0GiB..2GiB", "ram", parse_size_gib).unwrap(),
+            (0.0, 2.0)
+        );
+        assert!(parse_range("0GiB-2GiB", "ram", parse_size_gib).is_err());
+    }
+}

@@ -1,0 +1,245 @@
+//! Placement of the weights on VRAM / RAM / SSD, and the time per generated token
+//! (batch 1, layer-sequential execution), for both the simulated SSD traffic and the
+//! seed's analytic estimate (reconstructed in model_facts.md section 5):
+//!
+//! ```text
+//! t      = t_vram + t_ram + t_ssd
+//! t_vram = (non-expert bytes on GPU + expert bytes of GPU-resident layers touched) / VRAM bw
+//! t_ram  = (non-expert bytes left in RAM + expert bytes touched by CPU-side layers) / RAM bw
+//! t_ssd  = SSD bytes of the token / SSD bw
+//! ```
+//!
+//! Units: bytes exact (GGUF blocks), VRAM/RAM sizes in GiB, bandwidths in decimal GB/s.
+
+use serde::Serialize;
+
+use crate::hardware::Hardware;
+use crate::model::Model;
+use crate::quant::{ExpertQuant, QuantType};
+
+pub const GIB: f64 = (1u64 << 30) as f64;
+pub const GB: f64 = 1e9;
+
+/// Where the weights live, and how large the page cache is in experts.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Placement {
+    pub expert_bytes: u64,
+    /// Non-expert weights read per token (attention, shared experts, dense FFNs, head).
+    pub non_expert_bytes: f64,
+    pub non_expert_vram_bytes: f64,
+    pub non_expert_ram_bytes: f64,
+    /// MoE layers whose experts sit in VRAM: the first ones.
+    pub gpu_layers: usize,
+    pub cpu_layers: usize,
+    pub n_layers: usize,
+    pub top_k: usize,
+}
+
+impl Placement {
+    /// Non-expert weights to VRAM first, then whole MoE layers from the first one on, as
+    /// many as fit after the per-GPU reserve (VRAM pooled over the GPUs, as llama.cpp's
+    /// layer split spreads the non-expert tensors).
+    pub fn new(
+        model: &Model,
+        quant: ExpertQuant,
+        non_expert_quant: QuantType,
+        hw: &Hardware,
+    ) -> crate::error::Result<Placement> {
+        let expert_bytes = model.expert_bytes(quant)?;
+        let non_expert_bytes = model.non_expert_params * non_expert_quant.bits_per_weight() / 8.0;
+        let vram: f64 = hw
+            .gpus
+            .iter()
+            .map(|g| g.count as f64 * (g.vram_gib - g.reserve_gib).max(0.0) * GIB)
+            .sum();
+        let ne_vram = non_expert_bytes.min(vram);
+        let left = vram - ne_vram;
+        let layer_bytes = model.n_experts as f64 * expert_bytes as f64;
+        let n_layers = model.n_moe_layers as usize;
+        let gpu_layers = ((left / layer_bytes).floor() as usize).min(n_layers);
+        Ok(Placement {
+            expert_bytes,
+            non_expert_bytes,
+            non_expert_vram_bytes: ne_vram,
+            non_expert_ram_bytes: non_expert_bytes - ne_vram,
+            gpu_layers,
+            cpu_layers: n_layers - gpu_layers,
+            n_layers,
+            top_k: model.top_k as usize,
+        })
+    }
+
+    /// The same placement with a given number of GPU layers (for traces whose model is
+    /// placed by hand, or tests).
+    pub fn with_gpu_layers(mut self, gpu_layers: usize) -> Self {
+        self.gpu_layers = gpu_layers.min(self.n_layers);
+        self.cpu_layers = self.n_layers - self.gpu_layers;
+        self
+    }
+
+    /// Experts the page cache holds with `ram_gib` installed: floor((RAM - reserve -
+    /// non-expert bytes kept in RAM) / expert bytes), 0 at or below the reserve.
+    pub fn ram_capacity(&self, ram_gib: f64, reserve_gib: f64) -> usize {
+        let free = (ram_gib - reserve_gib) * GIB - self.non_expert_ram_bytes;
+        if free <= 0.0 {
+            0
+        } else {
+            (free / self.expert_bytes as f64).floor() as usize
+        }
+    }
+
+    /// Installed RAM (GiB) at which the cache holds exactly `experts` experts.
+    pub fn ram_for_capacity(&self, experts: usize, reserve_gib: f64) -> f64 {
+        reserve_gib + (self.non_expert_ram_bytes + experts as f64 * self.expert_bytes as f64) / GIB
+    }
+
+    /// Fraction of the routed experts that stay on the CPU side.
+    pub fn cpu_fraction(&self) -> f64 {
+        self.cpu_layers as f64 / self.n_layers as f64
+    }
+}
+
+/// Seconds per token, by tier.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct TokenTime {
+    pub t_vram: f64,
+    pub t_ram: f64,
+    pub t_ssd: f64,
+}
+
+impl TokenTime {
+    pub fn total(&self) -> f64 {
+        self.t_vram + self.t_ram + self.t_ssd
+    }
+
+    pub fn tok_s(&self) -> f64 {
+        1.0 / self.total()
+    }
+}
+
+/// Time per token with `ssd_bytes` read from SSD on average.
+pub fn token_time(p: &Placement, hw: &Hardware, ssd_bytes: f64) -> TokenTime {
+    let e = p.expert_bytes as f64 * p.top_k as f64;
+    let vram_bytes = p.non_expert_vram_bytes + p.gpu_layers as f64 * e;
+    // GPUs in layer split run one after another: each reads its share of the bytes at
+    // its own bandwidth, shares in proportion to usable VRAM.
+    let usable: Vec<(f64, f64)> = hw
+        .gpus
+        .iter()
+        .map(|g| {
+            (
+                g.count as f64 * (g.vram_gib - g.reserve_gib).max(0.0),
+                g.bandwidth_gbs,
+            )
+        })
+        .collect();
+    let total_usable: f64 = usable.iter().map(|u| u.0).sum();
+    let t_vram = if total_usable > 0.0 {
+        usable
+            .iter()
+            .map(|&(u, bw)| vram_bytes * (u / total_usable) / (bw * GB))
+            .sum()
+    } else {
+        0.0
+    };
+    let ram_bytes = p.non_expert_ram_bytes + p.cpu_layers as f64 * e;
+    TokenTime {
+        t_vram,
+        t_ram: ram_bytes / (hw.ram.bandwidth_gbs * GB),
+        t_ssd: ssd_bytes / (hw.ssd_bandwidth_gbs() * GB),
+    }
+}
+
+/// The seed's analytic SSD bytes per token: (D_cpu + S) experts per chunk, with
+/// S = max(0, U_cpu - C) and U, D scaled by the CPU-side fraction of the MoE layers.
+pub fn analytic_ssd_bytes_per_token(
+    p: &Placement,
+    u: f64,
+    d: f64,
+    capacity: usize,
+    chunk: usize,
+) -> f64 {
+    let f = p.cpu_fraction();
+    let (u_cpu, d_cpu) = (u * f, d * f);
+    let s = (u_cpu - capacity as f64).max(0.0);
+    (d_cpu + s) * p.expert_bytes as f64 / chunk as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hardware::Hardware;
+    use crate::quant::quant_type;
+
+    fn figure(hw: &str, quant: &str) -> f64 {
+        let m = Model::by_name("glm-5").unwrap();
+        let hw = Hardware::resolve(hw).unwrap();
+        let q = ExpertQuant::parse(quant, quant_type("iq4_xs").unwrap()).unwrap();
+        let p = Placement::new(m, q, quant_type("q8_0").unwrap(), &hw).unwrap();
+        let c = p.ram_capacity(hw.ram.size_gib, hw.ram.reserve_gib);
+        let ssd = analytic_ssd_bytes_per_token(&p, 13190.0, 2412.0, c, 128);
+        token_time(&p, &hw, ssd).tok_s()
+    }
+
+    #[test]
+    fn reproduces_the_seed_figures() {
+        // DESIGN.md: 2.98, 3.47, 5.89 tok/s (the post: "just under 3", "3.5", "over 6").
+        assert!((figure("p40x3-ddr4", "iq4_xs") - 2.98).abs() < 0.01);
+        let mixed = "gate=iq3_s,up=iq3_s,down=iq4_xs";
+        assert!((figure("3090-ddr5", mixed) - 3.47).abs() < 0.01);
+        assert!((figure("3090-ddr5-raid0", mixed) - 5.89).abs() < 0.01);
+    }
+
+    #[test]
+    fn placement_of_the_seed_machines() {
+        let m = Model::by_name("glm-5").unwrap();
+        let q8 = quant_type("q8_0").unwrap();
+        let iq4 = ExpertQuant::uniform(quant_type("iq4_xs").unwrap());
+        let p40 = Hardware::resolve("p40x3-ddr4").unwrap();
+        let p = Placement::new(m, iq4, q8, &p40).unwrap();
+        assert_eq!(p.gpu_layers, 10);
+        assert_eq!(p.ram_capacity(288.0, 8.0), 14991);
+        let mixed = ExpertQuant::parse("gate=iq3_s,up=iq3_s,down=iq4_xs", iq4.down).unwrap();
+        let p = Placement::new(m, mixed, q8, &Hardware::resolve("3090-ddr5").unwrap()).unwrap();
+        assert_eq!((p.gpu_layers, p.ram_capacity(128.0, 6.0)), (0, 7486));
+        assert_eq!(p.ram_capacity(6.0, 6.0), 0);
+        assert_eq!(p.ram_capacity(2.0, 6.0), 0);
+    }
+
+    /// A tiny machine computed by hand: 2 MoE layers, 4 experts of 1 GiB, top-1; non-expert
+    /// weights of 1.5 GiB; one GPU with 4 GiB usable at 100 GB/s; RAM 10 GiB (reserve 1)
+    /// at 10 GB/s; SSD 2 GB/s.
+    #[test]
+    fn hand_computed_placement_and_time() {
+        let p = Placement {
+            expert_bytes: 1 << 30,
+            non_expert_bytes: 1.5 * GIB,
+            non_expert_vram_bytes: 1.5 * GIB,
+            non_expert_ram_bytes: 0.0,
+            gpu_layers: 0,
+            cpu_layers: 2,
+            n_layers: 2,
+            top_k: 1,
+        };
+        let hw: Hardware = toml::from_str(
+            "name='t'\n[[gpus]]\nvram_gib=5\nreserve_gib=1\nbandwidth_gbs=100\n[ram]\nsize_gib=10\nreserve_gib=1\nbandwidth_gbs=10\n[ssd]\nbandwidth_gbs=2\n",
+        )
+        .unwrap();
+        // 4 GiB usable - 1.5 GiB non-expert = 2.5 GiB: no whole layer (4 GiB) fits.
+        assert_eq!(p.ram_capacity(10.0, 1.0), 9);
+        // One token misses one expert: 1 GiB from SSD.
+        let t = token_time(&p, &hw, GIB);
+        assert!((t.t_vram - 1.5 * GIB / 100e9).abs() < 1e-12);
+        assert!((t.t_ram - 2.0 * GIB / 10e9).abs() < 1e-12);
+        assert!((t.t_ssd - GIB / 2e9).abs() < 1e-12);
+        // Analytic: U = 3, D = 1 per chunk of 4 tokens, capacity 2: S = 1, (1 + 1) / 4 experts per token.
+        assert_eq!(analytic_ssd_bytes_per_token(&p, 3.0, 1.0, 2, 4), 0.5 * GIB);
+    }
+
+    #[test]
+    fn seed_example_in_consistent_units() {
+        // "45/(128*7) = 50 ms": D x 19.125 MiB over 128 tokens at 7 GB/s is 54.0 ms.
+        let ms: f64 = 2412.0 * 20_054_016.0 / (128.0 * 7e9) * 1e3;
+        assert!((ms - 54.0).abs() < 0.05, "{ms}");
+    }
+}
