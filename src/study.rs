@@ -54,6 +54,7 @@ pub struct Study {
     pub partition: Partition,
     pub warmup: usize,
     pub per_layer: bool,
+    pub quiet: bool,
     /// Model, quant and machine when a model is known.
     pub machine: Option<Machine>,
     /// Per-id counts for pin-hot, and whether they come from the replayed trace itself.
@@ -155,6 +156,7 @@ impl Study {
             partition: a.partition,
             warmup: a.warmup_tokens,
             per_layer: a.per_layer,
+            quiet: a.input.quiet,
             machine,
             pin_profile,
             u_d,
@@ -188,6 +190,20 @@ impl Study {
             d: self.u_d.1,
             chunk: CHUNK,
         }))
+    }
+
+    /// Tell the user when the whole model fits in VRAM (nothing to cache).
+    pub fn note_placement(&self, econ: Option<&Economics>, vram_gib: Option<f64>) {
+        if let (Some(e), Some(m), false) = (econ, &self.machine, self.quiet) {
+            if e.placement.cpu_layers == 0 {
+                eprintln!(
+                    "moe-spill: note: every MoE layer of {} fits in VRAM on {}{}: nothing reaches the page cache (try --gpus 0 or a smaller --vram)",
+                    m.model.name,
+                    e.hw.name,
+                    vram_gib.map_or(String::new(), |v| format!(" with {v} GiB")),
+                );
+            }
+        }
     }
 
     pub fn plan(&self, econ: Option<&Economics>) -> ReplayPlan<'_> {
@@ -361,9 +377,18 @@ pub fn rows_csv(rows: &[Row]) -> String {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    if let Some(pl) = rows.first().and_then(|r| r.per_layer_misses.as_ref()) {
-        head.extend(pl.iter().map(|(l, _)| format!("misses_layer_{l}")));
+    // Per-layer columns: every layer any row has (rows with VRAM-resident layers leave
+    // those cells empty).
+    let mut layers: Vec<u16> = Vec::new();
+    for r in rows {
+        for (l, _) in r.per_layer_misses.iter().flatten() {
+            if !layers.contains(l) {
+                layers.push(*l);
+            }
+        }
     }
+    layers.sort_unstable();
+    head.extend(layers.iter().map(|l| format!("misses_layer_{l}")));
     let mut t = Table {
         header: head,
         rows: Vec::new(),
@@ -396,8 +421,9 @@ pub fn rows_csv(rows: &[Row]) -> String {
             opt_f(r.analytic_ssd_bytes_per_token),
             opt_f(r.analytic_tok_s),
         ];
-        if let Some(pl) = &r.per_layer_misses {
-            cells.extend(pl.iter().map(|(_, m)| m.to_string()));
+        for l in &layers {
+            let m = r.per_layer_misses.iter().flatten().find(|(x, _)| x == l);
+            cells.push(m.map_or(String::new(), |(_, m)| m.to_string()));
         }
         t.rows.push(cells);
     }
@@ -500,6 +526,8 @@ pub fn simulate(a: SimulateArgs) -> Result<()> {
         (None, None) => unreachable!("clap requires one"),
     };
     let plan = study.plan(econ.as_ref());
+    study.min_capacity(&plan, &spec)?;
+    study.note_placement(econ.as_ref(), None);
     let rows = study.run(&plan, &spec, &[budget], econ.as_ref(), None)?;
     let format = OutputFormat::resolve(a.study.out.format, false);
     let mut text = render_rows(&rows, format);

@@ -240,6 +240,9 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
             }
         }
     }
+    for (e, v) in econs.iter().zip(&vrams) {
+        study.note_placement(e.as_ref(), *v);
+    }
     // Long jobs first (LRU's pass covers every budget; big budgets run longer for most
     // policies only a little), so the tail of the run stays short.
     jobs.sort_by_key(|j| std::cmp::Reverse(j.budgets.len()));

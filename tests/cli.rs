@@ -603,3 +603,279 @@ fn failing_convert_leaves_no_partial_output() {
     );
     assert!(full.path().join("keep.txt").exists());
 }
+
+// ---- issue 4: time model, estimate, simulate --ram, sweep ----
+
+fn csv_rows(text: &str) -> Vec<std::collections::HashMap<String, String>> {
+    let mut r = csv::Reader::from_reader(text.as_bytes());
+    let head: Vec<String> = r.headers().unwrap().iter().map(|s| s.to_string()).collect();
+    r.records()
+        .map(|rec| {
+            head.iter()
+                .cloned()
+                .zip(rec.unwrap().iter().map(|s| s.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn estimate_reproduces_the_seed_figures() {
+    let mixed = "gate=iq3_s,up=iq3_s,down=iq4_xs";
+    for (hw, quant, want) in [
+        ("p40x3-ddr4", "iq4_xs", 2.98),
+        ("3090-ddr5", mixed, 3.47),
+        ("3090-ddr5-raid0", mixed, 5.89),
+    ] {
+        let out = ok(&[
+            "estimate", "--u", "13190", "--d", "2412", "--hw", hw, "--quant", quant, "--format",
+            "csv",
+        ]);
+        let row = &csv_rows(&out)[0];
+        let got: f64 = row["analytic_tok_s"].parse().unwrap();
+        assert!((got - want).abs() < 0.01, "{hw}: {got} vs {want}");
+    }
+    let table = ok(&[
+        "estimate", "--u", "13190", "--d", "2412", "--format", "table",
+    ]);
+    assert!(table.contains("54.0 ms"), "{table}");
+    assert!(table.contains("45/(128*7) = 50 ms"), "{table}");
+}
+
+#[test]
+fn simulate_with_a_ram_budget_on_real_data() {
+    let csv = deepseek_csv();
+    let out = ok(&[
+        "simulate",
+        csv.to_str().unwrap(),
+        "--policy",
+        "lru",
+        "--ram",
+        "10GiB",
+        "--hw",
+        "desktop-cpu",
+        "--format",
+        "csv",
+    ]);
+    let row = &csv_rows(&out)[0];
+    for col in [
+        "policy",
+        "ram_bytes",
+        "cache_experts",
+        "tokens",
+        "accesses",
+        "hits",
+        "misses",
+        "cold_misses",
+        "ssd_bytes",
+        "ssd_bytes_per_token",
+        "ssd_bytes_per_token_p50",
+        "ssd_bytes_per_token_p99",
+        "est_tok_s",
+        "analytic_ssd_bytes_per_token",
+        "analytic_tok_s",
+    ] {
+        assert!(
+            row.contains_key(col) && !row[col].is_empty(),
+            "column {col}: {row:?}"
+        );
+    }
+    // DeepSeek-V2-Lite at iq4_xs (down falls back to iq4_nl): 4,685,824 B per expert;
+    // desktop-cpu keeps the 1.10e9 q8_0 non-expert parameters in RAM beside a 6 GiB reserve.
+    let expert = 4_685_824f64;
+    let free = (10.0 - 6.0) * (1u64 << 30) as f64 - 1.10e9 * 8.5 / 8.0;
+    assert_eq!(
+        row["cache_experts"],
+        ((free / expert).floor() as u64).to_string()
+    );
+    let misses: u64 = row["misses"].parse().unwrap();
+    assert_eq!(row["ssd_bytes"], (misses * 4_685_824).to_string());
+    assert_eq!(row["accesses"], "14689740");
+    // The analytic estimate is optimistic at low RAM: fewer SSD bytes than simulated.
+    let sim: f64 = row["ssd_bytes_per_token"].parse().unwrap();
+    let ana: f64 = row["analytic_ssd_bytes_per_token"].parse().unwrap();
+    assert!(ana < sim, "analytic {ana} vs simulated {sim}");
+}
+
+#[test]
+fn sweep_lru_equals_simulate_at_each_budget_and_writes_csv() {
+    let csv = deepseek_csv();
+    let d = tmp();
+    let out = d.path().join("sweep.csv");
+    ok(&[
+        "sweep",
+        csv.to_str().unwrap(),
+        "--hw",
+        "desktop-cpu",
+        "--policies",
+        "lru,clock",
+        "--ram",
+        "7GiB..13GiB",
+        "--points",
+        "4",
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    let rows = csv_rows(&fs::read_to_string(&out).unwrap());
+    assert_eq!(rows.len(), 8);
+    for r in &rows {
+        let sim = ok(&[
+            "simulate",
+            csv.to_str().unwrap(),
+            "--hw",
+            "desktop-cpu",
+            "--policy",
+            &r["policy"],
+            "--cache-experts",
+            &r["cache_experts"],
+            "--format",
+            "csv",
+        ]);
+        let s = &csv_rows(&sim)[0];
+        for col in [
+            "misses",
+            "cold_misses",
+            "ssd_bytes_per_token_p50",
+            "ssd_bytes_per_token_p99",
+        ] {
+            assert_eq!(
+                r[col], s[col],
+                "{} at {}: {col}",
+                r["policy"], r["cache_experts"]
+            );
+        }
+    }
+    // Budgets ascend, and LRU misses never grow with the budget.
+    let lru: Vec<u64> = rows
+        .iter()
+        .filter(|r| r["policy"] == "lru")
+        .map(|r| r["misses"].parse().unwrap())
+        .collect();
+    assert!(lru.windows(2).all(|w| w[0] >= w[1]), "{lru:?}");
+}
+
+#[test]
+fn sweep_per_layer_and_vram_sizes() {
+    let csv = deepseek_csv();
+    let out = ok(&[
+        "sweep",
+        csv.to_str().unwrap(),
+        "--hw",
+        "4090-ddr5",
+        "--policies",
+        "lru,fifo",
+        "--ram",
+        "8GiB..12GiB",
+        "--points",
+        "2",
+        "--partition",
+        "per-layer",
+        "--vrams",
+        "0,8",
+        "--per-layer",
+        "-q",
+        "--format",
+        "csv",
+    ]);
+    let rows = csv_rows(&out);
+    assert_eq!(rows.len(), 8);
+    // With 8 GiB VRAM (5 GiB usable after the 3 GiB reserve, 1.17 GB of it non-expert
+    // weights) 14 MoE layers of 64 x 4.69 MB move to the GPU; per-layer misses cover
+    // only the CPU-side layers.
+    let g4: Vec<_> = rows.iter().filter(|r| r["vram_gib"] == "8").collect();
+    let g0: Vec<_> = rows.iter().filter(|r| r["vram_gib"] == "0").collect();
+    assert_eq!(g0[0]["gpu_layers"], "0");
+    assert_eq!(g4[0]["gpu_layers"], "14", "{:?}", g4[0]);
+    for r in &rows {
+        let per_layer: u64 = (1..=26)
+            .filter_map(|l| r.get(&format!("misses_layer_{l}")))
+            .filter(|v| !v.is_empty())
+            .map(|v| v.parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(per_layer.to_string(), r["misses"]);
+    }
+}
+
+#[test]
+fn bad_time_model_inputs() {
+    let csv = deepseek_csv();
+    let c = csv.to_str().unwrap();
+    fails(
+        &["simulate", c, "--ram", "4GiB", "--hw", "3090-ddr5"],
+        "below the RAM reserve",
+    );
+    fails(
+        &["simulate", c, "--ram", "64GiB", "--hw", "nope"],
+        "unknown hardware `nope`",
+    );
+    fails(
+        &["simulate", c, "--ram", "64GiB", "--ssd-bw", "0"],
+        "SSD bandwidth_gbs must be a positive number",
+    );
+    fails(
+        &["simulate", c, "--ram", "64GiB", "--ram-bw=-3"],
+        "RAM bandwidth_gbs must be a positive number",
+    );
+    fails(
+        &["sweep", c, "--ram", "64GiB..8GiB"],
+        "the range is inverted",
+    );
+    fails(
+        &[
+            "simulate",
+            c,
+            "--ram",
+            "64GiB",
+            "--hw",
+            "desktop-cpu",
+            "--policy",
+            "pinned:30",
+        ],
+        "cannot pin 30 layers",
+    );
+    fails(
+        &[
+            "simulate",
+            c,
+            "--cache-experts",
+            "100",
+            "--gpus",
+            "0",
+            "--policy",
+            "pinned:3",
+        ],
+        "do not fit in a cache of 100",
+    );
+    fails(
+        &["simulate", c, "--ram", "64GiB", "--model", "glm-5"],
+        "prompt_1_data.csv: geometry 26 MoE layers (1..26) x 64 experts, top-6 differs from 75 MoE layers (3..77), top-8 of the chosen model",
+    );
+    fails(
+        &["simulate", "traces/golden", "--ram", "64GiB"],
+        "--ram needs a model preset",
+    );
+    let d = tmp();
+    let f = write(d.path(), "hw.toml", "name = \"x\"\n[ram]\nsize_gib = 64\nbandwidth_gbs = 60\nspeed = 1\n[ssd]\nbandwidth_gbs = 5\n");
+    fails(
+        &["simulate", c, "--ram", "64GiB", "--hw", f.to_str().unwrap()],
+        "hw.toml:5: unknown field `speed`",
+    );
+    // A failing sweep leaves no CSV behind.
+    let out = d.path().join("s.csv");
+    fails(
+        &[
+            "sweep",
+            c,
+            "--policies",
+            "lru,pinned:2",
+            "--partition",
+            "per-layer",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        "per-layer",
+    );
+    assert!(!out.exists());
+    assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1, "only hw.toml");
+}

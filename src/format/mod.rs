@@ -183,6 +183,7 @@ pub fn load_files(
     hint: Option<&Layout>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Trace> {
+    let mut source = "the chosen model";
     let mut hint = hint.cloned();
     let mut out: Option<Trace> = None;
     for (i, path) in files.iter().enumerate() {
@@ -192,7 +193,7 @@ pub fn load_files(
                 return Err(Error::in_file(
                     path,
                     format!(
-                        "geometry {} differs from {} layers {} top-{} of the files before it or the chosen model",
+                        "geometry {} differs from {} MoE layers ({}), top-{} of {source}",
                         t.geometry.describe(),
                         h.layers.len(),
                         h.describe_layers(),
@@ -202,6 +203,7 @@ pub fn load_files(
             }
         }
         hint = Some(Layout::of(&t.geometry));
+        source = "the files before it";
         out = Some(match out {
             None => t,
             Some(acc) => Trace::concat(acc, t, &path.display().to_string())?,
