@@ -240,7 +240,7 @@ mod tests {
         );
         for r in responses {
             t.ids.extend_from_slice(r);
-            t.prompt.extend(std::iter::repeat(false).take(r.len()));
+            t.prompt.extend(std::iter::repeat_n(false, r.len()));
             t.end_response();
         }
         t

@@ -199,12 +199,8 @@ fn lru_curves_impl(
         "capacities ascending"
     );
     let m = capacities.len();
-    let n_tokens = if per_token == 0 {
-        0
-    } else {
-        stream.len() / per_token
-    };
-    let n_slots = if k == 0 { 0 } else { per_token / k };
+    let n_tokens = stream.len().checked_div(per_token).unwrap_or(0);
+    let n_slots = per_token.checked_div(k).unwrap_or(0);
     // bucket[d] = how many capacities are < d: an access of depth d misses at capacity
     // j exactly when bucket[d] > j. A cold access misses everywhere.
     let mut bucket = vec![0u8; n_ids + 2];

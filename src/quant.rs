@@ -21,7 +21,8 @@ impl QuantType {
 
     /// Bytes of a row of `n` weights; None when `n` is not a whole number of blocks.
     pub fn row_bytes(&self, n: u64) -> Option<u64> {
-        (n % self.elems as u64 == 0).then(|| n / self.elems as u64 * self.bytes as u64)
+        n.is_multiple_of(self.elems as u64)
+            .then(|| n / self.elems as u64 * self.bytes as u64)
     }
 }
 

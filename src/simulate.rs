@@ -69,15 +69,13 @@ impl<'t> ReplayPlan<'t> {
             Cow::Owned(v)
         };
         let per_token = a - skip;
-        let n_tokens = if per_token == 0 {
+        let n_tokens = stream.len().checked_div(per_token).unwrap_or_else(|| {
             trace
                 .prompt
                 .iter()
                 .filter(|&&p| include_prompt || !p)
                 .count()
-        } else {
-            stream.len() / per_token
-        };
+        });
         ReplayPlan {
             stream,
             per_token,

@@ -466,7 +466,7 @@ pub fn context_line(study: &Study, econ: Option<&Economics>) -> String {
         (Some(m), Some(e)) => s.push_str(&format!(
             "model {} at {} ({} B per expert), non-expert {}; machine {}: {}; {} of {} MoE layers in VRAM; U = {:.1}, D = {:.1} per {CHUNK}-token chunk",
             m.model.name,
-            m.quant,
+            m.model.effective_quant(m.quant),
             e.placement.expert_bytes,
             m.non_expert_quant.name,
             e.hw.name,

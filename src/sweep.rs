@@ -78,7 +78,7 @@ fn parse_range<T: PartialOrd + Copy + std::fmt::Display>(
 fn spaced(from: f64, to: f64, points: usize, step: Option<f64>) -> Result<Vec<f64>> {
     match step {
         Some(st) => {
-            if !(st > 0.0) {
+            if st.is_nan() || st <= 0.0 {
                 return Err(Error::new("--step must be positive"));
             }
             let n = ((to - from) / st + 1e-9).floor() as usize;

@@ -157,7 +157,7 @@ impl Trace {
         if old == n_experts {
             return;
         }
-        debug_assert!(self.max_expert().map_or(true, |m| m < n_experts));
+        debug_assert!(self.max_expert().is_none_or(|m| m < n_experts));
         for id in self.ids.iter_mut() {
             let (slot, e) = (*id / old, *id % old);
             *id = slot * n_experts + e;

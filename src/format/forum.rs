@@ -244,7 +244,7 @@ impl Parser<'_> {
             runs.push((i, j - i));
             i = j;
         }
-        if runs.len() % n_layers != 0 {
+        if !runs.len().is_multiple_of(n_layers) {
             return Err(Error::at_line(
                 self.path,
                 group[0].no,
