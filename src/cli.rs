@@ -135,6 +135,9 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// How output names the embedded default trace.
+pub const EMBEDDED_LABEL: &str = "embedded-glm-5-synthetic";
+
 /// A trace and the model it belongs to (if known).
 pub struct Loaded {
     pub trace: Trace,

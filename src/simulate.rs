@@ -331,6 +331,11 @@ pub struct Economics {
 /// One (policy, budget) result: the columns of `simulate` and `sweep`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Row {
+    /// What was replayed, on what: labels for plots and tables.
+    pub trace: String,
+    pub model: Option<String>,
+    pub quant: Option<String>,
+    pub hw: Option<String>,
     pub policy: String,
     pub partition: &'static str,
     pub vram_gib: Option<f64>,
@@ -405,6 +410,10 @@ pub fn make_row(
         }
     };
     let mut row = Row {
+        trace: String::new(),
+        model: None,
+        quant: None,
+        hw: econ.map(|e| e.hw.name.clone()),
         policy,
         partition: partition.name(),
         vram_gib,

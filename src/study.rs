@@ -55,6 +55,8 @@ pub struct Study {
     pub warmup: usize,
     pub per_layer: bool,
     pub quiet: bool,
+    /// The TRACE arguments' names, for labels.
+    pub trace_label: String,
     /// Model, quant and machine when a model is known.
     pub machine: Option<Machine>,
     /// Per-id counts for pin-hot, and whether they come from the replayed trace itself.
@@ -157,6 +159,7 @@ impl Study {
             warmup: a.warmup_tokens,
             per_layer: a.per_layer,
             quiet: a.input.quiet,
+            trace_label: trace_label(&a.input),
             machine,
             pin_profile,
             u_d,
@@ -282,7 +285,7 @@ impl Study {
         let layers = self
             .per_layer
             .then_some(&self.loaded.trace.geometry.layers[..]);
-        make_row(
+        let mut row = make_row(
             self.label(spec),
             self.partition,
             plan,
@@ -293,8 +296,36 @@ impl Study {
             econ,
             layers,
             vram,
-        )
+        );
+        row.trace = self.trace_label.clone();
+        if let Some(m) = &self.machine {
+            row.model = Some(m.model.name.to_string());
+            row.quant = Some(m.model.effective_quant(m.quant).to_string());
+        }
+        row
     }
+}
+
+/// Short name of what was replayed: the TRACE arguments' last two path components.
+pub fn trace_label(input: &TraceArgs) -> String {
+    if input.traces.is_empty() {
+        return crate::cli::EMBEDDED_LABEL.to_string();
+    }
+    let names: Vec<String> = input
+        .traces
+        .iter()
+        .map(|p| {
+            let mut c: Vec<String> = p
+                .components()
+                .rev()
+                .take(2)
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            c.reverse();
+            c.join("/")
+        })
+        .collect();
+    names.join("+")
 }
 
 /// Rows as a people table: the columns that matter, in readable units.
@@ -348,6 +379,10 @@ pub fn rows_csv(rows: &[Row]) -> String {
     let opt_f = |v: Option<f64>| v.map_or(String::new(), |x| x.to_string());
     let opt_u = |v: Option<u64>| v.map_or(String::new(), |x| x.to_string());
     let mut head: Vec<String> = [
+        "trace",
+        "model",
+        "quant",
+        "hw",
         "policy",
         "partition",
         "vram_gib",
@@ -394,7 +429,12 @@ pub fn rows_csv(rows: &[Row]) -> String {
         rows: Vec::new(),
     };
     for r in rows {
+        let opt_s = |v: &Option<String>| v.clone().unwrap_or_default();
         let mut cells = vec![
+            r.trace.clone(),
+            opt_s(&r.model),
+            opt_s(&r.quant),
+            opt_s(&r.hw),
             r.policy.clone(),
             r.partition.to_string(),
             opt_f(r.vram_gib),
