@@ -18,5 +18,6 @@ pub mod quant;
 pub mod simulate;
 pub mod study;
 pub mod sweep;
+pub mod synth;
 pub mod timemodel;
 pub mod trace;

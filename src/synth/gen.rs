@@ -1,0 +1,712 @@
+//! The generative routing model and the generator.
+//!
+//! For every MoE layer `l` an expert has a fixed popularity `pi_l(e)`: a power law
+//! `(rank + 1)^-skew_l` over a random (seeded) ranking of the layer's experts. Every
+//! response draws a topic affinity per expert, `exp(affinity * z)` with `z ~ N(0, 1)`,
+//! and the router weight is `pi_l(e) * exp(affinity * z)`. The affinities drift: every
+//! token, `drift * n_experts` experts of each layer draw a fresh `z`. A token picks its
+//! top-k distinct experts of a layer one after another: with probability `recall` it
+//! re-uses an expert that a recent token of the same response used in that layer (lag
+//! geometric with mean `recall_lag`), otherwise it samples the router weights; a repeat
+//! is drawn again (which is sampling without replacement).
+
+use crate::trace::{Geometry, Trace};
+
+/// The generator's parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Params {
+    /// Power-law exponent of the expert popularity, per MoE layer.
+    pub skew: Vec<f64>,
+    /// Log-normal sigma of the per-response topic affinity.
+    pub affinity: f64,
+    /// Fraction of each layer's experts outside the response's topic (weight ~0).
+    pub dead: f64,
+    /// Fraction of a layer's affinities redrawn per token.
+    pub drift: f64,
+    /// Probability that a pick re-uses an expert of a recent token.
+    pub recall: f64,
+    /// The recalled token lies d tokens back with probability proportional to
+    /// d^-recall_decay (d = 1..512).
+    pub recall_decay: f64,
+    /// Leading tokens of every response that route the same in every response (the BOS
+    /// token and chat template of real recordings).
+    pub opening: usize,
+}
+
+impl Params {
+    /// Skew growing linearly with depth from `first` (first MoE layer) to `last`.
+    pub fn depth_skew(n_layers: usize, first: f64, last: f64) -> Vec<f64> {
+        (0..n_layers)
+            .map(|i| {
+                let f = if n_layers > 1 {
+                    i as f64 / (n_layers - 1) as f64
+                } else {
+                    0.0
+                };
+                first + (last - first) * f
+            })
+            .collect()
+    }
+}
+
+/// Tokens of every response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// (prompt tokens, decode tokens) of every response, prompt tokens first.
+    pub responses: Vec<(usize, usize)>,
+}
+
+impl Shape {
+    pub fn uniform(responses: usize, decode: usize, prompt: usize) -> Shape {
+        Shape {
+            responses: vec![(prompt, decode); responses],
+        }
+    }
+    pub fn n_tokens(&self) -> usize {
+        self.responses.iter().map(|(p, d)| p + d).sum()
+    }
+}
+
+/// xoshiro256++ seeded by splitmix64: small, fast, and the same on every platform and
+/// version (the trace of a seed must never change).
+#[derive(Clone, Debug)]
+pub struct Rng {
+    s: [u64; 4],
+}
+
+fn splitmix(x: &mut u64) -> u64 {
+    *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Rng {
+    /// A generator for stream `stream` of `seed`.
+    pub fn new(seed: u64, stream: u64) -> Rng {
+        let mut x = seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03);
+        let s = [
+            splitmix(&mut x),
+            splitmix(&mut x),
+            splitmix(&mut x),
+            splitmix(&mut x),
+        ];
+        Rng { s }
+    }
+    #[inline]
+    pub fn next_u64(&mut self) -> u64 {
+        let s = &mut self.s;
+        let r = s[0].wrapping_add(s[3]).rotate_left(23).wrapping_add(s[0]);
+        let t = s[1] << 17;
+        s[2] ^= s[0];
+        s[3] ^= s[1];
+        s[1] ^= s[2];
+        s[0] ^= s[3];
+        s[2] ^= t;
+        s[3] = s[3].rotate_left(45);
+        r
+    }
+    /// Uniform in [0, 1).
+    #[inline]
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+    /// Uniform in 0..n.
+    #[inline]
+    pub fn below(&mut self, n: usize) -> usize {
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
+    }
+}
+
+const STREAM_POPULARITY: u64 = 1;
+/// Relative weight of an expert outside the topic: practically never picked, but never 0
+/// (a layer always has top-k experts to pick).
+const DEAD_WEIGHT: f32 = 1e-6;
+
+const STREAM_OPENING: u64 = 2;
+const STREAM_RESPONSE: u64 = 1 << 32;
+
+/// The routing of the opening tokens shared by every response: the popularity sampled
+/// without replacement, one token after another.
+fn opening_tokens(g: &Geometry, pi: &[f64], n: usize, seed: u64) -> Vec<u16> {
+    let (ne, k) = (g.n_experts as usize, g.top_k as usize);
+    let mut rng = Rng::new(seed, STREAM_OPENING);
+    let mut out = Vec::with_capacity(n * g.accesses_per_token());
+    let mut w = vec![0.0; ne];
+    for _ in 0..n {
+        for slot in 0..g.n_layers() {
+            w.copy_from_slice(&pi[slot * ne..(slot + 1) * ne]);
+            for _ in 0..k {
+                let total: f64 = w.iter().sum();
+                let mut u = rng.unit() * total;
+                let mut e = 0;
+                while e + 1 < ne && (u >= w[e] || w[e] == 0.0) {
+                    u -= w[e];
+                    e += 1;
+                }
+                if w[e] == 0.0 {
+                    e = w.iter().position(|&x| x > 0.0).unwrap();
+                }
+                w[e] = 0.0;
+                out.push((slot * ne + e) as u16);
+            }
+        }
+    }
+    out
+}
+
+/// Per-layer popularity `pi_l(e)`, normalised to sum 1 per layer (index = dense id).
+pub fn popularity(g: &Geometry, skew: &[f64], seed: u64) -> Vec<f64> {
+    let n = g.n_experts as usize;
+    let mut rng = Rng::new(seed, STREAM_POPULARITY);
+    let mut pi = vec![0.0; g.n_ids()];
+    let mut perm: Vec<usize> = (0..n).collect();
+    for (slot, &a) in skew.iter().enumerate() {
+        for i in (1..n).rev() {
+            perm.swap(i, rng.below(i + 1));
+        }
+        let layer = &mut pi[slot * n..(slot + 1) * n];
+        for (rank, &e) in perm.iter().enumerate() {
+            layer[e] = ((rank + 1) as f64).powf(-a);
+        }
+        let s: f64 = layer.iter().sum();
+        layer.iter_mut().for_each(|w| *w /= s);
+    }
+    pi
+}
+
+/// The sampling state of one layer of one response: the weights as two levels of
+/// running sums over blocks of `b` experts, so that a sample is two short branch-free
+/// counts and an update two short sums. An update recomputes the sums it touches from
+/// the weights, so no rounding accumulates and f32 suffices.
+struct State {
+    n: usize,
+    /// Block size (a power of two about sqrt(n)) and number of blocks.
+    b: usize,
+    nb: usize,
+    /// Weights, padded with 0 to nb * b.
+    w: Vec<f32>,
+    /// Running sum of the weights inside each block.
+    inner: Vec<f32>,
+    /// Running sum of the block totals.
+    outer: Vec<f32>,
+    /// The layer's random stream in the current response.
+    rng: Rng,
+    /// Drift redraws owed (fractional).
+    acc: f64,
+    /// Scratch of `exact_rest`.
+    saved: Vec<(usize, f32)>,
+}
+
+impl State {
+    fn new(g: &Geometry) -> State {
+        let n = g.n_experts as usize;
+        let b = ((n as f64).sqrt().ceil() as usize).next_power_of_two();
+        let nb = n.div_ceil(b);
+        State {
+            n,
+            b,
+            nb,
+            w: vec![0.0; nb * b],
+            inner: vec![0.0; nb * b],
+            outer: vec![0.0; nb],
+            rng: Rng::new(0, 0),
+            acc: 0.0,
+            saved: Vec::with_capacity(g.top_k as usize),
+        }
+    }
+
+    fn block(&mut self, blk: usize) {
+        let b = self.b;
+        let mut s = 0.0f32;
+        for (x, &w) in self.inner[blk * b..(blk + 1) * b]
+            .iter_mut()
+            .zip(&self.w[blk * b..(blk + 1) * b])
+        {
+            s += w;
+            *x = s;
+        }
+    }
+
+    fn totals(&mut self) {
+        let b = self.b;
+        let mut s = 0.0f32;
+        for blk in 0..self.nb {
+            s += self.inner[blk * b + b - 1];
+            self.outer[blk] = s;
+        }
+    }
+
+    fn rebuild(&mut self) {
+        for blk in 0..self.nb {
+            self.block(blk);
+        }
+        self.totals();
+    }
+
+    #[inline]
+    fn set(&mut self, e: usize, v: f32) {
+        self.w[e] = v;
+        self.block(e / self.b);
+        self.totals();
+    }
+
+    /// An expert with probability proportional to its weight, for 32 random bits `x`.
+    #[inline(always)]
+    fn sample(&self, x: u32) -> usize {
+        let (b, nb) = (self.b, self.nb);
+        let u = (x as f64 * (1.0 / 4294967296.0) * self.outer[nb - 1] as f64) as f32;
+        let blk = count_le(&self.outer, u).min(nb - 1);
+        let u = u - if blk > 0 { self.outer[blk - 1] } else { 0.0 };
+        let j = count_le(&self.inner[blk * b..(blk + 1) * b], u).min(b - 1);
+        (blk * b + j).min(self.n - 1)
+    }
+}
+
+/// How many of the ascending `xs` are <= u (branch-free, vectorisable; unrolled for
+/// whole groups of 8).
+#[inline]
+fn count_le(xs: &[f32], u: f32) -> usize {
+    let mut it = xs.chunks_exact(8);
+    let mut n = 0;
+    for c in &mut it {
+        let c: &[f32; 8] = c.try_into().unwrap();
+        n += c.iter().map(|&x| (x <= u) as usize).sum::<usize>();
+    }
+    n + it
+        .remainder()
+        .iter()
+        .map(|&x| (x <= u) as usize)
+        .sum::<usize>()
+}
+
+const LAG_TABLE: usize = 4096;
+const MAX_LAG: usize = 512;
+
+/// exp(sigma * z) at the 4096 quantiles (i + 1/2) / 4096 of the standard normal: a
+/// log-normal draw is one lookup.
+fn affinity_table(sigma: f64) -> Vec<f32> {
+    (0..4096)
+        .map(|i| (sigma * normal_quantile((i as f64 + 0.5) / 4096.0)).exp() as f32)
+        .collect()
+}
+
+/// Inverse of the standard normal CDF (Acklam's rational approximation, relative error
+/// below 1.2e-9), for p in (0, 1).
+pub fn normal_quantile(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969683028665376e+01,
+        2.209460984245205e+02,
+        -2.759285104469687e+02,
+        1.38357751867269e+02,
+        -3.066479806614716e+01,
+        2.506628277459239e+00,
+    ];
+    const B: [f64; 5] = [
+        -5.447609879822406e+01,
+        1.615858368580409e+02,
+        -1.556989798598866e+02,
+        6.680131188771972e+01,
+        -1.328068155288572e+01,
+    ];
+    const C: [f64; 6] = [
+        -7.784894002430293e-03,
+        -3.223964580411365e-01,
+        -2.400758277161838e+00,
+        -2.549732539343734e+00,
+        4.374664141464968e+00,
+        2.938163982698783e+00,
+    ];
+    const D: [f64; 4] = [
+        7.784695709041462e-03,
+        3.224671290700398e-01,
+        2.445134137142996e+00,
+        3.754408661907416e+00,
+    ];
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    if p < 0.02425 {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p > 1.0 - 0.02425 {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    }
+}
+
+/// Quantised inverse CDF of the recall lag: P(d) proportional to d^-decay, d in 1..=MAX_LAG.
+fn lag_table(decay: f64) -> Vec<u16> {
+    let w: Vec<f64> = (1..=MAX_LAG).map(|d| (d as f64).powf(-decay)).collect();
+    let total: f64 = w.iter().sum();
+    let mut out = Vec::with_capacity(LAG_TABLE);
+    let mut cum = 0.0;
+    let mut d = 0;
+    for i in 0..LAG_TABLE {
+        let u = (i as f64 + 0.5) / LAG_TABLE as f64 * total;
+        while d < MAX_LAG - 1 && cum + w[d] < u {
+            cum += w[d];
+            d += 1;
+        }
+        out.push(d as u16 + 1);
+    }
+    out
+}
+
+/// A response's index and its part of the id buffer.
+type Part<'a> = (usize, &'a mut [u16]);
+
+/// Generate a trace. Deterministic for (`g`, `p`, `shape`, `seed`), whatever the number
+/// of threads (every response has its own random stream).
+pub fn generate(g: &Geometry, p: &Params, shape: &Shape, seed: u64) -> Trace {
+    assert_eq!(p.skew.len(), g.n_layers(), "one skew per layer");
+    assert!(
+        g.top_k >= 1 && g.top_k <= g.n_experts,
+        "1 <= top_k <= n_experts"
+    );
+    let a = g.accesses_per_token();
+    let n_tokens = shape.n_tokens();
+    let mut trace = Trace::empty(g.clone(), true);
+    trace.ids = vec![0u16; n_tokens * a];
+    trace.prompt = Vec::with_capacity(n_tokens);
+    for &(pr, d) in &shape.responses {
+        trace.prompt.extend(std::iter::repeat_n(true, pr));
+        trace.prompt.extend(std::iter::repeat_n(false, d));
+        trace.end_response();
+    }
+    let pi = popularity(g, &p.skew, seed);
+    let opening = opening_tokens(g, &pi, p.opening, seed);
+    let lags = lag_table(p.recall_decay);
+    // Split the id buffer into responses, hand them out to threads round-robin by size.
+    let mut parts: Vec<Part> = Vec::with_capacity(shape.responses.len());
+    let mut rest: &mut [u16] = &mut trace.ids;
+    for (r, &(pr, d)) in shape.responses.iter().enumerate() {
+        let (head, tail) = rest.split_at_mut((pr + d) * a);
+        parts.push((r, head));
+        rest = tail;
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(parts.len())
+        .max(1);
+    if threads <= 1 || n_tokens * a < 1 << 20 {
+        let mut st: Vec<State> = (0..g.n_layers()).map(|_| State::new(g)).collect();
+        for (r, ids) in parts {
+            response(g, p, &pi, &lags, &opening, seed, r, ids, &mut st);
+        }
+    } else {
+        // Longest first onto the least loaded thread: balanced and independent of timing.
+        parts.sort_by_key(|(_, ids)| std::cmp::Reverse(ids.len()));
+        let mut bins: Vec<(usize, Vec<Part>)> = (0..threads).map(|_| (0, Vec::new())).collect();
+        for part in parts {
+            let b = bins.iter_mut().min_by_key(|b| b.0).unwrap();
+            b.0 += part.1.len();
+            b.1.push(part);
+        }
+        let (pi, lags, opening) = (&pi, &lags, &opening);
+        std::thread::scope(|s| {
+            for (_, bin) in bins {
+                s.spawn(move || {
+                    let mut st: Vec<State> = (0..g.n_layers()).map(|_| State::new(g)).collect();
+                    for (r, ids) in bin {
+                        response(g, p, pi, lags, opening, seed, r, ids, &mut st);
+                    }
+                });
+            }
+        });
+    }
+    trace
+}
+
+/// Tokens generated per layer in turn: the block of the trace stays in cache while
+/// every layer's state is visited once per block.
+const BLOCK_TOKENS: usize = 128;
+
+/// Generate one response into `ids` (its tokens, token-major). The layers are
+/// independent given the response, each with its own random stream, so the response is
+/// made in blocks of tokens, layer after layer inside a block.
+#[allow(clippy::too_many_arguments)]
+fn response(
+    g: &Geometry,
+    p: &Params,
+    pi: &[f64],
+    lags: &[u16],
+    opening: &[u16],
+    seed: u64,
+    r: usize,
+    ids: &mut [u16],
+    states: &mut [State],
+) {
+    let n = g.n_experts as usize;
+    let k = g.top_k as usize;
+    let a = g.accesses_per_token();
+    let n_tok = ids.len() / a;
+    let shared = (opening.len() / a).min(n_tok);
+    ids[..shared * a].copy_from_slice(&opening[..shared * a]);
+    let (sigma, dead, recall) = (p.affinity, p.dead.clamp(0.0, 1.0), p.recall);
+    let table = affinity_table(sigma);
+    let dead_below = (dead * 4294967296.0) as u64;
+    let affinity = |rng: &mut Rng| -> f32 {
+        let x = rng.next_u64();
+        if (x & 0xFFFF_FFFF) < dead_below {
+            DEAD_WEIGHT
+        } else {
+            table[(x >> 52) as usize]
+        }
+    };
+    let recall_below = (recall.clamp(0.0, 1.0) * 65536.0) as u64;
+    let per_token = p.drift * n as f64;
+    for (slot, st) in states.iter_mut().enumerate() {
+        st.rng = Rng::new(seed, STREAM_RESPONSE + ((r as u64) << 16) + slot as u64);
+        st.acc = 0.0;
+        let pi = &pi[slot * n..(slot + 1) * n];
+        for (w, &x) in st.w.iter_mut().zip(pi) {
+            *w = x as f32 * affinity(&mut st.rng);
+        }
+        st.rebuild();
+    }
+    let mut start = shared;
+    while start < n_tok {
+        let end = (start + BLOCK_TOKENS).min(n_tok);
+        for (slot, st) in states.iter_mut().enumerate() {
+            let pi = &pi[slot * n..(slot + 1) * n];
+            let base = (slot * n) as u16;
+            let mut rng = st.rng.clone();
+            for t in start..end {
+                st.acc += per_token;
+                let m = st.acc as usize;
+                st.acc -= m as f64;
+                for _ in 0..m {
+                    let e = rng.below(n);
+                    let v = pi[e] as f32 * affinity(&mut rng);
+                    st.set(e, v);
+                }
+                let (past, cur) = ids.split_at_mut(t * a + slot * k);
+                let out = &mut cur[..k];
+                let mut j = 0;
+                let mut rejects = 0;
+                while j < k {
+                    // One draw per pick: bits 48.. decide recall, 36..48 the lag,
+                    // 0..32 the recalled pick or the sampled expert.
+                    let x = rng.next_u64();
+                    let e = if t > 0 && (x >> 48) < recall_below {
+                        let d = lags[((x >> 36) & 0xFFF) as usize] as usize;
+                        if d <= t {
+                            let i = (((x & 0xFFFF_FFFF) * k as u64) >> 32) as usize;
+                            past[(t - d) * a + slot * k + i] - base
+                        } else {
+                            st.sample(x as u32) as u16
+                        }
+                    } else {
+                        st.sample(x as u32) as u16
+                    };
+                    let e = base + e;
+                    if out[..j].contains(&e) {
+                        rejects += 1;
+                        if rejects > 32 {
+                            exact_rest(st, base, out, j, &mut rng);
+                            break;
+                        }
+                        continue;
+                    }
+                    out[j] = e;
+                    j += 1;
+                }
+            }
+            st.rng = rng;
+        }
+        start = end;
+    }
+}
+
+/// Sample the rest of a layer's picks without replacement from the router weights
+/// exactly (zero the chosen, sample, restore): for very concentrated weights, where
+/// drawing again on a repeat would take long. Rare, so the sums are rebuilt exactly.
+fn exact_rest(st: &mut State, base: u16, out: &mut [u16], j: usize, rng: &mut Rng) {
+    let mut saved = std::mem::take(&mut st.saved);
+    saved.clear();
+    for &e in &out[..j] {
+        let e = (e - base) as usize;
+        saved.push((e, st.w[e]));
+        st.w[e] = 0.0;
+    }
+    for jj in j..out.len() {
+        st.rebuild();
+        let mut e = st.sample(rng.next_u64() as u32);
+        // Only the clamp at the very end of the range can land on a zeroed expert.
+        while out[..jj].contains(&(base + e as u16)) {
+            e = st.sample(rng.next_u64() as u32);
+        }
+        out[jj] = base + e as u16;
+        saved.push((e, st.w[e]));
+        st.w[e] = 0.0;
+    }
+    for &(e, v) in &saved {
+        st.w[e] = v;
+    }
+    st.rebuild();
+    st.saved = saved;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geo(layers: usize, n: u16, k: u16) -> Geometry {
+        Geometry {
+            layers: (1..=layers as u16).collect(),
+            n_experts: n,
+            top_k: k,
+        }
+    }
+
+    fn params(layers: usize) -> Params {
+        Params {
+            skew: Params::depth_skew(layers, 0.2, 0.8),
+            affinity: 0.7,
+            dead: 0.3,
+            drift: 0.01,
+            recall: 0.25,
+            recall_decay: 1.75,
+            opening: 0,
+        }
+    }
+
+    fn check_geometry(t: &Trace) {
+        let g = &t.geometry;
+        let (n, k) = (g.n_experts as usize, g.top_k as usize);
+        assert_eq!(t.ids.len(), t.n_tokens() * g.accesses_per_token());
+        for tok in t.ids.chunks_exact(g.accesses_per_token()) {
+            for (slot, layer) in tok.chunks_exact(k).enumerate() {
+                for (i, &id) in layer.iter().enumerate() {
+                    assert_eq!(id as usize / n, slot, "id {id} outside slot {slot}");
+                    assert!(!layer[..i].contains(&id), "repeated expert in {layer:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn normal_quantiles() {
+        assert!(normal_quantile(0.5).abs() < 1e-12);
+        assert!((normal_quantile(0.975) - 1.959963985).abs() < 1e-7);
+        assert!((normal_quantile(0.001) + 3.090232306).abs() < 1e-7);
+        assert!((normal_quantile(0.3) + normal_quantile(0.7)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn lag_table_is_a_power_law() {
+        let t = lag_table(2.0);
+        assert!(t.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(t[0], 1);
+        // P(d = 1) = 1 / sum d^-2 over 1..=512, about 0.61.
+        let ones = t.iter().filter(|&&d| d == 1).count() as f64 / t.len() as f64;
+        assert!((ones - 0.609).abs() < 0.01, "{ones}");
+        assert!(*t.last().unwrap() as usize <= MAX_LAG);
+    }
+
+    #[test]
+    fn popularity_grows_more_skewed_with_depth() {
+        let g = geo(4, 32, 4);
+        let pi = popularity(&g, &Params::depth_skew(4, 0.0, 1.5), 3);
+        let top = |s: usize| pi[s * 32..(s + 1) * 32].iter().cloned().fold(0.0, f64::max);
+        assert!((top(0) - 1.0 / 32.0).abs() < 1e-12, "first layer uniform");
+        assert!(top(1) < top(2) && top(2) < top(3));
+        for s in 0..4 {
+            let sum: f64 = pi[s * 32..(s + 1) * 32].iter().sum();
+            assert!((sum - 1.0).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn every_token_has_top_k_distinct_experts_in_range() {
+        for (n, k) in [
+            (8u16, 2u16),
+            (8, 8),
+            (64, 6),
+            (160, 8),
+            (384, 8),
+            (512, 10),
+            (16, 1),
+        ] {
+            let g = geo(3, n, k);
+            let mut p = params(3);
+            p.opening = 2;
+            p.dead = 0.9; // fewer live experts than top-k in the small layers
+            let t = generate(&g, &p, &Shape::uniform(3, 40, 5), 11);
+            check_geometry(&t);
+            assert_eq!(t.n_responses(), 3);
+            assert_eq!(t.n_tokens(), 135);
+        }
+    }
+
+    #[test]
+    fn prompt_tokens_are_tagged_and_openings_shared() {
+        let g = geo(2, 16, 2);
+        let mut p = params(2);
+        p.opening = 3;
+        let t = generate(&g, &p, &Shape::uniform(4, 10, 5), 1);
+        for r in 0..4 {
+            let rg = t.response(r);
+            assert_eq!(rg.len(), 15);
+            assert!(rg.clone().take(5).all(|i| t.prompt[i]));
+            assert!(rg.clone().skip(5).all(|i| !t.prompt[i]));
+            for i in 0..3 {
+                assert_eq!(t.token(rg.start + i), t.token(i), "opening token {i}");
+            }
+        }
+        assert_ne!(t.token(3), t.token(t.response(1).start + 3));
+    }
+
+    #[test]
+    fn deterministic_and_independent_of_threads_and_other_responses() {
+        // Large enough to be generated on several threads where there are cores.
+        let g = geo(20, 128, 8);
+        let p = params(20);
+        let shape = Shape::uniform(6, 1200, 0);
+        let a = generate(&g, &p, &shape, 42);
+        assert!(a.n_accesses() >= 1 << 20);
+        assert_eq!(a, generate(&g, &p, &shape, 42));
+        assert_ne!(a.ids, generate(&g, &p, &shape, 43).ids);
+        // A response is the same whatever else is generated with it.
+        let one = generate(&g, &p, &Shape::uniform(1, 1200, 0), 42);
+        assert_eq!(one.ids[..], a.ids[..one.ids.len()]);
+        check_geometry(&a);
+    }
+
+    #[test]
+    fn recall_and_affinity_give_temporal_locality() {
+        let g = geo(4, 64, 4);
+        let shape = Shape::uniform(2, 2000, 0);
+        let overlap = |p: &Params| super::super::fit::overlap(&generate(&g, p, &shape, 5), 1);
+        let flat = Params {
+            skew: vec![0.0; 4],
+            affinity: 0.0,
+            dead: 0.0,
+            drift: 0.0,
+            recall: 0.0,
+            recall_decay: 2.0,
+            opening: 0,
+        };
+        // Independent uniform routing: 4 of 64 experts overlap by 1/16.
+        let base = overlap(&flat);
+        assert!((base - 1.0 / 16.0).abs() < 0.01, "{base}");
+        assert!(
+            overlap(&Params {
+                recall: 0.3,
+                ..flat.clone()
+            }) > base + 0.1
+        );
+        assert!(
+            overlap(&Params {
+                dead: 0.5,
+                ..flat.clone()
+            }) > base * 1.5
+        );
+    }
+}
