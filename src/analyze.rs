@@ -223,6 +223,51 @@ pub fn analyze(
     }
 }
 
+/// U and D alone (threshold 100%): distinct experts per chunk and those new versus the
+/// previous chunk of the same response. Equal to `analyze(..).u_d()` without the per-chunk
+/// sort that the lower thresholds need.
+pub fn u_d(trace: &Trace, chunk_tokens: usize, include_prompt: bool) -> (f64, f64) {
+    assert!(chunk_tokens > 0);
+    let n_ids = trace.geometry.n_ids();
+    // stamp[id] = 2 * chunk number + 1 if used in that chunk; chunk numbers rise, so a
+    // stamp of the previous chunk means "used there".
+    let mut stamp = vec![0u64; n_ids];
+    let (mut sum_u, mut sum_d, mut chunks, mut pairs) = (0u64, 0u64, 0u64, 0u64);
+    let mut selected: Vec<usize> = Vec::new();
+    let mut serial: u64 = 0;
+    for r in 0..trace.n_responses() {
+        selected.clear();
+        selected.extend(
+            trace
+                .response(r)
+                .filter(|&t| include_prompt || !trace.prompt[t]),
+        );
+        let first_serial = serial + 1;
+        for chunk in selected.chunks_exact(chunk_tokens) {
+            serial += 1;
+            let (mut u, mut d) = (0u64, 0u64);
+            for &t in chunk {
+                for &id in trace.token(t) {
+                    let s = &mut stamp[id as usize];
+                    if *s != serial {
+                        u += 1;
+                        d += (*s + 1 != serial || serial == first_serial) as u64;
+                        *s = serial;
+                    }
+                }
+            }
+            sum_u += u;
+            chunks += 1;
+            if serial != first_serial {
+                sum_d += d;
+                pairs += 1;
+            }
+        }
+    }
+    let avg = |s: u64, n: u64| if n > 0 { s as f64 / n as f64 } else { 0.0 };
+    (avg(sum_u, chunks), avg(sum_d, pairs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,6 +308,34 @@ mod tests {
         assert_eq!(a.rows[3].avg_new, 1.0);
         // U and D.
         assert_eq!(a.u_d(), (2.0, 1.0));
+    }
+
+    #[test]
+    fn fast_u_d_equals_the_full_analysis() {
+        let mut s = 11u64;
+        let mut next = || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 33) as u16
+        };
+        let responses: Vec<Vec<u16>> = (0..6)
+            .map(|r| (0..(r * 37 + 5)).map(|_| next() % 9).collect())
+            .collect();
+        let refs: Vec<&[u16]> = responses.iter().map(|v| &v[..]).collect();
+        let mut t = trace_of(&refs, 9);
+        for (i, p) in t.prompt.iter_mut().enumerate() {
+            *p = i % 7 == 3;
+        }
+        for chunk in [1, 3, 8, 40] {
+            for include_prompt in [false, true] {
+                assert_eq!(
+                    u_d(&t, chunk, include_prompt),
+                    analyze(&t, chunk, include_prompt, false).u_d(),
+                    "chunk {chunk}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub enum Command {
     Sweep(crate::sweep::SweepArgs),
     /// The seed's analytic estimate alone, from a trace's U and D or --u N --d N.
     Estimate(crate::estimate::EstimateArgs),
+    /// Generate a synthetic routing trace (calibrated to U and D, or fitted to a recording).
+    Synth(crate::synth::SynthArgs),
 }
 
 /// Where traces come from and how they are read.
@@ -132,6 +134,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Simulate(a) => crate::study::simulate(a),
         Command::Sweep(a) => crate::sweep::sweep(a),
         Command::Estimate(a) => crate::estimate::estimate(a),
+        Command::Synth(a) => crate::synth::run(a),
     }
 }
 
@@ -149,9 +152,24 @@ pub struct Loaded {
 pub fn load(input: &TraceArgs) -> Result<Loaded> {
     let named = input.model.as_deref().map(Model::by_name).transpose()?;
     if input.traces.is_empty() {
-        return Err(Error::new(
-            "no TRACE given: name trace files or directories (forum text, MoE-Beyond CSV or .mst)",
-        ));
+        let m = Model::by_name("glm-5")?;
+        if let Some(n) = named {
+            if n.name != m.name {
+                return Err(Error::new(format!(
+                    "no TRACE given, and the embedded default trace is {}, not {}: name a trace of {}",
+                    m.name, n.name, n.name
+                )));
+            }
+        }
+        if !input.quiet {
+            eprintln!(
+                "moe-spill: no TRACE given: using the embedded default {EMBEDDED_LABEL} (GLM-5 geometry, 8 responses x 1000 tokens, calibrated to the seed's U = 13190, D = 2412)"
+            );
+        }
+        return Ok(Loaded {
+            trace: crate::synth::default_trace(),
+            model: Some(m),
+        });
     }
     let hint = named.map(|m| Layout::of(&m.geometry()));
     let mut files = Vec::new();

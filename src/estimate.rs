@@ -4,7 +4,7 @@
 use clap::Args;
 use serde::Serialize;
 
-use crate::analyze::analyze;
+use crate::analyze::u_d;
 use crate::cli::{load, FormatArgs, PhaseArg, TraceArgs};
 use crate::error::{Error, Result};
 use crate::hardware::{parse_size_gib, HardwareArgs};
@@ -83,13 +83,11 @@ pub fn estimate(a: EstimateArgs) -> Result<()> {
                     loaded.trace.geometry.describe()
                 ))
             })?;
-            let (u, d) = analyze(
+            let (u, d) = u_d(
                 &loaded.trace,
                 a.chunk as usize,
                 a.input.phase == PhaseArg::All,
-                false,
-            )
-            .u_d();
+            );
             (model, u, d)
         }
     };

@@ -47,6 +47,8 @@ pub struct ReplayPlan<'t> {
     pub n_ids: usize,
     /// First slot that reaches the cache (slots before it are in VRAM).
     pub first_slot: usize,
+    /// Cold misses after a warmup, computed once: (warmup, count).
+    cold: std::sync::OnceLock<(usize, u64)>,
 }
 
 impl<'t> ReplayPlan<'t> {
@@ -84,6 +86,7 @@ impl<'t> ReplayPlan<'t> {
             n_experts: g.n_experts as usize,
             n_ids: g.n_ids(),
             first_slot,
+            cold: std::sync::OnceLock::new(),
         }
     }
 
@@ -102,7 +105,17 @@ impl<'t> ReplayPlan<'t> {
     }
 
     /// Misses no policy avoids: ids whose first access comes at or after token `warmup`.
+    /// Computed once per plan for the warmup it is first asked with.
     pub fn cold_misses(&self, warmup: usize) -> u64 {
+        let &(w, c) = self.cold.get_or_init(|| (warmup, self.count_cold(warmup)));
+        if w == warmup {
+            c
+        } else {
+            self.count_cold(warmup)
+        }
+    }
+
+    fn count_cold(&self, warmup: usize) -> u64 {
         let mut seen = vec![false; self.n_ids];
         let mut cold = 0;
         for (t, token) in self.stream.chunks_exact(self.per_token.max(1)).enumerate() {

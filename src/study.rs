@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 use moe_spill_policies::registry::{BaseSpec, BuildContext, PolicySpec};
 
-use crate::analyze::analyze;
+use crate::analyze::u_d;
 use crate::cli::{load, FormatArgs, Loaded, PhaseArg, TraceArgs};
 use crate::error::{Error, Result};
 use crate::hardware::{parse_size_gib, Hardware, HardwareArgs};
@@ -103,7 +103,7 @@ impl Study {
             }
             None => None,
         };
-        let u_d = analyze(&loaded.trace, CHUNK, include_prompt, false).u_d();
+        let u_d = u_d(&loaded.trace, CHUNK, include_prompt);
         let pin_profile = if needs_profile {
             Some(match &a.pin_profile {
                 Some(p) => {
@@ -231,7 +231,8 @@ impl Study {
         econ: Option<&Economics>,
         vram: Option<f64>,
     ) -> Result<Vec<Row>> {
-        let counts: Vec<Counts> = if is_lru(spec) {
+        // One stack-distance pass pays off from two budgets on; one budget replays directly.
+        let counts: Vec<Counts> = if is_lru(spec) && budgets.len() > 1 {
             let caps: Vec<usize> = budgets.iter().map(|b| b.capacity).collect();
             lru_all(plan, &caps, self.partition, self.warmup)
         } else {

@@ -504,7 +504,10 @@ fn bad_unknown_format_and_missing_file() {
         &["analyze", "/nonexistent/trace.txt"],
         "/nonexistent/trace.txt: no such file or directory",
     );
-    fails(&["analyze"], "no TRACE given");
+    fails(
+        &["analyze", "--model", "kimi-k2"],
+        "the embedded default trace is glm-5, not kimi-k2",
+    );
 }
 
 #[test]
@@ -878,4 +881,37 @@ fn bad_time_model_inputs() {
     );
     assert!(!out.exists());
     assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1, "only hw.toml");
+}
+
+#[test]
+fn no_trace_means_the_embedded_glm5_default() {
+    let out = run(&["analyze", "--format", "csv"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("using the embedded default embedded-glm-5-synthetic"),
+        "{err}"
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let last = text.lines().nth(8).unwrap();
+    let f: Vec<f64> = last
+        .split(',')
+        .skip(1)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    // Calibrated to the seed's U = 13190 (within 2%) and D = 2412 (within 5%).
+    assert!((f[0] / 13190.0 - 1.0).abs() < 0.02, "U {}", f[0]);
+    assert!((f[1] / 2412.0 - 1.0).abs() < 0.05, "D {}", f[1]);
+    // The main job: a sweep with no arguments covers every default policy.
+    let sweep = ok(&["sweep", "-q", "--points", "5", "--format", "csv"]);
+    let rows = csv_rows(&sweep);
+    let policies: std::collections::BTreeSet<&str> =
+        rows.iter().map(|r| r["policy"].as_str()).collect();
+    assert_eq!(
+        policies.into_iter().collect::<Vec<_>>(),
+        vec!["arc", "clock", "linux", "lru", "opt", "pinned:3"]
+    );
+    assert!(rows
+        .iter()
+        .all(|r| r["trace"] == "embedded-glm-5-synthetic" && r["model"] == "glm-5"));
 }
