@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Render every figure of scripts/plot_sweep.py from the small committed sweep CSV and
+check the files. Run by scripts/test.sh; the last line is `plots: N passed, M failed`.
+
+tests/data/sweep_small.csv was made by
+    moe-spill sweep traces/synth-sample --hw desktop-cpu --ram 6GiB..10GiB --points 9 \
+        --per-layer --policies lru,clock,arc,linux,pinned:2,opt -q -o tests/data/sweep_small.csv
+"""
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CSV = os.path.join(ROOT, "tests", "data", "sweep_small.csv")
+PLOT = os.path.join(ROOT, "scripts", "plot_sweep.py")
+
+
+def plot(*args):
+    return subprocess.run([sys.executable, PLOT, *args], capture_output=True, text=True)
+
+
+def png_size(path):
+    with open(path, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    assert head[12:16] == b"IHDR", "no IHDR chunk"
+    return struct.unpack(">II", head[16:24])
+
+
+def main():
+    passed, failed = 0, 0
+
+    def check(name, fn):
+        nonlocal passed, failed
+        try:
+            fn()
+            passed += 1
+            print(f"ok   {name}")
+        except AssertionError as e:
+            failed += 1
+            print(f"FAIL {name}: {e}")
+
+    with tempfile.TemporaryDirectory() as d:
+        for panel in ["all", "ssd", "toks", "heatmap"]:
+            for ext in [".png", ".svg"]:
+                out = os.path.join(d, f"{panel}{ext}")
+
+                def render(panel=panel, ext=ext, out=out):
+                    r = plot(CSV, "-o", out, "--panel", panel)
+                    assert r.returncode == 0, r.stderr.strip()
+                    assert os.path.getsize(out) > 5000, f"{out} is only {os.path.getsize(out)} bytes"
+                    if ext == ".png":
+                        w, h = png_size(out)
+                        want_w = 3 if panel == "all" else 1
+                        assert w >= 600 * want_w and h >= 400, f"{w}x{h}"
+                    else:
+                        root = ET.parse(out).getroot()
+                        assert root.tag.endswith("svg"), root.tag
+                        text = open(out).read()
+                        # titles name trace, model and machine
+                        assert "olmoe-1b-7b" in text and "desktop-cpu" in text, "title labels missing"
+
+                check(f"{panel}{ext}", render)
+
+        def heatmap_other_policy():
+            out = os.path.join(d, "clock.png")
+            r = plot(CSV, "-o", out, "--panel", "heatmap", "--policy", "clock")
+            assert r.returncode == 0, r.stderr.strip()
+            png_size(out)
+
+        check("heatmap --policy clock", heatmap_other_policy)
+
+        def bad_inputs():
+            bad = os.path.join(d, "bad.csv")
+            with open(bad, "w") as f:
+                f.write("a,b\n1,2\n")
+            r = plot(bad, "-o", os.path.join(d, "x.png"))
+            assert r.returncode == 2 and "not a moe-spill sweep CSV" in r.stderr, r.stderr
+            assert not os.path.exists(os.path.join(d, "x.png")), "partial output"
+            r = plot(CSV, "-o", os.path.join(d, "x.gif"))
+            assert r.returncode == 2, r.stderr
+            r = plot(CSV, "-o", os.path.join(d, "y.png"), "--panel", "heatmap", "--policy", "nope")
+            assert r.returncode == 2 and "not in the CSV" in r.stderr, r.stderr
+            leftovers = [f for f in os.listdir(d) if f.endswith(".tmp.png") or f.startswith(".")]
+            assert not leftovers, leftovers
+
+        check("bad inputs", bad_inputs)
+    print(f"plots: {passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
