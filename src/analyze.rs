@@ -246,14 +246,15 @@ pub fn u_d(trace: &Trace, chunk_tokens: usize, include_prompt: bool) -> (f64, f6
         for chunk in selected.chunks_exact(chunk_tokens) {
             serial += 1;
             let (mut u, mut d) = (0u64, 0u64);
+            let first = serial == first_serial;
             for &t in chunk {
                 for &id in trace.token(t) {
+                    // Branch-free: which ids are new in a chunk is data, not a pattern.
                     let s = &mut stamp[id as usize];
-                    if *s != serial {
-                        u += 1;
-                        d += (*s + 1 != serial || serial == first_serial) as u64;
-                        *s = serial;
-                    }
+                    let fresh = (*s != serial) as u64;
+                    u += fresh;
+                    d += fresh & ((*s + 1 != serial) | first) as u64;
+                    *s = serial;
                 }
             }
             sum_u += u;

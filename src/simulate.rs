@@ -116,17 +116,25 @@ impl<'t> ReplayPlan<'t> {
     }
 
     fn count_cold(&self, warmup: usize) -> u64 {
-        let mut seen = vec![false; self.n_ids];
-        let mut cold = 0;
-        for (t, token) in self.stream.chunks_exact(self.per_token.max(1)).enumerate() {
-            for &id in token {
-                if !seen[id as usize] {
-                    seen[id as usize] = true;
-                    cold += (t >= warmup) as u64;
-                }
+        // Distinct ids among the warmup tokens, then among all: the difference first
+        // appears after the warmup. Branch-free counting of first sightings.
+        let distinct = |stream: &[u16]| {
+            let mut seen = vec![0u8; self.n_ids];
+            let mut n = 0u64;
+            for &id in stream {
+                let s = &mut seen[id as usize];
+                n += (*s ^ 1) as u64;
+                *s = 1;
             }
-        }
-        cold
+            n
+        };
+        let cut = (warmup * self.per_token).min(self.stream.len());
+        distinct(&self.stream)
+            - if cut == 0 {
+                0
+            } else {
+                distinct(&self.stream[..cut])
+            }
     }
 
     /// The accesses of one slot (index among the replayed slots), token by token.
