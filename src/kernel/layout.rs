@@ -1,0 +1,336 @@
+//! The model-like file kernel-replay pages through: a header page, then per MoE layer
+//! the experts of that layer, each either one contiguous range or (like a GGUF's
+//! `ffn_{gate,up,down}_exps` tensors) three slices in three per-layer tensors. The
+//! content is pseudo-random, so no storage layer can compress or deduplicate it.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::sys;
+use crate::error::{Error, Result};
+
+/// Bytes before the first expert (one page, holds the description below).
+pub const HEADER_BYTES: u64 = 4096;
+const MAGIC: &str = "moe-spill kernel-replay model file\n";
+
+/// Where every expert lives in the file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    /// Objects (MoE layers x experts), ids `slot * n_experts + expert`.
+    pub n_ids: usize,
+    pub n_experts: usize,
+    /// Bytes of one expert (scaled down from the model's).
+    pub expert_bytes: u64,
+    /// 1 = each expert contiguous; 3 = gate/up/down slices in three tensors per layer.
+    pub slices: u32,
+}
+
+impl Layout {
+    pub fn file_len(&self) -> u64 {
+        HEADER_BYTES + self.n_ids as u64 * self.expert_bytes
+    }
+
+    fn slice_len(&self, j: u32) -> u64 {
+        let base = self.expert_bytes / self.slices as u64;
+        if j + 1 == self.slices {
+            self.expert_bytes - base * (self.slices as u64 - 1)
+        } else {
+            base
+        }
+    }
+
+    /// The byte ranges `(offset, len)` of expert `id`, in the order llama.cpp reads
+    /// them (gate, up, down).
+    pub fn extents(&self, id: usize) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let slot = (id / self.n_experts) as u64;
+        let e = (id % self.n_experts) as u64;
+        let layer_base = HEADER_BYTES + slot * self.n_experts as u64 * self.expert_bytes;
+        let mut tensor = layer_base;
+        (0..self.slices).map(move |j| {
+            let len = self.slice_len(j);
+            let off = tensor + e * len;
+            tensor += self.n_experts as u64 * len;
+            (off, len)
+        })
+    }
+
+    fn header(&self) -> Vec<u8> {
+        let mut h = format!(
+            "{MAGIC}version 1\nn_ids {}\nn_experts {}\nexpert_bytes {}\nslices {}\n",
+            self.n_ids, self.n_experts, self.expert_bytes, self.slices
+        )
+        .into_bytes();
+        h.resize(HEADER_BYTES as usize, 0);
+        h
+    }
+}
+
+/// The laid-out file; a temporary one is removed on drop.
+#[derive(Debug)]
+pub struct ModelFile {
+    pub path: PathBuf,
+    pub layout: Layout,
+    pub temporary: bool,
+    /// Whether this run wrote it (false: reused).
+    pub written: bool,
+}
+
+impl Drop for ModelFile {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// SplitMix64: fast, and its output does not compress.
+fn fill_random(buf: &mut [u8], mut state: u64) {
+    for chunk in buf.chunks_mut(8) {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
+    }
+}
+
+/// Check that `dir` can hold a kernel-replay file of `need` bytes whose pages really
+/// come from storage.
+pub fn check_file_system(dir: &Path, need: u64) -> Result<()> {
+    let magic = sys::fs_magic(dir).map_err(|e| Error::io(dir, e))?;
+    if let Some(name) = sys::memory_fs_name(magic) {
+        return Err(Error::in_file(
+            dir,
+            format!("is on {name}: its pages live in memory and are never read from storage; put --file on a disk file system"),
+        ));
+    }
+    let free = sys::free_bytes(dir).map_err(|e| Error::io(dir, e))?;
+    let margin = 512 << 20;
+    if free < need + margin {
+        return Err(Error::in_file(
+            dir,
+            format!(
+                "not enough room for the kernel-replay file: it needs {:.2} GiB (+0.5 GiB margin), {:.2} GiB free (use a smaller --expert-bytes)",
+                need as f64 / (1u64 << 30) as f64,
+                free as f64 / (1u64 << 30) as f64
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl ModelFile {
+    /// Reuse `path` when it holds this layout, or write it. `path` None: a temporary
+    /// file in the current directory, removed when the returned value is dropped.
+    pub fn prepare(path: Option<&Path>, layout: Layout, quiet: bool) -> Result<ModelFile> {
+        let (path, temporary) = match path {
+            Some(p) => (p.to_path_buf(), false),
+            None => (
+                PathBuf::from(format!(
+                    ".moe-spill-kernel-{}-{}x{}.bin",
+                    std::process::id(),
+                    layout.n_ids,
+                    layout.expert_bytes
+                )),
+                true,
+            ),
+        };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let header = layout.header();
+        if let Ok(mut f) = File::open(&path) {
+            let mut head = vec![0u8; HEADER_BYTES as usize];
+            let len = f.metadata().map_err(|e| Error::io(&path, e))?.len();
+            let got = f.read(&mut head).map_err(|e| Error::io(&path, e))?;
+            let ours = head[..got].starts_with(MAGIC.as_bytes());
+            if !ours {
+                return Err(Error::in_file(
+                    &path,
+                    "exists and is not a kernel-replay file; remove it or choose another --file",
+                ));
+            }
+            if head == header && len == layout.file_len() {
+                let magic = sys::fs_magic(&dir).map_err(|e| Error::io(&dir, e))?;
+                if let Some(name) = sys::memory_fs_name(magic) {
+                    return Err(Error::in_file(
+                        &dir,
+                        format!("is on {name}: its pages live in memory and are never read from storage; put --file on a disk file system"),
+                    ));
+                }
+                if !quiet {
+                    eprintln!(
+                        "moe-spill: reusing {} ({:.2} GiB)",
+                        path.display(),
+                        len as f64 / (1u64 << 30) as f64
+                    );
+                }
+                return Ok(ModelFile {
+                    path,
+                    layout,
+                    temporary,
+                    written: false,
+                });
+            }
+            if !quiet {
+                eprintln!(
+                    "moe-spill: {} holds another layout; rewriting it",
+                    path.display()
+                );
+            }
+            drop(f);
+            fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        }
+        let total = layout.file_len();
+        check_file_system(&dir, total)?;
+        let file = ModelFile {
+            path,
+            layout,
+            temporary,
+            written: true,
+        };
+        let bar = crate::progress::bar(total >> 20, "writing", quiet);
+        if !quiet {
+            eprintln!(
+                "moe-spill: writing {} ({:.2} GiB, {} experts of {} B)",
+                file.path.display(),
+                total as f64 / (1u64 << 30) as f64,
+                file.layout.n_ids,
+                file.layout.expert_bytes
+            );
+        }
+        crate::output::write_atomic(&file.path, |w| {
+            w.write_all(&header)?;
+            let mut buf = vec![0u8; 1 << 20];
+            let mut left = total - HEADER_BYTES;
+            let mut chunk = 0u64;
+            while left > 0 {
+                let n = left.min(buf.len() as u64) as usize;
+                fill_random(&mut buf[..n], chunk.wrapping_mul(0xA076_1D64_78BD_642F));
+                w.write_all(&buf[..n])?;
+                left -= n as u64;
+                chunk += 1;
+                bar.set_position((total - left) >> 20);
+            }
+            Ok(())
+        })?;
+        bar.finish_and_clear();
+        Ok(file)
+    }
+
+    /// Drop every page of the file from the page cache (posix_fadvise DONTNEED after
+    /// writing back dirty pages) and check with mincore that they are gone.
+    pub fn drop_cache(&self) -> Result<()> {
+        let f = File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        let map = sys::Mapping::new(&f, self.layout.file_len())
+            .map_err(|e| Error::in_file(&self.path, format!("cannot mmap the file: {e}")))?;
+        let mut vec = Vec::new();
+        for attempt in 0..5 {
+            // Dirty pages cannot be dropped: write them first.
+            f.sync_data().map_err(|e| Error::io(&self.path, e))?;
+            sys::fadvise(&f, 0, 0, libc::POSIX_FADV_DONTNEED).map_err(|e| {
+                Error::in_file(
+                    &self.path,
+                    format!("the file system does not support posix_fadvise(DONTNEED): {e}"),
+                )
+            })?;
+            map.residency(&mut vec).map_err(|e| {
+                Error::in_file(
+                    &self.path,
+                    format!("the file system does not support mincore: {e}"),
+                )
+            })?;
+            let left = vec.iter().filter(|&&b| b & 1 != 0).count();
+            if left == 0 {
+                return Ok(());
+            }
+            if attempt == 4 {
+                return Err(Error::in_file(
+                    &self.path,
+                    format!("{left} pages stay in the page cache after posix_fadvise(DONTNEED) (is another process mapping the file?)"),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        unreachable!()
+    }
+
+    /// Resident pages of every expert, from mincore.
+    pub fn resident_pages(&self) -> io::Result<Vec<u32>> {
+        let f = File::open(&self.path)?;
+        let map = sys::Mapping::new(&f, self.layout.file_len())?;
+        let mut vec = Vec::new();
+        map.residency(&mut vec)?;
+        let page = sys::page_size();
+        Ok((0..self.layout.n_ids)
+            .map(|id| {
+                self.layout
+                    .extents(id)
+                    .map(|(off, len)| {
+                        let (a, b) = (off / page, (off + len).div_ceil(page));
+                        vec[a as usize..b as usize]
+                            .iter()
+                            .filter(|&&x| x & 1 != 0)
+                            .count() as u32
+                    })
+                    .sum()
+            })
+            .collect())
+    }
+
+    /// Pages of one expert (an extent's first and last page may be shared).
+    pub fn pages_per_expert(&self) -> u32 {
+        let page = sys::page_size();
+        self.layout
+            .extents(0)
+            .map(|(off, len)| ((off + len).div_ceil(page) - off / page) as u32)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extents_tile_the_file() {
+        for slices in [1, 3] {
+            let l = Layout {
+                n_ids: 3 * 5,
+                n_experts: 5,
+                expert_bytes: 1000,
+                slices,
+            };
+            let mut all: Vec<(u64, u64)> = (0..l.n_ids).flat_map(|id| l.extents(id)).collect();
+            assert_eq!(all.iter().map(|e| e.1).sum::<u64>(), 15 * 1000);
+            all.sort();
+            let mut at = HEADER_BYTES;
+            for (off, len) in all {
+                assert_eq!(off, at);
+                at += len;
+            }
+            assert_eq!(at, l.file_len());
+        }
+        let l = Layout {
+            n_ids: 4,
+            n_experts: 2,
+            expert_bytes: 300,
+            slices: 3,
+        };
+        // layer 1, expert 1: gate after layer 0 (600 B) and expert 0's gate.
+        let e: Vec<_> = l.extents(3).collect();
+        assert_eq!(
+            e,
+            vec![
+                (HEADER_BYTES + 600 + 100, 100),
+                (HEADER_BYTES + 600 + 200 + 100, 100),
+                (HEADER_BYTES + 600 + 400 + 100, 100)
+            ]
+        );
+    }
+}
