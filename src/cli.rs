@@ -45,6 +45,12 @@ pub enum Command {
     Estimate(crate::estimate::EstimateArgs),
     /// Generate a synthetic routing trace (calibrated to U and D, or fitted to a recording).
     Synth(crate::synth::SynthArgs),
+    /// Replay a trace on the real Linux page cache (memory cgroup, mmap'd model-like file)
+    /// beside the simulated policies.
+    KernelReplay(crate::kernel::KernelReplayArgs),
+    /// Internal: the replay process that kernel-replay starts inside its cgroup.
+    #[command(hide = true)]
+    KernelReplayChild,
 }
 
 /// Where traces come from and how they are read.
@@ -135,6 +141,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sweep(a) => crate::sweep::sweep(a),
         Command::Estimate(a) => crate::estimate::estimate(a),
         Command::Synth(a) => crate::synth::run(a),
+        Command::KernelReplay(a) => crate::kernel::run(a),
+        Command::KernelReplayChild => crate::kernel::child_main(),
     }
 }
 
