@@ -856,6 +856,7 @@ pub fn run(a: KernelReplayArgs) -> Result<()> {
     ]);
     per_token.header.extend(specs.iter().map(|s| s.to_string()));
     let n = plan.n_tokens;
+    let mut noted = false;
     for &(ram_gib, cap) in &budgets {
         if !quiet {
             eprintln!(
@@ -864,7 +865,9 @@ pub fn run(a: KernelReplayArgs) -> Result<()> {
             );
         }
         let k = session.run(&plan, cap)?;
-        if !quiet && k.window_kb * 1024 >= a.expert_bytes && a.advice != Advice::Willneed {
+        if !quiet && !noted && k.window_kb * 1024 >= a.expert_bytes && a.advice != Advice::Willneed
+        {
+            noted = true;
             eprintln!(
                 "moe-spill: note: the mmap read-around window ({} KiB) is as large as an expert: readahead dominates what the kernel reads (try --read-ahead-kb 128, a common NVMe value, or a larger --expert-bytes)",
                 k.window_kb
