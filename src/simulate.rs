@@ -71,13 +71,7 @@ impl<'t> ReplayPlan<'t> {
             Cow::Owned(v)
         };
         let per_token = a - skip;
-        let n_tokens = stream.len().checked_div(per_token).unwrap_or_else(|| {
-            trace
-                .prompt
-                .iter()
-                .filter(|&&p| include_prompt || !p)
-                .count()
-        });
+        let n_tokens = trace.n_replayed(include_prompt);
         ReplayPlan {
             stream,
             per_token,

@@ -138,18 +138,17 @@ impl Study {
         } else {
             None
         };
-        if ReplayPlan::new(&loaded.trace, include_prompt, 0).n_tokens == 0 {
+        // Counted from the phase bits: building a plan here would copy the stream.
+        let n_replayed = loaded.trace.n_replayed(include_prompt);
+        if n_replayed == 0 {
             return Err(Error::new(
                 "the trace has no tokens to replay (only prompt tokens? use --phase all)",
             ));
         }
-        if a.warmup_tokens > 0
-            && a.warmup_tokens >= ReplayPlan::new(&loaded.trace, include_prompt, 0).n_tokens
-        {
+        if a.warmup_tokens > 0 && a.warmup_tokens >= n_replayed {
             return Err(Error::new(format!(
-                "--warmup-tokens {} leaves no token to count (the run has {})",
-                a.warmup_tokens,
-                ReplayPlan::new(&loaded.trace, include_prompt, 0).n_tokens
+                "--warmup-tokens {} leaves no token to count (the run has {n_replayed})",
+                a.warmup_tokens
             )));
         }
         Ok(Study {
@@ -500,7 +499,7 @@ pub fn context_line(study: &Study, econ: Option<&Economics>) -> String {
     let mut s = format!(
         "trace: {} responses, {} tokens replayed ({}); ",
         tr.n_responses(),
-        ReplayPlan::new(tr, study.include_prompt, 0).n_tokens,
+        tr.n_replayed(study.include_prompt),
         tr.geometry.describe()
     );
     match (&study.machine, econ) {

@@ -109,6 +109,15 @@ impl Trace {
         self.prompt.iter().filter(|&&p| !p).count()
     }
 
+    /// Tokens a replay sees: decode tokens, or all of them with prompt tokens included.
+    pub fn n_replayed(&self, include_prompt: bool) -> usize {
+        if include_prompt {
+            self.n_tokens()
+        } else {
+            self.n_decode_tokens()
+        }
+    }
+
     /// The ids of token `t`.
     #[inline]
     pub fn token(&self, t: usize) -> &[u16] {
