@@ -145,15 +145,15 @@ pub struct LruCurves {
     /// per_slot[j][s]: misses of slot s (index among the replayed slots) at capacities[j],
     /// counting tokens from `count_from` on.
     pub misses_per_slot: Vec<Vec<u64>>,
-    /// Histogram of depths over the whole stream: depth_hist[d] for d in 1..=n_ids,
-    /// depth_hist[0] = cold accesses. The miss count at any capacity c is
-    /// cold + sum of depth_hist[d] for d > c.
-    pub depth_hist: Vec<u64>,
 }
 
 /// Run the stream (`per_token` accesses per token, `k` per slot) through the stack once
 /// and count misses at every capacity of `capacities` (ascending, repeats allowed).
-/// Per-slot counts and the depth histogram leave out tokens before `count_from`.
+/// Per-slot counts leave out tokens before `count_from`.
+///
+/// With `pinned`, the ids it marks stay out of the stack: loaded on first use (a miss at
+/// every capacity) and hits ever after, as in front of a `pinned:` decorator whose
+/// inner LRU has `capacities`.
 pub fn lru_curves(
     stream: &[u16],
     per_token: usize,
@@ -161,15 +161,18 @@ pub fn lru_curves(
     n_ids: usize,
     capacities: &[usize],
     count_from: usize,
+    pinned: Option<&[bool]>,
 ) -> LruCurves {
     // The hot loop is popcounts: compile it once more with the CPU's popcnt instruction
     // (not in the x86-64 baseline) and use that where the CPU has it.
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("popcnt") {
         // SAFETY: the CPU supports popcnt, checked just above.
-        return unsafe { lru_curves_popcnt(stream, per_token, k, n_ids, capacities, count_from) };
+        return unsafe {
+            lru_curves_popcnt(stream, per_token, k, n_ids, capacities, count_from, pinned)
+        };
     }
-    lru_curves_impl(stream, per_token, k, n_ids, capacities, count_from)
+    lru_curves_impl(stream, per_token, k, n_ids, capacities, count_from, pinned)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -181,8 +184,9 @@ unsafe fn lru_curves_popcnt(
     n_ids: usize,
     capacities: &[usize],
     count_from: usize,
+    pinned: Option<&[bool]>,
 ) -> LruCurves {
-    lru_curves_impl(stream, per_token, k, n_ids, capacities, count_from)
+    lru_curves_impl(stream, per_token, k, n_ids, capacities, count_from, pinned)
 }
 
 #[inline(always)]
@@ -193,6 +197,24 @@ fn lru_curves_impl(
     n_ids: usize,
     capacities: &[usize],
     count_from: usize,
+    pinned: Option<&[bool]>,
+) -> LruCurves {
+    match pinned {
+        None => curves::<false>(stream, per_token, k, n_ids, capacities, count_from, &[]),
+        Some(p) => curves::<true>(stream, per_token, k, n_ids, capacities, count_from, p),
+    }
+}
+
+/// The pass, compiled once without and once with pinned ids.
+#[inline(always)]
+fn curves<const PINNED: bool>(
+    stream: &[u16],
+    per_token: usize,
+    k: usize,
+    n_ids: usize,
+    capacities: &[usize],
+    count_from: usize,
+    pinned: &[bool],
 ) -> LruCurves {
     assert!(
         capacities.windows(2).all(|w| w[0] <= w[1]),
@@ -210,9 +232,25 @@ fn lru_curves_impl(
     bucket[COLD as usize] = m as u8;
     assert!(m < 255, "at most 254 capacities per pass");
     let mut sd = StackDistance::new(n_ids);
+    // A pinned id's bucket: m (miss everywhere) until loaded, then 0 (hit everywhere).
+    let mut pin_bucket: Vec<u8> = if PINNED {
+        assert_eq!(pinned.len(), n_ids, "one pinned flag per id");
+        vec![m as u8; n_ids]
+    } else {
+        Vec::new()
+    };
+    let mut bucket_of = |id: u16| -> usize {
+        if PINNED && pinned[id as usize] {
+            let b = &mut pin_bucket[id as usize];
+            let out = *b as usize;
+            *b = 0;
+            out
+        } else {
+            bucket[sd.access(id) as usize] as usize
+        }
+    };
     let mut misses_per_token = vec![vec![0u32; n_tokens]; m];
     let mut slot_hist = vec![0u64; n_slots * (m + 1)];
-    let mut depth_hist = vec![0u64; n_ids + 1];
     let mut tok_hist = vec![0u32; m + 1];
     for (t, token) in stream.chunks_exact(per_token.max(1)).enumerate() {
         tok_hist.iter_mut().for_each(|h| *h = 0);
@@ -220,16 +258,14 @@ fn lru_curves_impl(
             for (s, layer) in token.chunks_exact(k).enumerate() {
                 let hist = &mut slot_hist[s * (m + 1)..(s + 1) * (m + 1)];
                 for &id in layer {
-                    let d = sd.access(id);
-                    depth_hist[d as usize] += 1;
-                    let b = bucket[d as usize] as usize;
+                    let b = bucket_of(id);
                     tok_hist[b] += 1;
                     hist[b] += 1;
                 }
             }
         } else {
             for &id in token {
-                tok_hist[bucket[sd.access(id) as usize] as usize] += 1;
+                tok_hist[bucket_of(id)] += 1;
             }
         }
         // misses at capacity j = accesses with bucket > j: a suffix sum.
@@ -254,7 +290,6 @@ fn lru_curves_impl(
         capacities: capacities.to_vec(),
         misses_per_token,
         misses_per_slot,
-        depth_hist,
     }
 }
 
@@ -319,7 +354,7 @@ mod tests {
     fn curves_count_misses_per_token_and_slot() {
         // 2 slots x top-1, ids 0..3 in slot 0 and 4..7 in slot 1.
         let stream: Vec<u16> = vec![0, 4, 1, 5, 0, 4, 2, 6, 1, 5];
-        let c = lru_curves(&stream, 2, 1, 8, &[0, 2, 4, 8], 0);
+        let c = lru_curves(&stream, 2, 1, 8, &[0, 2, 4, 8], 0, None);
         // capacity 0: everything misses.
         assert_eq!(c.misses_per_token[0], vec![2, 2, 2, 2, 2]);
         // capacity 2: token 3 (0,4) finds 0 at depth 3 -> miss, 4 at depth 3 -> miss.
@@ -328,6 +363,19 @@ mod tests {
         assert_eq!(c.misses_per_token[2], vec![2, 2, 0, 2, 2]);
         assert_eq!(c.misses_per_token[3], vec![2, 2, 0, 2, 0]);
         assert_eq!(c.misses_per_slot[3], vec![3, 3]);
-        assert_eq!(c.depth_hist[0], 6);
+    }
+
+    #[test]
+    fn pinned_ids_miss_once_and_stay_out_of_the_stack() {
+        // Slot 0 (ids 0..3) pinned; slot 1 (ids 4..7) in an LRU of inner capacity 0 or 1.
+        let stream: Vec<u16> = vec![0, 4, 1, 4, 0, 5, 1, 4];
+        let mut pinned = vec![false; 8];
+        pinned[..4].iter_mut().for_each(|p| *p = true);
+        let c = lru_curves(&stream, 2, 1, 8, &[0, 1], 0, Some(&pinned));
+        // Pinned: 0 and 1 miss once each. Slot 1 at capacity 0: every access misses; at
+        // capacity 1: 4 (cold), 4 (hit), 5 (cold), 4 (evicted by 5: miss).
+        assert_eq!(c.misses_per_token[0], vec![2, 2, 1, 2]);
+        assert_eq!(c.misses_per_token[1], vec![2, 1, 1, 2]);
+        assert_eq!(c.misses_per_slot[1], vec![2, 3]);
     }
 }

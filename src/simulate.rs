@@ -8,7 +8,8 @@
 
 use std::borrow::Cow;
 
-use moe_spill_policies::registry::{BuildContext, PolicySpec};
+use moe_spill_policies::registry::{BaseSpec, BuildContext, PolicySpec};
+use moe_spill_policies::OptFuture;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -49,6 +50,9 @@ pub struct ReplayPlan<'t> {
     pub first_slot: usize,
     /// Cold misses after a warmup, computed once: (warmup, count).
     cold: std::sync::OnceLock<(usize, u64)>,
+    distinct: std::sync::OnceLock<usize>,
+    /// The stream prepared for opt, built by the first opt run and shared by the others.
+    opt_future: std::sync::OnceLock<std::result::Result<OptFuture, String>>,
 }
 
 impl<'t> ReplayPlan<'t> {
@@ -81,6 +85,8 @@ impl<'t> ReplayPlan<'t> {
             n_ids: g.n_ids(),
             first_slot,
             cold: std::sync::OnceLock::new(),
+            distinct: std::sync::OnceLock::new(),
+            opt_future: std::sync::OnceLock::new(),
         }
     }
 
@@ -107,6 +113,57 @@ impl<'t> ReplayPlan<'t> {
         } else {
             self.count_cold(warmup)
         }
+    }
+
+    /// The stream with opt's next-use keys, prepared once.
+    pub fn opt_future(&self) -> Result<&OptFuture> {
+        self.opt_future
+            .get_or_init(|| OptFuture::new(&self.stream, self.n_ids))
+            .as_ref()
+            .map_err(|e| Error::new(e.clone()))
+    }
+
+    /// Distinct ids in the stream.
+    pub fn distinct(&self) -> usize {
+        *self.distinct.get_or_init(|| {
+            let mut seen = vec![false; self.n_ids];
+            self.stream.iter().for_each(|&id| seen[id as usize] = true);
+            seen.iter().filter(|&&s| s).count()
+        })
+    }
+
+    /// The counts of a cache of 0: every access misses.
+    pub fn all_miss(&self, warmup: usize) -> Counts {
+        let counted = self.n_tokens.saturating_sub(warmup) as u64;
+        Counts {
+            misses_per_token: vec![self.per_token as u32; self.n_tokens],
+            misses_per_slot: vec![counted * self.top_k as u64; self.n_slots()],
+        }
+    }
+
+    /// The counts of a cache that never fills: one (cold) miss per distinct id.
+    pub fn cold_only(&self, warmup: usize) -> Counts {
+        let mut c = Counts {
+            misses_per_token: vec![0; self.n_tokens],
+            misses_per_slot: vec![0; self.n_slots()],
+        };
+        if self.per_token == 0 {
+            return c;
+        }
+        let mut seen = vec![false; self.n_ids];
+        for (t, token) in self.stream.chunks_exact(self.per_token).enumerate() {
+            for (i, &id) in token.iter().enumerate() {
+                let s = &mut seen[id as usize];
+                if !*s {
+                    *s = true;
+                    c.misses_per_token[t] += 1;
+                    if t >= warmup {
+                        c.misses_per_slot[i / self.top_k] += 1;
+                    }
+                }
+            }
+        }
+        c
     }
 
     fn count_cold(&self, warmup: usize) -> u64 {
@@ -234,6 +291,11 @@ fn replay_into(
         n_experts: plan.n_experts,
         first_slot: plan.first_slot,
         future: spec.needs_future().then_some(stream),
+        // The whole stream's next-use keys are prepared once for every capacity.
+        opt_future: match (spec, slot) {
+            (PolicySpec::Base(BaseSpec::Opt), None) => Some(plan.opt_future()?),
+            _ => None,
+        },
         profile,
     };
     let mut policy = spec.build(&ctx).map_err(|e| Error::new(e.to_string()))?;
@@ -271,14 +333,85 @@ fn replay_into(
     Ok(())
 }
 
+/// Whether `run_many` answers every capacity of `spec` from one pass: LRU, alone or
+/// behind a pinning decorator (pinned ids stay out of the stack).
+pub fn one_pass(spec: &PolicySpec) -> bool {
+    spec.base() == BaseSpec::Lru
+}
+
+/// Counts of one policy at several capacities, the cheapest exact way: LRU (alone or
+/// behind a pinning decorator) from one stack-distance pass when there are two
+/// capacities or more; otherwise one run per capacity, except where the answer needs no
+/// replay: a global cache of 0 misses every access, and one that holds every id of the
+/// stream only takes cold misses (no policy evicts before it is full).
+pub fn run_many(
+    plan: &ReplayPlan,
+    spec: &PolicySpec,
+    capacities: &[usize],
+    partition: Partition,
+    profile: Option<&[u64]>,
+    warmup: usize,
+) -> Result<Vec<Counts>> {
+    if one_pass(spec) && capacities.len() > 1 {
+        let ctx = BuildContext {
+            capacity: usize::MAX,
+            n_ids: plan.n_ids,
+            n_experts: plan.n_experts,
+            first_slot: plan.first_slot,
+            future: None,
+            opt_future: None,
+            profile,
+        };
+        let ids = spec
+            .pinned_ids(&ctx)
+            .map_err(|e| Error::new(e.to_string()))?;
+        if ids.is_empty() {
+            return Ok(lru_all(plan, capacities, partition, warmup, None));
+        }
+        let mut pinned = vec![false; plan.n_ids];
+        ids.iter().for_each(|&id| pinned[id as usize] = true);
+        let n_pinned = pinned.iter().filter(|&&p| p).count();
+        let inner = capacities
+            .iter()
+            .map(|&c| {
+                c.checked_sub(n_pinned).ok_or_else(|| {
+                    Error::new(format!(
+                        "cannot build policy \"{spec}\": {n_pinned} pinned objects do not fit in a cache of {c}"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<usize>>>()?;
+        return Ok(lru_all(plan, &inner, partition, warmup, Some(&pinned)));
+    }
+    let trivial = matches!(spec, PolicySpec::Base(_)) && partition == Partition::Global;
+    capacities
+        .iter()
+        .map(|&c| {
+            if trivial && c == 0 {
+                Ok(plan.all_miss(warmup))
+            } else if trivial && c >= plan.distinct() {
+                Ok(plan.cold_only(warmup))
+            } else {
+                run_policy(plan, spec, c, partition, profile, warmup)
+            }
+        })
+        .collect()
+}
+
 /// LRU at many capacities from one pass of stack distances (per slot with per-layer
-/// caches). Equal to `run_policy(lru)` at each capacity.
+/// caches). Equal to `run_policy(lru)` at each capacity; with `pinned` (global cache
+/// only), equal to a `pinned:` decorator with those ids around an LRU of each capacity.
 pub fn lru_all(
     plan: &ReplayPlan,
     capacities: &[usize],
     partition: Partition,
     warmup: usize,
+    pinned: Option<&[bool]>,
 ) -> Vec<Counts> {
+    assert!(
+        pinned.is_none() || partition == Partition::Global,
+        "pinned ids need the global cache"
+    );
     let m = capacities.len();
     let mut out: Vec<Counts> = (0..m)
         .map(|_| Counts {
@@ -302,6 +435,7 @@ pub fn lru_all(
                 plan.n_ids,
                 &caps,
                 warmup,
+                pinned,
             );
             for (r, &j) in order.iter().enumerate() {
                 out[j]
@@ -319,7 +453,9 @@ pub fn lru_all(
                     .map(|&j| per_layer_capacities(capacities[j], plan.n_slots())[s])
                     .collect();
                 let sub = plan.slot_stream(s);
-                let curves = lru_curves(&sub, plan.top_k, plan.top_k, plan.n_ids, &caps, warmup);
+                let curves = lru_curves(
+                    &sub, plan.top_k, plan.top_k, plan.n_ids, &caps, warmup, None,
+                );
                 for (r, &j) in order.iter().enumerate() {
                     for (t, &x) in curves.misses_per_token[r].iter().enumerate() {
                         out[j].misses_per_token[t] += x;
@@ -542,7 +678,7 @@ mod tests {
                 let caps: Vec<usize> = vec![40, 0, 1, 5, 12, 24, 33, 48, 100];
                 for partition in [Partition::Global, Partition::PerLayer] {
                     for warmup in [0, 150] {
-                        let all = lru_all(&plan, &caps, partition, warmup);
+                        let all = lru_all(&plan, &caps, partition, warmup, None);
                         for (j, &c) in caps.iter().enumerate() {
                             let one = run_policy(&plan, &lru, c, partition, None, warmup).unwrap();
                             assert_eq!(
@@ -592,6 +728,62 @@ mod tests {
         assert_eq!(cold, 48);
         assert!(row.misses >= cold);
         assert_eq!(counts.misses_per_slot.iter().sum::<u64>(), row.misses);
+    }
+
+    #[test]
+    fn run_many_equals_one_run_per_capacity() {
+        // Every shortcut of run_many (one pass for LRU behind pins, capacity 0, a cache
+        // that holds every id) against a plain run at each capacity.
+        let trace = toy(1500, 11);
+        let specs = [
+            "lru",
+            "pinned:1",
+            "pin-hot:7",
+            "pinned:1:clock",
+            "clock",
+            "arc",
+            "opt",
+            "fifo",
+            "linux",
+        ];
+        for gpu_layers in [0, 1] {
+            let plan = ReplayPlan::new(&trace, false, gpu_layers);
+            let profile = plan.profile();
+            assert!(plan.distinct() <= plan.n_ids);
+            for spec in specs {
+                let spec = PolicySpec::parse(spec).unwrap();
+                let pinned = matches!(spec, PolicySpec::Pinned { .. } | PolicySpec::PinHot { .. });
+                let low = if pinned { 16 } else { 0 };
+                let caps: Vec<usize> = vec![40, low, low + 1, 20, plan.distinct(), 48, 100];
+                let partitions: &[Partition] = if pinned {
+                    &[Partition::Global]
+                } else {
+                    &[Partition::Global, Partition::PerLayer]
+                };
+                for &partition in partitions {
+                    for warmup in [0, 150] {
+                        let many = run_many(&plan, &spec, &caps, partition, Some(&profile), warmup)
+                            .unwrap();
+                        let single =
+                            run_many(&plan, &spec, &caps[..1], partition, Some(&profile), warmup)
+                                .unwrap();
+                        assert_eq!(single[0], many[0]);
+                        for (j, &c) in caps.iter().enumerate() {
+                            let one =
+                                run_policy(&plan, &spec, c, partition, Some(&profile), warmup)
+                                    .unwrap();
+                            assert_eq!(
+                                many[j], one,
+                                "{spec} cap {c} {partition:?} warmup {warmup} gpu {gpu_layers}"
+                            );
+                        }
+                    }
+                }
+            }
+            // A pinned set larger than a capacity is an error, not a wrong count.
+            let spec = PolicySpec::parse("pinned:2").unwrap();
+            assert!(run_many(&plan, &spec, &[10, 40], Partition::Global, None, 0).is_err());
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use moe_spill_policies::registry::{BaseSpec, BuildContext, PolicySpec};
+use moe_spill_policies::registry::{BuildContext, PolicySpec};
 
 use crate::analyze::u_d;
 use crate::cli::{load, FormatArgs, Loaded, PhaseArg, TraceArgs};
@@ -14,9 +14,7 @@ use crate::hardware::{parse_size_gib, Hardware, HardwareArgs};
 use crate::model::Model;
 use crate::output::{emit, fixed, OutputFormat, Table};
 use crate::quant::{quant_type, ExpertQuant, QuantType};
-use crate::simulate::{
-    lru_all, make_row, run_policy, Budget, Counts, Economics, Partition, ReplayPlan, Row,
-};
+use crate::simulate::{make_row, run_many, Budget, Counts, Economics, Partition, ReplayPlan, Row};
 use crate::timemodel::Placement;
 
 #[derive(Args, Debug, Clone)]
@@ -73,11 +71,6 @@ pub struct Machine {
 }
 
 pub const CHUNK: usize = 128;
-
-/// Plain global-or-per-layer LRU: the policy one stack-distance pass covers.
-pub fn is_lru(spec: &PolicySpec) -> bool {
-    matches!(spec, PolicySpec::Base(BaseSpec::Lru))
-}
 
 impl Study {
     /// `ram_gib` overrides the installed RAM of the profile (`--ram`).
@@ -230,16 +223,9 @@ impl Study {
         econ: Option<&Economics>,
         vram: Option<f64>,
     ) -> Result<Vec<Row>> {
-        // One stack-distance pass pays off from two budgets on; one budget replays directly.
-        let counts: Vec<Counts> = if is_lru(spec) && budgets.len() > 1 {
-            let caps: Vec<usize> = budgets.iter().map(|b| b.capacity).collect();
-            lru_all(plan, &caps, self.partition, self.warmup)
-        } else {
-            budgets
-                .iter()
-                .map(|b| self.run_one(plan, spec, b.capacity))
-                .collect::<Result<_>>()?
-        };
+        let caps: Vec<usize> = budgets.iter().map(|b| b.capacity).collect();
+        let profile = self.pin_profile.as_ref().map(|p| &p.0[..]);
+        let counts = run_many(plan, spec, &caps, self.partition, profile, self.warmup)?;
         Ok(budgets
             .iter()
             .zip(&counts)
@@ -261,16 +247,12 @@ impl Study {
             n_experts: plan.n_experts,
             first_slot: plan.first_slot,
             future: None,
+            opt_future: None,
             profile: self.pin_profile.as_ref().map(|p| &p.0[..]),
         };
         spec.pinned_ids(&ctx)
             .map(|ids| ids.len())
             .map_err(|e| Error::new(e.to_string()))
-    }
-
-    pub fn run_one(&self, plan: &ReplayPlan, spec: &PolicySpec, capacity: usize) -> Result<Counts> {
-        let profile = self.pin_profile.as_ref().map(|p| &p.0[..]);
-        run_policy(plan, spec, capacity, self.partition, profile, self.warmup)
     }
 
     pub fn row(

@@ -1,6 +1,7 @@
 //! `sweep`: every policy at every RAM budget (and optionally several VRAM sizes), in
-//! parallel on all cores, one long-form row per (VRAM, policy, budget). LRU takes one
-//! pass of stack distances for all budgets; every other policy one run per budget.
+//! parallel on all cores, one long-form row per (VRAM, policy, budget). LRU (also behind
+//! a pinning decorator) takes one pass of stack distances for all budgets; every other
+//! policy one run per budget.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -225,7 +226,7 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
             if fits.is_empty() {
                 continue;
             }
-            if crate::study::is_lru(spec) {
+            if crate::simulate::one_pass(spec) {
                 jobs.push(Job {
                     vram: v,
                     policy: p,

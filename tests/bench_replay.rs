@@ -62,7 +62,7 @@ fn bench_policies_and_one_pass_lru() {
     let one = t0.elapsed().as_secs_f64();
     let all: Vec<usize> = (0..33).map(|i| i * 1664 / 32).collect();
     let t0 = Instant::now();
-    std::hint::black_box(lru_all(&plan, &all, Partition::Global, 0));
+    std::hint::black_box(lru_all(&plan, &all, Partition::Global, 0, None));
     let pass = t0.elapsed().as_secs_f64();
     println!(
         "one LRU run: {:.3} s; one stack-distance pass for 33 capacities: {:.3} s ({:.2}x one run, {:.1}x faster than 33 runs)",

@@ -1,7 +1,7 @@
 //! Replay speed of every policy on a real-like synthetic trace:
 //!
 //! ```text
-//! cargo run --release -p moe-spill-policies --example bench [-- ACCESSES]
+//! cargo run --release -p moe-spill-policies --example bench [-- ACCESSES [SPEC,...]]
 //! ```
 //! 26 MoE layers x 64 experts, top-6 per layer, Zipf-skewed per layer with temporal
 //! locality (half of a layer's experts reused from the previous token); ~20 M accesses
@@ -103,20 +103,12 @@ fn main() {
         "{:<16} {:>9} {:>9} {:>12}",
         "policy", "capacity", "miss %", "M access/s"
     );
-    let specs = [
-        "lru",
-        "fifo",
-        "clock",
-        "arc",
-        "opt",
-        "lfu",
-        "sieve",
-        "s3fifo",
-        "linux",
-        "pinned:4",
-        "pinned:4:clock",
-        "pin-hot:200",
-    ];
+    let default =
+        "lru,fifo,clock,arc,opt,lfu,sieve,s3fifo,linux,pinned:4,pinned:4:clock,pin-hot:200";
+    let specs = std::env::args()
+        .nth(2)
+        .unwrap_or_else(|| default.to_string());
+    let specs: Vec<&str> = specs.split(',').collect();
     let mut misses = Vec::with_capacity(ids.len());
     for spec in specs {
         let spec = PolicySpec::parse(spec).unwrap();
@@ -127,6 +119,7 @@ fn main() {
                 n_experts: EXPERTS,
                 first_slot: 0,
                 future: Some(&ids),
+                opt_future: None,
                 profile: Some(&profile),
             };
             let mut p = spec.build(&ctx).unwrap();

@@ -42,6 +42,7 @@ fn main() {
                 n_experts,
                 first_slot: 0,
                 future: Some(&ids),
+                opt_future: None,
                 profile: Some(&profile),
             };
             let mut p = spec.build(&ctx).unwrap_or_else(|e| panic!("{e}"));

@@ -33,7 +33,7 @@ pub use fifo::Fifo;
 pub use lfu::Lfu;
 pub use linux::Linux;
 pub use lru::Lru;
-pub use opt::Opt;
+pub use opt::{Opt, OptFuture};
 pub use pinned::Pinned;
 pub use registry::{BuildContext, BuildError, PolicySpec, SpecError, POLICIES};
 pub use s3fifo::S3Fifo;

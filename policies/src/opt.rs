@@ -21,15 +21,66 @@
 
 use crate::{ObjId, Outcome, Policy};
 
+/// The exact sequence an `Opt` will replay, with every access's next-use key (one
+/// backward pass), immutable and shared: building it costs a pass over the sequence
+/// and 6 bytes per access, so a sweep builds it once for every capacity and thread.
+#[derive(Clone, Debug)]
+pub struct OptFuture {
+    ids: SharedSlice<u16>,
+    /// `next[i]`: the key of `ids[i]` after access `i`: the position of its next access,
+    /// or `len + id` if there is none.
+    next: SharedSlice<u32>,
+    n_ids: usize,
+}
+
+type SharedSlice<T> = std::sync::Arc<[T]>;
+
+impl OptFuture {
+    /// Errors if an id is `>= n_ids`, if `n_ids > 65536`, or if the sequence is too long
+    /// for u32 keys.
+    pub fn new(future: &[u16], n_ids: usize) -> Result<Self, String> {
+        if n_ids > 1 << 16 {
+            return Err(format!("opt: n_ids {n_ids} > 65536"));
+        }
+        if future.len() + n_ids >= u32::MAX as usize {
+            return Err("opt: trace too long for u32 positions".into());
+        }
+        let len = future.len() as u32;
+        let mut last: Vec<u32> = (0..n_ids as u32).map(|id| len + id).collect();
+        // Zeroed allocation (no fill pass); the loop writes every element once.
+        let mut next = vec![0u32; future.len()];
+        for (i, (&id, nx)) in future.iter().zip(next.iter_mut()).enumerate().rev() {
+            let Some(l) = last.get_mut(id as usize) else {
+                return Err(format!("opt: future id {id} >= n_ids {n_ids}"));
+            };
+            *nx = *l;
+            *l = i as u32;
+        }
+        Ok(OptFuture {
+            ids: future.into(),
+            next: next.into(),
+            n_ids,
+        })
+    }
+
+    /// The sequence.
+    pub fn ids(&self) -> &[u16] {
+        &self.ids
+    }
+
+    pub fn n_ids(&self) -> usize {
+        self.n_ids
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Opt {
     capacity: usize,
     /// The sequence this policy was built for, and where in it we are.
-    ids: Vec<u16>,
+    ids: SharedSlice<u16>,
     pos: usize,
-    /// `next[i]`: the key of `ids[i]` after access `i`: the position of its next access,
-    /// or `len + id` if there is none.
-    next: Vec<u32>,
+    /// Next-use keys (see `OptFuture`).
+    next: SharedSlice<u32>,
     /// The residents' keys, a set over `0..ids.len() + n_ids`.
     keys: BitTree,
     /// `key_of[id]`: the key `id` was last given (`u32::MAX`: never). It is the id's
@@ -48,29 +99,22 @@ impl Opt {
     /// Panics if an id of `future` is `>= n_ids`, if `n_ids > 65536`, or if
     /// `future.len() + n_ids >= u32::MAX`.
     pub fn new(capacity: usize, n_ids: usize, future: &[u16]) -> Self {
-        assert!(n_ids <= 1 << 16, "opt: n_ids {n_ids} > 65536");
-        assert!(
-            future.len() + n_ids < u32::MAX as usize,
-            "opt: trace too long for u32 positions"
-        );
-        let len = future.len() as u32;
-        let mut last: Vec<u32> = (0..n_ids as u32).map(|id| len + id).collect();
-        // Zeroed allocation (no fill pass); the loop writes every element once.
-        let mut next = vec![0u32; future.len()];
-        for (i, (&id, nx)) in future.iter().zip(next.iter_mut()).enumerate().rev() {
-            let l = last.get_mut(id as usize).unwrap_or_else(|| {
-                panic!("opt: id {id} in the future sequence is >= n_ids {n_ids}")
-            });
-            *nx = *l;
-            *l = i as u32;
-        }
+        Opt::with_future(
+            capacity,
+            &OptFuture::new(future, n_ids).unwrap_or_else(|e| panic!("{e}")),
+        )
+    }
+
+    /// A Belady cache of `capacity` objects over a future prepared once (next-use keys
+    /// included) and shared with other caches: the usual way to run many capacities.
+    pub fn with_future(capacity: usize, future: &OptFuture) -> Self {
         Opt {
             capacity,
-            ids: future.to_vec(),
+            ids: future.ids.clone(),
             pos: 0,
-            next,
-            keys: BitTree::new(future.len() + n_ids),
-            key_of: vec![u32::MAX; n_ids],
+            next: future.next.clone(),
+            keys: BitTree::new(future.ids.len() + future.n_ids),
+            key_of: vec![u32::MAX; future.n_ids],
             len: 0,
             top_word: 0,
         }

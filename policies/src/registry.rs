@@ -5,6 +5,7 @@
 use std::fmt;
 
 use crate::linux::DEFAULT_ACTIVE_FRACTION;
+use crate::opt::OptFuture;
 use crate::{Arc, Clock, Fifo, Lfu, Linux, Lru, ObjId, Opt, Pinned, Policy, S3Fifo, Sieve};
 
 /// Every spec form with a one-line description, for help text.
@@ -131,6 +132,9 @@ pub struct BuildContext<'a> {
     pub first_slot: usize,
     /// The exact id sequence that will be replayed (needed by opt).
     pub future: Option<&'a [u16]>,
+    /// The same sequence prepared for opt once (next-use keys) and shared by many
+    /// builds; an undecorated opt uses it instead of `future` when given.
+    pub opt_future: Option<&'a OptFuture>,
     /// Per-id use counts (needed by pin-hot).
     pub profile: Option<&'a [u64]>,
 }
@@ -345,6 +349,14 @@ impl PolicySpec {
     /// Build the policy. Errors: n_ids > 65536, opt without a future (or with an id
     /// >= n_ids in it), pin-hot without a profile, a pinned set larger than the cache.
     pub fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Policy>, BuildError> {
+        if let (PolicySpec::Base(BaseSpec::Opt), Some(f)) = (self, ctx.opt_future) {
+            if f.n_ids() != ctx.n_ids || ctx.future.is_some_and(|fu| fu.len() != f.ids().len()) {
+                return Err(
+                    self.build_err("the prepared opt future does not match the context".into())
+                );
+            }
+            return Ok(Box::new(Opt::with_future(ctx.capacity, f)));
+        }
         self.build_with(ctx, &Fast)
     }
 

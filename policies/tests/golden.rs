@@ -263,6 +263,7 @@ fn replay_reports_the_missing_positions() {
         capacity: 3,
         n_ids: 6,
         future: Some(&CLASSIC),
+        opt_future: None,
         ..Default::default()
     };
     let mut p = PolicySpec::parse("lru").unwrap().build(&c).unwrap();

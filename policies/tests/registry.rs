@@ -98,6 +98,7 @@ fn every_listed_policy_builds() {
         n_experts: 2,
         first_slot: 0,
         future: Some(&future),
+        opt_future: None,
         profile: Some(&profile),
     };
     for (form, _) in POLICIES {
@@ -128,6 +129,7 @@ fn build_errors() {
         "opt",
         &BuildContext {
             future: Some(&future),
+            opt_future: None,
             ..c
         }
     )
@@ -200,4 +202,49 @@ fn pinned_layers_start_at_first_slot_and_clip_to_n_ids() {
     );
     assert!(parse("pinned:3").pinned_ids(&c).is_err());
     assert!(parse("pinned:0").pinned_ids(&c).unwrap().is_empty());
+}
+
+#[test]
+fn a_shared_opt_future_gives_the_same_victims() {
+    // One prepared future serves several capacities, as in a sweep; each must miss
+    // exactly where an opt built from the plain future does.
+    let mut x = 12345u64;
+    let future: Vec<u16> = (0..5000)
+        .map(|i| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((x >> 40) % if i % 3 == 0 { 60 } else { 15 }) as u16
+        })
+        .collect();
+    let shared = moe_spill_policies::OptFuture::new(&future, 64).unwrap();
+    for capacity in [0, 1, 7, 20, 64] {
+        let plain = BuildContext {
+            capacity,
+            n_ids: 64,
+            n_experts: 8,
+            future: Some(&future),
+            ..Default::default()
+        };
+        let prepared = BuildContext {
+            future: None,
+            opt_future: Some(&shared),
+            ..plain
+        };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        parse("opt").build(&plain).unwrap().replay(&future, &mut a);
+        parse("opt")
+            .build(&prepared)
+            .unwrap()
+            .replay(&future, &mut b);
+        assert_eq!(a, b, "capacity {capacity}");
+    }
+    let wrong = BuildContext {
+        capacity: 4,
+        n_ids: 32,
+        opt_future: Some(&shared),
+        ..Default::default()
+    };
+    assert!(parse("opt").build(&wrong).is_err());
+    assert!(moe_spill_policies::OptFuture::new(&future, 50).is_err());
 }

@@ -765,6 +765,7 @@ pub fn policy_run(
         n_experts: plan.n_experts,
         first_slot: plan.first_slot,
         future: spec.needs_future().then_some(&plan.stream[..]),
+        opt_future: None,
         profile: None,
     };
     let mut p = spec.build(&ctx).map_err(|e| Error::new(e.to_string()))?;

@@ -108,6 +108,7 @@ pub fn ctx<'a>(
         n_experts,
         first_slot,
         future: Some(trace),
+        opt_future: None,
         profile: Some(profile),
     }
 }
