@@ -48,9 +48,8 @@ pub struct ReplayPlan<'t> {
     pub n_ids: usize,
     /// First slot that reaches the cache (slots before it are in VRAM).
     pub first_slot: usize,
-    /// Cold misses after a warmup, computed once: (warmup, count).
-    cold: std::sync::OnceLock<(usize, u64)>,
-    distinct: std::sync::OnceLock<usize>,
+    /// Position of every id's first access (see `first_use`).
+    first_use: std::sync::OnceLock<Vec<usize>>,
     /// The stream prepared for opt, built by the first opt run and shared by the others.
     opt_future: std::sync::OnceLock<std::result::Result<OptFuture, String>>,
 }
@@ -84,8 +83,7 @@ impl<'t> ReplayPlan<'t> {
             n_experts: g.n_experts as usize,
             n_ids: g.n_ids(),
             first_slot,
-            cold: std::sync::OnceLock::new(),
-            distinct: std::sync::OnceLock::new(),
+            first_use: std::sync::OnceLock::new(),
             opt_future: std::sync::OnceLock::new(),
         }
     }
@@ -104,15 +102,26 @@ impl<'t> ReplayPlan<'t> {
         c
     }
 
+    /// Where each id is first accessed in the stream (`usize::MAX`: never), from one
+    /// pass made the first time any of the cold-miss questions below is asked.
+    fn first_use(&self) -> &[usize] {
+        self.first_use.get_or_init(|| {
+            let mut first = vec![usize::MAX; self.n_ids];
+            for (i, &id) in self.stream.iter().enumerate() {
+                let f = &mut first[id as usize];
+                *f = (*f).min(i);
+            }
+            first
+        })
+    }
+
     /// Misses no policy avoids: ids whose first access comes at or after token `warmup`.
-    /// Computed once per plan for the warmup it is first asked with.
     pub fn cold_misses(&self, warmup: usize) -> u64 {
-        let &(w, c) = self.cold.get_or_init(|| (warmup, self.count_cold(warmup)));
-        if w == warmup {
-            c
-        } else {
-            self.count_cold(warmup)
-        }
+        let cut = warmup.saturating_mul(self.per_token);
+        self.first_use()
+            .iter()
+            .filter(|&&f| f != usize::MAX && f >= cut)
+            .count() as u64
     }
 
     /// The stream with opt's next-use keys, prepared once.
@@ -125,11 +134,7 @@ impl<'t> ReplayPlan<'t> {
 
     /// Distinct ids in the stream.
     pub fn distinct(&self) -> usize {
-        *self.distinct.get_or_init(|| {
-            let mut seen = vec![false; self.n_ids];
-            self.stream.iter().for_each(|&id| seen[id as usize] = true);
-            seen.iter().filter(|&&s| s).count()
-        })
+        self.cold_misses(0) as usize
     }
 
     /// The counts of a cache of 0: every access misses.
@@ -147,45 +152,14 @@ impl<'t> ReplayPlan<'t> {
             misses_per_token: vec![0; self.n_tokens],
             misses_per_slot: vec![0; self.n_slots()],
         };
-        if self.per_token == 0 {
-            return c;
-        }
-        let mut seen = vec![false; self.n_ids];
-        for (t, token) in self.stream.chunks_exact(self.per_token).enumerate() {
-            for (i, &id) in token.iter().enumerate() {
-                let s = &mut seen[id as usize];
-                if !*s {
-                    *s = true;
-                    c.misses_per_token[t] += 1;
-                    if t >= warmup {
-                        c.misses_per_slot[i / self.top_k] += 1;
-                    }
-                }
+        for &f in self.first_use().iter().filter(|&&f| f != usize::MAX) {
+            let t = f / self.per_token;
+            c.misses_per_token[t] += 1;
+            if t >= warmup {
+                c.misses_per_slot[f % self.per_token / self.top_k] += 1;
             }
         }
         c
-    }
-
-    fn count_cold(&self, warmup: usize) -> u64 {
-        // Distinct ids among the warmup tokens, then among all: the difference first
-        // appears after the warmup. Branch-free counting of first sightings.
-        let distinct = |stream: &[u16]| {
-            let mut seen = vec![0u8; self.n_ids];
-            let mut n = 0u64;
-            for &id in stream {
-                let s = &mut seen[id as usize];
-                n += (*s ^ 1) as u64;
-                *s = 1;
-            }
-            n
-        };
-        let cut = (warmup * self.per_token).min(self.stream.len());
-        distinct(&self.stream)
-            - if cut == 0 {
-                0
-            } else {
-                distinct(&self.stream[..cut])
-            }
     }
 
     /// The accesses of one slot (index among the replayed slots), token by token.

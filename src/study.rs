@@ -60,7 +60,8 @@ pub struct Study {
     /// Per-id counts for pin-hot, and whether they come from the replayed trace itself.
     pub pin_profile: Option<(Vec<u64>, bool)>,
     /// U and D of the replayed tokens (128-token chunks, threshold 100%).
-    pub u_d: (f64, f64),
+    /// U and D per chunk (threshold 100%), computed on first use (see `u_d`).
+    u_d: std::sync::OnceLock<(f64, f64)>,
 }
 
 pub struct Machine {
@@ -96,7 +97,6 @@ impl Study {
             }
             None => None,
         };
-        let u_d = u_d(&loaded.trace, CHUNK, include_prompt);
         let pin_profile = if needs_profile {
             Some(match &a.pin_profile {
                 Some(p) => {
@@ -154,12 +154,35 @@ impl Study {
             trace_label: trace_label(&a.input),
             machine,
             pin_profile,
-            u_d,
+            u_d: std::sync::OnceLock::new(),
         })
     }
 
     /// Placement and economics with `vram_gib` per GPU (None: the profile's).
     pub fn economics(&self, vram_gib: Option<f64>) -> Result<Option<Economics>> {
+        let Some((placement, hw)) = self.setup(vram_gib)? else {
+            return Ok(None);
+        };
+        let (u, d) = self.u_d();
+        Ok(Some(Economics {
+            placement,
+            hw,
+            u,
+            d,
+            chunk: CHUNK,
+        }))
+    }
+
+    /// U and D of the replayed tokens per chunk, threshold 100% (one pass over the
+    /// trace, made once, by whichever thread asks first).
+    pub fn u_d(&self) -> (f64, f64) {
+        *self
+            .u_d
+            .get_or_init(|| u_d(&self.loaded.trace, CHUNK, self.include_prompt))
+    }
+
+    /// The machine and the model's placement on it (no trace statistics).
+    pub fn setup(&self, vram_gib: Option<f64>) -> Result<Option<(Placement, Hardware)>> {
         let Some(m) = &self.machine else {
             return Ok(None);
         };
@@ -178,32 +201,31 @@ impl Study {
             }
         }
         let placement = Placement::new(m.model, m.quant, m.non_expert_quant, &hw)?;
-        Ok(Some(Economics {
-            placement,
-            hw,
-            u: self.u_d.0,
-            d: self.u_d.1,
-            chunk: CHUNK,
-        }))
+        Ok(Some((placement, hw)))
     }
 
     /// Tell the user when the whole model fits in VRAM (nothing to cache).
-    pub fn note_placement(&self, econ: Option<&Economics>, vram_gib: Option<f64>) {
-        if let (Some(e), Some(m), false) = (econ, &self.machine, self.quiet) {
-            if e.placement.cpu_layers == 0 {
+    pub fn note_placement(&self, placement: Option<&Placement>, vram_gib: Option<f64>) {
+        if let (Some(p), Some(m), false) = (placement, &self.machine, self.quiet) {
+            if p.cpu_layers == 0 {
                 eprintln!(
                     "moe-spill: note: every MoE layer of {} fits in VRAM on {}{}: nothing reaches the page cache (try --gpus 0 or a smaller --vram)",
                     m.model.name,
-                    e.hw.name,
+                    m.hw.name,
                     vram_gib.map_or(String::new(), |v| format!(" with {v} GiB")),
                 );
             }
         }
     }
 
-    pub fn plan(&self, econ: Option<&Economics>) -> ReplayPlan<'_> {
-        let gpu_layers = econ.map_or(0, |e| e.placement.gpu_layers);
+    pub fn plan(&self, placement: Option<&Placement>) -> ReplayPlan<'_> {
+        let gpu_layers = placement.map_or(0, |p| p.gpu_layers);
         ReplayPlan::new(&self.loaded.trace, self.include_prompt, gpu_layers)
+    }
+
+    /// Per-id use counts for pin-hot, when a policy needs them.
+    pub fn profile(&self) -> Option<&[u64]> {
+        self.pin_profile.as_ref().map(|p| &p.0[..])
     }
 
     /// The label of a policy in output: pin-hot from the replayed trace is an oracle.
@@ -224,7 +246,7 @@ impl Study {
         vram: Option<f64>,
     ) -> Result<Vec<Row>> {
         let caps: Vec<usize> = budgets.iter().map(|b| b.capacity).collect();
-        let profile = self.pin_profile.as_ref().map(|p| &p.0[..]);
+        let profile = self.profile();
         let counts = run_many(plan, spec, &caps, self.partition, profile, self.warmup)?;
         Ok(budgets
             .iter()
@@ -248,7 +270,7 @@ impl Study {
             first_slot: plan.first_slot,
             future: None,
             opt_future: None,
-            profile: self.pin_profile.as_ref().map(|p| &p.0[..]),
+            profile: self.profile(),
         };
         spec.pinned_ids(&ctx)
             .map(|ids| ids.len())
@@ -495,8 +517,8 @@ pub fn context_line(study: &Study, econ: Option<&Economics>) -> String {
             e.hw.describe(),
             e.placement.gpu_layers,
             e.placement.n_layers,
-            study.u_d.0,
-            study.u_d.1
+            study.u_d().0,
+            study.u_d().1
         )),
         _ => s.push_str("no model preset matches the trace (pass --model for bytes and tokens/s)"),
     }
@@ -523,34 +545,56 @@ pub struct SimulateArgs {
 pub fn simulate(a: SimulateArgs) -> Result<()> {
     let spec = PolicySpec::parse(&a.policy).map_err(|e| Error::new(format!("--policy: {e}")))?;
     let study = Study::new(&a.study, a.ram, spec.needs_profile())?;
-    let econ = study.economics(None)?;
+    let setup = study.setup(None)?;
     let budget = match (a.ram, a.cache_experts) {
         (_, Some(n)) => Budget {
             ram_gib: None,
             capacity: n,
         },
         (Some(ram), None) => {
-            let e = econ.as_ref().ok_or_else(|| {
+            let (placement, hw) = setup.as_ref().ok_or_else(|| {
                 Error::new("--ram needs a model preset to size experts: pass --model (or use --cache-experts N)")
             })?;
-            let reserve = e.hw.ram.reserve_gib;
+            let reserve = hw.ram.reserve_gib;
             if ram < reserve {
                 return Err(Error::new(format!(
                     "--ram {ram} GiB is below the RAM reserve of {reserve} GiB of `{}` (set --ram-reserve)",
-                    e.hw.name
+                    hw.name
                 )));
             }
             Budget {
                 ram_gib: Some(ram),
-                capacity: e.placement.ram_capacity(ram, reserve),
+                capacity: placement.ram_capacity(ram, reserve),
             }
         }
         (None, None) => unreachable!("clap requires one"),
     };
-    let plan = study.plan(econ.as_ref());
+    let placement = setup.as_ref().map(|s| &s.0);
+    let plan = study.plan(placement);
     study.min_capacity(&plan, &spec)?;
-    study.note_placement(econ.as_ref(), None);
-    let rows = study.run(&plan, &spec, &[budget], econ.as_ref(), None)?;
+    study.note_placement(placement, None);
+    // The trace statistics the rows need (U and D, cold misses) are independent of the
+    // replay: the second core computes them meanwhile.
+    let profile = study.profile();
+    let counts = std::thread::scope(|s| {
+        s.spawn(|| {
+            study.u_d();
+            plan.cold_misses(study.warmup);
+        });
+        run_many(
+            &plan,
+            &spec,
+            &[budget.capacity],
+            study.partition,
+            profile,
+            study.warmup,
+        )
+    })?;
+    let econ = study.economics(None)?;
+    let rows: Vec<Row> = counts
+        .iter()
+        .map(|c| study.row(&plan, &spec, budget, c, econ.as_ref(), None))
+        .collect();
     let format = OutputFormat::resolve(a.study.out.format, false);
     let mut text = render_rows(&rows, format);
     if format == OutputFormat::Table {

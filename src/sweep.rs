@@ -201,7 +201,10 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
         .iter()
         .map(|&v| study.economics(v))
         .collect::<Result<_>>()?;
-    let plans: Vec<ReplayPlan> = econs.iter().map(|e| study.plan(e.as_ref())).collect();
+    let plans: Vec<ReplayPlan> = econs
+        .iter()
+        .map(|e| study.plan(e.as_ref().map(|e| &e.placement)))
+        .collect();
     let budget_sets: Vec<Vec<Budget>> = econs
         .iter()
         .zip(&plans)
@@ -242,7 +245,7 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
         }
     }
     for (e, v) in econs.iter().zip(&vrams) {
-        study.note_placement(e.as_ref(), *v);
+        study.note_placement(e.as_ref().map(|e| &e.placement), *v);
     }
     // Long jobs first (LRU's pass covers every budget; big budgets run longer for most
     // policies only a little), so the tail of the run stays short.

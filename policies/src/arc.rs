@@ -63,7 +63,7 @@ impl Arc {
     }
 
     /// Move the LRU of `from` (a data list) to the front of its ghost list.
-    #[inline]
+    #[inline(always)]
     fn demote_to_ghost(&mut self, from_t1: bool) -> u32 {
         let (list, ghost, ghost_state) = if from_t1 {
             (L_T1, L_B1, B1)
@@ -84,14 +84,14 @@ impl Arc {
     }
 
     /// The paper's REPLACE (libCacheSim `_ARC_replace`).
-    #[inline]
+    #[inline(always)]
     fn replace(&mut self, hit_in_b2: bool) -> u32 {
         let t1 = self.t1 as f64;
         let from_t1 = (self.t1 > 0 && (t1 > self.p || (t1 == self.p && hit_in_b2))) || self.t2 == 0;
         self.demote_to_ghost(from_t1)
     }
 
-    #[inline]
+    #[inline(always)]
     fn forget(&mut self, ghost: usize) {
         let id = self.lists.back(ghost).expect("forget from an empty ghost");
         self.lists.unlink(id);
@@ -104,7 +104,7 @@ impl Arc {
     }
 
     /// Case IV: the object is in none of the four lists and the cache is full.
-    #[inline]
+    #[inline(always)]
     fn evict_miss_on_all(&mut self) -> u32 {
         let c = self.capacity;
         if self.t1 + self.b1 + 1 > c {
@@ -141,21 +141,20 @@ impl Policy for Arc {
         matches!(self.state[id as usize], T1 | T2)
     }
 
-    #[inline]
+    #[inline(always)]
     fn access(&mut self, id: ObjId) -> Outcome {
         let c = self.capacity;
-        match self.state[id as usize] {
-            T1 => {
-                self.lists.move_to_front(L_T2, id);
-                self.state[id as usize] = T2;
-                self.t1 -= 1;
-                self.t2 += 1;
-                Outcome::Hit
-            }
-            T2 => {
-                self.lists.move_to_front(L_T2, id);
-                Outcome::Hit
-            }
+        let state = self.state[id as usize];
+        if state == T1 || state == T2 {
+            // Either hit moves the object to T2's front; one path, no branch on which.
+            let from_t1 = (state == T1) as usize;
+            self.t1 -= from_t1;
+            self.t2 += from_t1;
+            self.state[id as usize] = T2;
+            self.lists.move_to_front(L_T2, id);
+            return Outcome::Hit;
+        }
+        match state {
             B1 => {
                 let delta = (self.b2 as f64 / self.b1 as f64).max(1.0);
                 self.p = (self.p + delta).min(c as f64);
