@@ -13,7 +13,9 @@ use moe_spill_policies::registry::PolicySpec;
 use crate::error::{Error, Result};
 use crate::hardware::parse_size_gib;
 use crate::output::{emit, write_atomic, OutputFormat};
-use crate::simulate::{Budget, Economics, ReplayPlan, Row};
+use crate::hardware::Hardware;
+use crate::simulate::{Budget, ReplayPlan, Row};
+use crate::timemodel::Placement;
 use crate::study::{context_line, render_rows, Study, StudyArgs};
 
 #[derive(Args, Debug)]
@@ -105,7 +107,11 @@ fn spaced(from: f64, to: f64, points: usize, step: Option<f64>) -> Result<Vec<f6
     }
 }
 
-fn budgets(a: &SweepArgs, econ: Option<&Economics>, plan: &ReplayPlan) -> Result<Vec<Budget>> {
+fn budgets(
+    a: &SweepArgs,
+    setup: Option<&(Placement, Hardware)>,
+    plan: &ReplayPlan,
+) -> Result<Vec<Budget>> {
     if let Some(r) = &a.cache_experts {
         let parse = |s: &str| {
             s.trim()
@@ -132,7 +138,7 @@ fn budgets(a: &SweepArgs, econ: Option<&Economics>, plan: &ReplayPlan) -> Result
             })
             .collect());
     }
-    let e = econ.ok_or_else(|| {
+    let (placement, hw) = setup.ok_or_else(|| {
         Error::new("RAM budgets need a model preset to size experts: pass --model, or sweep --cache-experts FROM..TO")
     })?;
     let (from, to) = match &a.ram {
@@ -141,8 +147,8 @@ fn budgets(a: &SweepArgs, econ: Option<&Economics>, plan: &ReplayPlan) -> Result
             let every_cpu_expert = plan.n_slots() * plan.n_experts;
             (
                 0.0,
-                e.placement
-                    .ram_for_capacity(every_cpu_expert, e.hw.ram.reserve_gib)
+                placement
+                    .ram_for_capacity(every_cpu_expert, hw.ram.reserve_gib)
                     .ceil(),
             )
         }
@@ -157,7 +163,7 @@ fn budgets(a: &SweepArgs, econ: Option<&Economics>, plan: &ReplayPlan) -> Result
         .into_iter()
         .map(|ram| Budget {
             ram_gib: Some(ram),
-            capacity: e.placement.ram_capacity(ram, e.hw.ram.reserve_gib),
+            capacity: placement.ram_capacity(ram, hw.ram.reserve_gib),
         })
         .collect())
 }
@@ -197,18 +203,20 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
     {
         return Err(Error::new("--vrams: sizes must be zero or positive"));
     }
-    let econs: Vec<Option<Economics>> = vrams
+    // Placement first; the trace statistics of the rows (U and D) are computed by the
+    // first job that finishes, while the other workers go on.
+    let setups: Vec<Option<(Placement, Hardware)>> = vrams
         .iter()
-        .map(|&v| study.economics(v))
+        .map(|&v| study.setup(v))
         .collect::<Result<_>>()?;
-    let plans: Vec<ReplayPlan> = econs
+    let plans: Vec<ReplayPlan> = setups
         .iter()
-        .map(|e| study.plan(e.as_ref().map(|e| &e.placement)))
+        .map(|s| study.plan(s.as_ref().map(|s| &s.0)))
         .collect();
-    let budget_sets: Vec<Vec<Budget>> = econs
+    let budget_sets: Vec<Vec<Budget>> = setups
         .iter()
         .zip(&plans)
-        .map(|(e, p)| budgets(&a, e.as_ref(), p))
+        .map(|(s, p)| budgets(&a, s.as_ref(), p))
         .collect::<Result<_>>()?;
 
     let mut jobs = Vec::new();
@@ -244,8 +252,8 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
             }
         }
     }
-    for (e, v) in econs.iter().zip(&vrams) {
-        study.note_placement(e.as_ref().map(|e| &e.placement), *v);
+    for (s, v) in setups.iter().zip(&vrams) {
+        study.note_placement(s.as_ref().map(|s| &s.0), *v);
     }
     // Long jobs first (LRU's pass covers every budget; big budgets run longer for most
     // policies only a little), so the tail of the run stays short.
@@ -268,13 +276,16 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
                 }
                 let set = &budget_sets[job.vram];
                 let bs: Vec<Budget> = job.budgets.iter().map(|&b| set[b]).collect();
-                match study.run(
-                    &plans[job.vram],
-                    &specs[job.policy],
-                    &bs,
-                    econs[job.vram].as_ref(),
-                    vrams[job.vram],
-                ) {
+                let run = study.economics(vrams[job.vram]).and_then(|econ| {
+                    study.run(
+                        &plans[job.vram],
+                        &specs[job.policy],
+                        &bs,
+                        econ.as_ref(),
+                        vrams[job.vram],
+                    )
+                });
+                match run {
                     Ok(rows) => {
                         let mut r = results.lock().unwrap();
                         for (&b, row) in job.budgets.iter().zip(rows) {
@@ -299,7 +310,8 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
     let format = OutputFormat::resolve(a.study.out.format, a.output.is_some());
     let mut text = render_rows(&rows, format);
     if format == OutputFormat::Table {
-        text = format!("{}\n\n{text}", context_line(&study, econs[0].as_ref()));
+        let econ = study.economics(vrams[0])?;
+        text = format!("{}\n\n{text}", context_line(&study, econ.as_ref()));
     }
     match &a.output {
         Some(path) => {
