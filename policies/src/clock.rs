@@ -49,7 +49,7 @@ impl Policy for Clock {
         self.state[id as usize] != ABSENT
     }
 
-    #[inline]
+    #[inline(always)]
     fn access(&mut self, id: ObjId) -> Outcome {
         let s = &mut self.state[id as usize];
         if *s != ABSENT {

@@ -38,7 +38,7 @@ impl Policy for Fifo {
         self.resident[id as usize]
     }
 
-    #[inline]
+    #[inline(always)]
     fn access(&mut self, id: ObjId) -> Outcome {
         if self.resident[id as usize] {
             return Outcome::Hit;

@@ -36,7 +36,7 @@ impl Policy for Lru {
         self.list.is_linked(id)
     }
 
-    #[inline]
+    #[inline(always)]
     fn access(&mut self, id: ObjId) -> Outcome {
         if self.list.is_linked(id) {
             self.list.move_to_front(0, id);

@@ -150,7 +150,7 @@ impl Policy for S3Fifo {
         matches!(self.loc[id as usize], SMALL | MAIN)
     }
 
-    #[inline]
+    #[inline(always)]
     fn access(&mut self, id: ObjId) -> Outcome {
         let loc = self.loc[id as usize];
         if loc == SMALL || loc == MAIN {

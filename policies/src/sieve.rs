@@ -43,7 +43,7 @@ impl Policy for Sieve {
         self.list.is_linked(id)
     }
 
-    #[inline]
+    #[inline(always)]
     fn access(&mut self, id: ObjId) -> Outcome {
         if self.list.is_linked(id) {
             self.visited[id as usize] = true;
