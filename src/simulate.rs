@@ -48,6 +48,10 @@ pub struct ReplayPlan<'t> {
     pub n_ids: usize,
     /// First slot that reaches the cache (slots before it are in VRAM).
     pub first_slot: usize,
+    /// Whether runs count misses per slot (`Counts::misses_per_slot`; per-layer output).
+    /// On by default; a study that prints no per-layer numbers turns it off, which
+    /// saves a table lookup per miss.
+    pub per_slot: bool,
     /// Position of every id's first access (see `first_use`).
     first_use: std::sync::OnceLock<Vec<usize>>,
     /// The stream prepared for opt, built by the first opt run and shared by the others.
@@ -83,6 +87,7 @@ impl<'t> ReplayPlan<'t> {
             n_experts: g.n_experts as usize,
             n_ids: g.n_ids(),
             first_slot,
+            per_slot: true,
             first_use: std::sync::OnceLock::new(),
             opt_future: std::sync::OnceLock::new(),
         }
@@ -283,7 +288,7 @@ fn replay_into(
             idx.clear();
             policy.replay(token, &mut idx);
             counts.misses_per_token[t] += idx.len() as u32;
-            if t >= warmup {
+            if t >= warmup && plan.per_slot {
                 for &i in &idx {
                     counts.misses_per_slot[slot_of[i as usize] as usize] += 1;
                 }
@@ -811,7 +816,9 @@ mod tests {
         for len in [1usize, 2, 3, 10, 99, 100, 101, 1000, 4097] {
             let v: Vec<u32> = (0..len)
                 .map(|_| {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     ((x >> 33) % 600) as u32 * ((x >> 20) % 2) as u32
                 })
                 .collect();

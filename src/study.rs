@@ -220,7 +220,9 @@ impl Study {
 
     pub fn plan(&self, placement: Option<&Placement>) -> ReplayPlan<'_> {
         let gpu_layers = placement.map_or(0, |p| p.gpu_layers);
-        ReplayPlan::new(&self.loaded.trace, self.include_prompt, gpu_layers)
+        let mut plan = ReplayPlan::new(&self.loaded.trace, self.include_prompt, gpu_layers);
+        plan.per_slot = self.per_layer;
+        plan
     }
 
     /// Per-id use counts for pin-hot, when a policy needs them.

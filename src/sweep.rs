@@ -12,11 +12,11 @@ use moe_spill_policies::registry::PolicySpec;
 
 use crate::error::{Error, Result};
 use crate::hardware::parse_size_gib;
-use crate::output::{emit, write_atomic, OutputFormat};
 use crate::hardware::Hardware;
+use crate::output::{emit, write_atomic, OutputFormat};
 use crate::simulate::{Budget, ReplayPlan, Row};
-use crate::timemodel::Placement;
 use crate::study::{context_line, render_rows, Study, StudyArgs};
+use crate::timemodel::Placement;
 
 #[derive(Args, Debug)]
 pub struct SweepArgs {
