@@ -47,6 +47,9 @@ pub struct ReplayPlan<'t> {
     pub n_ids: usize,
     /// First slot that reaches the cache (slots before it are in VRAM).
     pub first_slot: usize,
+    /// Bytes of one expert, when a model is known: the `linux` policy sizes its
+    /// active:inactive ratio from the cache's bytes, as the kernel does.
+    pub expert_bytes: Option<u64>,
     /// Cold misses after a warmup, computed once: (warmup, count).
     cold: std::sync::OnceLock<(usize, u64)>,
 }
@@ -80,6 +83,7 @@ impl<'t> ReplayPlan<'t> {
             n_experts: g.n_experts as usize,
             n_ids: g.n_ids(),
             first_slot,
+            expert_bytes: None,
             cold: std::sync::OnceLock::new(),
         }
     }
@@ -235,6 +239,7 @@ fn replay_into(
         first_slot: plan.first_slot,
         future: spec.needs_future().then_some(stream),
         profile,
+        expert_bytes: plan.expert_bytes,
     };
     let mut policy = spec.build(&ctx).map_err(|e| Error::new(e.to_string()))?;
     let mut idx: Vec<u32> = Vec::new();

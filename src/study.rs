@@ -210,7 +210,9 @@ impl Study {
 
     pub fn plan(&self, econ: Option<&Economics>) -> ReplayPlan<'_> {
         let gpu_layers = econ.map_or(0, |e| e.placement.gpu_layers);
-        ReplayPlan::new(&self.loaded.trace, self.include_prompt, gpu_layers)
+        let mut plan = ReplayPlan::new(&self.loaded.trace, self.include_prompt, gpu_layers);
+        plan.expert_bytes = econ.map(|e| e.placement.expert_bytes);
+        plan
     }
 
     /// The label of a policy in output: pin-hot from the replayed trace is an oracle.
@@ -262,6 +264,7 @@ impl Study {
             first_slot: plan.first_slot,
             future: None,
             profile: self.pin_profile.as_ref().map(|p| &p.0[..]),
+            expert_bytes: plan.expert_bytes,
         };
         spec.pinned_ids(&ctx)
             .map(|ids| ids.len())
@@ -525,8 +528,8 @@ pub fn context_line(study: &Study, econ: Option<&Economics>) -> String {
 pub struct SimulateArgs {
     #[command(flatten)]
     pub study: StudyArgs,
-    /// Eviction policy: lru, fifo, clock, arc, opt, lfu, sieve, s3fifo, linux[:F],
-    /// pinned:N[:POLICY], pin-hot:K[:POLICY].
+    /// Eviction policy: lru, fifo, clock, arc, opt, lfu, sieve, s3fifo, linux[:ratio=R],
+    /// linux-eager[:F], pinned:N[:POLICY], pin-hot:K[:POLICY].
     #[arg(long, value_name = "SPEC", default_value = "lru")]
     pub policy: String,
     /// Installed RAM (e.g. 128GiB); the page cache gets what the reserve and non-expert

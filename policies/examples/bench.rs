@@ -128,6 +128,7 @@ fn main() {
                 first_slot: 0,
                 future: Some(&ids),
                 profile: Some(&profile),
+                expert_bytes: None,
             };
             let mut p = spec.build(&ctx).unwrap();
             misses.clear();

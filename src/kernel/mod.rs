@@ -766,6 +766,7 @@ pub fn policy_run(
         first_slot: plan.first_slot,
         future: spec.needs_future().then_some(&plan.stream[..]),
         profile: None,
+        expert_bytes: plan.expert_bytes,
     };
     let mut p = spec.build(&ctx).map_err(|e| Error::new(e.to_string()))?;
     let mut idx = Vec::new();
@@ -805,7 +806,10 @@ pub fn run(a: KernelReplayArgs) -> Result<()> {
         None => &study.loaded.trace,
     };
     let gpu_layers = econ.as_ref().map_or(0, |e| e.placement.gpu_layers);
-    let plan = ReplayPlan::new(trace, study.include_prompt, gpu_layers);
+    let mut plan = ReplayPlan::new(trace, study.include_prompt, gpu_layers);
+    // The policies model the kernel run, whose page cache holds the scaled experts: the
+    // `linux` ratio follows the scaled bytes (what the kernel saw), not the model's.
+    plan.expert_bytes = Some(a.expert_bytes);
     let budgets: Vec<(Option<f64>, usize)> = if !a.cache_experts.is_empty() {
         a.cache_experts.iter().map(|&c| (None, c)).collect()
     } else {

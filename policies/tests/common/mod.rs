@@ -109,6 +109,7 @@ pub fn ctx<'a>(
         first_slot,
         future: Some(trace),
         profile: Some(profile),
+        expert_bytes: None,
     }
 }
 
