@@ -443,13 +443,15 @@ pub fn make_row(
         cache_experts: budget.capacity,
         tokens,
         accesses,
-        hits: accesses - misses,
+        // The kernel's expert-equivalent misses (sweep --kernel) can exceed the accesses
+        // when readahead reads more than the routed experts.
+        hits: accesses.saturating_sub(misses),
         misses,
         cold_misses: cold,
         hit_rate: if accesses == 0 {
             0.0
         } else {
-            (accesses - misses) as f64 / accesses as f64
+            accesses.saturating_sub(misses) as f64 / accesses as f64
         },
         misses_per_token: per(misses),
         ssd_bytes: None,

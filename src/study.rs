@@ -285,11 +285,26 @@ impl Study {
         econ: Option<&Economics>,
         vram: Option<f64>,
     ) -> Row {
-        let layers = self
-            .per_layer
-            .then_some(&self.loaded.trace.geometry.layers[..]);
+        self.labelled_row(self.label(spec), self.per_layer, plan, b, c, econ, vram)
+    }
+
+    /// A row under any label (`kernel` for `sweep --kernel`), with per-layer misses if
+    /// `per_layer` and the study asks for them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn labelled_row(
+        &self,
+        label: String,
+        per_layer: bool,
+        plan: &ReplayPlan,
+        b: Budget,
+        c: &Counts,
+        econ: Option<&Economics>,
+        vram: Option<f64>,
+    ) -> Row {
+        let layers =
+            (self.per_layer && per_layer).then_some(&self.loaded.trace.geometry.layers[..]);
         let mut row = make_row(
-            self.label(spec),
+            label,
             self.partition,
             plan,
             b,

@@ -17,6 +17,7 @@ mod cgroup;
 mod child;
 mod layout;
 pub mod pagemodel;
+pub mod sweep;
 mod sys;
 
 use std::ffi::OsString;
@@ -26,7 +27,7 @@ use std::os::fd::FromRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use clap::Args;
@@ -225,10 +226,16 @@ pub struct KernelSession {
     opts: KernelOptions,
     child: ChildCommand,
     bdi_read_ahead: Option<PathBuf>,
-    runs: usize,
 }
 
 static CHILD_PID: AtomicI32 = AtomicI32::new(0);
+static CGROUP_NUMBER: AtomicUsize = AtomicUsize::new(1);
+
+/// Numbers for this process's cgroups: unique across sessions (several sessions in one
+/// process, e.g. tests, must not reuse a name).
+fn cgroup_number() -> usize {
+    CGROUP_NUMBER.fetch_add(1, Ordering::Relaxed)
+}
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn on_signal(sig: libc::c_int) {
@@ -330,7 +337,7 @@ impl KernelSession {
             ));
         }
         // Fail before writing gigabytes when no cgroup can be made.
-        MemCgroup::create(0)?.remove()?;
+        MemCgroup::create(cgroup_number())?.remove()?;
         let layout = Layout {
             n_ids: plan.n_ids,
             n_experts: plan.n_experts,
@@ -359,7 +366,6 @@ impl KernelSession {
             opts,
             child,
             bdi_read_ahead,
-            runs: 0,
         })
     }
 
@@ -389,8 +395,7 @@ impl KernelSession {
         }
         let started = Instant::now();
         self.file.drop_cache()?;
-        self.runs += 1;
-        let mut cg = MemCgroup::create(self.runs)?;
+        let mut cg = MemCgroup::create(cgroup_number())?;
         let budget_bytes = capacity as u64 * layout.expert_bytes;
         let spec = ChildSpec {
             file: std::fs::canonicalize(&self.file.path)
