@@ -52,6 +52,9 @@ pub struct ReplayPlan<'t> {
     /// On by default; a study that prints no per-layer numbers turns it off, which
     /// saves a table lookup per miss.
     pub per_slot: bool,
+    /// Bytes of one expert, when a model is known: the `linux` policy sizes its
+    /// active:inactive ratio from the cache's bytes, as the kernel does.
+    pub expert_bytes: Option<u64>,
     /// Position of every id's first access (see `first_use`).
     first_use: std::sync::OnceLock<Vec<usize>>,
     /// The stream prepared for opt, built by the first opt run and shared by the others.
@@ -87,6 +90,7 @@ impl<'t> ReplayPlan<'t> {
             n_experts: g.n_experts as usize,
             n_ids: g.n_ids(),
             first_slot,
+            expert_bytes: None,
             per_slot: true,
             first_use: std::sync::OnceLock::new(),
             opt_future: std::sync::OnceLock::new(),
@@ -276,6 +280,7 @@ fn replay_into(
             _ => None,
         },
         profile,
+        expert_bytes: plan.expert_bytes,
     };
     let mut policy = spec.build(&ctx).map_err(|e| Error::new(e.to_string()))?;
     let mut idx: Vec<u32> = Vec::new();
@@ -340,6 +345,7 @@ pub fn run_many(
             future: None,
             opt_future: None,
             profile,
+            expert_bytes: plan.expert_bytes,
         };
         let ids = spec
             .pinned_ids(&ctx)
@@ -582,13 +588,15 @@ pub fn make_row(
         cache_experts: budget.capacity,
         tokens,
         accesses,
-        hits: accesses - misses,
+        // The kernel's expert-equivalent misses (sweep --kernel) can exceed the accesses
+        // when readahead reads more than the routed experts.
+        hits: accesses.saturating_sub(misses),
         misses,
         cold_misses: cold,
         hit_rate: if accesses == 0 {
             0.0
         } else {
-            (accesses - misses) as f64 / accesses as f64
+            accesses.saturating_sub(misses) as f64 / accesses as f64
         },
         misses_per_token: per(misses),
         ssd_bytes: None,

@@ -222,6 +222,7 @@ impl Study {
         let gpu_layers = placement.map_or(0, |p| p.gpu_layers);
         let mut plan = ReplayPlan::new(&self.loaded.trace, self.include_prompt, gpu_layers);
         plan.per_slot = self.per_layer;
+        plan.expert_bytes = placement.map(|p| p.expert_bytes);
         plan
     }
 
@@ -273,6 +274,7 @@ impl Study {
             future: None,
             opt_future: None,
             profile: self.profile(),
+            expert_bytes: plan.expert_bytes,
         };
         spec.pinned_ids(&ctx)
             .map(|ids| ids.len())
@@ -288,11 +290,26 @@ impl Study {
         econ: Option<&Economics>,
         vram: Option<f64>,
     ) -> Row {
-        let layers = self
-            .per_layer
-            .then_some(&self.loaded.trace.geometry.layers[..]);
+        self.labelled_row(self.label(spec), self.per_layer, plan, b, c, econ, vram)
+    }
+
+    /// A row under any label (`kernel` for `sweep --kernel`), with per-layer misses if
+    /// `per_layer` and the study asks for them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn labelled_row(
+        &self,
+        label: String,
+        per_layer: bool,
+        plan: &ReplayPlan,
+        b: Budget,
+        c: &Counts,
+        econ: Option<&Economics>,
+        vram: Option<f64>,
+    ) -> Row {
+        let layers =
+            (self.per_layer && per_layer).then_some(&self.loaded.trace.geometry.layers[..]);
         let mut row = make_row(
-            self.label(spec),
+            label,
             self.partition,
             plan,
             b,
@@ -531,8 +548,8 @@ pub fn context_line(study: &Study, econ: Option<&Economics>) -> String {
 pub struct SimulateArgs {
     #[command(flatten)]
     pub study: StudyArgs,
-    /// Eviction policy: lru, fifo, clock, arc, opt, lfu, sieve, s3fifo, linux[:F],
-    /// pinned:N[:POLICY], pin-hot:K[:POLICY].
+    /// Eviction policy: lru, fifo, clock, arc, opt, lfu, sieve, s3fifo, linux[:ratio=R],
+    /// linux-eager[:F], pinned:N[:POLICY], pin-hot:K[:POLICY].
     #[arg(long, value_name = "SPEC", default_value = "lru")]
     pub policy: String,
     /// Installed RAM (e.g. 128GiB); the page cache gets what the reserve and non-expert

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::hardware::parse_size_gib;
 use crate::hardware::Hardware;
 use crate::output::{emit, write_atomic, OutputFormat};
-use crate::simulate::{Budget, ReplayPlan, Row};
+use crate::simulate::{Budget, Economics, ReplayPlan, Row};
 use crate::study::{context_line, render_rows, Study, StudyArgs};
 use crate::timemodel::Placement;
 
@@ -52,6 +52,8 @@ pub struct SweepArgs {
     /// Write the results to FILE (atomically) instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub kernel: crate::kernel::sweep::KernelSweepArgs,
 }
 
 /// `FROM..TO` with a parser for each end.
@@ -218,6 +220,9 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
         .zip(&plans)
         .map(|(s, p)| budgets(&a, s.as_ref(), p))
         .collect::<Result<_>>()?;
+    // Checked (and the file laid out) before the policies run; the kernel runs after.
+    let mut kernel =
+        crate::kernel::sweep::KernelSweep::new(&a.kernel, &study, &plans[0], a.study.input.quiet)?;
 
     let mut jobs = Vec::new();
     for v in 0..vrams.len() {
@@ -305,6 +310,14 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
         return Err(e);
     }
     let mut results = results.into_inner().unwrap();
+    if let Some(k) = kernel.as_mut() {
+        let econs: Vec<Option<Economics>> = vrams
+            .iter()
+            .map(|&v| study.economics(v))
+            .collect::<Result<_>>()?;
+        let rows = k.rows(&study, &plans, &budget_sets, &econs, &vrams)?;
+        results.extend(rows.into_iter().map(|(v, b, row)| (v, specs.len(), b, row)));
+    }
     results.sort_by_key(|r| (r.0, r.1, r.2));
     let rows: Vec<Row> = results.into_iter().map(|r| r.3).collect();
     let format = OutputFormat::resolve(a.study.out.format, a.output.is_some());

@@ -121,6 +121,7 @@ fn main() {
                 future: Some(&ids),
                 opt_future: None,
                 profile: Some(&profile),
+                expert_bytes: None,
             };
             let mut p = spec.build(&ctx).unwrap();
             misses.clear();

@@ -8,7 +8,8 @@
 //! specs (`lru,arc,opt`); CAPS a comma-separated list of capacities. Prints one line
 //! `spec capacity accesses misses` per pair. For `pinned:` the experts per layer are
 //! taken from the env var N_EXPERTS (default 64); for `pin-hot:` the profile is the
-//! sequence itself.
+//! sequence itself; `linux` takes the bytes of one object from EXPERT_BYTES (unset:
+//! its active:inactive ratio is 1).
 
 use moe_spill_policies::{BuildContext, PolicySpec};
 
@@ -32,6 +33,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
+    // `linux` sizes its active:inactive ratio from the cache's bytes.
+    let expert_bytes = std::env::var("EXPERT_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok());
     for spec in args[2].split(',') {
         let spec = PolicySpec::parse(spec).unwrap_or_else(|e| panic!("{e}"));
         for cap in args[3].split(',') {
@@ -44,6 +49,7 @@ fn main() {
                 future: Some(&ids),
                 opt_future: None,
                 profile: Some(&profile),
+                expert_bytes,
             };
             let mut p = spec.build(&ctx).unwrap_or_else(|e| panic!("{e}"));
             let mut misses = Vec::new();

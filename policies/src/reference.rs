@@ -7,9 +7,9 @@
 //! Queues are `VecDeque`s with the head (newest) at the front and the tail (oldest) at
 //! the back, as in libCacheSim.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
-use crate::linux::active_max;
+use crate::linux_eager::active_max;
 use crate::registry::{BaseFactory, BaseSpec, BuildContext, BuildError, PinSet, PolicySpec};
 use crate::s3fifo::s3fifo_sizes;
 use crate::{ObjId, Outcome, Policy};
@@ -27,6 +27,7 @@ impl BaseFactory for Naive {
         base: BaseSpec,
         capacity: usize,
         _n_ids: usize,
+        expert_bytes: Option<u64>,
         future: Option<&[u16]>,
         pin: Option<PinSet>,
     ) -> Box<dyn Policy> {
@@ -39,8 +40,14 @@ impl BaseFactory for Naive {
             BaseSpec::Lfu => Box::new(RefLfu::new(capacity)),
             BaseSpec::Sieve => Box::new(RefSieve::new(capacity)),
             BaseSpec::S3Fifo => Box::new(RefS3Fifo::new(capacity)),
-            BaseSpec::Linux { active_fraction } => {
-                Box::new(RefLinux::new(capacity, active_fraction))
+            BaseSpec::Linux { ratio } => {
+                let ratio = ratio.unwrap_or_else(|| {
+                    RefLinux::kernel_ratio(capacity as u64 * expert_bytes.unwrap_or(0))
+                });
+                Box::new(RefLinux::new(capacity, ratio))
+            }
+            BaseSpec::LinuxEager { active_fraction } => {
+                Box::new(RefLinuxEager::new(capacity, active_fraction))
             }
         };
         match pin {
@@ -602,18 +609,18 @@ impl Policy for RefS3Fifo {
     }
 }
 
-/// The Linux two-list model (see `linux.rs` for the rules).
+/// The earlier Linux two-list model (see `linux_eager.rs` for the rules).
 #[derive(Clone, Debug)]
-pub struct RefLinux {
+pub struct RefLinuxEager {
     cap: usize,
     active_max: usize,
     inactive: VecDeque<u32>,
     active: VecDeque<u32>,
 }
 
-impl RefLinux {
+impl RefLinuxEager {
     pub fn new(cap: usize, fraction: f64) -> Self {
-        RefLinux {
+        RefLinuxEager {
             cap,
             active_max: active_max(cap, fraction),
             inactive: VecDeque::new(),
@@ -622,9 +629,9 @@ impl RefLinux {
     }
 }
 
-impl Policy for RefLinux {
+impl Policy for RefLinuxEager {
     fn name(&self) -> String {
-        "ref-linux".into()
+        "ref-linux-eager".into()
     }
     fn capacity(&self) -> usize {
         self.cap
@@ -657,6 +664,116 @@ impl Policy for RefLinux {
             None
         };
         self.inactive.push_front(id);
+        Outcome::Miss { evicted }
+    }
+}
+
+/// The refined Linux model, transcribed rule by rule from traces/KERNEL.md ("Proposed
+/// refinement"): reference bits and flags in a map, the lists as deques (front =
+/// head), eviction times in a map.
+#[derive(Clone, Debug)]
+pub struct RefLinux {
+    cap: usize,
+    ratio: usize,
+    inactive: VecDeque<u32>,
+    active: VecDeque<u32>,
+    /// Resident id -> (reference bit, referenced flag).
+    bits: HashMap<u32, (bool, bool)>,
+    /// Evicted id -> clock at its (last) eviction.
+    evicted_at: HashMap<u32, u64>,
+    clock: u64,
+}
+
+impl RefLinux {
+    pub fn new(cap: usize, ratio: u32) -> Self {
+        RefLinux {
+            cap,
+            ratio: ratio as usize,
+            inactive: VecDeque::new(),
+            active: VecDeque::new(),
+            bits: HashMap::new(),
+            evicted_at: HashMap::new(),
+            clock: 0,
+        }
+    }
+
+    /// isqrt(10 x GiB) of the cache, 1 below 1 GiB (through floating point, unlike the
+    /// fast policy's integer square root).
+    pub fn kernel_ratio(bytes: u64) -> u32 {
+        let gib = bytes / (1 << 30);
+        if gib == 0 {
+            1
+        } else {
+            ((10 * gib) as f64).sqrt().floor() as u32
+        }
+    }
+
+    /// One step of reclaim: balance the lists, then look at the inactive tail. Returns
+    /// the victim if it was evicted.
+    fn scan_one(&mut self) -> Option<u32> {
+        while self.active.len() > self.ratio * self.inactive.len() {
+            let t = self.active.pop_back().unwrap();
+            self.bits.get_mut(&t).unwrap().0 = false;
+            self.inactive.push_front(t);
+        }
+        let v = self.inactive.pop_back().unwrap();
+        let (bit, flag) = self.bits[&v];
+        if bit && flag {
+            self.bits.insert(v, (false, true));
+            self.active.push_front(v);
+            self.clock += 1;
+            None
+        } else if bit {
+            self.bits.insert(v, (false, true));
+            self.inactive.push_front(v);
+            None
+        } else {
+            self.bits.remove(&v);
+            self.evicted_at.insert(v, self.clock);
+            self.clock += 1;
+            Some(v)
+        }
+    }
+}
+
+impl Policy for RefLinux {
+    fn name(&self) -> String {
+        "ref-linux".into()
+    }
+    fn capacity(&self) -> usize {
+        self.cap
+    }
+    fn len(&self) -> usize {
+        self.inactive.len() + self.active.len()
+    }
+    fn contains(&self, id: ObjId) -> bool {
+        self.bits.contains_key(&id)
+    }
+    fn access(&mut self, id: ObjId) -> Outcome {
+        if let Some(b) = self.bits.get_mut(&id) {
+            b.0 = true;
+            return Outcome::Hit;
+        }
+        if self.cap == 0 {
+            return MISS;
+        }
+        let mut evicted = None;
+        if self.len() == self.cap {
+            while evicted.is_none() {
+                evicted = self.scan_one();
+            }
+        }
+        self.bits.insert(id, (true, false));
+        let refault = self
+            .evicted_at
+            .get(&id)
+            .is_some_and(|&t| self.clock - t <= self.active.len() as u64);
+        if refault {
+            self.active.push_front(id);
+            self.clock += 1;
+        } else {
+            self.inactive.push_front(id);
+        }
         Outcome::Miss { evicted }
     }
 }

@@ -1,12 +1,14 @@
-//! Policy specs: parse `lru`, `linux:0.3`, `pinned:3:clock`, ... into a typed
+//! Policy specs: parse `lru`, `linux:ratio=3`, `pinned:3:clock`, ... into a typed
 //! [`PolicySpec`] once at the edge, print them back canonically, and build them.
 //! Adding a policy is one file, one [`BaseSpec`] variant and one [`POLICIES`] line.
 
 use std::fmt;
 
-use crate::linux::DEFAULT_ACTIVE_FRACTION;
+use crate::linux_eager::DEFAULT_ACTIVE_FRACTION;
 use crate::opt::OptFuture;
-use crate::{Arc, Clock, Fifo, Lfu, Linux, Lru, ObjId, Opt, Pinned, Policy, S3Fifo, Sieve};
+use crate::{
+    Arc, Clock, Fifo, Lfu, Linux, LinuxEager, Lru, ObjId, Opt, Pinned, Policy, S3Fifo, Sieve,
+};
 
 /// Every spec form with a one-line description, for help text.
 pub const POLICIES: &[(&str, &str)] = &[
@@ -37,8 +39,12 @@ pub const POLICIES: &[(&str, &str)] = &[
         "S3-FIFO, SOSP'23: 10% probation FIFO, 90% main CLOCK, ghost ids",
     ),
     (
-        "linux[:FRACTION]",
-        "Linux page cache: inactive/active lists, active <= FRACTION of the cache (default 0.5)",
+        "linux[:ratio=R]",
+        "Linux page cache (split LRU): sampled reference bits, refault activation, active <= R x inactive (default: the kernel's isqrt(10 x cache GiB), 1 below 1 GiB)",
+    ),
+    (
+        "linux-eager[:FRACTION]",
+        "earlier Linux model: every access seen at once, promotion on the second, active <= FRACTION of the cache (default 0.5)",
     ),
     (
         "pinned:N[:POLICY]",
@@ -61,8 +67,12 @@ pub enum BaseSpec {
     Lfu,
     Sieve,
     S3Fifo,
-    /// `active_fraction` in [0, 1).
+    /// `ratio` >= 1; None: the kernel's ratio for capacity x `BuildContext::expert_bytes`.
     Linux {
+        ratio: Option<u32>,
+    },
+    /// `active_fraction` in [0, 1).
+    LinuxEager {
         active_fraction: f64,
     },
 }
@@ -137,6 +147,9 @@ pub struct BuildContext<'a> {
     pub opt_future: Option<&'a OptFuture>,
     /// Per-id use counts (needed by pin-hot).
     pub profile: Option<&'a [u64]>,
+    /// Bytes of one object: `linux` sizes its active:inactive ratio from the cache's
+    /// bytes as the kernel does (None: ratio 1, the kernel's value below 1 GiB).
+    pub expert_bytes: Option<u64>,
 }
 
 impl BaseSpec {
@@ -159,18 +172,37 @@ impl BaseSpec {
             "sieve" => no_arg(BaseSpec::Sieve),
             "s3fifo" => no_arg(BaseSpec::S3Fifo),
             "linux" => {
+                let ratio = match arg.map(|a| (a, a.strip_prefix("ratio="))) {
+                    None | Some((_, Some("auto"))) => None,
+                    Some((_, Some(r))) => match r.parse::<u32>() {
+                        Ok(r) if r >= 1 => Some(r),
+                        _ => {
+                            return Err(err(format!(
+                                "linux ratio=R needs a whole number R >= 1 (got \"{r}\")"
+                            )))
+                        }
+                    },
+                    Some((a, None)) => {
+                        return Err(err(format!(
+                            "linux takes ratio=R, the largest active:inactive ratio (got \"{a}\"; the active-fraction model is linux-eager:FRACTION)"
+                        )))
+                    }
+                };
+                Ok(BaseSpec::Linux { ratio })
+            }
+            "linux-eager" => {
                 let active_fraction = match arg {
                     None => DEFAULT_ACTIVE_FRACTION,
                     Some(a) => match a.parse::<f64>() {
                         Ok(f) if (0.0..1.0).contains(&f) => f,
                         _ => {
                             return Err(err(format!(
-                                "linux FRACTION must be a number in [0, 1) (got \"{a}\")"
+                                "linux-eager FRACTION must be a number in [0, 1) (got \"{a}\")"
                             )))
                         }
                     },
                 };
-                Ok(BaseSpec::Linux { active_fraction })
+                Ok(BaseSpec::LinuxEager { active_fraction })
             }
             "pinned" | "pin-hot" => Err(err(format!("{name} cannot wrap another decorator"))),
             "" => Err(err("empty policy name".into())),
@@ -194,17 +226,21 @@ impl fmt::Display for BaseSpec {
             BaseSpec::Lfu => f.write_str("lfu"),
             BaseSpec::Sieve => f.write_str("sieve"),
             BaseSpec::S3Fifo => f.write_str("s3fifo"),
-            BaseSpec::Linux { active_fraction } if *active_fraction == DEFAULT_ACTIVE_FRACTION => {
-                f.write_str("linux")
+            BaseSpec::Linux { ratio: None } => f.write_str("linux"),
+            BaseSpec::Linux { ratio: Some(r) } => write!(f, "linux:ratio={r}"),
+            BaseSpec::LinuxEager { active_fraction }
+                if *active_fraction == DEFAULT_ACTIVE_FRACTION =>
+            {
+                f.write_str("linux-eager")
             }
-            BaseSpec::Linux { active_fraction } => write!(f, "linux:{active_fraction}"),
+            BaseSpec::LinuxEager { active_fraction } => write!(f, "linux-eager:{active_fraction}"),
         }
     }
 }
 
 impl fmt::Display for PolicySpec {
     /// The canonical spec: defaults omitted (`pinned:3`, not `pinned:3:lru`; `linux`,
-    /// not `linux:0.5`), so `parse(x.to_string()) == x`.
+    /// not `linux:ratio=auto`), so `parse(x.to_string()) == x`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (head, n, inner) = match self {
             PolicySpec::Base(b) => return b.fmt(f),
@@ -383,8 +419,9 @@ impl PolicySpec {
         };
         let pinned = self.pinned_ids(ctx)?;
         let base = self.base();
+        let eb = ctx.expert_bytes;
         if let PolicySpec::Base(_) = self {
-            return Ok(f.make(base, ctx.capacity, ctx.n_ids, future, None));
+            return Ok(f.make(base, ctx.capacity, ctx.n_ids, eb, future, None));
         }
         let mut is_pinned = vec![false; ctx.n_ids];
         for &id in &pinned {
@@ -402,7 +439,16 @@ impl PolicySpec {
             n_ids: ctx.n_ids,
             ids: pinned,
         };
-        Ok(f.make(base, inner_cap, ctx.n_ids, filtered.as_deref(), Some(pin)))
+        // A pinned (mlock'd) page is unevictable and leaves the file LRU: the inner
+        // policy's ratio comes from its own capacity.
+        Ok(f.make(
+            base,
+            inner_cap,
+            ctx.n_ids,
+            eb,
+            filtered.as_deref(),
+            Some(pin),
+        ))
     }
 }
 
@@ -417,11 +463,13 @@ pub(crate) struct PinSet {
 /// pinning decorator if `pin` is given: the fast policies here, the naive ones in
 /// `reference`.
 pub(crate) trait BaseFactory {
+    #[allow(clippy::too_many_arguments)]
     fn make(
         &self,
         base: BaseSpec,
         capacity: usize,
         n_ids: usize,
+        expert_bytes: Option<u64>,
         future: Option<&[u16]>,
         pin: Option<PinSet>,
     ) -> Box<dyn Policy>;
@@ -454,12 +502,13 @@ impl BaseFactory for Fast {
         base: BaseSpec,
         capacity: usize,
         n_ids: usize,
+        expert_bytes: Option<u64>,
         future: Option<&[u16]>,
         pin: Option<PinSet>,
     ) -> Box<dyn Policy> {
         match pin {
-            None => make_fast(base, capacity, n_ids, future, Plain),
-            Some(pin) => make_fast(base, capacity, n_ids, future, pin),
+            None => make_fast(base, capacity, n_ids, expert_bytes, future, Plain),
+            Some(pin) => make_fast(base, capacity, n_ids, expert_bytes, future, pin),
         }
     }
 }
@@ -470,6 +519,7 @@ fn make_fast<W: Wrap>(
     base: BaseSpec,
     capacity: usize,
     n_ids: usize,
+    expert_bytes: Option<u64>,
     future: Option<&[u16]>,
     w: W,
 ) -> Box<dyn Policy> {
@@ -482,6 +532,10 @@ fn make_fast<W: Wrap>(
         BaseSpec::Lfu => w.wrap(Lfu::new(capacity, n_ids)),
         BaseSpec::Sieve => w.wrap(Sieve::new(capacity, n_ids)),
         BaseSpec::S3Fifo => w.wrap(S3Fifo::new(capacity, n_ids)),
-        BaseSpec::Linux { active_fraction } => w.wrap(Linux::new(capacity, n_ids, active_fraction)),
+        BaseSpec::Linux { ratio: None } => w.wrap(Linux::new(capacity, n_ids, expert_bytes)),
+        BaseSpec::Linux { ratio: Some(r) } => w.wrap(Linux::with_ratio(capacity, n_ids, r)),
+        BaseSpec::LinuxEager { active_fraction } => {
+            w.wrap(LinuxEager::new(capacity, n_ids, active_fraction))
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Every fast policy against its naive reference, access by access (same outcome,
 //! victim included), with `validate()` after every step, on thousands of seeded random
 //! traces: capacity 0 and 1, capacity >= distinct ids, loops of C+1, scans, Zipf and
-//! real-like token/layer routing.
+//! real-like token/layer routing; `linux` also at the ratios its expert size gives.
 
 mod common;
 
@@ -19,9 +19,13 @@ const SPECS: &[&str] = &[
     "sieve",
     "s3fifo",
     "linux",
-    "linux:0.25",
-    "linux:0",
-    "linux:0.9",
+    "linux:ratio=2",
+    "linux:ratio=3",
+    "linux:ratio=7",
+    "linux-eager",
+    "linux-eager:0.25",
+    "linux-eager:0",
+    "linux-eager:0.9",
     "pinned:1",
     "pinned:2:arc",
     "pinned:1:opt",
@@ -30,7 +34,8 @@ const SPECS: &[&str] = &[
     "pin-hot:5:clock",
     "pin-hot:2:lfu",
     "pin-hot:4:sieve",
-    "pinned:1:linux:0.3",
+    "pinned:1:linux-eager:0.3",
+    "pinned:1:linux:ratio=2",
 ];
 
 /// Run `spec` fast and naive side by side; returns the number of misses.
@@ -224,9 +229,50 @@ fn larger_s3fifo_and_arc_traces() {
                 "lfu",
                 "sieve",
                 "pin-hot:7:s3fifo",
-                "linux:0.4",
+                "linux-eager:0.4",
+                "linux:ratio=3",
+                "linux:ratio=5",
             ] {
                 compare(spec, &c, &t, &format!("larger seed {seed}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn linux_with_the_kernel_ratio_of_its_bytes() {
+    // `linux` sizes its ratio from capacity x expert bytes (the fast policy with an
+    // integer square root, the reference through floating point): expert sizes that put
+    // the cache on both sides of 1, 2, 3, 4, 9, 10 and 100 GiB, on real-like routing and
+    // Zipf traces, plain and with pinned layers (ratio from the inner capacity).
+    const GIB: f64 = (1u64 << 30) as f64;
+    for seed in 0..400 {
+        let mut r = rng(50_000 + seed);
+        let (t, n_ids, n_experts) = if seed % 2 == 0 {
+            let layers = r.gen_range(2..=8);
+            let n_experts = r.gen_range(6..=16);
+            let k = r.gen_range(1..=4);
+            let tokens = r.gen_range(20..120);
+            let reuse = r.gen_range(0.0..0.7);
+            let t = common::moe(&mut r, layers, n_experts, k, tokens, reuse);
+            (t, layers * n_experts, n_experts)
+        } else {
+            let n_ids = r.gen_range(8..=96);
+            let s = r.gen_range(0.5..1.3);
+            (common::zipf(&mut r, n_ids, s, 800), n_ids, 4)
+        };
+        let profile = common::profile_of(&t, n_ids);
+        let mut caps = capacities(&mut r, n_ids);
+        caps.retain(|&c| c >= 2);
+        for &cap in &caps {
+            let target_gib = [0.5, 1.0, 2.0, 3.0, 4.0, 9.0, 10.5, 100.0][r.gen_range(0..8)];
+            let eb = (target_gib * GIB / cap as f64).ceil() as u64;
+            let c = BuildContext {
+                expert_bytes: Some(eb),
+                ..ctx(cap, n_ids, n_experts, 0, &t, &profile)
+            };
+            for spec in ["linux", "pinned:1:linux", "linux:ratio=2"] {
+                compare(spec, &c, &t, &format!("ratio seed {seed} eb {eb}"));
             }
         }
     }

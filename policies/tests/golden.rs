@@ -66,8 +66,17 @@ fn classic_sequence_victims() {
         ("s3fifo", 3, "m m m 1 4 . 3 . . 5 3 4"),
         ("s3fifo", 4, "m m m m . . 1 5 . . . 1"),
         // Active list at most 1 (of 3): promoting 2 demotes 1 to the inactive head.
-        ("linux", 3, "m m m 1 2 3 4 . . 5 1 3"),
-        ("linux", 4, "m m m m . . 3 . . 4 5 3"),
+        ("linux-eager", 3, "m m m 1 2 3 4 . . 5 1 3"),
+        ("linux-eager", 4, "m m m m . . 3 . . 4 5 3"),
+        // Sampled references (ratio 1). At 3: the miss on 4 scans 1, 2, 3 once each
+        // (bit -> flag, second trip) and evicts 1; 2 and 3 then go without a new bit;
+        // the miss on 5 gives 4, 1, 2 their trips and evicts 4. The miss on 3 activates
+        // 1 and 2 (bit and flag), the balance deactivates 1 (bit cleared), 5 takes its
+        // trip, and 1 is evicted: the hits of 1 and 2 count only through the flag.
+        ("linux", 3, "m m m 1 2 3 4 . . 1 5 3"),
+        // At 4 the hits on 1 and 2 come before any scan: their bits were set by the
+        // faults already, so the cache is FIFO here.
+        ("linux", 4, "m m m m . . 1 2 3 4 5 1"),
         // Ids 0 and 1 pinned (layer 0 of 2 experts), the inner LRU gets 1 or 2 slots.
         ("pinned:1", 3, "m m 2 3 . 4 2 . 5 2 3 4"),
         ("pinned:1", 4, "m m m 2 . 3 4 . . 5 2 3"),
@@ -96,13 +105,95 @@ fn clock_moves_survivors_sieve_does_not() {
 }
 
 #[test]
-fn linux_active_hits_do_not_reorder() {
+fn linux_eager_active_hits_do_not_reorder() {
     // Active list of at most 2 (of 4). The hit on active 1 does not move it, so the
     // promotion of 3 demotes 1, not 2, to the inactive head; 4 then 1 are evicted.
     let t = [1, 2, 3, 4, 1, 2, 1, 3, 5, 6];
-    assert_eq!(run("linux", 4, 8, &t), "m m m m . . . . 4 1");
+    assert_eq!(run("linux-eager", 4, 8, &t), "m m m m . . . . 4 1");
     // With a fraction of 0 every promotion is demoted at once: inactive is an LRU.
-    assert_eq!(run("linux:0", 4, 8, &t), run("lru", 4, 8, &t));
+    assert_eq!(run("linux-eager:0", 4, 8, &t), run("lru", 4, 8, &t));
+}
+
+/// The sequence of `linux_activates_refaults_and_keeps_the_ratio`.
+const REFAULT: [u16; 11] = [1, 2, 3, 4, 5, 3, 4, 2, 6, 2, 1];
+
+#[test]
+fn linux_activates_refaults_and_keeps_the_ratio() {
+    // Capacity 4, ratio 1, worked out by hand (inactive and active lists head first;
+    // the clock ticks at every eviction and activation):
+    // - 1 2 3 4 fill the inactive list, each with its fault's bit. The miss on 5 gives
+    //   all four a second trip (bit cleared, flag set) and evicts 1 at clock 0.
+    // - 3 4 2 hit: bits set again. The miss on 6 activates 2, 3, 4 (bit and flag;
+    //   clock 1-3); active 3 > 1 x inactive [5] deactivates 2 (bit cleared), 5 takes its
+    //   trip, and 2 (flag, no bit) is evicted at clock 4. Now [6 5] / [4 3].
+    // - The miss on 2 evicts 5 (flag, no bit) at clock 5; 2 was evicted at 4, distance
+    //   6 - 4 = 2 <= 2 active: a refault, straight to the active head ([6] / [2 4 3]).
+    // - The miss on 1 deactivates 3 (active 3 > 1 x 1), gives 6 its trip and evicts 3;
+    //   1 (evicted at 0, distance 8) starts inactive.
+    let c = ctx(4, 8, 2, 0, &REFAULT, &[]);
+    let mut p = moe_spill_policies::Linux::new(4, 8, None);
+    assert_eq!(victims(&mut p, &REFAULT), "m m m m 1 . . . 2 5 3");
+    assert_eq!(p.split_lru().lists(), (vec![1, 6], vec![2, 4]));
+    assert_eq!(p.split_lru().bits(2), (true, false)); // the refault's fault bit
+    assert_eq!(p.split_lru().bits(4), (false, true));
+    assert_eq!(p.split_lru().bits(6), (false, true));
+    assert_eq!(
+        victims(build("linux", &c).as_mut(), &REFAULT),
+        "m m m m 1 . . . 2 5 3"
+    );
+    // Without the refault rule 2 would start inactive and 6 would go instead (the
+    // naive reference has the rule too; this pins that the rule decides here).
+    // Ratio 3: the miss on 6 activates 2, 3, 4 and keeps them (3 <= 3 x 1), 5 goes;
+    // 2 then hits, and the miss on 1 evicts 6 after its trip.
+    assert_eq!(
+        run("linux:ratio=3", 4, 8, &REFAULT),
+        "m m m m 1 . . . 5 . 6"
+    );
+    assert_eq!(
+        run("linux:ratio=1", 4, 8, &REFAULT),
+        "m m m m 1 . . . 2 5 3"
+    );
+}
+
+#[test]
+fn linux_ratio_follows_the_cache_bytes() {
+    // 4 experts of 256 MiB = 1 GiB: the kernel's ratio isqrt(10 x 1) = 3; one byte less
+    // per expert and the cache is below 1 GiB: ratio 1.
+    let with = |eb: u64| {
+        let c = BuildContext {
+            expert_bytes: Some(eb),
+            ..ctx(4, 8, 2, 0, &REFAULT, &[])
+        };
+        victims(build("linux", &c).as_mut(), &REFAULT)
+    };
+    assert_eq!(with(256 << 20), run("linux:ratio=3", 4, 8, &REFAULT));
+    assert_eq!(with((256 << 20) - 1), run("linux:ratio=1", 4, 8, &REFAULT));
+    // An explicit ratio ignores the bytes.
+    let c = BuildContext {
+        expert_bytes: Some(256 << 20),
+        ..ctx(4, 8, 2, 0, &REFAULT, &[])
+    };
+    assert_eq!(
+        victims(build("linux:ratio=1", &c).as_mut(), &REFAULT),
+        "m m m m 1 . . . 2 5 3"
+    );
+    for (cap, eb, ratio) in [(4, 256u64 << 20, 3), (4, 1 << 30, 6), (0, 1 << 40, 1)] {
+        assert_eq!(
+            moe_spill_policies::Linux::new(cap, 8, Some(eb)).ratio(),
+            ratio
+        );
+    }
+    // Pinned (mlock'd) ids leave the file LRU, so the ratio comes from the inner
+    // capacity: 20 experts of 105 MiB pinning 2 leave 18 (1890 MiB: ratio 3), where all
+    // 20 (2100 MiB) would give ratio 4.
+    let t = lcg_trace(5000, 7);
+    let c = BuildContext {
+        expert_bytes: Some(105 << 20),
+        ..ctx(20, 200, 2, 0, &t, &[])
+    };
+    let v = |spec: &str| victims(build(spec, &c).as_mut(), &t);
+    assert_eq!(v("pinned:1:linux"), v("pinned:1:linux:ratio=3"));
+    assert_ne!(v("pinned:1:linux"), v("pinned:1:linux:ratio=4"));
 }
 
 #[test]
@@ -137,6 +228,8 @@ fn capacity_zero_misses_everything_and_holds_nothing() {
         "sieve",
         "s3fifo",
         "linux",
+        "linux:ratio=4",
+        "linux-eager",
         "pinned:0:arc",
         "pin-hot:0",
     ] {
@@ -157,6 +250,8 @@ fn capacity_at_least_distinct_ids_only_cold_misses() {
         "sieve",
         "s3fifo",
         "linux",
+        "linux:ratio=3",
+        "linux-eager",
         "pinned:1",
         "pin-hot:2:clock",
     ] {

@@ -17,7 +17,9 @@ const ALL: &[&str] = &[
     "sieve",
     "s3fifo",
     "linux",
-    "linux:0.2",
+    "linux:ratio=3",
+    "linux-eager",
+    "linux-eager:0.2",
     "pinned:1",
     "pinned:2:clock",
     "pin-hot:4",
@@ -145,6 +147,7 @@ fn pinned_ids_are_never_evicted() {
             "pin-hot:10:s3fifo",
             "pin-hot:5:opt",
             "pinned:1:linux",
+            "pinned:2:linux:ratio=4",
         ] {
             for cap in [24, 30, 40] {
                 for first_slot in [0, 2] {

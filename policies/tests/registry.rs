@@ -19,13 +19,18 @@ fn every_form_parses_and_prints_back_canonically() {
         ("sieve", "sieve"),
         ("s3fifo", "s3fifo"),
         ("linux", "linux"),
-        ("linux:0.5", "linux"),
-        ("linux:0.3", "linux:0.3"),
-        ("linux:0", "linux:0"),
+        ("linux:ratio=auto", "linux"),
+        ("linux:ratio=1", "linux:ratio=1"),
+        ("linux:ratio=31", "linux:ratio=31"),
+        ("linux-eager", "linux-eager"),
+        ("linux-eager:0.5", "linux-eager"),
+        ("linux-eager:0.3", "linux-eager:0.3"),
+        ("linux-eager:0", "linux-eager:0"),
+        ("pinned:1:linux:ratio=3", "pinned:1:linux:ratio=3"),
         (" pinned:3 ", "pinned:3"),
         ("pinned:3:lru", "pinned:3"),
         ("pinned:0:clock", "pinned:0:clock"),
-        ("pinned:2:linux:0.25", "pinned:2:linux:0.25"),
+        ("pinned:2:linux-eager:0.25", "pinned:2:linux-eager:0.25"),
         ("pinned:2:opt", "pinned:2:opt"),
         ("pin-hot:100", "pin-hot:100"),
         ("pin-hot:64:s3fifo", "pin-hot:64:s3fifo"),
@@ -36,13 +41,24 @@ fn every_form_parses_and_prints_back_canonically() {
         assert_eq!(canonical.parse::<PolicySpec>().unwrap(), s);
     }
     assert_eq!(
-        parse("pinned:2:linux:0.25"),
+        parse("pinned:2:linux-eager:0.25"),
         PolicySpec::Pinned {
             layers: 2,
-            inner: BaseSpec::Linux {
+            inner: BaseSpec::LinuxEager {
                 active_fraction: 0.25
             }
         }
+    );
+    assert_eq!(
+        parse("pin-hot:7:linux:ratio=4"),
+        PolicySpec::PinHot {
+            k: 7,
+            inner: BaseSpec::Linux { ratio: Some(4) }
+        }
+    );
+    assert_eq!(
+        parse("linux"),
+        PolicySpec::Base(BaseSpec::Linux { ratio: None })
     );
 }
 
@@ -53,10 +69,22 @@ fn bad_specs_name_themselves_and_list_valid_ones() {
         ("lru2", "unknown policy \"lru2\""),
         ("LRU", "unknown policy"),
         ("lru:3", "lru takes no parameter"),
-        ("linux:1", "[0, 1)"),
-        ("linux:-0.1", "[0, 1)"),
-        ("linux:half", "[0, 1)"),
-        ("linux:NaN", "[0, 1)"),
+        ("linux:0.3", "linux takes ratio=R"),
+        ("linux:0.3", "linux-eager:FRACTION"),
+        ("linux:3", "linux takes ratio=R"),
+        ("linux:ratio=0", "whole number R >= 1"),
+        ("linux:ratio=", "whole number R >= 1"),
+        ("linux:ratio=2.5", "whole number R >= 1"),
+        ("linux:ratio=-1", "whole number R >= 1"),
+        ("linux:ratio=99999999999", "whole number R >= 1"),
+        ("linux:ratio=3:x", "whole number R >= 1"),
+        ("linux:rate=3", "linux takes ratio=R"),
+        ("linux-eager:1", "[0, 1)"),
+        ("linux-eager:-0.1", "[0, 1)"),
+        ("linux-eager:half", "[0, 1)"),
+        ("linux-eager:NaN", "[0, 1)"),
+        ("linux-eager:ratio=2", "[0, 1)"),
+        ("pinned:1:linux:0.5", "linux takes ratio=R"),
         ("pinned", "needs a count"),
         ("pinned:", "whole number"),
         ("pinned:x", "whole number"),
@@ -100,10 +128,12 @@ fn every_listed_policy_builds() {
         future: Some(&future),
         opt_future: None,
         profile: Some(&profile),
+        expert_bytes: Some(1 << 20),
     };
     for (form, _) in POLICIES {
         let spec = form
             .replace("[:FRACTION]", "")
+            .replace("[:ratio=R]", "")
             .replace("N[:POLICY]", "1")
             .replace("K[:POLICY]", "2");
         let p = parse(&spec).build(&c).unwrap_or_else(|e| panic!("{e}"));

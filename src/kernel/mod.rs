@@ -7,7 +7,8 @@
 //! pages through a read-only shared mapping, token by token in replay order, with
 //! llama.cpp's advice. The bytes the kernel reads from storage per token
 //! (`/proc/thread-self/io` read_bytes), divided by the expert size, are the kernel's
-//! misses; the simulator's policies replay the same accesses at the same capacity.
+//! misses; the simulator's policies replay the same accesses at the same capacity, and
+//! so does the page-level model with readahead ([`pagemodel`]), which reports bytes.
 //!
 //! Library use (for `sweep --kernel`): [`kernel_misses`] for one budget, or a
 //! [`KernelSession`] that lays the file out once and runs many budgets.
@@ -15,6 +16,8 @@
 mod cgroup;
 mod child;
 mod layout;
+pub mod pagemodel;
+pub mod sweep;
 mod sys;
 
 use std::ffi::OsString;
@@ -24,7 +27,7 @@ use std::os::fd::FromRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use clap::Args;
@@ -34,6 +37,10 @@ use serde::{Deserialize, Serialize};
 pub use cgroup::{own_memory_cgroup, MemCgroup, Version as CgroupVersion};
 pub use child::{child_main, ChildSpec, SPEC_ENV};
 pub use layout::{Layout, ModelFile, HEADER_BYTES};
+pub use pagemodel::{page_model, PageModelConfig, PageModelRun};
+
+/// The `source` of the page-level model's rows.
+pub const PAGE_MODEL: &str = "page-model";
 
 use crate::error::{Error, Result};
 use crate::hardware::parse_size_gib;
@@ -219,10 +226,16 @@ pub struct KernelSession {
     opts: KernelOptions,
     child: ChildCommand,
     bdi_read_ahead: Option<PathBuf>,
-    runs: usize,
 }
 
 static CHILD_PID: AtomicI32 = AtomicI32::new(0);
+static CGROUP_NUMBER: AtomicUsize = AtomicUsize::new(1);
+
+/// Numbers for this process's cgroups: unique across sessions (several sessions in one
+/// process, e.g. tests, must not reuse a name).
+fn cgroup_number() -> usize {
+    CGROUP_NUMBER.fetch_add(1, Ordering::Relaxed)
+}
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn on_signal(sig: libc::c_int) {
@@ -324,7 +337,7 @@ impl KernelSession {
             ));
         }
         // Fail before writing gigabytes when no cgroup can be made.
-        MemCgroup::create(0)?.remove()?;
+        MemCgroup::create(cgroup_number())?.remove()?;
         let layout = Layout {
             n_ids: plan.n_ids,
             n_experts: plan.n_experts,
@@ -353,7 +366,6 @@ impl KernelSession {
             opts,
             child,
             bdi_read_ahead,
-            runs: 0,
         })
     }
 
@@ -383,8 +395,7 @@ impl KernelSession {
         }
         let started = Instant::now();
         self.file.drop_cache()?;
-        self.runs += 1;
-        let mut cg = MemCgroup::create(self.runs)?;
+        let mut cg = MemCgroup::create(cgroup_number())?;
         let budget_bytes = capacity as u64 * layout.expert_bytes;
         let spec = ChildSpec {
             file: std::fs::canonicalize(&self.file.path)
@@ -684,11 +695,12 @@ pub struct KernelReplayArgs {
     /// file keeps it), restoring it right after; default: leave the device alone.
     #[arg(long, value_name = "KB")]
     pub read_ahead_kb: Option<u32>,
-    /// Policies to compare, comma-separated.
+    /// Policies to compare, comma-separated (the page-level model, `page-model`, is
+    /// always shown).
     #[arg(
         long,
         value_name = "SPEC,...",
-        default_value = "linux,lru,clock,arc,fifo",
+        default_value = "linux,linux-eager,lru,clock,arc,fifo",
         value_delimiter = ','
     )]
     pub policies: Vec<String>,
@@ -715,7 +727,7 @@ pub struct CompareRow {
     pub source: String,
     pub tokens: u64,
     pub accesses: u64,
-    /// Kernel: bytes read / expert bytes; policies: misses.
+    /// Kernel and page model: bytes read / expert bytes; policies: misses.
     pub misses: f64,
     pub misses_per_token: f64,
     pub misses_per_token_p50: f64,
@@ -767,6 +779,7 @@ pub fn policy_run(
         future: spec.needs_future().then_some(&plan.stream[..]),
         opt_future: None,
         profile: None,
+        expert_bytes: plan.expert_bytes,
     };
     let mut p = spec.build(&ctx).map_err(|e| Error::new(e.to_string()))?;
     let mut idx = Vec::new();
@@ -806,7 +819,10 @@ pub fn run(a: KernelReplayArgs) -> Result<()> {
         None => &study.loaded.trace,
     };
     let gpu_layers = econ.as_ref().map_or(0, |e| e.placement.gpu_layers);
-    let plan = ReplayPlan::new(trace, study.include_prompt, gpu_layers);
+    let mut plan = ReplayPlan::new(trace, study.include_prompt, gpu_layers);
+    // The policies model the kernel run, whose page cache holds the scaled experts: the
+    // `linux` ratio follows the scaled bytes (what the kernel saw), not the model's.
+    plan.expert_bytes = Some(a.expert_bytes);
     let budgets: Vec<(Option<f64>, usize)> = if !a.cache_experts.is_empty() {
         a.cache_experts.iter().map(|&c| (None, c)).collect()
     } else {
@@ -854,6 +870,7 @@ pub fn run(a: KernelReplayArgs) -> Result<()> {
         "minor_faults",
         "wall_us",
         "kernel_experts",
+        "page_model_experts",
     ]);
     per_token.header.extend(specs.iter().map(|s| s.to_string()));
     let n = plan.n_tokens;
@@ -932,6 +949,34 @@ pub fn run(a: KernelReplayArgs) -> Result<()> {
         kr.seconds = Some(k.seconds);
         rows.push(kr);
         let kres = k.resident_ids();
+        let overlap = |res: &[bool]| {
+            let held = res.iter().filter(|&&x| x).count();
+            (held > 0).then(|| {
+                res.iter().zip(&kres).filter(|(p, k)| **p && **k).count() as f64 / held as f64
+            })
+        };
+        // The page-level model with the window the kernel run had.
+        let layout = Layout {
+            n_ids: plan.n_ids,
+            n_experts: plan.n_experts,
+            expert_bytes: a.expert_bytes,
+            slices: a.slices,
+        };
+        let pcfg = PageModelConfig::for_advice(layout, a.advice, k.window_kb);
+        let pm = page_model(&plan.stream, plan.per_token, cap, &pcfg);
+        let pmiss = pm.expert_misses();
+        let pper = sorted(pm.misses_per_token());
+        let mut pr = base(PAGE_MODEL.into());
+        pr.misses = pmiss;
+        pr.misses_per_token = pmiss / n as f64;
+        pr.misses_per_token_p50 = pct(&pper, 50.0);
+        pr.misses_per_token_p99 = pct(&pper, 99.0);
+        pr.ssd_bytes_per_token = model_eb.map(|eb| pr.misses_per_token * eb as f64);
+        pr.rel_err = (kmiss > 0.0).then(|| (pmiss - kmiss) / kmiss);
+        pr.resident_experts = pm.resident_experts();
+        pr.resident_overlap = overlap(&pm.resident_ids());
+        pr.read_bytes = Some(pm.total_read_bytes());
+        rows.push(pr);
         let mut policy_counts = Vec::new();
         for spec in &specs {
             let (c, res) = policy_run(&plan, spec, cap)?;
@@ -944,11 +989,8 @@ pub fn run(a: KernelReplayArgs) -> Result<()> {
             r.misses_per_token_p99 = pct(&per, 99.0);
             r.ssd_bytes_per_token = model_eb.map(|eb| r.misses_per_token * eb as f64);
             r.rel_err = (kmiss > 0.0).then(|| (m as f64 - kmiss) / kmiss);
-            let held = res.iter().filter(|&&x| x).count();
-            r.resident_experts = held as f64;
-            r.resident_overlap = (held > 0).then(|| {
-                res.iter().zip(&kres).filter(|(p, k)| **p && **k).count() as f64 / held as f64
-            });
+            r.resident_experts = res.iter().filter(|&&x| x).count() as f64;
+            r.resident_overlap = overlap(&res);
             rows.push(r);
             policy_counts.push(c);
         }
@@ -962,6 +1004,10 @@ pub fn run(a: KernelReplayArgs) -> Result<()> {
                     k.minor_faults[t].to_string(),
                     (k.wall_ns[t] / 1000).to_string(),
                     format!("{:.4}", k.read_bytes[t] as f64 / a.expert_bytes as f64),
+                    format!(
+                        "{:.4}",
+                        (pm.read_pages[t] * pagemodel::PAGE) as f64 / a.expert_bytes as f64
+                    ),
                 ];
                 cells.extend(
                     policy_counts

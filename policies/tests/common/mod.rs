@@ -110,6 +110,7 @@ pub fn ctx<'a>(
         future: Some(trace),
         opt_future: None,
         profile: Some(profile),
+        expert_bytes: None,
     }
 }
 

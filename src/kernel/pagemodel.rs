@@ -1,0 +1,482 @@
+//! The page-level model of what the kernel reads (the `page-model` row of
+//! kernel-replay): the refined `linux` lists ([`SplitLru`]) over the pages of the laid-out
+//! file instead of over experts, plus the mmap readahead that an expert-level policy
+//! cannot express. Under llama.cpp's advice the kernel reads readahead windows, not
+//! experts (traces/KERNEL.md), so this model reports bytes (expert-equivalents), not
+//! whole misses.
+//!
+//! Rules, and the kernel code each stands for (classic split LRU, order-0 accounting):
+//! - **Faults** (a touch of a page that is not cached): with a window of W pages
+//!   (`--advice sequential`: 2 x read_ahead_kb, `normal`: 1 x), the mmap read-around of
+//!   `do_sync_mmap_readahead` reads the missing pages of `[p - W/2, p - W/2 + W)` and
+//!   marks (PG_readahead) the page W/4 before its end, if this read brought it in; with
+//!   no window one page is read.
+//! - **Marked pages**: touching a cached marked page starts async readahead
+//!   (`page_cache_async_ra` via `do_async_mmap_readahead`): if it is where the current
+//!   window expects it, the next W pages after the window; else (interleaved reads) W
+//!   pages from the first page missing within W after it, nothing if none is missing.
+//!   The first page of the new window is marked.
+//! - **References**: pages read ahead start unreferenced; a touched page is referenced
+//!   (its PTE young). `--advice random` (VM_RAND_READ): no readahead and no
+//!   references at all (`vma_has_recency`), so the lists are FIFO.
+//! - **`--advice willneed`** reads exactly the missing pages of each routed expert's
+//!   extents before the touches (`madvise(MADV_WILLNEED)`, order-0 pages).
+//! - **Large folios**: with readahead, ext4 builds large folios; a folio mapped by several
+//!   young PTEs is activated at its first scan (`referenced_ptes > 1`). Modelled per page:
+//!   a referenced page is activated at its first scan.
+//! - **Reclaim**: before a page is added to a full cache, `batch` pages are evicted
+//!   (memcg limit reclaim frees at least SWAP_CLUSTER_MAX = 32), by the scan of
+//!   [`SplitLru::evict`]; the active:inactive ratio is the kernel's for the budget.
+//!
+//! Left out: large folios as units of eviction, fault-around (it maps cached pages, it
+//! reads nothing), `mmap_miss` (read-around stops after 100 more misses than hits; with
+//! experts' many cached pages it stays near 0), the memcg's per-CPU charge batches.
+//!
+//! With no window, exact reads, one page per expert and a batch of 1 this is exactly
+//! the `linux` policy (a test checks it).
+
+use moe_spill_policies::linux::kernel_inactive_ratio;
+use moe_spill_policies::SplitLru;
+
+use super::layout::Layout;
+use super::Advice;
+
+/// Page size of the model (and of the machines it models).
+pub const PAGE: u64 = 4096;
+
+/// memcg limit reclaim frees at least SWAP_CLUSTER_MAX pages at a time.
+pub const RECLAIM_BATCH: usize = 32;
+
+/// How the model reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PageModelConfig {
+    pub layout: Layout,
+    /// Read-around window in pages for a fault (0: only the faulting page).
+    pub window_pages: u32,
+    /// Read each routed expert's missing pages before touching it (MADV_WILLNEED).
+    pub willneed: bool,
+    /// Whether touches count as references (false under MADV_RANDOM).
+    pub recency: bool,
+    /// A referenced page is activated at its first scan (large folios under readahead).
+    pub large_folios: bool,
+    /// Pages evicted per reclaim.
+    pub batch: usize,
+    /// The active:inactive ratio (None: the kernel's for the budget's bytes).
+    pub ratio: Option<u32>,
+}
+
+impl PageModelConfig {
+    /// What the kernel does with `advice` and a read-around window of `window_kb` (the
+    /// one kernel-replay reports for its run: read_ahead_kb times 2, 1 or 0).
+    pub fn for_advice(layout: Layout, advice: Advice, window_kb: u64) -> PageModelConfig {
+        let window_pages = match advice {
+            Advice::Random => 0,
+            _ => (window_kb * 1024 / PAGE) as u32,
+        };
+        let willneed = advice == Advice::Willneed;
+        PageModelConfig {
+            layout,
+            window_pages,
+            willneed,
+            recency: advice != Advice::Random,
+            large_folios: !willneed && window_pages > 0,
+            batch: RECLAIM_BATCH,
+            ratio: None,
+        }
+    }
+}
+
+/// What the model read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PageModelRun {
+    pub expert_bytes: u64,
+    /// Pages read per token.
+    pub read_pages: Vec<u64>,
+    /// Cached pages of every expert at the end (a page shared by two experts' slices
+    /// counts for both, as mincore does in kernel-replay).
+    pub resident_pages: Vec<u32>,
+    pub pages_per_expert: u32,
+    pub ratio: u32,
+}
+
+impl PageModelRun {
+    pub fn total_read_bytes(&self) -> u64 {
+        self.read_pages.iter().sum::<u64>() * PAGE
+    }
+
+    /// Bytes read / expert bytes.
+    pub fn expert_misses(&self) -> f64 {
+        self.total_read_bytes() as f64 / self.expert_bytes as f64
+    }
+
+    pub fn misses_per_token(&self) -> Vec<f64> {
+        let eb = self.expert_bytes as f64;
+        self.read_pages
+            .iter()
+            .map(|&p| (p * PAGE) as f64 / eb)
+            .collect()
+    }
+
+    /// Experts' worth of cached pages at the end.
+    pub fn resident_experts(&self) -> f64 {
+        self.resident_pages.iter().map(|&p| p as f64).sum::<f64>()
+            / self.pages_per_expert.max(1) as f64
+    }
+
+    /// Ids with at least half of their pages cached at the end.
+    pub fn resident_ids(&self) -> Vec<bool> {
+        self.resident_pages
+            .iter()
+            .map(|&p| 2 * p >= self.pages_per_expert)
+            .collect()
+    }
+}
+
+/// The file's pages [first, end) of every extent of every id.
+fn page_ranges(layout: &Layout) -> Vec<[(u32, u32); 3]> {
+    (0..layout.n_ids)
+        .map(|id| {
+            let mut r = [(0, 0); 3];
+            for (i, (off, len)) in layout.extents(id).enumerate() {
+                r[i] = ((off / PAGE) as u32, (off + len).div_ceil(PAGE) as u32);
+            }
+            r
+        })
+        .collect()
+}
+
+struct Sim {
+    lru: SplitLru,
+    /// PG_readahead.
+    marked: Vec<bool>,
+    budget: usize,
+    n_pages: u32,
+    window: u32,
+    recency: bool,
+    batch: usize,
+    /// The file's readahead state (`file_ra_state`): start, size, async size.
+    ra_start: u32,
+    ra_size: u32,
+    ra_async: u32,
+    read: u64,
+}
+
+impl Sim {
+    /// Read page `p` into the cache (unreferenced), reclaiming first when it is full.
+    fn bring_in(&mut self, p: u32) {
+        self.read += 1;
+        if self.budget == 0 {
+            return;
+        }
+        if self.lru.len() >= self.budget {
+            let n = (self.lru.len() + 1 - self.budget)
+                .max(self.batch)
+                .min(self.lru.len());
+            for _ in 0..n {
+                let v = self.lru.evict();
+                self.marked[v as usize] = false;
+            }
+        }
+        self.lru.insert(p, false);
+    }
+
+    /// Read the missing pages of [start, start + size), marking `mark` if this read
+    /// brings it in.
+    fn read_range(&mut self, start: u32, size: u32, mark: Option<u32>) {
+        let end = start.saturating_add(size).min(self.n_pages);
+        for p in start..end {
+            if !self.lru.is_resident(p) {
+                self.bring_in(p);
+                if Some(p) == mark && self.lru.is_resident(p) {
+                    self.marked[p as usize] = true;
+                }
+            }
+        }
+    }
+
+    fn touch(&mut self, p: u32) {
+        if self.lru.is_resident(p) {
+            if self.recency {
+                self.lru.reference(p);
+            }
+            if self.marked[p as usize] {
+                self.marked[p as usize] = false;
+                self.async_readahead(p);
+            }
+            return;
+        }
+        if self.window > 0 {
+            let w = self.window;
+            let start = p.saturating_sub(w / 2);
+            self.ra_start = start;
+            self.ra_size = w;
+            self.ra_async = w / 4;
+            self.read_range(start, w, Some(start + w - w / 4));
+        }
+        // With no window, or if a tiny cache lost it during the read-around.
+        if !self.lru.is_resident(p) {
+            self.bring_in(p);
+        }
+        if self.recency {
+            self.lru.reference(p);
+        }
+    }
+
+    fn async_readahead(&mut self, p: u32) {
+        let w = self.window;
+        if w == 0 {
+            return;
+        }
+        let window_end = self.ra_start + self.ra_size;
+        let start = if p == window_end - self.ra_async || p == window_end {
+            window_end
+        } else {
+            // A mark of an earlier window (interleaved reads): from the first page
+            // missing after it, if one is missing within a window.
+            match (p + 1..(p + 1).saturating_add(w).min(self.n_pages))
+                .find(|&q| !self.lru.is_resident(q))
+            {
+                Some(q) => q,
+                None => return,
+            }
+        };
+        self.ra_start = start;
+        self.ra_size = w;
+        self.ra_async = w;
+        self.read_range(start, w, Some(start));
+    }
+}
+
+/// Replay `stream` (`per_token` ids per token) through the page model with page cache
+/// for `capacity` experts of the layout.
+pub fn page_model(
+    stream: &[u16],
+    per_token: usize,
+    capacity: usize,
+    cfg: &PageModelConfig,
+) -> PageModelRun {
+    let layout = &cfg.layout;
+    let n_pages = layout.file_len().div_ceil(PAGE) as u32;
+    let budget_bytes = capacity as u64 * layout.expert_bytes;
+    let ratio = cfg
+        .ratio
+        .unwrap_or_else(|| kernel_inactive_ratio(budget_bytes));
+    let mut sim = Sim {
+        lru: SplitLru::new(n_pages as usize, ratio).with_large_folios(cfg.large_folios),
+        marked: vec![false; n_pages as usize],
+        budget: (budget_bytes / PAGE) as usize,
+        n_pages,
+        window: cfg.window_pages,
+        recency: cfg.recency,
+        batch: cfg.batch.max(1),
+        ra_start: 0,
+        ra_size: 0,
+        ra_async: 0,
+        read: 0,
+    };
+    let ranges = page_ranges(layout);
+    let slices = layout.slices as usize;
+    let n_tokens = stream.len().checked_div(per_token).unwrap_or(0);
+    let mut read_pages = Vec::with_capacity(n_tokens);
+    for token in stream.chunks_exact(per_token.max(1)).take(n_tokens) {
+        let before = sim.read;
+        for &id in token {
+            let ext = &ranges[id as usize][..slices];
+            if cfg.willneed {
+                for &(a, b) in ext {
+                    sim.read_range(a, b - a, None);
+                }
+            }
+            for &(a, b) in ext {
+                for p in a..b {
+                    sim.touch(p);
+                }
+            }
+        }
+        read_pages.push(sim.read - before);
+    }
+    let resident_pages = ranges
+        .iter()
+        .map(|r| {
+            r[..slices]
+                .iter()
+                .map(|&(a, b)| (a..b).filter(|&p| sim.lru.is_resident(p)).count() as u32)
+                .sum()
+        })
+        .collect();
+    PageModelRun {
+        expert_bytes: layout.expert_bytes,
+        read_pages,
+        resident_pages,
+        pages_per_expert: ranges
+            .first()
+            .map_or(0, |r| r[..slices].iter().map(|&(a, b)| b - a).sum()),
+        ratio,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moe_spill_policies::registry::{BuildContext, PolicySpec};
+
+    fn layout(n_ids: usize, expert_bytes: u64, slices: u32) -> Layout {
+        Layout {
+            n_ids,
+            n_experts: n_ids.min(8),
+            expert_bytes,
+            slices,
+        }
+    }
+
+    fn cfg(layout: Layout, window_pages: u32, willneed: bool, batch: usize) -> PageModelConfig {
+        PageModelConfig {
+            layout,
+            window_pages,
+            willneed,
+            recency: true,
+            large_folios: false,
+            batch,
+            ratio: None,
+        }
+    }
+
+    /// Skewed, drifting ids: `tokens` tokens of `per_token` distinct ids below `n_ids`.
+    fn stream(n_ids: usize, per_token: usize, tokens: usize, seed: u64) -> Vec<u16> {
+        let mut s = seed | 1;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s as usize
+        };
+        let mut out = Vec::new();
+        for t in 0..tokens {
+            let mut tok: Vec<u16> = Vec::new();
+            while tok.len() < per_token {
+                let r = next() % n_ids * (next() % n_ids) / n_ids;
+                let id = ((r + t / 7) % n_ids) as u16;
+                if !tok.contains(&id) {
+                    tok.push(id);
+                }
+            }
+            out.extend(tok);
+        }
+        out
+    }
+
+    /// Misses per token of a policy spec over the same stream.
+    fn policy(spec: &str, stream: &[u16], per_token: usize, n_ids: usize, cap: usize) -> Vec<u64> {
+        let ctx = BuildContext {
+            capacity: cap,
+            n_ids,
+            n_experts: 8,
+            expert_bytes: Some(PAGE),
+            ..Default::default()
+        };
+        let mut p = PolicySpec::parse(spec).unwrap().build(&ctx).unwrap();
+        stream
+            .chunks(per_token)
+            .map(|t| {
+                t.iter()
+                    .filter(|&&id| !p.access(id as u32).is_hit())
+                    .count() as u64
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_page_experts_exact_reads_are_the_linux_policy() {
+        for seed in 1..6u64 {
+            let (n_ids, per_token) = (48, 6);
+            let s = stream(n_ids, per_token, 400, seed);
+            for cap in [0, 1, 5, 6, 12, 24, 40, 48] {
+                // (With no room at all a WILLNEED read is dropped before the touch,
+                // which then reads the page again.)
+                for willneed in [false, cap > 0] {
+                    for ratio in [None, Some(3)] {
+                        let c = PageModelConfig {
+                            ratio,
+                            ..cfg(layout(n_ids, PAGE, 1), 0, willneed, 1)
+                        };
+                        let run = page_model(&s, per_token, cap, &c);
+                        let spec = ratio.map_or("linux".into(), |r| format!("linux:ratio={r}"));
+                        assert_eq!(
+                            run.read_pages,
+                            policy(&spec, &s, per_token, n_ids, cap),
+                            "seed {seed} cap {cap} willneed {willneed} {spec}"
+                        );
+                        // Exactly the budget is cached at the end once it filled.
+                        let cached = run.resident_experts();
+                        assert!(cached <= cap as f64, "{cached} > {cap}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_advice_is_fifo_over_pages() {
+        let (n_ids, per_token) = (40, 4);
+        let s = stream(n_ids, per_token, 500, 9);
+        for cap in [3, 10, 25] {
+            let c = PageModelConfig {
+                batch: 1,
+                ..PageModelConfig::for_advice(layout(n_ids, PAGE, 1), Advice::Random, 512)
+            };
+            assert_eq!(c.window_pages, 0);
+            let run = page_model(&s, per_token, cap, &c);
+            assert_eq!(run.read_pages, policy("fifo", &s, per_token, n_ids, cap));
+        }
+    }
+
+    #[test]
+    fn read_around_and_async_readahead_by_hand() {
+        // 8 experts of 4 pages after the header page (33 pages), window 4, room for all.
+        let c = cfg(layout(8, 4 * PAGE, 1), 4, false, 32);
+        // Expert 1 (pages 5-8): the fault on 5 reads [3, 7) and marks 6; touching 6
+        // (where the window expects its mark) reads [7, 11) and marks 7; touching 7 reads
+        // [11, 15) and marks 11: 12 pages for a 4-page expert. Expert 2 (9-12): 11 is
+        // marked where expected: [15, 19). Expert 0 (1-4): the fault on 1 reads [0, 4)
+        // but 3 is cached: 3 pages, and no mark (3 was not read now).
+        let run = page_model(&[1, 2, 0], 1, 8, &c);
+        assert_eq!(run.read_pages, vec![12, 4, 3]);
+        assert_eq!(run.expert_misses(), 19.0 / 4.0);
+        // Expert 0: [0, 4), [4, 8), [8, 12), mark 8. Expert 5 (21-24): [19, 23),
+        // [23, 27), [27, 31). Expert 1 (5-8): 8 is marked but the current window is
+        // [27, 31): interleaved, so from the first page missing after 8 (12): [12, 16).
+        let run = page_model(&[0, 5, 1], 1, 8, &c);
+        assert_eq!(run.read_pages, vec![12, 12, 4]);
+        // Nothing missing within a window after the old mark: no read.
+        let run = page_model(&[0, 2, 1], 1, 8, &c);
+        assert_eq!(run.read_pages, vec![12, 2, 0]);
+        // The window is clipped at the end of the file (expert 7 is pages 29-32).
+        let run = page_model(&[7], 1, 8, &c);
+        assert_eq!(run.read_pages, vec![6]);
+    }
+
+    #[test]
+    fn reclaim_frees_a_batch() {
+        // Experts of 2 pages, 3 experts of cache (6 pages), exact reads. Experts 0, 1, 2
+        // fill it; the first page of 3 needs room: a batch of 4 evicts pages 1-4 (after
+        // each gets its second trip), a batch of 1 only page 1 (and page 2 for the
+        // second page), so expert 1 is read again only with the batch of 4.
+        let s = [0, 1, 2, 3, 1];
+        let run = |batch| page_model(&s, 1, 3, &cfg(layout(8, 2 * PAGE, 1), 0, true, batch));
+        assert_eq!(run(4).read_pages, vec![2, 2, 2, 2, 2]);
+        assert_eq!(run(1).read_pages, vec![2, 2, 2, 2, 0]);
+        assert_eq!(run(1).resident_pages[..4], [0, 2, 2, 2]);
+    }
+
+    #[test]
+    fn slices_share_pages() {
+        // 4 experts of 3 slices of 6144 B (1.5 pages): each tensor is 6 pages. Expert
+        // 0's slices are pages 1-2, 7-8 and 13-14; expert 1's are 2-3, 8-9, 14-15, so it
+        // shares a page with expert 0 in every tensor and reads only 3 new ones.
+        let c = cfg(layout(4, 18432, 3), 0, true, 1);
+        let run = page_model(&[0, 1, 0], 1, 4, &c);
+        assert_eq!(run.read_pages, vec![6, 3, 0]);
+        assert_eq!(run.pages_per_expert, 6);
+        assert_eq!(run.resident_pages[..2], [6, 6]);
+    }
+}
