@@ -189,7 +189,8 @@ struct State {
     w: Vec<f32>,
     /// Running sum of the weights inside each block.
     inner: Vec<f32>,
-    /// Running sum of the block totals.
+    /// 0, then the running sum of the block totals (`outer[i + 1]`: blocks 0..=i), then
+    /// +inf up to a multiple of 4 sums (a count of sums <= u never includes them).
     outer: Vec<f32>,
     /// The layer's random stream in the current response.
     rng: Rng,
@@ -204,76 +205,171 @@ impl State {
         let n = g.n_experts as usize;
         let b = ((n as f64).sqrt().ceil() as usize).next_power_of_two();
         let nb = n.div_ceil(b);
+        let mut outer = vec![f32::INFINITY; 1 + nb.next_multiple_of(4)];
+        outer[..=nb].fill(0.0);
         State {
             n,
             b,
             nb,
             w: vec![0.0; nb * b],
             inner: vec![0.0; nb * b],
-            outer: vec![0.0; nb],
+            outer,
             rng: Rng::new(0, 0),
             acc: 0.0,
             saved: Vec::with_capacity(g.top_k as usize),
         }
     }
 
-    fn block(&mut self, blk: usize) {
-        let b = self.b;
-        let mut s = 0.0f32;
-        for (x, &w) in self.inner[blk * b..(blk + 1) * b]
-            .iter_mut()
-            .zip(&self.w[blk * b..(blk + 1) * b])
-        {
+    /// The block size: `B` when known at compile time (not 0).
+    #[inline(always)]
+    fn bsize<const B: usize>(&self) -> usize {
+        if B > 0 {
+            B
+        } else {
+            self.b
+        }
+    }
+
+    /// Recompute the running sums of expert `from`'s block from `from` on (the sums
+    /// before it do not depend on its weight).
+    #[inline(always)]
+    fn block_from<const B: usize>(&mut self, from: usize) {
+        let b = self.bsize::<B>();
+        let end = (from & !(b - 1)) + b;
+        let mut s = if from & (b - 1) > 0 {
+            self.inner[from - 1]
+        } else {
+            0.0f32
+        };
+        for (x, &w) in self.inner[from..end].iter_mut().zip(&self.w[from..end]) {
             s += w;
             *x = s;
         }
     }
 
-    fn totals(&mut self) {
-        let b = self.b;
-        let mut s = 0.0f32;
-        for blk in 0..self.nb {
-            s += self.inner[blk * b + b - 1];
-            self.outer[blk] = s;
+    /// Recompute the running block totals from block `from` on.
+    #[inline(always)]
+    fn totals_from<const B: usize>(&mut self, from: usize) {
+        let b = self.bsize::<B>();
+        let mut s = self.outer[from];
+        let ends = self.inner[from * b + b - 1..].iter().step_by(b);
+        for (o, &x) in self.outer[from + 1..=self.nb].iter_mut().zip(ends) {
+            s += x;
+            *o = s;
         }
     }
 
     fn rebuild(&mut self) {
         for blk in 0..self.nb {
-            self.block(blk);
+            self.block_from::<0>(blk * self.b);
         }
-        self.totals();
+        self.totals_from::<0>(0);
     }
 
-    #[inline]
-    fn set(&mut self, e: usize, v: f32) {
-        self.w[e] = v;
-        self.block(e / self.b);
-        self.totals();
-    }
-
-    /// An expert with probability proportional to its weight, for 32 random bits `x`.
+    /// `outer[nb] * 2^-32`: a 32-bit random number times it is uniform in [0, total).
     #[inline(always)]
-    fn sample(&self, x: u32) -> usize {
-        let (b, nb) = (self.b, self.nb);
-        let u = (x as f64 * (1.0 / 4294967296.0) * self.outer[nb - 1] as f64) as f32;
-        let blk = count_le(&self.outer, u).min(nb - 1);
-        let u = u - if blk > 0 { self.outer[blk - 1] } else { 0.0 };
-        let j = count_le(&self.inner[blk * b..(blk + 1) * b], u).min(b - 1);
-        (blk * b + j).min(self.n - 1)
+    fn scale(&self) -> f64 {
+        self.outer[self.nb] as f64 * (1.0 / 4294967296.0)
+    }
+
+    /// An expert with probability proportional to its weight, for 32 random bits `x`
+    /// and `scale = self.scale()`. `B` and `NBP` (the block size and the padded number of
+    /// blocks, `outer.len() - 1`) when known at compile time, else 0.
+    #[inline(always)]
+    fn sample<const B: usize, const NBP: usize>(&self, x: u32, scale: f64) -> usize {
+        // (x * 2^-32) * total and x * (total * 2^-32) are the same product: scaling by
+        // a power of two is exact.
+        let u = (x as f64 * scale) as f32;
+        if B > 0 && NBP > 0 {
+            debug_assert!(self.b == B && self.outer.len() == NBP + 1);
+            // SAFETY: outer holds NBP + 1 sums (checked by `layer_tokens`), and the block
+            // `blk < nb` is one of the nb * B inner sums.
+            unsafe {
+                let outer = self.outer.as_ptr();
+                let blk =
+                    count_le_sorted(&*(outer.add(1) as *const [f32; NBP]), u).min(self.nb - 1);
+                let u = u - *outer.add(blk);
+                let start = blk * B;
+                let inner = &*(self.inner.as_ptr().add(start) as *const [f32; B]);
+                (start + count_le_sorted(inner, u).min(B - 1)).min(self.n - 1)
+            }
+        } else {
+            let (b, nb) = (self.b, self.nb);
+            let blk = count_le(&self.outer[1..], u).min(nb - 1);
+            let u = u - self.outer[blk];
+            let start = blk * b;
+            let j = count_le(&self.inner[start..start + b], u).min(b - 1);
+            (start + j).min(self.n - 1)
+        }
     }
 }
 
-/// How many of the ascending `xs` are <= u (branch-free, vectorisable; unrolled for
-/// whole groups of 8).
-#[inline]
-fn count_le(xs: &[f32], u: f32) -> usize {
-    let mut it = xs.chunks_exact(8);
-    let mut n = 0;
-    for c in &mut it {
-        let c: &[f32; 8] = c.try_into().unwrap();
-        n += c.iter().map(|&x| (x <= u) as usize).sum::<usize>();
+/// How many of the ascending `xs` are <= u, for `L` a multiple of 4 up to 32: the
+/// comparisons packed into a bit mask, whose ones are a prefix (the running sums never
+/// decrease), counted as its trailing ones.
+#[inline(always)]
+fn count_le_sorted<const L: usize>(xs: &[f32; L], u: f32) -> usize {
+    const { assert!(L.is_multiple_of(4) && L <= 32) };
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of x86_64; every load is a whole group of 4 of `xs`.
+        let mask = unsafe {
+            let uu = _mm_set1_ps(u);
+            let le = |i: usize| {
+                if 4 * i < L {
+                    _mm_castps_si128(_mm_cmple_ps(_mm_loadu_ps(xs.as_ptr().add(4 * i)), uu))
+                } else {
+                    _mm_setzero_si128()
+                }
+            };
+            // 16 comparisons (-1 or 0 per lane) to 16 bytes to a 16-bit mask.
+            let m16 = |g: usize| {
+                let lo = _mm_packs_epi32(le(4 * g), le(4 * g + 1));
+                let hi = _mm_packs_epi32(le(4 * g + 2), le(4 * g + 3));
+                _mm_movemask_epi8(_mm_packs_epi16(lo, hi)) as u32
+            };
+            if L > 16 {
+                m16(0) | m16(1) << 16
+            } else {
+                m16(0)
+            }
+        };
+        debug_assert_eq!(mask & mask.wrapping_add(1), 0, "not ascending");
+        (!mask).trailing_zeros() as usize
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        count_le(xs, u)
+    }
+}
+
+/// How many of the `xs` are <= u: branch-free, four at a time.
+#[inline(always)]
+fn count_le(xs: &[f32], u: f32) -> usize {
+    let mut it = xs.chunks_exact(4);
+    #[cfg(target_arch = "x86_64")]
+    let n = {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of x86_64; every load is a whole group of 4 of `xs`.
+        unsafe {
+            let uu = _mm_set1_ps(u);
+            // Each lane counts down by one for every x <= u (the compare gives -1).
+            let mut acc = _mm_setzero_si128();
+            for c in &mut it {
+                let le = _mm_cmple_ps(_mm_loadu_ps(c.as_ptr()), uu);
+                acc = _mm_sub_epi32(acc, _mm_castps_si128(le));
+            }
+            acc = _mm_add_epi32(acc, _mm_shuffle_epi32::<0b01_00_11_10>(acc));
+            acc = _mm_add_epi32(acc, _mm_shuffle_epi32::<0b10_11_00_01>(acc));
+            _mm_cvtsi128_si32(acc) as usize
+        }
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let n = (&mut it)
+        .flatten()
+        .map(|&x| (x <= u) as usize)
+        .sum::<usize>();
     n + it
         .remainder()
         .iter()
@@ -281,14 +377,58 @@ fn count_le(xs: &[f32], u: f32) -> usize {
         .sum::<usize>()
 }
 
+/// The experts picked so far for one token and layer, up to 8, in one SSE register for a
+/// branch-free repeat check. Lanes not yet used hold 0xFFFF, which is no expert
+/// (n_experts <= 65535); lane `j` may hold the last rejected candidate, a repeat of an
+/// earlier lane.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Picked(std::arch::x86_64::__m128i);
+
+/// `LANES[j]`: 0xFFFF in lane j, 0 elsewhere.
+#[cfg(target_arch = "x86_64")]
+static LANES: [[u16; 8]; 8] = {
+    let mut m = [[0u16; 8]; 8];
+    let mut j = 0;
+    while j < 8 {
+        m[j][j] = u16::MAX;
+        j += 1;
+    }
+    m
+};
+
+#[cfg(target_arch = "x86_64")]
+impl Picked {
+    #[inline(always)]
+    fn new() -> Picked {
+        // SAFETY (here and below): SSE2 is part of x86_64; `LANES[j]` is 16 bytes.
+        Picked(unsafe { std::arch::x86_64::_mm_set1_epi16(-1) })
+    }
+
+    /// Whether `e` is among the picks, and `e` put in lane `j`.
+    #[inline(always)]
+    fn check_and_put(&mut self, e: u16, j: usize) -> bool {
+        use std::arch::x86_64::*;
+        unsafe {
+            let ee = _mm_set1_epi16(e as i16);
+            let dup = _mm_movemask_epi8(_mm_cmpeq_epi16(self.0, ee)) != 0;
+            let lane = _mm_loadu_si128(LANES[j].as_ptr() as *const __m128i);
+            self.0 = _mm_or_si128(_mm_andnot_si128(lane, self.0), _mm_and_si128(lane, ee));
+            dup
+        }
+    }
+}
+
 const LAG_TABLE: usize = 4096;
 const MAX_LAG: usize = 512;
 
+const AFFINITY_TABLE: usize = 4096;
+
 /// exp(sigma * z) at the 4096 quantiles (i + 1/2) / 4096 of the standard normal: a
-/// log-normal draw is one lookup.
+/// log-normal draw is one lookup (12 random bits).
 fn affinity_table(sigma: f64) -> Vec<f32> {
-    (0..4096)
-        .map(|i| (sigma * normal_quantile((i as f64 + 0.5) / 4096.0)).exp() as f32)
+    (0..AFFINITY_TABLE)
+        .map(|i| (sigma * normal_quantile((i as f64 + 0.5) / AFFINITY_TABLE as f64)).exp() as f32)
         .collect()
 }
 
@@ -382,6 +522,8 @@ pub fn generate(g: &Geometry, p: &Params, shape: &Shape, seed: u64) -> Trace {
     let pi = popularity(g, &p.skew, seed);
     let opening = opening_tokens(g, &pi, p.opening, seed);
     let lags = lag_table(p.recall_decay);
+    let table = affinity_table(p.affinity);
+    let pi32: Vec<f32> = pi.iter().map(|&x| x as f32).collect();
     // Split the id buffer into responses, hand them out to threads round-robin by size.
     let mut parts: Vec<Part> = Vec::with_capacity(shape.responses.len());
     let mut rest: &mut [u16] = &mut trace.ids;
@@ -397,7 +539,7 @@ pub fn generate(g: &Geometry, p: &Params, shape: &Shape, seed: u64) -> Trace {
     if threads <= 1 || n_tokens * a < 1 << 20 {
         let mut st: Vec<State> = (0..g.n_layers()).map(|_| State::new(g)).collect();
         for (r, ids) in parts {
-            response(g, p, &pi, &lags, &opening, seed, r, ids, &mut st);
+            response(g, p, &pi32, &lags, &table, &opening, seed, r, ids, &mut st);
         }
     } else {
         // Longest first onto the least loaded thread: balanced and independent of timing.
@@ -408,13 +550,13 @@ pub fn generate(g: &Geometry, p: &Params, shape: &Shape, seed: u64) -> Trace {
             b.0 += part.1.len();
             b.1.push(part);
         }
-        let (pi, lags, opening) = (&pi, &lags, &opening);
+        let (pi, lags, table, opening) = (&pi32, &lags, &table, &opening);
         std::thread::scope(|s| {
             for (_, bin) in bins {
                 s.spawn(move || {
                     let mut st: Vec<State> = (0..g.n_layers()).map(|_| State::new(g)).collect();
                     for (r, ids) in bin {
-                        response(g, p, pi, lags, opening, seed, r, ids, &mut st);
+                        response(g, p, pi, lags, table, opening, seed, r, ids, &mut st);
                     }
                 });
             }
@@ -427,6 +569,34 @@ pub fn generate(g: &Geometry, p: &Params, shape: &Shape, seed: u64) -> Trace {
 /// every layer's state is visited once per block.
 const BLOCK_TOKENS: usize = 128;
 
+/// What the layers of a response share.
+struct Draws<'a> {
+    n: usize,
+    k: usize,
+    /// Accesses per token.
+    a: usize,
+    /// The recall lag table (`lag_table`).
+    lags: &'a [u16; LAG_TABLE],
+    /// The affinity quantiles (`affinity_table`).
+    table: &'a [f32; AFFINITY_TABLE],
+    /// 32-bit thresholds: below `dead_below` an affinity draw is outside the topic.
+    dead_below: u64,
+    /// 16-bit threshold: below it a pick is a recall.
+    recall_below: u64,
+    /// Drift redraws per token.
+    per_token: f64,
+}
+
+impl Draws<'_> {
+    /// A topic affinity for 64 random bits.
+    #[inline(always)]
+    fn affinity(&self, x: u64) -> f32 {
+        // A select on the bits, not a branch: the draw is unpredictable.
+        let live = self.table[(x >> 52) as usize];
+        std::hint::select_unpredictable((x & 0xFFFF_FFFF) < self.dead_below, DEAD_WEIGHT, live)
+    }
+}
+
 /// Generate one response into `ids` (its tokens, token-major). The layers are
 /// independent given the response, each with its own random stream, so the response is
 /// made in blocks of tokens, layer after layer inside a block.
@@ -434,8 +604,9 @@ const BLOCK_TOKENS: usize = 128;
 fn response(
     g: &Geometry,
     p: &Params,
-    pi: &[f64],
+    pi: &[f32],
     lags: &[u16],
+    table: &[f32],
     opening: &[u16],
     seed: u64,
     r: usize,
@@ -448,80 +619,153 @@ fn response(
     let n_tok = ids.len() / a;
     let shared = (opening.len() / a).min(n_tok);
     ids[..shared * a].copy_from_slice(&opening[..shared * a]);
-    let (sigma, dead, recall) = (p.affinity, p.dead.clamp(0.0, 1.0), p.recall);
-    let table = affinity_table(sigma);
-    let dead_below = (dead * 4294967296.0) as u64;
-    let affinity = |rng: &mut Rng| -> f32 {
-        let x = rng.next_u64();
-        if (x & 0xFFFF_FFFF) < dead_below {
-            DEAD_WEIGHT
-        } else {
-            table[(x >> 52) as usize]
-        }
+    let dr = Draws {
+        n,
+        k,
+        a,
+        lags: lags.try_into().expect("LAG_TABLE lags"),
+        table: table.try_into().expect("AFFINITY_TABLE quantiles"),
+        dead_below: (p.dead.clamp(0.0, 1.0) * 4294967296.0) as u64,
+        recall_below: (p.recall.clamp(0.0, 1.0) * 65536.0) as u64,
+        per_token: p.drift * n as f64,
     };
-    let recall_below = (recall.clamp(0.0, 1.0) * 65536.0) as u64;
-    let per_token = p.drift * n as f64;
     for (slot, st) in states.iter_mut().enumerate() {
         st.rng = Rng::new(seed, STREAM_RESPONSE + ((r as u64) << 16) + slot as u64);
         st.acc = 0.0;
         let pi = &pi[slot * n..(slot + 1) * n];
         for (w, &x) in st.w.iter_mut().zip(pi) {
-            *w = x as f32 * affinity(&mut st.rng);
+            *w = x * dr.affinity(st.rng.next_u64());
         }
         st.rebuild();
     }
+    let run = layer_fn(states[0].b, states[0].outer.len() - 1, k);
     let mut start = shared;
     while start < n_tok {
         let end = (start + BLOCK_TOKENS).min(n_tok);
         for (slot, st) in states.iter_mut().enumerate() {
-            let pi = &pi[slot * n..(slot + 1) * n];
-            let base = (slot * n) as u16;
-            let mut rng = st.rng.clone();
-            for t in start..end {
-                st.acc += per_token;
-                let m = st.acc as usize;
-                st.acc -= m as f64;
-                for _ in 0..m {
-                    let e = rng.below(n);
-                    let v = pi[e] as f32 * affinity(&mut rng);
-                    st.set(e, v);
-                }
-                let (past, cur) = ids.split_at_mut(t * a + slot * k);
-                let out = &mut cur[..k];
-                let mut j = 0;
-                let mut rejects = 0;
-                while j < k {
-                    // One draw per pick: bits 48.. decide recall, 36..48 the lag,
-                    // 0..32 the recalled pick or the sampled expert.
-                    let x = rng.next_u64();
-                    let e = if t > 0 && (x >> 48) < recall_below {
-                        let d = lags[((x >> 36) & 0xFFF) as usize] as usize;
-                        if d <= t {
-                            let i = (((x & 0xFFFF_FFFF) * k as u64) >> 32) as usize;
-                            past[(t - d) * a + slot * k + i] - base
-                        } else {
-                            st.sample(x as u32) as u16
-                        }
-                    } else {
-                        st.sample(x as u32) as u16
-                    };
-                    let e = base + e;
-                    if out[..j].contains(&e) {
-                        rejects += 1;
-                        if rejects > 32 {
-                            exact_rest(st, base, out, j, &mut rng);
-                            break;
-                        }
-                        continue;
-                    }
-                    out[j] = e;
-                    j += 1;
-                }
-            }
-            st.rng = rng;
+            run(
+                st,
+                &dr,
+                &pi[slot * n..(slot + 1) * n],
+                slot,
+                ids,
+                start,
+                end,
+            );
         }
         start = end;
     }
+}
+
+type LayerFn = fn(&mut State, &Draws, &[f32], usize, &mut [u16], usize, usize);
+
+/// `layer_tokens` compiled for the block size `b`, the padded number of blocks `nbp`
+/// and top-k `k`: the presets' sizes unrolled, any other through the general version.
+fn layer_fn(b: usize, nbp: usize, k: usize) -> LayerFn {
+    macro_rules! pick {
+        ($($b:literal x $nbp:literal),*) => {
+            match (b, nbp, cfg!(target_arch = "x86_64") && k <= 8) {
+                $(($b, $nbp, true) => layer_tokens::<true, $b, $nbp>,)*
+                (32, 16, false) => layer_tokens::<false, 32, 16>,
+                (_, _, true) => layer_tokens::<true, 0, 0>,
+                (_, _, false) => layer_tokens::<false, 0, 0>,
+            }
+        };
+    }
+    pick!(4 x 4, 8 x 4, 8 x 8, 16 x 8, 16 x 12, 16 x 16, 32 x 12, 32 x 16)
+}
+
+/// Tokens `start..end` of MoE layer `slot`: per token the drift, then the top-k picks,
+/// each a recall or a weighted sample, a repeat drawn again. `NARROW`: k <= 8, repeats
+/// checked in one SSE register; `B`, `NBP`: see `State::sample`.
+#[inline(never)]
+fn layer_tokens<const NARROW: bool, const B: usize, const NBP: usize>(
+    st: &mut State,
+    dr: &Draws,
+    pi: &[f32],
+    slot: usize,
+    ids: &mut [u16],
+    start: usize,
+    end: usize,
+) {
+    let (n, k, a) = (dr.n, dr.k, dr.a);
+    assert!(B == 0 || (st.b == B && st.inner.len() == st.nb * B));
+    assert!(NBP == 0 || st.outer.len() == NBP + 1);
+    assert!(end * a <= ids.len() && slot * k + k <= a && k <= a);
+    let base = (slot * n) as u16;
+    let mut rng = st.rng.clone();
+    for t in start..end {
+        st.acc += dr.per_token;
+        let m = st.acc as usize;
+        st.acc -= m as f64;
+        if m > 0 {
+            // The sums are a function of the weights. With the block size known, the
+            // touched block and all block totals are recomputed whole (fixed-length
+            // unrolled loops, no mispredictions); otherwise from the change on.
+            let mut first = usize::MAX;
+            for _ in 0..m {
+                let e = rng.below(n);
+                st.w[e] = pi[e] * dr.affinity(rng.next_u64());
+                if B > 0 {
+                    st.block_from::<B>(e & !(B - 1));
+                } else {
+                    st.block_from::<B>(e);
+                }
+                first = first.min(e);
+            }
+            if B > 0 {
+                st.totals_from::<B>(0);
+            } else {
+                st.totals_from::<B>(first / st.bsize::<B>());
+            }
+        }
+        // The token's picks go to ids[pos..pos + k]; a recall reads an earlier token's.
+        let pos = t * a + slot * k;
+        let p = ids.as_mut_ptr();
+        #[cfg(target_arch = "x86_64")]
+        let mut picked = Picked::new();
+        let scale = st.scale();
+        let idle_back = if t > 0 { a } else { 0 };
+        let mut j = 0;
+        let mut rejects = 0;
+        while j < k {
+            // One draw per pick: bits 48.. decide recall, 36..48 the lag, 0..32 the
+            // recalled pick or the sampled expert.
+            let x = rng.next_u64();
+            let lag = dr.lags[((x >> 36) & 0xFFF) as usize] as usize;
+            let recall = ((x >> 48) < dr.recall_below) & (lag <= t);
+            let i = (((x & 0xFFFF_FFFF) * k as u64) >> 32) as usize;
+            // Both candidates, then a select: no unpredictable branch. Without a recall
+            // the read is of the token before (recently written, so cached), or of
+            // ids[pos] for the first token.
+            let back = std::hint::select_unpredictable(recall, lag * a - i, idle_back);
+            debug_assert!(back <= pos);
+            // SAFETY: pos - back is ids[pos - a] (t > 0), ids[pos] (t = 0) or, for a
+            // recall (lag <= t, i < k <= a), pick i of token t - lag in this layer; and
+            // pos + j < pos + k <= end * a <= ids.len() (asserted above).
+            let recalled = unsafe { *p.add(pos - back) }.wrapping_sub(base);
+            let sampled = st.sample::<B, NBP>(x as u32, scale) as u16;
+            let e = std::hint::select_unpredictable(recall, recalled, sampled);
+            // SAFETY (the picks so far, and pick j): as above.
+            let earlier = || unsafe { std::slice::from_raw_parts(p.add(pos), j) };
+            #[cfg(target_arch = "x86_64")]
+            let dup = if NARROW {
+                picked.check_and_put(e, j)
+            } else {
+                earlier().contains(&(base + e))
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let dup = earlier().contains(&(base + e));
+            unsafe { *p.add(pos + j) = base + e };
+            j += !dup as usize;
+            rejects += dup as usize;
+            if rejects > 32 {
+                exact_rest(st, base, &mut ids[pos..pos + k], j, &mut rng);
+                break;
+            }
+        }
+    }
+    st.rng = rng;
 }
 
 /// Sample the rest of a layer's picks without replacement from the router weights
@@ -537,10 +781,11 @@ fn exact_rest(st: &mut State, base: u16, out: &mut [u16], j: usize, rng: &mut Rn
     }
     for jj in j..out.len() {
         st.rebuild();
-        let mut e = st.sample(rng.next_u64() as u32);
+        let scale = st.scale();
+        let mut e = st.sample::<0, 0>(rng.next_u64() as u32, scale);
         // Only the clamp at the very end of the range can land on a zeroed expert.
         while out[..jj].contains(&(base + e as u16)) {
-            e = st.sample(rng.next_u64() as u32);
+            e = st.sample::<0, 0>(rng.next_u64() as u32, scale);
         }
         out[jj] = base + e as u16;
         saved.push((e, st.w[e]));
