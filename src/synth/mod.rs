@@ -309,7 +309,7 @@ pub fn run(a: SynthArgs) -> Result<()> {
     let t0 = Instant::now();
     let trace = generate(&g, &params, &shape, a.seed);
     let secs = t0.elapsed().as_secs_f64();
-    let (u, d) = crate::analyze::analyze(&trace, chunk, false, false).u_d();
+    let (u, d) = crate::analyze::u_d(&trace, chunk, false);
     say(format!(
         "generated {} responses, {} tokens, {} accesses in {:.3} s ({:.1} M accesses/s); U = {u:.2}, D = {d:.2} per {chunk}-token chunk",
         trace.n_responses(),
