@@ -498,11 +498,8 @@ fn lag_table(decay: f64) -> Vec<u16> {
     out
 }
 
-/// A response's index and its part of the id buffer.
-type Part<'a> = (usize, &'a mut [u16]);
-
 /// Generate a trace. Deterministic for (`g`, `p`, `shape`, `seed`), whatever the number
-/// of threads (every response has its own random stream).
+/// of threads: every response and layer has its own random stream.
 pub fn generate(g: &Geometry, p: &Params, shape: &Shape, seed: u64) -> Trace {
     assert_eq!(p.skew.len(), g.n_layers(), "one skew per layer");
     assert!(
@@ -524,46 +521,77 @@ pub fn generate(g: &Geometry, p: &Params, shape: &Shape, seed: u64) -> Trace {
     let lags = lag_table(p.recall_decay);
     let table = affinity_table(p.affinity);
     let pi32: Vec<f32> = pi.iter().map(|&x| x as f32).collect();
-    // Split the id buffer into responses, hand them out to threads round-robin by size.
-    let mut parts: Vec<Part> = Vec::with_capacity(shape.responses.len());
-    let mut rest: &mut [u16] = &mut trace.ids;
+    // Work units: a response, or when there are few responses for the threads a group
+    // of its layers (the layers of a response are independent given its seed), longest
+    // first; threads take the next unit when done, so they finish together.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = if n_tokens * a < 1 << 20 { 1 } else { threads };
+    let n_layers = g.n_layers();
+    let groups = (8 * threads)
+        .div_ceil(shape.responses.len().max(1))
+        .clamp(1, n_layers);
+    let mut units: Vec<Unit> = Vec::with_capacity(shape.responses.len() * groups);
+    let mut offset = 0;
     for (r, &(pr, d)) in shape.responses.iter().enumerate() {
-        let (head, tail) = rest.split_at_mut((pr + d) * a);
-        parts.push((r, head));
-        rest = tail;
+        let n_tok = pr + d;
+        // The shared opening tokens, copied whole.
+        let shared = (opening.len() / a).min(n_tok);
+        trace.ids[offset..offset + shared * a].copy_from_slice(&opening[..shared * a]);
+        for grp in 0..groups {
+            units.push(Unit {
+                r,
+                offset,
+                n_tok,
+                shared,
+                layers: grp * n_layers / groups..(grp + 1) * n_layers / groups,
+            });
+        }
+        offset += n_tok * a;
     }
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(parts.len())
-        .max(1);
-    if threads <= 1 || n_tokens * a < 1 << 20 {
-        let mut st: Vec<State> = (0..g.n_layers()).map(|_| State::new(g)).collect();
-        for (r, ids) in parts {
-            response(g, p, &pi32, &lags, &table, &opening, seed, r, ids, &mut st);
+    units.retain(|u| !u.layers.is_empty() && u.n_tok > u.shared);
+    units.sort_by_key(|u| std::cmp::Reverse((u.n_tok - u.shared) * u.layers.len()));
+    let ids = Ids(trace.ids.as_mut_ptr(), trace.ids.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let mut states: Vec<State> = (0..n_layers).map(|_| State::new(g)).collect();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(u) = units.get(i) else { break };
+            // SAFETY: `trace.ids` outlives the threads and is not otherwise touched
+            // until they end; units are disjoint (response, layer) cells.
+            unsafe { unit(g, p, &pi32, &lags, &table, seed, u, ids, &mut states) };
         }
+    };
+    if threads <= 1 || units.len() <= 1 {
+        work();
     } else {
-        // Longest first onto the least loaded thread: balanced and independent of timing.
-        parts.sort_by_key(|(_, ids)| std::cmp::Reverse(ids.len()));
-        let mut bins: Vec<(usize, Vec<Part>)> = (0..threads).map(|_| (0, Vec::new())).collect();
-        for part in parts {
-            let b = bins.iter_mut().min_by_key(|b| b.0).unwrap();
-            b.0 += part.1.len();
-            b.1.push(part);
-        }
-        let (pi, lags, table, opening) = (&pi32, &lags, &table, &opening);
         std::thread::scope(|s| {
-            for (_, bin) in bins {
-                s.spawn(move || {
-                    let mut st: Vec<State> = (0..g.n_layers()).map(|_| State::new(g)).collect();
-                    for (r, ids) in bin {
-                        response(g, p, pi, lags, table, opening, seed, r, ids, &mut st);
-                    }
-                });
+            for _ in 0..threads.min(units.len()) {
+                s.spawn(work);
             }
         });
     }
     trace
 }
+
+/// A part of the generation: layers `layers` of response `r`, which has `n_tok` tokens
+/// from `offset` in the id buffer, the first `shared` of them the common opening.
+struct Unit {
+    r: usize,
+    offset: usize,
+    n_tok: usize,
+    shared: usize,
+    layers: std::ops::Range<usize>,
+}
+
+/// The id buffer of a trace being generated, shared by the generating threads: each
+/// (response, layer) cell is written and read by the one unit that makes it.
+#[derive(Clone, Copy)]
+struct Ids(*mut u16, usize);
+
+// SAFETY: see `Ids`: the threads use disjoint parts of the buffer.
+unsafe impl Send for Ids {}
+unsafe impl Sync for Ids {}
 
 /// Tokens generated per layer in turn: the block of the trace stays in cache while
 /// every layer's state is visited once per block.
@@ -597,28 +625,30 @@ impl Draws<'_> {
     }
 }
 
-/// Generate one response into `ids` (its tokens, token-major). The layers are
-/// independent given the response, each with its own random stream, so the response is
-/// made in blocks of tokens, layer after layer inside a block.
+/// Generate a unit: its layers of its response, token-major in the response's part of
+/// `ids`. Each layer has its own random stream, so the unit is made in blocks of tokens,
+/// layer after layer inside a block (the block of the trace stays in cache).
+///
+/// # Safety
+/// `ids` is the trace's buffer, `u` inside it, and no other thread uses `u`'s cells.
 #[allow(clippy::too_many_arguments)]
-fn response(
+unsafe fn unit(
     g: &Geometry,
     p: &Params,
     pi: &[f32],
     lags: &[u16],
     table: &[f32],
-    opening: &[u16],
     seed: u64,
-    r: usize,
-    ids: &mut [u16],
+    u: &Unit,
+    ids: Ids,
     states: &mut [State],
 ) {
     let n = g.n_experts as usize;
     let k = g.top_k as usize;
     let a = g.accesses_per_token();
-    let n_tok = ids.len() / a;
-    let shared = (opening.len() / a).min(n_tok);
-    ids[..shared * a].copy_from_slice(&opening[..shared * a]);
+    assert!(u.offset + u.n_tok * a <= ids.1 && u.layers.end <= g.n_layers());
+    // SAFETY: inside the buffer (asserted).
+    let resp = Ids(unsafe { ids.0.add(u.offset) }, u.n_tok * a);
     let dr = Draws {
         n,
         k,
@@ -629,8 +659,9 @@ fn response(
         recall_below: (p.recall.clamp(0.0, 1.0) * 65536.0) as u64,
         per_token: p.drift * n as f64,
     };
-    for (slot, st) in states.iter_mut().enumerate() {
-        st.rng = Rng::new(seed, STREAM_RESPONSE + ((r as u64) << 16) + slot as u64);
+    let states = &mut states[u.layers.clone()];
+    for (slot, st) in u.layers.clone().zip(states.iter_mut()) {
+        st.rng = Rng::new(seed, STREAM_RESPONSE + ((u.r as u64) << 16) + slot as u64);
         st.acc = 0.0;
         let pi = &pi[slot * n..(slot + 1) * n];
         for (w, &x) in st.w.iter_mut().zip(pi) {
@@ -639,25 +670,28 @@ fn response(
         st.rebuild();
     }
     let run = layer_fn(states[0].b, states[0].outer.len() - 1, k);
-    let mut start = shared;
-    while start < n_tok {
-        let end = (start + BLOCK_TOKENS).min(n_tok);
-        for (slot, st) in states.iter_mut().enumerate() {
-            run(
-                st,
-                &dr,
-                &pi[slot * n..(slot + 1) * n],
-                slot,
-                ids,
-                start,
-                end,
-            );
+    let mut start = u.shared;
+    while start < u.n_tok {
+        let end = (start + BLOCK_TOKENS).min(u.n_tok);
+        for (slot, st) in u.layers.clone().zip(states.iter_mut()) {
+            // SAFETY: the cells of layer `slot` of this response are this unit's.
+            unsafe {
+                run(
+                    st,
+                    &dr,
+                    &pi[slot * n..(slot + 1) * n],
+                    slot,
+                    resp,
+                    start,
+                    end,
+                )
+            };
         }
         start = end;
     }
 }
 
-type LayerFn = fn(&mut State, &Draws, &[f32], usize, &mut [u16], usize, usize);
+type LayerFn = unsafe fn(&mut State, &Draws, &[f32], usize, Ids, usize, usize);
 
 /// `layer_tokens` compiled for the block size `b`, the padded number of blocks `nbp`
 /// and top-k `k`: the presets' sizes unrolled, any other through the general version.
@@ -675,23 +709,28 @@ fn layer_fn(b: usize, nbp: usize, k: usize) -> LayerFn {
     pick!(4 x 4, 8 x 4, 8 x 8, 16 x 8, 16 x 12, 16 x 16, 32 x 12, 32 x 16)
 }
 
-/// Tokens `start..end` of MoE layer `slot`: per token the drift, then the top-k picks,
-/// each a recall or a weighted sample, a repeat drawn again. `NARROW`: k <= 8, repeats
-/// checked in one SSE register; `B`, `NBP`: see `State::sample`.
+/// Tokens `start..end` of MoE layer `slot` of a response (`ids`: its tokens): per
+/// token the drift, then the top-k picks, each a recall or a weighted sample, a repeat
+/// drawn again. `NARROW`: k <= 8, repeats checked in one SSE register; `B`, `NBP`: see
+/// `State::sample`.
+///
+/// # Safety
+/// `ids` is valid, and no other thread uses the cells of layer `slot`.
 #[inline(never)]
-fn layer_tokens<const NARROW: bool, const B: usize, const NBP: usize>(
+unsafe fn layer_tokens<const NARROW: bool, const B: usize, const NBP: usize>(
     st: &mut State,
     dr: &Draws,
     pi: &[f32],
     slot: usize,
-    ids: &mut [u16],
+    ids: Ids,
     start: usize,
     end: usize,
 ) {
     let (n, k, a) = (dr.n, dr.k, dr.a);
     assert!(B == 0 || (st.b == B && st.inner.len() == st.nb * B));
     assert!(NBP == 0 || st.outer.len() == NBP + 1);
-    assert!(end * a <= ids.len() && slot * k + k <= a && k <= a);
+    assert!(end * a <= ids.1 && slot * k + k <= a && k <= a);
+    let p = ids.0;
     let base = (slot * n) as u16;
     let mut rng = st.rng.clone();
     for t in start..end {
@@ -721,7 +760,6 @@ fn layer_tokens<const NARROW: bool, const B: usize, const NBP: usize>(
         }
         // The token's picks go to ids[pos..pos + k]; a recall reads an earlier token's.
         let pos = t * a + slot * k;
-        let p = ids.as_mut_ptr();
         #[cfg(target_arch = "x86_64")]
         let mut picked = Picked::new();
         let scale = st.scale();
@@ -760,7 +798,9 @@ fn layer_tokens<const NARROW: bool, const B: usize, const NBP: usize>(
             j += !dup as usize;
             rejects += dup as usize;
             if rejects > 32 {
-                exact_rest(st, base, &mut ids[pos..pos + k], j, &mut rng);
+                // SAFETY: the token's cells of this layer, not otherwise referenced.
+                let out = unsafe { std::slice::from_raw_parts_mut(p.add(pos), k) };
+                exact_rest(st, base, out, j, &mut rng);
                 break;
             }
         }
