@@ -259,6 +259,19 @@ impl State {
         }
     }
 
+    /// Recompute all running block totals, for the block size `B` and number of blocks
+    /// `NB` known at compile time (a fixed-length loop).
+    #[inline(always)]
+    fn totals<const B: usize, const NB: usize>(&mut self) {
+        let blocks = &self.inner.as_chunks::<B>().0[..NB];
+        let outer: &mut [f32; NB] = (&mut self.outer[1..=NB]).try_into().unwrap();
+        let mut s = 0.0f32;
+        for (o, blk) in outer.iter_mut().zip(blocks) {
+            s += blk[B - 1];
+            *o = s;
+        }
+    }
+
     fn rebuild(&mut self) {
         for blk in 0..self.nb {
             self.block_from::<0>(blk * self.b);
@@ -273,25 +286,24 @@ impl State {
     }
 
     /// An expert with probability proportional to its weight, for 32 random bits `x`
-    /// and `scale = self.scale()`. `B` and `NBP` (the block size and the padded number of
-    /// blocks, `outer.len() - 1`) when known at compile time, else 0.
+    /// and `scale = self.scale()`. `B` and `NB` (the block size and the number of
+    /// blocks) when known at compile time, else 0.
     #[inline(always)]
-    fn sample<const B: usize, const NBP: usize>(&self, x: u32, scale: f64) -> usize {
+    fn sample<const B: usize, const NB: usize>(&self, x: u32, scale: f64) -> usize {
         // (x * 2^-32) * total and x * (total * 2^-32) are the same product: scaling by
         // a power of two is exact.
         let u = (x as f64 * scale) as f32;
-        if B > 0 && NBP > 0 {
-            debug_assert!(self.b == B && self.outer.len() == NBP + 1);
-            // SAFETY: outer holds NBP + 1 sums (checked by `layer_tokens`), and the block
-            // `blk < nb` is one of the nb * B inner sums.
+        if B > 0 && NB > 0 {
+            debug_assert!(self.b == B && self.nb == NB && self.outer.len() > NB);
+            // SAFETY: outer holds 1 + NB sums and +inf up to a multiple of 4 (checked by
+            // `layer_tokens`), and the block `blk < NB` is one of the NB * B inner sums.
             unsafe {
                 let outer = self.outer.as_ptr();
-                let blk =
-                    count_le_sorted(&*(outer.add(1) as *const [f32; NBP]), u).min(self.nb - 1);
+                let blk = count_le_sorted::<NB>(outer.add(1), u).min(NB - 1);
                 let u = u - *outer.add(blk);
                 let start = blk * B;
-                let inner = &*(self.inner.as_ptr().add(start) as *const [f32; B]);
-                (start + count_le_sorted(inner, u).min(B - 1)).min(self.n - 1)
+                let j = count_le_sorted::<B>(self.inner.as_ptr().add(start), u);
+                (start + j.min(B - 1)).min(self.n - 1)
             }
         } else {
             let (b, nb) = (self.b, self.nb);
@@ -304,21 +316,24 @@ impl State {
     }
 }
 
-/// How many of the ascending `xs` are <= u, for `L` a multiple of 4 up to 32: the
+/// How many of the `L` ascending floats at `xs` are <= u, for `L` up to 32: the
 /// comparisons packed into a bit mask, whose ones are a prefix (the running sums never
-/// decrease), counted as its trailing ones.
+/// decrease), counted as its trailing ones. Reads whole groups of 4.
+///
+/// # Safety
+/// `xs` is readable for `L` rounded up to a multiple of 4 floats, those past `L` > u.
 #[inline(always)]
-fn count_le_sorted<const L: usize>(xs: &[f32; L], u: f32) -> usize {
-    const { assert!(L.is_multiple_of(4) && L <= 32) };
+unsafe fn count_le_sorted<const L: usize>(xs: *const f32, u: f32) -> usize {
+    const { assert!(L <= 32) };
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::*;
-        // SAFETY: SSE2 is part of x86_64; every load is a whole group of 4 of `xs`.
+        // SAFETY: SSE2 is part of x86_64; the loads are whole groups of 4 (see above).
         let mask = unsafe {
             let uu = _mm_set1_ps(u);
             let le = |i: usize| {
                 if 4 * i < L {
-                    _mm_castps_si128(_mm_cmple_ps(_mm_loadu_ps(xs.as_ptr().add(4 * i)), uu))
+                    _mm_castps_si128(_mm_cmple_ps(_mm_loadu_ps(xs.add(4 * i)), uu))
                 } else {
                     _mm_setzero_si128()
                 }
@@ -340,7 +355,8 @@ fn count_le_sorted<const L: usize>(xs: &[f32; L], u: f32) -> usize {
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        count_le(xs, u)
+        // SAFETY: see above.
+        count_le(unsafe { std::slice::from_raw_parts(xs, L) }, u)
     }
 }
 
@@ -412,7 +428,7 @@ impl Picked {
         unsafe {
             let ee = _mm_set1_epi16(e as i16);
             let dup = _mm_movemask_epi8(_mm_cmpeq_epi16(self.0, ee)) != 0;
-            let lane = _mm_loadu_si128(LANES[j].as_ptr() as *const __m128i);
+            let lane = _mm_loadu_si128(LANES[j & 7].as_ptr() as *const __m128i);
             self.0 = _mm_or_si128(_mm_andnot_si128(lane, self.0), _mm_and_si128(lane, ee));
             dup
         }
@@ -669,7 +685,7 @@ unsafe fn unit(
         }
         st.rebuild();
     }
-    let run = layer_fn(states[0].b, states[0].outer.len() - 1, k);
+    let run = layer_fn(states[0].b, states[0].nb, k);
     let mut start = u.shared;
     while start < u.n_tok {
         let end = (start + BLOCK_TOKENS).min(u.n_tok);
@@ -693,31 +709,31 @@ unsafe fn unit(
 
 type LayerFn = unsafe fn(&mut State, &Draws, &[f32], usize, Ids, usize, usize);
 
-/// `layer_tokens` compiled for the block size `b`, the padded number of blocks `nbp`
-/// and top-k `k`: the presets' sizes unrolled, any other through the general version.
-fn layer_fn(b: usize, nbp: usize, k: usize) -> LayerFn {
+/// `layer_tokens` compiled for the block size `b`, the number of blocks `nb` and top-k
+/// `k`: the presets' sizes unrolled, any other through the general version.
+fn layer_fn(b: usize, nb: usize, k: usize) -> LayerFn {
     macro_rules! pick {
-        ($($b:literal x $nbp:literal),*) => {
-            match (b, nbp, cfg!(target_arch = "x86_64") && k <= 8) {
-                $(($b, $nbp, true) => layer_tokens::<true, $b, $nbp>,)*
+        ($($b:literal x $nb:literal),*) => {
+            match (b, nb, cfg!(target_arch = "x86_64") && k <= 8) {
+                $(($b, $nb, true) => layer_tokens::<true, $b, $nb>,)*
                 (32, 16, false) => layer_tokens::<false, 32, 16>,
                 (_, _, true) => layer_tokens::<true, 0, 0>,
                 (_, _, false) => layer_tokens::<false, 0, 0>,
             }
         };
     }
-    pick!(4 x 4, 8 x 4, 8 x 8, 16 x 8, 16 x 12, 16 x 16, 32 x 12, 32 x 16)
+    pick!(4 x 2, 4 x 4, 8 x 4, 8 x 8, 16 x 8, 16 x 10, 16 x 16, 32 x 12, 32 x 16)
 }
 
 /// Tokens `start..end` of MoE layer `slot` of a response (`ids`: its tokens): per
 /// token the drift, then the top-k picks, each a recall or a weighted sample, a repeat
-/// drawn again. `NARROW`: k <= 8, repeats checked in one SSE register; `B`, `NBP`: see
+/// drawn again. `NARROW`: k <= 8, repeats checked in one SSE register; `B`, `NB`: see
 /// `State::sample`.
 ///
 /// # Safety
 /// `ids` is valid, and no other thread uses the cells of layer `slot`.
 #[inline(never)]
-unsafe fn layer_tokens<const NARROW: bool, const B: usize, const NBP: usize>(
+unsafe fn layer_tokens<const NARROW: bool, const B: usize, const NB: usize>(
     st: &mut State,
     dr: &Draws,
     pi: &[f32],
@@ -727,8 +743,8 @@ unsafe fn layer_tokens<const NARROW: bool, const B: usize, const NBP: usize>(
     end: usize,
 ) {
     let (n, k, a) = (dr.n, dr.k, dr.a);
-    assert!(B == 0 || (st.b == B && st.inner.len() == st.nb * B));
-    assert!(NBP == 0 || st.outer.len() == NBP + 1);
+    assert!(B == 0 || (st.b == B && st.nb == NB && st.inner.len() == NB * B));
+    assert!(NB == 0 || st.outer.len() == 1 + NB.next_multiple_of(4));
     assert!(end * a <= ids.1 && slot * k + k <= a && k <= a);
     let p = ids.0;
     let base = (slot * n) as u16;
@@ -753,7 +769,7 @@ unsafe fn layer_tokens<const NARROW: bool, const B: usize, const NBP: usize>(
                 first = first.min(e);
             }
             if B > 0 {
-                st.totals_from::<B>(0);
+                st.totals::<B, NB>();
             } else {
                 st.totals_from::<B>(first / st.bsize::<B>());
             }
@@ -782,7 +798,7 @@ unsafe fn layer_tokens<const NARROW: bool, const B: usize, const NBP: usize>(
             // recall (lag <= t, i < k <= a), pick i of token t - lag in this layer; and
             // pos + j < pos + k <= end * a <= ids.len() (asserted above).
             let recalled = unsafe { *p.add(pos - back) }.wrapping_sub(base);
-            let sampled = st.sample::<B, NBP>(x as u32, scale) as u16;
+            let sampled = st.sample::<B, NB>(x as u32, scale) as u16;
             let e = std::hint::select_unpredictable(recall, recalled, sampled);
             // SAFETY (the picks so far, and pick j): as above.
             let earlier = || unsafe { std::slice::from_raw_parts(p.add(pos), j) };
