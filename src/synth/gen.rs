@@ -980,6 +980,53 @@ mod tests {
         check_geometry(&a);
     }
 
+    /// The generator's output is pinned: FNV-1a of the ids of small traces over every
+    /// code path (the presets' block sizes, the general one, k > 8, fewer live experts
+    /// than k), as the generator made them before it was optimised for speed. A faster
+    /// generator must give the same traces (the seed of a trace must keep its meaning).
+    #[test]
+    fn output_is_pinned() {
+        let cases: [(usize, u16, u16, f64, f64, u64); 18] = [
+            (5, 40, 6, 0.3, 0.01, 0xd0b280f2c93ce2dc),
+            (4, 100, 8, 0.2, 0.02, 0x043fbfc7f2a2645f),
+            (3, 1000, 8, 0.3, 0.005, 0x34c65a784c497a86),
+            (3, 1000, 12, 0.1, 0.005, 0x75a613835cf03379),
+            (4, 3, 2, 0.0, 0.1, 0x62fc56e84b49badf),
+            (4, 2, 2, 0.0, 0.1, 0x96eb0ada94c2a745),
+            (6, 20, 9, 0.5, 0.05, 0xa807e06d916ef67f),
+            (3, 200, 20, 0.2, 0.01, 0x2e18847077e94815),
+            (4, 40, 6, 0.97, 0.2, 0x7f1889d615065ef7),
+            (3, 256, 8, 0.26, 0.005, 0x12778f0ba0d221e2),
+            (3, 160, 8, 0.26, 0.005, 0x26dd69c6e42092e3),
+            (3, 384, 8, 0.26, 0.005, 0xd9580bbed40afbac),
+            (3, 512, 10, 0.26, 0.005, 0x4785cf55dbb3d5e6),
+            (3, 64, 6, 0.05, 0.005, 0x8e4ede068820320c),
+            (3, 8, 2, 0.2, 0.05, 0x9ea6aa2518538c9f),
+            (3, 32, 4, 0.2, 0.05, 0x2b31c864ee55f9c6),
+            (3, 16, 1, 0.2, 0.05, 0x255215cb144b624e),
+            (3, 128, 8, 0.2, 0.01, 0x5116dadf255ab723),
+        ];
+        for (layers, n, k, dead, drift, want) in cases {
+            let p = Params {
+                skew: Params::depth_skew(layers, 0.3, 1.5),
+                affinity: 0.8,
+                dead,
+                drift,
+                recall: 0.3,
+                recall_decay: 1.5,
+                opening: 2,
+            };
+            let shape = Shape {
+                responses: vec![(5, 700), (0, 1300), (3, 40)],
+            };
+            let t = generate(&geo(layers, n, k), &p, &shape, 9);
+            let h = t.ids.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
+                (h ^ x as u64).wrapping_mul(0x100_0000_01b3)
+            });
+            assert_eq!(h, want, "{n} experts, top-{k}, dead {dead}");
+        }
+    }
+
     #[test]
     fn recall_and_affinity_give_temporal_locality() {
         let g = geo(4, 64, 4);
