@@ -18,7 +18,7 @@ const TOL_D: f64 = 0.012;
 
 /// U and D of a trace (decode tokens, 128-token chunks, threshold 100%).
 pub fn u_d(trace: &Trace) -> (f64, f64) {
-    analyze(trace, CHUNK, false, false).u_d()
+    crate::analyze::u_d(trace, CHUNK, false)
 }
 
 /// Range of `drift` searched by the calibration.
@@ -217,7 +217,7 @@ pub fn calibrate_with(
         if let Some(&(_, r)) = memo.borrow().iter().find(|(k, _)| *k == key) {
             return r;
         }
-        let r = analyze(&generate(g, p, shape, seed), chunk, false, false).u_d();
+        let r = crate::analyze::u_d(&generate(g, p, shape, seed), chunk, false);
         if std::env::var_os("MOE_SPILL_SYNTH_DEBUG").is_some() {
             eprintln!(
                 "affinity {:.4} dead {:.4} drift {:.5} -> U {:.1} D {:.2}",

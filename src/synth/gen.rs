@@ -189,7 +189,8 @@ struct State {
     w: Vec<f32>,
     /// Running sum of the weights inside each block.
     inner: Vec<f32>,
-    /// Running sum of the block totals.
+    /// 0, then the running sum of the block totals (`outer[i + 1]`: blocks 0..=i), then
+    /// +inf up to a multiple of 4 sums (a count of sums <= u never includes them).
     outer: Vec<f32>,
     /// The layer's random stream in the current response.
     rng: Rng,
@@ -204,76 +205,187 @@ impl State {
         let n = g.n_experts as usize;
         let b = ((n as f64).sqrt().ceil() as usize).next_power_of_two();
         let nb = n.div_ceil(b);
+        let mut outer = vec![f32::INFINITY; 1 + nb.next_multiple_of(4)];
+        outer[..=nb].fill(0.0);
         State {
             n,
             b,
             nb,
             w: vec![0.0; nb * b],
             inner: vec![0.0; nb * b],
-            outer: vec![0.0; nb],
+            outer,
             rng: Rng::new(0, 0),
             acc: 0.0,
             saved: Vec::with_capacity(g.top_k as usize),
         }
     }
 
-    fn block(&mut self, blk: usize) {
-        let b = self.b;
-        let mut s = 0.0f32;
-        for (x, &w) in self.inner[blk * b..(blk + 1) * b]
-            .iter_mut()
-            .zip(&self.w[blk * b..(blk + 1) * b])
-        {
+    /// The block size: `B` when known at compile time (not 0).
+    #[inline(always)]
+    fn bsize<const B: usize>(&self) -> usize {
+        if B > 0 {
+            B
+        } else {
+            self.b
+        }
+    }
+
+    /// Recompute the running sums of expert `from`'s block from `from` on (the sums
+    /// before it do not depend on its weight).
+    #[inline(always)]
+    fn block_from<const B: usize>(&mut self, from: usize) {
+        let b = self.bsize::<B>();
+        let end = (from & !(b - 1)) + b;
+        let mut s = if from & (b - 1) > 0 {
+            self.inner[from - 1]
+        } else {
+            0.0f32
+        };
+        for (x, &w) in self.inner[from..end].iter_mut().zip(&self.w[from..end]) {
             s += w;
             *x = s;
         }
     }
 
-    fn totals(&mut self) {
-        let b = self.b;
+    /// Recompute the running block totals from block `from` on.
+    #[inline(always)]
+    fn totals_from<const B: usize>(&mut self, from: usize) {
+        let b = self.bsize::<B>();
+        let mut s = self.outer[from];
+        let ends = self.inner[from * b + b - 1..].iter().step_by(b);
+        for (o, &x) in self.outer[from + 1..=self.nb].iter_mut().zip(ends) {
+            s += x;
+            *o = s;
+        }
+    }
+
+    /// Recompute all running block totals, for the block size `B` and number of blocks
+    /// `NB` known at compile time (a fixed-length loop).
+    #[inline(always)]
+    fn totals<const B: usize, const NB: usize>(&mut self) {
+        let blocks = &self.inner.as_chunks::<B>().0[..NB];
+        let outer: &mut [f32; NB] = (&mut self.outer[1..=NB]).try_into().unwrap();
         let mut s = 0.0f32;
-        for blk in 0..self.nb {
-            s += self.inner[blk * b + b - 1];
-            self.outer[blk] = s;
+        for (o, blk) in outer.iter_mut().zip(blocks) {
+            s += blk[B - 1];
+            *o = s;
         }
     }
 
     fn rebuild(&mut self) {
         for blk in 0..self.nb {
-            self.block(blk);
+            self.block_from::<0>(blk * self.b);
         }
-        self.totals();
+        self.totals_from::<0>(0);
     }
 
-    #[inline]
-    fn set(&mut self, e: usize, v: f32) {
-        self.w[e] = v;
-        self.block(e / self.b);
-        self.totals();
-    }
-
-    /// An expert with probability proportional to its weight, for 32 random bits `x`.
+    /// `outer[nb] * 2^-32`: a 32-bit random number times it is uniform in [0, total).
     #[inline(always)]
-    fn sample(&self, x: u32) -> usize {
-        let (b, nb) = (self.b, self.nb);
-        let u = (x as f64 * (1.0 / 4294967296.0) * self.outer[nb - 1] as f64) as f32;
-        let blk = count_le(&self.outer, u).min(nb - 1);
-        let u = u - if blk > 0 { self.outer[blk - 1] } else { 0.0 };
-        let j = count_le(&self.inner[blk * b..(blk + 1) * b], u).min(b - 1);
-        (blk * b + j).min(self.n - 1)
+    fn scale(&self) -> f64 {
+        self.outer[self.nb] as f64 * (1.0 / 4294967296.0)
+    }
+
+    /// An expert with probability proportional to its weight, for 32 random bits `x`
+    /// and `scale = self.scale()`. `B` and `NB` (the block size and the number of
+    /// blocks) when known at compile time, else 0.
+    #[inline(always)]
+    fn sample<const B: usize, const NB: usize>(&self, x: u32, scale: f64) -> usize {
+        // (x * 2^-32) * total and x * (total * 2^-32) are the same product: scaling by
+        // a power of two is exact.
+        let u = (x as f64 * scale) as f32;
+        if B > 0 && NB > 0 {
+            debug_assert!(self.b == B && self.nb == NB && self.outer.len() > NB);
+            // SAFETY: outer holds 1 + NB sums and +inf up to a multiple of 4 (checked by
+            // `layer_tokens`), and the block `blk < NB` is one of the NB * B inner sums.
+            unsafe {
+                let outer = self.outer.as_ptr();
+                let blk = count_le_sorted::<NB>(outer.add(1), u).min(NB - 1);
+                let u = u - *outer.add(blk);
+                let start = blk * B;
+                let j = count_le_sorted::<B>(self.inner.as_ptr().add(start), u);
+                (start + j.min(B - 1)).min(self.n - 1)
+            }
+        } else {
+            let (b, nb) = (self.b, self.nb);
+            let blk = count_le(&self.outer[1..], u).min(nb - 1);
+            let u = u - self.outer[blk];
+            let start = blk * b;
+            let j = count_le(&self.inner[start..start + b], u).min(b - 1);
+            (start + j).min(self.n - 1)
+        }
     }
 }
 
-/// How many of the ascending `xs` are <= u (branch-free, vectorisable; unrolled for
-/// whole groups of 8).
-#[inline]
-fn count_le(xs: &[f32], u: f32) -> usize {
-    let mut it = xs.chunks_exact(8);
-    let mut n = 0;
-    for c in &mut it {
-        let c: &[f32; 8] = c.try_into().unwrap();
-        n += c.iter().map(|&x| (x <= u) as usize).sum::<usize>();
+/// How many of the `L` ascending floats at `xs` are <= u, for `L` up to 32: the
+/// comparisons packed into a bit mask, whose ones are a prefix (the running sums never
+/// decrease), counted as its trailing ones. Reads whole groups of 4.
+///
+/// # Safety
+/// `xs` is readable for `L` rounded up to a multiple of 4 floats, those past `L` > u.
+#[inline(always)]
+unsafe fn count_le_sorted<const L: usize>(xs: *const f32, u: f32) -> usize {
+    const { assert!(L <= 32) };
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of x86_64; the loads are whole groups of 4 (see above).
+        let mask = unsafe {
+            let uu = _mm_set1_ps(u);
+            let le = |i: usize| {
+                if 4 * i < L {
+                    _mm_castps_si128(_mm_cmple_ps(_mm_loadu_ps(xs.add(4 * i)), uu))
+                } else {
+                    _mm_setzero_si128()
+                }
+            };
+            // 16 comparisons (-1 or 0 per lane) to 16 bytes to a 16-bit mask.
+            let m16 = |g: usize| {
+                let lo = _mm_packs_epi32(le(4 * g), le(4 * g + 1));
+                let hi = _mm_packs_epi32(le(4 * g + 2), le(4 * g + 3));
+                _mm_movemask_epi8(_mm_packs_epi16(lo, hi)) as u32
+            };
+            if L > 16 {
+                m16(0) | m16(1) << 16
+            } else {
+                m16(0)
+            }
+        };
+        debug_assert_eq!(mask & mask.wrapping_add(1), 0, "not ascending");
+        (!mask).trailing_zeros() as usize
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        // SAFETY: see above.
+        count_le(unsafe { std::slice::from_raw_parts(xs, L) }, u)
+    }
+}
+
+/// How many of the `xs` are <= u: branch-free, four at a time.
+#[inline(always)]
+fn count_le(xs: &[f32], u: f32) -> usize {
+    let mut it = xs.chunks_exact(4);
+    #[cfg(target_arch = "x86_64")]
+    let n = {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of x86_64; every load is a whole group of 4 of `xs`.
+        unsafe {
+            let uu = _mm_set1_ps(u);
+            // Each lane counts down by one for every x <= u (the compare gives -1).
+            let mut acc = _mm_setzero_si128();
+            for c in &mut it {
+                let le = _mm_cmple_ps(_mm_loadu_ps(c.as_ptr()), uu);
+                acc = _mm_sub_epi32(acc, _mm_castps_si128(le));
+            }
+            acc = _mm_add_epi32(acc, _mm_shuffle_epi32::<0b01_00_11_10>(acc));
+            acc = _mm_add_epi32(acc, _mm_shuffle_epi32::<0b10_11_00_01>(acc));
+            _mm_cvtsi128_si32(acc) as usize
+        }
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let n = (&mut it)
+        .flatten()
+        .map(|&x| (x <= u) as usize)
+        .sum::<usize>();
     n + it
         .remainder()
         .iter()
@@ -281,14 +393,58 @@ fn count_le(xs: &[f32], u: f32) -> usize {
         .sum::<usize>()
 }
 
+/// The experts picked so far for one token and layer, up to 8, in one SSE register for a
+/// branch-free repeat check. Lanes not yet used hold 0xFFFF, which is no expert
+/// (n_experts <= 65535); lane `j` may hold the last rejected candidate, a repeat of an
+/// earlier lane.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Picked(std::arch::x86_64::__m128i);
+
+/// `LANES[j]`: 0xFFFF in lane j, 0 elsewhere.
+#[cfg(target_arch = "x86_64")]
+static LANES: [[u16; 8]; 8] = {
+    let mut m = [[0u16; 8]; 8];
+    let mut j = 0;
+    while j < 8 {
+        m[j][j] = u16::MAX;
+        j += 1;
+    }
+    m
+};
+
+#[cfg(target_arch = "x86_64")]
+impl Picked {
+    #[inline(always)]
+    fn new() -> Picked {
+        // SAFETY (here and below): SSE2 is part of x86_64; `LANES[j]` is 16 bytes.
+        Picked(unsafe { std::arch::x86_64::_mm_set1_epi16(-1) })
+    }
+
+    /// Whether `e` is among the picks, and `e` put in lane `j`.
+    #[inline(always)]
+    fn check_and_put(&mut self, e: u16, j: usize) -> bool {
+        use std::arch::x86_64::*;
+        unsafe {
+            let ee = _mm_set1_epi16(e as i16);
+            let dup = _mm_movemask_epi8(_mm_cmpeq_epi16(self.0, ee)) != 0;
+            let lane = _mm_loadu_si128(LANES[j & 7].as_ptr() as *const __m128i);
+            self.0 = _mm_or_si128(_mm_andnot_si128(lane, self.0), _mm_and_si128(lane, ee));
+            dup
+        }
+    }
+}
+
 const LAG_TABLE: usize = 4096;
 const MAX_LAG: usize = 512;
 
+const AFFINITY_TABLE: usize = 4096;
+
 /// exp(sigma * z) at the 4096 quantiles (i + 1/2) / 4096 of the standard normal: a
-/// log-normal draw is one lookup.
+/// log-normal draw is one lookup (12 random bits).
 fn affinity_table(sigma: f64) -> Vec<f32> {
-    (0..4096)
-        .map(|i| (sigma * normal_quantile((i as f64 + 0.5) / 4096.0)).exp() as f32)
+    (0..AFFINITY_TABLE)
+        .map(|i| (sigma * normal_quantile((i as f64 + 0.5) / AFFINITY_TABLE as f64)).exp() as f32)
         .collect()
 }
 
@@ -358,11 +514,8 @@ fn lag_table(decay: f64) -> Vec<u16> {
     out
 }
 
-/// A response's index and its part of the id buffer.
-type Part<'a> = (usize, &'a mut [u16]);
-
 /// Generate a trace. Deterministic for (`g`, `p`, `shape`, `seed`), whatever the number
-/// of threads (every response has its own random stream).
+/// of threads: every response and layer has its own random stream.
 pub fn generate(g: &Geometry, p: &Params, shape: &Shape, seed: u64) -> Trace {
     assert_eq!(p.skew.len(), g.n_layers(), "one skew per layer");
     assert!(
@@ -382,146 +535,293 @@ pub fn generate(g: &Geometry, p: &Params, shape: &Shape, seed: u64) -> Trace {
     let pi = popularity(g, &p.skew, seed);
     let opening = opening_tokens(g, &pi, p.opening, seed);
     let lags = lag_table(p.recall_decay);
-    // Split the id buffer into responses, hand them out to threads round-robin by size.
-    let mut parts: Vec<Part> = Vec::with_capacity(shape.responses.len());
-    let mut rest: &mut [u16] = &mut trace.ids;
+    let table = affinity_table(p.affinity);
+    let pi32: Vec<f32> = pi.iter().map(|&x| x as f32).collect();
+    // Work units: a response, or when there are few responses for the threads a group
+    // of its layers (the layers of a response are independent given its seed), longest
+    // first; threads take the next unit when done, so they finish together.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = if n_tokens * a < 1 << 20 { 1 } else { threads };
+    let n_layers = g.n_layers();
+    let groups = (8 * threads)
+        .div_ceil(shape.responses.len().max(1))
+        .clamp(1, n_layers);
+    let mut units: Vec<Unit> = Vec::with_capacity(shape.responses.len() * groups);
+    let mut offset = 0;
     for (r, &(pr, d)) in shape.responses.iter().enumerate() {
-        let (head, tail) = rest.split_at_mut((pr + d) * a);
-        parts.push((r, head));
-        rest = tail;
+        let n_tok = pr + d;
+        // The shared opening tokens, copied whole.
+        let shared = (opening.len() / a).min(n_tok);
+        trace.ids[offset..offset + shared * a].copy_from_slice(&opening[..shared * a]);
+        for grp in 0..groups {
+            units.push(Unit {
+                r,
+                offset,
+                n_tok,
+                shared,
+                layers: grp * n_layers / groups..(grp + 1) * n_layers / groups,
+            });
+        }
+        offset += n_tok * a;
     }
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(parts.len())
-        .max(1);
-    if threads <= 1 || n_tokens * a < 1 << 20 {
-        let mut st: Vec<State> = (0..g.n_layers()).map(|_| State::new(g)).collect();
-        for (r, ids) in parts {
-            response(g, p, &pi, &lags, &opening, seed, r, ids, &mut st);
+    units.retain(|u| !u.layers.is_empty() && u.n_tok > u.shared);
+    units.sort_by_key(|u| std::cmp::Reverse((u.n_tok - u.shared) * u.layers.len()));
+    let ids = Ids(trace.ids.as_mut_ptr(), trace.ids.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let mut states: Vec<State> = (0..n_layers).map(|_| State::new(g)).collect();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(u) = units.get(i) else { break };
+            // SAFETY: `trace.ids` outlives the threads and is not otherwise touched
+            // until they end; units are disjoint (response, layer) cells.
+            unsafe { unit(g, p, &pi32, &lags, &table, seed, u, ids, &mut states) };
         }
+    };
+    if threads <= 1 || units.len() <= 1 {
+        work();
     } else {
-        // Longest first onto the least loaded thread: balanced and independent of timing.
-        parts.sort_by_key(|(_, ids)| std::cmp::Reverse(ids.len()));
-        let mut bins: Vec<(usize, Vec<Part>)> = (0..threads).map(|_| (0, Vec::new())).collect();
-        for part in parts {
-            let b = bins.iter_mut().min_by_key(|b| b.0).unwrap();
-            b.0 += part.1.len();
-            b.1.push(part);
-        }
-        let (pi, lags, opening) = (&pi, &lags, &opening);
         std::thread::scope(|s| {
-            for (_, bin) in bins {
-                s.spawn(move || {
-                    let mut st: Vec<State> = (0..g.n_layers()).map(|_| State::new(g)).collect();
-                    for (r, ids) in bin {
-                        response(g, p, pi, lags, opening, seed, r, ids, &mut st);
-                    }
-                });
+            for _ in 0..threads.min(units.len()) {
+                s.spawn(work);
             }
         });
     }
     trace
 }
 
+/// A part of the generation: layers `layers` of response `r`, which has `n_tok` tokens
+/// from `offset` in the id buffer, the first `shared` of them the common opening.
+struct Unit {
+    r: usize,
+    offset: usize,
+    n_tok: usize,
+    shared: usize,
+    layers: std::ops::Range<usize>,
+}
+
+/// The id buffer of a trace being generated, shared by the generating threads: each
+/// (response, layer) cell is written and read by the one unit that makes it.
+#[derive(Clone, Copy)]
+struct Ids(*mut u16, usize);
+
+// SAFETY: see `Ids`: the threads use disjoint parts of the buffer.
+unsafe impl Send for Ids {}
+unsafe impl Sync for Ids {}
+
 /// Tokens generated per layer in turn: the block of the trace stays in cache while
 /// every layer's state is visited once per block.
 const BLOCK_TOKENS: usize = 128;
 
-/// Generate one response into `ids` (its tokens, token-major). The layers are
-/// independent given the response, each with its own random stream, so the response is
-/// made in blocks of tokens, layer after layer inside a block.
+/// What the layers of a response share.
+struct Draws<'a> {
+    n: usize,
+    k: usize,
+    /// Accesses per token.
+    a: usize,
+    /// The recall lag table (`lag_table`).
+    lags: &'a [u16; LAG_TABLE],
+    /// The affinity quantiles (`affinity_table`).
+    table: &'a [f32; AFFINITY_TABLE],
+    /// 32-bit thresholds: below `dead_below` an affinity draw is outside the topic.
+    dead_below: u64,
+    /// 16-bit threshold: below it a pick is a recall.
+    recall_below: u64,
+    /// Drift redraws per token.
+    per_token: f64,
+}
+
+impl Draws<'_> {
+    /// A topic affinity for 64 random bits.
+    #[inline(always)]
+    fn affinity(&self, x: u64) -> f32 {
+        // A select on the bits, not a branch: the draw is unpredictable.
+        let live = self.table[(x >> 52) as usize];
+        std::hint::select_unpredictable((x & 0xFFFF_FFFF) < self.dead_below, DEAD_WEIGHT, live)
+    }
+}
+
+/// Generate a unit: its layers of its response, token-major in the response's part of
+/// `ids`. Each layer has its own random stream, so the unit is made in blocks of tokens,
+/// layer after layer inside a block (the block of the trace stays in cache).
+///
+/// # Safety
+/// `ids` is the trace's buffer, `u` inside it, and no other thread uses `u`'s cells.
 #[allow(clippy::too_many_arguments)]
-fn response(
+unsafe fn unit(
     g: &Geometry,
     p: &Params,
-    pi: &[f64],
+    pi: &[f32],
     lags: &[u16],
-    opening: &[u16],
+    table: &[f32],
     seed: u64,
-    r: usize,
-    ids: &mut [u16],
+    u: &Unit,
+    ids: Ids,
     states: &mut [State],
 ) {
     let n = g.n_experts as usize;
     let k = g.top_k as usize;
     let a = g.accesses_per_token();
-    let n_tok = ids.len() / a;
-    let shared = (opening.len() / a).min(n_tok);
-    ids[..shared * a].copy_from_slice(&opening[..shared * a]);
-    let (sigma, dead, recall) = (p.affinity, p.dead.clamp(0.0, 1.0), p.recall);
-    let table = affinity_table(sigma);
-    let dead_below = (dead * 4294967296.0) as u64;
-    let affinity = |rng: &mut Rng| -> f32 {
-        let x = rng.next_u64();
-        if (x & 0xFFFF_FFFF) < dead_below {
-            DEAD_WEIGHT
-        } else {
-            table[(x >> 52) as usize]
-        }
+    assert!(u.offset + u.n_tok * a <= ids.1 && u.layers.end <= g.n_layers());
+    // SAFETY: inside the buffer (asserted).
+    let resp = Ids(unsafe { ids.0.add(u.offset) }, u.n_tok * a);
+    let dr = Draws {
+        n,
+        k,
+        a,
+        lags: lags.try_into().expect("LAG_TABLE lags"),
+        table: table.try_into().expect("AFFINITY_TABLE quantiles"),
+        dead_below: (p.dead.clamp(0.0, 1.0) * 4294967296.0) as u64,
+        recall_below: (p.recall.clamp(0.0, 1.0) * 65536.0) as u64,
+        per_token: p.drift * n as f64,
     };
-    let recall_below = (recall.clamp(0.0, 1.0) * 65536.0) as u64;
-    let per_token = p.drift * n as f64;
-    for (slot, st) in states.iter_mut().enumerate() {
-        st.rng = Rng::new(seed, STREAM_RESPONSE + ((r as u64) << 16) + slot as u64);
+    let states = &mut states[u.layers.clone()];
+    for (slot, st) in u.layers.clone().zip(states.iter_mut()) {
+        st.rng = Rng::new(seed, STREAM_RESPONSE + ((u.r as u64) << 16) + slot as u64);
         st.acc = 0.0;
         let pi = &pi[slot * n..(slot + 1) * n];
         for (w, &x) in st.w.iter_mut().zip(pi) {
-            *w = x as f32 * affinity(&mut st.rng);
+            *w = x * dr.affinity(st.rng.next_u64());
         }
         st.rebuild();
     }
-    let mut start = shared;
-    while start < n_tok {
-        let end = (start + BLOCK_TOKENS).min(n_tok);
-        for (slot, st) in states.iter_mut().enumerate() {
-            let pi = &pi[slot * n..(slot + 1) * n];
-            let base = (slot * n) as u16;
-            let mut rng = st.rng.clone();
-            for t in start..end {
-                st.acc += per_token;
-                let m = st.acc as usize;
-                st.acc -= m as f64;
-                for _ in 0..m {
-                    let e = rng.below(n);
-                    let v = pi[e] as f32 * affinity(&mut rng);
-                    st.set(e, v);
-                }
-                let (past, cur) = ids.split_at_mut(t * a + slot * k);
-                let out = &mut cur[..k];
-                let mut j = 0;
-                let mut rejects = 0;
-                while j < k {
-                    // One draw per pick: bits 48.. decide recall, 36..48 the lag,
-                    // 0..32 the recalled pick or the sampled expert.
-                    let x = rng.next_u64();
-                    let e = if t > 0 && (x >> 48) < recall_below {
-                        let d = lags[((x >> 36) & 0xFFF) as usize] as usize;
-                        if d <= t {
-                            let i = (((x & 0xFFFF_FFFF) * k as u64) >> 32) as usize;
-                            past[(t - d) * a + slot * k + i] - base
-                        } else {
-                            st.sample(x as u32) as u16
-                        }
-                    } else {
-                        st.sample(x as u32) as u16
-                    };
-                    let e = base + e;
-                    if out[..j].contains(&e) {
-                        rejects += 1;
-                        if rejects > 32 {
-                            exact_rest(st, base, out, j, &mut rng);
-                            break;
-                        }
-                        continue;
-                    }
-                    out[j] = e;
-                    j += 1;
-                }
-            }
-            st.rng = rng;
+    let run = layer_fn(states[0].b, states[0].nb, k);
+    let mut start = u.shared;
+    while start < u.n_tok {
+        let end = (start + BLOCK_TOKENS).min(u.n_tok);
+        for (slot, st) in u.layers.clone().zip(states.iter_mut()) {
+            // SAFETY: the cells of layer `slot` of this response are this unit's.
+            unsafe {
+                run(
+                    st,
+                    &dr,
+                    &pi[slot * n..(slot + 1) * n],
+                    slot,
+                    resp,
+                    start,
+                    end,
+                )
+            };
         }
         start = end;
     }
+}
+
+type LayerFn = unsafe fn(&mut State, &Draws, &[f32], usize, Ids, usize, usize);
+
+/// `layer_tokens` compiled for the block size `b`, the number of blocks `nb` and top-k
+/// `k`: the presets' sizes unrolled, any other through the general version.
+fn layer_fn(b: usize, nb: usize, k: usize) -> LayerFn {
+    macro_rules! pick {
+        ($($b:literal x $nb:literal),*) => {
+            match (b, nb, cfg!(target_arch = "x86_64") && k <= 8) {
+                $(($b, $nb, true) => layer_tokens::<true, $b, $nb>,)*
+                (32, 16, false) => layer_tokens::<false, 32, 16>,
+                (_, _, true) => layer_tokens::<true, 0, 0>,
+                (_, _, false) => layer_tokens::<false, 0, 0>,
+            }
+        };
+    }
+    pick!(4 x 2, 4 x 4, 8 x 4, 8 x 8, 16 x 8, 16 x 10, 16 x 16, 32 x 12, 32 x 16)
+}
+
+/// Tokens `start..end` of MoE layer `slot` of a response (`ids`: its tokens): per
+/// token the drift, then the top-k picks, each a recall or a weighted sample, a repeat
+/// drawn again. `NARROW`: k <= 8, repeats checked in one SSE register; `B`, `NB`: see
+/// `State::sample`.
+///
+/// # Safety
+/// `ids` is valid, and no other thread uses the cells of layer `slot`.
+#[inline(never)]
+unsafe fn layer_tokens<const NARROW: bool, const B: usize, const NB: usize>(
+    st: &mut State,
+    dr: &Draws,
+    pi: &[f32],
+    slot: usize,
+    ids: Ids,
+    start: usize,
+    end: usize,
+) {
+    let (n, k, a) = (dr.n, dr.k, dr.a);
+    assert!(B == 0 || (st.b == B && st.nb == NB && st.inner.len() == NB * B));
+    assert!(NB == 0 || st.outer.len() == 1 + NB.next_multiple_of(4));
+    assert!(end * a <= ids.1 && slot * k + k <= a && k <= a);
+    let p = ids.0;
+    let base = (slot * n) as u16;
+    let mut rng = st.rng.clone();
+    for t in start..end {
+        st.acc += dr.per_token;
+        let m = st.acc as usize;
+        st.acc -= m as f64;
+        if m > 0 {
+            // The sums are a function of the weights. With the block size known, the
+            // touched block and all block totals are recomputed whole (fixed-length
+            // unrolled loops, no mispredictions); otherwise from the change on.
+            let mut first = usize::MAX;
+            for _ in 0..m {
+                let e = rng.below(n);
+                st.w[e] = pi[e] * dr.affinity(rng.next_u64());
+                if B > 0 {
+                    st.block_from::<B>(e & !(B - 1));
+                } else {
+                    st.block_from::<B>(e);
+                }
+                first = first.min(e);
+            }
+            if B > 0 {
+                st.totals::<B, NB>();
+            } else {
+                st.totals_from::<B>(first / st.bsize::<B>());
+            }
+        }
+        // The token's picks go to ids[pos..pos + k]; a recall reads an earlier token's.
+        let pos = t * a + slot * k;
+        #[cfg(target_arch = "x86_64")]
+        let mut picked = Picked::new();
+        let scale = st.scale();
+        let idle_back = if t > 0 { a } else { 0 };
+        let mut j = 0;
+        let mut rejects = 0;
+        while j < k {
+            // One draw per pick: bits 48.. decide recall, 36..48 the lag, 0..32 the
+            // recalled pick or the sampled expert.
+            let x = rng.next_u64();
+            let lag = dr.lags[((x >> 36) & 0xFFF) as usize] as usize;
+            let recall = ((x >> 48) < dr.recall_below) & (lag <= t);
+            let i = (((x & 0xFFFF_FFFF) * k as u64) >> 32) as usize;
+            // Both candidates, then a select: no unpredictable branch. Without a recall
+            // the read is of the token before (recently written, so cached), or of
+            // ids[pos] for the first token.
+            let back = std::hint::select_unpredictable(recall, lag * a - i, idle_back);
+            debug_assert!(back <= pos);
+            // SAFETY: pos - back is ids[pos - a] (t > 0), ids[pos] (t = 0) or, for a
+            // recall (lag <= t, i < k <= a), pick i of token t - lag in this layer; and
+            // pos + j < pos + k <= end * a <= ids.len() (asserted above).
+            let recalled = unsafe { *p.add(pos - back) }.wrapping_sub(base);
+            let sampled = st.sample::<B, NB>(x as u32, scale) as u16;
+            let e = std::hint::select_unpredictable(recall, recalled, sampled);
+            // SAFETY (the picks so far, and pick j): as above.
+            let earlier = || unsafe { std::slice::from_raw_parts(p.add(pos), j) };
+            #[cfg(target_arch = "x86_64")]
+            let dup = if NARROW {
+                picked.check_and_put(e, j)
+            } else {
+                earlier().contains(&(base + e))
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let dup = earlier().contains(&(base + e));
+            unsafe { *p.add(pos + j) = base + e };
+            j += !dup as usize;
+            rejects += dup as usize;
+            if rejects > 32 {
+                // SAFETY: the token's cells of this layer, not otherwise referenced.
+                let out = unsafe { std::slice::from_raw_parts_mut(p.add(pos), k) };
+                exact_rest(st, base, out, j, &mut rng);
+                break;
+            }
+        }
+    }
+    st.rng = rng;
 }
 
 /// Sample the rest of a layer's picks without replacement from the router weights
@@ -537,10 +837,11 @@ fn exact_rest(st: &mut State, base: u16, out: &mut [u16], j: usize, rng: &mut Rn
     }
     for jj in j..out.len() {
         st.rebuild();
-        let mut e = st.sample(rng.next_u64() as u32);
+        let scale = st.scale();
+        let mut e = st.sample::<0, 0>(rng.next_u64() as u32, scale);
         // Only the clamp at the very end of the range can land on a zeroed expert.
         while out[..jj].contains(&(base + e as u16)) {
-            e = st.sample(rng.next_u64() as u32);
+            e = st.sample::<0, 0>(rng.next_u64() as u32, scale);
         }
         out[jj] = base + e as u16;
         saved.push((e, st.w[e]));
@@ -677,6 +978,53 @@ mod tests {
         let one = generate(&g, &p, &Shape::uniform(1, 1200, 0), 42);
         assert_eq!(one.ids[..], a.ids[..one.ids.len()]);
         check_geometry(&a);
+    }
+
+    /// The generator's output is pinned: FNV-1a of the ids of small traces over every
+    /// code path (the presets' block sizes, the general one, k > 8, fewer live experts
+    /// than k), as the generator made them before it was optimised for speed. A faster
+    /// generator must give the same traces (the seed of a trace must keep its meaning).
+    #[test]
+    fn output_is_pinned() {
+        let cases: [(usize, u16, u16, f64, f64, u64); 18] = [
+            (5, 40, 6, 0.3, 0.01, 0xd0b280f2c93ce2dc),
+            (4, 100, 8, 0.2, 0.02, 0x043fbfc7f2a2645f),
+            (3, 1000, 8, 0.3, 0.005, 0x34c65a784c497a86),
+            (3, 1000, 12, 0.1, 0.005, 0x75a613835cf03379),
+            (4, 3, 2, 0.0, 0.1, 0x62fc56e84b49badf),
+            (4, 2, 2, 0.0, 0.1, 0x96eb0ada94c2a745),
+            (6, 20, 9, 0.5, 0.05, 0xa807e06d916ef67f),
+            (3, 200, 20, 0.2, 0.01, 0x2e18847077e94815),
+            (4, 40, 6, 0.97, 0.2, 0x7f1889d615065ef7),
+            (3, 256, 8, 0.26, 0.005, 0x12778f0ba0d221e2),
+            (3, 160, 8, 0.26, 0.005, 0x26dd69c6e42092e3),
+            (3, 384, 8, 0.26, 0.005, 0xd9580bbed40afbac),
+            (3, 512, 10, 0.26, 0.005, 0x4785cf55dbb3d5e6),
+            (3, 64, 6, 0.05, 0.005, 0x8e4ede068820320c),
+            (3, 8, 2, 0.2, 0.05, 0x9ea6aa2518538c9f),
+            (3, 32, 4, 0.2, 0.05, 0x2b31c864ee55f9c6),
+            (3, 16, 1, 0.2, 0.05, 0x255215cb144b624e),
+            (3, 128, 8, 0.2, 0.01, 0x5116dadf255ab723),
+        ];
+        for (layers, n, k, dead, drift, want) in cases {
+            let p = Params {
+                skew: Params::depth_skew(layers, 0.3, 1.5),
+                affinity: 0.8,
+                dead,
+                drift,
+                recall: 0.3,
+                recall_decay: 1.5,
+                opening: 2,
+            };
+            let shape = Shape {
+                responses: vec![(5, 700), (0, 1300), (3, 40)],
+            };
+            let t = generate(&geo(layers, n, k), &p, &shape, 9);
+            let h = t.ids.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
+                (h ^ x as u64).wrapping_mul(0x100_0000_01b3)
+            });
+            assert_eq!(h, want, "{n} experts, top-{k}, dead {dead}");
+        }
     }
 
     #[test]

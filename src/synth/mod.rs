@@ -309,7 +309,16 @@ pub fn run(a: SynthArgs) -> Result<()> {
     let t0 = Instant::now();
     let trace = generate(&g, &params, &shape, a.seed);
     let secs = t0.elapsed().as_secs_f64();
-    let (u, d) = crate::analyze::analyze(&trace, chunk, false, false).u_d();
+    // U and D of the output, for the report, measured while the file is written (the
+    // write mostly waits for the disk). With --compare the file comes after the report.
+    let ((u, d), written) = std::thread::scope(|s| {
+        let ud = s.spawn(|| crate::analyze::u_d(&trace, chunk, false));
+        let written = match &a.output {
+            Some(out) if !a.compare => Some(crate::cli::write_trace(&trace, out)),
+            _ => None,
+        };
+        (ud.join().expect("U and D"), written)
+    });
     say(format!(
         "generated {} responses, {} tokens, {} accesses in {:.3} s ({:.1} M accesses/s); U = {u:.2}, D = {d:.2} per {chunk}-token chunk",
         trace.n_responses(),
@@ -324,7 +333,10 @@ pub fn run(a: SynthArgs) -> Result<()> {
         crate::output::emit(&text, None)?;
     }
     if let Some(out) = &a.output {
-        crate::cli::write_trace(&trace, out)?;
+        match written {
+            Some(result) => result?,
+            None => crate::cli::write_trace(&trace, out)?,
+        }
         say(format!("wrote {}", out.display()));
     }
     Ok(())
