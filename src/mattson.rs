@@ -239,16 +239,21 @@ fn curves<const PINNED: bool>(
     } else {
         Vec::new()
     };
-    let mut bucket_of = |id: u16| -> usize {
-        if PINNED && pinned[id as usize] {
-            let b = &mut pin_bucket[id as usize];
-            let out = *b as usize;
-            *b = 0;
-            out
-        } else {
-            bucket[sd.access(id) as usize] as usize
-        }
-    };
+    // A macro, not a closure: a closure is compiled as a function of its own, without
+    // the caller's popcnt target feature, and was not inlined.
+    macro_rules! bucket_of {
+        ($id:expr) => {{
+            let id: u16 = $id;
+            if PINNED && pinned[id as usize] {
+                let b = &mut pin_bucket[id as usize];
+                let out = *b as usize;
+                *b = 0;
+                out
+            } else {
+                bucket[sd.access(id) as usize] as usize
+            }
+        }};
+    }
     let mut misses_per_token = vec![vec![0u32; n_tokens]; m];
     let mut slot_hist = vec![0u64; n_slots * (m + 1)];
     let mut tok_hist = vec![0u32; m + 1];
@@ -258,14 +263,14 @@ fn curves<const PINNED: bool>(
             for (s, layer) in token.chunks_exact(k).enumerate() {
                 let hist = &mut slot_hist[s * (m + 1)..(s + 1) * (m + 1)];
                 for &id in layer {
-                    let b = bucket_of(id);
+                    let b = bucket_of!(id);
                     tok_hist[b] += 1;
                     hist[b] += 1;
                 }
             }
         } else {
             for &id in token {
-                tok_hist[bucket_of(id)] += 1;
+                tok_hist[bucket_of!(id)] += 1;
             }
         }
         // misses at capacity j = accesses with bucket > j: a suffix sum.
