@@ -229,6 +229,7 @@ pub struct KernelSession {
 }
 
 static CHILD_PID: AtomicI32 = AtomicI32::new(0);
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
 static CGROUP_NUMBER: AtomicUsize = AtomicUsize::new(1);
 
 /// Numbers for this process's cgroups: unique across sessions (several sessions in one
@@ -236,7 +237,6 @@ static CGROUP_NUMBER: AtomicUsize = AtomicUsize::new(1);
 fn cgroup_number() -> usize {
     CGROUP_NUMBER.fetch_add(1, Ordering::Relaxed)
 }
-static SIGNAL: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn on_signal(sig: libc::c_int) {
     SIGNAL.store(sig, Ordering::SeqCst);
