@@ -23,7 +23,10 @@ fn trace() -> moe_spill::trace::Trace {
 #[ignore]
 fn bench_policies_and_one_pass_lru() {
     let t = trace();
-    let plan = ReplayPlan::new(&t, false, 0);
+    let mut plan = ReplayPlan::new(&t, false, 0);
+    // As `sweep --hw desktop-cpu` replays it: `linux` takes its ratio from the real
+    // expert size (IQ4_XS/IQ4_NL, 4,685,824 B): 3, 5 and 7 at the capacities below.
+    plan.expert_bytes = Some(4_685_824);
     let n = plan.stream.len() as f64;
     let caps = [416usize, 832, 1248];
     println!(
@@ -41,6 +44,7 @@ fn bench_policies_and_one_pass_lru() {
         "sieve",
         "s3fifo",
         "linux",
+        "linux-eager",
         "pinned:3",
         "pin-hot:100",
     ] {

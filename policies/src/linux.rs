@@ -30,7 +30,11 @@
 //! Left out: readahead and page granularity (the page-level model of kernel-replay,
 //! `src/kernel/pagemodel.rs`, runs these same lists over pages, [`SplitLru`]), large
 //! folios, fault-around, dirty pages, the shadow entries' own reclaim (here an eviction
-//! time is kept forever), and MGLRU, which several distributions enable by default.
+//! time is kept forever), the proportional scanning of both lists (`get_scan_count`) and
+//! the deactivation of active pages whenever refaults happened since the last reclaim
+//! round (`may_deactivate` in mm/vmscan.c), and MGLRU, which several distributions enable
+//! by default. Measured within 2% of the kernel up to ratio 7 (6.5 GiB of cache); larger
+//! ratios are the kernel's rules extrapolated.
 //!
 //! Two deliberate simplifications of the kernel, kept because the measurements do not
 //! need more: the referenced flag survives activation and deactivation (the kernel
