@@ -133,6 +133,22 @@ impl<'t> ReplayPlan<'t> {
             .count() as u64
     }
 
+    /// The ids `spec` pins in this plan (none for an undecorated policy); errors as
+    /// building the policy would (no profile for pin-hot, layers out of range).
+    pub fn pinned_ids(&self, spec: &PolicySpec, profile: Option<&[u64]>) -> Result<Vec<u32>> {
+        let ctx = BuildContext {
+            capacity: usize::MAX,
+            n_ids: self.n_ids,
+            n_experts: self.n_experts,
+            first_slot: self.first_slot,
+            future: None,
+            opt_future: None,
+            profile,
+            expert_bytes: self.expert_bytes,
+        };
+        spec.pinned_ids(&ctx).map_err(|e| Error::new(e.to_string()))
+    }
+
     /// The stream with opt's next-use keys, prepared once.
     pub fn opt_future(&self) -> Result<&OptFuture> {
         self.opt_future
@@ -337,19 +353,7 @@ pub fn run_many(
     warmup: usize,
 ) -> Result<Vec<Counts>> {
     if one_pass(spec) && capacities.len() > 1 {
-        let ctx = BuildContext {
-            capacity: usize::MAX,
-            n_ids: plan.n_ids,
-            n_experts: plan.n_experts,
-            first_slot: plan.first_slot,
-            future: None,
-            opt_future: None,
-            profile,
-            expert_bytes: plan.expert_bytes,
-        };
-        let ids = spec
-            .pinned_ids(&ctx)
-            .map_err(|e| Error::new(e.to_string()))?;
+        let ids = plan.pinned_ids(spec, profile)?;
         if ids.is_empty() {
             return Ok(lru_all(plan, capacities, partition, warmup, None));
         }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use moe_spill_policies::registry::{BuildContext, PolicySpec};
+use moe_spill_policies::registry::PolicySpec;
 
 use crate::analyze::u_d;
 use crate::cli::{load, FormatArgs, Loaded, PhaseArg, TraceArgs};
@@ -266,19 +266,7 @@ impl Study {
                 "policy {spec} pins experts of a global cache; with --partition per-layer use a plain policy"
             )));
         }
-        let ctx = BuildContext {
-            capacity: usize::MAX,
-            n_ids: plan.n_ids,
-            n_experts: plan.n_experts,
-            first_slot: plan.first_slot,
-            future: None,
-            opt_future: None,
-            profile: self.profile(),
-            expert_bytes: plan.expert_bytes,
-        };
-        spec.pinned_ids(&ctx)
-            .map(|ids| ids.len())
-            .map_err(|e| Error::new(e.to_string()))
+        plan.pinned_ids(spec, self.profile()).map(|ids| ids.len())
     }
 
     pub fn row(
