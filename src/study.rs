@@ -160,17 +160,19 @@ impl Study {
 
     /// Placement and economics with `vram_gib` per GPU (None: the profile's).
     pub fn economics(&self, vram_gib: Option<f64>) -> Result<Option<Economics>> {
-        let Some((placement, hw)) = self.setup(vram_gib)? else {
-            return Ok(None);
-        };
+        Ok(self.setup(vram_gib)?.as_ref().map(|s| self.economics_of(s)))
+    }
+
+    /// The economics of a placement already made by `setup` (adds U and D).
+    pub fn economics_of(&self, (placement, hw): &(Placement, Hardware)) -> Economics {
         let (u, d) = self.u_d();
-        Ok(Some(Economics {
-            placement,
-            hw,
+        Economics {
+            placement: placement.clone(),
+            hw: hw.clone(),
             u,
             d,
             chunk: CHUNK,
-        }))
+        }
     }
 
     /// U and D of the replayed tokens per chunk, threshold 100% (one pass over the
@@ -597,7 +599,7 @@ pub fn simulate(a: SimulateArgs) -> Result<()> {
             study.warmup,
         )
     })?;
-    let econ = study.economics(None)?;
+    let econ = setup.as_ref().map(|s| study.economics_of(s));
     let rows: Vec<Row> = counts
         .iter()
         .map(|c| study.row(&plan, &spec, budget, c, econ.as_ref(), None))

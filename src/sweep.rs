@@ -281,15 +281,14 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
                 }
                 let set = &budget_sets[job.vram];
                 let bs: Vec<Budget> = job.budgets.iter().map(|&b| set[b]).collect();
-                let run = study.economics(vrams[job.vram]).and_then(|econ| {
-                    study.run(
-                        &plans[job.vram],
-                        &specs[job.policy],
-                        &bs,
-                        econ.as_ref(),
-                        vrams[job.vram],
-                    )
-                });
+                let econ = setups[job.vram].as_ref().map(|s| study.economics_of(s));
+                let run = study.run(
+                    &plans[job.vram],
+                    &specs[job.policy],
+                    &bs,
+                    econ.as_ref(),
+                    vrams[job.vram],
+                );
                 match run {
                     Ok(rows) => {
                         let mut r = results.lock().unwrap();
@@ -311,10 +310,10 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
     }
     let mut results = results.into_inner().unwrap();
     if let Some(k) = kernel.as_mut() {
-        let econs: Vec<Option<Economics>> = vrams
+        let econs: Vec<Option<Economics>> = setups
             .iter()
-            .map(|&v| study.economics(v))
-            .collect::<Result<_>>()?;
+            .map(|s| s.as_ref().map(|s| study.economics_of(s)))
+            .collect();
         let rows = k.rows(&study, &plans, &budget_sets, &econs, &vrams)?;
         results.extend(rows.into_iter().map(|(v, b, row)| (v, specs.len(), b, row)));
     }
@@ -323,7 +322,7 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
     let format = OutputFormat::resolve(a.study.out.format, a.output.is_some());
     let mut text = render_rows(&rows, format);
     if format == OutputFormat::Table {
-        let econ = study.economics(vrams[0])?;
+        let econ = setups[0].as_ref().map(|s| study.economics_of(s));
         text = format!("{}\n\n{text}", context_line(&study, econ.as_ref()));
     }
     match &a.output {
