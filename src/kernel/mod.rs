@@ -207,17 +207,27 @@ impl KernelRun {
 
     /// Experts' worth of pages in the page cache at the end.
     pub fn resident_experts(&self) -> f64 {
-        self.resident_pages.iter().map(|&p| p as f64).sum::<f64>()
-            / self.pages_per_expert.max(1) as f64
+        resident_experts(&self.resident_pages, self.pages_per_expert)
     }
 
     /// Ids with at least half of their pages resident at the end.
     pub fn resident_ids(&self) -> Vec<bool> {
-        self.resident_pages
-            .iter()
-            .map(|&p| 2 * p >= self.pages_per_expert)
-            .collect()
+        resident_ids(&self.resident_pages, self.pages_per_expert)
     }
+}
+
+/// Experts' worth of pages, from the pages of each id resident (in the kernel's page
+/// cache or the page model's).
+pub(crate) fn resident_experts(resident_pages: &[u32], pages_per_expert: u32) -> f64 {
+    resident_pages.iter().map(|&p| p as f64).sum::<f64>() / pages_per_expert.max(1) as f64
+}
+
+/// Ids with at least half of their pages resident.
+pub(crate) fn resident_ids(resident_pages: &[u32], pages_per_expert: u32) -> Vec<bool> {
+    resident_pages
+        .iter()
+        .map(|&p| 2 * p >= pages_per_expert)
+        .collect()
 }
 
 /// The laid-out file and how to run children on it: one per sweep, many budgets.

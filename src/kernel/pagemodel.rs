@@ -119,16 +119,12 @@ impl PageModelRun {
 
     /// Experts' worth of cached pages at the end.
     pub fn resident_experts(&self) -> f64 {
-        self.resident_pages.iter().map(|&p| p as f64).sum::<f64>()
-            / self.pages_per_expert.max(1) as f64
+        super::resident_experts(&self.resident_pages, self.pages_per_expert)
     }
 
     /// Ids with at least half of their pages cached at the end.
     pub fn resident_ids(&self) -> Vec<bool> {
-        self.resident_pages
-            .iter()
-            .map(|&p| 2 * p >= self.pages_per_expert)
-            .collect()
+        super::resident_ids(&self.resident_pages, self.pages_per_expert)
     }
 }
 
