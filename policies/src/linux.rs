@@ -298,7 +298,7 @@ impl Policy for Linux {
         self.lru.is_resident(id)
     }
 
-    #[inline]
+    #[inline(always)]
     fn access(&mut self, id: ObjId) -> Outcome {
         if self.lru.reference(id) {
             return Outcome::Hit;

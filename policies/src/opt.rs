@@ -48,7 +48,7 @@ impl OptFuture {
         let len = future.len() as u32;
         let mut last: Vec<u32> = (0..n_ids as u32).map(|id| len + id).collect();
         // Zeroed allocation (no fill pass); the loop writes every element once.
-        let mut next = vec![0u32; future.len()];
+        let mut next: Vec<u32> = crate::huge::zeroed_vec(future.len());
         for (i, (&id, nx)) in future.iter().zip(next.iter_mut()).enumerate().rev() {
             let Some(l) = last.get_mut(id as usize) else {
                 return Err(format!("opt: future id {id} >= n_ids {n_ids}"));
@@ -175,7 +175,8 @@ impl Opt {
                 evicted = Some(self.owner(k));
             }
             if self.keys.remove(k) {
-                self.top_word = self.keys.max_word();
+                // k was the largest key: the next largest is below it.
+                self.top_word = self.keys.pred_word(self.top_word);
                 let p = self.top_word << 6;
                 if VICTIM {
                     prefetch(self.ids.as_ptr().wrapping_add(p));
@@ -332,7 +333,7 @@ impl BitTree {
         }
         BitTree {
             n,
-            words: vec![0; total],
+            words: crate::huge::zeroed_vec(total),
             up,
         }
     }
@@ -405,6 +406,28 @@ impl BitTree {
         k
     }
 
+    /// The largest non-empty level-0 word below word `w` (0 if there is none): climb
+    /// only until a word has a bit below the path, then descend by its highest bit. The
+    /// next victim after an eviction is the old one's predecessor, usually in the same
+    /// level-1 word, so this is one or two loads where a descent from the root is five.
+    #[inline(always)]
+    fn pred_word(&self, w: usize) -> usize {
+        let mut k = w;
+        for (l, &o) in self.up.iter().enumerate() {
+            let below = self.words[o + (k >> 6)] & ((1u64 << (k & 63)) - 1);
+            if below != 0 {
+                let mut k = (k >> 6) << 6 | (63 - below.leading_zeros() as usize);
+                for &o in self.up[..l].iter().rev() {
+                    let x = self.words[o + k];
+                    k = k << 6 | (63 - x.leading_zeros() as usize);
+                }
+                return k;
+            }
+            k >>= 6;
+        }
+        0
+    }
+
     /// The largest member (the set must not be empty).
     #[cfg(test)]
     fn max(&self) -> usize {
@@ -469,6 +492,9 @@ mod tests {
                     t.insert(k);
                 }
                 assert_eq!(t.contains(k), s.contains(&k));
+                let w = k >> 6;
+                let want = s.range(..w << 6).next_back().map_or(0, |&m| m >> 6);
+                assert_eq!(t.pred_word(w), want, "n {n} below word {w}");
             }
             t.validate().unwrap();
             while let Some(&m) = s.iter().next_back() {

@@ -140,7 +140,8 @@ pub fn read(path: &Path, mut r: impl Read, size: Option<u64>) -> Result<Trace> {
         .map(|t| bits[t / 8] >> (t % 8) & 1 == 1)
         .collect();
 
-    let mut ids = vec![0u16; (n_tokens * a) as usize];
+    // Huge pages: in 4 KiB pages the read spends more time in page faults than copying.
+    let mut ids: Vec<u16> = moe_spill_policies::huge::zeroed_vec((n_tokens * a) as usize);
     {
         // SAFETY: u16 has no invalid bit patterns and no padding; the byte view covers
         // exactly the vector's initialised elements.
