@@ -13,6 +13,7 @@ pub mod hardware;
 pub mod kernel;
 pub mod mattson;
 pub mod model;
+pub mod opt_bands;
 pub mod output;
 pub mod progress;
 pub mod quant;

@@ -136,8 +136,8 @@ impl StackDistance {
     }
 }
 
-/// LRU misses of a stream at several capacities, from one pass.
-pub struct LruCurves {
+/// Misses of a stream at several capacities, from one pass.
+pub struct Curves {
     /// Capacities, ascending.
     pub capacities: Vec<usize>,
     /// misses[j][t]: misses of token t at capacities[j].
@@ -145,6 +145,12 @@ pub struct LruCurves {
     /// per_slot[j][s]: misses of slot s (index among the replayed slots) at capacities[j],
     /// counting tokens from `count_from` on.
     pub misses_per_slot: Vec<Vec<u64>>,
+}
+
+/// What a one-pass curve needs of a stack algorithm: for each access in order, its
+/// bucket, the number of the (ascending) capacities it misses at.
+pub trait Buckets {
+    fn bucket(&mut self, id: u16) -> usize;
 }
 
 /// Run the stream (`per_token` accesses per token, `k` per slot) through the stack once
@@ -162,7 +168,7 @@ pub fn lru_curves(
     capacities: &[usize],
     count_from: usize,
     pinned: Option<&[bool]>,
-) -> LruCurves {
+) -> Curves {
     // The hot loop is popcounts: compile it once more with the CPU's popcnt instruction
     // (not in the x86-64 baseline) and use that where the CPU has it.
     #[cfg(target_arch = "x86_64")]
@@ -185,7 +191,7 @@ unsafe fn lru_curves_popcnt(
     capacities: &[usize],
     count_from: usize,
     pinned: Option<&[bool]>,
-) -> LruCurves {
+) -> Curves {
     lru_curves_impl(stream, per_token, k, n_ids, capacities, count_from, pinned)
 }
 
@@ -198,24 +204,79 @@ fn lru_curves_impl(
     capacities: &[usize],
     count_from: usize,
     pinned: Option<&[bool]>,
-) -> LruCurves {
+) -> Curves {
     match pinned {
-        None => curves::<false>(stream, per_token, k, n_ids, capacities, count_from, &[]),
-        Some(p) => curves::<true>(stream, per_token, k, n_ids, capacities, count_from, p),
+        None => {
+            let mut b = LruBuckets::<false>::new(n_ids, capacities, &[]);
+            curves(stream, per_token, k, capacities, count_from, &mut b)
+        }
+        Some(p) => {
+            let mut b = LruBuckets::<true>::new(n_ids, capacities, p);
+            curves(stream, per_token, k, capacities, count_from, &mut b)
+        }
     }
 }
 
-/// The pass, compiled once without and once with pinned ids.
+/// LRU buckets from stack depths, with or without pinned ids.
+struct LruBuckets<'p, const PINNED: bool> {
+    sd: StackDistance,
+    /// bucket[d] = how many capacities are < d: an access of depth d misses at capacity
+    /// j exactly when bucket[d] > j. A cold access misses everywhere.
+    by_depth: Vec<u8>,
+    pinned: &'p [bool],
+    /// A pinned id's bucket: all (miss everywhere) until loaded, then 0 (hit everywhere).
+    pin_bucket: Vec<u8>,
+}
+
+impl<'p, const PINNED: bool> LruBuckets<'p, PINNED> {
+    fn new(n_ids: usize, capacities: &[usize], pinned: &'p [bool]) -> Self {
+        let m = capacities.len();
+        assert!(m < 255, "at most 254 capacities per pass");
+        let mut by_depth = vec![0u8; n_ids + 2];
+        for (d, b) in by_depth.iter_mut().enumerate() {
+            *b = capacities.partition_point(|&c| c < d) as u8;
+        }
+        by_depth[COLD as usize] = m as u8;
+        let pin_bucket = if PINNED {
+            assert_eq!(pinned.len(), n_ids, "one pinned flag per id");
+            vec![m as u8; n_ids]
+        } else {
+            Vec::new()
+        };
+        LruBuckets {
+            sd: StackDistance::new(n_ids),
+            by_depth,
+            pinned,
+            pin_bucket,
+        }
+    }
+}
+
+impl<const PINNED: bool> Buckets for LruBuckets<'_, PINNED> {
+    #[inline(always)]
+    fn bucket(&mut self, id: u16) -> usize {
+        if PINNED && self.pinned[id as usize] {
+            let b = &mut self.pin_bucket[id as usize];
+            let out = *b as usize;
+            *b = 0;
+            out
+        } else {
+            self.by_depth[self.sd.access(id) as usize] as usize
+        }
+    }
+}
+
+/// The pass: buckets per token and per slot, then misses at each capacity as suffix
+/// sums. Generic over the stack, so each is compiled into its own loop.
 #[inline(always)]
-fn curves<const PINNED: bool>(
+pub fn curves<B: Buckets>(
     stream: &[u16],
     per_token: usize,
     k: usize,
-    n_ids: usize,
     capacities: &[usize],
     count_from: usize,
-    pinned: &[bool],
-) -> LruCurves {
+    buckets: &mut B,
+) -> Curves {
     assert!(
         capacities.windows(2).all(|w| w[0] <= w[1]),
         "capacities ascending"
@@ -223,37 +284,6 @@ fn curves<const PINNED: bool>(
     let m = capacities.len();
     let n_tokens = stream.len().checked_div(per_token).unwrap_or(0);
     let n_slots = per_token.checked_div(k).unwrap_or(0);
-    // bucket[d] = how many capacities are < d: an access of depth d misses at capacity
-    // j exactly when bucket[d] > j. A cold access misses everywhere.
-    let mut bucket = vec![0u8; n_ids + 2];
-    for (d, b) in bucket.iter_mut().enumerate() {
-        *b = capacities.partition_point(|&c| c < d) as u8;
-    }
-    bucket[COLD as usize] = m as u8;
-    assert!(m < 255, "at most 254 capacities per pass");
-    let mut sd = StackDistance::new(n_ids);
-    // A pinned id's bucket: m (miss everywhere) until loaded, then 0 (hit everywhere).
-    let mut pin_bucket: Vec<u8> = if PINNED {
-        assert_eq!(pinned.len(), n_ids, "one pinned flag per id");
-        vec![m as u8; n_ids]
-    } else {
-        Vec::new()
-    };
-    // A macro, not a closure: a closure is compiled as a function of its own, without
-    // the caller's popcnt target feature, and was not inlined.
-    macro_rules! bucket_of {
-        ($id:expr) => {{
-            let id: u16 = $id;
-            if PINNED && pinned[id as usize] {
-                let b = &mut pin_bucket[id as usize];
-                let out = *b as usize;
-                *b = 0;
-                out
-            } else {
-                bucket[sd.access(id) as usize] as usize
-            }
-        }};
-    }
     let mut misses_per_token = vec![vec![0u32; n_tokens]; m];
     let mut slot_hist = vec![0u64; n_slots * (m + 1)];
     let mut tok_hist = vec![0u32; m + 1];
@@ -263,14 +293,14 @@ fn curves<const PINNED: bool>(
             for (s, layer) in token.chunks_exact(k).enumerate() {
                 let hist = &mut slot_hist[s * (m + 1)..(s + 1) * (m + 1)];
                 for &id in layer {
-                    let b = bucket_of!(id);
+                    let b = buckets.bucket(id);
                     tok_hist[b] += 1;
                     hist[b] += 1;
                 }
             }
         } else {
             for &id in token {
-                tok_hist[bucket_of!(id)] += 1;
+                tok_hist[buckets.bucket(id)] += 1;
             }
         }
         // misses at capacity j = accesses with bucket > j: a suffix sum.
@@ -291,7 +321,7 @@ fn curves<const PINNED: bool>(
                 .collect()
         })
         .collect();
-    LruCurves {
+    Curves {
         capacities: capacities.to_vec(),
         misses_per_token,
         misses_per_slot,

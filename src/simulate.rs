@@ -14,7 +14,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::hardware::Hardware;
-use crate::mattson::lru_curves;
+use crate::mattson::{self, lru_curves, Curves};
+use crate::opt_bands::OptBands;
 use crate::timemodel::{analytic_ssd_bytes_per_token, token_time, Placement, GIB};
 use crate::trace::Trace;
 
@@ -334,13 +335,15 @@ fn replay_into(
 }
 
 /// Whether `run_many` answers every capacity of `spec` from one pass: LRU, alone or
-/// behind a pinning decorator (pinned ids stay out of the stack).
-pub fn one_pass(spec: &PolicySpec) -> bool {
+/// behind a pinning decorator (pinned ids stay out of the stack), and OPT with one
+/// global cache (from the next-use keys of the whole stream).
+pub fn one_pass(spec: &PolicySpec, partition: Partition) -> bool {
     spec.base() == BaseSpec::Lru
+        || (*spec == PolicySpec::Base(BaseSpec::Opt) && partition == Partition::Global)
 }
 
 /// Counts of one policy at several capacities, the cheapest exact way: LRU (alone or
-/// behind a pinning decorator) from one stack-distance pass when there are two
+/// behind a pinning decorator) and global OPT from one stack pass when there are two
 /// capacities or more; otherwise one run per capacity, except where the answer needs no
 /// replay: a global cache of 0 misses every access, and one that holds every id of the
 /// stream only takes cold misses (no policy evicts before it is full).
@@ -352,7 +355,10 @@ pub fn run_many(
     profile: Option<&[u64]>,
     warmup: usize,
 ) -> Result<Vec<Counts>> {
-    if one_pass(spec) && capacities.len() > 1 {
+    if one_pass(spec, partition) && capacities.len() > 1 && spec.base() == BaseSpec::Opt {
+        return opt_all(plan, capacities, warmup);
+    }
+    if one_pass(spec, partition) && capacities.len() > 1 {
         let ids = plan.pinned_ids(spec, profile)?;
         if ids.is_empty() {
             return Ok(lru_all(plan, capacities, partition, warmup, None));
@@ -387,6 +393,58 @@ pub fn run_many(
         .collect()
 }
 
+/// OPT (one global cache) at many capacities from one pass of the banded OPT stack.
+/// Equal to `run_policy(opt)` at each capacity.
+pub fn opt_all(plan: &ReplayPlan, capacities: &[usize], warmup: usize) -> Result<Vec<Counts>> {
+    let mut out = empty_counts(plan, capacities.len());
+    if plan.per_token == 0 || capacities.is_empty() {
+        return Ok(out);
+    }
+    let order = ascending(capacities);
+    let caps: Vec<usize> = order.iter().map(|&j| capacities[j]).collect();
+    let mut bands = OptBands::new(plan.opt_future()?, &caps);
+    let curves = mattson::curves(
+        &plan.stream,
+        plan.per_token,
+        plan.top_k,
+        &caps,
+        warmup,
+        &mut bands,
+    );
+    scatter(&order, curves, &mut out);
+    Ok(out)
+}
+
+/// Zeroed counts for `m` runs.
+fn empty_counts(plan: &ReplayPlan, m: usize) -> Vec<Counts> {
+    (0..m)
+        .map(|_| Counts {
+            misses_per_token: vec![0; plan.n_tokens],
+            misses_per_slot: vec![0; plan.n_slots()],
+        })
+        .collect()
+}
+
+/// The caller's indices of `capacities` in ascending order of capacity (one pass takes
+/// them ascending).
+fn ascending(capacities: &[usize]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..capacities.len()).collect();
+    order.sort_by_key(|&j| capacities[j]);
+    order
+}
+
+/// Copy one pass's curves (ascending) back to the caller's order.
+fn scatter(order: &[usize], curves: Curves, out: &mut [Counts]) {
+    for (r, &j) in order.iter().enumerate() {
+        out[j]
+            .misses_per_token
+            .copy_from_slice(&curves.misses_per_token[r]);
+        out[j]
+            .misses_per_slot
+            .copy_from_slice(&curves.misses_per_slot[r]);
+    }
+}
+
 /// LRU at many capacities from one pass of stack distances (per slot with per-layer
 /// caches). Equal to `run_policy(lru)` at each capacity; with `pinned` (global cache
 /// only), equal to a `pinned:` decorator with those ids around an LRU of each capacity.
@@ -402,18 +460,11 @@ pub fn lru_all(
         "pinned ids need the global cache"
     );
     let m = capacities.len();
-    let mut out: Vec<Counts> = (0..m)
-        .map(|_| Counts {
-            misses_per_token: vec![0; plan.n_tokens],
-            misses_per_slot: vec![0; plan.n_slots()],
-        })
-        .collect();
+    let mut out = empty_counts(plan, m);
     if plan.per_token == 0 || m == 0 {
         return out;
     }
-    // One pass takes the capacities in ascending order; `order[r]` is the caller's index.
-    let mut order: Vec<usize> = (0..m).collect();
-    order.sort_by_key(|&j| capacities[j]);
+    let order = ascending(capacities);
     match partition {
         Partition::Global => {
             let caps: Vec<usize> = order.iter().map(|&j| capacities[j]).collect();
@@ -426,14 +477,7 @@ pub fn lru_all(
                 warmup,
                 pinned,
             );
-            for (r, &j) in order.iter().enumerate() {
-                out[j]
-                    .misses_per_token
-                    .copy_from_slice(&curves.misses_per_token[r]);
-                out[j]
-                    .misses_per_slot
-                    .copy_from_slice(&curves.misses_per_slot[r]);
-            }
+            scatter(&order, curves, &mut out);
         }
         Partition::PerLayer => {
             for s in 0..plan.n_slots() {
@@ -752,7 +796,7 @@ mod tests {
 
     #[test]
     fn run_many_equals_one_run_per_capacity() {
-        // Every shortcut of run_many (one pass for LRU behind pins, capacity 0, a cache
+        // Every shortcut of run_many (one pass for LRU behind pins and for OPT, capacity 0, a cache
         // that holds every id) against a plain run at each capacity.
         let trace = toy(1500, 11);
         let specs = [

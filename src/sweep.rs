@@ -242,7 +242,7 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
             if fits.is_empty() {
                 continue;
             }
-            if crate::simulate::one_pass(spec) {
+            if crate::simulate::one_pass(spec, study.partition) {
                 jobs.push(Job {
                     vram: v,
                     policy: p,

@@ -71,6 +71,11 @@ impl OptFuture {
     pub fn n_ids(&self) -> usize {
         self.n_ids
     }
+
+    /// Every access's next-use key (see the struct's `next`).
+    pub fn next_keys(&self) -> &[u32] {
+        &self.next
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -1,0 +1,291 @@
+//! Belady's OPT at many capacities in one pass.
+//!
+//! OPT is a stack algorithm (Mattson et al. 1970): for every capacity C, the cache's
+//! contents are the top C entries of one priority stack, so an access hits at C exactly
+//! when its object was within the top C. A sweep only asks which of its capacities
+//! c_0 <= c_1 <= ... an access hits, so the stack is cut at those capacities into bands
+//! (band k holds depths c_{k-1} + 1 ..= c_k), and the order *inside* a band never matters:
+//! each band is a set with a max-heap on next-use keys.
+//!
+//! An access to x (key now the current position, the smallest of all) that was in band j:
+//! - band 0 gives up its largest key (what an OPT cache of c_0 evicts: the resident used
+//!   farthest in the future) and takes x with its new key;
+//! - each band k in 1..j takes the carried object and gives up the largest key of the two
+//!   (OPT at c_k evicts the farthest of everything above it, which is either the carry or
+//!   its own largest);
+//! - band j loses x and keeps the carry. From beyond the last band (or a first use), the
+//!   carry falls out of the bands, or fills the first band that is not full yet.
+//!
+//! The accessed object hits at every capacity >= c_j and misses below: j is its bucket.
+//! A pass costs a heap operation per band crossed, so an access that hits at most
+//! capacities is cheap, instead of one full OPT replay per capacity.
+//!
+//! Keys are those of [`OptFuture`]: the position of the next access, or `len + id` if
+//! there is none (never used again: evicted first, the larger id first), as the
+//! per-capacity `opt` policy (and libCacheSim's Belady) use, so the counts agree exactly.
+
+use moe_spill_policies::OptFuture;
+
+/// `band_of` an object that is in no band (never seen, or below the last band).
+const NOWHERE: u8 = u8::MAX;
+
+/// A heap entry: the key in the high bits and the id in the low 16, so entries compare
+/// by key (keys are unique).
+type Entry = u64;
+
+#[inline(always)]
+fn entry(key: u32, id: u16) -> Entry {
+    (key as u64) << 16 | id as u64
+}
+
+#[inline(always)]
+fn id_of(e: Entry) -> u16 {
+    e as u16
+}
+
+/// The OPT stack cut into bands at the given capacities.
+pub struct OptBands<'f> {
+    future: &'f [u32],
+    pos: usize,
+    /// One max-heap per band, with its capacity (the band's width).
+    heaps: Vec<Vec<Entry>>,
+    widths: Vec<usize>,
+    band_of: Vec<u8>,
+    /// Index of each object in its band's heap.
+    slot_of: Vec<u32>,
+}
+
+impl crate::mattson::Buckets for OptBands<'_> {
+    #[inline(always)]
+    fn bucket(&mut self, id: u16) -> usize {
+        self.access(id)
+    }
+}
+
+impl<'f> OptBands<'f> {
+    /// Bands at `capacities` (ascending, repeats allowed, at most 254) for replaying
+    /// exactly `future`'s sequence.
+    pub fn new(future: &'f OptFuture, capacities: &[usize]) -> Self {
+        assert!(
+            capacities.windows(2).all(|w| w[0] <= w[1]),
+            "capacities ascending"
+        );
+        assert!(
+            capacities.len() < NOWHERE as usize,
+            "at most 254 capacities"
+        );
+        let n_ids = future.n_ids();
+        // Band k spans depths c_{k-1} + 1 ..= c_k; no deeper than the ids that fill it.
+        let mut above = 0;
+        let widths: Vec<usize> = capacities
+            .iter()
+            .map(|&c| {
+                let c = c.min(n_ids);
+                let w = c - above;
+                above = c;
+                w
+            })
+            .collect();
+        OptBands {
+            future: future.next_keys(),
+            pos: 0,
+            heaps: widths.iter().map(|&w| Vec::with_capacity(w)).collect(),
+            widths,
+            band_of: vec![NOWHERE; n_ids],
+            slot_of: vec![0; n_ids],
+        }
+    }
+
+    /// The bucket of the next access of the sequence (`id`, which must be the
+    /// sequence's next id): how many of the capacities it misses at.
+    #[inline(always)]
+    pub fn access(&mut self, id: u16) -> usize {
+        let key = self.future[self.pos];
+        self.pos += 1;
+        let x = entry(key, id);
+        let m = self.heaps.len();
+        let j = match self.band_of[id as usize] {
+            NOWHERE => m,
+            b => b as usize,
+        };
+        // Read before x enters the first band, which moves its index.
+        let old_slot = self.slot_of[id as usize] as usize;
+        // Band 0 (or the first band of non-zero width) takes x; the others pass on.
+        let mut carry = Some(x);
+        let mut first = true;
+        for k in 0..j.min(m) {
+            if self.widths[k] == 0 {
+                continue;
+            }
+            let Some(c) = carry else { break };
+            if self.heaps[k].len() < self.widths[k] {
+                // A band not full yet: everything below it is empty; the carry stays.
+                self.push(k, c);
+                carry = None;
+                break;
+            }
+            carry = Some(if first {
+                // x itself is never the victim: the band's largest goes, x comes in.
+                self.replace_top(k, c)
+            } else if c > self.heaps[k][0] {
+                c
+            } else {
+                self.replace_top(k, c)
+            });
+            first = false;
+        }
+        if j < m {
+            // x leaves its band; the carry (if any) takes its place. If x was in the
+            // first band it is the carry itself, with its new key.
+            match carry {
+                Some(c) => self.set(j, old_slot, c),
+                // Unreachable: a band above x's is full, so the carry reaches it.
+                None => self.remove(j, old_slot),
+            }
+        } else if let Some(c) = carry {
+            // Fell out of every band (or there are none).
+            self.band_of[id_of(c) as usize] = NOWHERE;
+        }
+        j
+    }
+
+    /// Put `e` at heap index `s` of band `k` and restore the heap around it.
+    #[inline(always)]
+    fn set(&mut self, k: usize, s: usize, e: Entry) {
+        let old = self.heaps[k][s];
+        self.heaps[k][s] = e;
+        self.band_of[id_of(e) as usize] = k as u8;
+        if e > old {
+            self.sift_up(k, s);
+        } else {
+            self.sift_down(k, s);
+        }
+    }
+
+    fn push(&mut self, k: usize, e: Entry) {
+        self.heaps[k].push(e);
+        let s = self.heaps[k].len() - 1;
+        self.band_of[id_of(e) as usize] = k as u8;
+        self.sift_up(k, s);
+    }
+
+    /// Take out the entry at index `s` of band `k`.
+    fn remove(&mut self, k: usize, s: usize) {
+        let last = self.heaps[k].pop().expect("remove from an empty band");
+        if s < self.heaps[k].len() {
+            self.set(k, s, last);
+        }
+    }
+
+    /// Swap `e` in for band `k`'s largest entry and return that one.
+    #[inline(always)]
+    fn replace_top(&mut self, k: usize, e: Entry) -> Entry {
+        let top = self.heaps[k][0];
+        self.heaps[k][0] = e;
+        self.band_of[id_of(e) as usize] = k as u8;
+        self.sift_down(k, 0);
+        top
+    }
+
+    #[inline(always)]
+    fn sift_up(&mut self, k: usize, mut s: usize) {
+        let h = &mut self.heaps[k];
+        let e = h[s];
+        while s > 0 {
+            let p = (s - 1) / 2;
+            if h[p] >= e {
+                break;
+            }
+            h[s] = h[p];
+            self.slot_of[id_of(h[s]) as usize] = s as u32;
+            s = p;
+        }
+        h[s] = e;
+        self.slot_of[id_of(e) as usize] = s as u32;
+    }
+
+    #[inline(always)]
+    fn sift_down(&mut self, k: usize, mut s: usize) {
+        let h = &mut self.heaps[k];
+        let n = h.len();
+        let e = h[s];
+        loop {
+            let l = 2 * s + 1;
+            if l >= n {
+                break;
+            }
+            let r = l + 1;
+            let c = if r < n && h[r] > h[l] { r } else { l };
+            if h[c] <= e {
+                break;
+            }
+            h[s] = h[c];
+            self.slot_of[id_of(h[s]) as usize] = s as u32;
+            s = c;
+        }
+        h[s] = e;
+        self.slot_of[id_of(e) as usize] = s as u32;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moe_spill_policies::{Opt, Policy};
+
+    fn xorshift(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
+    /// Every access's bucket against one OPT policy per capacity, on skewed random
+    /// streams, with capacities that repeat, are zero, or exceed the ids.
+    #[test]
+    fn buckets_equal_one_opt_run_per_capacity() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for round in 0..300 {
+            let n_ids = 1 + (xorshift(&mut x) % 60) as usize;
+            let hot = 1 + xorshift(&mut x) % n_ids as u64;
+            let len = (xorshift(&mut x) % 2000) as usize;
+            let stream: Vec<u16> = (0..len)
+                .map(|_| {
+                    let r = xorshift(&mut x);
+                    let m = if r & 3 != 0 { hot } else { n_ids as u64 };
+                    ((r >> 8) % m) as u16
+                })
+                .collect();
+            let mut caps: Vec<usize> = (0..1 + xorshift(&mut x) % 6)
+                .map(|_| (xorshift(&mut x) % (n_ids as u64 + 3)) as usize)
+                .collect();
+            if round % 5 == 0 {
+                caps.push(0);
+                caps.push(1);
+            }
+            caps.sort();
+            let future = OptFuture::new(&stream, n_ids).unwrap();
+            let mut bands = OptBands::new(&future, &caps);
+            let mut opts: Vec<Opt> = caps.iter().map(|&c| Opt::with_future(c, &future)).collect();
+            for (i, &id) in stream.iter().enumerate() {
+                let b = bands.access(id);
+                let want = opts
+                    .iter_mut()
+                    .map(|o| !o.access(id as u32).is_hit() as usize)
+                    .sum::<usize>();
+                assert_eq!(b, want, "round {round}, access {i}, caps {caps:?}");
+            }
+        }
+    }
+
+    /// The classic sequence at capacities 3 and 4: OPT misses 7 and 6 times.
+    #[test]
+    fn belady_textbook_sequence() {
+        let s: Vec<u16> = [1, 2, 3, 4, 1, 2, 5, 1, 2, 3, 4, 5].to_vec();
+        let future = OptFuture::new(&s, 6).unwrap();
+        let mut bands = OptBands::new(&future, &[3, 4]);
+        let buckets: Vec<usize> = s.iter().map(|&id| bands.access(id)).collect();
+        let misses_at = |j: usize| buckets.iter().filter(|&&b| b > j).count();
+        assert_eq!((misses_at(0), misses_at(1)), (7, 6));
+    }
+}
