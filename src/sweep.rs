@@ -1,7 +1,7 @@
 //! `sweep`: every policy at every RAM budget (and optionally several VRAM sizes), in
 //! parallel on all cores, one long-form row per (VRAM, policy, budget). LRU (also behind
-//! a pinning decorator) takes one pass of stack distances for all budgets; every other
-//! policy one run per budget.
+//! a pinning decorator) takes one pass of stack distances for all budgets, OPT one pass
+//! of its banded stack (src/opt_bands.rs); every other policy one run per budget.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -720,9 +720,9 @@ fn sweep_lru_equals_simulate_at_each_budget_and_writes_csv() {
         out.to_str().unwrap(),
         "-q",
     ]);
-    // The sweep takes its shortcuts (one stack-distance pass for lru and pinned:3, opt's
-    // next-use keys shared by every budget, no replay at 7 GiB = 0 experts); simulate
-    // runs each budget on its own. pinned:3 (192 experts) skips the 0-expert budget.
+    // The sweep takes its shortcuts (one stack-distance pass for lru and pinned:3, one
+    // banded-stack pass for opt, no replay at 7 GiB = 0 experts); simulate runs each
+    // budget on its own (opt as the bit-tree policy). pinned:3 (192 experts) skips the 0-expert budget.
     let rows = csv_rows(&fs::read_to_string(&out).unwrap());
     assert_eq!(rows.len(), 15);
     assert!(rows.iter().any(|r| r["cache_experts"] == "0"));
