@@ -136,6 +136,9 @@ impl StackDistance {
     }
 }
 
+/// Most capacities one pass takes (buckets are counted in bytes).
+pub const MAX_CAPACITIES: usize = 254;
+
 /// Misses of a stream at several capacities, from one pass.
 pub struct Curves {
     /// Capacities, ascending.
@@ -231,7 +234,10 @@ struct LruBuckets<'p, const PINNED: bool> {
 impl<'p, const PINNED: bool> LruBuckets<'p, PINNED> {
     fn new(n_ids: usize, capacities: &[usize], pinned: &'p [bool]) -> Self {
         let m = capacities.len();
-        assert!(m < 255, "at most 254 capacities per pass");
+        assert!(
+            m <= MAX_CAPACITIES,
+            "at most {MAX_CAPACITIES} capacities per pass"
+        );
         let mut by_depth = vec![0u8; n_ids + 2];
         for (d, b) in by_depth.iter_mut().enumerate() {
             *b = capacities.partition_point(|&c| c < d) as u8;

@@ -63,7 +63,8 @@ impl crate::mattson::Buckets for OptBands<'_> {
 }
 
 impl<'f> OptBands<'f> {
-    /// Bands at `capacities` (ascending, repeats allowed, at most 254) for replaying
+    /// Bands at `capacities` (ascending, repeats allowed, at most
+    /// `mattson::MAX_CAPACITIES`) for replaying
     /// exactly `future`'s sequence.
     pub fn new(future: &'f OptFuture, capacities: &[usize]) -> Self {
         assert!(
@@ -71,8 +72,9 @@ impl<'f> OptBands<'f> {
             "capacities ascending"
         );
         assert!(
-            capacities.len() < NOWHERE as usize,
-            "at most 254 capacities"
+            capacities.len() <= crate::mattson::MAX_CAPACITIES,
+            "at most {} capacities",
+            crate::mattson::MAX_CAPACITIES
         );
         let n_ids = future.n_ids();
         // Band k spans depths c_{k-1} + 1 ..= c_k; no deeper than the ids that fill it.
