@@ -64,8 +64,7 @@ impl crate::mattson::Buckets for OptBands<'_> {
 
 impl<'f> OptBands<'f> {
     /// Bands at `capacities` (ascending, repeats allowed, at most
-    /// `mattson::MAX_CAPACITIES`) for replaying
-    /// exactly `future`'s sequence.
+    /// `mattson::MAX_CAPACITIES`) for replaying exactly `future`'s sequence.
     pub fn new(future: &'f OptFuture, capacities: &[usize]) -> Self {
         assert!(
             capacities.windows(2).all(|w| w[0] <= w[1]),
@@ -137,13 +136,11 @@ impl<'f> OptBands<'f> {
             first = false;
         }
         if j < m {
-            // x leaves its band; the carry (if any) takes its place. If x was in the
-            // first band it is the carry itself, with its new key.
-            match carry {
-                Some(c) => self.set(j, old_slot, c),
-                // Unreachable: a band above x's is full, so the carry reaches it.
-                None => self.remove(j, old_slot),
-            }
+            // x leaves its band and the carry takes its place (if x was in the first
+            // band, the carry is x itself with its new key). Every band above x's is
+            // full, so the carry always gets this far.
+            let c = carry.expect("bands above an object's own are full");
+            self.set(j, old_slot, c);
         } else if let Some(c) = carry {
             // Fell out of every band (or there are none).
             self.band_of[id_of(c) as usize] = NOWHERE;
@@ -171,14 +168,6 @@ impl<'f> OptBands<'f> {
         self.sift_up(k, s);
     }
 
-    /// Take out the entry at index `s` of band `k`.
-    fn remove(&mut self, k: usize, s: usize) {
-        let last = self.heaps[k].pop().expect("remove from an empty band");
-        if s < self.heaps[k].len() {
-            self.set(k, s, last);
-        }
-    }
-
     /// Swap `e` in for band `k`'s largest entry and return that one.
     #[inline(always)]
     fn replace_top(&mut self, k: usize, e: Entry) -> Entry {
@@ -198,12 +187,11 @@ impl<'f> OptBands<'f> {
             if h[p] >= e {
                 break;
             }
-            h[s] = h[p];
-            self.slot_of[id_of(h[s]) as usize] = s as u32;
+            let up = h[p];
+            put(h, &mut self.slot_of, s, up);
             s = p;
         }
-        h[s] = e;
-        self.slot_of[id_of(e) as usize] = s as u32;
+        put(h, &mut self.slot_of, s, e);
     }
 
     #[inline(always)]
@@ -221,13 +209,19 @@ impl<'f> OptBands<'f> {
             if h[c] <= e {
                 break;
             }
-            h[s] = h[c];
-            self.slot_of[id_of(h[s]) as usize] = s as u32;
+            let down = h[c];
+            put(h, &mut self.slot_of, s, down);
             s = c;
         }
-        h[s] = e;
-        self.slot_of[id_of(e) as usize] = s as u32;
+        put(h, &mut self.slot_of, s, e);
     }
+}
+
+/// Write `e` at heap index `s` and record the index as its object's slot.
+#[inline(always)]
+fn put(h: &mut [Entry], slot_of: &mut [u32], s: usize, e: Entry) {
+    h[s] = e;
+    slot_of[id_of(e) as usize] = s as u32;
 }
 
 #[cfg(test)]

@@ -355,18 +355,18 @@ pub fn run_many(
     profile: Option<&[u64]>,
     warmup: usize,
 ) -> Result<Vec<Counts>> {
-    if one_pass(spec, partition) && capacities.len() > mattson::MAX_CAPACITIES {
-        // A pass counts misses by bucket in bytes: a pass per group of capacities.
-        let mut out = Vec::with_capacity(capacities.len());
-        for group in capacities.chunks(mattson::MAX_CAPACITIES) {
-            out.extend(run_many(plan, spec, group, partition, profile, warmup)?);
-        }
-        return Ok(out);
-    }
-    if one_pass(spec, partition) && capacities.len() > 1 && spec.base() == BaseSpec::Opt {
-        return opt_all(plan, capacities, warmup);
-    }
     if one_pass(spec, partition) && capacities.len() > 1 {
+        if capacities.len() > mattson::MAX_CAPACITIES {
+            // A pass counts misses by bucket in bytes: a pass per group of capacities.
+            let mut out = Vec::with_capacity(capacities.len());
+            for group in capacities.chunks(mattson::MAX_CAPACITIES) {
+                out.extend(run_many(plan, spec, group, partition, profile, warmup)?);
+            }
+            return Ok(out);
+        }
+        if spec.base() == BaseSpec::Opt {
+            return opt_all(plan, capacities, warmup);
+        }
         let ids = plan.pinned_ids(spec, profile)?;
         if ids.is_empty() {
             return Ok(lru_all(plan, capacities, partition, warmup, None));
