@@ -18,8 +18,8 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use moe_spill::kernel::{
-    self, page_model, Advice, ChildCommand, KernelOptions, KernelRun, Layout, MemCgroup,
-    PageModelConfig, SPEC_ENV,
+    self, page_model, Advice, ChildCommand, KernelOptions, Layout, MemCgroup, PageModelConfig,
+    SPEC_ENV,
 };
 use moe_spill::simulate::{run_policy, Partition, ReplayPlan};
 use moe_spill::trace::{Geometry, Trace};
@@ -134,14 +134,49 @@ const CAPACITY: usize = 96; // of 256 experts: 24 MiB of page cache
 /// 4094.8, -2.2% to +1.8%. (The earlier `linux-eager` model: -5% to -9%.)
 const LINUX_TOLERANCE: f64 = 0.05;
 
-/// Kernel replay of the first `tokens` tokens; (kernel expert-equivalents, the
-/// policy's misses, the page model's expert-equivalents, the run).
-fn replay(
-    trace: &Trace,
-    tokens: usize,
-    advice: Advice,
-    policy: &str,
-) -> (f64, u64, f64, KernelRun) {
+/// The memcg charges page cache in per-CPU batches of 64 pages (one 256 KiB expert) that
+/// its usage counter includes, so the budget the kernel really gets drifts by up to an
+/// expert per CPU: the project machine has 2. The exact checks compare the kernel with
+/// the model's range over these capacities.
+const CHARGE_SLACK: usize = 2;
+
+/// What one kernel replay measured, next to the simulator's answers.
+struct Replay {
+    /// Expert-equivalents the kernel read.
+    kernel: f64,
+    /// The policy's misses at the budget, and their range over budget +- CHARGE_SLACK.
+    policy: u64,
+    policy_range: (u64, u64),
+    /// The page model's expert-equivalents at the budget, and their range likewise.
+    page: f64,
+    page_range: (f64, f64),
+}
+
+impl Replay {
+    /// Whether `kernel` lies in `range`, give or take `rel` of itself and one expert.
+    fn within(&self, range: (f64, f64), rel: f64) -> bool {
+        let slack = rel * self.kernel + 1.0;
+        range.0 - slack <= self.kernel && self.kernel <= range.1 + slack
+    }
+}
+
+/// The policy's misses on the plan's accesses at `capacity`.
+fn policy_misses(plan: &ReplayPlan, policy: &str, capacity: usize) -> u64 {
+    let spec = PolicySpec::parse(policy).unwrap();
+    let counts = run_policy(plan, &spec, capacity, Partition::Global, None, 0).unwrap();
+    counts.misses_per_token.iter().map(|&m| m as u64).sum()
+}
+
+/// The range of the policy's misses over capacities within CHARGE_SLACK of CAPACITY.
+fn policy_range(plan: &ReplayPlan, policy: &str) -> (u64, u64) {
+    let misses =
+        (CAPACITY - CHARGE_SLACK..=CAPACITY + CHARGE_SLACK).map(|c| policy_misses(plan, policy, c));
+    misses.fold((u64::MAX, 0), |(lo, hi), m| (lo.min(m), hi.max(m)))
+}
+
+/// Kernel replay of the first `tokens` tokens at CAPACITY, and `policy` and the page
+/// model on the same accesses.
+fn replay(trace: &Trace, tokens: usize, advice: Advice, policy: &str) -> Replay {
     let trace = kernel::truncate_trace(trace, false, tokens);
     let mut plan = ReplayPlan::new(&trace, false, 0);
     plan.expert_bytes = Some(EXPERT_BYTES);
@@ -168,9 +203,8 @@ fn replay(
     let run = kernel::kernel_misses(&plan, CAPACITY, &opts);
     let _ = std::fs::remove_file(&file);
     let run = run.expect("kernel replay");
-    let spec = PolicySpec::parse(policy).unwrap();
-    let counts = run_policy(&plan, &spec, CAPACITY, Partition::Global, None, 0).unwrap();
-    let sim: u64 = counts.misses_per_token.iter().map(|&m| m as u64).sum();
+    let sim = policy_misses(&plan, policy, CAPACITY);
+    let policy_range = policy_range(&plan, policy);
     let kern = run.expert_misses();
     let layout = Layout {
         n_ids: plan.n_ids,
@@ -179,12 +213,26 @@ fn replay(
         slices: 1,
     };
     let pcfg = PageModelConfig::for_advice(layout, advice, run.window_kb);
-    let page = page_model(&plan.stream, plan.per_token, CAPACITY, &pcfg).expert_misses();
+    let page_at =
+        |capacity| page_model(&plan.stream, plan.per_token, capacity, &pcfg).expert_misses();
+    let pages: Vec<f64> = (CAPACITY - CHARGE_SLACK..=CAPACITY + CHARGE_SLACK)
+        .map(page_at)
+        .collect();
+    let page = page_at(CAPACITY);
+    let page_range = pages
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &p| (lo.min(p), hi.max(p)));
     eprintln!(
-        "kernel replay ({advice:?}): {} accesses, kernel {kern:.1} expert-equivalents read, {policy} {sim} misses ({:+.2}%), page model {page:.1} ({:+.2}%), {:.1} experts resident, limit {} B, overhead {} B, {:.1} s",
+        "kernel replay ({advice:?}): {} accesses, kernel {kern:.1} expert-equivalents read, {policy} {sim} misses ({:+.2}%; {}..={} at {}..={} experts), page model {page:.1} ({:+.2}%; {:.1}..={:.1}), {:.1} experts resident, limit {} B, overhead {} B, {:.1} s",
         plan.stream.len(),
         100.0 * (sim as f64 - kern) / kern,
+        policy_range.0,
+        policy_range.1,
+        CAPACITY - CHARGE_SLACK,
+        CAPACITY + CHARGE_SLACK,
         100.0 * (page - kern) / kern,
+        page_range.0,
+        page_range.1,
         run.resident_experts(),
         run.limit_bytes,
         run.overhead_bytes,
@@ -199,7 +247,7 @@ fn replay(
     // is the capacity, give or take the memcg's per-CPU charge batching.
     let resident = run.resident_experts();
     assert!(
-        (resident - CAPACITY as f64).abs() <= 2.0,
+        (resident - CAPACITY as f64).abs() <= CHARGE_SLACK as f64,
         "{resident:.2} experts resident at the end, budget {CAPACITY}"
     );
     // The first token's 32 accesses are cold misses, read exactly.
@@ -208,7 +256,13 @@ fn replay(
         (first - 32.0).abs() < 0.01,
         "first token read {first} experts"
     );
-    (kern, sim, page, run)
+    Replay {
+        kernel: kern,
+        policy: sim,
+        policy_range,
+        page,
+        page_range,
+    }
 }
 
 #[test]
@@ -223,30 +277,45 @@ fn kernel_bytes_match_the_simulator() {
     // (vma_has_recency), and there is no readahead: the page cache is exactly FIFO.
     // This pins down the machinery (budget, accounting, file layout) to a few pages. The
     // page model has no references and no readahead here either: FIFO over pages.
-    let (kern, fifo, page, _) = replay(&trace, 100, Advice::Random, "fifo");
+    // FIFO is exact up to the budget's drift by the charge batches: the kernel reads what
+    // FIFO misses at a capacity within CHARGE_SLACK experts of the budget. FIFO misses
+    // 1562/1550/1537/1523/1489 at 94..=98 experts; the kernel read 1535.7-1538.4 in runs
+    // here with 96.0-96.2 resident, and once in CI 1523.0 with 97.0 resident (FIFO at 97).
+    let r = replay(&trace, 100, Advice::Random, "fifo");
+    let fifo = (r.policy_range.0 as f64, r.policy_range.1 as f64);
     assert!(
-        (fifo as f64 - kern).abs() <= 0.005 * kern + 1.0,
-        "random advice: kernel {kern:.2} expert-equivalents vs fifo {fifo}"
+        r.within(fifo, 0.002),
+        "random advice: kernel {:.2} expert-equivalents vs fifo {}..={} within {CHARGE_SLACK} experts of the budget",
+        r.kernel,
+        fifo.0,
+        fifo.1
     );
     assert!(
-        (page - kern).abs() <= 0.005 * kern + 1.0,
-        "random advice: kernel {kern:.2} expert-equivalents vs page model {page:.2}"
+        r.within(r.page_range, 0.002),
+        "random advice: kernel {:.2} expert-equivalents vs page model {:.2}..={:.2}",
+        r.kernel,
+        r.page_range.0,
+        r.page_range.1
     );
 
     // Per-expert WILLNEED reads exactly the missing experts and keeps recency: the
     // kernel's two lists, with reference bits sampled when reclaim reaches a page.
-    let (kern, linux, page, _) = replay(&trace, 300, Advice::Willneed, "linux");
-    let rel = (linux as f64 - kern) / kern;
+    let r = replay(&trace, 300, Advice::Willneed, "linux");
+    let rel = (r.policy as f64 - r.kernel) / r.kernel;
     assert!(
         rel.abs() <= LINUX_TOLERANCE,
-        "linux policy {linux} misses vs kernel {kern:.1} expert-equivalents: {:+.1}% (tolerance {}%)",
+        "linux policy {} misses vs kernel {:.1} expert-equivalents: {:+.1}% (tolerance {}%)",
+        r.policy,
+        r.kernel,
         100.0 * rel,
         100.0 * LINUX_TOLERANCE
     );
-    let rel = (page - kern) / kern;
+    let rel = (r.page - r.kernel) / r.kernel;
     assert!(
         rel.abs() <= LINUX_TOLERANCE,
-        "page model {page:.1} vs kernel {kern:.1} expert-equivalents: {:+.1}% (tolerance {}%)",
+        "page model {:.1} vs kernel {:.1} expert-equivalents: {:+.1}% (tolerance {}%)",
+        r.page,
+        r.kernel,
         100.0 * rel,
         100.0 * LINUX_TOLERANCE
     );
@@ -334,15 +403,17 @@ fn sweep_adds_the_kernel_at_every_budget() {
         .iter()
         .any(|r| r[col("policy")] == "kernel" && r[col("cache_experts")] == "0"));
     // With the moe-spill binary as the child the kernel read 1537 (= fifo) or 1546
-    // expert-equivalents in the runs here (the test binary as the child: 1537 in every
-    // run): sometimes the child's budget comes out about half an expert short, within
-    // the memcg's per-CPU charge batches (64 pages per CPU) that the usage counter
-    // includes. Tolerance 1%.
+    // expert-equivalents in the runs here: the budget drifts by the memcg's per-CPU
+    // charge batches, as in kernel_bytes_match_the_simulator, so the kernel must read
+    // what FIFO misses within CHARGE_SLACK experts of the budget.
     let (k, f) = (get("kernel", "96"), get("fifo", "96"));
-    eprintln!("sweep --kernel at 96 experts: kernel {k}, fifo {f}");
+    let plan = ReplayPlan::new(&trace, false, 0);
+    assert_eq!(policy_misses(&plan, "fifo", CAPACITY) as f64, f);
+    let (lo, hi) = policy_range(&plan, "fifo");
+    eprintln!("sweep --kernel at 96 experts: kernel {k}, fifo {f} ({lo}..={hi} at 94..=98)");
     assert!(
-        (k - f).abs() <= 0.01 * f + 1.0,
-        "at 96 experts: kernel {k} vs fifo {f}"
+        lo as f64 - 0.002 * k - 1.0 <= k && k <= hi as f64 + 0.002 * k + 1.0,
+        "at 96 experts: kernel {k} vs fifo {lo}..={hi} within {CHARGE_SLACK} experts"
     );
     // The kernel rows sit after the policies of their budget set.
     assert_eq!(rows.last().unwrap()[col("policy")], "kernel");
