@@ -14,6 +14,7 @@
 
 pub mod huge;
 mod list;
+mod ring;
 
 pub mod arc;
 pub mod clock;

@@ -42,11 +42,8 @@
 //! capacity rather than from the current list sizes (equal whenever the cache is full,
 //! which is the only time the ratio is consulted).
 
-use crate::list::Lists;
+use crate::ring::Ring;
 use crate::{ObjId, Outcome, Policy};
-
-const L_INACTIVE: usize = 0;
-const L_ACTIVE: usize = 1;
 
 /// Per-id state bits: which list (none, inactive, active), the reference bit (the PTE
 /// accessed bit) and the referenced flag (`PG_referenced`).
@@ -72,16 +69,18 @@ pub fn kernel_inactive_ratio(cache_bytes: u64) -> u32 {
 /// model (one id per page). It only orders and evicts; the caller decides when to evict
 /// (the policy: before each insertion into a full cache; the page model: in reclaim
 /// batches).
+///
+/// Both lists only take ids at their head and give them up at their tail (a hit moves
+/// nothing), so each is a ring queue.
 #[derive(Clone, Debug)]
 pub struct SplitLru {
-    lists: Lists,
+    inactive: Ring,
+    active: Ring,
     state: Vec<u8>,
     /// Eviction time + 1 of every id evicted at least once (0: never evicted).
     evicted_at: Vec<u64>,
     /// Ticks at every eviction and every activation (the kernel's nonresident_age).
     clock: u64,
-    n_inactive: usize,
-    n_active: usize,
     ratio: usize,
     large_folios: bool,
 }
@@ -91,12 +90,11 @@ impl SplitLru {
     /// evicting.
     pub fn new(n_ids: usize, ratio: u32) -> Self {
         SplitLru {
-            lists: Lists::new(n_ids, 2),
+            inactive: Ring::new(n_ids),
+            active: Ring::new(n_ids),
             state: vec![0; n_ids],
             evicted_at: vec![0; n_ids],
             clock: 0,
-            n_inactive: 0,
-            n_active: 0,
             ratio: ratio.max(1) as usize,
             large_folios: false,
         }
@@ -116,7 +114,7 @@ impl SplitLru {
 
     /// Resident ids.
     pub fn len(&self) -> usize {
-        self.n_inactive + self.n_active
+        self.inactive.len() + self.active.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -124,7 +122,7 @@ impl SplitLru {
     }
 
     pub fn n_active(&self) -> usize {
-        self.n_active
+        self.active.len()
     }
 
     #[inline]
@@ -153,15 +151,13 @@ impl SplitLru {
         debug_assert!(self.state[i] & WHERE == 0, "insert of a resident id {id}");
         let bit = if referenced { REF } else { 0 };
         let at = self.evicted_at[i];
-        if at != 0 && self.clock - (at - 1) <= self.n_active as u64 {
-            self.lists.push_front(L_ACTIVE, id);
+        if at != 0 && self.clock - (at - 1) <= self.active.len() as u64 {
+            self.active.push_front(id);
             self.state[i] = ACTIVE | bit;
-            self.n_active += 1;
             self.clock += 1;
         } else {
-            self.lists.push_front(L_INACTIVE, id);
+            self.inactive.push_front(id);
             self.state[i] = INACTIVE | bit;
-            self.n_inactive += 1;
         }
     }
 
@@ -171,32 +167,26 @@ impl SplitLru {
         loop {
             // inactive_is_low: deactivate from the active tail. With inactive empty and
             // active not, the condition holds, so the inactive list is never empty below.
-            while self.n_active > self.ratio * self.n_inactive {
-                let t = self.lists.back(L_ACTIVE).expect("active is non-empty");
-                self.lists.move_to_front(L_INACTIVE, t);
+            while self.active.len() > self.ratio * self.inactive.len() {
+                let t = self.active.pop_back();
+                self.inactive.push_front(t);
                 let s = &mut self.state[t as usize];
                 *s = INACTIVE | (*s & FLAG);
-                self.n_active -= 1;
-                self.n_inactive += 1;
             }
-            let v = self.lists.back(L_INACTIVE).expect("inactive is non-empty");
+            let v = self.inactive.pop_back();
             let s = self.state[v as usize];
             if s & REF == 0 {
-                self.lists.unlink(v);
                 self.state[v as usize] = 0;
-                self.n_inactive -= 1;
                 self.evicted_at[v as usize] = self.clock + 1;
                 self.clock += 1;
                 return v;
             }
             if s & FLAG != 0 || self.large_folios {
-                self.lists.move_to_front(L_ACTIVE, v);
+                self.active.push_front(v);
                 self.state[v as usize] = ACTIVE | (s & FLAG);
-                self.n_inactive -= 1;
-                self.n_active += 1;
                 self.clock += 1;
             } else {
-                self.lists.move_to_front(L_INACTIVE, v);
+                self.inactive.push_front(v);
                 self.state[v as usize] = INACTIVE | FLAG;
             }
         }
@@ -204,7 +194,7 @@ impl SplitLru {
 
     /// Resident ids of (inactive, active), head first (for tests).
     pub fn lists(&self) -> (Vec<ObjId>, Vec<ObjId>) {
-        (self.lists.collect(L_INACTIVE), self.lists.collect(L_ACTIVE))
+        (self.inactive.collect(), self.active.collect())
     }
 
     /// (reference bit, referenced flag) of `id` (for tests).
@@ -215,16 +205,17 @@ impl SplitLru {
 
     /// Check the lists against the states and counts (O(n_ids)).
     pub fn validate(&self) -> Result<(), String> {
-        let lists = self.lists.validate(2)?;
-        for (l, (st, n)) in lists
-            .iter()
-            .zip([(INACTIVE, self.n_inactive), (ACTIVE, self.n_active)])
-        {
-            if l.len() != n || l.iter().any(|&id| self.state[id as usize] & WHERE != st) {
-                return Err(format!(
-                    "split lru: list {st} does not match its count or states"
-                ));
+        let mut all = Vec::with_capacity(self.len());
+        for (l, st) in [(&self.inactive, INACTIVE), (&self.active, ACTIVE)] {
+            let ids = l.collect();
+            if ids.iter().any(|&id| self.state[id as usize] & WHERE != st) {
+                return Err(format!("split lru: list {st} holds an id of another state"));
             }
+            all.extend(ids);
+        }
+        all.sort_unstable();
+        if let Some(w) = all.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("split lru: id {} is listed twice", w[0]));
         }
         if let Some(id) = self.state.iter().position(|&s| s & WHERE == 0 && s != 0) {
             return Err(format!("split lru: non-resident id {id} has bits set"));
