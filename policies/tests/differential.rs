@@ -240,6 +240,26 @@ fn larger_s3fifo_and_arc_traces() {
 }
 
 #[test]
+fn clock_across_bitset_words() {
+    // CLOCK keeps its reference bits 64 frames a word: capacities on both sides of one
+    // and two words, and odd ones, so the hand crosses word ends and wraps mid-word.
+    for seed in 0..20 {
+        let mut r = rng(45_000 + seed);
+        let n_ids = r.gen_range(140..=260);
+        let s = r.gen_range(0.4..1.1);
+        let t = common::zipf(&mut r, n_ids, s, 2000);
+        let profile = common::profile_of(&t, n_ids);
+        let odd = r.gen_range(2..n_ids);
+        for cap in [63, 64, 65, 127, 128, 129, odd, n_ids - 1] {
+            let c = ctx(cap, n_ids, 16, 0, &t, &profile);
+            for spec in ["clock", "pinned:2:clock"] {
+                compare(spec, &c, &t, &format!("clock words seed {seed}"));
+            }
+        }
+    }
+}
+
+#[test]
 fn linux_with_the_kernel_ratio_of_its_bytes() {
     // `linux` sizes its ratio from capacity x expert bytes (the fast policy with an
     // integer square root, the reference through floating point): expert sizes that put
