@@ -113,13 +113,21 @@ impl<'t> ReplayPlan<'t> {
     }
 
     /// Where each id is first accessed in the stream (`usize::MAX`: never), from one
-    /// pass made the first time any of the cold-miss questions below is asked.
+    /// pass made the first time any of the cold-miss questions below is asked. The pass
+    /// stops once every id has been seen, usually early in the stream.
     fn first_use(&self) -> &[usize] {
         self.first_use.get_or_init(|| {
             let mut first = vec![usize::MAX; self.n_ids];
+            let mut unseen = self.n_ids;
             for (i, &id) in self.stream.iter().enumerate() {
                 let f = &mut first[id as usize];
-                *f = (*f).min(i);
+                if *f == usize::MAX {
+                    *f = i;
+                    unseen -= 1;
+                    if unseen == 0 {
+                        break;
+                    }
+                }
             }
             first
         })
