@@ -10,6 +10,7 @@ pub mod error;
 pub mod estimate;
 pub mod format;
 pub mod hardware;
+pub mod ids;
 pub mod kernel;
 pub mod mattson;
 pub mod model;

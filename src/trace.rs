@@ -7,6 +7,7 @@
 //! policies see.
 
 use crate::error::{Error, Result};
+use crate::ids::Ids;
 
 /// The routing geometry of a trace.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,8 +75,8 @@ pub struct Trace {
     /// Whether `n_experts` came from the source (binary header, model preset) or was only
     /// observed as max expert id + 1 (text formats carry no expert count).
     pub n_experts_known: bool,
-    /// Dense ids, token-major.
-    pub ids: Vec<u16>,
+    /// Dense ids, token-major (a view into the file for a mapped `.mst`).
+    pub ids: Ids,
     /// Token index where each response starts; one extra entry at the end (= n_tokens).
     pub response_starts: Vec<usize>,
     /// Per token: true for a prompt-processing token.
@@ -87,7 +88,7 @@ impl Trace {
         Trace {
             geometry,
             n_experts_known,
-            ids: Vec::new(),
+            ids: Ids::new(),
             response_starts: vec![0],
             prompt: Vec::new(),
         }
@@ -231,7 +232,7 @@ mod tests {
     fn restride_keeps_slot_and_expert() {
         let mut t = Trace::empty(geo(4), false);
         // token: layer1 {3,0}, layer2 {1,2}
-        t.ids = vec![3, 0, 4 + 1, 4 + 2];
+        t.ids = vec![3, 0, 4 + 1, 4 + 2].into();
         t.prompt = vec![false];
         t.end_response();
         t.set_n_experts(64);
@@ -242,11 +243,11 @@ mod tests {
     #[test]
     fn concat_takes_the_larger_observed_count() {
         let mut a = Trace::empty(geo(4), false);
-        a.ids = vec![3, 0, 5, 6];
+        a.ids = vec![3, 0, 5, 6].into();
         a.prompt = vec![false];
         a.end_response();
         let mut b = Trace::empty(geo(8), false);
-        b.ids = vec![7, 0, 8 + 7, 8];
+        b.ids = vec![7, 0, 8 + 7, 8].into();
         b.prompt = vec![true];
         b.end_response();
         let c = Trace::concat(a, b, "b").unwrap();

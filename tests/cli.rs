@@ -472,7 +472,7 @@ fn bad_binary_id_outside_its_layer() {
         },
         n_experts_known: true,
         // token 1, slot 0 holds id 5, which belongs to layer 2
-        ids: vec![0, 4, 5, 6],
+        ids: vec![0, 4, 5, 6].into(),
         response_starts: vec![0, 2],
         prompt: vec![false, false],
     };

@@ -16,23 +16,109 @@
 //! | | ceil(n_tokens / 8) | phase bits: bit t % 8 of byte t / 8 set = prompt token |
 //! | | 2 n_tokens n_layers top_k | dense ids `slot * n_experts + expert`, token-major |
 //!
-//! The ids are read straight into the trace's buffer, so loading runs at memory speed.
+//! From a file the ids are not read at all: the file is mapped and the trace's ids are a
+//! view into it ([`crate::ids`]), after the same checks as a read (size, checksum, every id
+//! in its layer). Only a stream, or ids at an odd offset, are copied into a buffer.
 
 use std::io::{Read, Write};
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::ids::{Ids, Mapping};
 use crate::trace::{Geometry, Trace};
 
 pub const MAGIC: &[u8; 8] = b"MSPTRACE";
 pub const VERSION: u32 = 1;
 const HEADER: usize = 40;
 
+/// Everything of a binary trace before its ids, checked, and where the ids begin.
+struct Meta {
+    geometry: Geometry,
+    flags: u16,
+    response_starts: Vec<usize>,
+    prompt: Vec<bool>,
+    /// The checksum in the header, and the running one over what was read so far.
+    checksum: u64,
+    hasher: Checksum,
+    /// Byte offset of the ids, their number, and the file's size per the header.
+    off: u64,
+    n_ids: usize,
+    expected: u64,
+}
+
 /// Read a binary trace. `size` is the file's length when known (checked before any large
 /// allocation, so a corrupt header cannot ask for terabytes).
 pub fn read(path: &Path, mut r: impl Read, size: Option<u64>) -> Result<Trace> {
+    let mut m = read_meta(path, &mut r, size)?;
+    // Huge pages: in 4 KiB pages the read spends more time in page faults than copying.
+    let mut ids: Vec<u16> = moe_spill_policies::huge::zeroed_vec(m.n_ids);
+    {
+        // SAFETY: u16 has no invalid bit patterns and no padding; the byte view covers
+        // exactly the vector's initialised elements.
+        let bytes =
+            unsafe { std::slice::from_raw_parts_mut(ids.as_mut_ptr() as *mut u8, ids.len() * 2) };
+        read_exact(path, &mut r, bytes, m.off, "expert ids")?;
+        m.hasher.update(bytes);
+    }
+    if cfg!(target_endian = "big") {
+        for id in ids.iter_mut() {
+            *id = u16::from_le(*id);
+        }
+    }
+    let mut extra = [0u8; 1];
+    if size.is_none() && r.read(&mut extra).map_err(|e| Error::io(path, e))? != 0 {
+        return Err(Error::at_byte(
+            path,
+            m.expected,
+            "trailing bytes after the expert ids",
+        ));
+    }
+    finish(path, m, ids.into())
+}
+
+/// Read a binary trace from its memory-mapped file: the same checks, and the ids stay a
+/// view into the mapping (copied out only where they cannot be: an odd offset, a
+/// big-endian host).
+pub fn read_mapped(path: &Path, mapping: Mapping) -> Result<Trace> {
+    let bytes = mapping.bytes();
+    let mut m = read_meta(path, &mut &bytes[..], Some(bytes.len() as u64))?;
+    let off = m.off as usize;
+    m.hasher.update(&bytes[off..]);
+    let ids = match mapping.into_ids(off, m.n_ids) {
+        Ok(ids) => ids,
+        Err(mapping) => {
+            let mut v: Vec<u16> = moe_spill_policies::huge::zeroed_vec(m.n_ids);
+            for (id, c) in v.iter_mut().zip(mapping.bytes()[off..].chunks_exact(2)) {
+                *id = u16::from_le_bytes([c[0], c[1]]);
+            }
+            v.into()
+        }
+    };
+    finish(path, m, ids)
+}
+
+/// The checks after the ids are in, and the trace.
+fn finish(path: &Path, m: Meta, ids: Ids) -> Result<Trace> {
+    if m.hasher.finish() != m.checksum {
+        return Err(Error::at_byte(
+            path,
+            32,
+            "checksum mismatch: the file is corrupt",
+        ));
+    }
+    check_slots(path, &m.geometry, &ids, m.off)?;
+    Ok(Trace {
+        geometry: m.geometry,
+        n_experts_known: m.flags & 1 == 1,
+        ids,
+        response_starts: m.response_starts,
+        prompt: m.prompt,
+    })
+}
+
+fn read_meta(path: &Path, r: &mut impl Read, size: Option<u64>) -> Result<Meta> {
     let mut h = [0u8; HEADER];
-    read_exact(path, &mut r, &mut h, 0, "header")?;
+    read_exact(path, r, &mut h, 0, "header")?;
     if &h[0..8] != MAGIC {
         return Err(Error::at_byte(
             path,
@@ -91,7 +177,7 @@ pub fn read(path: &Path, mut r: impl Read, size: Option<u64>) -> Result<Trace> {
     let mut off = HEADER as u64;
 
     let mut buf = vec![0u8; 2 * n_layers as usize];
-    read_exact(path, &mut r, &mut buf, off, "layer numbers")?;
+    read_exact(path, r, &mut buf, off, "layer numbers")?;
     hasher.update(&buf);
     off += buf.len() as u64;
     let layers: Vec<u16> = buf
@@ -106,7 +192,7 @@ pub fn read(path: &Path, mut r: impl Read, size: Option<u64>) -> Result<Trace> {
     super::check_id_space(path, &geometry)?;
 
     let mut buf = vec![0u8; 4 * n_responses as usize];
-    read_exact(path, &mut r, &mut buf, off, "response lengths")?;
+    read_exact(path, r, &mut buf, off, "response lengths")?;
     hasher.update(&buf);
     let mut response_starts = Vec::with_capacity(n_responses as usize + 1);
     response_starts.push(0usize);
@@ -133,50 +219,22 @@ pub fn read(path: &Path, mut r: impl Read, size: Option<u64>) -> Result<Trace> {
     off += buf.len() as u64;
 
     let mut bits = vec![0u8; n_tokens.div_ceil(8) as usize];
-    read_exact(path, &mut r, &mut bits, off, "phase bits")?;
+    read_exact(path, r, &mut bits, off, "phase bits")?;
     hasher.update(&bits);
     off += bits.len() as u64;
     let prompt: Vec<bool> = (0..n_tokens as usize)
         .map(|t| bits[t / 8] >> (t % 8) & 1 == 1)
         .collect();
-
-    // Huge pages: in 4 KiB pages the read spends more time in page faults than copying.
-    let mut ids: Vec<u16> = moe_spill_policies::huge::zeroed_vec((n_tokens * a) as usize);
-    {
-        // SAFETY: u16 has no invalid bit patterns and no padding; the byte view covers
-        // exactly the vector's initialised elements.
-        let bytes =
-            unsafe { std::slice::from_raw_parts_mut(ids.as_mut_ptr() as *mut u8, ids.len() * 2) };
-        read_exact(path, &mut r, bytes, off, "expert ids")?;
-        hasher.update(bytes);
-    }
-    if cfg!(target_endian = "big") {
-        for id in ids.iter_mut() {
-            *id = u16::from_le(*id);
-        }
-    }
-    let mut extra = [0u8; 1];
-    if size.is_none() && r.read(&mut extra).map_err(|e| Error::io(path, e))? != 0 {
-        return Err(Error::at_byte(
-            path,
-            expected,
-            "trailing bytes after the expert ids",
-        ));
-    }
-    if hasher.finish() != checksum {
-        return Err(Error::at_byte(
-            path,
-            32,
-            "checksum mismatch: the file is corrupt",
-        ));
-    }
-    check_slots(path, &geometry, &ids, off)?;
-    Ok(Trace {
+    Ok(Meta {
         geometry,
-        n_experts_known: flags & 1 == 1,
-        ids,
+        flags,
         response_starts,
         prompt,
+        checksum,
+        hasher,
+        off,
+        n_ids: (n_tokens * a) as usize,
+        expected,
     })
 }
 
@@ -346,7 +404,7 @@ mod tests {
         Trace {
             geometry,
             n_experts_known: true,
-            ids: vec![3, 0, 5, 6, 2, 1, 4, 7, 0, 1, 4, 5],
+            ids: vec![3, 0, 5, 6, 2, 1, 4, 7, 0, 1, 4, 5].into(),
             response_starts: vec![0, 2, 3],
             prompt: vec![true, false, false],
         }
@@ -377,6 +435,60 @@ mod tests {
         bad[n - 1] ^= 1;
         let e = read(Path::new("t.mst"), &bad[..], None).unwrap_err();
         assert!(e.0.contains("checksum mismatch"), "{e}");
+    }
+
+    /// `sample` with 9 tokens: its ids start at an even offset (54; the sample's is 53).
+    fn sample_even() -> Trace {
+        let mut t = sample();
+        for tok in 0..6u16 {
+            t.ids
+                .extend_from_slice(&[tok % 4, (tok + 1) % 4, 4 + tok % 4, 4 + (tok + 2) % 4]);
+            t.prompt.push(false);
+        }
+        t.response_starts = vec![0, 2, 9];
+        t
+    }
+
+    /// Through a file, read_file maps it: the same trace and the same errors as reading
+    /// it as a stream, with the ids left in the mapping where their offset allows.
+    #[test]
+    fn mapped_reads_equal_streamed_reads() {
+        use std::io::Write;
+        for (t, even) in [(sample(), false), (sample_even(), true)] {
+            let mut out = Vec::new();
+            write(&t, &mut out).unwrap();
+            let n = out.len();
+            let mut cases: Vec<Vec<u8>> = vec![out.clone(), out[..n - 3].to_vec()];
+            cases.push([&out[..], &[0, 0]].concat());
+            for at in [0, 8, 12, 20, 41, 45, 52, n - 1] {
+                let mut bad = out.clone();
+                bad[at] ^= 0x21;
+                cases.push(bad);
+            }
+            for bytes in cases {
+                let mut f = tempfile::NamedTempFile::new().unwrap();
+                f.write_all(&bytes).unwrap();
+                f.flush().unwrap();
+                let streamed = read(f.path(), &bytes[..], Some(bytes.len() as u64));
+                let file = std::fs::File::open(f.path()).unwrap();
+                let Some(m) = Mapping::of_file(&file, bytes.len() as u64) else {
+                    return; // no mmap here: read_file reads the stream
+                };
+                let mapped = read_mapped(f.path(), m);
+                match (streamed, mapped) {
+                    (Ok(a), Ok(b)) => {
+                        assert_eq!(a, b);
+                        assert_eq!(b, t);
+                        assert_eq!(b.ids.is_mapped(), even);
+                        let via_file = crate::format::read_file(f.path(), None).unwrap();
+                        assert_eq!(via_file.ids.is_mapped(), even);
+                        assert_eq!(via_file, t);
+                    }
+                    (Err(a), Err(b)) => assert_eq!(a.0, b.0),
+                    (a, b) => panic!("streamed {a:?} but mapped {b:?}"),
+                }
+            }
+        }
     }
 
     #[test]

@@ -326,7 +326,7 @@ impl Parser<'_> {
         let mut ids = self.experts;
         super::make_dense(&mut ids, &geometry);
         let mut trace = Trace::empty(geometry, false);
-        trace.ids = ids;
+        trace.ids = ids.into();
         trace.prompt = self.prompt;
         trace.end_response();
         Ok(trace)

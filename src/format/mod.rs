@@ -160,6 +160,11 @@ pub fn read_file(path: &Path, hint: Option<&Layout>) -> Result<Trace> {
         }
     })?;
     let size = file.metadata().ok().map(|m| m.len());
+    if format == Format::Binary {
+        if let Some(mapping) = size.and_then(|s| crate::ids::Mapping::of_file(&file, s)) {
+            return binary::read_mapped(path, mapping);
+        }
+    }
     let reader = io::Cursor::new(head).chain(file);
     match format {
         Format::Forum => forum::read(path, reader, hint),

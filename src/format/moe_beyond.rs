@@ -144,7 +144,7 @@ pub fn read(path: &Path, reader: impl Read) -> Result<Trace> {
     }
     super::make_dense(&mut ids, &geometry);
     let mut trace = Trace::empty(geometry, false);
-    trace.ids = ids;
+    trace.ids = ids.into();
     trace.prompt = vec![false; n_tokens];
     trace.end_response();
     Ok(trace)

@@ -1,0 +1,242 @@
+//! A trace's ids: an ordinary vector, or a read-only view into a memory-mapped `.mst`
+//! file. Mapping a file that is in the page cache costs no fresh memory: reading it
+//! instead means the kernel zeroes a new buffer as big as the file and copies into it,
+//! which took more time than everything else a short `simulate` does. Reads go
+//! through `Deref<Target = [u16]>`; the first write turns a mapped trace into an owned
+//! copy, so code that edits ids (merging files, renumbering) never sees the difference.
+
+use std::ops::{Deref, DerefMut};
+
+pub struct Ids(Repr);
+
+enum Repr {
+    Owned(Vec<u16>),
+    Mapped(Mapping),
+}
+
+impl Ids {
+    pub fn new() -> Self {
+        Ids(Repr::Owned(Vec::new()))
+    }
+
+    /// Whether the ids are a view into a mapped file (for tests and `info`).
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.0, Repr::Mapped(_))
+    }
+
+    /// The ids as an owned vector, copying them out of a mapping first.
+    pub fn to_mut(&mut self) -> &mut Vec<u16> {
+        if let Repr::Mapped(m) = &self.0 {
+            let mut v = moe_spill_policies::huge::zeroed_vec(m.ids().len());
+            v.copy_from_slice(m.ids());
+            self.0 = Repr::Owned(v);
+        }
+        match &mut self.0 {
+            Repr::Owned(v) => v,
+            Repr::Mapped(_) => unreachable!("just copied"),
+        }
+    }
+
+    pub fn extend_from_slice(&mut self, ids: &[u16]) {
+        self.to_mut().extend_from_slice(ids);
+    }
+
+    pub fn push(&mut self, id: u16) {
+        self.to_mut().push(id);
+    }
+}
+
+impl Default for Ids {
+    fn default() -> Self {
+        Ids::new()
+    }
+}
+
+impl From<Vec<u16>> for Ids {
+    fn from(v: Vec<u16>) -> Self {
+        Ids(Repr::Owned(v))
+    }
+}
+
+impl Deref for Ids {
+    type Target = [u16];
+    fn deref(&self) -> &[u16] {
+        match &self.0 {
+            Repr::Owned(v) => v,
+            Repr::Mapped(m) => m.ids(),
+        }
+    }
+}
+
+impl DerefMut for Ids {
+    fn deref_mut(&mut self) -> &mut [u16] {
+        self.to_mut()
+    }
+}
+
+impl Extend<u16> for Ids {
+    fn extend<I: IntoIterator<Item = u16>>(&mut self, iter: I) {
+        self.to_mut().extend(iter);
+    }
+}
+
+impl<'a> Extend<&'a u16> for Ids {
+    fn extend<I: IntoIterator<Item = &'a u16>>(&mut self, iter: I) {
+        self.to_mut().extend(iter);
+    }
+}
+
+impl<'a> IntoIterator for &'a Ids {
+    type Item = &'a u16;
+    type IntoIter = std::slice::Iter<'a, u16>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl Clone for Ids {
+    fn clone(&self) -> Self {
+        Ids(Repr::Owned(self.to_vec()))
+    }
+}
+
+impl std::fmt::Debug for Ids {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.deref().fmt(f)
+    }
+}
+
+impl PartialEq for Ids {
+    fn eq(&self, other: &Ids) -> bool {
+        self.deref() == other.deref()
+    }
+}
+
+impl Eq for Ids {}
+
+impl PartialEq<Vec<u16>> for Ids {
+    fn eq(&self, other: &Vec<u16>) -> bool {
+        self.deref() == other.as_slice()
+    }
+}
+
+/// A whole file mapped read-only, and where its ids lie in it.
+pub struct Mapping {
+    ptr: *mut libc::c_void,
+    len: usize,
+    /// Byte offset of the first id (even) and the number of ids.
+    offset: usize,
+    n: usize,
+}
+
+// SAFETY: the mapping is private and read-only, owned by this value alone, and unmapped
+// only on drop; sharing reads of it between threads is as safe as sharing a `&[u16]`.
+unsafe impl Send for Mapping {}
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Map `len` bytes of `file` (its whole length) with its pages populated up front.
+    /// None where mapping is unavailable or fails: the caller reads the file instead.
+    #[cfg(unix)]
+    pub fn of_file(file: &std::fs::File, len: u64) -> Option<Mapping> {
+        use std::os::fd::AsRawFd;
+        let len = usize::try_from(len).ok().filter(|&l| l > 0)?;
+        #[cfg(target_os = "linux")]
+        let flags = libc::MAP_PRIVATE | libc::MAP_POPULATE;
+        #[cfg(not(target_os = "linux"))]
+        let flags = libc::MAP_PRIVATE;
+        // SAFETY: a fresh private read-only mapping of an open file; the pointer is
+        // checked, owned by the returned value and unmapped exactly once on drop.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                flags,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        (ptr != libc::MAP_FAILED).then_some(Mapping {
+            ptr,
+            len,
+            offset: 0,
+            n: 0,
+        })
+    }
+
+    #[cfg(not(unix))]
+    pub fn of_file(_file: &std::fs::File, _len: u64) -> Option<Mapping> {
+        None
+    }
+
+    /// The mapped bytes.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr` maps `len` readable bytes for as long as `self` lives.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+
+    /// Ids that are the `n` little-endian u16s at byte `offset` of the mapping: only on
+    /// little-endian hosts and at an even offset (the mapping itself is page-aligned).
+    /// Otherwise the mapping comes back for the caller to copy from.
+    pub fn into_ids(mut self, offset: usize, n: usize) -> Result<Ids, Mapping> {
+        let fits = n
+            .checked_mul(2)
+            .and_then(|b| b.checked_add(offset))
+            .is_some_and(|end| end <= self.len);
+        if cfg!(target_endian = "big") || !offset.is_multiple_of(2) || !fits {
+            return Err(self);
+        }
+        self.offset = offset;
+        self.n = n;
+        Ok(Ids(Repr::Mapped(self)))
+    }
+
+    fn ids(&self) -> &[u16] {
+        // SAFETY: `into_ids` checked that `n` u16s from the even `offset` lie inside the
+        // page-aligned mapping, which lives as long as `self`; any bit pattern is a u16.
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>().add(self.offset).cast(), self.n) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        // SAFETY: `ptr`/`len` came from one successful mmap, unmapped only here.
+        unsafe {
+            libc::munmap(self.ptr, self.len);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mapped_file_reads_like_a_vector_and_copies_on_write() {
+        let mut f = tempfile::tempfile().unwrap();
+        use std::io::Write;
+        let mut bytes = vec![0xAAu8; 6]; // an even offset of 6
+        for id in [7u16, 300, 65535, 0] {
+            bytes.extend_from_slice(&id.to_le_bytes());
+        }
+        f.write_all(&bytes).unwrap();
+        let Some(m) = Mapping::of_file(&f, bytes.len() as u64) else {
+            return; // no mmap here: the readers fall back to reading
+        };
+        assert_eq!(m.bytes(), &bytes[..]);
+        let m = m.into_ids(5, 2).expect_err("odd offset refused");
+        let m = m.into_ids(6, 5).expect_err("past the end refused");
+        let mut ids = m.into_ids(6, 4).ok().expect("ids at an even offset");
+        assert!(ids.is_mapped());
+        assert_eq!(ids, vec![7, 300, 65535, 0]);
+        let copy = ids.clone();
+        ids[1] = 5;
+        assert!(!ids.is_mapped());
+        assert_eq!(ids, vec![7, 5, 65535, 0]);
+        assert_eq!(copy, vec![7, 300, 65535, 0]);
+        ids.extend_from_slice(&[1, 2]);
+        assert_eq!(ids.len(), 6);
+    }
+}
