@@ -89,9 +89,17 @@ impl SplitLru {
     /// Lists over ids `0..n_ids` with active:inactive at most `ratio` (>= 1) when
     /// evicting.
     pub fn new(n_ids: usize, ratio: u32) -> Self {
+        Self::bounded(n_ids, ratio, n_ids)
+    }
+
+    /// The same, for a caller that never keeps more than `max_resident` ids resident:
+    /// the rings are sized to that, so a small cache over a large id space stays small
+    /// in the CPU's caches too.
+    pub fn bounded(n_ids: usize, ratio: u32, max_resident: usize) -> Self {
+        let ring = max_resident.min(n_ids);
         SplitLru {
-            inactive: Ring::new(n_ids),
-            active: Ring::new(n_ids),
+            inactive: Ring::new(ring),
+            active: Ring::new(ring),
             state: vec![0; n_ids],
             evicted_at: vec![0; n_ids],
             clock: 0,
@@ -248,7 +256,7 @@ impl Linux {
         Linux {
             capacity,
             fixed_ratio: None,
-            lru: SplitLru::new(n_ids, kernel_inactive_ratio(bytes)),
+            lru: SplitLru::bounded(n_ids, kernel_inactive_ratio(bytes), capacity),
         }
     }
 
@@ -257,7 +265,7 @@ impl Linux {
         Linux {
             capacity,
             fixed_ratio: Some(ratio),
-            lru: SplitLru::new(n_ids, ratio),
+            lru: SplitLru::bounded(n_ids, ratio, capacity),
         }
     }
 

@@ -31,7 +31,7 @@ impl Ring {
 
     #[inline]
     pub(crate) fn push_front(&mut self, id: u32) {
-        debug_assert!(self.len() < self.buf.len(), "ring full");
+        assert!(self.len() < self.buf.len(), "ring full");
         self.buf[self.head & self.mask] = id;
         self.head += 1;
     }
