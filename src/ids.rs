@@ -131,6 +131,10 @@ pub struct Mapping {
 
 // SAFETY: the mapping is private and read-only, owned by this value alone, and unmapped
 // only on drop; sharing reads of it between threads is as safe as sharing a `&[u16]`.
+// Like every mapped input (ripgrep's, for one), it assumes nobody rewrites or truncates
+// the file while it is mapped: a truncation makes the next read of a lost page a SIGBUS,
+// and a write in place shows through MAP_PRIVATE pages not yet read. moe-spill's own
+// writers never do either (they write a temporary file and rename it over the old one).
 unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 

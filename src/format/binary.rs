@@ -454,7 +454,11 @@ mod tests {
     #[test]
     fn mapped_reads_equal_streamed_reads() {
         use std::io::Write;
-        for (t, even) in [(sample(), false), (sample_even(), true)] {
+        // An id outside its layer, in a file with a good checksum: caught by the layer
+        // check on the mapped view itself.
+        let mut bad_id = sample_even();
+        bad_id.ids[30] = 1;
+        for (t, even) in [(sample(), false), (sample_even(), true), (bad_id, true)] {
             let mut out = Vec::new();
             write(&t, &mut out).unwrap();
             let n = out.len();
@@ -484,7 +488,12 @@ mod tests {
                         assert_eq!(via_file.ids.is_mapped(), even);
                         assert_eq!(via_file, t);
                     }
-                    (Err(a), Err(b)) => assert_eq!(a.0, b.0),
+                    (Err(a), Err(b)) => {
+                        assert_eq!(a.0, b.0);
+                        if bytes == out && even {
+                            assert!(b.0.contains("is outside layer"), "{b}");
+                        }
+                    }
                     (a, b) => panic!("streamed {a:?} but mapped {b:?}"),
                 }
             }
