@@ -146,20 +146,19 @@ fn charge_slack() -> usize {
 struct Replay {
     /// Expert-equivalents the kernel read.
     kernel: f64,
-    /// The policy's misses at the budget, and their range over budget +- charge_slack().
+    /// The policy's misses at the budget, and their range over `budgets()`.
     policy: u64,
-    policy_range: (u64, u64),
+    policy_range: (f64, f64),
     /// The page model's expert-equivalents at the budget, and their range likewise.
     page: f64,
     page_range: (f64, f64),
 }
 
-impl Replay {
-    /// Whether `kernel` lies in `range`, give or take `rel` of itself and one expert.
-    fn within(&self, range: (f64, f64), rel: f64) -> bool {
-        let slack = rel * self.kernel + 1.0;
-        range.0 - slack <= self.kernel && self.kernel <= range.1 + slack
-    }
+/// Whether the kernel's `kernel` expert-equivalents lie in `range`, give or take `rel`
+/// of themselves and one expert.
+fn within(kernel: f64, range: (f64, f64), rel: f64) -> bool {
+    let slack = rel * kernel + 1.0;
+    range.0 - slack <= kernel && kernel <= range.1 + slack
 }
 
 /// The policy's misses on the plan's accesses at `capacity`.
@@ -169,11 +168,21 @@ fn policy_misses(plan: &ReplayPlan, policy: &str, capacity: usize) -> u64 {
     counts.misses_per_token.iter().map(|&m| m as u64).sum()
 }
 
-/// The range of the policy's misses over capacities within charge_slack() of CAPACITY.
-fn policy_range(plan: &ReplayPlan, policy: &str) -> (u64, u64) {
-    let misses = (CAPACITY - charge_slack()..=CAPACITY + charge_slack())
-        .map(|c| policy_misses(plan, policy, c));
-    misses.fold((u64::MAX, 0), |(lo, hi), m| (lo.min(m), hi.max(m)))
+/// The capacities within charge_slack() of CAPACITY.
+fn budgets() -> std::ops::RangeInclusive<usize> {
+    CAPACITY - charge_slack()..=CAPACITY + charge_slack()
+}
+
+/// The smallest and largest of `at(c)` over `budgets()`.
+fn range_over_budgets(at: impl Fn(usize) -> f64) -> (f64, f64) {
+    budgets()
+        .map(at)
+        .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)))
+}
+
+/// The range of the policy's misses over `budgets()`.
+fn policy_range(plan: &ReplayPlan, policy: &str) -> (f64, f64) {
+    range_over_budgets(|c| policy_misses(plan, policy, c) as f64)
 }
 
 /// Kernel replay of the first `tokens` tokens at CAPACITY, and `policy` and the page
@@ -217,21 +226,16 @@ fn replay(trace: &Trace, tokens: usize, advice: Advice, policy: &str) -> Replay 
     let pcfg = PageModelConfig::for_advice(layout, advice, run.window_kb);
     let page_at =
         |capacity| page_model(&plan.stream, plan.per_token, capacity, &pcfg).expert_misses();
-    let pages: Vec<f64> = (CAPACITY - charge_slack()..=CAPACITY + charge_slack())
-        .map(page_at)
-        .collect();
     let page = page_at(CAPACITY);
-    let page_range = pages
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(lo, hi), &p| (lo.min(p), hi.max(p)));
+    let page_range = range_over_budgets(page_at);
     eprintln!(
         "kernel replay ({advice:?}): {} accesses, kernel {kern:.1} expert-equivalents read, {policy} {sim} misses ({:+.2}%; {}..={} at {}..={} experts), page model {page:.1} ({:+.2}%; {:.1}..={:.1}), {:.1} experts resident, limit {} B, overhead {} B, {:.1} s",
         plan.stream.len(),
         100.0 * (sim as f64 - kern) / kern,
         policy_range.0,
         policy_range.1,
-        CAPACITY - charge_slack(),
-        CAPACITY + charge_slack(),
+        budgets().start(),
+        budgets().end(),
         100.0 * (page - kern) / kern,
         page_range.0,
         page_range.1,
@@ -284,9 +288,9 @@ fn kernel_bytes_match_the_simulator() {
     // 1562/1550/1537/1523/1489 at 94..=98 experts; the kernel read 1535.7-1538.4 in runs
     // here with 96.0-96.2 resident, and once in CI 1523.0 with 97.0 resident (FIFO at 97).
     let r = replay(&trace, 100, Advice::Random, "fifo");
-    let fifo = (r.policy_range.0 as f64, r.policy_range.1 as f64);
+    let fifo = r.policy_range;
     assert!(
-        r.within(fifo, 0.002),
+        within(r.kernel, fifo, 0.002),
         "random advice: kernel {:.2} expert-equivalents vs fifo {}..={} within {} experts of the budget",
         r.kernel,
         fifo.0,
@@ -294,7 +298,7 @@ fn kernel_bytes_match_the_simulator() {
         charge_slack()
     );
     assert!(
-        r.within(r.page_range, 0.002),
+        within(r.kernel, r.page_range, 0.002),
         "random advice: kernel {:.2} expert-equivalents vs page model {:.2}..={:.2}",
         r.kernel,
         r.page_range.0,
@@ -418,7 +422,7 @@ fn sweep_adds_the_kernel_at_every_budget() {
         charge_slack()
     );
     assert!(
-        lo as f64 - 0.002 * k - 1.0 <= k && k <= hi as f64 + 0.002 * k + 1.0,
+        within(k, (lo, hi), 0.002),
         "at 96 experts: kernel {k} vs fifo {lo}..={hi} within {} experts",
         charge_slack()
     );
