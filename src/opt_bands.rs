@@ -47,9 +47,13 @@ fn id_of(e: Entry) -> u16 {
 pub struct OptBands<'f> {
     future: &'f [u32],
     pos: usize,
-    /// One max-heap per band, with its capacity (the band's width).
+    /// One max-heap per band of non-zero width, with its capacity (the band's width).
     heaps: Vec<Vec<Entry>>,
     widths: Vec<usize>,
+    /// The bucket of an object in each band, and last, of an object in none. Bands of
+    /// zero width (capacity 0, repeated capacities) hold nothing, so they are left out
+    /// of `heaps`, but their capacities still count in the buckets.
+    bucket_of_band: Vec<usize>,
     band_of: Vec<u8>,
     /// Index of each object in its band's heap.
     slot_of: Vec<u32>,
@@ -78,20 +82,22 @@ impl<'f> OptBands<'f> {
         let n_ids = future.n_ids();
         // Band k spans depths c_{k-1} + 1 ..= c_k; no deeper than the ids that fill it.
         let mut above = 0;
-        let widths: Vec<usize> = capacities
-            .iter()
-            .map(|&c| {
-                let c = c.min(n_ids);
-                let w = c - above;
-                above = c;
-                w
-            })
-            .collect();
+        let (mut widths, mut bucket_of_band) = (Vec::new(), Vec::new());
+        for (k, &c) in capacities.iter().enumerate() {
+            let c = c.min(n_ids);
+            if c > above {
+                widths.push(c - above);
+                bucket_of_band.push(k);
+            }
+            above = c;
+        }
+        bucket_of_band.push(capacities.len());
         OptBands {
             future: future.next_keys(),
             pos: 0,
             heaps: widths.iter().map(|&w| Vec::with_capacity(w)).collect(),
             widths,
+            bucket_of_band,
             band_of: vec![NOWHERE; n_ids],
             slot_of: vec![0; n_ids],
         }
@@ -111,41 +117,37 @@ impl<'f> OptBands<'f> {
         };
         // Read before x enters the first band, which moves its index.
         let old_slot = self.slot_of[id as usize] as usize;
-        // Band 0 (or the first band of non-zero width) takes x; the others pass on.
-        let mut carry = Some(x);
-        let mut first = true;
-        for k in 0..j.min(m) {
-            if self.widths[k] == 0 {
-                continue;
+        // The first band takes x; each band above x's own passes the carry on.
+        let mut carry = x;
+        if j > 0 {
+            if self.heaps[0].len() < self.widths[0] {
+                // A band not full yet: everything below it is empty (so x was in no
+                // band), and the carry stays here.
+                self.push(0, x);
+                return self.bucket_of_band[j];
             }
-            let Some(c) = carry else { break };
-            if self.heaps[k].len() < self.widths[k] {
-                // A band not full yet: everything below it is empty; the carry stays.
-                self.push(k, c);
-                carry = None;
-                break;
+            // x itself is never the victim: the band's largest goes, x comes in.
+            carry = self.replace_top(0, x);
+            for k in 1..j {
+                if self.heaps[k].len() < self.widths[k] {
+                    self.push(k, carry);
+                    return self.bucket_of_band[j];
+                }
+                if carry < self.heaps[k][0] {
+                    carry = self.replace_top(k, carry);
+                }
             }
-            carry = Some(if first {
-                // x itself is never the victim: the band's largest goes, x comes in.
-                self.replace_top(k, c)
-            } else if c > self.heaps[k][0] {
-                c
-            } else {
-                self.replace_top(k, c)
-            });
-            first = false;
         }
         if j < m {
             // x leaves its band and the carry takes its place (if x was in the first
             // band, the carry is x itself with its new key). Every band above x's is
             // full, so the carry always gets this far.
-            let c = carry.expect("bands above an object's own are full");
-            self.set(j, old_slot, c);
-        } else if let Some(c) = carry {
+            self.set(j, old_slot, carry);
+        } else {
             // Fell out of every band (or there are none).
-            self.band_of[id_of(c) as usize] = NOWHERE;
+            self.band_of[id_of(carry) as usize] = NOWHERE;
         }
-        j
+        self.bucket_of_band[j]
     }
 
     /// Put `e` at heap index `s` of band `k` and restore the heap around it.
@@ -179,49 +181,81 @@ impl<'f> OptBands<'f> {
     }
 
     #[inline(always)]
-    fn sift_up(&mut self, k: usize, mut s: usize) {
-        let h = &mut self.heaps[k];
-        let e = h[s];
-        while s > 0 {
-            let p = (s - 1) / 2;
-            if h[p] >= e {
-                break;
-            }
-            let up = h[p];
-            put(h, &mut self.slot_of, s, up);
-            s = p;
-        }
-        put(h, &mut self.slot_of, s, e);
+    fn sift_up(&mut self, k: usize, s: usize) {
+        sift_up(&mut self.heaps[k], &mut self.slot_of, s);
     }
 
     #[inline(always)]
-    fn sift_down(&mut self, k: usize, mut s: usize) {
-        let h = &mut self.heaps[k];
-        let n = h.len();
-        let e = h[s];
+    fn sift_down(&mut self, k: usize, s: usize) {
+        sift_down(&mut self.heaps[k], &mut self.slot_of, s);
+    }
+}
+
+// The heap walks below index without bounds checks: they are most of the instructions
+// of a pass otherwise. Every index is a heap index below `h.len()` (`s` by the callers,
+// parents and children by the loop conditions), and every entry's id is below
+// `slot_of.len()`: entries only hold ids that `access` took, which indexes `band_of`
+// (as long as `slot_of`) with them first.
+
+/// Move the entry at `s` up to its place.
+#[inline(always)]
+fn sift_up(h: &mut [Entry], slot_of: &mut [u32], mut s: usize) {
+    assert!(s < h.len());
+    // SAFETY: see above; p < s < h.len().
+    unsafe {
+        let e = *h.get_unchecked(s);
+        while s > 0 {
+            let p = (s - 1) / 2;
+            let up = *h.get_unchecked(p);
+            if up >= e {
+                break;
+            }
+            put(h, slot_of, s, up);
+            s = p;
+        }
+        put(h, slot_of, s, e);
+    }
+}
+
+/// Move the entry at `s` down to its place.
+#[inline(always)]
+fn sift_down(h: &mut [Entry], slot_of: &mut [u32], mut s: usize) {
+    let n = h.len();
+    assert!(s < n);
+    // SAFETY: see above; l < n is checked, r = l + 1 is read only when r < n.
+    unsafe {
+        let e = *h.get_unchecked(s);
         loop {
             let l = 2 * s + 1;
             if l >= n {
                 break;
             }
-            let r = l + 1;
-            let c = if r < n && h[r] > h[l] { r } else { l };
-            if h[c] <= e {
+            // The larger child by arithmetic, not a branch: which one it is, is data.
+            let c = if l + 1 < n {
+                l + (*h.get_unchecked(l + 1) > *h.get_unchecked(l)) as usize
+            } else {
+                l
+            };
+            let down = *h.get_unchecked(c);
+            if down <= e {
                 break;
             }
-            let down = h[c];
-            put(h, &mut self.slot_of, s, down);
+            put(h, slot_of, s, down);
             s = c;
         }
-        put(h, &mut self.slot_of, s, e);
+        put(h, slot_of, s, e);
     }
 }
 
 /// Write `e` at heap index `s` and record the index as its object's slot.
+///
+/// # Safety
+/// `s < h.len()` and `id_of(e) < slot_of.len()`.
 #[inline(always)]
-fn put(h: &mut [Entry], slot_of: &mut [u32], s: usize, e: Entry) {
-    h[s] = e;
-    slot_of[id_of(e) as usize] = s as u32;
+unsafe fn put(h: &mut [Entry], slot_of: &mut [u32], s: usize, e: Entry) {
+    debug_assert!(s < h.len() && (id_of(e) as usize) < slot_of.len());
+    *h.get_unchecked_mut(s) = e;
+    *slot_of.get_unchecked_mut(id_of(e) as usize) = s as u32;
 }
 
 #[cfg(test)]
@@ -241,10 +275,16 @@ mod tests {
     #[test]
     fn buckets_equal_one_opt_run_per_capacity() {
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        for round in 0..300 {
-            let n_ids = 1 + (xorshift(&mut x) % 60) as usize;
+        for round in 0..320 {
+            // The last rounds have deep heaps (bands of hundreds of ids).
+            let (ids, accesses) = if round < 300 {
+                (60, 2000)
+            } else {
+                (3000, 40_000)
+            };
+            let n_ids = 1 + (xorshift(&mut x) % ids) as usize;
             let hot = 1 + xorshift(&mut x) % n_ids as u64;
-            let len = (xorshift(&mut x) % 2000) as usize;
+            let len = (xorshift(&mut x) % accesses) as usize;
             let stream: Vec<u16> = (0..len)
                 .map(|_| {
                     let r = xorshift(&mut x);
