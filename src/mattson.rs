@@ -75,13 +75,15 @@ impl StackDistance {
         let mut n = ((self.bits[w] >> (p % 64)) >> 1).count_ones();
         let (g, wi) = (w / 8, w % 8);
         let words: &[u64; 8] = self.bits[g * 8..g * 8 + 8].try_into().unwrap();
+        // Masks, not `if`: the compiler turns a select between a popcount and 0 into a
+        // branch, which mispredicts about once per call.
         for (j, x) in words.iter().enumerate() {
-            n += if j > wi { x.count_ones() } else { 0 };
+            n += (x & ((j > wi) as u64).wrapping_neg()).count_ones();
         }
         let (b, gi) = (g / 8, g % 8);
         let groups: &[u16; 8] = self.groups[b * 8..b * 8 + 8].try_into().unwrap();
         for (j, &c) in groups.iter().enumerate() {
-            n += if j > gi { c as u32 } else { 0 };
+            n += c as u32 & ((j > gi) as u32).wrapping_neg();
         }
         // Later blocks, up to the one holding `now`.
         let last_block = (self.now.saturating_sub(1) / 4096) as usize;
