@@ -109,8 +109,25 @@ impl Lists {
     /// Move `id` (on any list) to the front of `list`.
     #[inline]
     pub(crate) fn move_to_front(&mut self, list: usize, id: u32) {
-        self.unlink(id);
-        self.push_front(list, id);
+        // unlink + push_front in one, without marking `id` unlinked in between.
+        assert!(id < self.n && list < self.links.len() - self.n as usize);
+        let s = self.sentinel(list);
+        let l = self.links.as_mut_ptr();
+        // SAFETY: `id` is an object (checked) and linked (checked below), so its
+        // neighbours are nodes; `s` is a sentinel (checked), and its successor a node.
+        unsafe {
+            let Link { prev, next } = *l.add(id as usize);
+            assert!(next != NIL, "move of an object on no list");
+            (*l.add(prev as usize)).next = next;
+            (*l.add(next as usize)).prev = prev;
+            let first = (*l.add(s as usize)).next;
+            *l.add(id as usize) = Link {
+                prev: s,
+                next: first,
+            };
+            (*l.add(s as usize)).next = id;
+            (*l.add(first as usize)).prev = id;
+        }
     }
 
     /// The newest object of `list`.
