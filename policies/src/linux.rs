@@ -172,30 +172,37 @@ impl SplitLru {
     /// Scan until one id is evicted and return it. Panics if nothing is resident.
     pub fn evict(&mut self) -> ObjId {
         assert!(!self.is_empty(), "evict from empty lists");
+        // Every id on the rings came in through `insert`, which indexed `state` and
+        // `evicted_at` with it: here they are indexed without bounds checks.
+        let state = self.state.as_mut_ptr();
         loop {
             // inactive_is_low: deactivate from the active tail. With inactive empty and
             // active not, the condition holds, so the inactive list is never empty below.
             while self.active.len() > self.ratio * self.inactive.len() {
                 let t = self.active.pop_back();
                 self.inactive.push_front(t);
-                let s = &mut self.state[t as usize];
+                // SAFETY: t came off a ring (see above).
+                let s = unsafe { &mut *state.add(t as usize) };
                 *s = INACTIVE | (*s & FLAG);
             }
             let v = self.inactive.pop_back();
-            let s = self.state[v as usize];
+            // SAFETY: v came off a ring (see above).
+            let sv = unsafe { &mut *state.add(v as usize) };
+            let s = *sv;
             if s & REF == 0 {
-                self.state[v as usize] = 0;
-                self.evicted_at[v as usize] = self.clock + 1;
+                *sv = 0;
+                // SAFETY: as for `state`, the same length.
+                unsafe { *self.evicted_at.get_unchecked_mut(v as usize) = self.clock + 1 };
                 self.clock += 1;
                 return v;
             }
             if s & FLAG != 0 || self.large_folios {
                 self.active.push_front(v);
-                self.state[v as usize] = ACTIVE | (s & FLAG);
+                *sv = ACTIVE | (s & FLAG);
                 self.clock += 1;
             } else {
                 self.inactive.push_front(v);
-                self.state[v as usize] = INACTIVE | FLAG;
+                *sv = INACTIVE | FLAG;
             }
         }
     }

@@ -32,7 +32,8 @@ impl Ring {
     #[inline]
     pub(crate) fn push_front(&mut self, id: u32) {
         assert!(self.len() < self.buf.len(), "ring full");
-        self.buf[self.head & self.mask] = id;
+        // SAFETY: `mask` is `buf.len() - 1` for a power-of-two length.
+        unsafe { *self.buf.get_unchecked_mut(self.head & self.mask) = id };
         self.head += 1;
     }
 
@@ -40,7 +41,8 @@ impl Ring {
     #[inline]
     pub(crate) fn back(&self) -> u32 {
         debug_assert!(self.len() > 0, "back of an empty ring");
-        self.buf[self.tail & self.mask]
+        // SAFETY: as in `push_front`.
+        unsafe { *self.buf.get_unchecked(self.tail & self.mask) }
     }
 
     /// Drop the oldest id (the queue must not be empty).
