@@ -64,20 +64,30 @@ impl Policy for Clock {
             self.frames.push(id);
             return Outcome::Miss { evicted: None };
         }
-        // At most one full turn: every bit passed over is cleared.
+        // At most one full turn: every bit passed over is cleared. The hand stays below
+        // the capacity, which is the number of frames now, and frames hold ids that
+        // indexed `state` when they came in: no bounds checks in the turn.
+        let cap = self.capacity;
+        let mut hand = self.hand;
+        assert!(hand < cap && self.frames.len() == cap);
         loop {
-            let victim = self.frames[self.hand];
-            let vs = &mut self.state[victim as usize];
+            // SAFETY: hand < cap = frames.len(); victim < state.len() (see above).
+            let (victim, vs) = unsafe {
+                let victim = *self.frames.get_unchecked(hand);
+                (victim, self.state.get_unchecked_mut(victim as usize))
+            };
             let second_chance = *vs == SET;
             *vs = if second_chance { CLEAR } else { ABSENT };
             if !second_chance {
-                self.frames[self.hand] = id;
+                // SAFETY: as above.
+                unsafe { *self.frames.get_unchecked_mut(hand) = id };
             }
-            self.hand += 1;
-            if self.hand == self.capacity {
-                self.hand = 0;
+            hand += 1;
+            if hand == cap {
+                hand = 0;
             }
             if !second_chance {
+                self.hand = hand;
                 return Outcome::Miss {
                     evicted: Some(victim),
                 };
