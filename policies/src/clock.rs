@@ -64,35 +64,37 @@ impl Policy for Clock {
             self.frames.push(id);
             return Outcome::Miss { evicted: None };
         }
-        // At most one full turn: every bit passed over is cleared. The hand stays below
-        // the capacity, which is the number of frames now, and frames hold ids that
-        // indexed `state` when they came in: no bounds checks in the turn.
-        let cap = self.capacity;
         let mut hand = self.hand;
-        assert!(hand < cap && self.frames.len() == cap);
-        loop {
-            // SAFETY: hand < cap = frames.len(); victim < state.len() (see above).
-            let (victim, vs) = unsafe {
-                let victim = *self.frames.get_unchecked(hand);
-                (victim, self.state.get_unchecked_mut(victim as usize))
-            };
-            let second_chance = *vs == SET;
-            *vs = if second_chance { CLEAR } else { ABSENT };
-            if !second_chance {
-                // SAFETY: as above.
-                unsafe { *self.frames.get_unchecked_mut(hand) = id };
-            }
-            hand += 1;
-            if hand == cap {
-                hand = 0;
-            }
-            if !second_chance {
-                self.hand = hand;
-                return Outcome::Miss {
-                    evicted: Some(victim),
-                };
-            }
+        let victim = turn(&mut self.frames, &mut self.state, &mut hand, id);
+        self.hand = hand;
+        Outcome::Miss {
+            evicted: Some(victim),
         }
+    }
+
+    /// Once the cache is full, a loop of its own: the hand and both tables stay in
+    /// registers instead of being reloaded from `self` at every access.
+    fn replay(&mut self, ids: &[u16], misses: &mut Vec<u32>) {
+        let mut i = 0;
+        while i < ids.len() && (self.capacity == 0 || self.frames.len() < self.capacity) {
+            if !self.access(ids[i] as ObjId).is_hit() {
+                misses.push(i as u32);
+            }
+            i += 1;
+        }
+        let mut hand = self.hand;
+        let (frames, state) = (&mut self.frames[..], &mut self.state[..]);
+        for (j, &id) in ids.iter().enumerate().skip(i) {
+            let s = &mut state[id as usize];
+            if *s != ABSENT {
+                *s = SET;
+                continue;
+            }
+            *s = CLEAR;
+            misses.push(j as u32);
+            turn(frames, state, &mut hand, id as ObjId);
+        }
+        self.hand = hand;
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -107,5 +109,38 @@ impl Policy for Clock {
             ));
         }
         Ok(())
+    }
+}
+
+/// The hand's turn in a full cache for `id` (already marked CLEAR): at most one full
+/// turn, every bit passed over cleared, `id` into the first frame whose bit is clear, the
+/// hand just past it. Returns the victim. The hand stays below the capacity (the number
+/// of frames) and frames hold ids that indexed `state` when they came in, so the turn
+/// indexes without bounds checks.
+#[inline(always)]
+fn turn(frames: &mut [u32], state: &mut [u8], hand: &mut usize, id: ObjId) -> ObjId {
+    let cap = frames.len();
+    let mut h = *hand;
+    assert!(h < cap);
+    loop {
+        // SAFETY: h < cap = frames.len(); victim < state.len() (see above).
+        let (victim, vs) = unsafe {
+            let victim = *frames.get_unchecked(h);
+            (victim, state.get_unchecked_mut(victim as usize))
+        };
+        let second_chance = *vs == SET;
+        *vs = if second_chance { CLEAR } else { ABSENT };
+        if !second_chance {
+            // SAFETY: as above.
+            unsafe { *frames.get_unchecked_mut(h) = id };
+        }
+        h += 1;
+        if h == cap {
+            h = 0;
+        }
+        if !second_chance {
+            *hand = h;
+            return victim;
+        }
     }
 }

@@ -103,11 +103,20 @@ fn replay_in_pieces_equals_access_by_access() {
     let mut r = rng(77);
     for (what, t, n_ids, n_experts) in traces().into_iter().take(6) {
         let profile = common::profile_of(&t, n_ids);
-        for spec in ALL {
-            let cap = r.gen_range(20..n_ids);
+        // Each spec at a cache of some size and at a tiny one (0 to 3), where a policy's
+        // replay may take another path than its access (or the spec cannot be built).
+        for (spec, tiny) in ALL.iter().flat_map(|s| [(s, false), (s, true)]) {
+            let cap = if tiny {
+                r.gen_range(0..4)
+            } else {
+                r.gen_range(20..n_ids)
+            };
             let c = ctx(cap, n_ids, n_experts, 0, &t, &profile);
-            let mut a = common::build(spec, &c);
-            let mut b = common::build(spec, &c);
+            let parsed = PolicySpec::parse(spec).unwrap();
+            let (Ok(mut a), Ok(mut b)) = (parsed.build(&c), parsed.build(&c)) else {
+                assert!(cap < 20, "{spec} at capacity {cap}");
+                continue;
+            };
             let mut by_access = Vec::new();
             let (mut hits, mut miss) = (0, 0);
             for (i, &id) in t.iter().enumerate() {
