@@ -271,7 +271,8 @@ mod tests {
     }
 
     /// Every access's bucket against one OPT policy per capacity, on skewed random
-    /// streams, with capacities that repeat, are zero, or exceed the ids.
+    /// streams, with capacities that repeat, are zero, or exceed the ids, many of them,
+    /// or none.
     #[test]
     fn buckets_equal_one_opt_run_per_capacity() {
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
@@ -292,12 +293,23 @@ mod tests {
                     ((r >> 8) % m) as u16
                 })
                 .collect();
-            let mut caps: Vec<usize> = (0..1 + xorshift(&mut x) % 6)
+            // Up to 5 capacities, or up to 60 every seventh round; none, or all zero, now
+            // and then.
+            let n_caps = match round % 7 {
+                0 => xorshift(&mut x) % 61,
+                _ => 1 + xorshift(&mut x) % 5,
+            };
+            let mut caps: Vec<usize> = (0..n_caps)
                 .map(|_| (xorshift(&mut x) % (n_ids as u64 + 3)) as usize)
                 .collect();
             if round % 5 == 0 {
                 caps.push(0);
                 caps.push(1);
+            }
+            match round % 23 {
+                3 => caps.clear(),
+                4 => caps.iter_mut().for_each(|c| *c = 0),
+                _ => {}
             }
             caps.sort();
             let future = OptFuture::new(&stream, n_ids).unwrap();

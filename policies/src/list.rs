@@ -51,19 +51,22 @@ impl Lists {
         self.links[id as usize].next != NIL
     }
 
-    // The two hot operations index without bounds checks (they were a quarter of ARC's
-    // instructions). They check that the object they are given is an object (`id < n`)
-    // and, for `unlink`, that it is linked; every other index they use is read from the
-    // links, which only ever hold nodes (`< n + k`) or NIL on unlinked objects.
+    // The hot operations index without bounds checks (they were a quarter of ARC's
+    // instructions). What keeps that sound is that the lists stay consistent: every
+    // operation checks, in release builds too, that the object it is given is an object
+    // (`id < n`) and is linked (to unlink or move it) or not (to insert it), and that the
+    // node it inserts after is linked. Then every other index they use is read from the
+    // links of a linked node, which only ever hold nodes (`< n + k`).
 
     #[inline]
     fn link_after(&mut self, at: u32, id: u32) {
         assert!(id < self.n && (at as usize) < self.links.len());
         let l = self.links.as_mut_ptr();
         // SAFETY: `at` and `id` are nodes (checked); `next` is `at`'s successor on a
-        // circular list, a node.
+        // circular list (`at` is linked: checked), a node.
         unsafe {
             let next = (*l.add(at as usize)).next;
+            assert!(next != NIL, "insertion after a node on no list");
             *l.add(id as usize) = Link { prev: at, next };
             (*l.add(at as usize)).next = id;
             (*l.add(next as usize)).prev = id;
@@ -73,7 +76,10 @@ impl Lists {
     /// Insert `id` (not on any list) at the front of `list`.
     #[inline]
     pub(crate) fn push_front(&mut self, list: usize, id: u32) {
-        debug_assert!(!self.is_linked(id));
+        assert!(
+            !self.is_linked(id),
+            "insertion of an object already on a list"
+        );
         let s = self.sentinel(list);
         self.link_after(s, id);
     }
@@ -81,7 +87,10 @@ impl Lists {
     /// Insert `id` (not on any list) at the back of `list`.
     #[inline]
     pub(crate) fn push_back(&mut self, list: usize, id: u32) {
-        debug_assert!(!self.is_linked(id));
+        assert!(
+            !self.is_linked(id),
+            "insertion of an object already on a list"
+        );
         let s = self.sentinel(list);
         let last = self.links[s as usize].prev;
         self.link_after(last, id);
@@ -96,7 +105,7 @@ impl Lists {
         // neighbours are nodes of its circular list.
         unsafe {
             let Link { prev, next } = *l.add(id as usize);
-            assert!(next != NIL, "unlink of an object on no list");
+            assert!(next != NIL && prev != NIL, "unlink of an object on no list");
             (*l.add(prev as usize)).next = next;
             (*l.add(next as usize)).prev = prev;
             *l.add(id as usize) = Link {
@@ -117,7 +126,7 @@ impl Lists {
         // neighbours are nodes; `s` is a sentinel (checked), and its successor a node.
         unsafe {
             let Link { prev, next } = *l.add(id as usize);
-            assert!(next != NIL, "move of an object on no list");
+            assert!(next != NIL && prev != NIL, "move of an object on no list");
             (*l.add(prev as usize)).next = next;
             (*l.add(next as usize)).prev = prev;
             let first = (*l.add(s as usize)).next;
@@ -225,7 +234,10 @@ impl Lists {
     /// Insert `id` (not on any list) right behind `at` (towards the back).
     #[inline]
     pub(crate) fn insert_after(&mut self, at: u32, id: u32) {
-        debug_assert!(!self.is_linked(id));
+        assert!(
+            !self.is_linked(id),
+            "insertion of an object already on a list"
+        );
         self.link_after(at, id);
     }
 
@@ -260,6 +272,28 @@ mod tests {
         assert_eq!((l.front(0), l.back(0)), (None, None));
         l.insert_after(4, 5);
         assert_eq!(l.collect(1), vec![3, 4, 5]);
+    }
+
+    #[test]
+    #[should_panic(expected = "already on a list")]
+    fn inserting_a_linked_object_panics() {
+        let mut l = Lists::new(2, 1);
+        l.push_front(0, 0);
+        l.push_front(0, 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "after a node on no list")]
+    fn inserting_after_an_unlinked_node_panics() {
+        let mut l = Lists::new(2, 1);
+        l.insert_after(0, 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "on no list")]
+    fn unlinking_an_unlinked_object_panics() {
+        let mut l = Lists::new(2, 1);
+        l.unlink(1);
     }
 
     #[test]
