@@ -5,6 +5,7 @@ mod common;
 
 use common::{ctx, misses, rng};
 use moe_spill_policies::{Outcome, Policy, PolicySpec};
+use rand::rngs::StdRng;
 use rand::Rng;
 
 const ALL: &[&str] = &[
@@ -98,6 +99,22 @@ fn lru_and_opt_misses_never_grow_with_capacity() {
     }
 }
 
+/// The miss positions of `t` replayed through `p` in runs of uneven length (below
+/// `max_run`; positions are relative to each run), the structures checked after each.
+fn replay_in_runs(p: &mut dyn Policy, t: &[u16], r: &mut StdRng, max_run: usize) -> Vec<u32> {
+    let mut misses = Vec::new();
+    let mut start = 0;
+    while start < t.len() {
+        let end = (start + r.gen_range(1..max_run)).min(t.len());
+        let mut m = Vec::new();
+        p.replay(&t[start..end], &mut m);
+        misses.extend(m.iter().map(|&i| i + start as u32));
+        p.validate().unwrap();
+        start = end;
+    }
+    misses
+}
+
 /// clock has a replay loop of its own: against its access path at every capacity from
 /// 0 to past the ids, in uneven runs, with the structures checked after each run, the
 /// same residents at the end, and the same outcomes when both go on (the hand agrees).
@@ -119,16 +136,7 @@ fn clock_replay_equals_access_at_every_capacity() {
             let by_access: Vec<u32> = (0..t.len() as u32)
                 .filter(|&i| !a.access(t[i as usize] as u32).is_hit())
                 .collect();
-            let mut by_replay = Vec::new();
-            let mut start = 0;
-            while start < t.len() {
-                let end = (start + r.gen_range(1..300)).min(t.len());
-                let mut m = Vec::new();
-                b.replay(&t[start..end], &mut m);
-                by_replay.extend(m.iter().map(|&i| i + start as u32));
-                b.validate().unwrap();
-                start = end;
-            }
+            let by_replay = replay_in_runs(b.as_mut(), &t, &mut r, 300);
             assert_eq!(by_access, by_replay, "seed {seed}, capacity {cap}");
             for id in 0..n_ids as u32 {
                 assert_eq!(
@@ -179,16 +187,7 @@ fn replay_in_pieces_equals_access_by_access() {
                 }
             }
             assert_eq!(hits + miss, t.len(), "{what} {spec}");
-            // Replay in uneven runs; positions are relative to each run.
-            let mut by_replay = Vec::new();
-            let mut start = 0;
-            while start < t.len() {
-                let end = (start + r.gen_range(1..700)).min(t.len());
-                let mut m = Vec::new();
-                b.replay(&t[start..end], &mut m);
-                by_replay.extend(m.iter().map(|&i| i + start as u32));
-                start = end;
-            }
+            let by_replay = replay_in_runs(b.as_mut(), &t, &mut r, 700);
             assert_eq!(by_access, by_replay, "{what} {spec}");
             assert_eq!(a.len(), b.len());
             assert!(a.len() <= cap);
