@@ -96,41 +96,49 @@ impl Lists {
         self.link_after(last, id);
     }
 
-    /// Remove `id` from whatever list holds it.
-    #[inline]
-    pub(crate) fn unlink(&mut self, id: u32) {
+    /// Join the neighbours of `id` to each other, taking it out of its list; its own
+    /// links are left stale for the caller to rewrite. Checks that `id` is an object on
+    /// a list.
+    #[inline(always)]
+    fn join_neighbours(&mut self, id: u32) {
         assert!(id < self.n);
         let l = self.links.as_mut_ptr();
         // SAFETY: `id` is an object (checked) and linked (checked below), so its
         // neighbours are nodes of its circular list.
         unsafe {
             let Link { prev, next } = *l.add(id as usize);
-            assert!(next != NIL && prev != NIL, "unlink of an object on no list");
+            assert!(next != NIL && prev != NIL, "an object on no list");
             (*l.add(prev as usize)).next = next;
             (*l.add(next as usize)).prev = prev;
-            *l.add(id as usize) = Link {
+        }
+    }
+
+    /// Remove `id` from whatever list holds it.
+    #[inline]
+    pub(crate) fn unlink(&mut self, id: u32) {
+        self.join_neighbours(id);
+        // SAFETY: `id` is an object (checked by join_neighbours).
+        unsafe {
+            *self.links.get_unchecked_mut(id as usize) = Link {
                 prev: NIL,
                 next: NIL,
-            };
-        }
+            }
+        };
     }
 
     /// Move `id` (on any list) to the front of `list`.
     #[inline]
     pub(crate) fn move_to_front(&mut self, list: usize, id: u32) {
-        // unlink + push_front in one, without marking `id` unlinked in between. (Written
-        // out rather than calling a shared detach step: that costs ARC 6% more
-        // instructions and is measurably slower.)
-        assert!(id < self.n && list < self.links.len() - self.n as usize);
+        // unlink + push_front without marking `id` unlinked in between, or checking
+        // again what join_neighbours checked (going through `link_after` instead costs
+        // ARC 6% more instructions and is measurably slower).
+        assert!(list < self.links.len() - self.n as usize);
+        self.join_neighbours(id);
         let s = self.sentinel(list);
         let l = self.links.as_mut_ptr();
-        // SAFETY: `id` is an object (checked) and linked (checked below), so its
-        // neighbours are nodes; `s` is a sentinel (checked), and its successor a node.
+        // SAFETY: `id` is an object (checked by join_neighbours); `s` is a sentinel
+        // (checked), and its successor a node.
         unsafe {
-            let Link { prev, next } = *l.add(id as usize);
-            assert!(next != NIL && prev != NIL, "move of an object on no list");
-            (*l.add(prev as usize)).next = next;
-            (*l.add(next as usize)).prev = prev;
             let first = (*l.add(s as usize)).next;
             *l.add(id as usize) = Link {
                 prev: s,
