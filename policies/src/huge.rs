@@ -17,6 +17,35 @@ pub fn zeroed_vec<T: Zero>(n: usize) -> Vec<T> {
     v
 }
 
+/// A shared slice of `n` elements, element `i` being `f(i)`, called from the last
+/// element to the first (as a backward pass computes them), written straight into the
+/// shared allocation, which is advised like `zeroed_vec`'s. Building a vector and
+/// converting it would copy it into a second allocation, faulting every page in twice.
+/// Stops at the first error.
+pub fn shared_slice_rev<T, E>(
+    n: usize,
+    mut f: impl FnMut(usize) -> Result<T, E>,
+) -> Result<std::sync::Arc<[T]>, E> {
+    let mut a = std::sync::Arc::<[T]>::new_uninit_slice(n);
+    let s = std::sync::Arc::get_mut(&mut a).expect("just made, not shared");
+    advise(s.as_ptr() as usize, std::mem::size_of_val(s));
+    for (i, x) in s.iter_mut().enumerate().rev() {
+        x.write(f(i)?);
+    }
+    // SAFETY: the loop wrote every element (an error returns before this).
+    Ok(unsafe { a.assume_init() })
+}
+
+/// A shared copy of `src` (advised like `zeroed_vec`'s memory).
+pub fn shared_copy<T: Copy>(src: &[T]) -> std::sync::Arc<[T]> {
+    let mut a = std::sync::Arc::<[T]>::new_uninit_slice(src.len());
+    let s = std::sync::Arc::get_mut(&mut a).expect("just made, not shared");
+    advise(s.as_ptr() as usize, std::mem::size_of_val(s));
+    s.write_copy_of_slice(src);
+    // SAFETY: every element was just written.
+    unsafe { a.assume_init() }
+}
+
 /// Integers: the element types of the big buffers.
 pub trait Zero: Copy {
     const ZERO: Self;
@@ -58,5 +87,31 @@ mod tests {
             assert_eq!(v.len(), n);
             assert!(v.iter().all(|&x| x == 0));
         }
+    }
+
+    #[test]
+    fn shared_slices_of_every_size() {
+        for n in [0usize, 1, 1000, (MIN_BYTES / 2) + 3, 3 << 20] {
+            let mut order = Vec::new();
+            let a = shared_slice_rev(n, |i| {
+                order.push(i);
+                Ok::<u32, ()>(i as u32 * 3)
+            })
+            .unwrap();
+            assert!(a.iter().enumerate().all(|(i, &x)| x == i as u32 * 3));
+            assert!(order.iter().rev().copied().eq(0..n), "last to first");
+            let src: Vec<u16> = (0..n).map(|i| (i * 7) as u16).collect();
+            assert_eq!(&shared_copy(&src)[..], &src[..]);
+        }
+        let mut calls = 0;
+        let e = shared_slice_rev(10, |i| {
+            calls += 1;
+            if i == 6 {
+                Err(i)
+            } else {
+                Ok(i)
+            }
+        });
+        assert_eq!((e, calls), (Err(6), 4), "stops at the first error");
     }
 }

@@ -47,18 +47,16 @@ impl OptFuture {
         }
         let len = future.len() as u32;
         let mut last: Vec<u32> = (0..n_ids as u32).map(|id| len + id).collect();
-        // Zeroed allocation (no fill pass); the loop writes every element once.
-        let mut next: Vec<u32> = crate::huge::zeroed_vec(future.len());
-        for (i, (&id, nx)) in future.iter().zip(next.iter_mut()).enumerate().rev() {
+        let next = crate::huge::shared_slice_rev(future.len(), |i| {
+            let id = future[i];
             let Some(l) = last.get_mut(id as usize) else {
                 return Err(format!("opt: future id {id} >= n_ids {n_ids}"));
             };
-            *nx = *l;
-            *l = i as u32;
-        }
+            Ok(std::mem::replace(l, i as u32))
+        })?;
         Ok(OptFuture {
-            ids: future.into(),
-            next: next.into(),
+            ids: crate::huge::shared_copy(future),
+            next,
             n_ids,
         })
     }
