@@ -49,7 +49,7 @@ struct Meta {
 /// Read a binary trace. `size` is the file's length when known (checked before any large
 /// allocation, so a corrupt header cannot ask for terabytes).
 pub fn read(path: &Path, mut r: impl Read, size: Option<u64>) -> Result<Trace> {
-    let mut m = read_meta(path, &mut r, size)?;
+    let m = read_meta(path, &mut r, size)?;
     // Huge pages: in 4 KiB pages the read spends more time in page faults than copying.
     let mut ids: Vec<u16> = moe_spill_policies::huge::zeroed_vec(m.n_ids);
     {
@@ -58,7 +58,6 @@ pub fn read(path: &Path, mut r: impl Read, size: Option<u64>) -> Result<Trace> {
         let bytes =
             unsafe { std::slice::from_raw_parts_mut(ids.as_mut_ptr() as *mut u8, ids.len() * 2) };
         read_exact(path, &mut r, bytes, m.off, "expert ids")?;
-        m.hasher.update(bytes);
     }
     if cfg!(target_endian = "big") {
         for id in ids.iter_mut() {
@@ -81,9 +80,8 @@ pub fn read(path: &Path, mut r: impl Read, size: Option<u64>) -> Result<Trace> {
 /// big-endian host).
 pub fn read_mapped(path: &Path, mapping: Mapping) -> Result<Trace> {
     let bytes = mapping.bytes();
-    let mut m = read_meta(path, &mut &bytes[..], Some(bytes.len() as u64))?;
+    let m = read_meta(path, &mut &bytes[..], Some(bytes.len() as u64))?;
     let off = m.off as usize;
-    m.hasher.update(&bytes[off..]);
     let ids = match mapping.into_ids(off, m.n_ids) {
         Ok(ids) => ids,
         Err(mapping) => {
@@ -97,16 +95,36 @@ pub fn read_mapped(path: &Path, mapping: Mapping) -> Result<Trace> {
     finish(path, m, ids)
 }
 
-/// The checks after the ids are in, and the trace.
+/// Traces with more ids than this check them on two threads.
+const PARALLEL_CHECKS: usize = 1 << 20;
+
+/// The checks after the ids are in (the checksum has seen everything before them), and
+/// the trace. The checksum and the per-layer check each read every id, so a large trace
+/// runs them on two threads; a bad checksum is reported before a bad id either way.
 fn finish(path: &Path, m: Meta, ids: Ids) -> Result<Trace> {
-    if m.hasher.finish() != m.checksum {
+    let mut hasher = m.hasher;
+    let (sum, slots) = if ids.len() > PARALLEL_CHECKS {
+        std::thread::scope(|s| {
+            let ids_ref = &ids;
+            let sum = s.spawn(move || {
+                hash_ids(&mut hasher, ids_ref);
+                hasher.finish()
+            });
+            let slots = check_slots(path, &m.geometry, &ids, m.off);
+            (sum.join().expect("the checksum thread panicked"), slots)
+        })
+    } else {
+        hash_ids(&mut hasher, &ids);
+        (hasher.finish(), check_slots(path, &m.geometry, &ids, m.off))
+    };
+    if sum != m.checksum {
         return Err(Error::at_byte(
             path,
             32,
             "checksum mismatch: the file is corrupt",
         ));
     }
-    check_slots(path, &m.geometry, &ids, m.off)?;
+    slots?;
     Ok(Trace {
         geometry: m.geometry,
         n_experts_known: m.flags & 1 == 1,
@@ -114,6 +132,20 @@ fn finish(path: &Path, m: Meta, ids: Ids) -> Result<Trace> {
         response_starts: m.response_starts,
         prompt: m.prompt,
     })
+}
+
+/// Feed ids to the checksum as the file stores them: little-endian.
+fn hash_ids(h: &mut Checksum, ids: &[u16]) {
+    if cfg!(target_endian = "little") {
+        // SAFETY: u16 has no padding and no invalid bytes; on a little-endian host its
+        // bytes are the file's.
+        h.update(unsafe { std::slice::from_raw_parts(ids.as_ptr() as *const u8, ids.len() * 2) });
+    } else {
+        for chunk in ids.chunks(4096) {
+            let le: Vec<u8> = chunk.iter().flat_map(|id| id.to_le_bytes()).collect();
+            h.update(&le);
+        }
+    }
 }
 
 fn read_meta(path: &Path, r: &mut impl Read, size: Option<u64>) -> Result<Meta> {
@@ -498,6 +530,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Past PARALLEL_CHECKS ids the checksum and the layer check run on two threads:
+    /// the same trace, the checksum error before a bad id's, and a bad id's position.
+    #[test]
+    fn large_traces_are_checked_on_two_threads() {
+        let n_tokens = PARALLEL_CHECKS / 4 + 1000;
+        let mut t = sample();
+        t.ids = (0..n_tokens * 4)
+            .map(|i| ((i % 4) / 2 * 4 + i % 3) as u16)
+            .collect::<Vec<u16>>()
+            .into();
+        t.prompt = vec![false; n_tokens];
+        t.response_starts = vec![0, n_tokens / 3, n_tokens];
+        assert!(t.ids.len() > PARALLEL_CHECKS);
+        let mut out = Vec::new();
+        write(&t, &mut out).unwrap();
+        let n = out.len();
+        let ids_at = n - 2 * t.ids.len();
+        assert_eq!(read(Path::new("t.mst"), &out[..], None).unwrap(), t);
+        // An id of the second layer in the first, with the checksum written for it.
+        let mut bad = t.clone();
+        bad.ids[4 * 177_777] = 5;
+        let mut bad_out = Vec::new();
+        write(&bad, &mut bad_out).unwrap();
+        let e = read(Path::new("t.mst"), &bad_out[..], None).unwrap_err();
+        let at = format!("byte {}", ids_at + 8 * 177_777);
+        assert!(
+            e.0.contains("id 5 is outside layer 1") && e.0.contains(&at),
+            "{e}"
+        );
+        // And a flipped byte besides: the checksum speaks first.
+        bad_out[n - 2] ^= 4;
+        let e = read(Path::new("t.mst"), &bad_out[..], None).unwrap_err();
+        assert!(e.0.contains("checksum mismatch"), "{e}");
     }
 
     #[test]
