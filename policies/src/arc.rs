@@ -165,10 +165,10 @@ impl Policy for Arc {
             B1 => {
                 let delta = (float(self.b2) / float(self.b1)).max(1.0);
                 self.p = (self.p + delta).min(float(c));
-                self.lists.unlink(id);
                 self.b1 -= 1;
                 let victim = self.replace(false);
-                self.lists.push_front(L_T2, id);
+                // Out of B1 (where REPLACE never looks) to T2's front.
+                self.lists.move_to_front(L_T2, id);
                 self.state[id as usize] = T2;
                 self.t2 += 1;
                 Outcome::Miss {
@@ -178,10 +178,9 @@ impl Policy for Arc {
             B2 => {
                 let delta = (float(self.b1) / float(self.b2)).max(1.0);
                 self.p = (self.p - delta).max(0.0);
-                self.lists.unlink(id);
                 self.b2 -= 1;
                 let victim = self.replace(true);
-                self.lists.push_front(L_T2, id);
+                self.lists.move_to_front(L_T2, id);
                 self.state[id as usize] = T2;
                 self.t2 += 1;
                 Outcome::Miss {
