@@ -21,8 +21,9 @@ pub fn zeroed_vec<T: Zero>(n: usize) -> Vec<T> {
 /// element to the first (as a backward pass computes them), written straight into the
 /// shared allocation, which is advised like `zeroed_vec`'s. Building a vector and
 /// converting it would copy it into a second allocation, faulting every page in twice.
-/// Stops at the first error.
-pub fn shared_slice_rev<T, E>(
+/// Stops at the first error. (`Copy`: elements written before an error or a panic are
+/// never dropped, which only `Copy` types can afford.)
+pub fn shared_slice_rev<T: Copy, E>(
     n: usize,
     mut f: impl FnMut(usize) -> Result<T, E>,
 ) -> Result<std::sync::Arc<[T]>, E> {

@@ -241,7 +241,7 @@ fn larger_s3fifo_and_arc_traces() {
 
 #[test]
 fn clock_at_larger_capacities() {
-    // Capacities past 64 and 128 (where a per-frame bitset would change words) and odd
+    // Capacities past 64, 128 and 192 (where clock's per-frame bits change words) and odd
     // ones, on traces long enough for the hand to wrap many times.
     for seed in 0..20 {
         let mut r = rng(45_000 + seed);
@@ -250,7 +250,7 @@ fn clock_at_larger_capacities() {
         let t = common::zipf(&mut r, n_ids, s, 2000);
         let profile = common::profile_of(&t, n_ids);
         let odd = r.gen_range(2..n_ids);
-        for cap in [63, 64, 65, 127, 128, 129, odd, n_ids - 1] {
+        for cap in [63, 64, 65, 127, 128, 129, 191, 192, 193, odd, n_ids - 1] {
             let c = ctx(cap, n_ids, 16, 0, &t, &profile);
             for spec in ["clock", "pinned:2:clock"] {
                 compare(spec, &c, &t, &format!("clock seed {seed}"));

@@ -102,21 +102,27 @@ const PARALLEL_CHECKS: usize = 1 << 20;
 /// the trace. The checksum and the per-layer check each read every id, so a large trace
 /// runs them on two threads; a bad checksum is reported before a bad id either way.
 fn finish(path: &Path, m: Meta, ids: Ids) -> Result<Trace> {
-    let mut hasher = m.hasher;
-    let (sum, slots) = if ids.len() > PARALLEL_CHECKS {
-        std::thread::scope(|s| {
-            let ids_ref = &ids;
-            let sum = s.spawn(move || {
-                hash_ids(&mut hasher, ids_ref);
-                hasher.finish()
-            });
-            let slots = check_slots(path, &m.geometry, &ids, m.off);
-            (sum.join().expect("the checksum thread panicked"), slots)
-        })
-    } else {
-        hash_ids(&mut hasher, &ids);
-        (hasher.finish(), check_slots(path, &m.geometry, &ids, m.off))
+    let hasher = m.hasher;
+    let checksum = |mut h: Checksum| {
+        hash_ids(&mut h, &ids);
+        h.finish()
     };
+    let (sum, slots) = std::thread::scope(|s| {
+        // One thread when the trace is small or the system refuses another.
+        let (spare, checksum) = (hasher.clone(), &checksum);
+        let other = if ids.len() > PARALLEL_CHECKS {
+            let spawn = std::thread::Builder::new().spawn_scoped(s, move || checksum(spare));
+            spawn.ok()
+        } else {
+            None
+        };
+        let slots = check_slots(path, &m.geometry, &ids, m.off);
+        let sum = match other {
+            Some(t) => t.join().expect("the checksum thread panicked"),
+            None => checksum(hasher),
+        };
+        (sum, slots)
+    });
     if sum != m.checksum {
         return Err(Error::at_byte(
             path,
@@ -358,6 +364,7 @@ pub fn write(trace: &Trace, out: &mut impl Write) -> std::io::Result<()> {
 
 /// A fast 64-bit checksum over a byte stream (four independent multiply-rotate lanes over
 /// 8-byte words, so it runs at memory speed). Not cryptographic: it catches corruption.
+#[derive(Clone)]
 struct Checksum {
     lanes: [u64; 4],
     pending: [u8; 32],
@@ -451,6 +458,10 @@ mod tests {
         assert_eq!(back, t);
         let back = read(Path::new("t.mst"), &out[..], None).unwrap();
         assert_eq!(back, t);
+        // The layout is little-endian whatever the host: fixed bytes, not a round trip.
+        assert_eq!(&out[..14], b"MSPTRACE\x01\0\0\0\x02\0");
+        let ids_at = out.len() - 2 * t.ids.len();
+        assert_eq!(&out[ids_at..ids_at + 8], &[3, 0, 0, 0, 5, 0, 6, 0]);
     }
 
     #[test]
@@ -536,7 +547,8 @@ mod tests {
     /// the same trace, the checksum error before a bad id's, and a bad id's position.
     #[test]
     fn large_traces_are_checked_on_two_threads() {
-        let n_tokens = PARALLEL_CHECKS / 4 + 1000;
+        // 263,152 tokens: the ids start at an even offset, so the file is mapped.
+        let n_tokens = PARALLEL_CHECKS / 4 + 1008;
         let mut t = sample();
         t.ids = (0..n_tokens * 4)
             .map(|i| ((i % 4) / 2 * 4 + i % 3) as u16)
@@ -550,12 +562,31 @@ mod tests {
         let n = out.len();
         let ids_at = n - 2 * t.ids.len();
         assert_eq!(read(Path::new("t.mst"), &out[..], None).unwrap(), t);
+        // Through a file too (mapped where the offset allows): the same trace or error.
+        let via_file = |bytes: &[u8]| {
+            use std::io::Write;
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            f.write_all(bytes).unwrap();
+            f.flush().unwrap();
+            let streamed = read(f.path(), bytes, Some(bytes.len() as u64));
+            let filed = crate::format::read_file(f.path(), None);
+            match (streamed, filed) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a, b);
+                    assert!(b.ids.is_mapped() || Mapping::of_file(f.as_file(), 1).is_none());
+                }
+                (Err(a), Err(b)) => assert_eq!(a.0, b.0),
+                (a, b) => panic!("streamed {a:?} but from the file {b:?}"),
+            }
+        };
+        via_file(&out);
         // An id of the second layer in the first, with the checksum written for it.
         let mut bad = t.clone();
         bad.ids[4 * 177_777] = 5;
         let mut bad_out = Vec::new();
         write(&bad, &mut bad_out).unwrap();
         let e = read(Path::new("t.mst"), &bad_out[..], None).unwrap_err();
+        via_file(&bad_out);
         let at = format!("byte {}", ids_at + 8 * 177_777);
         assert!(
             e.0.contains("id 5 is outside layer 1") && e.0.contains(&at),
@@ -564,6 +595,7 @@ mod tests {
         // And a flipped byte besides: the checksum speaks first.
         bad_out[n - 2] ^= 4;
         let e = read(Path::new("t.mst"), &bad_out[..], None).unwrap_err();
+        via_file(&bad_out);
         assert!(e.0.contains("checksum mismatch"), "{e}");
     }
 
