@@ -67,7 +67,7 @@ impl Policy for Clock {
     fn access(&mut self, id: ObjId) -> Outcome {
         let f = self.frame_of[id as usize];
         if f != NOWHERE {
-            self.bits[f as usize / 64] |= 1 << (f % 64);
+            set_bit(&mut self.bits, f);
             return Outcome::Hit;
         }
         if self.capacity == 0 {
@@ -111,8 +111,7 @@ impl Policy for Clock {
         for (j, &id) in ids.iter().enumerate().skip(i) {
             let f = frame_of[id as usize];
             if f != NOWHERE {
-                // SAFETY: a frame number is below frames.len() <= 64 * bits.len().
-                unsafe { *bits.get_unchecked_mut(f as usize / 64) |= 1 << (f % 64) };
+                set_bit(bits, f);
                 continue;
             }
             misses.push(j as u32);
@@ -147,6 +146,14 @@ impl Policy for Clock {
     }
 }
 
+/// Set the reference bit of frame `f` (a hit).
+#[inline(always)]
+fn set_bit(bits: &mut [u64], f: u32) {
+    // SAFETY: `f` came from `frame_of`, which holds only frame numbers, and those are
+    // below the number of frames <= 64 * bits.len().
+    unsafe { *bits.get_unchecked_mut(f as usize / 64) |= 1 << (f % 64) };
+}
+
 /// The hand's turn in a full cache for the missing `id`: every set bit from the hand on
 /// is cleared up to the first clear one (at most one full turn, after which the hand's
 /// own frame is clear), whose object is evicted and whose frame `id` takes, bit clear;
@@ -166,10 +173,12 @@ fn turn(
     let h = *hand;
     assert!(h < n && n <= 64 * bits.len());
     let last = (n - 1) / 64;
-    // The frames of the last word (the rest are never searched nor cleared).
+    // The frames of the last word (the rest are never searched nor cleared), and the
+    // mask of the frames in word w.
     let tail = !0u64 >> (63 - (n - 1) % 64);
+    let word_mask = |w: usize| if w == last { tail } else { !0 };
     let mut w = h / 64;
-    let mut m = (!0u64 << (h % 64)) & if w == last { tail } else { !0 };
+    let mut m = (!0u64 << (h % 64)) & word_mask(w);
     let f = loop {
         // SAFETY: w <= last < bits.len().
         let word = unsafe { bits.get_unchecked_mut(w) };
@@ -188,7 +197,7 @@ fn turn(
             m = !0;
         } else {
             w += 1;
-            m = if w == last { tail } else { !0 };
+            m = word_mask(w);
         }
     };
     // SAFETY: f < n: the masks hold only frames, but for the one after a wrap, where a

@@ -27,9 +27,8 @@ pub fn shared_slice_rev<T: Copy, E>(
     n: usize,
     mut f: impl FnMut(usize) -> Result<T, E>,
 ) -> Result<std::sync::Arc<[T]>, E> {
-    let mut a = std::sync::Arc::<[T]>::new_uninit_slice(n);
+    let mut a = new_shared_uninit(n);
     let s = std::sync::Arc::get_mut(&mut a).expect("just made, not shared");
-    advise(s.as_ptr() as usize, std::mem::size_of_val(s));
     for (i, x) in s.iter_mut().enumerate().rev() {
         x.write(f(i)?);
     }
@@ -39,12 +38,18 @@ pub fn shared_slice_rev<T: Copy, E>(
 
 /// A shared copy of `src` (advised like `zeroed_vec`'s memory).
 pub fn shared_copy<T: Copy>(src: &[T]) -> std::sync::Arc<[T]> {
-    let mut a = std::sync::Arc::<[T]>::new_uninit_slice(src.len());
+    let mut a = new_shared_uninit(src.len());
     let s = std::sync::Arc::get_mut(&mut a).expect("just made, not shared");
-    advise(s.as_ptr() as usize, std::mem::size_of_val(s));
     s.write_copy_of_slice(src);
     // SAFETY: every element was just written.
     unsafe { a.assume_init() }
+}
+
+/// A fresh shared slice of `n` elements, not yet written, advised before it is touched.
+fn new_shared_uninit<T>(n: usize) -> std::sync::Arc<[std::mem::MaybeUninit<T>]> {
+    let a = std::sync::Arc::<[T]>::new_uninit_slice(n);
+    advise(a.as_ptr() as usize, std::mem::size_of_val(&a[..]));
+    a
 }
 
 /// Integers: the element types of the big buffers.
