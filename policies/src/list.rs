@@ -40,6 +40,11 @@ impl Lists {
         Lists { links, n: n as u32 }
     }
 
+    /// Nodes: objects and sentinels (every number the links hold but NIL is below).
+    pub(crate) fn nodes(&self) -> usize {
+        self.links.len()
+    }
+
     #[inline]
     fn sentinel(&self, list: usize) -> u32 {
         self.n + list as u32
@@ -52,25 +57,16 @@ impl Lists {
     }
 
     // The hot operations index without bounds checks (they were a quarter of ARC's
-    // instructions). What keeps that sound is that the lists stay consistent: every
-    // operation checks, in release builds too, that the object it is given is an object
-    // (`id < n`) and is linked (to unlink or move it) or not (to insert it), and that the
-    // node it inserts after is linked. Then every other index they use is read from the
-    // links of a linked node, which only ever hold nodes (`< n + k`).
+    // instructions) through `Raw`. What keeps that sound: every operation checks, in
+    // release builds too, that the object it is given is an object (`id < n`), and `Raw`
+    // checks that the nodes it unlinks or inserts after are linked, so that every other
+    // index it uses is read from the links of a linked node, which only ever hold nodes.
 
     #[inline]
     fn link_after(&mut self, at: u32, id: u32) {
         assert!(id < self.n && (at as usize) < self.links.len());
-        let l = self.links.as_mut_ptr();
-        // SAFETY: `at` and `id` are nodes (checked); `next` is `at`'s successor on a
-        // circular list (`at` is linked: checked), a node.
-        unsafe {
-            let next = (*l.add(at as usize)).next;
-            assert!(next != NIL, "insertion after a node on no list");
-            *l.add(id as usize) = Link { prev: at, next };
-            (*l.add(at as usize)).next = id;
-            (*l.add(next as usize)).prev = id;
-        }
+        // SAFETY: `at` and `id` are nodes (checked).
+        unsafe { self.raw().link_after(at, id) }
     }
 
     /// Insert `id` (not on any list) at the front of `list`.
@@ -96,56 +92,28 @@ impl Lists {
         self.link_after(last, id);
     }
 
-    /// Join the neighbours of `id` to each other, taking it out of its list; its own
-    /// links are left stale for the caller to rewrite. Checks that `id` is an object on
-    /// a list.
-    #[inline(always)]
-    fn join_neighbours(&mut self, id: u32) {
-        assert!(id < self.n);
-        let l = self.links.as_mut_ptr();
-        // SAFETY: `id` is an object (checked) and linked (checked below), so its
-        // neighbours are nodes of its circular list.
-        unsafe {
-            let Link { prev, next } = *l.add(id as usize);
-            assert!(next != NIL && prev != NIL, "an object on no list");
-            (*l.add(prev as usize)).next = next;
-            (*l.add(next as usize)).prev = prev;
-        }
-    }
-
     /// Remove `id` from whatever list holds it.
     #[inline]
     pub(crate) fn unlink(&mut self, id: u32) {
-        self.join_neighbours(id);
-        // SAFETY: `id` is an object (checked by join_neighbours).
-        unsafe {
-            *self.links.get_unchecked_mut(id as usize) = Link {
-                prev: NIL,
-                next: NIL,
-            }
-        };
+        assert!(id < self.n);
+        // SAFETY: `id` is an object (checked).
+        unsafe { self.raw().unlink(id) }
     }
 
     /// Move `id` (on any list) to the front of `list`.
     #[inline]
     pub(crate) fn move_to_front(&mut self, list: usize, id: u32) {
-        // unlink + push_front without marking `id` unlinked in between, or checking
-        // again what join_neighbours checked (going through `link_after` instead costs
-        // ARC 6% more instructions and is measurably slower).
-        assert!(list < self.links.len() - self.n as usize);
-        self.join_neighbours(id);
-        let s = self.sentinel(list);
-        let l = self.links.as_mut_ptr();
-        // SAFETY: `id` is an object (checked by join_neighbours); `s` is a sentinel
-        // (checked), and its successor a node.
-        unsafe {
-            let first = (*l.add(s as usize)).next;
-            *l.add(id as usize) = Link {
-                prev: s,
-                next: first,
-            };
-            (*l.add(s as usize)).next = id;
-            (*l.add(first as usize)).prev = id;
+        assert!(id < self.n && list < self.links.len() - self.n as usize);
+        // SAFETY: `id` is an object and `list` a list (checked).
+        unsafe { self.raw().move_to_front(list, id) }
+    }
+
+    /// The links without bounds checks, for a policy's replay loop.
+    #[inline(always)]
+    pub(crate) fn raw(&mut self) -> Raw<'_> {
+        Raw {
+            links: &mut self.links,
+            n: self.n,
         }
     }
 
@@ -256,6 +224,103 @@ impl Lists {
     pub(crate) fn next_of(&self, id: u32) -> Option<u32> {
         let x = self.links[id as usize].next;
         (x < self.n).then_some(x)
+    }
+}
+
+/// The links of a [`Lists`] without bounds checks, for a policy's replay loop (`Lists`
+/// hands one out by `raw`, and goes through one itself). Its operations are `unsafe`:
+/// the caller promises that the nodes it passes are nodes (`< n + k`, which objects
+/// below `n` are) and the lists it names exist. They check, in release builds too, that
+/// a node they unlink or insert after is linked, so every other index they use is read
+/// from the links of a linked node, which only ever hold nodes: memory stays safe
+/// whatever the caller's logic.
+pub(crate) struct Raw<'a> {
+    links: &'a mut [Link],
+    n: u32,
+}
+
+impl Raw<'_> {
+    /// # Safety
+    /// `i` is a node.
+    #[inline(always)]
+    unsafe fn at(&mut self, i: u32) -> &mut Link {
+        debug_assert!((i as usize) < self.links.len());
+        self.links.get_unchecked_mut(i as usize)
+    }
+
+    /// The oldest object of `list`, or its sentinel if the list is empty.
+    ///
+    /// # Safety
+    /// `list` exists.
+    #[inline(always)]
+    pub(crate) unsafe fn back(&mut self, list: usize) -> u32 {
+        self.at(self.n + list as u32).prev
+    }
+
+    /// Insert `id` right behind `at` (towards the back).
+    ///
+    /// # Safety
+    /// `at` and `id` are nodes.
+    #[inline(always)]
+    unsafe fn link_after(&mut self, at: u32, id: u32) {
+        let next = self.at(at).next;
+        assert!(next != NIL, "insertion after a node on no list");
+        *self.at(id) = Link { prev: at, next };
+        self.at(at).next = id;
+        self.at(next).prev = id;
+    }
+
+    /// Join the neighbours of `id` to each other, taking it out of its list; its own
+    /// links are left stale for the caller to rewrite.
+    ///
+    /// # Safety
+    /// `id` is a node.
+    #[inline(always)]
+    unsafe fn join_neighbours(&mut self, id: u32) {
+        let Link { prev, next } = *self.at(id);
+        assert!(next != NIL && prev != NIL, "an object on no list");
+        self.at(prev).next = next;
+        self.at(next).prev = prev;
+    }
+
+    /// Insert `id` (on no list) at the front of `list`.
+    ///
+    /// # Safety
+    /// `id` is a node and `list` exists.
+    #[inline(always)]
+    pub(crate) unsafe fn push_front(&mut self, list: usize, id: u32) {
+        self.link_after(self.n + list as u32, id);
+    }
+
+    /// Remove `id` from its list.
+    ///
+    /// # Safety
+    /// `id` is a node.
+    #[inline(always)]
+    pub(crate) unsafe fn unlink(&mut self, id: u32) {
+        self.join_neighbours(id);
+        *self.at(id) = Link {
+            prev: NIL,
+            next: NIL,
+        };
+    }
+
+    /// Move `id` (on any list) to the front of `list`: unlink and push without marking
+    /// `id` unlinked in between, or checking again that the sentinel is linked.
+    ///
+    /// # Safety
+    /// `id` is a node and `list` exists.
+    #[inline(always)]
+    pub(crate) unsafe fn move_to_front(&mut self, list: usize, id: u32) {
+        self.join_neighbours(id);
+        let s = self.n + list as u32;
+        let first = self.at(s).next;
+        *self.at(id) = Link {
+            prev: s,
+            next: first,
+        };
+        self.at(s).next = id;
+        self.at(first).prev = id;
     }
 }
 

@@ -115,13 +115,14 @@ fn replay_in_runs(p: &mut dyn Policy, t: &[u16], r: &mut StdRng, max_run: usize)
     misses
 }
 
-/// clock has a replay loop of its own: against its access path at every capacity from
-/// 0 to past the ids, in uneven runs, with the structures checked after each run, the
-/// same residents at the end, and the same outcomes when both go on (the hand agrees).
-/// A third of the traces have more than 128 ids, so the hand's turn crosses and wraps
-/// words of reference bits at every frame count up to three words.
+/// clock and arc have replay loops of their own: against their access paths at every
+/// capacity from 0 to past the ids, in uneven runs, with the structures checked after
+/// each run, the same residents at the end, and the same outcomes when both go on (the
+/// state agrees: clock's hand, arc's lists and p). A third of the traces have more than
+/// 128 ids, so clock's turn crosses and wraps words of reference bits at every frame
+/// count up to three words.
 #[test]
-fn clock_replay_equals_access_at_every_capacity() {
+fn own_replay_loops_equal_access_at_every_capacity() {
     let mut r = rng(991);
     for seed in 0..60u64 {
         let mut g = rng(seed + 5000);
@@ -136,26 +137,29 @@ fn clock_replay_equals_access_at_every_capacity() {
             common::scans(&mut g, n_ids, 3000)
         };
         let profile = common::profile_of(&t, n_ids);
-        for cap in 0..=n_ids + 2 {
+        for (spec, cap) in ["clock", "arc"]
+            .into_iter()
+            .flat_map(|s| (0..=n_ids + 2).map(move |c| (s, c)))
+        {
             let c = ctx(cap, n_ids, 8.min(n_ids), 0, &t, &profile);
-            let (mut a, mut b) = (common::build("clock", &c), common::build("clock", &c));
+            let (mut a, mut b) = (common::build(spec, &c), common::build(spec, &c));
             let by_access: Vec<u32> = (0..t.len() as u32)
                 .filter(|&i| !a.access(t[i as usize] as u32).is_hit())
                 .collect();
             let by_replay = replay_in_runs(b.as_mut(), &t, &mut r, 300);
-            assert_eq!(by_access, by_replay, "seed {seed}, capacity {cap}");
+            assert_eq!(by_access, by_replay, "{spec}: seed {seed}, capacity {cap}");
             for id in 0..n_ids as u32 {
                 assert_eq!(
                     a.contains(id),
                     b.contains(id),
-                    "seed {seed}, capacity {cap}"
+                    "{spec}: seed {seed}, capacity {cap}"
                 );
             }
             for &id in t.iter().take(500) {
                 assert_eq!(
                     a.access(id as u32),
                     b.access(id as u32),
-                    "seed {seed}, capacity {cap}"
+                    "{spec}: seed {seed}, capacity {cap}"
                 );
             }
         }
@@ -267,4 +271,12 @@ fn opt_checks_it_replays_its_own_future() {
     p.access(1);
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.access(3)));
     assert!(r.is_err());
+}
+
+/// arc's replay checks a run's ids once, before it indexes without checks.
+#[test]
+#[should_panic(expected = "out of range")]
+fn arc_replay_rejects_an_id_out_of_range() {
+    let mut a = moe_spill_policies::Arc::new(2, 10);
+    a.replay(&[1, 2, 10, 3], &mut Vec::new());
 }
