@@ -29,7 +29,8 @@ const NONE: u8 = 4;
 #[derive(Clone, Debug)]
 pub struct Arc {
     capacity: usize,
-    lists: Lists,
+    /// With a nil node: `Raw` follows its links without any check.
+    lists: Lists<true>,
     /// T1, T2, B1, B2 or NONE, for every node of `lists` (objects first).
     state: Vec<u8>,
     n_ids: usize,
@@ -55,7 +56,7 @@ fn float(n: usize) -> f64 {
 
 impl Arc {
     pub fn new(capacity: usize, n_ids: usize) -> Self {
-        let lists = Lists::new(n_ids, 4);
+        let lists = Lists::<true>::new(n_ids, 4);
         Arc {
             capacity,
             state: vec![NONE; lists.nodes()],
@@ -94,11 +95,11 @@ impl Arc {
 
 /// ARC over the lists and states without bounds checks. Sound whatever its logic: the
 /// accessed id is an object (the caller checks), every other node it touches is read
-/// from the links (`Raw` follows only the links of linked nodes, which hold nodes),
-/// and `state` has an entry for every node, sentinels included (what `back` gives for
-/// an empty list).
+/// from the links (which hold only nodes: nil is one), and `state` has an entry for
+/// every node, sentinels and nil included (what `back` gives for an empty list, and
+/// the links of an object on no list).
 struct Run<'a> {
-    lists: Raw<'a>,
+    lists: Raw<'a, true>,
     state: &'a mut [u8],
     c: usize,
     k: Counts,
