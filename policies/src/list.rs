@@ -21,6 +21,16 @@ struct Link {
     next: u32,
 }
 
+/// The links of an object on no list: the nil node's number, or the constant NIL.
+#[inline(always)]
+fn nil<const NIL_NODE: bool>(node: u32) -> u32 {
+    if NIL_NODE {
+        node
+    } else {
+        NIL
+    }
+}
+
 /// `NIL_NODE`: whether nil is a node of its own (see the module comment).
 #[derive(Clone, Debug)]
 pub(crate) struct Lists<const NIL_NODE: bool = false> {
@@ -55,14 +65,9 @@ impl<const NIL_NODE: bool> Lists<NIL_NODE> {
         }
     }
 
-    /// The links of an object on no list: a constant unless nil is a node.
     #[inline(always)]
     fn nil(&self) -> u32 {
-        if NIL_NODE {
-            self.nil
-        } else {
-            NIL
-        }
+        nil::<NIL_NODE>(self.nil)
     }
 
     /// Nodes: objects, sentinels, and nil if it is one (every number the links hold but
@@ -292,10 +297,11 @@ impl<const NIL_NODE: bool> Raw<'_, NIL_NODE> {
     /// broken (checked in debug builds).
     #[inline(always)]
     fn check_linked(&self, prev: u32, next: u32, what: &str) {
+        let nil = nil::<NIL_NODE>(self.nil);
         if NIL_NODE {
-            debug_assert!(prev != self.nil && next != self.nil, "{what}");
+            debug_assert!(prev != nil && next != nil, "{what}");
         } else {
-            assert!(prev != NIL && next != NIL, "{what}");
+            assert!(prev != nil && next != nil, "{what}");
         }
     }
 
@@ -350,7 +356,7 @@ impl<const NIL_NODE: bool> Raw<'_, NIL_NODE> {
     #[inline(always)]
     pub(crate) unsafe fn unlink(&mut self, id: u32) {
         self.join_neighbours(id);
-        let nil = self.nil;
+        let nil = nil::<NIL_NODE>(self.nil);
         *self.at(id) = Link {
             prev: nil,
             next: nil,
