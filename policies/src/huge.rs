@@ -64,7 +64,8 @@ zero!(u8, u16, u32, u64);
 
 #[allow(unused_variables)]
 fn advise(addr: usize, bytes: usize) {
-    #[cfg(target_os = "linux")]
+    // (Miri has no madvise.)
+    #[cfg(all(target_os = "linux", not(miri)))]
     {
         const HUGE: usize = 2 << 20;
         if bytes < MIN_BYTES {

@@ -53,7 +53,7 @@ impl Lfu {
         b
     }
 
-    #[inline]
+    #[inline(always)] // every access; left to itself, the compiler calls it
     fn drop_if_empty(&mut self, b: u32) {
         if self.objs.front(b as usize).is_none() {
             self.chain.unlink(b);

@@ -5,14 +5,16 @@
 //! `prev` points towards the front (head, newest), `next` towards the back (tail,
 //! oldest), the same orientation as libCacheSim's `queue.prev`/`queue.next`.
 //!
-//! The links of an object on no list are "nil": NIL by default, or, in
-//! `Lists<true>`, a node of its own after the sentinels (`n + k`). Then the links hold
-//! only nodes, whatever the calls, and [`Raw`] follows them without any check. With
-//! NIL, `Raw` checks each node it follows for NIL (ARC, which runs without them, is
-//! 6-10% faster; LRU, which compares with a constant NIL, is 10% faster than with a
-//! nil node, whose number is not a constant).
+//! The links of an object on no list are "nil". In `Lists` (`Lists<false>`) nil is the
+//! constant NIL, so "is it linked" is a compare with a constant, and [`Raw`] checks
+//! every link it follows for NIL (in release builds too: memory safety rests on it).
+//! In `Lists<true>` nil is a node of its own after the sentinels (`n + k`): the links
+//! hold only nodes whatever the calls, and `Raw` follows them without any check. LRU
+//! and the other list policies are faster with the constant, ARC without the checks
+//! (measurements in the README).
 
-/// "No node": an object that is on no list, or a hand that points nowhere.
+/// "No node": a policy's hand or bucket that points nowhere, and the links of an
+/// object on no list in `Lists<false>`.
 pub(crate) const NIL: u32 = u32::MAX;
 
 #[derive(Clone, Copy, Debug)]
@@ -42,9 +44,11 @@ pub(crate) struct Lists<const NIL_NODE: bool = false> {
 impl<const NIL_NODE: bool> Lists<NIL_NODE> {
     /// `n` objects and `k` lists.
     pub(crate) fn new(n: usize, k: usize) -> Self {
-        let nodes = n + k + NIL_NODE as usize;
-        assert!(nodes < NIL as usize, "too many ids for u32 links");
-        let nil = if NIL_NODE { (n + k) as u32 } else { NIL };
+        let nodes = n
+            .checked_add(k + NIL_NODE as usize)
+            .filter(|&nodes| nodes < NIL as usize)
+            .expect("too many ids for u32 links");
+        let nil = nil::<NIL_NODE>((n + k) as u32);
         let mut links = vec![
             Link {
                 prev: nil,
@@ -76,6 +80,12 @@ impl<const NIL_NODE: bool> Lists<NIL_NODE> {
         self.links.len()
     }
 
+    /// The number of lists.
+    #[inline(always)]
+    fn k(&self) -> usize {
+        self.links.len() - self.n as usize - NIL_NODE as usize
+    }
+
     #[inline]
     fn sentinel(&self, list: usize) -> u32 {
         self.n + list as u32
@@ -87,39 +97,49 @@ impl<const NIL_NODE: bool> Lists<NIL_NODE> {
         self.links[id as usize].next != self.nil()
     }
 
-    // The hot operations index without bounds checks (they were a quarter of ARC's
-    // instructions) through `Raw`. What keeps that sound: every operation checks, in
-    // release builds too, that the object it is given is an object (`id < n`); every
-    // other index is read from the links (`Raw` checks those for NIL).
+    // The operations below go through `Raw`, which indexes without bounds checks (they
+    // were a quarter of ARC's instructions). They check, in release builds too, what
+    // `Raw` asks of its caller: objects are objects (`id < n`), lists exist, and a node
+    // to insert after is a node. They check too that an object to insert is on no list;
+    // that one to unlink or move is on one, `Lists<false>` checks (through `Raw`), and
+    // `Lists<true>` only in debug builds (in release it gives wrong lists, which
+    // `validate` reports).
 
-    #[inline]
-    fn link_after(&mut self, at: u32, id: u32) {
-        assert!(id < self.n && (at as usize) < self.links.len());
-        // SAFETY: `at` and `id` are nodes (checked).
-        unsafe { self.raw().link_after(at, id) }
+    #[inline(always)]
+    fn check_insertion(&self, id: u32) {
+        assert!(
+            id < self.n && !self.is_linked(id),
+            "insertion of a non-object, or of an object already on a list"
+        );
     }
 
     /// Insert `id` (not on any list) at the front of `list`.
     #[inline]
     pub(crate) fn push_front(&mut self, list: usize, id: u32) {
-        assert!(
-            !self.is_linked(id),
-            "insertion of an object already on a list"
-        );
-        let s = self.sentinel(list);
-        self.link_after(s, id);
+        self.check_insertion(id);
+        assert!(list < self.k(), "no such list");
+        // SAFETY: `list` exists and `id` is an object (checked).
+        unsafe { self.raw().push_front(list, id) }
     }
 
     /// Insert `id` (not on any list) at the back of `list`.
     #[inline]
     pub(crate) fn push_back(&mut self, list: usize, id: u32) {
-        assert!(
-            !self.is_linked(id),
-            "insertion of an object already on a list"
-        );
-        let s = self.sentinel(list);
-        let last = self.links[s as usize].prev;
-        self.link_after(last, id);
+        self.check_insertion(id);
+        // (Indexing checks the sentinel; with a nil node, list k is nil: wrong, not
+        // unsafe.)
+        let last = self.links[self.sentinel(list) as usize].prev;
+        // SAFETY: `id` is an object (checked); `last` is read from the links.
+        unsafe { self.raw().link_after(last, id) }
+    }
+
+    /// Insert `id` (not on any list) right behind `at` (towards the back).
+    #[inline]
+    pub(crate) fn insert_after(&mut self, at: u32, id: u32) {
+        self.check_insertion(id);
+        assert!((at as usize) < self.links.len(), "no such node");
+        // SAFETY: `at` is a node and `id` an object (checked).
+        unsafe { self.raw().link_after(at, id) }
     }
 
     /// Remove `id` from whatever list holds it.
@@ -136,12 +156,6 @@ impl<const NIL_NODE: bool> Lists<NIL_NODE> {
         assert!(id < self.n && list < self.k());
         // SAFETY: `id` is an object and `list` a list (checked).
         unsafe { self.raw().move_to_front(list, id) }
-    }
-
-    /// The number of lists.
-    #[inline(always)]
-    fn k(&self) -> usize {
-        self.links.len() - self.n as usize - NIL_NODE as usize
     }
 
     /// The links without bounds checks, for a policy's replay loop.
@@ -175,6 +189,13 @@ impl<const NIL_NODE: bool> Lists<NIL_NODE> {
     pub(crate) fn towards_front(&self, id: u32) -> Option<u32> {
         let p = self.links[id as usize].prev;
         (p < self.n).then_some(p)
+    }
+
+    /// The neighbour of `id` towards the back, or `None` if `id` is the back.
+    #[inline]
+    pub(crate) fn next_of(&self, id: u32) -> Option<u32> {
+        let x = self.links[id as usize].next;
+        (x < self.n).then_some(x)
     }
 
     /// The objects of `list`, front to back (for validation and tests; allocates).
@@ -249,33 +270,15 @@ impl<const NIL_NODE: bool> Lists<NIL_NODE> {
     }
 }
 
-impl<const NIL_NODE: bool> Lists<NIL_NODE> {
-    /// Insert `id` (not on any list) right behind `at` (towards the back).
-    #[inline]
-    pub(crate) fn insert_after(&mut self, at: u32, id: u32) {
-        assert!(
-            !self.is_linked(id),
-            "insertion of an object already on a list"
-        );
-        self.link_after(at, id);
-    }
-
-    /// The neighbour of `id` towards the back, or `None` if `id` is the back.
-    #[inline]
-    pub(crate) fn next_of(&self, id: u32) -> Option<u32> {
-        let x = self.links[id as usize].next;
-        (x < self.n).then_some(x)
-    }
-}
-
 /// The links of a [`Lists`] without bounds checks, for a policy's replay loop (`Lists`
 /// hands one out by `raw`, and goes through one itself). Its operations are `unsafe`:
-/// the caller promises that the nodes it passes are nodes (objects below `n` are) and
-/// the lists it names exist. Every other index they use is read from the links, and
-/// every link they write is one of those, a sentinel or nil: so the links only ever
-/// hold nodes, and NIL if nil is not a node, which they check for before following a
-/// link. Memory stays safe whatever the caller's logic; broken logic gives broken
-/// lists, which `Lists::validate` reports.
+/// the caller promises that the lists it names exist, and that the nodes it gives are
+/// nodes (`< nodes()`), and objects (`< n`) where it links or unlinks them unless nil
+/// is a node. Every other index they use is read from the links, and every link they
+/// write is one of those, a sentinel, or nil: so the links only ever hold nodes (a
+/// sentinel's, only nodes), and NIL if nil is not a node, which they check for before
+/// following a link. Memory stays safe whatever the caller's logic; broken logic gives
+/// broken lists, which `Lists::validate` reports.
 pub(crate) struct Raw<'a, const NIL_NODE: bool> {
     links: &'a mut [Link],
     n: u32,
@@ -291,17 +294,22 @@ impl<const NIL_NODE: bool> Raw<'_, NIL_NODE> {
         self.links.get_unchecked_mut(i as usize)
     }
 
-    /// The links `prev` and `next` read from a node are to be followed: with NIL they
-    /// must not be NIL (checked in release builds too: memory safety rests on it); with
-    /// a nil node they are nodes anyway, and nil only where the caller's logic is
-    /// broken (checked in debug builds).
     #[inline(always)]
-    fn check_linked(&self, prev: u32, next: u32, what: &str) {
+    fn sentinel(&self, list: usize) -> u32 {
+        self.n + list as u32
+    }
+
+    /// A link read from the links, about to be followed: with NIL it must not be NIL
+    /// (checked in release builds too: memory safety rests on it); with a nil node it
+    /// is a node anyway, and nil only where the caller's logic is broken (checked in
+    /// debug builds).
+    #[inline(always)]
+    fn check_link(&self, x: u32) {
         let nil = nil::<NIL_NODE>(self.nil);
         if NIL_NODE {
-            debug_assert!(prev != nil && next != nil, "{what}");
+            debug_assert!(x != nil, "a link of a node on no list");
         } else {
-            assert!(prev != nil && next != nil, "{what}");
+            assert!(x != nil, "a link of a node on no list");
         }
     }
 
@@ -311,17 +319,17 @@ impl<const NIL_NODE: bool> Raw<'_, NIL_NODE> {
     /// `list` exists.
     #[inline(always)]
     pub(crate) unsafe fn back(&mut self, list: usize) -> u32 {
-        self.at(self.n + list as u32).prev
+        self.at(self.sentinel(list)).prev
     }
 
     /// Insert `id` right behind `at` (towards the back).
     ///
     /// # Safety
-    /// `at` and `id` are nodes.
+    /// `at` is a node; `id` an object, or a node if nil is one.
     #[inline(always)]
     unsafe fn link_after(&mut self, at: u32, id: u32) {
         let next = self.at(at).next;
-        self.check_linked(next, next, "insertion after a node on no list");
+        self.check_link(next);
         *self.at(id) = Link { prev: at, next };
         self.at(at).next = id;
         self.at(next).prev = id;
@@ -331,11 +339,12 @@ impl<const NIL_NODE: bool> Raw<'_, NIL_NODE> {
     /// links are left stale for the caller to rewrite.
     ///
     /// # Safety
-    /// `id` is a node.
+    /// `id` is an object, or a node if nil is one.
     #[inline(always)]
     unsafe fn join_neighbours(&mut self, id: u32) {
         let Link { prev, next } = *self.at(id);
-        self.check_linked(prev, next, "an object on no list");
+        self.check_link(prev);
+        self.check_link(next);
         self.at(prev).next = next;
         self.at(next).prev = prev;
     }
@@ -343,16 +352,16 @@ impl<const NIL_NODE: bool> Raw<'_, NIL_NODE> {
     /// Insert `id` (on no list) at the front of `list`.
     ///
     /// # Safety
-    /// `id` is a node and `list` exists.
+    /// `list` exists; `id` is an object, or a node if nil is one.
     #[inline(always)]
     pub(crate) unsafe fn push_front(&mut self, list: usize, id: u32) {
-        self.link_after(self.n + list as u32, id);
+        self.link_after(self.sentinel(list), id);
     }
 
     /// Remove `id` from its list.
     ///
     /// # Safety
-    /// `id` is a node.
+    /// `id` is an object, or a node if nil is one.
     #[inline(always)]
     pub(crate) unsafe fn unlink(&mut self, id: u32) {
         self.join_neighbours(id);
@@ -364,14 +373,16 @@ impl<const NIL_NODE: bool> Raw<'_, NIL_NODE> {
     }
 
     /// Move `id` (on any list) to the front of `list`: unlink and push without marking
-    /// `id` unlinked in between, or checking again that the sentinel is linked.
+    /// `id` unlinked in between. The sentinel's successor needs no check: with NIL, a
+    /// sentinel is never unlinked (the caller links and unlinks only objects), so its
+    /// links are never NIL.
     ///
     /// # Safety
-    /// `id` is a node and `list` exists.
+    /// `list` exists; `id` is an object, or a node if nil is one.
     #[inline(always)]
     pub(crate) unsafe fn move_to_front(&mut self, list: usize, id: u32) {
         self.join_neighbours(id);
-        let s = self.n + list as u32;
+        let s = self.sentinel(list);
         let first = self.at(s).next;
         *self.at(id) = Link {
             prev: s,
@@ -422,17 +433,42 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "after a node on no list")]
+    #[should_panic(expected = "a link of a node on no list")]
     fn inserting_after_an_unlinked_node_panics() {
         let mut l = Lists::<false>::new(2, 1);
         l.insert_after(0, 1);
     }
 
     #[test]
-    #[should_panic(expected = "on no list")]
+    #[should_panic(expected = "a link of a node on no list")]
     fn unlinking_an_unlinked_object_panics() {
         let mut l = Lists::<false>::new(2, 1);
         l.unlink(1);
+    }
+
+    /// With a nil node, the misuses above are checked in debug builds only (release
+    /// builds give wrong lists, which validate reports: below).
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "a link of a node on no list")]
+    fn with_a_nil_node_unlinking_an_unlinked_object_panics_in_debug_builds() {
+        let mut l = Lists::<true>::new(2, 1);
+        l.unlink(1);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "a link of a node on no list")]
+    fn with_a_nil_node_inserting_after_an_unlinked_node_panics_in_debug_builds() {
+        let mut l = Lists::<true>::new(2, 1);
+        l.insert_after(0, 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "no such list")]
+    fn pushing_onto_a_list_that_does_not_exist_panics() {
+        let mut l = Lists::<true>::new(2, 1);
+        l.push_front(1, 0);
     }
 
     fn validate_catches_broken_links<const NIL_NODE: bool>() {
@@ -456,5 +492,12 @@ mod tests {
         assert!(l.validate(1).is_ok());
         l.links[5].prev = 0; // the nil node linked in
         assert!(l.validate(1).is_err());
+        // Misuse in a release build (no check): the nil node is linked in, and
+        // validate says so.
+        if !cfg!(debug_assertions) {
+            let mut l = Lists::<true>::new(4, 1);
+            l.insert_after(1, 2);
+            assert!(l.validate(1).is_err());
+        }
     }
 }

@@ -474,6 +474,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // minutes under Miri
     fn bit_tree_against_a_sorted_set() {
         let mut x = 0x9E3779B97F4A7C15u64;
         for n in [1, 63, 64, 65, 4095, 4096, 4097, 300_000] {

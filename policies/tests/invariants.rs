@@ -100,15 +100,20 @@ fn lru_and_opt_misses_never_grow_with_capacity() {
 }
 
 /// The miss positions of `t` replayed through `p` in runs of uneven length (below
-/// `max_run`; positions are relative to each run), the structures checked after each.
+/// `max_run`, some empty; positions are relative to each run), the structures checked
+/// after each. The misses of a run are appended to a vector that may already hold
+/// entries (which must stay) and may have no room to spare.
 fn replay_in_runs(p: &mut dyn Policy, t: &[u16], r: &mut StdRng, max_run: usize) -> Vec<u32> {
     let mut misses = Vec::new();
     let mut start = 0;
     while start < t.len() {
-        let end = (start + r.gen_range(1..max_run)).min(t.len());
-        let mut m = Vec::new();
+        let end = (start + r.gen_range(0..max_run)).min(t.len());
+        let before: Vec<u32> = (0..r.gen_range(0..3)).map(|i| 7 + i).collect();
+        let mut m = Vec::with_capacity(before.len());
+        m.extend_from_slice(&before);
         p.replay(&t[start..end], &mut m);
-        misses.extend(m.iter().map(|&i| i + start as u32));
+        assert_eq!(m[..before.len()], before[..], "entries already there");
+        misses.extend(m[before.len()..].iter().map(|&i| i + start as u32));
         p.validate().unwrap();
         start = end;
     }
@@ -271,6 +276,13 @@ fn opt_checks_it_replays_its_own_future() {
     p.access(1);
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.access(3)));
     assert!(r.is_err());
+}
+
+/// arc sizes its lists and states by the number of ids, so that number must fit.
+#[test]
+#[should_panic(expected = "too many ids")]
+fn arc_rejects_more_ids_than_its_links_hold() {
+    moe_spill_policies::Arc::new(1, usize::MAX);
 }
 
 /// arc's replay checks a run's ids once, before it indexes without checks.
