@@ -33,7 +33,6 @@ pub struct Arc {
     lists: Lists<true>,
     /// T1, T2, B1, B2 or NONE, for every node of `lists` (objects first).
     state: Vec<u8>,
-    n_ids: usize,
     counts: Counts,
 }
 
@@ -61,7 +60,6 @@ impl Arc {
             capacity,
             state: vec![NONE; lists.nodes()],
             lists,
-            n_ids,
             counts: Counts {
                 t1: 0,
                 t2: 0,
@@ -152,7 +150,12 @@ impl Run<'_> {
     #[inline(always)]
     fn forget(&mut self, list: u8) -> u32 {
         // Folds away: `list` is a constant.
-        assert!(list <= B2);
+        match list {
+            T1 => self.k.t1 -= 1,
+            B1 => self.k.b1 -= 1,
+            B2 => self.k.b2 -= 1,
+            _ => unreachable!("T2 is never forgotten"),
+        }
         // SAFETY: the list exists (checked); the object is read from the links.
         unsafe {
             let id = self.lists.back(list as usize);
@@ -168,16 +171,13 @@ impl Run<'_> {
         let (c, k) = (self.c, self.k);
         if k.t1 + k.b1 + 1 > c {
             if k.b1 > 0 {
-                self.k.b1 -= 1;
                 self.forget(B1);
                 self.replace(false)
             } else {
-                self.k.t1 -= 1;
                 self.forget(T1)
             }
         } else {
             if k.t1 + k.b1 + k.t2 + k.b2 >= 2 * c && k.b2 > 0 {
-                self.k.b2 -= 1;
                 self.forget(B2);
             }
             self.replace(false)
@@ -252,12 +252,12 @@ impl Policy for Arc {
         self.counts.t1 + self.counts.t2
     }
     fn contains(&self, id: ObjId) -> bool {
-        self.state[..self.n_ids][id as usize] <= T2
+        self.state[..self.lists.objects()][id as usize] <= T2
     }
 
     #[inline(always)]
     fn access(&mut self, id: ObjId) -> Outcome {
-        assert!((id as usize) < self.n_ids, "id {id} out of range");
+        assert!((id as usize) < self.lists.objects(), "id {id} out of range");
         // SAFETY: `id` is an object (checked).
         self.run(|r| unsafe { r.access(id) })
     }
@@ -267,7 +267,7 @@ impl Policy for Arc {
     fn replay(&mut self, ids: &[u16], misses: &mut Vec<u32>) {
         let max = ids.iter().fold(0, |m, &id| m.max(id));
         assert!(
-            ids.is_empty() || (max as usize) < self.n_ids,
+            ids.is_empty() || (max as usize) < self.lists.objects(),
             "id {max} out of range"
         );
         misses.reserve(ids.len());

@@ -74,6 +74,11 @@ impl<const NIL_NODE: bool> Lists<NIL_NODE> {
         nil::<NIL_NODE>(self.nil)
     }
 
+    /// Objects: the ids below `n`.
+    pub(crate) fn objects(&self) -> usize {
+        self.n as usize
+    }
+
     /// Nodes: objects, sentinels, and nil if it is one (every number the links hold but
     /// NIL is below).
     pub(crate) fn nodes(&self) -> usize {
@@ -299,13 +304,18 @@ impl<const NIL_NODE: bool> Raw<'_, NIL_NODE> {
         self.n + list as u32
     }
 
+    #[inline(always)]
+    fn nil(&self) -> u32 {
+        nil::<NIL_NODE>(self.nil)
+    }
+
     /// A link read from the links, about to be followed: with NIL it must not be NIL
     /// (checked in release builds too: memory safety rests on it); with a nil node it
     /// is a node anyway, and nil only where the caller's logic is broken (checked in
     /// debug builds).
     #[inline(always)]
     fn check_link(&self, x: u32) {
-        let nil = nil::<NIL_NODE>(self.nil);
+        let nil = self.nil();
         if NIL_NODE {
             debug_assert!(x != nil, "a link of a node on no list");
         } else {
@@ -365,7 +375,7 @@ impl<const NIL_NODE: bool> Raw<'_, NIL_NODE> {
     #[inline(always)]
     pub(crate) unsafe fn unlink(&mut self, id: u32) {
         self.join_neighbours(id);
-        let nil = nil::<NIL_NODE>(self.nil);
+        let nil = self.nil();
         *self.at(id) = Link {
             prev: nil,
             next: nil,
