@@ -712,6 +712,7 @@ pub fn make_row(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mattson::MAX_CAPACITIES;
     use crate::trace::Geometry;
 
     fn toy(n_tokens: usize, seed: u64) -> Trace {
@@ -861,21 +862,32 @@ mod tests {
                 }
             }
             // More capacities than one pass takes: passes over groups, same counts.
-            let caps: Vec<usize> = (0..300).map(|i| (i * 7) % 53).collect();
+            let caps: Vec<usize> = (0..600).map(|i| (i * 7) % 53).collect();
+            // pinned:1 pins the 16 experts of layer 1: only capacities that hold them run
+            // (the others are an error, checked below), and they still make several passes.
+            let mut pinned_checked = 0;
             for spec in ["lru", "pinned:1", "opt"] {
                 let spec = PolicySpec::parse(spec).unwrap();
-                let many = run_many(&plan, &spec, &caps, Partition::Global, None, 0);
-                let many = match many {
-                    Ok(m) => m,
-                    Err(_) => continue, // pinned:1 does not fit below 16
-                };
+                let min = plan.pinned_ids(&spec, None).unwrap().len();
+                let caps: Vec<usize> = caps.iter().copied().filter(|&c| c >= min).collect();
+                assert!(
+                    caps.len() > MAX_CAPACITIES,
+                    "{spec}: {} capacities",
+                    caps.len()
+                );
+                let many = run_many(&plan, &spec, &caps, Partition::Global, None, 0).unwrap();
+                pinned_checked += (min > 0) as usize;
                 assert_eq!(many.len(), caps.len());
                 for j in (0..caps.len()).step_by(23) {
                     let one =
                         run_policy(&plan, &spec, caps[j], Partition::Global, None, 0).unwrap();
-                    assert_eq!(many[j], one, "{spec} cap {} of 300", caps[j]);
+                    assert_eq!(many[j], one, "{spec} cap {} of {}", caps[j], caps.len());
                 }
             }
+            assert_eq!(pinned_checked, 1, "the pinned spec's grouped path ran");
+            let below: Vec<usize> = caps.iter().copied().filter(|&c| c < 16).collect();
+            let spec = PolicySpec::parse("pinned:1").unwrap();
+            assert!(run_many(&plan, &spec, &below, Partition::Global, None, 0).is_err());
             // A pinned set larger than a capacity is an error, not a wrong count.
             let spec = PolicySpec::parse("pinned:2").unwrap();
             assert!(run_many(&plan, &spec, &[10, 40], Partition::Global, None, 0).is_err());
