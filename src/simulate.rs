@@ -16,12 +16,13 @@ use crate::error::{Error, Result};
 use crate::hardware::Hardware;
 use crate::mattson::{self, lru_curves, Curves};
 use crate::opt_bands::OptBands;
+use crate::report::rows::Row;
 use crate::timemodel::{analytic_ssd_bytes_per_token, token_time, Placement, GIB};
 use crate::trace::Trace;
 
 /// One global cache (the page cache), or one cache per MoE layer of capacity/n_layers
 /// (explicit expert caches in llama.cpp forks and MLX tools).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Partition {
     Global,
@@ -526,44 +527,6 @@ pub struct Economics {
     pub u: f64,
     pub d: f64,
     pub chunk: usize,
-}
-
-/// One (policy, budget) result: the columns of `simulate` and `sweep`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Row {
-    /// What was replayed, on what: labels for plots and tables.
-    pub trace: String,
-    pub model: Option<String>,
-    pub quant: Option<String>,
-    pub hw: Option<String>,
-    pub policy: String,
-    pub partition: &'static str,
-    pub vram_gib: Option<f64>,
-    pub gpu_layers: usize,
-    pub ram_gib: Option<f64>,
-    pub ram_bytes: Option<u64>,
-    pub cache_experts: usize,
-    pub tokens: u64,
-    pub accesses: u64,
-    pub hits: u64,
-    pub misses: u64,
-    pub cold_misses: u64,
-    pub hit_rate: f64,
-    pub misses_per_token: f64,
-    pub ssd_bytes: Option<u64>,
-    pub ssd_bytes_per_token: Option<f64>,
-    pub ssd_bytes_per_token_p50: Option<u64>,
-    pub ssd_bytes_per_token_p99: Option<u64>,
-    pub ssd_bytes_per_token_max: Option<u64>,
-    pub t_vram_ms: Option<f64>,
-    pub t_ram_ms: Option<f64>,
-    pub t_ssd_ms: Option<f64>,
-    pub est_tok_s: Option<f64>,
-    pub analytic_ssd_bytes_per_token: Option<f64>,
-    pub analytic_tok_s: Option<f64>,
-    /// Misses per MoE layer (model layer number, misses), with --per-layer.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub per_layer_misses: Option<Vec<(u16, u64)>>,
 }
 
 /// Budget of a row: installed RAM (GiB) when known, and the cache capacity.

@@ -204,7 +204,7 @@ impl ModelFile {
                 file.layout.expert_bytes
             );
         }
-        crate::output::write_atomic(&file.path, |w| {
+        crate::report::write_atomic(&file.path, |w| {
             w.write_all(&header)?;
             let mut buf = vec![0u8; 1 << 20];
             let mut left = total - HEADER_BYTES;

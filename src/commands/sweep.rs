@@ -1,59 +1,45 @@
 //! `sweep`: every policy at every RAM budget (and optionally several VRAM sizes), in
 //! parallel on all cores, one long-form row per (VRAM, policy, budget). LRU (also behind
 //! a pinning decorator) takes one pass of stack distances for all budgets, OPT one pass
-//! of its banded stack (src/opt_bands.rs); every other policy one run per budget.
+//! of its banded stack (policies/src/curves/opt_bands.rs); every other policy one run per budget.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use clap::Args;
 use moe_spill_policies::registry::PolicySpec;
 
 use crate::error::{Error, Result};
-use crate::hardware::parse_size_gib;
 use crate::hardware::Hardware;
-use crate::output::{emit, write_atomic, OutputFormat};
-use crate::simulate::{Budget, Economics, ReplayPlan, Row};
-use crate::study::{context_line, render_rows, Study, StudyArgs};
+use crate::kernel::sweep::{KernelSweep, KernelSweepOptions};
+use crate::report::rows::{render_rows, Row};
+use crate::report::{emit, write_atomic, OutputFormat};
+use crate::simulate::{Budget, Economics, ReplayPlan};
+use crate::study::{context_line, Study, StudyOptions};
 use crate::timemodel::Placement;
+use crate::units::parse_size_gib;
 
-#[derive(Args, Debug)]
-pub struct SweepArgs {
-    #[command(flatten)]
-    pub study: StudyArgs,
+#[derive(Debug)]
+pub struct SweepOptions {
+    pub study: StudyOptions,
     /// Policies, comma-separated.
-    #[arg(
-        long,
-        value_name = "SPEC,...",
-        default_value = "lru,clock,arc,linux,pinned:3,opt",
-        value_delimiter = ','
-    )]
     pub policies: Vec<String>,
     /// Installed-RAM range FROM..TO (default: 0GiB up to the RAM that holds every
     /// CPU-side expert).
-    #[arg(long, value_name = "FROM..TO", conflicts_with = "cache_experts")]
     pub ram: Option<String>,
     /// Cache-capacity range FROM..TO in experts (instead of RAM; needs no model).
-    #[arg(long, value_name = "FROM..TO")]
     pub cache_experts: Option<String>,
     /// Budgets, evenly spaced over the range, ends included.
-    #[arg(long, value_name = "N", default_value_t = 33, conflicts_with = "step")]
     pub points: usize,
     /// Distance between budgets instead of --points (a size for --ram, experts for --cache-experts).
-    #[arg(long, value_name = "STEP")]
     pub step: Option<String>,
     /// VRAM sizes per GPU to sweep as well, GiB, comma-separated (0 = no GPU).
-    #[arg(long, value_name = "GIB,...", value_delimiter = ',')]
     pub vrams: Vec<f64>,
     /// Worker threads (default: all cores).
-    #[arg(short = 'j', long, value_name = "N")]
     pub jobs: Option<usize>,
     /// Write the results to FILE (atomically) instead of stdout.
-    #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    #[command(flatten)]
-    pub kernel: crate::kernel::sweep::KernelSweepArgs,
+    pub kernel: KernelSweepOptions,
 }
 
 /// `FROM..TO` with a parser for each end.
@@ -110,7 +96,7 @@ fn spaced(from: f64, to: f64, points: usize, step: Option<f64>) -> Result<Vec<f6
 }
 
 fn budgets(
-    a: &SweepArgs,
+    a: &SweepOptions,
     setup: Option<&(Placement, Hardware)>,
     plan: &ReplayPlan,
 ) -> Result<Vec<Budget>> {
@@ -178,7 +164,7 @@ struct Job {
     budgets: Vec<usize>,
 }
 
-pub fn sweep(a: SweepArgs) -> Result<()> {
+pub fn run(a: SweepOptions) -> Result<()> {
     let specs: Vec<PolicySpec> = a
         .policies
         .iter()
@@ -221,8 +207,7 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
         .map(|(s, p)| budgets(&a, s.as_ref(), p))
         .collect::<Result<_>>()?;
     // Checked (and the file laid out) before the policies run; the kernel runs after.
-    let mut kernel =
-        crate::kernel::sweep::KernelSweep::new(&a.kernel, &study, &plans[0], a.study.input.quiet)?;
+    let mut kernel = KernelSweep::new(&a.kernel, &study, &plans[0], a.study.input.quiet)?;
 
     let mut jobs = Vec::new();
     for v in 0..vrams.len() {
@@ -319,7 +304,7 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
     }
     results.sort_by_key(|r| (r.0, r.1, r.2));
     let rows: Vec<Row> = results.into_iter().map(|r| r.3).collect();
-    let format = OutputFormat::resolve(a.study.out.format, a.output.is_some());
+    let format = OutputFormat::resolve(a.study.format, a.output.is_some());
     let mut text = render_rows(&rows, format);
     if format == OutputFormat::Table {
         let econ = setups[0].as_ref().map(|s| study.economics_of(s));

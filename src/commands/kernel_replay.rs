@@ -1,0 +1,325 @@
+//! `kernel-replay`: a trace on the real Linux page cache (a memory cgroup, an mmap'd
+//! model-like file) beside the page-level model and the simulated policies, one
+//! comparison row per budget and source.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use moe_spill_policies::registry::PolicySpec;
+
+use crate::error::{Error, Result};
+use crate::kernel::{
+    page_model, pagemodel, policy_run, truncate_trace, Advice, KernelOptions, KernelSession,
+    Layout, PageModelConfig, PAGE_MODEL,
+};
+use crate::report::kernel::{compare_csv, compare_table, CompareRow};
+use crate::report::{emit, write_atomic, OutputFormat, Table};
+use crate::simulate::{Partition, ReplayPlan};
+use crate::study::{context_line, Study, StudyOptions};
+
+#[derive(Debug)]
+pub struct KernelReplayOptions {
+    pub study: StudyOptions,
+    /// Installed RAM of the real machine, one or more (comma-separated): the page cache
+    /// holds the experts `simulate --ram` gives it, at the scaled size.
+    pub ram: Vec<f64>,
+    /// Cache capacities in experts, exactly (comma-separated).
+    pub cache_experts: Vec<usize>,
+    /// Bytes of one expert in the laid-out file; the budget is scaled the same way, so
+    /// the cache holds the same number of experts.
+    pub expert_bytes: u64,
+    /// 1: each expert's bytes contiguous; 3: gate/up/down slices in three tensors per
+    /// layer, as in a GGUF.
+    pub slices: u32,
+    /// The model file to write, or reuse when it has this layout (default: a temporary
+    /// file in the current directory, removed at the end).
+    pub file: Option<PathBuf>,
+    /// Replay only the first N tokens.
+    pub tokens: Option<usize>,
+    /// Advice on the mapping: llama.cpp's posix_fadvise(SEQUENTIAL) by default.
+    pub advice: Advice,
+    /// Set the device's read_ahead_kb to KB while the child opens the file (the open
+    /// file keeps it), restoring it right after; default: leave the device alone.
+    pub read_ahead_kb: Option<u32>,
+    /// Policies to compare, comma-separated (the page-level model, `page-model`, is
+    /// always shown).
+    pub policies: Vec<String>,
+    /// Also write the comparison as CSV to FILE (atomically).
+    pub output: Option<PathBuf>,
+    /// Write per-token kernel numbers and policy misses as CSV to FILE.
+    pub per_token: Option<PathBuf>,
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+    v
+}
+
+/// `moe-spill kernel-replay`.
+pub fn run(a: KernelReplayOptions) -> Result<()> {
+    let specs: Vec<PolicySpec> = a
+        .policies
+        .iter()
+        .map(|s| PolicySpec::parse(s).map_err(|e| Error::new(format!("--policies: {e}"))))
+        .collect::<Result<_>>()?;
+    if let Some(s) = specs.iter().find(|s| s.needs_profile()) {
+        return Err(Error::new(format!(
+            "--policies: {s} needs a profile; kernel-replay compares plain policies"
+        )));
+    }
+    if a.study.partition != Partition::Global {
+        return Err(Error::new(
+            "kernel-replay: the page cache is one global cache (--partition global)",
+        ));
+    }
+    if a.tokens == Some(0) {
+        return Err(Error::new("--tokens must be at least 1"));
+    }
+    let study = Study::new(&a.study, None, false)?;
+    let econ = study.economics(None)?;
+    let cut;
+    let trace = match a.tokens {
+        Some(n) => {
+            cut = truncate_trace(&study.loaded.trace, study.include_prompt, n);
+            &cut
+        }
+        None => &study.loaded.trace,
+    };
+    let gpu_layers = econ.as_ref().map_or(0, |e| e.placement.gpu_layers);
+    let mut plan = ReplayPlan::new(trace, study.include_prompt, gpu_layers);
+    // The policies model the kernel run, whose page cache holds the scaled experts: the
+    // `linux` ratio follows the scaled bytes (what the kernel saw), not the model's.
+    plan.expert_bytes = Some(a.expert_bytes);
+    let budgets: Vec<(Option<f64>, usize)> = if !a.cache_experts.is_empty() {
+        a.cache_experts.iter().map(|&c| (None, c)).collect()
+    } else {
+        let e = econ.as_ref().ok_or_else(|| {
+            Error::new("--ram needs a model preset to size experts: pass --model (or use --cache-experts N)")
+        })?;
+        let reserve = e.hw.ram.reserve_gib;
+        a.ram
+            .iter()
+            .map(|&r| {
+                if r < reserve {
+                    Err(Error::new(format!(
+                        "--ram {r} GiB is below the RAM reserve of {reserve} GiB of `{}` (set --ram-reserve)",
+                        e.hw.name
+                    )))
+                } else {
+                    Ok((Some(r), e.placement.ram_capacity(r, reserve)))
+                }
+            })
+            .collect::<Result<_>>()?
+    };
+    if plan.per_token == 0 {
+        return Err(Error::new(
+            "kernel-replay: every MoE layer is in VRAM on this machine, nothing reaches the page cache (try --gpus 0 or --hw desktop-cpu)",
+        ));
+    }
+    let quiet = a.study.input.quiet;
+    let opts = KernelOptions {
+        expert_bytes: a.expert_bytes,
+        slices: a.slices,
+        advice: a.advice,
+        file: a.file.clone(),
+        read_ahead_kb: a.read_ahead_kb,
+        child: None,
+        quiet,
+    };
+    let model_eb = econ.as_ref().map(|e| e.placement.expert_bytes);
+    let mut session = KernelSession::new(&plan, opts)?;
+    let mut rows = Vec::new();
+    let mut per_token = Table::new(&[
+        "cache_experts",
+        "token",
+        "read_bytes",
+        "major_faults",
+        "minor_faults",
+        "wall_us",
+        "kernel_experts",
+        "page_model_experts",
+    ]);
+    per_token.header.extend(specs.iter().map(|s| s.to_string()));
+    let n = plan.n_tokens;
+    let mut noted = false;
+    for &(ram_gib, cap) in &budgets {
+        if !quiet {
+            eprintln!(
+                "moe-spill: kernel replay of {n} tokens at {cap} experts ({:.1} MiB of page cache) ...",
+                (cap as u64 * a.expert_bytes) as f64 / (1u64 << 20) as f64
+            );
+        }
+        let k = session.run(&plan, cap)?;
+        if !quiet && !noted && k.window_kb * 1024 >= a.expert_bytes && a.advice != Advice::Willneed
+        {
+            noted = true;
+            eprintln!(
+                "moe-spill: note: the mmap read-around window ({} KiB) is as large as an expert: readahead dominates what the kernel reads (try --read-ahead-kb 128, a common NVMe value, or a larger --expert-bytes)",
+                k.window_kb
+            );
+        }
+        if k.global_reclaim_pages > 0 && !quiet {
+            eprintln!(
+                "moe-spill: warning: {} pages were reclaimed by global memory pressure during the run; the kernel numbers may be off",
+                k.global_reclaim_pages
+            );
+        }
+        let base = |source: String| CompareRow {
+            trace: study.trace_label.clone(),
+            model: study.machine.as_ref().map(|m| m.model.name.to_string()),
+            expert_bytes: a.expert_bytes,
+            model_expert_bytes: model_eb,
+            slices: a.slices,
+            advice: a.advice.name(),
+            window_kb: k.window_kb,
+            ram_gib,
+            cache_experts: cap,
+            source,
+            tokens: n as u64,
+            accesses: (n * plan.per_token) as u64,
+            misses: 0.0,
+            misses_per_token: 0.0,
+            misses_per_token_p50: 0.0,
+            misses_per_token_p99: 0.0,
+            ssd_bytes_per_token: None,
+            rel_err: None,
+            resident_experts: 0.0,
+            resident_overlap: None,
+            read_bytes: None,
+            major_faults_per_token: None,
+            wall_ms_per_token: None,
+            wall_ms_p50: None,
+            wall_ms_p99: None,
+            limit_bytes: None,
+            overhead_bytes: None,
+            global_reclaim_pages: None,
+            seconds: None,
+        };
+        let kmiss = k.expert_misses();
+        let kper = sorted(k.misses_per_token());
+        let walls = sorted(k.wall_ns.iter().map(|&w| w as f64 / 1e6).collect());
+        let mut kr = base("kernel".into());
+        kr.misses = kmiss;
+        kr.misses_per_token = kmiss / n as f64;
+        kr.misses_per_token_p50 = pct(&kper, 50.0);
+        kr.misses_per_token_p99 = pct(&kper, 99.0);
+        kr.ssd_bytes_per_token = model_eb.map(|eb| kr.misses_per_token * eb as f64);
+        kr.resident_experts = k.resident_experts();
+        kr.read_bytes = Some(k.total_read_bytes());
+        kr.major_faults_per_token = Some(k.major_faults.iter().sum::<u64>() as f64 / n as f64);
+        kr.wall_ms_per_token = Some(walls.iter().sum::<f64>() / n as f64);
+        kr.wall_ms_p50 = Some(pct(&walls, 50.0));
+        kr.wall_ms_p99 = Some(pct(&walls, 99.0));
+        kr.limit_bytes = Some(k.limit_bytes);
+        kr.overhead_bytes = Some(k.overhead_bytes);
+        kr.global_reclaim_pages = Some(k.global_reclaim_pages);
+        kr.seconds = Some(k.seconds);
+        rows.push(kr);
+        let kres = k.resident_ids();
+        let overlap = |res: &[bool]| {
+            let held = res.iter().filter(|&&x| x).count();
+            (held > 0).then(|| {
+                res.iter().zip(&kres).filter(|(p, k)| **p && **k).count() as f64 / held as f64
+            })
+        };
+        // The page-level model with the window the kernel run had.
+        let layout = Layout {
+            n_ids: plan.n_ids,
+            n_experts: plan.n_experts,
+            expert_bytes: a.expert_bytes,
+            slices: a.slices,
+        };
+        let pcfg = PageModelConfig::for_advice(layout, a.advice, k.window_kb);
+        let pm = page_model(&plan.stream, plan.per_token, cap, &pcfg);
+        let pmiss = pm.expert_misses();
+        let pper = sorted(pm.misses_per_token());
+        let mut pr = base(PAGE_MODEL.into());
+        pr.misses = pmiss;
+        pr.misses_per_token = pmiss / n as f64;
+        pr.misses_per_token_p50 = pct(&pper, 50.0);
+        pr.misses_per_token_p99 = pct(&pper, 99.0);
+        pr.ssd_bytes_per_token = model_eb.map(|eb| pr.misses_per_token * eb as f64);
+        pr.rel_err = (kmiss > 0.0).then(|| (pmiss - kmiss) / kmiss);
+        pr.resident_experts = pm.resident_experts();
+        pr.resident_overlap = overlap(&pm.resident_ids());
+        pr.read_bytes = Some(pm.total_read_bytes());
+        rows.push(pr);
+        let mut policy_counts = Vec::new();
+        for spec in &specs {
+            let (c, res) = policy_run(&plan, spec, cap)?;
+            let m: u64 = c.misses_per_token.iter().map(|&x| x as u64).sum();
+            let per = sorted(c.misses_per_token.iter().map(|&x| x as f64).collect());
+            let mut r = base(spec.to_string());
+            r.misses = m as f64;
+            r.misses_per_token = m as f64 / n as f64;
+            r.misses_per_token_p50 = pct(&per, 50.0);
+            r.misses_per_token_p99 = pct(&per, 99.0);
+            r.ssd_bytes_per_token = model_eb.map(|eb| r.misses_per_token * eb as f64);
+            r.rel_err = (kmiss > 0.0).then(|| (m as f64 - kmiss) / kmiss);
+            r.resident_experts = res.iter().filter(|&&x| x).count() as f64;
+            r.resident_overlap = overlap(&res);
+            rows.push(r);
+            policy_counts.push(c);
+        }
+        if a.per_token.is_some() {
+            for t in 0..n {
+                let mut cells = vec![
+                    cap.to_string(),
+                    t.to_string(),
+                    k.read_bytes[t].to_string(),
+                    k.major_faults[t].to_string(),
+                    k.minor_faults[t].to_string(),
+                    (k.wall_ns[t] / 1000).to_string(),
+                    format!("{:.4}", k.read_bytes[t] as f64 / a.expert_bytes as f64),
+                    format!(
+                        "{:.4}",
+                        (pm.read_pages[t] * pagemodel::PAGE) as f64 / a.expert_bytes as f64
+                    ),
+                ];
+                cells.extend(
+                    policy_counts
+                        .iter()
+                        .map(|c| c.misses_per_token[t].to_string()),
+                );
+                per_token.push(cells);
+            }
+        }
+    }
+    let csv = compare_csv(&rows);
+    if let Some(p) = &a.output {
+        write_atomic(p, |w| w.write_all(csv.as_bytes()))?;
+    }
+    if let Some(p) = &a.per_token {
+        let text = per_token.to_csv();
+        write_atomic(p, |w| w.write_all(text.as_bytes()))?;
+    }
+    let text = match OutputFormat::resolve(a.study.format, false) {
+        OutputFormat::Csv => csv,
+        OutputFormat::Json => serde_json::to_string_pretty(&rows).expect("json") + "\n",
+        OutputFormat::Table => {
+            let window = rows.first().map_or(0, |r| r.window_kb);
+            format!(
+                "{}\nkernel replay: {} tokens, experts of {} B ({} slice{}), advice {}, mmap read-around window {} KiB (device read_ahead_kb {}), file {}\n\n{}",
+                context_line(&study, econ.as_ref()),
+                n,
+                a.expert_bytes,
+                a.slices,
+                if a.slices == 1 { "" } else { "s" },
+                a.advice.name(),
+                window,
+                session.device_read_ahead_kb().map_or("?".into(), |v| v.to_string()),
+                session.file().display(),
+                compare_table(&rows)
+            )
+        }
+    };
+    emit(&text, None)
+}
