@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use moe_spill::format;
-use moe_spill::simulate::{lru_all, run_policy, Partition, ReplayPlan};
+use moe_spill::replay::{lru_all, run_policy, Partition, ReplayPlan};
 use moe_spill_policies::registry::PolicySpec;
 
 fn trace() -> moe_spill::trace::Trace {

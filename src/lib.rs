@@ -3,26 +3,28 @@
 //!
 //! Dependencies run one way (scripts/import_graph.py checks there is no cycle):
 //! `main` -> `cli` (clap, raw flags -> settings) -> `commands` (one file per subcommand)
-//! -> `study`, `simulate` (the replay), `timemodel`, `analyze`, `report`, `kernel`,
-//! `synth` -> `input`, `format`, `trace`, `model`, `hardware`, `quant`, `units` -> the
-//! policies crate.
+//! -> `study`, `costing` (counts priced by the time model), `replay`, `timemodel`,
+//! `analyze`, `report`, `kernel`, `synth` -> `input`, `format`, `trace`, `model`,
+//! `hardware`, `quant`, `units` -> the policies crate (the policies and their one-pass
+//! miss curves).
 
 pub mod analyze;
 pub mod cli;
 pub mod commands;
+pub mod costing;
 pub mod error;
 pub mod format;
 pub mod hardware;
 pub mod ids;
 pub mod input;
 pub mod kernel;
-pub mod mattson;
+
 pub mod model;
-pub mod opt_bands;
+
 pub mod progress;
 pub mod quant;
+pub mod replay;
 pub mod report;
-pub mod simulate;
 pub mod study;
 pub mod synth;
 pub mod timemodel;

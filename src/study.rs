@@ -8,14 +8,15 @@ use std::path::PathBuf;
 use moe_spill_policies::registry::PolicySpec;
 
 use crate::analyze::u_d;
+use crate::costing::{make_row, Budget, Economics};
 use crate::error::{Error, Result};
 use crate::hardware::{Hardware, HardwareOverrides};
 use crate::input::{load, trace_label, Loaded, TraceSource};
 use crate::model::Model;
 use crate::quant::{quant_type, ExpertQuant, QuantType};
+use crate::replay::{run_many, Counts, Partition, ReplayPlan};
 use crate::report::rows::Row;
 use crate::report::OutputFormat;
-use crate::simulate::{make_row, run_many, Budget, Counts, Economics, Partition, ReplayPlan};
 use crate::timemodel::Placement;
 
 /// The options of a study, from the command line: what to replay, on what.

@@ -21,7 +21,7 @@ use moe_spill::kernel::{
     self, page_model, Advice, ChildCommand, KernelOptions, Layout, MemCgroup, PageModelConfig,
     SPEC_ENV,
 };
-use moe_spill::simulate::{run_policy, Partition, ReplayPlan};
+use moe_spill::replay::{run_policy, Partition, ReplayPlan};
 use moe_spill::trace::{Geometry, Trace};
 use moe_spill_policies::registry::PolicySpec;
 

@@ -15,8 +15,8 @@ use crate::hardware::HardwareOverrides;
 use crate::input::TraceSource;
 use crate::kernel::sweep::KernelSweepOptions;
 use crate::kernel::Advice;
+use crate::replay::Partition;
 use crate::report::OutputFormat;
-use crate::simulate::Partition;
 use crate::study::StudyOptions;
 use crate::units::{parse_bytes, parse_size_gib};
 

@@ -12,9 +12,10 @@ use crate::kernel::{
     page_model, pagemodel, policy_run, truncate_trace, Advice, KernelOptions, KernelSession,
     Layout, PageModelConfig, PAGE_MODEL,
 };
+use crate::replay::stats::percentile;
+use crate::replay::{Partition, ReplayPlan};
 use crate::report::kernel::{compare_csv, compare_table, CompareRow};
 use crate::report::{emit, write_atomic, OutputFormat, Table};
-use crate::simulate::{Partition, ReplayPlan};
 use crate::study::{context_line, Study, StudyOptions};
 
 #[derive(Debug)]
@@ -48,14 +49,6 @@ pub struct KernelReplayOptions {
     pub output: Option<PathBuf>,
     /// Write per-token kernel numbers and policy misses as CSV to FILE.
     pub per_token: Option<PathBuf>,
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
-    sorted[rank.min(sorted.len()) - 1]
 }
 
 fn sorted(mut v: Vec<f64>) -> Vec<f64> {
@@ -209,15 +202,15 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
         let mut kr = base("kernel".into());
         kr.misses = kmiss;
         kr.misses_per_token = kmiss / n as f64;
-        kr.misses_per_token_p50 = pct(&kper, 50.0);
-        kr.misses_per_token_p99 = pct(&kper, 99.0);
+        kr.misses_per_token_p50 = percentile(&kper, 50.0);
+        kr.misses_per_token_p99 = percentile(&kper, 99.0);
         kr.ssd_bytes_per_token = model_eb.map(|eb| kr.misses_per_token * eb as f64);
         kr.resident_experts = k.resident_experts();
         kr.read_bytes = Some(k.total_read_bytes());
         kr.major_faults_per_token = Some(k.major_faults.iter().sum::<u64>() as f64 / n as f64);
         kr.wall_ms_per_token = Some(walls.iter().sum::<f64>() / n as f64);
-        kr.wall_ms_p50 = Some(pct(&walls, 50.0));
-        kr.wall_ms_p99 = Some(pct(&walls, 99.0));
+        kr.wall_ms_p50 = Some(percentile(&walls, 50.0));
+        kr.wall_ms_p99 = Some(percentile(&walls, 99.0));
         kr.limit_bytes = Some(k.limit_bytes);
         kr.overhead_bytes = Some(k.overhead_bytes);
         kr.global_reclaim_pages = Some(k.global_reclaim_pages);
@@ -244,8 +237,8 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
         let mut pr = base(PAGE_MODEL.into());
         pr.misses = pmiss;
         pr.misses_per_token = pmiss / n as f64;
-        pr.misses_per_token_p50 = pct(&pper, 50.0);
-        pr.misses_per_token_p99 = pct(&pper, 99.0);
+        pr.misses_per_token_p50 = percentile(&pper, 50.0);
+        pr.misses_per_token_p99 = percentile(&pper, 99.0);
         pr.ssd_bytes_per_token = model_eb.map(|eb| pr.misses_per_token * eb as f64);
         pr.rel_err = (kmiss > 0.0).then(|| (pmiss - kmiss) / kmiss);
         pr.resident_experts = pm.resident_experts();
@@ -260,8 +253,8 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
             let mut r = base(spec.to_string());
             r.misses = m as f64;
             r.misses_per_token = m as f64 / n as f64;
-            r.misses_per_token_p50 = pct(&per, 50.0);
-            r.misses_per_token_p99 = pct(&per, 99.0);
+            r.misses_per_token_p50 = percentile(&per, 50.0);
+            r.misses_per_token_p99 = percentile(&per, 99.0);
             r.ssd_bytes_per_token = model_eb.map(|eb| r.misses_per_token * eb as f64);
             r.rel_err = (kmiss > 0.0).then(|| (m as f64 - kmiss) / kmiss);
             r.resident_experts = res.iter().filter(|&&x| x).count() as f64;

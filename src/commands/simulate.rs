@@ -2,10 +2,11 @@
 
 use moe_spill_policies::registry::PolicySpec;
 
+use crate::costing::Budget;
 use crate::error::{Error, Result};
+use crate::replay::run_many;
 use crate::report::rows::{render_rows, Row};
 use crate::report::{emit, OutputFormat};
-use crate::simulate::{run_many, Budget};
 use crate::study::{context_line, Study, StudyOptions};
 
 #[derive(Debug)]

@@ -9,12 +9,13 @@ use std::sync::Mutex;
 
 use moe_spill_policies::registry::PolicySpec;
 
+use crate::costing::{Budget, Economics};
 use crate::error::{Error, Result};
 use crate::hardware::Hardware;
 use crate::kernel::sweep::{KernelSweep, KernelSweepOptions};
+use crate::replay::{ReplayPlan, Strategy};
 use crate::report::rows::{render_rows, Row};
 use crate::report::{emit, write_atomic, OutputFormat};
-use crate::simulate::{Budget, Economics, ReplayPlan};
 use crate::study::{context_line, Study, StudyOptions};
 use crate::timemodel::Placement;
 use crate::units::parse_size_gib;
@@ -227,7 +228,7 @@ pub fn run(a: SweepOptions) -> Result<()> {
             if fits.is_empty() {
                 continue;
             }
-            if crate::simulate::one_pass(spec, study.partition) {
+            if Strategy::of(spec, study.partition).one_pass() {
                 jobs.push(Job {
                     vram: v,
                     policy: p,

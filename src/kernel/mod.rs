@@ -42,7 +42,7 @@ pub use pagemodel::{page_model, PageModelConfig, PageModelRun};
 pub const PAGE_MODEL: &str = "page-model";
 
 use crate::error::{Error, Result};
-use crate::simulate::{run_policy, Counts, Partition, ReplayPlan};
+use crate::replay::{run_policy, Counts, Partition, ReplayPlan};
 use crate::trace::Trace;
 
 /// How the child advises the kernel about its mapping.

@@ -6,9 +6,10 @@
 use std::path::PathBuf;
 
 use super::{Advice, KernelOptions, KernelSession};
+use crate::costing::{Budget, Economics};
 use crate::error::{Error, Result};
+use crate::replay::{Partition, ReplayPlan};
 use crate::report::rows::Row;
-use crate::simulate::{Budget, Economics, Partition, ReplayPlan};
 use crate::study::Study;
 
 /// The `source`/`policy` label of kernel rows.

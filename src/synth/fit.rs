@@ -3,7 +3,7 @@
 
 use crate::analyze::{analyze, THRESHOLD_LABELS};
 use crate::error::{Error, Result};
-use crate::simulate::{run_policy, Partition, ReplayPlan};
+use crate::replay::{run_policy, Partition, ReplayPlan};
 use crate::trace::{Geometry, Trace};
 
 use super::gen::{generate, Params, Shape};
