@@ -4,13 +4,14 @@
 
 use crate::hardware::Hardware;
 use crate::replay::stats::MissHistogram;
-use crate::replay::{Counts, Partition, ReplayPlan};
+use crate::replay::{Misses, Partition, ReplayPlan};
 use crate::report::rows::Row;
 use crate::timemodel::{analytic_ssd_bytes_per_token, token_time, Placement, GIB};
 
-/// The economics around a run: model placement, machine, analytic U and D.
+/// What prices a run: the model's placement, the machine, and U and D for the
+/// analytic estimate.
 #[derive(Clone, Debug)]
-pub struct Economics {
+pub struct CostInputs {
     pub placement: Placement,
     pub hw: Hardware,
     /// U and D per chunk (threshold 100%) of the replayed tokens.
@@ -33,10 +34,10 @@ pub fn make_row(
     partition: Partition,
     plan: &ReplayPlan,
     budget: Budget,
-    counts: &Counts,
+    counts: &Misses,
     cold: u64,
     warmup: usize,
-    econ: Option<&Economics>,
+    econ: Option<&CostInputs>,
     layer_numbers: Option<&[u16]>,
     vram_gib: Option<f64>,
 ) -> Row {

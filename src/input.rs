@@ -1,6 +1,6 @@
 //! Input: where traces come from and how they are loaded, with no command-line types.
 //! A [`TraceSource`] (files, model name, quiet) becomes a [`Loaded`] trace and its model;
-//! with no files, the embedded default trace. Also the labels output gives traces.
+//! with no files, the embedded default trace ([`TraceSource::load`]). Also the labels output gives traces.
 
 use std::path::PathBuf;
 
@@ -31,9 +31,15 @@ pub struct Loaded {
     pub model: Option<&'static Model>,
 }
 
-/// Load the traces of `input` and settle the model: the named one (checked against the
-/// trace) or the single preset whose geometry matches.
-pub fn load(input: &TraceSource) -> Result<Loaded> {
+impl TraceSource {
+    /// Load the traces and settle the model: the named one (checked against the trace)
+    /// or the single preset whose geometry matches.
+    pub fn load(&self) -> Result<Loaded> {
+        load_and_settle(self)
+    }
+}
+
+fn load_and_settle(input: &TraceSource) -> Result<Loaded> {
     let named = input.model.as_deref().map(Model::by_name).transpose()?;
     if input.traces.is_empty() {
         let m = Model::by_name("glm-5")?;

@@ -3,7 +3,7 @@
 //!
 //! Dependencies run one way (scripts/import_graph.py checks there is no cycle):
 //! `main` -> `cli` (clap, raw flags -> settings) -> `commands` (one file per subcommand)
-//! -> `study`, `costing` (counts priced by the time model), `replay`, `timemodel`,
+//! -> `setup`, `costing` (counts priced by the time model), `replay`, `timemodel`,
 //! `analyze`, `report`, `kernel`, `synth` -> `input`, `format`, `trace`, `model`,
 //! `hardware`, `quant`, `units` -> the policies crate (the policies and their one-pass
 //! miss curves).
@@ -25,7 +25,7 @@ pub mod progress;
 pub mod quant;
 pub mod replay;
 pub mod report;
-pub mod study;
+pub mod setup;
 pub mod synth;
 pub mod timemodel;
 pub mod trace;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use moe_spill::analyze::analyze;
 use moe_spill::commands::synth::{run as synth_run, SynthOptions};
-use moe_spill::input::{load, TraceSource};
+use moe_spill::input::TraceSource;
 use moe_spill::model::{Model, MODELS};
 use moe_spill::synth::{self, fit, generate, preset_params, Params, Shape};
 use moe_spill::trace::Trace;
@@ -43,12 +43,13 @@ fn args(model: Option<&str>) -> SynthOptions {
 }
 
 fn read(path: &Path, model: Option<&str>) -> Trace {
-    load(&TraceSource {
+    TraceSource {
         traces: vec![path.to_path_buf()],
         model: model.map(str::to_string),
         include_prompt: false,
         quiet: true,
-    })
+    }
+    .load()
     .unwrap()
     .trace
 }

@@ -17,7 +17,7 @@ use crate::kernel::sweep::KernelSweepOptions;
 use crate::kernel::Advice;
 use crate::replay::Partition;
 use crate::report::OutputFormat;
-use crate::study::StudyOptions;
+use crate::setup::SetupOptions;
 use crate::units::{parse_bytes, parse_size_gib};
 
 /// Where traces come from and how they are read.
@@ -131,7 +131,7 @@ pub struct HardwareArgs {
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct StudyArgs {
+pub struct SetupArgs {
     #[command(flatten)]
     pub input: TraceArgs,
     /// Expert quant: TYPE, or gate=T,up=T,down=T (default: the model's usual, iq4_xs for most).
@@ -161,7 +161,7 @@ pub struct StudyArgs {
 #[derive(Args, Debug)]
 pub struct SimulateArgs {
     #[command(flatten)]
-    pub study: StudyArgs,
+    pub study: SetupArgs,
     /// Eviction policy: lru, fifo, clock, arc, opt, lfu, sieve, s3fifo, linux[:ratio=R],
     /// linux-eager[:F], pinned:N[:POLICY], pin-hot:K[:POLICY].
     #[arg(long, value_name = "SPEC", default_value = "lru")]
@@ -178,7 +178,7 @@ pub struct SimulateArgs {
 #[derive(Args, Debug)]
 pub struct SweepArgs {
     #[command(flatten)]
-    pub study: StudyArgs,
+    pub study: SetupArgs,
     /// Policies, comma-separated.
     #[arg(
         long,
@@ -306,7 +306,7 @@ pub struct SynthArgs {
 #[derive(Args, Debug)]
 pub struct KernelReplayArgs {
     #[command(flatten)]
-    pub study: StudyArgs,
+    pub study: SetupArgs,
     /// Installed RAM of the real machine, one or more (comma-separated): the page cache
     /// holds the experts `simulate --ram` gives it, at the scaled size.
     #[arg(long, value_name = "SIZE,...", value_parser = parse_size_gib, value_delimiter = ',', required_unless_present = "cache_experts", conflicts_with = "cache_experts")]
@@ -472,9 +472,9 @@ impl From<HardwareArgs> for HardwareOverrides {
     }
 }
 
-impl From<StudyArgs> for StudyOptions {
-    fn from(a: StudyArgs) -> Self {
-        StudyOptions {
+impl From<SetupArgs> for SetupOptions {
+    fn from(a: SetupArgs) -> Self {
+        SetupOptions {
             input: a.input.into(),
             quant: a.quant,
             non_expert_quant: a.non_expert_quant,

@@ -54,7 +54,7 @@ pub enum Command {
 }
 
 /// Run the parsed command line.
-pub fn run(cli: Cli) -> Result<()> {
+pub fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Models(a) => commands::models::run(a.into()),
         Command::Analyze(a) => commands::analyze::run(a.into()),

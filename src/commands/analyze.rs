@@ -2,7 +2,7 @@
 
 use crate::analyze::{analyze, Analysis, THRESHOLD_LABELS};
 use crate::error::Result;
-use crate::input::{load, TraceSource};
+use crate::input::TraceSource;
 use crate::model::Model;
 use crate::report::{emit, fixed, OutputFormat, Table};
 use crate::trace::Trace;
@@ -17,7 +17,7 @@ pub struct AnalyzeOptions {
 }
 
 pub fn run(a: AnalyzeOptions) -> Result<()> {
-    let loaded = load(&a.input)?;
+    let loaded = a.input.load()?;
     let tr = &loaded.trace;
     let res = analyze(tr, a.chunk as usize, a.input.include_prompt, a.per_layer);
     if res.chunks == 0 && !a.input.quiet {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::error::Result;
-use crate::input::{load, TraceSource};
+use crate::input::TraceSource;
 use crate::report::write_trace;
 
 pub struct ConvertOptions {
@@ -13,7 +13,7 @@ pub struct ConvertOptions {
 }
 
 pub fn run(a: ConvertOptions) -> Result<()> {
-    let loaded = load(&a.input)?;
+    let loaded = a.input.load()?;
     let trace = &loaded.trace;
     if !a.input.include_prompt && trace.prompt.iter().any(|&p| p) && !a.input.quiet {
         eprintln!("moe-spill: note: convert keeps prompt tokens (--phase applies to replay, not conversion)");

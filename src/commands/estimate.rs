@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::analyze::u_d;
 use crate::error::{Error, Result};
 use crate::hardware::{Hardware, HardwareOverrides};
-use crate::input::{load, TraceSource};
+use crate::input::TraceSource;
 use crate::model::Model;
 use crate::quant::{quant_type, ExpertQuant};
 use crate::report::{emit, OutputFormat, Table};
@@ -66,7 +66,7 @@ pub fn run(a: EstimateOptions) -> Result<()> {
             (model, u, d)
         }
         _ => {
-            let loaded = load(&a.input)?;
+            let loaded = a.input.load()?;
             let model = loaded.model.ok_or_else(|| {
                 Error::new(format!(
                     "no model preset matches the trace ({}): pass --model",

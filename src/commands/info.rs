@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::format;
-use crate::input::{load, TraceSource};
+use crate::input::TraceSource;
 use crate::report::{emit, OutputFormat, Table};
 
 pub struct InfoOptions {
@@ -18,7 +18,7 @@ pub fn run(a: InfoOptions) -> Result<()> {
         }
     }
     let start = std::time::Instant::now();
-    let loaded = load(&a.input)?;
+    let loaded = a.input.load()?;
     let secs = start.elapsed().as_secs_f64();
     let t = &loaded.trace;
     let g = &t.geometry;

@@ -9,18 +9,18 @@ use moe_spill_policies::registry::PolicySpec;
 
 use crate::error::{Error, Result};
 use crate::kernel::{
-    page_model, pagemodel, policy_run, truncate_trace, Advice, KernelOptions, KernelSession,
-    Layout, PageModelConfig, PAGE_MODEL,
+    page_model, pagemodel, policy_run, truncate_trace, Advice, ExpertFileLayout, KernelOptions,
+    KernelSession, PageModelConfig, PAGE_MODEL,
 };
 use crate::replay::stats::percentile;
 use crate::replay::{Partition, ReplayPlan};
 use crate::report::kernel::{compare_csv, compare_table, CompareRow};
 use crate::report::{emit, write_atomic, OutputFormat, Table};
-use crate::study::{context_line, Study, StudyOptions};
+use crate::setup::{context_line, ReplaySetup, SetupOptions};
 
 #[derive(Debug)]
 pub struct KernelReplayOptions {
-    pub study: StudyOptions,
+    pub study: SetupOptions,
     /// Installed RAM of the real machine, one or more (comma-separated): the page cache
     /// holds the experts `simulate --ram` gives it, at the scaled size.
     pub ram: Vec<f64>,
@@ -76,8 +76,8 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
     if a.tokens == Some(0) {
         return Err(Error::new("--tokens must be at least 1"));
     }
-    let study = Study::new(&a.study, None, false)?;
-    let econ = study.economics(None)?;
+    let study = ReplaySetup::new(&a.study, None, false)?;
+    let econ = study.cost_inputs(None)?;
     let cut;
     let trace = match a.tokens {
         Some(n) => {
@@ -150,7 +150,7 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
                 (cap as u64 * a.expert_bytes) as f64 / (1u64 << 20) as f64
             );
         }
-        let k = session.run(&plan, cap)?;
+        let k = session.measure(&plan, cap)?;
         if !quiet && !noted && k.window_kb * 1024 >= a.expert_bytes && a.advice != Advice::Willneed
         {
             noted = true;
@@ -224,7 +224,7 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
             })
         };
         // The page-level model with the window the kernel run had.
-        let layout = Layout {
+        let layout = ExpertFileLayout {
             n_ids: plan.n_ids,
             n_experts: plan.n_experts,
             expert_bytes: a.expert_bytes,

@@ -1,4 +1,4 @@
-//! `simulate`: one policy at one budget through a study's replay: SSD bytes and tokens/s.
+//! `simulate`: one policy at one budget through a replay setup: SSD bytes and tokens/s.
 
 use moe_spill_policies::registry::PolicySpec;
 
@@ -7,11 +7,11 @@ use crate::error::{Error, Result};
 use crate::replay::run_many;
 use crate::report::rows::{render_rows, Row};
 use crate::report::{emit, OutputFormat};
-use crate::study::{context_line, Study, StudyOptions};
+use crate::setup::{context_line, ReplaySetup, SetupOptions};
 
 #[derive(Debug)]
 pub struct SimulateOptions {
-    pub study: StudyOptions,
+    pub study: SetupOptions,
     /// Eviction policy: lru, fifo, clock, arc, opt, lfu, sieve, s3fifo, linux[:ratio=R],
     /// linux-eager[:F], pinned:N[:POLICY], pin-hot:K[:POLICY].
     pub policy: String,
@@ -24,7 +24,7 @@ pub struct SimulateOptions {
 
 pub fn run(a: SimulateOptions) -> Result<()> {
     let spec = PolicySpec::parse(&a.policy).map_err(|e| Error::new(format!("--policy: {e}")))?;
-    let study = Study::new(&a.study, a.ram, spec.needs_profile())?;
+    let study = ReplaySetup::new(&a.study, a.ram, spec.needs_profile())?;
     let setup = study.setup(None)?;
     let budget = match (a.ram, a.cache_experts) {
         (_, Some(n)) => Budget {
@@ -70,7 +70,7 @@ pub fn run(a: SimulateOptions) -> Result<()> {
             study.warmup,
         )
     })?;
-    let econ = setup.as_ref().map(|s| study.economics_of(s));
+    let econ = setup.as_ref().map(|s| study.cost_inputs_of(s));
     let rows: Vec<Row> = counts
         .iter()
         .map(|c| study.row(&plan, &spec, budget, c, econ.as_ref(), None))

@@ -9,20 +9,20 @@ use std::sync::Mutex;
 
 use moe_spill_policies::registry::PolicySpec;
 
-use crate::costing::{Budget, Economics};
+use crate::costing::{Budget, CostInputs};
 use crate::error::{Error, Result};
 use crate::hardware::Hardware;
 use crate::kernel::sweep::{KernelSweep, KernelSweepOptions};
 use crate::replay::{ReplayPlan, Strategy};
 use crate::report::rows::{render_rows, Row};
 use crate::report::{emit, write_atomic, OutputFormat};
-use crate::study::{context_line, Study, StudyOptions};
+use crate::setup::{context_line, ReplaySetup, SetupOptions};
 use crate::timemodel::Placement;
 use crate::units::parse_size_gib;
 
 #[derive(Debug)]
 pub struct SweepOptions {
-    pub study: StudyOptions,
+    pub study: SetupOptions,
     /// Policies, comma-separated.
     pub policies: Vec<String>,
     /// Installed-RAM range FROM..TO (default: 0GiB up to the RAM that holds every
@@ -179,7 +179,7 @@ pub fn run(a: SweepOptions) -> Result<()> {
             return Err(Error::in_file(o, "is a directory; -o takes a file name"));
         }
     }
-    let study = Study::new(&a.study, None, specs.iter().any(|s| s.needs_profile()))?;
+    let study = ReplaySetup::new(&a.study, None, specs.iter().any(|s| s.needs_profile()))?;
     let vrams: Vec<Option<f64>> = if a.vrams.is_empty() {
         vec![None]
     } else {
@@ -267,8 +267,8 @@ pub fn run(a: SweepOptions) -> Result<()> {
                 }
                 let set = &budget_sets[job.vram];
                 let bs: Vec<Budget> = job.budgets.iter().map(|&b| set[b]).collect();
-                let econ = setups[job.vram].as_ref().map(|s| study.economics_of(s));
-                let run = study.run(
+                let econ = setups[job.vram].as_ref().map(|s| study.cost_inputs_of(s));
+                let run = study.replay_rows(
                     &plans[job.vram],
                     &specs[job.policy],
                     &bs,
@@ -296,9 +296,9 @@ pub fn run(a: SweepOptions) -> Result<()> {
     }
     let mut results = results.into_inner().unwrap();
     if let Some(k) = kernel.as_mut() {
-        let econs: Vec<Option<Economics>> = setups
+        let econs: Vec<Option<CostInputs>> = setups
             .iter()
-            .map(|s| s.as_ref().map(|s| study.economics_of(s)))
+            .map(|s| s.as_ref().map(|s| study.cost_inputs_of(s)))
             .collect();
         let rows = k.rows(&study, &plans, &budget_sets, &econs, &vrams)?;
         results.extend(rows.into_iter().map(|(v, b, row)| (v, specs.len(), b, row)));
@@ -308,7 +308,7 @@ pub fn run(a: SweepOptions) -> Result<()> {
     let format = OutputFormat::resolve(a.study.format, a.output.is_some());
     let mut text = render_rows(&rows, format);
     if format == OutputFormat::Table {
-        let econ = setups[0].as_ref().map(|s| study.economics_of(s));
+        let econ = setups[0].as_ref().map(|s| study.cost_inputs_of(s));
         text = format!("{}\n\n{text}", context_line(&study, econ.as_ref()));
     }
     match &a.output {

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::analyze::u_d;
+use crate::analyze::{u_d, CHUNK_TOKENS};
 use crate::error::{Error, Result};
-use crate::input::{load, TraceSource};
+use crate::input::TraceSource;
 use crate::model::Model;
 use crate::report::{emit, write_trace};
 use crate::synth::{
@@ -128,12 +128,13 @@ pub fn run(a: SynthOptions) -> Result<()> {
     };
     let (g, params, shape, chunk, recording): (Geometry, Params, Shape, usize, Option<Trace>) =
         if let Some(path) = &a.fit {
-            let loaded = load(&TraceSource {
+            let loaded = TraceSource {
                 traces: vec![path.clone()],
                 model: a.model.clone(),
                 include_prompt: false,
                 quiet: a.quiet,
-            })?;
+            }
+            .load()?;
             let rec = loaded.trace;
             let mut base = fit_base(rec.geometry.n_layers());
             overrides(&a, &mut base)?;
@@ -180,7 +181,7 @@ pub fn run(a: SynthOptions) -> Result<()> {
                 a.tokens.unwrap_or(DEFAULT_TOKENS),
                 prompt,
             );
-            (g, p, shape, fit::CHUNK, None)
+            (g, p, shape, CHUNK_TOKENS, None)
         };
     if g.n_ids() > 1 << 16 {
         return Err(Error::new(format!(

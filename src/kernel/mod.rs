@@ -35,14 +35,14 @@ use serde::{Deserialize, Serialize};
 
 pub use cgroup::{own_memory_cgroup, MemCgroup, Version as CgroupVersion};
 pub use child::{child_main, ChildSpec, SPEC_ENV};
-pub use layout::{Layout, ModelFile, HEADER_BYTES};
+pub use layout::{ExpertFileLayout, ModelFile, HEADER_BYTES};
 pub use pagemodel::{page_model, PageModelConfig, PageModelRun};
 
 /// The `source` of the page-level model's rows.
 pub const PAGE_MODEL: &str = "page-model";
 
 use crate::error::{Error, Result};
-use crate::replay::{run_policy, Counts, Partition, ReplayPlan};
+use crate::replay::{run_policy, Misses, Partition, ReplayPlan};
 use crate::trace::Trace;
 
 /// How the child advises the kernel about its mapping.
@@ -180,7 +180,7 @@ impl KernelRun {
     /// As simulator counts (for `make_row`): whole expert-equivalents per token,
     /// rounded so that every prefix sum is within half an expert of the bytes read.
     /// Per-slot misses are not measured (the kernel reports bytes per token) and are 0.
-    pub fn counts(&self, n_slots: usize) -> Counts {
+    pub fn counts(&self, n_slots: usize) -> Misses {
         let eb = self.expert_bytes as f64;
         let mut cum = 0u64;
         let mut given = 0u64;
@@ -195,7 +195,7 @@ impl KernelRun {
                 m as u32
             })
             .collect();
-        Counts {
+        Misses {
             misses_per_token,
             misses_per_slot: vec![0; n_slots],
         }
@@ -344,7 +344,7 @@ impl KernelSession {
         }
         // Fail before writing gigabytes when no cgroup can be made.
         MemCgroup::create(cgroup_number())?.remove()?;
-        let layout = Layout {
+        let layout = ExpertFileLayout {
             n_ids: plan.n_ids,
             n_experts: plan.n_experts,
             expert_bytes: opts.expert_bytes,
@@ -386,7 +386,7 @@ impl KernelSession {
     }
 
     /// One kernel replay of `plan` with page cache for `capacity` experts.
-    pub fn run(&mut self, plan: &ReplayPlan, capacity: usize) -> Result<KernelRun> {
+    pub fn measure(&mut self, plan: &ReplayPlan, capacity: usize) -> Result<KernelRun> {
         let layout = &self.file.layout;
         if plan.n_ids != layout.n_ids || plan.n_experts != layout.n_experts {
             return Err(Error::new(format!(
@@ -616,7 +616,7 @@ pub fn kernel_misses(
     capacity_experts: usize,
     opts: &KernelOptions,
 ) -> Result<KernelRun> {
-    KernelSession::new(plan, opts.clone())?.run(plan, capacity_experts)
+    KernelSession::new(plan, opts.clone())?.measure(plan, capacity_experts)
 }
 
 /// The trace cut after its first `tokens` replayed tokens (decode tokens only unless
@@ -653,7 +653,7 @@ pub fn policy_run(
     plan: &ReplayPlan,
     spec: &PolicySpec,
     capacity: usize,
-) -> Result<(Counts, Vec<bool>)> {
+) -> Result<(Misses, Vec<bool>)> {
     let counts = run_policy(plan, spec, capacity, Partition::Global, None, 0)?;
     let ctx = BuildContext {
         capacity,

@@ -6,11 +6,11 @@
 use std::path::PathBuf;
 
 use super::{Advice, KernelOptions, KernelSession};
-use crate::costing::{Budget, Economics};
+use crate::costing::{Budget, CostInputs};
 use crate::error::{Error, Result};
 use crate::replay::{Partition, ReplayPlan};
 use crate::report::rows::Row;
-use crate::study::Study;
+use crate::setup::ReplaySetup;
 
 /// The `source`/`policy` label of kernel rows.
 pub const KERNEL: &str = "kernel";
@@ -45,7 +45,7 @@ impl KernelSweep {
     /// can be created, the file system cannot hold the file, or the options are wrong.
     pub fn new(
         a: &KernelSweepOptions,
-        study: &Study,
+        study: &ReplaySetup,
         plan: &ReplayPlan,
         quiet: bool,
     ) -> Result<Option<KernelSweep>> {
@@ -76,10 +76,10 @@ impl KernelSweep {
     /// every access misses there, as every policy says).
     pub fn rows(
         &mut self,
-        study: &Study,
+        study: &ReplaySetup,
         plans: &[ReplayPlan],
         budget_sets: &[Vec<Budget>],
-        econs: &[Option<Economics>],
+        econs: &[Option<CostInputs>],
         vrams: &[Option<f64>],
     ) -> Result<Vec<(usize, usize, Row)>> {
         let total: usize = budget_sets
@@ -105,7 +105,7 @@ impl KernelSweep {
                 }
                 let run = self
                     .session
-                    .run(plan, b.capacity)
+                    .measure(plan, b.capacity)
                     .map_err(|e| Error::new(format!("--kernel: {e}")))?;
                 if run.global_reclaim_pages > 0 && !self.quiet {
                     eprintln!(

@@ -45,7 +45,7 @@ impl Partition {
 
 /// Misses of one run, before warmup is cut off.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Counts {
+pub struct Misses {
     pub misses_per_token: Vec<u32>,
     /// Misses per replayed slot, counting tokens from `warmup` on.
     pub misses_per_slot: Vec<u64>,
@@ -81,7 +81,7 @@ impl Strategy {
     }
 }
 
-/// Counts of one policy at several capacities, the cheapest exact way: LRU (alone or
+/// Misses of one policy at several capacities, the cheapest exact way: LRU (alone or
 /// behind a pinning decorator) and global OPT from one stack pass when there are two
 /// capacities or more; otherwise one run per capacity, except where the answer needs no
 /// replay: a global cache of 0 misses every access, and one that holds every id of the
@@ -93,7 +93,7 @@ pub fn run_many(
     partition: Partition,
     profile: Option<&[u64]>,
     warmup: usize,
-) -> Result<Vec<Counts>> {
+) -> Result<Vec<Misses>> {
     let strategy = Strategy::of(spec, partition);
     if strategy.one_pass() && capacities.len() > 1 {
         if capacities.len() > MAX_CAPACITIES {

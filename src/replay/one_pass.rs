@@ -4,12 +4,12 @@
 
 use moe_spill_policies::curves::{self, lru_curves, Curves, OptBands};
 
-use super::{per_layer_capacities, Counts, Partition, ReplayPlan};
+use super::{per_layer_capacities, Misses, Partition, ReplayPlan};
 use crate::error::Result;
 
 /// OPT (one global cache) at many capacities from one pass of the banded OPT stack.
 /// Equal to `run_policy(opt)` at each capacity.
-pub fn opt_all(plan: &ReplayPlan, capacities: &[usize], warmup: usize) -> Result<Vec<Counts>> {
+pub fn opt_all(plan: &ReplayPlan, capacities: &[usize], warmup: usize) -> Result<Vec<Misses>> {
     let mut out = empty_counts(plan, capacities.len());
     if plan.per_token == 0 || capacities.is_empty() {
         return Ok(out);
@@ -30,9 +30,9 @@ pub fn opt_all(plan: &ReplayPlan, capacities: &[usize], warmup: usize) -> Result
 }
 
 /// Zeroed counts for `m` runs.
-fn empty_counts(plan: &ReplayPlan, m: usize) -> Vec<Counts> {
+fn empty_counts(plan: &ReplayPlan, m: usize) -> Vec<Misses> {
     (0..m)
-        .map(|_| Counts {
+        .map(|_| Misses {
             misses_per_token: vec![0; plan.n_tokens],
             misses_per_slot: vec![0; plan.n_slots()],
         })
@@ -48,7 +48,7 @@ fn ascending(capacities: &[usize]) -> Vec<usize> {
 }
 
 /// Copy one pass's curves (ascending) back to the caller's order.
-fn scatter(order: &[usize], curves: Curves, out: &mut [Counts]) {
+fn scatter(order: &[usize], curves: Curves, out: &mut [Misses]) {
     for (r, &j) in order.iter().enumerate() {
         out[j]
             .misses_per_token
@@ -68,7 +68,7 @@ pub fn lru_all(
     partition: Partition,
     warmup: usize,
     pinned: Option<&[bool]>,
-) -> Vec<Counts> {
+) -> Vec<Misses> {
     assert!(
         pinned.is_none() || partition == Partition::Global,
         "pinned ids need the global cache"

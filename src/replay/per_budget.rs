@@ -3,7 +3,7 @@
 
 use moe_spill_policies::registry::{BaseSpec, BuildContext, PolicySpec};
 
-use super::{per_layer_capacities, Counts, Partition, ReplayPlan};
+use super::{per_layer_capacities, Misses, Partition, ReplayPlan};
 use crate::error::{Error, Result};
 
 /// Replay through one policy at one capacity.
@@ -14,8 +14,8 @@ pub fn run_policy(
     partition: Partition,
     profile: Option<&[u64]>,
     warmup: usize,
-) -> Result<Counts> {
-    let mut counts = Counts {
+) -> Result<Misses> {
+    let mut counts = Misses {
         misses_per_token: vec![0; plan.n_tokens],
         misses_per_slot: vec![0; plan.n_slots()],
     };
@@ -71,7 +71,7 @@ fn replay_into(
     capacity: usize,
     profile: Option<&[u64]>,
     warmup: usize,
-    counts: &mut Counts,
+    counts: &mut Misses,
     slot: Option<usize>,
 ) -> Result<()> {
     let ctx = BuildContext {

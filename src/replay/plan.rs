@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use moe_spill_policies::registry::{BuildContext, PolicySpec};
 use moe_spill_policies::OptFuture;
 
-use super::Counts;
+use super::Misses;
 use crate::error::{Error, Result};
 use crate::trace::Trace;
 
@@ -23,8 +23,8 @@ pub struct ReplayPlan<'t> {
     pub n_ids: usize,
     /// First slot that reaches the cache (slots before it are in VRAM).
     pub first_slot: usize,
-    /// Whether runs count misses per slot (`Counts::misses_per_slot`; per-layer output).
-    /// On by default; a study that prints no per-layer numbers turns it off, which
+    /// Whether runs count misses per slot (`Misses::misses_per_slot`; per-layer output).
+    /// On by default; a setup that prints no per-layer numbers turns it off, which
     /// saves a table lookup per miss.
     pub per_slot: bool,
     /// Bytes of one expert, when a model is known: the `linux` policy sizes its
@@ -146,17 +146,17 @@ impl<'t> ReplayPlan<'t> {
     }
 
     /// The counts of a cache of 0: every access misses.
-    pub fn all_miss(&self, warmup: usize) -> Counts {
+    pub fn all_miss(&self, warmup: usize) -> Misses {
         let counted = self.n_tokens.saturating_sub(warmup) as u64;
-        Counts {
+        Misses {
             misses_per_token: vec![self.per_token as u32; self.n_tokens],
             misses_per_slot: vec![counted * self.top_k as u64; self.n_slots()],
         }
     }
 
     /// The counts of a cache that never fills: one (cold) miss per distinct id.
-    pub fn cold_only(&self, warmup: usize) -> Counts {
-        let mut c = Counts {
+    pub fn cold_only(&self, warmup: usize) -> Misses {
+        let mut c = Misses {
             misses_per_token: vec![0; self.n_tokens],
             misses_per_slot: vec![0; self.n_slots()],
         };

@@ -1,27 +1,27 @@
-//! What `simulate`, `sweep` and `kernel-replay` share: a study, the options that set one
-//! up (trace, model, quant, machine, phase, partition, warmup) checked and loaded into
-//! settings, with what every run of it needs (placement, plan, labels, rows, the
-//! context line of a table).
+//! What `simulate`, `sweep` and `kernel-replay` share: a [`ReplaySetup`], made from
+//! [`SetupOptions`] (trace, model, quant, machine, phase, partition, warmup) checked and
+//! loaded, with what every run of it needs (placement, plan, labels, rows, the context
+//! line of a table).
 
 use std::path::PathBuf;
 
 use moe_spill_policies::registry::PolicySpec;
 
-use crate::analyze::u_d;
-use crate::costing::{make_row, Budget, Economics};
+use crate::analyze::{u_d, CHUNK_TOKENS};
+use crate::costing::{make_row, Budget, CostInputs};
 use crate::error::{Error, Result};
 use crate::hardware::{Hardware, HardwareOverrides};
-use crate::input::{load, trace_label, Loaded, TraceSource};
+use crate::input::{trace_label, Loaded, TraceSource};
 use crate::model::Model;
 use crate::quant::{quant_type, ExpertQuant, QuantType};
-use crate::replay::{run_many, Counts, Partition, ReplayPlan};
+use crate::replay::{run_many, Misses, Partition, ReplayPlan};
 use crate::report::rows::Row;
 use crate::report::OutputFormat;
 use crate::timemodel::Placement;
 
-/// The options of a study, from the command line: what to replay, on what.
+/// The options of a replay setup, from the command line: what to replay, on what.
 #[derive(Clone, Debug)]
-pub struct StudyOptions {
+pub struct SetupOptions {
     pub input: TraceSource,
     /// Expert quant: TYPE, or gate=T,up=T,down=T (None: the model's usual).
     pub quant: Option<String>,
@@ -39,8 +39,9 @@ pub struct StudyOptions {
     pub format: Option<OutputFormat>,
 }
 
-/// Settings of a study, validated.
-pub struct Study {
+/// The trace loaded, the model deployed on the machine, and the checked options every
+/// run of a command shares.
+pub struct ReplaySetup {
     pub loaded: Loaded,
     pub include_prompt: bool,
     pub partition: Partition,
@@ -50,30 +51,28 @@ pub struct Study {
     /// The TRACE arguments' names, for labels.
     pub trace_label: String,
     /// Model, quant and machine when a model is known.
-    pub machine: Option<Machine>,
+    pub machine: Option<Deployment>,
     /// Per-id counts for pin-hot, and whether they come from the replayed trace itself.
     pub pin_profile: Option<(Vec<u64>, bool)>,
-    /// U and D of the replayed tokens (128-token chunks, threshold 100%).
     /// U and D per chunk (threshold 100%), computed on first use (see `u_d`).
     u_d: std::sync::OnceLock<(f64, f64)>,
 }
 
-pub struct Machine {
+/// A model as run: its expert and non-expert quants on a machine.
+pub struct Deployment {
     pub model: &'static Model,
     pub quant: ExpertQuant,
     pub non_expert_quant: QuantType,
     pub hw: Hardware,
 }
 
-pub const CHUNK: usize = 128;
-
-impl Study {
+impl ReplaySetup {
     /// `ram_gib` overrides the installed RAM of the profile (`--ram`).
-    pub fn new(a: &StudyOptions, ram_gib: Option<f64>, needs_profile: bool) -> Result<Study> {
+    pub fn new(a: &SetupOptions, ram_gib: Option<f64>, needs_profile: bool) -> Result<ReplaySetup> {
         let non_expert_quant = quant_type(&a.non_expert_quant)
             .map_err(|e| Error::new(format!("--non-expert-quant: {}", e.0)))?;
         let hw = a.hw.resolve(ram_gib)?;
-        let loaded = load(&a.input)?;
+        let loaded = a.input.load()?;
         let include_prompt = a.input.include_prompt;
         let machine = match loaded.model {
             Some(model) => {
@@ -82,7 +81,7 @@ impl Study {
                     None => ExpertQuant::uniform(model.default_quant()),
                 };
                 model.expert_bytes(quant)?;
-                Some(Machine {
+                Some(Deployment {
                     model,
                     quant,
                     non_expert_quant,
@@ -94,12 +93,13 @@ impl Study {
         let pin_profile = if needs_profile {
             Some(match &a.pin_profile {
                 Some(p) => {
-                    let prof = load(&TraceSource {
+                    let prof = TraceSource {
                         traces: vec![p.clone()],
                         model: loaded.model.map(|m| m.name.to_string()),
                         include_prompt,
                         quiet: true,
-                    })?;
+                    }
+                    .load()?;
                     if !prof.trace.geometry.same_layout(&loaded.trace.geometry)
                         || prof.trace.geometry.n_experts != loaded.trace.geometry.n_experts
                     {
@@ -138,7 +138,7 @@ impl Study {
                 a.warmup_tokens
             )));
         }
-        Ok(Study {
+        Ok(ReplaySetup {
             loaded,
             include_prompt,
             partition: a.partition,
@@ -153,19 +153,22 @@ impl Study {
     }
 
     /// Placement and economics with `vram_gib` per GPU (None: the profile's).
-    pub fn economics(&self, vram_gib: Option<f64>) -> Result<Option<Economics>> {
-        Ok(self.setup(vram_gib)?.as_ref().map(|s| self.economics_of(s)))
+    pub fn cost_inputs(&self, vram_gib: Option<f64>) -> Result<Option<CostInputs>> {
+        Ok(self
+            .setup(vram_gib)?
+            .as_ref()
+            .map(|s| self.cost_inputs_of(s)))
     }
 
     /// The economics of a placement already made by `setup` (adds U and D).
-    pub fn economics_of(&self, (placement, hw): &(Placement, Hardware)) -> Economics {
+    pub fn cost_inputs_of(&self, (placement, hw): &(Placement, Hardware)) -> CostInputs {
         let (u, d) = self.u_d();
-        Economics {
+        CostInputs {
             placement: placement.clone(),
             hw: hw.clone(),
             u,
             d,
-            chunk: CHUNK,
+            chunk: CHUNK_TOKENS,
         }
     }
 
@@ -174,7 +177,7 @@ impl Study {
     pub fn u_d(&self) -> (f64, f64) {
         *self
             .u_d
-            .get_or_init(|| u_d(&self.loaded.trace, CHUNK, self.include_prompt))
+            .get_or_init(|| u_d(&self.loaded.trace, CHUNK_TOKENS, self.include_prompt))
     }
 
     /// The machine and the model's placement on it (no trace statistics).
@@ -236,12 +239,12 @@ impl Study {
     }
 
     /// Run one policy at the given budgets (LRU: one pass for all of them).
-    pub fn run(
+    pub fn replay_rows(
         &self,
         plan: &ReplayPlan,
         spec: &PolicySpec,
         budgets: &[Budget],
-        econ: Option<&Economics>,
+        econ: Option<&CostInputs>,
         vram: Option<f64>,
     ) -> Result<Vec<Row>> {
         let caps: Vec<usize> = budgets.iter().map(|b| b.capacity).collect();
@@ -254,7 +257,7 @@ impl Study {
             .collect())
     }
 
-    /// Check a policy against this study before running it: decorators need the global
+    /// Check a policy against this setup before running it: decorators need the global
     /// cache, and pinned sets need room. Returns the smallest capacity it can run at.
     pub fn min_capacity(&self, plan: &ReplayPlan, spec: &PolicySpec) -> Result<usize> {
         if self.partition == Partition::PerLayer && !matches!(spec, PolicySpec::Base(_)) {
@@ -270,15 +273,15 @@ impl Study {
         plan: &ReplayPlan,
         spec: &PolicySpec,
         b: Budget,
-        c: &Counts,
-        econ: Option<&Economics>,
+        c: &Misses,
+        econ: Option<&CostInputs>,
         vram: Option<f64>,
     ) -> Row {
         self.labelled_row(self.label(spec), self.per_layer, plan, b, c, econ, vram)
     }
 
     /// A row under any label (`kernel` for `sweep --kernel`), with per-layer misses if
-    /// `per_layer` and the study asks for them.
+    /// `per_layer` and the setup asks for them.
     #[allow(clippy::too_many_arguments)]
     pub fn labelled_row(
         &self,
@@ -286,8 +289,8 @@ impl Study {
         per_layer: bool,
         plan: &ReplayPlan,
         b: Budget,
-        c: &Counts,
-        econ: Option<&Economics>,
+        c: &Misses,
+        econ: Option<&CostInputs>,
         vram: Option<f64>,
     ) -> Row {
         let layers =
@@ -314,7 +317,7 @@ impl Study {
 }
 
 /// A note for people on what the numbers rest on.
-pub fn context_line(study: &Study, econ: Option<&Economics>) -> String {
+pub fn context_line(study: &ReplaySetup, econ: Option<&CostInputs>) -> String {
     let tr = &study.loaded.trace;
     let mut s = format!(
         "trace: {} responses, {} tokens replayed ({}); ",
@@ -324,7 +327,7 @@ pub fn context_line(study: &Study, econ: Option<&Economics>) -> String {
     );
     match (&study.machine, econ) {
         (Some(m), Some(e)) => s.push_str(&format!(
-            "model {} at {} ({} B per expert), non-expert {}; machine {}: {}; {} of {} MoE layers in VRAM; U = {:.1}, D = {:.1} per {CHUNK}-token chunk",
+            "model {} at {} ({} B per expert), non-expert {}; machine {}: {}; {} of {} MoE layers in VRAM; U = {:.1}, D = {:.1} per {CHUNK_TOKENS}-token chunk",
             m.model.name,
             m.model.effective_quant(m.quant),
             e.placement.expert_bytes,
