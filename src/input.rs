@@ -1,6 +1,7 @@
 //! Input: where traces come from and how they are loaded, with no command-line types.
-//! A [`TraceSource`] (files, model name, quiet) becomes a [`Loaded`] trace and its model;
-//! with no files, the embedded default trace ([`TraceSource::load`]). Also the labels output gives traces.
+//! A [`TraceSource`] (files, model name, phase, quiet) becomes a [`Loaded`] trace and its
+//! model ([`TraceSource::load`]); with no files, the embedded default trace. Also the
+//! labels output gives traces.
 
 use std::path::PathBuf;
 

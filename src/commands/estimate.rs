@@ -15,7 +15,8 @@ use crate::timemodel::{analytic_ssd_bytes_per_token, token_time, Placement, GB};
 #[derive(Debug)]
 pub struct EstimateOptions {
     pub input: TraceSource,
-    /// Distinct experts per chunk (U), instead of measuring a trace (model: --model, default glm-5).
+    /// Distinct experts per chunk (U), instead of measuring a trace (model: --model,
+    /// default glm-5).
     pub u: Option<f64>,
     /// New experts per chunk (D), with --u.
     pub d: Option<f64>,

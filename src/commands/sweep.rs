@@ -1,7 +1,8 @@
 //! `sweep`: every policy at every RAM budget (and optionally several VRAM sizes), in
 //! parallel on all cores, one long-form row per (VRAM, policy, budget). LRU (also behind
 //! a pinning decorator) takes one pass of stack distances for all budgets, OPT one pass
-//! of its banded stack (policies/src/curves/opt_bands.rs); every other policy one run per budget.
+//! of its banded stack (policies/src/curves/opt_bands.rs); every other policy one run
+//! per budget (see replay::Strategy).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,7 +33,8 @@ pub struct SweepOptions {
     pub cache_experts: Option<String>,
     /// Budgets, evenly spaced over the range, ends included.
     pub points: usize,
-    /// Distance between budgets instead of --points (a size for --ram, experts for --cache-experts).
+    /// Distance between budgets instead of --points (a size for --ram, experts for
+    /// --cache-experts).
     pub step: Option<String>,
     /// VRAM sizes per GPU to sweep as well, GiB, comma-separated (0 = no GPU).
     pub vrams: Vec<f64>,
