@@ -7,13 +7,14 @@ use std::path::PathBuf;
 
 use moe_spill_policies::registry::PolicySpec;
 
+use crate::costing::CostInputs;
 use crate::error::{Error, Result};
 use crate::kernel::{
     page_model, pagemodel, policy_run, truncate_trace, Advice, ExpertFileLayout, KernelOptions,
-    KernelSession, PageModelConfig, PAGE_MODEL,
+    KernelRun, KernelSession, PageModelConfig, PageModelRun, PAGE_MODEL,
 };
 use crate::replay::stats::percentile;
-use crate::replay::{Partition, ReplayPlan};
+use crate::replay::{Misses, Partition, ReplayPlan};
 use crate::report::kernel::{compare_csv, compare_table, CompareRow};
 use crate::report::{emit, write_atomic, OutputFormat, Table};
 use crate::setup::{context_line, ReplaySetup, SetupOptions};
@@ -56,10 +57,9 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v
 }
 
-/// `moe-spill kernel-replay`.
-pub fn run(a: KernelReplayOptions) -> Result<()> {
-    let specs: Vec<PolicySpec> = a
-        .policies
+/// The policies to compare: plain ones (a profile would be an oracle of this trace).
+fn plain_policies(names: &[String]) -> Result<Vec<PolicySpec>> {
+    let specs: Vec<PolicySpec> = names
         .iter()
         .map(|s| PolicySpec::parse(s).map_err(|e| Error::new(format!("--policies: {e}"))))
         .collect::<Result<_>>()?;
@@ -68,6 +68,157 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
             "--policies: {s} needs a profile; kernel-replay compares plain policies"
         )));
     }
+    Ok(specs)
+}
+
+/// (installed RAM, capacity) of each budget: --cache-experts as given, or --ram sized
+/// by the model's placement.
+fn budgets(
+    a: &KernelReplayOptions,
+    econ: Option<&CostInputs>,
+) -> Result<Vec<(Option<f64>, usize)>> {
+    Ok(if !a.cache_experts.is_empty() {
+        a.cache_experts.iter().map(|&c| (None, c)).collect()
+    } else {
+        let e = econ.ok_or_else(|| {
+            Error::new("--ram needs a model preset to size experts: pass --model (or use --cache-experts N)")
+        })?;
+        let reserve = e.hw.ram.reserve_gib;
+        a.ram
+            .iter()
+            .map(|&r| {
+                if r < reserve {
+                    Err(Error::new(format!(
+                        "--ram {r} GiB is below the RAM reserve of {reserve} GiB of `{}` (set --ram-reserve)",
+                        e.hw.name
+                    )))
+                } else {
+                    Ok((Some(r), e.placement.ram_capacity(r, reserve)))
+                }
+            })
+            .collect::<Result<_>>()?
+    })
+}
+
+/// What the rows at one budget are made of: the options, the setup, the plan replayed,
+/// the policies and the model's real expert size.
+struct Comparison<'a> {
+    a: &'a KernelReplayOptions,
+    study: &'a ReplaySetup,
+    plan: &'a ReplayPlan<'a>,
+    specs: &'a [PolicySpec],
+    model_eb: Option<u64>,
+}
+
+/// The rows at one budget, and the per-token numbers behind them.
+struct AtBudget {
+    rows: Vec<CompareRow>,
+    page_model: PageModelRun,
+    policy_misses: Vec<Misses>,
+}
+
+impl Comparison<'_> {
+    /// The kernel's row (from its measured run `k`), then the page-level model's with the
+    /// window the kernel run had, then each policy's, at capacity `cap`.
+    fn at(&self, ram_gib: Option<f64>, cap: usize, k: &KernelRun) -> Result<AtBudget> {
+        let n = self.plan.n_tokens;
+        let mut rows = Vec::new();
+        let base = |source: String| CompareRow {
+            trace: self.study.trace_label.clone(),
+            model: self
+                .study
+                .machine
+                .as_ref()
+                .map(|m| m.model.name.to_string()),
+            expert_bytes: self.a.expert_bytes,
+            model_expert_bytes: self.model_eb,
+            slices: self.a.slices,
+            advice: self.a.advice.name(),
+            window_kb: k.window_kb,
+            ram_gib,
+            cache_experts: cap,
+            source,
+            tokens: n as u64,
+            accesses: (n * self.plan.per_token) as u64,
+            ..CompareRow::default()
+        };
+        let kmiss = k.expert_misses();
+        let kper = sorted(k.misses_per_token());
+        let walls = sorted(k.wall_ns.iter().map(|&w| w as f64 / 1e6).collect());
+        let mut kr = base("kernel".into());
+        kr.misses = kmiss;
+        kr.misses_per_token = kmiss / n as f64;
+        kr.misses_per_token_p50 = percentile(&kper, 50.0);
+        kr.misses_per_token_p99 = percentile(&kper, 99.0);
+        kr.ssd_bytes_per_token = self.model_eb.map(|eb| kr.misses_per_token * eb as f64);
+        kr.resident_experts = k.resident_experts();
+        kr.read_bytes = Some(k.total_read_bytes());
+        kr.major_faults_per_token = Some(k.major_faults.iter().sum::<u64>() as f64 / n as f64);
+        kr.wall_ms_per_token = Some(walls.iter().sum::<f64>() / n as f64);
+        kr.wall_ms_p50 = Some(percentile(&walls, 50.0));
+        kr.wall_ms_p99 = Some(percentile(&walls, 99.0));
+        kr.limit_bytes = Some(k.limit_bytes);
+        kr.overhead_bytes = Some(k.overhead_bytes);
+        kr.global_reclaim_pages = Some(k.global_reclaim_pages);
+        kr.seconds = Some(k.seconds);
+        rows.push(kr);
+        let kres = k.resident_ids();
+        let overlap = |res: &[bool]| {
+            let held = res.iter().filter(|&&x| x).count();
+            (held > 0).then(|| {
+                res.iter().zip(&kres).filter(|(p, k)| **p && **k).count() as f64 / held as f64
+            })
+        };
+        // The page-level model with the window the kernel run had.
+        let layout = ExpertFileLayout {
+            n_ids: self.plan.n_ids,
+            n_experts: self.plan.n_experts,
+            expert_bytes: self.a.expert_bytes,
+            slices: self.a.slices,
+        };
+        let pcfg = PageModelConfig::for_advice(layout, self.a.advice, k.window_kb);
+        let pm = page_model(&self.plan.stream, self.plan.per_token, cap, &pcfg);
+        let pmiss = pm.expert_misses();
+        let pper = sorted(pm.misses_per_token());
+        let mut pr = base(PAGE_MODEL.into());
+        pr.misses = pmiss;
+        pr.misses_per_token = pmiss / n as f64;
+        pr.misses_per_token_p50 = percentile(&pper, 50.0);
+        pr.misses_per_token_p99 = percentile(&pper, 99.0);
+        pr.ssd_bytes_per_token = self.model_eb.map(|eb| pr.misses_per_token * eb as f64);
+        pr.rel_err = (kmiss > 0.0).then(|| (pmiss - kmiss) / kmiss);
+        pr.resident_experts = pm.resident_experts();
+        pr.resident_overlap = overlap(&pm.resident_ids());
+        pr.read_bytes = Some(pm.total_read_bytes());
+        rows.push(pr);
+        let mut policy_misses = Vec::new();
+        for spec in self.specs {
+            let (c, res) = policy_run(self.plan, spec, cap)?;
+            let m: u64 = c.misses_per_token.iter().map(|&x| x as u64).sum();
+            let per = sorted(c.misses_per_token.iter().map(|&x| x as f64).collect());
+            let mut r = base(spec.to_string());
+            r.misses = m as f64;
+            r.misses_per_token = m as f64 / n as f64;
+            r.misses_per_token_p50 = percentile(&per, 50.0);
+            r.misses_per_token_p99 = percentile(&per, 99.0);
+            r.ssd_bytes_per_token = self.model_eb.map(|eb| r.misses_per_token * eb as f64);
+            r.rel_err = (kmiss > 0.0).then(|| (m as f64 - kmiss) / kmiss);
+            r.resident_experts = res.iter().filter(|&&x| x).count() as f64;
+            r.resident_overlap = overlap(&res);
+            rows.push(r);
+            policy_misses.push(c);
+        }
+        Ok(AtBudget {
+            rows,
+            page_model: pm,
+            policy_misses,
+        })
+    }
+}
+
+/// `moe-spill kernel-replay`.
+pub fn run(a: KernelReplayOptions) -> Result<()> {
+    let specs = plain_policies(&a.policies)?;
     if a.study.partition != Partition::Global {
         return Err(Error::new(
             "kernel-replay: the page cache is one global cache (--partition global)",
@@ -91,27 +242,7 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
     // The policies model the kernel run, whose page cache holds the scaled experts: the
     // `linux` ratio follows the scaled bytes (what the kernel saw), not the model's.
     plan.expert_bytes = Some(a.expert_bytes);
-    let budgets: Vec<(Option<f64>, usize)> = if !a.cache_experts.is_empty() {
-        a.cache_experts.iter().map(|&c| (None, c)).collect()
-    } else {
-        let e = econ.as_ref().ok_or_else(|| {
-            Error::new("--ram needs a model preset to size experts: pass --model (or use --cache-experts N)")
-        })?;
-        let reserve = e.hw.ram.reserve_gib;
-        a.ram
-            .iter()
-            .map(|&r| {
-                if r < reserve {
-                    Err(Error::new(format!(
-                        "--ram {r} GiB is below the RAM reserve of {reserve} GiB of `{}` (set --ram-reserve)",
-                        e.hw.name
-                    )))
-                } else {
-                    Ok((Some(r), e.placement.ram_capacity(r, reserve)))
-                }
-            })
-            .collect::<Result<_>>()?
-    };
+    let budgets = budgets(&a, econ.as_ref())?;
     if plan.per_token == 0 {
         return Err(Error::new(
             "kernel-replay: every MoE layer is in VRAM on this machine, nothing reaches the page cache (try --gpus 0 or --hw desktop-cpu)",
@@ -142,6 +273,13 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
     ]);
     per_token.header.extend(specs.iter().map(|s| s.to_string()));
     let n = plan.n_tokens;
+    let compare = Comparison {
+        a: &a,
+        study: &study,
+        plan: &plan,
+        specs: &specs,
+        model_eb,
+    };
     let mut noted = false;
     for &(ram_gib, cap) in &budgets {
         if !quiet {
@@ -165,103 +303,8 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
                 k.global_reclaim_pages
             );
         }
-        let base = |source: String| CompareRow {
-            trace: study.trace_label.clone(),
-            model: study.machine.as_ref().map(|m| m.model.name.to_string()),
-            expert_bytes: a.expert_bytes,
-            model_expert_bytes: model_eb,
-            slices: a.slices,
-            advice: a.advice.name(),
-            window_kb: k.window_kb,
-            ram_gib,
-            cache_experts: cap,
-            source,
-            tokens: n as u64,
-            accesses: (n * plan.per_token) as u64,
-            misses: 0.0,
-            misses_per_token: 0.0,
-            misses_per_token_p50: 0.0,
-            misses_per_token_p99: 0.0,
-            ssd_bytes_per_token: None,
-            rel_err: None,
-            resident_experts: 0.0,
-            resident_overlap: None,
-            read_bytes: None,
-            major_faults_per_token: None,
-            wall_ms_per_token: None,
-            wall_ms_p50: None,
-            wall_ms_p99: None,
-            limit_bytes: None,
-            overhead_bytes: None,
-            global_reclaim_pages: None,
-            seconds: None,
-        };
-        let kmiss = k.expert_misses();
-        let kper = sorted(k.misses_per_token());
-        let walls = sorted(k.wall_ns.iter().map(|&w| w as f64 / 1e6).collect());
-        let mut kr = base("kernel".into());
-        kr.misses = kmiss;
-        kr.misses_per_token = kmiss / n as f64;
-        kr.misses_per_token_p50 = percentile(&kper, 50.0);
-        kr.misses_per_token_p99 = percentile(&kper, 99.0);
-        kr.ssd_bytes_per_token = model_eb.map(|eb| kr.misses_per_token * eb as f64);
-        kr.resident_experts = k.resident_experts();
-        kr.read_bytes = Some(k.total_read_bytes());
-        kr.major_faults_per_token = Some(k.major_faults.iter().sum::<u64>() as f64 / n as f64);
-        kr.wall_ms_per_token = Some(walls.iter().sum::<f64>() / n as f64);
-        kr.wall_ms_p50 = Some(percentile(&walls, 50.0));
-        kr.wall_ms_p99 = Some(percentile(&walls, 99.0));
-        kr.limit_bytes = Some(k.limit_bytes);
-        kr.overhead_bytes = Some(k.overhead_bytes);
-        kr.global_reclaim_pages = Some(k.global_reclaim_pages);
-        kr.seconds = Some(k.seconds);
-        rows.push(kr);
-        let kres = k.resident_ids();
-        let overlap = |res: &[bool]| {
-            let held = res.iter().filter(|&&x| x).count();
-            (held > 0).then(|| {
-                res.iter().zip(&kres).filter(|(p, k)| **p && **k).count() as f64 / held as f64
-            })
-        };
-        // The page-level model with the window the kernel run had.
-        let layout = ExpertFileLayout {
-            n_ids: plan.n_ids,
-            n_experts: plan.n_experts,
-            expert_bytes: a.expert_bytes,
-            slices: a.slices,
-        };
-        let pcfg = PageModelConfig::for_advice(layout, a.advice, k.window_kb);
-        let pm = page_model(&plan.stream, plan.per_token, cap, &pcfg);
-        let pmiss = pm.expert_misses();
-        let pper = sorted(pm.misses_per_token());
-        let mut pr = base(PAGE_MODEL.into());
-        pr.misses = pmiss;
-        pr.misses_per_token = pmiss / n as f64;
-        pr.misses_per_token_p50 = percentile(&pper, 50.0);
-        pr.misses_per_token_p99 = percentile(&pper, 99.0);
-        pr.ssd_bytes_per_token = model_eb.map(|eb| pr.misses_per_token * eb as f64);
-        pr.rel_err = (kmiss > 0.0).then(|| (pmiss - kmiss) / kmiss);
-        pr.resident_experts = pm.resident_experts();
-        pr.resident_overlap = overlap(&pm.resident_ids());
-        pr.read_bytes = Some(pm.total_read_bytes());
-        rows.push(pr);
-        let mut policy_counts = Vec::new();
-        for spec in &specs {
-            let (c, res) = policy_run(&plan, spec, cap)?;
-            let m: u64 = c.misses_per_token.iter().map(|&x| x as u64).sum();
-            let per = sorted(c.misses_per_token.iter().map(|&x| x as f64).collect());
-            let mut r = base(spec.to_string());
-            r.misses = m as f64;
-            r.misses_per_token = m as f64 / n as f64;
-            r.misses_per_token_p50 = percentile(&per, 50.0);
-            r.misses_per_token_p99 = percentile(&per, 99.0);
-            r.ssd_bytes_per_token = model_eb.map(|eb| r.misses_per_token * eb as f64);
-            r.rel_err = (kmiss > 0.0).then(|| (m as f64 - kmiss) / kmiss);
-            r.resident_experts = res.iter().filter(|&&x| x).count() as f64;
-            r.resident_overlap = overlap(&res);
-            rows.push(r);
-            policy_counts.push(c);
-        }
+        let at = compare.at(ram_gib, cap, &k)?;
+        rows.extend(at.rows);
         if a.per_token.is_some() {
             for t in 0..n {
                 let mut cells = vec![
@@ -274,11 +317,12 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
                     format!("{:.4}", k.read_bytes[t] as f64 / a.expert_bytes as f64),
                     format!(
                         "{:.4}",
-                        (pm.read_pages[t] * pagemodel::PAGE) as f64 / a.expert_bytes as f64
+                        (at.page_model.read_pages[t] * pagemodel::PAGE) as f64
+                            / a.expert_bytes as f64
                     ),
                 ];
                 cells.extend(
-                    policy_counts
+                    at.policy_misses
                         .iter()
                         .map(|c| c.misses_per_token[t].to_string()),
                 );
