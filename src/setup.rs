@@ -51,7 +51,7 @@ pub struct ReplaySetup {
     /// The TRACE arguments' names, for labels.
     pub trace_label: String,
     /// Model, quant and machine when a model is known.
-    pub machine: Option<Deployment>,
+    pub deployment: Option<Deployment>,
     /// Per-id counts for pin-hot, and whether they come from the replayed trace itself.
     pub pin_profile: Option<(Vec<u64>, bool)>,
     /// U and D per chunk (threshold 100%), computed on first use (see `u_d`).
@@ -74,7 +74,7 @@ impl ReplaySetup {
         let hw = a.hw.resolve(ram_gib)?;
         let loaded = a.input.load()?;
         let include_prompt = a.input.include_prompt;
-        let machine = match loaded.model {
+        let deployment = match loaded.model {
             Some(model) => {
                 let quant = match &a.quant {
                     Some(s) => ExpertQuant::parse(s, model.default_quant())?,
@@ -146,7 +146,7 @@ impl ReplaySetup {
             per_layer: a.per_layer,
             quiet: a.input.quiet,
             trace_label: trace_label(&a.input),
-            machine,
+            deployment,
             pin_profile,
             u_d: std::sync::OnceLock::new(),
         })
@@ -182,7 +182,7 @@ impl ReplaySetup {
 
     /// The machine and the model's placement on it (no trace statistics).
     pub fn setup(&self, vram_gib: Option<f64>) -> Result<Option<(Placement, Hardware)>> {
-        let Some(m) = &self.machine else {
+        let Some(m) = &self.deployment else {
             return Ok(None);
         };
         let mut hw = m.hw.clone();
@@ -205,7 +205,7 @@ impl ReplaySetup {
 
     /// Tell the user when the whole model fits in VRAM (nothing to cache).
     pub fn note_placement(&self, placement: Option<&Placement>, vram_gib: Option<f64>) {
-        if let (Some(p), Some(m), false) = (placement, &self.machine, self.quiet) {
+        if let (Some(p), Some(m), false) = (placement, &self.deployment, self.quiet) {
             if p.cpu_layers == 0 {
                 eprintln!(
                     "moe-spill: note: every MoE layer of {} fits in VRAM on {}{}: nothing reaches the page cache (try --gpus 0 or a smaller --vram)",
@@ -308,7 +308,7 @@ impl ReplaySetup {
             vram,
         );
         row.trace = self.trace_label.clone();
-        if let Some(m) = &self.machine {
+        if let Some(m) = &self.deployment {
             row.model = Some(m.model.name.to_string());
             row.quant = Some(m.model.effective_quant(m.quant).to_string());
         }
@@ -325,7 +325,7 @@ pub fn context_line(study: &ReplaySetup, econ: Option<&CostInputs>) -> String {
         tr.n_replayed(study.include_prompt),
         tr.geometry.describe()
     );
-    match (&study.machine, econ) {
+    match (&study.deployment, econ) {
         (Some(m), Some(e)) => s.push_str(&format!(
             "model {} at {} ({} B per expert), non-expert {}; machine {}: {}; {} of {} MoE layers in VRAM; U = {:.1}, D = {:.1} per {CHUNK_TOKENS}-token chunk",
             m.model.name,

@@ -127,7 +127,7 @@ impl Comparison<'_> {
             trace: self.study.trace_label.clone(),
             model: self
                 .study
-                .machine
+                .deployment
                 .as_ref()
                 .map(|m| m.model.name.to_string()),
             expert_bytes: self.a.expert_bytes,

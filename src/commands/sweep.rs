@@ -167,6 +167,97 @@ struct Job {
     budgets: Vec<usize>,
 }
 
+/// The jobs of a sweep, longest first: per VRAM size and policy, every budget that
+/// holds the policy's pinned set, in one job for a one-pass policy, else one job each.
+fn plan_jobs(
+    study: &ReplaySetup,
+    specs: &[PolicySpec],
+    plans: &[ReplayPlan],
+    budget_sets: &[Vec<Budget>],
+    quiet: bool,
+) -> Result<Vec<Job>> {
+    let mut jobs = Vec::new();
+    for v in 0..plans.len() {
+        for (p, spec) in specs.iter().enumerate() {
+            // Budgets too small for a pinned set are left out (in a single simulate they
+            // are an error).
+            let min = study.min_capacity(&plans[v], spec)?;
+            let fits: Vec<usize> = (0..budget_sets[v].len())
+                .filter(|&b| budget_sets[v][b].capacity >= min)
+                .collect();
+            if fits.len() < budget_sets[v].len() && !quiet {
+                eprintln!(
+                    "moe-spill: note: {spec} pins {min} experts; {} budget(s) below that are left out",
+                    budget_sets[v].len() - fits.len()
+                );
+            }
+            if fits.is_empty() {
+                continue;
+            }
+            if Strategy::of(spec, study.partition).one_pass() {
+                jobs.push(Job {
+                    vram: v,
+                    policy: p,
+                    budgets: fits,
+                });
+            } else {
+                jobs.extend(fits.into_iter().map(|b| Job {
+                    vram: v,
+                    policy: p,
+                    budgets: vec![b],
+                }));
+            }
+        }
+    }
+    // Long jobs first (LRU's pass covers every budget; big budgets run longer for most
+    // policies only a little), so the tail of the run stays short.
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.budgets.len()));
+    Ok(jobs)
+}
+
+/// Run the jobs on `threads` workers, each taking the next job; the rows of each job
+/// tagged (vram, policy, budget) for sorting. The first error stops the workers.
+fn run_jobs(
+    jobs: &[Job],
+    threads: usize,
+    quiet: bool,
+    run_job: impl Fn(&Job) -> Result<Vec<Row>> + Sync,
+) -> Result<Vec<(usize, usize, usize, Row)>> {
+    let bar = crate::progress::bar(jobs.len() as u64, "sweeping", quiet);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, usize, usize, Row)>> = Mutex::new(Vec::new());
+    let failure: Mutex<Option<Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(jobs.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(job) = jobs.get(i) else { break };
+                if failure.lock().unwrap().is_some() {
+                    break;
+                }
+                let run = run_job(job);
+                match run {
+                    Ok(rows) => {
+                        let mut r = results.lock().unwrap();
+                        for (&b, row) in job.budgets.iter().zip(rows) {
+                            r.push((job.vram, job.policy, b, row));
+                        }
+                    }
+                    Err(e) => {
+                        failure.lock().unwrap().get_or_insert(e);
+                    }
+                }
+                bar.inc(1);
+            });
+        }
+    });
+    bar.finish_and_clear();
+    if let Some(e) = failure.into_inner().unwrap() {
+        return Err(e);
+    }
+    Ok(results.into_inner().unwrap())
+}
+
 pub fn run(a: SweepOptions) -> Result<()> {
     let specs: Vec<PolicySpec> = a
         .policies
@@ -212,91 +303,26 @@ pub fn run(a: SweepOptions) -> Result<()> {
     // Checked (and the file laid out) before the policies run; the kernel runs after.
     let mut kernel = KernelSweep::new(&a.kernel, &study, &plans[0], a.study.input.quiet)?;
 
-    let mut jobs = Vec::new();
-    for v in 0..vrams.len() {
-        for (p, spec) in specs.iter().enumerate() {
-            // Budgets too small for a pinned set are left out (in a single simulate they
-            // are an error).
-            let min = study.min_capacity(&plans[v], spec)?;
-            let fits: Vec<usize> = (0..budget_sets[v].len())
-                .filter(|&b| budget_sets[v][b].capacity >= min)
-                .collect();
-            if fits.len() < budget_sets[v].len() && !a.study.input.quiet {
-                eprintln!(
-                    "moe-spill: note: {spec} pins {min} experts; {} budget(s) below that are left out",
-                    budget_sets[v].len() - fits.len()
-                );
-            }
-            if fits.is_empty() {
-                continue;
-            }
-            if Strategy::of(spec, study.partition).one_pass() {
-                jobs.push(Job {
-                    vram: v,
-                    policy: p,
-                    budgets: fits,
-                });
-            } else {
-                jobs.extend(fits.into_iter().map(|b| Job {
-                    vram: v,
-                    policy: p,
-                    budgets: vec![b],
-                }));
-            }
-        }
-    }
+    let jobs = plan_jobs(&study, &specs, &plans, &budget_sets, a.study.input.quiet)?;
     for (s, v) in setups.iter().zip(&vrams) {
         study.note_placement(s.as_ref().map(|s| &s.0), *v);
     }
-    // Long jobs first (LRU's pass covers every budget; big budgets run longer for most
-    // policies only a little), so the tail of the run stays short.
-    jobs.sort_by_key(|j| std::cmp::Reverse(j.budgets.len()));
     let threads = a
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let bar = crate::progress::bar(jobs.len() as u64, "sweeping", a.study.input.quiet);
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, usize, usize, Row)>> = Mutex::new(Vec::new());
-    let failure: Mutex<Option<Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..threads.min(jobs.len()) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(job) = jobs.get(i) else { break };
-                if failure.lock().unwrap().is_some() {
-                    break;
-                }
-                let set = &budget_sets[job.vram];
-                let bs: Vec<Budget> = job.budgets.iter().map(|&b| set[b]).collect();
-                let econ = setups[job.vram].as_ref().map(|s| study.cost_inputs_of(s));
-                let run = study.replay_rows(
-                    &plans[job.vram],
-                    &specs[job.policy],
-                    &bs,
-                    econ.as_ref(),
-                    vrams[job.vram],
-                );
-                match run {
-                    Ok(rows) => {
-                        let mut r = results.lock().unwrap();
-                        for (&b, row) in job.budgets.iter().zip(rows) {
-                            r.push((job.vram, job.policy, b, row));
-                        }
-                    }
-                    Err(e) => {
-                        failure.lock().unwrap().get_or_insert(e);
-                    }
-                }
-                bar.inc(1);
-            });
-        }
-    });
-    bar.finish_and_clear();
-    if let Some(e) = failure.into_inner().unwrap() {
-        return Err(e);
-    }
-    let mut results = results.into_inner().unwrap();
+    let mut results = run_jobs(&jobs, threads, a.study.input.quiet, |job| {
+        let set = &budget_sets[job.vram];
+        let bs: Vec<Budget> = job.budgets.iter().map(|&b| set[b]).collect();
+        let econ = setups[job.vram].as_ref().map(|s| study.cost_inputs_of(s));
+        study.replay_rows(
+            &plans[job.vram],
+            &specs[job.policy],
+            &bs,
+            econ.as_ref(),
+            vrams[job.vram],
+        )
+    })?;
     if let Some(k) = kernel.as_mut() {
         let econs: Vec<Option<CostInputs>> = setups
             .iter()
