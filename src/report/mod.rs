@@ -1,7 +1,9 @@
 //! Report: what output looks like and where it goes. Tables for people, CSV and JSON for
 //! programs (`rows`: the replay rows of simulate and sweep, `kernel`: kernel-replay's
-//! comparison), stdout or files written atomically (`atomic`, which also writes traces).
+//! comparison, `analysis`: the chunk analysis), to stdout or to files written
+//! atomically (`atomic`, which also writes traces).
 
+pub mod analysis;
 pub mod atomic;
 pub mod kernel;
 pub mod rows;
