@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r scripts/requirements.txt
+python3 scripts/import_graph.py
 cargo test --workspace --release
 python3 scripts/test_plots.py
 python3 scripts/crosscheck_libcachesim.py

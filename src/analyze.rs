@@ -15,6 +15,9 @@ use serde::Serialize;
 
 use crate::trace::Trace;
 
+/// Tokens per chunk of the U and D statistics (the seed's), where no option sets it.
+pub const CHUNK_TOKENS: usize = 128;
+
 pub const THRESHOLDS: [f64; 8] = [0.10, 0.25, 0.50, 0.80, 0.95, 0.99, 0.999, 1.0];
 /// The thresholds as the CSV prints them.
 pub const THRESHOLD_LABELS: [&str; 8] =

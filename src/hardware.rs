@@ -273,39 +273,30 @@ pub fn presets() -> Vec<Hardware> {
     ]
 }
 
-/// Command-line overrides of a profile's numbers.
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct HardwareArgs {
-    /// Hardware preset or profile file (TOML or JSON; see `moe-spill hardware`).
-    #[arg(long = "hw", value_name = "NAME|FILE", default_value = "3090-ddr5")]
+/// Overrides of a profile's numbers (the command line's --hw, --gpus, --vram, ...).
+#[derive(Debug, Clone, Default)]
+pub struct HardwareOverrides {
+    /// Hardware preset or profile file (TOML or JSON).
     pub hw: String,
     /// Override: number of GPUs (0 for CPU only); they share the first GPU's numbers.
-    #[arg(long, value_name = "N")]
     pub gpus: Option<u32>,
     /// Override: VRAM per GPU, GiB.
-    #[arg(long, value_name = "GIB")]
     pub vram: Option<f64>,
     /// Override: VRAM bandwidth per GPU, GB/s.
-    #[arg(long, value_name = "GB/S")]
     pub vram_bw: Option<f64>,
     /// Override: VRAM reserve per GPU (KV cache, buffers), GiB.
-    #[arg(long, value_name = "GIB")]
     pub vram_reserve: Option<f64>,
     /// Override: effective RAM bandwidth, GB/s.
-    #[arg(long, value_name = "GB/S")]
     pub ram_bw: Option<f64>,
     /// Override: RAM the page cache cannot use (OS, buffers), GiB.
-    #[arg(long, value_name = "GIB")]
     pub ram_reserve: Option<f64>,
     /// Override: SSD read bandwidth per drive, GB/s.
-    #[arg(long, value_name = "GB/S")]
     pub ssd_bw: Option<f64>,
     /// Override: SSD drives in RAID0.
-    #[arg(long, value_name = "N")]
     pub ssd_drives: Option<u32>,
 }
 
-impl HardwareArgs {
+impl HardwareOverrides {
     /// The profile with the overrides applied and checked. `ram_gib` overrides the
     /// installed RAM (`--ram`).
     pub fn resolve(&self, ram_gib: Option<f64>) -> Result<Hardware> {
@@ -346,56 +337,16 @@ impl HardwareArgs {
     }
 }
 
-/// `128GiB`, `512MiB`, `1.5TiB`, `64G` (binary units; a bare number is GiB) -> GiB.
-pub fn parse_size_gib(s: &str) -> std::result::Result<f64, String> {
-    let t = s.trim();
-    let lower = t.to_ascii_lowercase();
-    let (num, scale) = [
-        ("tib", 1024.0),
-        ("gib", 1.0),
-        ("mib", 1.0 / 1024.0),
-        ("kib", 1.0 / 1048576.0),
-        ("t", 1024.0),
-        ("g", 1.0),
-        ("m", 1.0 / 1024.0),
-    ]
-    .iter()
-    .find_map(|(suf, sc)| lower.strip_suffix(suf).map(|n| (n.trim().to_string(), *sc)))
-    .unwrap_or((lower.clone(), 1.0));
-    if lower.ends_with("gb") || lower.ends_with("mb") || lower.ends_with("tb") {
-        return Err(format!("`{t}`: sizes are binary, write GiB/MiB/TiB"));
-    }
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("`{t}` is not a size like 128GiB or 512MiB"))?;
-    if !v.is_finite() || v < 0.0 {
-        return Err(format!("`{t}`: a size must be zero or positive"));
-    }
-    Ok(v * scale)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size_gib("128GiB").unwrap(), 128.0);
-        assert_eq!(parse_size_gib("512MiB").unwrap(), 0.5);
-        assert_eq!(parse_size_gib("1TiB").unwrap(), 1024.0);
-        assert_eq!(parse_size_gib("0GiB").unwrap(), 0.0);
-        assert_eq!(parse_size_gib("64").unwrap(), 64.0);
-        assert!(parse_size_gib("128GB").is_err());
-        assert!(parse_size_gib("-1GiB").is_err());
-        assert!(parse_size_gib("lots").is_err());
-    }
 
     #[test]
     fn presets_are_valid_and_overrides_apply() {
         for h in presets() {
             h.validate().unwrap();
         }
-        let a = HardwareArgs {
+        let a = HardwareOverrides {
             hw: "3090-ddr5".into(),
             ssd_drives: Some(4),
             ram_bw: Some(50.0),
@@ -405,7 +356,7 @@ mod tests {
         assert_eq!(h.ssd_bandwidth_gbs(), 28.0);
         assert_eq!(h.ram.size_gib, 64.0);
         assert_eq!(h.ram.bandwidth_gbs, 50.0);
-        let bad = HardwareArgs {
+        let bad = HardwareOverrides {
             hw: "3090-ddr5".into(),
             ssd_bw: Some(0.0),
             ..Default::default()

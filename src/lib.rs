@@ -1,26 +1,32 @@
 //! moe-spill: replay recorded Mixture-of-Experts routing through page-cache eviction
 //! policies sized to a RAM budget, count the SSD bytes per token, estimate tokens/s.
 //!
-//! Data flows one way: `format` (readers) -> `trace` -> `simulate` (a policy from
-//! moe-spill-policies per run) -> stats -> output. `analyze` is the seed's chunk analysis.
+//! Dependencies run one way (scripts/import_graph.py checks there is no cycle):
+//! `main` -> `cli` (clap, raw flags -> settings) -> `commands` (one file per subcommand)
+//! -> `setup`, `costing` (counts priced by the time model), `replay`, `timemodel`,
+//! `analyze`, `report`, `kernel`, `synth` -> `input`, `format`, `trace`, `model`,
+//! `hardware`, `quant`, `units` -> the policies crate (the policies and their one-pass
+//! miss curves).
 
 pub mod analyze;
 pub mod cli;
+pub mod commands;
+pub mod costing;
 pub mod error;
-pub mod estimate;
 pub mod format;
 pub mod hardware;
 pub mod ids;
+pub mod input;
 pub mod kernel;
-pub mod mattson;
+
 pub mod model;
-pub mod opt_bands;
-pub mod output;
+
 pub mod progress;
 pub mod quant;
-pub mod simulate;
-pub mod study;
-pub mod sweep;
+pub mod replay;
+pub mod report;
+pub mod setup;
 pub mod synth;
 pub mod timemodel;
 pub mod trace;
+pub mod units;

@@ -4,7 +4,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = moe_spill::cli::Cli::parse();
-    match moe_spill::cli::run(cli) {
+    match moe_spill::cli::dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("moe-spill: {e}");

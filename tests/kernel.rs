@@ -18,10 +18,10 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use moe_spill::kernel::{
-    self, page_model, Advice, ChildCommand, KernelOptions, Layout, MemCgroup, PageModelConfig,
-    SPEC_ENV,
+    self, page_model, Advice, ChildCommand, ExpertFileLayout, KernelOptions, MemCgroup,
+    PageModelConfig, SPEC_ENV,
 };
-use moe_spill::simulate::{run_policy, Partition, ReplayPlan};
+use moe_spill::replay::{run_policy, Partition, ReplayPlan};
 use moe_spill::trace::{Geometry, Trace};
 use moe_spill_policies::registry::PolicySpec;
 
@@ -217,7 +217,7 @@ fn replay(trace: &Trace, tokens: usize, advice: Advice, policy: &str) -> Replay 
     let sim = policy_misses(&plan, policy, CAPACITY);
     let policy_range = policy_range(&plan, policy);
     let kern = run.expert_misses();
-    let layout = Layout {
+    let layout = ExpertFileLayout {
         n_ids: plan.n_ids,
         n_experts: plan.n_experts,
         expert_bytes: EXPERT_BYTES,

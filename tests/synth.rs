@@ -5,9 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use moe_spill::analyze::analyze;
-use moe_spill::cli::{load, PhaseArg, TraceArgs};
+use moe_spill::commands::synth::{run as synth_run, SynthOptions};
+use moe_spill::input::TraceSource;
 use moe_spill::model::{Model, MODELS};
-use moe_spill::synth::{self, fit, generate, preset_params, Params, Shape, SynthArgs};
+use moe_spill::synth::{self, fit, generate, preset_params, Params, Shape};
 use moe_spill::trace::Trace;
 
 fn u_d(t: &Trace) -> (f64, f64) {
@@ -18,8 +19,8 @@ fn within(v: f64, target: f64, rel: f64) -> bool {
     (v / target - 1.0).abs() <= rel
 }
 
-fn args(model: Option<&str>) -> SynthArgs {
-    SynthArgs {
+fn args(model: Option<&str>) -> SynthOptions {
+    SynthOptions {
         model: model.map(str::to_string),
         tokens: None,
         responses: None,
@@ -42,12 +43,13 @@ fn args(model: Option<&str>) -> SynthArgs {
 }
 
 fn read(path: &Path, model: Option<&str>) -> Trace {
-    load(&TraceArgs {
+    TraceSource {
         traces: vec![path.to_path_buf()],
         model: model.map(str::to_string),
-        phase: PhaseArg::Decode,
+        include_prompt: false,
         quiet: true,
-    })
+    }
+    .load()
     .unwrap()
     .trace
 }
@@ -155,7 +157,7 @@ fn synth_writes_forum_and_binary_files_that_load_back() {
         a.prompt_tokens = Some(6);
         a.seed = 5;
         a.output = Some(out.clone());
-        synth::run(a).unwrap();
+        synth_run(a).unwrap();
     }
     let m = Model::by_name("olmoe-1b-7b").unwrap();
     let expect = generate(
@@ -173,26 +175,26 @@ fn synth_writes_forum_and_binary_files_that_load_back() {
 fn bad_options_are_one_line_errors() {
     let mut a = args(None);
     a.output = Some(PathBuf::from("x.mst"));
-    let e = synth::run(a).unwrap_err();
+    let e = synth_run(a).unwrap_err();
     assert!(e.0.contains("--model"), "{e}");
-    let e = synth::run(args(Some("glm-5"))).unwrap_err();
+    let e = synth_run(args(Some("glm-5"))).unwrap_err();
     assert!(e.0.contains("-o PATH"), "{e}");
     let mut a = args(Some("glm-5"));
     a.output = Some(PathBuf::from("/nonexistent/x.mst"));
     a.tokens = Some(0);
-    assert!(synth::run(a).unwrap_err().0.contains("--tokens 0"));
+    assert!(synth_run(a).unwrap_err().0.contains("--tokens 0"));
     let mut a = args(Some("no-such-model"));
     a.output = Some(PathBuf::from("x.mst"));
-    assert!(synth::run(a).unwrap_err().0.contains("unknown model"));
+    assert!(synth_run(a).unwrap_err().0.contains("unknown model"));
     let mut a = args(Some("olmoe-1b-7b"));
     a.output = Some(PathBuf::from("x.mst"));
     a.target_u = Some(5000.0); // more than its 1024 experts
     a.target_d = Some(10.0);
-    assert!(synth::run(a).unwrap_err().0.contains("--target-u"));
+    assert!(synth_run(a).unwrap_err().0.contains("--target-u"));
     let mut a = args(Some("olmoe-1b-7b"));
     a.output = Some(PathBuf::from("x.mst"));
     a.dead = Some(1.5);
-    assert!(synth::run(a).unwrap_err().0.contains("--dead"));
+    assert!(synth_run(a).unwrap_err().0.contains("--dead"));
 }
 
 /// A small "recording" (a synthetic trace with a shared opening and ragged responses)
@@ -216,7 +218,7 @@ fn fit_to_a_small_recording() {
     let rec = generate(&g, &truth, &shape, 2024);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rec.mst");
-    moe_spill::cli::write_trace(&rec, &path).unwrap();
+    moe_spill::report::write_trace(&rec, &path).unwrap();
     let rec = read(&path, None);
     let f = fit::fit(
         &rec,
@@ -247,7 +249,7 @@ fn fit_to_a_small_recording() {
     a.fit = Some(path);
     a.responses = Some(20);
     a.output = Some(out.clone());
-    synth::run(a).unwrap();
+    synth_run(a).unwrap();
     let more = read(&out, None);
     assert_eq!(more.n_responses(), 20);
     assert_eq!(more.response(17).len(), shape.responses[17 % 12].1);

@@ -18,6 +18,7 @@ mod ring;
 
 pub mod arc;
 pub mod clock;
+pub mod curves;
 pub mod fifo;
 pub mod lfu;
 pub mod linux;

@@ -18,7 +18,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::cgroup::Version;
-use super::layout::Layout;
+use super::layout::ExpertFileLayout;
 use super::sys::{self, Mapping, ProcFile};
 use super::Advice;
 use crate::error::{Error, Result};
@@ -35,7 +35,7 @@ pub const TOKEN_WORDS: usize = 4;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ChildSpec {
     pub file: PathBuf,
-    pub layout: Layout,
+    pub layout: ExpertFileLayout,
     pub advice: Advice,
     /// Set the device's read_ahead_kb to this while opening and advising the file.
     pub read_ahead_kb: Option<u32>,

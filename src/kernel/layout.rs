@@ -18,7 +18,7 @@ const MAGIC: &str = "moe-spill kernel-replay model file\n";
 
 /// Where every expert lives in the file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Layout {
+pub struct ExpertFileLayout {
     /// Objects (MoE layers x experts), ids `slot * n_experts + expert`.
     pub n_ids: usize,
     pub n_experts: usize,
@@ -28,7 +28,7 @@ pub struct Layout {
     pub slices: u32,
 }
 
-impl Layout {
+impl ExpertFileLayout {
     pub fn file_len(&self) -> u64 {
         HEADER_BYTES + self.n_ids as u64 * self.expert_bytes
     }
@@ -72,7 +72,7 @@ impl Layout {
 #[derive(Debug)]
 pub struct ModelFile {
     pub path: PathBuf,
-    pub layout: Layout,
+    pub layout: ExpertFileLayout,
     pub temporary: bool,
     /// Whether this run wrote it (false: reused).
     pub written: bool,
@@ -126,7 +126,11 @@ pub fn check_file_system(dir: &Path, need: u64) -> Result<()> {
 impl ModelFile {
     /// Reuse `path` when it holds this layout, or write it. `path` None: a temporary
     /// file in the current directory, removed when the returned value is dropped.
-    pub fn prepare(path: Option<&Path>, layout: Layout, quiet: bool) -> Result<ModelFile> {
+    pub fn prepare(
+        path: Option<&Path>,
+        layout: ExpertFileLayout,
+        quiet: bool,
+    ) -> Result<ModelFile> {
         let (path, temporary) = match path {
             Some(p) => (p.to_path_buf(), false),
             None => (
@@ -204,7 +208,7 @@ impl ModelFile {
                 file.layout.expert_bytes
             );
         }
-        crate::output::write_atomic(&file.path, |w| {
+        crate::report::write_atomic(&file.path, |w| {
             w.write_all(&header)?;
             let mut buf = vec![0u8; 1 << 20];
             let mut left = total - HEADER_BYTES;
@@ -300,7 +304,7 @@ mod tests {
     #[test]
     fn extents_tile_the_file() {
         for slices in [1, 3] {
-            let l = Layout {
+            let l = ExpertFileLayout {
                 n_ids: 3 * 5,
                 n_experts: 5,
                 expert_bytes: 1000,
@@ -316,7 +320,7 @@ mod tests {
             }
             assert_eq!(at, l.file_len());
         }
-        let l = Layout {
+        let l = ExpertFileLayout {
             n_ids: 4,
             n_experts: 2,
             expert_bytes: 300,

@@ -30,27 +30,23 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use clap::Args;
 use moe_spill_policies::registry::{BuildContext, PolicySpec};
 use serde::{Deserialize, Serialize};
 
 pub use cgroup::{own_memory_cgroup, MemCgroup, Version as CgroupVersion};
 pub use child::{child_main, ChildSpec, SPEC_ENV};
-pub use layout::{Layout, ModelFile, HEADER_BYTES};
+pub use layout::{ExpertFileLayout, ModelFile, HEADER_BYTES};
 pub use pagemodel::{page_model, PageModelConfig, PageModelRun};
 
 /// The `source` of the page-level model's rows.
 pub const PAGE_MODEL: &str = "page-model";
 
 use crate::error::{Error, Result};
-use crate::hardware::parse_size_gib;
-use crate::output::{emit, fixed, write_atomic, OutputFormat, Table};
-use crate::simulate::{run_policy, Counts, Partition, ReplayPlan};
-use crate::study::{Study, StudyArgs};
+use crate::replay::{run_policy, Misses, Partition, ReplayPlan};
 use crate::trace::Trace;
 
 /// How the child advises the kernel about its mapping.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Advice {
     /// No advice: mmap read-around of the device's read_ahead_kb.
@@ -184,7 +180,7 @@ impl KernelRun {
     /// As simulator counts (for `make_row`): whole expert-equivalents per token,
     /// rounded so that every prefix sum is within half an expert of the bytes read.
     /// Per-slot misses are not measured (the kernel reports bytes per token) and are 0.
-    pub fn counts(&self, n_slots: usize) -> Counts {
+    pub fn counts(&self, n_slots: usize) -> Misses {
         let eb = self.expert_bytes as f64;
         let mut cum = 0u64;
         let mut given = 0u64;
@@ -199,7 +195,7 @@ impl KernelRun {
                 m as u32
             })
             .collect();
-        Counts {
+        Misses {
             misses_per_token,
             misses_per_slot: vec![0; n_slots],
         }
@@ -348,7 +344,7 @@ impl KernelSession {
         }
         // Fail before writing gigabytes when no cgroup can be made.
         MemCgroup::create(cgroup_number())?.remove()?;
-        let layout = Layout {
+        let layout = ExpertFileLayout {
             n_ids: plan.n_ids,
             n_experts: plan.n_experts,
             expert_bytes: opts.expert_bytes,
@@ -390,7 +386,7 @@ impl KernelSession {
     }
 
     /// One kernel replay of `plan` with page cache for `capacity` experts.
-    pub fn run(&mut self, plan: &ReplayPlan, capacity: usize) -> Result<KernelRun> {
+    pub fn measure(&mut self, plan: &ReplayPlan, capacity: usize) -> Result<KernelRun> {
         let layout = &self.file.layout;
         if plan.n_ids != layout.n_ids || plan.n_experts != layout.n_experts {
             return Err(Error::new(format!(
@@ -620,7 +616,7 @@ pub fn kernel_misses(
     capacity_experts: usize,
     opts: &KernelOptions,
 ) -> Result<KernelRun> {
-    KernelSession::new(plan, opts.clone())?.run(plan, capacity_experts)
+    KernelSession::new(plan, opts.clone())?.measure(plan, capacity_experts)
 }
 
 /// The trace cut after its first `tokens` replayed tokens (decode tokens only unless
@@ -652,134 +648,12 @@ pub fn truncate_trace(trace: &Trace, include_prompt: bool, tokens: usize) -> Tra
     out
 }
 
-/// A byte size: `2MiB`, `512KiB`, `1GiB` or plain bytes.
-pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
-    let t = s.trim();
-    if let Ok(v) = t.parse::<u64>() {
-        return Ok(v);
-    }
-    let lower = t.to_ascii_lowercase();
-    if let Some(n) = lower
-        .strip_suffix("kib")
-        .or_else(|| lower.strip_suffix('k'))
-    {
-        let v: f64 = n
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{t}` is not a size like 2MiB"))?;
-        return Ok((v * 1024.0).round() as u64);
-    }
-    parse_size_gib(t).map(|g| (g * (1u64 << 30) as f64).round() as u64)
-}
-
-#[derive(Args, Debug)]
-pub struct KernelReplayArgs {
-    #[command(flatten)]
-    pub study: StudyArgs,
-    /// Installed RAM of the real machine, one or more (comma-separated): the page cache
-    /// holds the experts `simulate --ram` gives it, at the scaled size.
-    #[arg(long, value_name = "SIZE,...", value_parser = parse_size_gib, value_delimiter = ',', required_unless_present = "cache_experts", conflicts_with = "cache_experts")]
-    pub ram: Vec<f64>,
-    /// Cache capacities in experts, exactly (comma-separated).
-    #[arg(long, value_name = "N,...", value_delimiter = ',')]
-    pub cache_experts: Vec<usize>,
-    /// Bytes of one expert in the laid-out file; the budget is scaled the same way, so
-    /// the cache holds the same number of experts.
-    #[arg(long, value_name = "SIZE", default_value = "2MiB", value_parser = parse_bytes)]
-    pub expert_bytes: u64,
-    /// 1: each expert's bytes contiguous; 3: gate/up/down slices in three tensors per
-    /// layer, as in a GGUF.
-    #[arg(long, value_name = "1|3", default_value_t = 1)]
-    pub slices: u32,
-    /// The model file to write, or reuse when it has this layout (default: a temporary
-    /// file in the current directory, removed at the end).
-    #[arg(long, value_name = "PATH")]
-    pub file: Option<PathBuf>,
-    /// Replay only the first N tokens.
-    #[arg(long, value_name = "N")]
-    pub tokens: Option<usize>,
-    /// Advice on the mapping: llama.cpp's posix_fadvise(SEQUENTIAL) by default.
-    #[arg(long, value_enum, default_value_t = Advice::Sequential)]
-    pub advice: Advice,
-    /// Set the device's read_ahead_kb to KB while the child opens the file (the open
-    /// file keeps it), restoring it right after; default: leave the device alone.
-    #[arg(long, value_name = "KB")]
-    pub read_ahead_kb: Option<u32>,
-    /// Policies to compare, comma-separated (the page-level model, `page-model`, is
-    /// always shown).
-    #[arg(
-        long,
-        value_name = "SPEC,...",
-        default_value = "linux,linux-eager,lru,clock,arc,fifo",
-        value_delimiter = ','
-    )]
-    pub policies: Vec<String>,
-    /// Also write the comparison as CSV to FILE (atomically).
-    #[arg(short, long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
-    /// Write per-token kernel numbers and policy misses as CSV to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub per_token: Option<PathBuf>,
-}
-
-/// One line of the comparison: the kernel or a policy at one budget.
-#[derive(Clone, Debug, Serialize)]
-pub struct CompareRow {
-    pub trace: String,
-    pub model: Option<String>,
-    pub expert_bytes: u64,
-    pub model_expert_bytes: Option<u64>,
-    pub slices: u32,
-    pub advice: &'static str,
-    pub window_kb: u64,
-    pub ram_gib: Option<f64>,
-    pub cache_experts: usize,
-    pub source: String,
-    pub tokens: u64,
-    pub accesses: u64,
-    /// Kernel and page model: bytes read / expert bytes; policies: misses.
-    pub misses: f64,
-    pub misses_per_token: f64,
-    pub misses_per_token_p50: f64,
-    pub misses_per_token_p99: f64,
-    /// At the model's real expert size, when a model is known.
-    pub ssd_bytes_per_token: Option<f64>,
-    /// (policy - kernel) / kernel.
-    pub rel_err: Option<f64>,
-    /// Experts' worth of pages (kernel) or objects (policy) resident at the end.
-    pub resident_experts: f64,
-    /// Share of the policy's resident experts the kernel also holds (>= half the pages).
-    pub resident_overlap: Option<f64>,
-    pub read_bytes: Option<u64>,
-    pub major_faults_per_token: Option<f64>,
-    pub wall_ms_per_token: Option<f64>,
-    pub wall_ms_p50: Option<f64>,
-    pub wall_ms_p99: Option<f64>,
-    pub limit_bytes: Option<u64>,
-    pub overhead_bytes: Option<u64>,
-    pub global_reclaim_pages: Option<u64>,
-    pub seconds: Option<f64>,
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
-    sorted[rank.min(sorted.len()) - 1]
-}
-
-fn sorted(mut v: Vec<f64>) -> Vec<f64> {
-    v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
-    v
-}
-
 /// Replay `spec` at `capacity`: misses per token (run_policy) and the final resident set.
 pub fn policy_run(
     plan: &ReplayPlan,
     spec: &PolicySpec,
     capacity: usize,
-) -> Result<(Counts, Vec<bool>)> {
+) -> Result<(Misses, Vec<bool>)> {
     let counts = run_policy(plan, spec, capacity, Partition::Global, None, 0)?;
     let ctx = BuildContext {
         capacity,
@@ -798,394 +672,9 @@ pub fn policy_run(
     Ok((counts, resident))
 }
 
-/// `moe-spill kernel-replay`.
-pub fn run(a: KernelReplayArgs) -> Result<()> {
-    let specs: Vec<PolicySpec> = a
-        .policies
-        .iter()
-        .map(|s| PolicySpec::parse(s).map_err(|e| Error::new(format!("--policies: {e}"))))
-        .collect::<Result<_>>()?;
-    if let Some(s) = specs.iter().find(|s| s.needs_profile()) {
-        return Err(Error::new(format!(
-            "--policies: {s} needs a profile; kernel-replay compares plain policies"
-        )));
-    }
-    if a.study.partition != Partition::Global {
-        return Err(Error::new(
-            "kernel-replay: the page cache is one global cache (--partition global)",
-        ));
-    }
-    if a.tokens == Some(0) {
-        return Err(Error::new("--tokens must be at least 1"));
-    }
-    let study = Study::new(&a.study, None, false)?;
-    let econ = study.economics(None)?;
-    let cut;
-    let trace = match a.tokens {
-        Some(n) => {
-            cut = truncate_trace(&study.loaded.trace, study.include_prompt, n);
-            &cut
-        }
-        None => &study.loaded.trace,
-    };
-    let gpu_layers = econ.as_ref().map_or(0, |e| e.placement.gpu_layers);
-    let mut plan = ReplayPlan::new(trace, study.include_prompt, gpu_layers);
-    // The policies model the kernel run, whose page cache holds the scaled experts: the
-    // `linux` ratio follows the scaled bytes (what the kernel saw), not the model's.
-    plan.expert_bytes = Some(a.expert_bytes);
-    let budgets: Vec<(Option<f64>, usize)> = if !a.cache_experts.is_empty() {
-        a.cache_experts.iter().map(|&c| (None, c)).collect()
-    } else {
-        let e = econ.as_ref().ok_or_else(|| {
-            Error::new("--ram needs a model preset to size experts: pass --model (or use --cache-experts N)")
-        })?;
-        let reserve = e.hw.ram.reserve_gib;
-        a.ram
-            .iter()
-            .map(|&r| {
-                if r < reserve {
-                    Err(Error::new(format!(
-                        "--ram {r} GiB is below the RAM reserve of {reserve} GiB of `{}` (set --ram-reserve)",
-                        e.hw.name
-                    )))
-                } else {
-                    Ok((Some(r), e.placement.ram_capacity(r, reserve)))
-                }
-            })
-            .collect::<Result<_>>()?
-    };
-    if plan.per_token == 0 {
-        return Err(Error::new(
-            "kernel-replay: every MoE layer is in VRAM on this machine, nothing reaches the page cache (try --gpus 0 or --hw desktop-cpu)",
-        ));
-    }
-    let quiet = a.study.input.quiet;
-    let opts = KernelOptions {
-        expert_bytes: a.expert_bytes,
-        slices: a.slices,
-        advice: a.advice,
-        file: a.file.clone(),
-        read_ahead_kb: a.read_ahead_kb,
-        child: None,
-        quiet,
-    };
-    let model_eb = econ.as_ref().map(|e| e.placement.expert_bytes);
-    let mut session = KernelSession::new(&plan, opts)?;
-    let mut rows = Vec::new();
-    let mut per_token = Table::new(&[
-        "cache_experts",
-        "token",
-        "read_bytes",
-        "major_faults",
-        "minor_faults",
-        "wall_us",
-        "kernel_experts",
-        "page_model_experts",
-    ]);
-    per_token.header.extend(specs.iter().map(|s| s.to_string()));
-    let n = plan.n_tokens;
-    let mut noted = false;
-    for &(ram_gib, cap) in &budgets {
-        if !quiet {
-            eprintln!(
-                "moe-spill: kernel replay of {n} tokens at {cap} experts ({:.1} MiB of page cache) ...",
-                (cap as u64 * a.expert_bytes) as f64 / (1u64 << 20) as f64
-            );
-        }
-        let k = session.run(&plan, cap)?;
-        if !quiet && !noted && k.window_kb * 1024 >= a.expert_bytes && a.advice != Advice::Willneed
-        {
-            noted = true;
-            eprintln!(
-                "moe-spill: note: the mmap read-around window ({} KiB) is as large as an expert: readahead dominates what the kernel reads (try --read-ahead-kb 128, a common NVMe value, or a larger --expert-bytes)",
-                k.window_kb
-            );
-        }
-        if k.global_reclaim_pages > 0 && !quiet {
-            eprintln!(
-                "moe-spill: warning: {} pages were reclaimed by global memory pressure during the run; the kernel numbers may be off",
-                k.global_reclaim_pages
-            );
-        }
-        let base = |source: String| CompareRow {
-            trace: study.trace_label.clone(),
-            model: study.machine.as_ref().map(|m| m.model.name.to_string()),
-            expert_bytes: a.expert_bytes,
-            model_expert_bytes: model_eb,
-            slices: a.slices,
-            advice: a.advice.name(),
-            window_kb: k.window_kb,
-            ram_gib,
-            cache_experts: cap,
-            source,
-            tokens: n as u64,
-            accesses: (n * plan.per_token) as u64,
-            misses: 0.0,
-            misses_per_token: 0.0,
-            misses_per_token_p50: 0.0,
-            misses_per_token_p99: 0.0,
-            ssd_bytes_per_token: None,
-            rel_err: None,
-            resident_experts: 0.0,
-            resident_overlap: None,
-            read_bytes: None,
-            major_faults_per_token: None,
-            wall_ms_per_token: None,
-            wall_ms_p50: None,
-            wall_ms_p99: None,
-            limit_bytes: None,
-            overhead_bytes: None,
-            global_reclaim_pages: None,
-            seconds: None,
-        };
-        let kmiss = k.expert_misses();
-        let kper = sorted(k.misses_per_token());
-        let walls = sorted(k.wall_ns.iter().map(|&w| w as f64 / 1e6).collect());
-        let mut kr = base("kernel".into());
-        kr.misses = kmiss;
-        kr.misses_per_token = kmiss / n as f64;
-        kr.misses_per_token_p50 = pct(&kper, 50.0);
-        kr.misses_per_token_p99 = pct(&kper, 99.0);
-        kr.ssd_bytes_per_token = model_eb.map(|eb| kr.misses_per_token * eb as f64);
-        kr.resident_experts = k.resident_experts();
-        kr.read_bytes = Some(k.total_read_bytes());
-        kr.major_faults_per_token = Some(k.major_faults.iter().sum::<u64>() as f64 / n as f64);
-        kr.wall_ms_per_token = Some(walls.iter().sum::<f64>() / n as f64);
-        kr.wall_ms_p50 = Some(pct(&walls, 50.0));
-        kr.wall_ms_p99 = Some(pct(&walls, 99.0));
-        kr.limit_bytes = Some(k.limit_bytes);
-        kr.overhead_bytes = Some(k.overhead_bytes);
-        kr.global_reclaim_pages = Some(k.global_reclaim_pages);
-        kr.seconds = Some(k.seconds);
-        rows.push(kr);
-        let kres = k.resident_ids();
-        let overlap = |res: &[bool]| {
-            let held = res.iter().filter(|&&x| x).count();
-            (held > 0).then(|| {
-                res.iter().zip(&kres).filter(|(p, k)| **p && **k).count() as f64 / held as f64
-            })
-        };
-        // The page-level model with the window the kernel run had.
-        let layout = Layout {
-            n_ids: plan.n_ids,
-            n_experts: plan.n_experts,
-            expert_bytes: a.expert_bytes,
-            slices: a.slices,
-        };
-        let pcfg = PageModelConfig::for_advice(layout, a.advice, k.window_kb);
-        let pm = page_model(&plan.stream, plan.per_token, cap, &pcfg);
-        let pmiss = pm.expert_misses();
-        let pper = sorted(pm.misses_per_token());
-        let mut pr = base(PAGE_MODEL.into());
-        pr.misses = pmiss;
-        pr.misses_per_token = pmiss / n as f64;
-        pr.misses_per_token_p50 = pct(&pper, 50.0);
-        pr.misses_per_token_p99 = pct(&pper, 99.0);
-        pr.ssd_bytes_per_token = model_eb.map(|eb| pr.misses_per_token * eb as f64);
-        pr.rel_err = (kmiss > 0.0).then(|| (pmiss - kmiss) / kmiss);
-        pr.resident_experts = pm.resident_experts();
-        pr.resident_overlap = overlap(&pm.resident_ids());
-        pr.read_bytes = Some(pm.total_read_bytes());
-        rows.push(pr);
-        let mut policy_counts = Vec::new();
-        for spec in &specs {
-            let (c, res) = policy_run(&plan, spec, cap)?;
-            let m: u64 = c.misses_per_token.iter().map(|&x| x as u64).sum();
-            let per = sorted(c.misses_per_token.iter().map(|&x| x as f64).collect());
-            let mut r = base(spec.to_string());
-            r.misses = m as f64;
-            r.misses_per_token = m as f64 / n as f64;
-            r.misses_per_token_p50 = pct(&per, 50.0);
-            r.misses_per_token_p99 = pct(&per, 99.0);
-            r.ssd_bytes_per_token = model_eb.map(|eb| r.misses_per_token * eb as f64);
-            r.rel_err = (kmiss > 0.0).then(|| (m as f64 - kmiss) / kmiss);
-            r.resident_experts = res.iter().filter(|&&x| x).count() as f64;
-            r.resident_overlap = overlap(&res);
-            rows.push(r);
-            policy_counts.push(c);
-        }
-        if a.per_token.is_some() {
-            for t in 0..n {
-                let mut cells = vec![
-                    cap.to_string(),
-                    t.to_string(),
-                    k.read_bytes[t].to_string(),
-                    k.major_faults[t].to_string(),
-                    k.minor_faults[t].to_string(),
-                    (k.wall_ns[t] / 1000).to_string(),
-                    format!("{:.4}", k.read_bytes[t] as f64 / a.expert_bytes as f64),
-                    format!(
-                        "{:.4}",
-                        (pm.read_pages[t] * pagemodel::PAGE) as f64 / a.expert_bytes as f64
-                    ),
-                ];
-                cells.extend(
-                    policy_counts
-                        .iter()
-                        .map(|c| c.misses_per_token[t].to_string()),
-                );
-                per_token.push(cells);
-            }
-        }
-    }
-    let csv = rows_csv(&rows);
-    if let Some(p) = &a.output {
-        write_atomic(p, |w| w.write_all(csv.as_bytes()))?;
-    }
-    if let Some(p) = &a.per_token {
-        let text = per_token.to_csv();
-        write_atomic(p, |w| w.write_all(text.as_bytes()))?;
-    }
-    let text = match OutputFormat::resolve(a.study.out.format, false) {
-        OutputFormat::Csv => csv,
-        OutputFormat::Json => serde_json::to_string_pretty(&rows).expect("json") + "\n",
-        OutputFormat::Table => {
-            let window = rows.first().map_or(0, |r| r.window_kb);
-            format!(
-                "{}\nkernel replay: {} tokens, experts of {} B ({} slice{}), advice {}, mmap read-around window {} KiB (device read_ahead_kb {}), file {}\n\n{}",
-                crate::study::context_line(&study, econ.as_ref()),
-                n,
-                a.expert_bytes,
-                a.slices,
-                if a.slices == 1 { "" } else { "s" },
-                a.advice.name(),
-                window,
-                session.device_read_ahead_kb().map_or("?".into(), |v| v.to_string()),
-                session.file().display(),
-                rows_table(&rows)
-            )
-        }
-    };
-    emit(&text, None)
-}
-
-fn opt<T: ToString>(v: Option<T>) -> String {
-    v.map_or(String::new(), |x| x.to_string())
-}
-
-/// Every column, one row per (budget, source).
-pub fn rows_csv(rows: &[CompareRow]) -> String {
-    let mut t = Table::new(&[
-        "trace",
-        "model",
-        "expert_bytes",
-        "model_expert_bytes",
-        "slices",
-        "advice",
-        "window_kb",
-        "ram_gib",
-        "cache_experts",
-        "source",
-        "tokens",
-        "accesses",
-        "misses",
-        "misses_per_token",
-        "misses_per_token_p50",
-        "misses_per_token_p99",
-        "ssd_bytes_per_token",
-        "rel_err",
-        "resident_experts",
-        "resident_overlap",
-        "read_bytes",
-        "major_faults_per_token",
-        "wall_ms_per_token",
-        "wall_ms_p50",
-        "wall_ms_p99",
-        "limit_bytes",
-        "overhead_bytes",
-        "global_reclaim_pages",
-        "seconds",
-    ]);
-    for r in rows {
-        t.push(vec![
-            r.trace.clone(),
-            r.model.clone().unwrap_or_default(),
-            r.expert_bytes.to_string(),
-            opt(r.model_expert_bytes),
-            r.slices.to_string(),
-            r.advice.to_string(),
-            r.window_kb.to_string(),
-            opt(r.ram_gib),
-            r.cache_experts.to_string(),
-            r.source.clone(),
-            r.tokens.to_string(),
-            r.accesses.to_string(),
-            r.misses.to_string(),
-            r.misses_per_token.to_string(),
-            r.misses_per_token_p50.to_string(),
-            r.misses_per_token_p99.to_string(),
-            opt(r.ssd_bytes_per_token),
-            opt(r.rel_err),
-            r.resident_experts.to_string(),
-            opt(r.resident_overlap),
-            opt(r.read_bytes),
-            opt(r.major_faults_per_token),
-            opt(r.wall_ms_per_token),
-            opt(r.wall_ms_p50),
-            opt(r.wall_ms_p99),
-            opt(r.limit_bytes),
-            opt(r.overhead_bytes),
-            opt(r.global_reclaim_pages),
-            opt(r.seconds),
-        ]);
-    }
-    t.to_csv()
-}
-
-/// The columns that matter, for people.
-pub fn rows_table(rows: &[CompareRow]) -> String {
-    let mib = |b: Option<f64>| b.map_or("-".into(), |v| fixed(v / (1u64 << 20) as f64, 1));
-    let mut t = Table::new(&[
-        "ram_gib",
-        "cache_experts",
-        "source",
-        "misses/token",
-        "p50",
-        "p99",
-        "ssd_MiB/token",
-        "rel_err",
-        "resident",
-        "overlap",
-        "majflt/token",
-        "ms/token",
-        "limit_MiB",
-        "overhead_MiB",
-    ]);
-    for r in rows {
-        t.push(vec![
-            r.ram_gib.map_or("-".into(), |v| fixed(v, 1)),
-            r.cache_experts.to_string(),
-            r.source.clone(),
-            fixed(r.misses_per_token, 2),
-            fixed(r.misses_per_token_p50, 1),
-            fixed(r.misses_per_token_p99, 1),
-            mib(r.ssd_bytes_per_token),
-            r.rel_err
-                .map_or("-".into(), |e| format!("{:+.1}%", 100.0 * e)),
-            fixed(r.resident_experts, 1),
-            r.resident_overlap
-                .map_or("-".into(), |o| format!("{:.1}%", 100.0 * o)),
-            r.major_faults_per_token.map_or("-".into(), |v| fixed(v, 1)),
-            r.wall_ms_per_token.map_or("-".into(), |v| fixed(v, 2)),
-            mib(r.limit_bytes.map(|v| v as f64)),
-            mib(r.overhead_bytes.map(|v| v as f64)),
-        ]);
-    }
-    t.render()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn byte_sizes() {
-        assert_eq!(parse_bytes("2MiB").unwrap(), 2 << 20);
-        assert_eq!(parse_bytes("512KiB").unwrap(), 512 << 10);
-        assert_eq!(parse_bytes("4096").unwrap(), 4096);
-        assert_eq!(parse_bytes("1GiB").unwrap(), 1 << 30);
-        assert!(parse_bytes("2MB").is_err());
-    }
 
     #[test]
     fn truncation_keeps_replayed_tokens() {

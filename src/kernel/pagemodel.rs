@@ -38,7 +38,7 @@
 use moe_spill_policies::linux::kernel_inactive_ratio;
 use moe_spill_policies::SplitLru;
 
-use super::layout::Layout;
+use super::layout::ExpertFileLayout;
 use super::Advice;
 
 /// Page size of the model (and of the machines it models).
@@ -50,7 +50,7 @@ pub const RECLAIM_BATCH: usize = 32;
 /// How the model reads.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PageModelConfig {
-    pub layout: Layout,
+    pub layout: ExpertFileLayout,
     /// Read-around window in pages for a fault (0: only the faulting page).
     pub window_pages: u32,
     /// Read each routed expert's missing pages before touching it (MADV_WILLNEED).
@@ -68,7 +68,7 @@ pub struct PageModelConfig {
 impl PageModelConfig {
     /// What the kernel does with `advice` and a read-around window of `window_kb` (the
     /// one kernel-replay reports for its run: read_ahead_kb times 2, 1 or 0).
-    pub fn for_advice(layout: Layout, advice: Advice, window_kb: u64) -> PageModelConfig {
+    pub fn for_advice(layout: ExpertFileLayout, advice: Advice, window_kb: u64) -> PageModelConfig {
         let window_pages = match advice {
             Advice::Random => 0,
             _ => (window_kb * 1024 / PAGE) as u32,
@@ -129,7 +129,7 @@ impl PageModelRun {
 }
 
 /// The file's pages [first, end) of every extent of every id.
-fn page_ranges(layout: &Layout) -> Vec<[(u32, u32); 3]> {
+fn page_ranges(layout: &ExpertFileLayout) -> Vec<[(u32, u32); 3]> {
     (0..layout.n_ids)
         .map(|id| {
             let mut r = [(0, 0); 3];
@@ -316,8 +316,8 @@ mod tests {
     use super::*;
     use moe_spill_policies::registry::{BuildContext, PolicySpec};
 
-    fn layout(n_ids: usize, expert_bytes: u64, slices: u32) -> Layout {
-        Layout {
+    fn layout(n_ids: usize, expert_bytes: u64, slices: u32) -> ExpertFileLayout {
+        ExpertFileLayout {
             n_ids,
             n_experts: n_ids.min(8),
             expert_bytes,
@@ -325,7 +325,12 @@ mod tests {
         }
     }
 
-    fn cfg(layout: Layout, window_pages: u32, willneed: bool, batch: usize) -> PageModelConfig {
+    fn cfg(
+        layout: ExpertFileLayout,
+        window_pages: u32,
+        willneed: bool,
+        batch: usize,
+    ) -> PageModelConfig {
         PageModelConfig {
             layout,
             window_pages,

@@ -5,37 +5,32 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
-
-use super::{parse_bytes, Advice, KernelOptions, KernelSession};
+use super::{Advice, KernelOptions, KernelSession};
+use crate::costing::{Budget, CostInputs};
 use crate::error::{Error, Result};
-use crate::simulate::{Budget, Economics, Partition, ReplayPlan, Row};
-use crate::study::Study;
+use crate::replay::{Partition, ReplayPlan};
+use crate::report::rows::Row;
+use crate::setup::ReplaySetup;
 
 /// The `source`/`policy` label of kernel rows.
 pub const KERNEL: &str = "kernel";
 
-#[derive(Args, Debug, Clone)]
-pub struct KernelSweepArgs {
+/// `sweep --kernel`'s options.
+#[derive(Debug, Clone)]
+pub struct KernelSweepOptions {
     /// Add the real Linux page cache as a `kernel` row at every budget (kernel-replay:
     /// needs root or a delegated memory cgroup; one replay of the whole trace per
     /// budget, serially: minutes each).
-    #[arg(long)]
     pub kernel: bool,
     /// --kernel: bytes of one expert in the laid-out file (the budget is scaled with it).
-    #[arg(long, value_name = "SIZE", default_value = "2MiB", value_parser = parse_bytes, requires = "kernel")]
     pub kernel_expert_bytes: u64,
     /// --kernel: 1 = each expert contiguous, 3 = gate/up/down slices as in a GGUF.
-    #[arg(long, value_name = "1|3", default_value_t = 1, requires = "kernel")]
     pub kernel_slices: u32,
     /// --kernel: advice on the mapping (llama.cpp's by default).
-    #[arg(long, value_enum, default_value_t = Advice::Sequential, requires = "kernel")]
     pub kernel_advice: Advice,
     /// --kernel: the device's read_ahead_kb while the child opens the file.
-    #[arg(long, value_name = "KB", requires = "kernel")]
     pub kernel_read_ahead_kb: Option<u32>,
     /// --kernel: the model file to write or reuse (default: a temporary file here).
-    #[arg(long, value_name = "PATH", requires = "kernel")]
     pub kernel_file: Option<PathBuf>,
 }
 
@@ -49,8 +44,8 @@ impl KernelSweep {
     /// None without `--kernel`. Fails now (before any policy runs) if no memory cgroup
     /// can be created, the file system cannot hold the file, or the options are wrong.
     pub fn new(
-        a: &KernelSweepArgs,
-        study: &Study,
+        a: &KernelSweepOptions,
+        study: &ReplaySetup,
         plan: &ReplayPlan,
         quiet: bool,
     ) -> Result<Option<KernelSweep>> {
@@ -81,10 +76,10 @@ impl KernelSweep {
     /// every access misses there, as every policy says).
     pub fn rows(
         &mut self,
-        study: &Study,
+        study: &ReplaySetup,
         plans: &[ReplayPlan],
         budget_sets: &[Vec<Budget>],
-        econs: &[Option<Economics>],
+        econs: &[Option<CostInputs>],
         vrams: &[Option<f64>],
     ) -> Result<Vec<(usize, usize, Row)>> {
         let total: usize = budget_sets
@@ -110,7 +105,7 @@ impl KernelSweep {
                 }
                 let run = self
                     .session
-                    .run(plan, b.capacity)
+                    .measure(plan, b.capacity)
                     .map_err(|e| Error::new(format!("--kernel: {e}")))?;
                 if run.global_reclaim_pages > 0 && !self.quiet {
                     eprintln!(

@@ -1,15 +1,12 @@
 //! Fitting the generator: calibration to a target U and D, fitting a recorded trace, and
 //! the synthetic-versus-real comparison.
 
-use crate::analyze::{analyze, THRESHOLD_LABELS};
+use crate::analyze::{analyze, CHUNK_TOKENS, THRESHOLD_LABELS};
 use crate::error::{Error, Result};
-use crate::simulate::{run_policy, Partition, ReplayPlan};
+use crate::replay::{run_policy, Partition, ReplayPlan};
 use crate::trace::{Geometry, Trace};
 
 use super::gen::{generate, Params, Shape};
-
-/// Chunk of the U and D statistics (the seed's).
-pub const CHUNK: usize = 128;
 
 /// Calibration stops when the short trace is this close (relative) to the targets; the
 /// promise for a full trace is 2% (U) and 5% (D).
@@ -18,7 +15,7 @@ const TOL_D: f64 = 0.012;
 
 /// U and D of a trace (decode tokens, 128-token chunks, threshold 100%).
 pub fn u_d(trace: &Trace) -> (f64, f64) {
-    crate::analyze::u_d(trace, CHUNK, false)
+    crate::analyze::u_d(trace, CHUNK_TOKENS, false)
 }
 
 /// Range of `drift` searched by the calibration.
@@ -333,12 +330,12 @@ pub fn calibrate(
     target_d: f64,
     seed: u64,
 ) -> Result<(Params, (f64, f64))> {
-    let shape = Shape::uniform(4, 8 * CHUNK, prompt);
+    let shape = Shape::uniform(4, 8 * CHUNK_TOKENS, prompt);
     calibrate_with(
         g,
         base,
         &shape,
-        CHUNK,
+        CHUNK_TOKENS,
         target_u,
         target_d,
         DKnob::Drift,
@@ -487,7 +484,7 @@ pub fn fit(rec: &Trace, base: &Params, seed: u64) -> Result<Fitted> {
     p.opening = shared_opening(rec);
     // Chunk: 128 if some response has two chunks, else the largest power of two that
     // gives pairs in at least a few responses.
-    let mut chunk = CHUNK;
+    let mut chunk = CHUNK_TOKENS;
     while chunk > 4 {
         let a = analyze(rec, chunk, false, false);
         if a.chunk_pairs >= 8 {

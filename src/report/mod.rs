@@ -1,12 +1,23 @@
-//! Output: tables for people, CSV and JSON for programs; files written atomically.
+//! Report: what output looks like and where it goes. Tables for people, CSV and JSON for
+//! programs (`rows`: the replay rows of simulate and sweep, `kernel`: kernel-replay's
+//! comparison, `analysis`: the chunk analysis), to stdout or to files written
+//! atomically (`atomic`, which also writes traces).
 
-use std::fs;
+pub mod analysis;
+pub mod atomic;
+pub mod kernel;
+pub mod rows;
+
+pub use atomic::{write_atomic, write_dir_atomic, write_trace};
+
 use std::io::{self, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use serde::Serialize;
 
 use crate::error::{Error, Result};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputFormat {
     Table,
     Csv,
@@ -113,66 +124,55 @@ pub fn emit(text: &str, path: Option<&Path>) -> Result<()> {
     }
 }
 
-/// Write a file through a temporary name in the same directory and rename it into
-/// place, so a failed run never leaves a partial file behind.
-pub fn write_atomic(
-    path: &Path,
-    fill: impl FnOnce(&mut io::BufWriter<fs::File>) -> io::Result<()>,
-) -> Result<()> {
-    let tmp = temp_name(path);
-    let result = (|| {
-        let file = fs::File::create(&tmp)?;
-        let mut w = io::BufWriter::with_capacity(1 << 20, file);
-        fill(&mut w)?;
-        w.flush()?;
-        w.get_ref().sync_data()?;
-        drop(w);
-        fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
-}
-
-/// Create a directory of files atomically: fill a temporary sibling directory, then
-/// rename it into place. An existing non-empty directory is refused.
-pub fn write_dir_atomic(path: &Path, fill: impl FnOnce(&Path) -> io::Result<()>) -> Result<()> {
-    if let Ok(mut entries) = fs::read_dir(path) {
-        if entries.next().is_some() {
-            return Err(Error::in_file(
-                path,
-                "output directory exists and is not empty; remove it or choose another -o",
-            ));
-        }
-    } else if path.exists() {
-        return Err(Error::in_file(path, "exists and is not a directory"));
-    }
-    let tmp = temp_name(path);
-    let result = (|| {
-        let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir_all(&tmp)?;
-        fill(&tmp)?;
-        if path.exists() {
-            fs::remove_dir(path)?; // empty, checked above
-        }
-        fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = fs::remove_dir_all(&tmp);
-        Error::io(path, e)
-    })
-}
-
-fn temp_name(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
-}
-
 /// Format a float with `d` decimals.
 pub fn fixed(v: f64, d: usize) -> String {
     format!("{v:.d$}")
+}
+
+/// Records as CSV: one column per field `T` serializes (in order, a default record
+/// names them, so no rows still gives the header) except `skip`, then the `extra`
+/// columns whose cells `extra_cells` gives. Cells read as `to_string` would: numbers
+/// through Display (f64 `1`, not `1.0`), None as an empty cell.
+pub fn serde_csv<T: Serialize + Default>(
+    rows: &[T],
+    skip: &[&str],
+    extra: Vec<String>,
+    extra_cells: impl Fn(&T) -> Vec<String>,
+) -> String {
+    let fields = |r: &T| match serde_json::to_value(r).expect("a record serializes") {
+        serde_json::Value::Object(map) => {
+            map.into_iter().filter(|(k, _)| !skip.contains(&k.as_str()))
+        }
+        _ => panic!("a record serializes as a map"),
+    };
+    let mut header: Vec<String> = fields(&T::default()).map(|(k, _)| k).collect();
+    header.extend(extra);
+    let mut t = Table {
+        header,
+        rows: Vec::new(),
+    };
+    for r in rows {
+        let mut cells: Vec<String> = fields(r).map(|(_, v)| cell(&v)).collect();
+        cells.extend(extra_cells(r));
+        t.rows.push(cells);
+    }
+    t.to_csv()
+}
+
+/// A scalar as `to_string` of the field would write it. serde_json keeps an f64 as an
+/// f64 (even when whole), so Display gives the same digits; JSON has no NaN or
+/// infinity, which come out empty.
+fn cell(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => u.to_string(),
+            (_, Some(i), _) => i.to_string(),
+            (_, _, Some(f)) => f.to_string(),
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    }
 }

@@ -1,6 +1,6 @@
-//! Replay benchmarks (ignored by default; numbers, not assertions):
+//! Replay benchmarks (an example, run explicitly; numbers, not assertions):
 //!
-//!     cargo test --release --test bench_replay -- --ignored --nocapture
+//!     cargo run --release --example bench_replay
 //!
 //! On the real DeepSeek-V2-Lite recording (14.7 M accesses): each policy through
 //! `run_policy` at three capacities, and LRU at all 33 sweep capacities from one
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use moe_spill::format;
-use moe_spill::simulate::{lru_all, run_policy, Partition, ReplayPlan};
+use moe_spill::replay::{lru_all, run_policy, Partition, ReplayPlan};
 use moe_spill_policies::registry::PolicySpec;
 
 fn trace() -> moe_spill::trace::Trace {
@@ -19,9 +19,7 @@ fn trace() -> moe_spill::trace::Trace {
     format::load(&[csv], None).expect("the shared DeepSeek-V2-Lite recording")
 }
 
-#[test]
-#[ignore]
-fn bench_policies_and_one_pass_lru() {
+fn main() {
     let t = trace();
     let mut plan = ReplayPlan::new(&t, false, 0);
     // As `sweep --hw desktop-cpu` replays it: `linux` takes its ratio from the real

@@ -1,59 +1,48 @@
 //! `sweep`: every policy at every RAM budget (and optionally several VRAM sizes), in
 //! parallel on all cores, one long-form row per (VRAM, policy, budget). LRU (also behind
 //! a pinning decorator) takes one pass of stack distances for all budgets, OPT one pass
-//! of its banded stack (src/opt_bands.rs); every other policy one run per budget.
+//! of its banded stack (policies/src/curves/opt_bands.rs); every other policy one run
+//! per budget (see replay::Strategy).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use clap::Args;
 use moe_spill_policies::registry::PolicySpec;
 
+use crate::costing::{Budget, CostInputs};
 use crate::error::{Error, Result};
-use crate::hardware::parse_size_gib;
 use crate::hardware::Hardware;
-use crate::output::{emit, write_atomic, OutputFormat};
-use crate::simulate::{Budget, Economics, ReplayPlan, Row};
-use crate::study::{context_line, render_rows, Study, StudyArgs};
+use crate::kernel::sweep::{KernelSweep, KernelSweepOptions};
+use crate::replay::{ReplayPlan, Strategy};
+use crate::report::rows::{render_rows, Row};
+use crate::report::{emit, write_atomic, OutputFormat};
+use crate::setup::{context_line, ReplaySetup, SetupOptions};
 use crate::timemodel::Placement;
+use crate::units::parse_size_gib;
 
-#[derive(Args, Debug)]
-pub struct SweepArgs {
-    #[command(flatten)]
-    pub study: StudyArgs,
+#[derive(Debug)]
+pub struct SweepOptions {
+    pub study: SetupOptions,
     /// Policies, comma-separated.
-    #[arg(
-        long,
-        value_name = "SPEC,...",
-        default_value = "lru,clock,arc,linux,pinned:3,opt",
-        value_delimiter = ','
-    )]
     pub policies: Vec<String>,
     /// Installed-RAM range FROM..TO (default: 0GiB up to the RAM that holds every
     /// CPU-side expert).
-    #[arg(long, value_name = "FROM..TO", conflicts_with = "cache_experts")]
     pub ram: Option<String>,
     /// Cache-capacity range FROM..TO in experts (instead of RAM; needs no model).
-    #[arg(long, value_name = "FROM..TO")]
     pub cache_experts: Option<String>,
     /// Budgets, evenly spaced over the range, ends included.
-    #[arg(long, value_name = "N", default_value_t = 33, conflicts_with = "step")]
     pub points: usize,
-    /// Distance between budgets instead of --points (a size for --ram, experts for --cache-experts).
-    #[arg(long, value_name = "STEP")]
+    /// Distance between budgets instead of --points (a size for --ram, experts for
+    /// --cache-experts).
     pub step: Option<String>,
     /// VRAM sizes per GPU to sweep as well, GiB, comma-separated (0 = no GPU).
-    #[arg(long, value_name = "GIB,...", value_delimiter = ',')]
     pub vrams: Vec<f64>,
     /// Worker threads (default: all cores).
-    #[arg(short = 'j', long, value_name = "N")]
     pub jobs: Option<usize>,
     /// Write the results to FILE (atomically) instead of stdout.
-    #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    #[command(flatten)]
-    pub kernel: crate::kernel::sweep::KernelSweepArgs,
+    pub kernel: KernelSweepOptions,
 }
 
 /// `FROM..TO` with a parser for each end.
@@ -110,7 +99,7 @@ fn spaced(from: f64, to: f64, points: usize, step: Option<f64>) -> Result<Vec<f6
 }
 
 fn budgets(
-    a: &SweepArgs,
+    a: &SweepOptions,
     setup: Option<&(Placement, Hardware)>,
     plan: &ReplayPlan,
 ) -> Result<Vec<Budget>> {
@@ -178,7 +167,98 @@ struct Job {
     budgets: Vec<usize>,
 }
 
-pub fn sweep(a: SweepArgs) -> Result<()> {
+/// The jobs of a sweep, longest first: per VRAM size and policy, every budget that
+/// holds the policy's pinned set, in one job for a one-pass policy, else one job each.
+fn plan_jobs(
+    study: &ReplaySetup,
+    specs: &[PolicySpec],
+    plans: &[ReplayPlan],
+    budget_sets: &[Vec<Budget>],
+    quiet: bool,
+) -> Result<Vec<Job>> {
+    let mut jobs = Vec::new();
+    for v in 0..plans.len() {
+        for (p, spec) in specs.iter().enumerate() {
+            // Budgets too small for a pinned set are left out (in a single simulate they
+            // are an error).
+            let min = study.min_capacity(&plans[v], spec)?;
+            let fits: Vec<usize> = (0..budget_sets[v].len())
+                .filter(|&b| budget_sets[v][b].capacity >= min)
+                .collect();
+            if fits.len() < budget_sets[v].len() && !quiet {
+                eprintln!(
+                    "moe-spill: note: {spec} pins {min} experts; {} budget(s) below that are left out",
+                    budget_sets[v].len() - fits.len()
+                );
+            }
+            if fits.is_empty() {
+                continue;
+            }
+            if Strategy::of(spec, study.partition).one_pass() {
+                jobs.push(Job {
+                    vram: v,
+                    policy: p,
+                    budgets: fits,
+                });
+            } else {
+                jobs.extend(fits.into_iter().map(|b| Job {
+                    vram: v,
+                    policy: p,
+                    budgets: vec![b],
+                }));
+            }
+        }
+    }
+    // Long jobs first (LRU's pass covers every budget; big budgets run longer for most
+    // policies only a little), so the tail of the run stays short.
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.budgets.len()));
+    Ok(jobs)
+}
+
+/// Run the jobs on `threads` workers, each taking the next job; the rows of each job
+/// tagged (vram, policy, budget) for sorting. The first error stops the workers.
+fn run_jobs(
+    jobs: &[Job],
+    threads: usize,
+    quiet: bool,
+    run_job: impl Fn(&Job) -> Result<Vec<Row>> + Sync,
+) -> Result<Vec<(usize, usize, usize, Row)>> {
+    let bar = crate::progress::bar(jobs.len() as u64, "sweeping", quiet);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, usize, usize, Row)>> = Mutex::new(Vec::new());
+    let failure: Mutex<Option<Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(jobs.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(job) = jobs.get(i) else { break };
+                if failure.lock().unwrap().is_some() {
+                    break;
+                }
+                let run = run_job(job);
+                match run {
+                    Ok(rows) => {
+                        let mut r = results.lock().unwrap();
+                        for (&b, row) in job.budgets.iter().zip(rows) {
+                            r.push((job.vram, job.policy, b, row));
+                        }
+                    }
+                    Err(e) => {
+                        failure.lock().unwrap().get_or_insert(e);
+                    }
+                }
+                bar.inc(1);
+            });
+        }
+    });
+    bar.finish_and_clear();
+    if let Some(e) = failure.into_inner().unwrap() {
+        return Err(e);
+    }
+    Ok(results.into_inner().unwrap())
+}
+
+pub fn run(a: SweepOptions) -> Result<()> {
     let specs: Vec<PolicySpec> = a
         .policies
         .iter()
@@ -192,7 +272,7 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
             return Err(Error::in_file(o, "is a directory; -o takes a file name"));
         }
     }
-    let study = Study::new(&a.study, None, specs.iter().any(|s| s.needs_profile()))?;
+    let study = ReplaySetup::new(&a.study, None, specs.iter().any(|s| s.needs_profile()))?;
     let vrams: Vec<Option<f64>> = if a.vrams.is_empty() {
         vec![None]
     } else {
@@ -221,108 +301,42 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
         .map(|(s, p)| budgets(&a, s.as_ref(), p))
         .collect::<Result<_>>()?;
     // Checked (and the file laid out) before the policies run; the kernel runs after.
-    let mut kernel =
-        crate::kernel::sweep::KernelSweep::new(&a.kernel, &study, &plans[0], a.study.input.quiet)?;
+    let mut kernel = KernelSweep::new(&a.kernel, &study, &plans[0], a.study.input.quiet)?;
 
-    let mut jobs = Vec::new();
-    for v in 0..vrams.len() {
-        for (p, spec) in specs.iter().enumerate() {
-            // Budgets too small for a pinned set are left out (in a single simulate they
-            // are an error).
-            let min = study.min_capacity(&plans[v], spec)?;
-            let fits: Vec<usize> = (0..budget_sets[v].len())
-                .filter(|&b| budget_sets[v][b].capacity >= min)
-                .collect();
-            if fits.len() < budget_sets[v].len() && !a.study.input.quiet {
-                eprintln!(
-                    "moe-spill: note: {spec} pins {min} experts; {} budget(s) below that are left out",
-                    budget_sets[v].len() - fits.len()
-                );
-            }
-            if fits.is_empty() {
-                continue;
-            }
-            if crate::simulate::one_pass(spec, study.partition) {
-                jobs.push(Job {
-                    vram: v,
-                    policy: p,
-                    budgets: fits,
-                });
-            } else {
-                jobs.extend(fits.into_iter().map(|b| Job {
-                    vram: v,
-                    policy: p,
-                    budgets: vec![b],
-                }));
-            }
-        }
-    }
+    let jobs = plan_jobs(&study, &specs, &plans, &budget_sets, a.study.input.quiet)?;
     for (s, v) in setups.iter().zip(&vrams) {
         study.note_placement(s.as_ref().map(|s| &s.0), *v);
     }
-    // Long jobs first (LRU's pass covers every budget; big budgets run longer for most
-    // policies only a little), so the tail of the run stays short.
-    jobs.sort_by_key(|j| std::cmp::Reverse(j.budgets.len()));
     let threads = a
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let bar = crate::progress::bar(jobs.len() as u64, "sweeping", a.study.input.quiet);
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, usize, usize, Row)>> = Mutex::new(Vec::new());
-    let failure: Mutex<Option<Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..threads.min(jobs.len()) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(job) = jobs.get(i) else { break };
-                if failure.lock().unwrap().is_some() {
-                    break;
-                }
-                let set = &budget_sets[job.vram];
-                let bs: Vec<Budget> = job.budgets.iter().map(|&b| set[b]).collect();
-                let econ = setups[job.vram].as_ref().map(|s| study.economics_of(s));
-                let run = study.run(
-                    &plans[job.vram],
-                    &specs[job.policy],
-                    &bs,
-                    econ.as_ref(),
-                    vrams[job.vram],
-                );
-                match run {
-                    Ok(rows) => {
-                        let mut r = results.lock().unwrap();
-                        for (&b, row) in job.budgets.iter().zip(rows) {
-                            r.push((job.vram, job.policy, b, row));
-                        }
-                    }
-                    Err(e) => {
-                        failure.lock().unwrap().get_or_insert(e);
-                    }
-                }
-                bar.inc(1);
-            });
-        }
-    });
-    bar.finish_and_clear();
-    if let Some(e) = failure.into_inner().unwrap() {
-        return Err(e);
-    }
-    let mut results = results.into_inner().unwrap();
+    let mut results = run_jobs(&jobs, threads, a.study.input.quiet, |job| {
+        let set = &budget_sets[job.vram];
+        let bs: Vec<Budget> = job.budgets.iter().map(|&b| set[b]).collect();
+        let econ = setups[job.vram].as_ref().map(|s| study.cost_inputs_of(s));
+        study.replay_rows(
+            &plans[job.vram],
+            &specs[job.policy],
+            &bs,
+            econ.as_ref(),
+            vrams[job.vram],
+        )
+    })?;
     if let Some(k) = kernel.as_mut() {
-        let econs: Vec<Option<Economics>> = setups
+        let econs: Vec<Option<CostInputs>> = setups
             .iter()
-            .map(|s| s.as_ref().map(|s| study.economics_of(s)))
+            .map(|s| s.as_ref().map(|s| study.cost_inputs_of(s)))
             .collect();
         let rows = k.rows(&study, &plans, &budget_sets, &econs, &vrams)?;
         results.extend(rows.into_iter().map(|(v, b, row)| (v, specs.len(), b, row)));
     }
     results.sort_by_key(|r| (r.0, r.1, r.2));
     let rows: Vec<Row> = results.into_iter().map(|r| r.3).collect();
-    let format = OutputFormat::resolve(a.study.out.format, a.output.is_some());
+    let format = OutputFormat::resolve(a.study.format, a.output.is_some());
     let mut text = render_rows(&rows, format);
     if format == OutputFormat::Table {
-        let econ = setups[0].as_ref().map(|s| study.economics_of(s));
+        let econ = setups[0].as_ref().map(|s| study.cost_inputs_of(s));
         text = format!("{}\n\n{text}", context_line(&study, econ.as_ref()));
     }
     match &a.output {

@@ -1,44 +1,35 @@
 //! `estimate`: the seed's analytic model alone (its lost estimate_speed.py, reconstructed
 //! in model_facts.md section 5), from a trace's U and D or from `--u N --d N`.
 
-use clap::Args;
 use serde::Serialize;
 
 use crate::analyze::u_d;
-use crate::cli::{load, FormatArgs, PhaseArg, TraceArgs};
 use crate::error::{Error, Result};
-use crate::hardware::{parse_size_gib, HardwareArgs};
+use crate::hardware::{Hardware, HardwareOverrides};
+use crate::input::TraceSource;
 use crate::model::Model;
-use crate::output::{emit, OutputFormat, Table};
 use crate::quant::{quant_type, ExpertQuant};
+use crate::report::{emit, OutputFormat, Table};
 use crate::timemodel::{analytic_ssd_bytes_per_token, token_time, Placement, GB};
 
-#[derive(Args, Debug)]
-pub struct EstimateArgs {
-    #[command(flatten)]
-    pub input: TraceArgs,
-    /// Distinct experts per chunk (U), instead of measuring a trace (model: --model, default glm-5).
-    #[arg(long, value_name = "N", requires = "d")]
+#[derive(Debug)]
+pub struct EstimateOptions {
+    pub input: TraceSource,
+    /// Distinct experts per chunk (U), instead of measuring a trace (model: --model,
+    /// default glm-5).
     pub u: Option<f64>,
     /// New experts per chunk (D), with --u.
-    #[arg(long, value_name = "N", requires = "u")]
     pub d: Option<f64>,
     /// Tokens per chunk (the seed's 128).
-    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
     pub chunk: u32,
     /// Expert quant: TYPE, or gate=T,up=T,down=T (default: the model's usual).
-    #[arg(long, value_name = "SPEC")]
     pub quant: Option<String>,
     /// GGUF type of the non-expert weights.
-    #[arg(long, value_name = "TYPE", default_value = "q8_0")]
     pub non_expert_quant: String,
-    #[command(flatten)]
-    pub hw: HardwareArgs,
+    pub hw: HardwareOverrides,
     /// Installed RAM (default: the profile's).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size_gib)]
     pub ram: Option<f64>,
-    #[command(flatten)]
-    pub out: FormatArgs,
+    pub format: Option<OutputFormat>,
 }
 
 #[derive(Debug, Serialize)]
@@ -63,7 +54,7 @@ pub struct Estimate {
     pub analytic_tok_s: f64,
 }
 
-pub fn estimate(a: EstimateArgs) -> Result<()> {
+pub fn run(a: EstimateOptions) -> Result<()> {
     let (model, u, d) = match (a.u, a.d) {
         (Some(u), Some(d)) => {
             if !a.input.traces.is_empty() {
@@ -76,18 +67,14 @@ pub fn estimate(a: EstimateArgs) -> Result<()> {
             (model, u, d)
         }
         _ => {
-            let loaded = load(&a.input)?;
+            let loaded = a.input.load()?;
             let model = loaded.model.ok_or_else(|| {
                 Error::new(format!(
                     "no model preset matches the trace ({}): pass --model",
                     loaded.trace.geometry.describe()
                 ))
             })?;
-            let (u, d) = u_d(
-                &loaded.trace,
-                a.chunk as usize,
-                a.input.phase == PhaseArg::All,
-            );
+            let (u, d) = u_d(&loaded.trace, a.chunk as usize, a.input.include_prompt);
             (model, u, d)
         }
     };
@@ -130,7 +117,7 @@ pub fn estimate(a: EstimateArgs) -> Result<()> {
         analytic_ssd_bytes_per_token: ssd,
         analytic_tok_s: t.tok_s(),
     };
-    let text = match OutputFormat::resolve(a.out.format, false) {
+    let text = match OutputFormat::resolve(a.format, false) {
         OutputFormat::Json => serde_json::to_string_pretty(&e).expect("json") + "\n",
         OutputFormat::Csv => {
             let v = serde_json::to_value(&e).expect("json");
@@ -148,7 +135,7 @@ pub fn estimate(a: EstimateArgs) -> Result<()> {
     emit(&text, None)
 }
 
-fn explain(e: &Estimate, p: &Placement, hw: &crate::hardware::Hardware) -> String {
+fn explain(e: &Estimate, p: &Placement, hw: &Hardware) -> String {
     let mib = p.expert_bytes as f64 / (1u64 << 20) as f64;
     let s0_ms =
         e.d_cpu * p.expert_bytes as f64 / (e.chunk as f64 * hw.ssd_bandwidth_gbs() * GB) * 1e3;

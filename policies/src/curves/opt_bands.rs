@@ -24,7 +24,7 @@
 //! there is none (never used again: evicted first, the larger id first), as the
 //! per-capacity `opt` policy (and libCacheSim's Belady) use, so the counts agree exactly.
 
-use moe_spill_policies::OptFuture;
+use crate::OptFuture;
 
 /// `band_of` an object that is in no band (never seen, or below the last band).
 const NOWHERE: u8 = u8::MAX;
@@ -59,7 +59,7 @@ pub struct OptBands<'f> {
     slot_of: Vec<u32>,
 }
 
-impl crate::mattson::Buckets for OptBands<'_> {
+impl super::mattson::Buckets for OptBands<'_> {
     #[inline(always)]
     fn bucket(&mut self, id: u16) -> usize {
         self.access(id)
@@ -75,9 +75,9 @@ impl<'f> OptBands<'f> {
             "capacities ascending"
         );
         assert!(
-            capacities.len() <= crate::mattson::MAX_CAPACITIES,
+            capacities.len() <= super::mattson::MAX_CAPACITIES,
             "at most {} capacities",
-            crate::mattson::MAX_CAPACITIES
+            super::mattson::MAX_CAPACITIES
         );
         let n_ids = future.n_ids();
         // Band k spans depths c_{k-1} + 1 ..= c_k; no deeper than the ids that fill it.
@@ -261,7 +261,7 @@ unsafe fn put(h: &mut [Entry], slot_of: &mut [u32], s: usize, e: Entry) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use moe_spill_policies::{Opt, Policy};
+    use crate::{Opt, Policy};
 
     fn xorshift(x: &mut u64) -> u64 {
         *x ^= *x << 13;

@@ -1,6 +1,6 @@
-//! Generation-speed benchmark of `synth` (ignored by default; numbers, not assertions):
+//! Generation-speed benchmark of `synth` (an example, run explicitly; numbers, not assertions):
 //!
-//!     cargo test --release --test bench_synth -- --ignored --nocapture
+//!     cargo run --release --example bench_synth
 //!
 //! Times `synth::generate` in-process (no analysis, no file) for the GLM-5 run of the
 //! README (100 responses x 1,000 tokens, seed 1: 60 M accesses) and for the embedded
@@ -66,9 +66,7 @@ fn time_runs(name: &str, runs: usize, make: impl Fn() -> Trace) {
     }
 }
 
-#[test]
-#[ignore]
-fn bench_generate() {
+fn main() {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("{threads} hardware threads");
     let m = Model::by_name("glm-5").unwrap();

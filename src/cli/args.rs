@@ -1,0 +1,628 @@
+//! Every clap type of the command line, raw as clap parses them, and the one step that
+//! turns them into the settings the commands take (`into_*`/`From`): clap-free types
+//! owned by the modules that use them. Help text comes from the doc comments here.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use crate::commands::{
+    analyze::AnalyzeOptions, convert::ConvertOptions, estimate::EstimateOptions, info::InfoOptions,
+    kernel_replay::KernelReplayOptions, models::ModelsOptions, simulate::SimulateOptions,
+    sweep::SweepOptions, synth::SynthOptions,
+};
+use crate::hardware::HardwareOverrides;
+use crate::input::TraceSource;
+use crate::kernel::sweep::KernelSweepOptions;
+use crate::kernel::Advice;
+use crate::replay::Partition;
+use crate::report::OutputFormat;
+use crate::setup::SetupOptions;
+use crate::units::{parse_bytes, parse_size_gib};
+
+/// Where traces come from and how they are read.
+#[derive(Args, Debug, Clone)]
+pub struct TraceArgs {
+    /// Trace files or directories (forum text, MoE-Beyond CSV or .mst; detected from content).
+    #[arg(value_name = "TRACE")]
+    pub traces: Vec<PathBuf>,
+    /// Model preset (inferred from the trace geometry when exactly one preset matches).
+    #[arg(long, value_name = "NAME")]
+    pub model: Option<String>,
+    /// Replay generated tokens only (decode), or prompt-processing tokens too (all).
+    #[arg(long, value_enum, default_value_t = PhaseArg::Decode)]
+    pub phase: PhaseArg,
+    /// No progress output on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PhaseArg {
+    Decode,
+    All,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FormatArgs {
+    /// Output format (default: table on a terminal, CSV otherwise).
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+}
+
+/// `models`.
+#[derive(Args, Debug)]
+pub struct ModelsArgs {
+    /// Expert quant: TYPE, or gate=T,up=T,down=T (default: each model's usual, iq4_xs for most).
+    #[arg(long, value_name = "SPEC")]
+    pub quant: Option<String>,
+    #[command(flatten)]
+    pub out: FormatArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct AnalyzeArgs {
+    #[command(flatten)]
+    pub input: TraceArgs,
+    /// Tokens per chunk.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    pub chunk: u32,
+    /// Add per-layer routing uniformity (entropy, top-10% share, distinct experts per chunk).
+    #[arg(long)]
+    pub per_layer: bool,
+    #[command(flatten)]
+    pub out: FormatArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    #[command(flatten)]
+    pub input: TraceArgs,
+    /// Output: FILE.mst for the binary format, any other name for a directory of
+    /// forum-format files single_response_NNN.txt.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct HardwareListArgs {
+    #[command(flatten)]
+    pub out: FormatArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pub input: TraceArgs,
+    #[command(flatten)]
+    pub out: FormatArgs,
+}
+
+/// Command-line overrides of a profile's numbers.
+#[derive(Args, Debug, Clone, Default)]
+pub struct HardwareArgs {
+    /// Hardware preset or profile file (TOML or JSON; see `moe-spill hardware`).
+    #[arg(long = "hw", value_name = "NAME|FILE", default_value = "3090-ddr5")]
+    pub hw: String,
+    /// Override: number of GPUs (0 for CPU only); they share the first GPU's numbers.
+    #[arg(long, value_name = "N")]
+    pub gpus: Option<u32>,
+    /// Override: VRAM per GPU, GiB.
+    #[arg(long, value_name = "GIB")]
+    pub vram: Option<f64>,
+    /// Override: VRAM bandwidth per GPU, GB/s.
+    #[arg(long, value_name = "GB/S")]
+    pub vram_bw: Option<f64>,
+    /// Override: VRAM reserve per GPU (KV cache, buffers), GiB.
+    #[arg(long, value_name = "GIB")]
+    pub vram_reserve: Option<f64>,
+    /// Override: effective RAM bandwidth, GB/s.
+    #[arg(long, value_name = "GB/S")]
+    pub ram_bw: Option<f64>,
+    /// Override: RAM the page cache cannot use (OS, buffers), GiB.
+    #[arg(long, value_name = "GIB")]
+    pub ram_reserve: Option<f64>,
+    /// Override: SSD read bandwidth per drive, GB/s.
+    #[arg(long, value_name = "GB/S")]
+    pub ssd_bw: Option<f64>,
+    /// Override: SSD drives in RAID0.
+    #[arg(long, value_name = "N")]
+    pub ssd_drives: Option<u32>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SetupArgs {
+    #[command(flatten)]
+    pub input: TraceArgs,
+    /// Expert quant: TYPE, or gate=T,up=T,down=T (default: the model's usual, iq4_xs for most).
+    #[arg(long, value_name = "SPEC")]
+    pub quant: Option<String>,
+    /// GGUF type of the non-expert weights (attention, shared experts, dense layers, head).
+    #[arg(long, value_name = "TYPE", default_value = "q8_0")]
+    pub non_expert_quant: String,
+    #[command(flatten)]
+    pub hw: HardwareArgs,
+    /// One global cache (the page cache) or one cache per MoE layer.
+    #[arg(long, value_enum, default_value_t = PartitionArg::Global)]
+    pub partition: PartitionArg,
+    /// Leave the first N replayed tokens out of the statistics (the cache still sees them).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub warmup_tokens: usize,
+    /// Profile trace for pin-hot (without it the replayed trace itself is used: an oracle).
+    #[arg(long, value_name = "TRACE")]
+    pub pin_profile: Option<PathBuf>,
+    /// Add per-layer miss counts.
+    #[arg(long)]
+    pub per_layer: bool,
+    #[command(flatten)]
+    pub out: FormatArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    pub study: SetupArgs,
+    /// Eviction policy: lru, fifo, clock, arc, opt, lfu, sieve, s3fifo, linux[:ratio=R],
+    /// linux-eager[:F], pinned:N[:POLICY], pin-hot:K[:POLICY].
+    #[arg(long, value_name = "SPEC", default_value = "lru")]
+    pub policy: String,
+    /// Installed RAM (e.g. 128GiB); the page cache gets what the reserve and non-expert
+    /// weights leave.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_gib, required_unless_present = "cache_experts", conflicts_with = "cache_experts")]
+    pub ram: Option<f64>,
+    /// Cache capacity in experts, exactly.
+    #[arg(long, value_name = "N")]
+    pub cache_experts: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub study: SetupArgs,
+    /// Policies, comma-separated.
+    #[arg(
+        long,
+        value_name = "SPEC,...",
+        default_value = "lru,clock,arc,linux,pinned:3,opt",
+        value_delimiter = ','
+    )]
+    pub policies: Vec<String>,
+    /// Installed-RAM range FROM..TO (default: 0GiB up to the RAM that holds every
+    /// CPU-side expert).
+    #[arg(long, value_name = "FROM..TO", conflicts_with = "cache_experts")]
+    pub ram: Option<String>,
+    /// Cache-capacity range FROM..TO in experts (instead of RAM; needs no model).
+    #[arg(long, value_name = "FROM..TO")]
+    pub cache_experts: Option<String>,
+    /// Budgets, evenly spaced over the range, ends included.
+    #[arg(long, value_name = "N", default_value_t = 33, conflicts_with = "step")]
+    pub points: usize,
+    /// Distance between budgets instead of --points (a size for --ram, experts for --cache-experts).
+    #[arg(long, value_name = "STEP")]
+    pub step: Option<String>,
+    /// VRAM sizes per GPU to sweep as well, GiB, comma-separated (0 = no GPU).
+    #[arg(long, value_name = "GIB,...", value_delimiter = ',')]
+    pub vrams: Vec<f64>,
+    /// Worker threads (default: all cores).
+    #[arg(short = 'j', long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Write the results to FILE (atomically) instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub kernel: KernelSweepArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct EstimateArgs {
+    #[command(flatten)]
+    pub input: TraceArgs,
+    /// Distinct experts per chunk (U), instead of measuring a trace (model: --model, default glm-5).
+    #[arg(long, value_name = "N", requires = "d")]
+    pub u: Option<f64>,
+    /// New experts per chunk (D), with --u.
+    #[arg(long, value_name = "N", requires = "u")]
+    pub d: Option<f64>,
+    /// Tokens per chunk (the seed's 128).
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    pub chunk: u32,
+    /// Expert quant: TYPE, or gate=T,up=T,down=T (default: the model's usual).
+    #[arg(long, value_name = "SPEC")]
+    pub quant: Option<String>,
+    /// GGUF type of the non-expert weights.
+    #[arg(long, value_name = "TYPE", default_value = "q8_0")]
+    pub non_expert_quant: String,
+    #[command(flatten)]
+    pub hw: HardwareArgs,
+    /// Installed RAM (default: the profile's).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_gib)]
+    pub ram: Option<f64>,
+    #[command(flatten)]
+    pub out: FormatArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SynthArgs {
+    /// Model preset whose geometry to generate (`moe-spill models`).
+    #[arg(long, value_name = "NAME")]
+    pub model: Option<String>,
+    /// Decode tokens per response [default: 1000; with --fit: the recording's].
+    #[arg(long, value_name = "N")]
+    pub tokens: Option<usize>,
+    /// Responses [default: 8; with --fit: the recording's, lengths repeated in turn].
+    #[arg(long, value_name = "N")]
+    pub responses: Option<usize>,
+    /// Prompt-processing tokens at the start of every response (tagged prompt; skipped by
+    /// analyze and replay unless --phase all).
+    #[arg(long, value_name = "N")]
+    pub prompt_tokens: Option<usize>,
+    /// Random seed: the same seed and options give the same trace.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub seed: u64,
+    /// Output: FILE.mst for the binary format, any other name for a directory of
+    /// forum-format files single_response_NNN.txt.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Calibrate to this U (distinct experts per 128-token chunk); needs --target-d.
+    #[arg(long, value_name = "U", requires = "target_d")]
+    pub target_u: Option<f64>,
+    /// Calibrate to this D (new experts per 128-token chunk); needs --target-u.
+    #[arg(long, value_name = "D", requires = "target_u")]
+    pub target_d: Option<f64>,
+    /// Fit the generator to a recorded trace: its geometry, response lengths, shared
+    /// opening tokens, per-layer skew (entropy), U and D.
+    #[arg(long, value_name = "TRACE", conflicts_with_all = ["target_u", "target_d"])]
+    pub fit: Option<PathBuf>,
+    /// With --fit: print synthetic versus real (U/D table, per-layer entropy, LRU hit
+    /// rates) as Markdown on stdout.
+    #[arg(long, requires = "fit")]
+    pub compare: bool,
+    /// Override the popularity skew: A (every layer) or A:B (first:last MoE layer).
+    #[arg(long, value_name = "A[:B]")]
+    pub skew: Option<String>,
+    /// Override the log-normal sigma of the topic affinity.
+    #[arg(long, value_name = "X")]
+    pub affinity: Option<f64>,
+    /// Override the share of each layer's experts outside a response's topic (sets U).
+    #[arg(long, value_name = "X")]
+    pub dead: Option<f64>,
+    /// Override the share of affinities redrawn per token (sets D).
+    #[arg(long, value_name = "X")]
+    pub drift: Option<f64>,
+    /// Override the probability that a pick re-uses an expert of a recent token.
+    #[arg(long, value_name = "X")]
+    pub recall: Option<f64>,
+    /// Override the exponent of the recall lag distribution (P(d) ~ d^-X).
+    #[arg(long, value_name = "X")]
+    pub recall_decay: Option<f64>,
+    /// Override the number of leading tokens every response shares.
+    #[arg(long, value_name = "N")]
+    pub opening: Option<usize>,
+    /// No report on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct KernelReplayArgs {
+    #[command(flatten)]
+    pub study: SetupArgs,
+    /// Installed RAM of the real machine, one or more (comma-separated): the page cache
+    /// holds the experts `simulate --ram` gives it, at the scaled size.
+    #[arg(long, value_name = "SIZE,...", value_parser = parse_size_gib, value_delimiter = ',', required_unless_present = "cache_experts", conflicts_with = "cache_experts")]
+    pub ram: Vec<f64>,
+    /// Cache capacities in experts, exactly (comma-separated).
+    #[arg(long, value_name = "N,...", value_delimiter = ',')]
+    pub cache_experts: Vec<usize>,
+    /// Bytes of one expert in the laid-out file; the budget is scaled the same way, so
+    /// the cache holds the same number of experts.
+    #[arg(long, value_name = "SIZE", default_value = "2MiB", value_parser = parse_bytes)]
+    pub expert_bytes: u64,
+    /// 1: each expert's bytes contiguous; 3: gate/up/down slices in three tensors per
+    /// layer, as in a GGUF.
+    #[arg(long, value_name = "1|3", default_value_t = 1)]
+    pub slices: u32,
+    /// The model file to write, or reuse when it has this layout (default: a temporary
+    /// file in the current directory, removed at the end).
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Replay only the first N tokens.
+    #[arg(long, value_name = "N")]
+    pub tokens: Option<usize>,
+    /// Advice on the mapping: llama.cpp's posix_fadvise(SEQUENTIAL) by default.
+    #[arg(long, value_enum, default_value_t = AdviceArg::Sequential)]
+    pub advice: AdviceArg,
+    /// Set the device's read_ahead_kb to KB while the child opens the file (the open
+    /// file keeps it), restoring it right after; default: leave the device alone.
+    #[arg(long, value_name = "KB")]
+    pub read_ahead_kb: Option<u32>,
+    /// Policies to compare, comma-separated (the page-level model, `page-model`, is
+    /// always shown).
+    #[arg(
+        long,
+        value_name = "SPEC,...",
+        default_value = "linux,linux-eager,lru,clock,arc,fifo",
+        value_delimiter = ','
+    )]
+    pub policies: Vec<String>,
+    /// Also write the comparison as CSV to FILE (atomically).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Write per-token kernel numbers and policy misses as CSV to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub per_token: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct KernelSweepArgs {
+    /// Add the real Linux page cache as a `kernel` row at every budget (kernel-replay:
+    /// needs root or a delegated memory cgroup; one replay of the whole trace per
+    /// budget, serially: minutes each).
+    #[arg(long)]
+    pub kernel: bool,
+    /// --kernel: bytes of one expert in the laid-out file (the budget is scaled with it).
+    #[arg(long, value_name = "SIZE", default_value = "2MiB", value_parser = parse_bytes, requires = "kernel")]
+    pub kernel_expert_bytes: u64,
+    /// --kernel: 1 = each expert contiguous, 3 = gate/up/down slices as in a GGUF.
+    #[arg(long, value_name = "1|3", default_value_t = 1, requires = "kernel")]
+    pub kernel_slices: u32,
+    /// --kernel: advice on the mapping (llama.cpp's by default).
+    #[arg(long, value_enum, default_value_t = AdviceArg::Sequential, requires = "kernel")]
+    pub kernel_advice: AdviceArg,
+    /// --kernel: the device's read_ahead_kb while the child opens the file.
+    #[arg(long, value_name = "KB", requires = "kernel")]
+    pub kernel_read_ahead_kb: Option<u32>,
+    /// --kernel: the model file to write or reuse (default: a temporary file here).
+    #[arg(long, value_name = "PATH", requires = "kernel")]
+    pub kernel_file: Option<PathBuf>,
+}
+
+/// `--format` (OutputFormat, which is clap-free).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Table,
+    Csv,
+    Json,
+}
+
+/// `--partition` (Partition, which is clap-free).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PartitionArg {
+    Global,
+    PerLayer,
+}
+
+/// `--advice`, `--kernel-advice` (Advice, which is clap-free).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AdviceArg {
+    /// No advice: mmap read-around of the device's read_ahead_kb.
+    Normal,
+    /// posix_fadvise(RANDOM) and madvise(MADV_RANDOM) (llama.cpp --numa): no readahead.
+    Random,
+    /// posix_fadvise(SEQUENTIAL) on the fd, llama.cpp's default: twice the read-around.
+    Sequential,
+    /// madvise(MADV_WILLNEED) on each routed expert before touching it (a per-expert
+    /// prefetch, like ik_llama.cpp --prefetch-experts), no other advice: exactly the
+    /// missing pages of the routed experts are read, nothing around them.
+    Willneed,
+}
+
+// The raw -> validated step: each clap type into the settings of its command.
+
+impl From<FormatArg> for OutputFormat {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Table => OutputFormat::Table,
+            FormatArg::Csv => OutputFormat::Csv,
+            FormatArg::Json => OutputFormat::Json,
+        }
+    }
+}
+
+impl From<PartitionArg> for Partition {
+    fn from(p: PartitionArg) -> Self {
+        match p {
+            PartitionArg::Global => Partition::Global,
+            PartitionArg::PerLayer => Partition::PerLayer,
+        }
+    }
+}
+
+impl From<AdviceArg> for Advice {
+    fn from(a: AdviceArg) -> Self {
+        match a {
+            AdviceArg::Normal => Advice::Normal,
+            AdviceArg::Random => Advice::Random,
+            AdviceArg::Sequential => Advice::Sequential,
+            AdviceArg::Willneed => Advice::Willneed,
+        }
+    }
+}
+
+impl FormatArgs {
+    pub fn format(&self) -> Option<OutputFormat> {
+        self.format.map(Into::into)
+    }
+}
+
+impl From<TraceArgs> for TraceSource {
+    fn from(a: TraceArgs) -> Self {
+        TraceSource {
+            traces: a.traces,
+            model: a.model,
+            include_prompt: a.phase == PhaseArg::All,
+            quiet: a.quiet,
+        }
+    }
+}
+
+impl From<HardwareArgs> for HardwareOverrides {
+    fn from(a: HardwareArgs) -> Self {
+        HardwareOverrides {
+            hw: a.hw,
+            gpus: a.gpus,
+            vram: a.vram,
+            vram_bw: a.vram_bw,
+            vram_reserve: a.vram_reserve,
+            ram_bw: a.ram_bw,
+            ram_reserve: a.ram_reserve,
+            ssd_bw: a.ssd_bw,
+            ssd_drives: a.ssd_drives,
+        }
+    }
+}
+
+impl From<SetupArgs> for SetupOptions {
+    fn from(a: SetupArgs) -> Self {
+        SetupOptions {
+            input: a.input.into(),
+            quant: a.quant,
+            non_expert_quant: a.non_expert_quant,
+            hw: a.hw.into(),
+            partition: a.partition.into(),
+            warmup_tokens: a.warmup_tokens,
+            pin_profile: a.pin_profile,
+            per_layer: a.per_layer,
+            format: a.out.format(),
+        }
+    }
+}
+
+impl From<ModelsArgs> for ModelsOptions {
+    fn from(a: ModelsArgs) -> Self {
+        ModelsOptions {
+            quant: a.quant,
+            format: a.out.format(),
+        }
+    }
+}
+
+impl From<AnalyzeArgs> for AnalyzeOptions {
+    fn from(a: AnalyzeArgs) -> Self {
+        AnalyzeOptions {
+            format: a.out.format(),
+            input: a.input.into(),
+            chunk: a.chunk,
+            per_layer: a.per_layer,
+        }
+    }
+}
+
+impl From<ConvertArgs> for ConvertOptions {
+    fn from(a: ConvertArgs) -> Self {
+        ConvertOptions {
+            input: a.input.into(),
+            output: a.output,
+        }
+    }
+}
+
+impl From<InfoArgs> for InfoOptions {
+    fn from(a: InfoArgs) -> Self {
+        InfoOptions {
+            format: a.out.format(),
+            input: a.input.into(),
+        }
+    }
+}
+
+impl From<SimulateArgs> for SimulateOptions {
+    fn from(a: SimulateArgs) -> Self {
+        SimulateOptions {
+            study: a.study.into(),
+            policy: a.policy,
+            ram: a.ram,
+            cache_experts: a.cache_experts,
+        }
+    }
+}
+
+impl From<SweepArgs> for SweepOptions {
+    fn from(a: SweepArgs) -> Self {
+        SweepOptions {
+            study: a.study.into(),
+            policies: a.policies,
+            ram: a.ram,
+            cache_experts: a.cache_experts,
+            points: a.points,
+            step: a.step,
+            vrams: a.vrams,
+            jobs: a.jobs,
+            output: a.output,
+            kernel: a.kernel.into(),
+        }
+    }
+}
+
+impl From<EstimateArgs> for EstimateOptions {
+    fn from(a: EstimateArgs) -> Self {
+        EstimateOptions {
+            format: a.out.format(),
+            input: a.input.into(),
+            u: a.u,
+            d: a.d,
+            chunk: a.chunk,
+            quant: a.quant,
+            non_expert_quant: a.non_expert_quant,
+            hw: a.hw.into(),
+            ram: a.ram,
+        }
+    }
+}
+
+impl From<SynthArgs> for SynthOptions {
+    fn from(a: SynthArgs) -> Self {
+        SynthOptions {
+            model: a.model,
+            tokens: a.tokens,
+            responses: a.responses,
+            prompt_tokens: a.prompt_tokens,
+            seed: a.seed,
+            output: a.output,
+            target_u: a.target_u,
+            target_d: a.target_d,
+            fit: a.fit,
+            compare: a.compare,
+            skew: a.skew,
+            affinity: a.affinity,
+            dead: a.dead,
+            drift: a.drift,
+            recall: a.recall,
+            recall_decay: a.recall_decay,
+            opening: a.opening,
+            quiet: a.quiet,
+        }
+    }
+}
+
+impl From<KernelReplayArgs> for KernelReplayOptions {
+    fn from(a: KernelReplayArgs) -> Self {
+        KernelReplayOptions {
+            study: a.study.into(),
+            ram: a.ram,
+            cache_experts: a.cache_experts,
+            expert_bytes: a.expert_bytes,
+            slices: a.slices,
+            file: a.file,
+            tokens: a.tokens,
+            advice: a.advice.into(),
+            read_ahead_kb: a.read_ahead_kb,
+            policies: a.policies,
+            output: a.output,
+            per_token: a.per_token,
+        }
+    }
+}
+
+impl From<KernelSweepArgs> for KernelSweepOptions {
+    fn from(a: KernelSweepArgs) -> Self {
+        KernelSweepOptions {
+            kernel: a.kernel,
+            kernel_expert_bytes: a.kernel_expert_bytes,
+            kernel_slices: a.kernel_slices,
+            kernel_advice: a.kernel_advice.into(),
+            kernel_read_ahead_kb: a.kernel_read_ahead_kb,
+            kernel_file: a.kernel_file,
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! `analyze`: the seed's chunk analysis of a trace, as a table, CSV or JSON.
+
+use crate::analyze::analyze;
+use crate::error::Result;
+use crate::input::TraceSource;
+use crate::report::analysis::{analysis_csv, analysis_table};
+use crate::report::{emit, OutputFormat};
+
+pub struct AnalyzeOptions {
+    pub input: TraceSource,
+    /// Tokens per chunk (at least 1).
+    pub chunk: u32,
+    /// Add per-layer routing uniformity.
+    pub per_layer: bool,
+    pub format: Option<OutputFormat>,
+}
+
+pub fn run(a: AnalyzeOptions) -> Result<()> {
+    let loaded = a.input.load()?;
+    let tr = &loaded.trace;
+    let res = analyze(tr, a.chunk as usize, a.input.include_prompt, a.per_layer);
+    if res.chunks == 0 && !a.input.quiet {
+        eprintln!(
+            "moe-spill: note: no response has {} tokens, so there is no chunk to analyse",
+            a.chunk
+        );
+    }
+    let text = match OutputFormat::resolve(a.format, false) {
+        OutputFormat::Json => serde_json::to_string_pretty(&res).expect("json") + "\n",
+        OutputFormat::Csv => analysis_csv(&res),
+        OutputFormat::Table => analysis_table(&res, tr, loaded.model),
+    };
+    emit(&text, None)
+}

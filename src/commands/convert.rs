@@ -1,0 +1,32 @@
+//! `convert`: traces to the binary format or to forum text.
+
+use std::path::PathBuf;
+
+use crate::error::Result;
+use crate::input::TraceSource;
+use crate::report::write_trace;
+
+pub struct ConvertOptions {
+    pub input: TraceSource,
+    /// FILE.mst for the binary format, any other name for a directory of forum files.
+    pub output: PathBuf,
+}
+
+pub fn run(a: ConvertOptions) -> Result<()> {
+    let loaded = a.input.load()?;
+    let trace = &loaded.trace;
+    if !a.input.include_prompt && trace.prompt.iter().any(|&p| p) && !a.input.quiet {
+        eprintln!("moe-spill: note: convert keeps prompt tokens (--phase applies to replay, not conversion)");
+    }
+    write_trace(trace, &a.output)?;
+    if !a.input.quiet {
+        eprintln!(
+            "moe-spill: wrote {} ({} responses, {} tokens, {} accesses)",
+            a.output.display(),
+            trace.n_responses(),
+            trace.n_tokens(),
+            trace.n_accesses()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! `hardware`: the hardware presets.
+
+use crate::error::Result;
+use crate::report::{emit, OutputFormat, Table};
+
+pub fn run(format: Option<OutputFormat>) -> Result<()> {
+    let presets = crate::hardware::presets();
+    let text = match OutputFormat::resolve(format, false) {
+        OutputFormat::Json => serde_json::to_string_pretty(&presets).expect("json") + "\n",
+        f => {
+            let mut t = Table::new(&[
+                "hardware",
+                "gpus",
+                "vram_gib",
+                "vram_gbs",
+                "vram_reserve_gib",
+                "ram_gib",
+                "ram_gbs",
+                "ram_reserve_gib",
+                "ssd_gbs",
+                "ssd_drives",
+                "description",
+            ]);
+            for h in &presets {
+                let g = h.gpus.first();
+                t.push(vec![
+                    h.name.clone(),
+                    h.n_gpus().to_string(),
+                    g.map_or("0".into(), |g| g.vram_gib.to_string()),
+                    g.map_or("-".into(), |g| g.bandwidth_gbs.to_string()),
+                    g.map_or("-".into(), |g| g.reserve_gib.to_string()),
+                    h.ram.size_gib.to_string(),
+                    h.ram.bandwidth_gbs.to_string(),
+                    h.ram.reserve_gib.to_string(),
+                    h.ssd.bandwidth_gbs.to_string(),
+                    h.ssd.drives.to_string(),
+                    h.description.clone(),
+                ]);
+            }
+            let mut s = if f == OutputFormat::Csv {
+                t.to_csv()
+            } else {
+                t.render()
+            };
+            if f == OutputFormat::Table {
+                s.push_str("\nSizes in GiB, bandwidths in GB/s (10^9 B/s). Your own machine: --hw FILE.toml (or .json) with the\nfields of `moe-spill hardware --format json`; or override a preset with --vram, --vram-bw, --ram-bw, --ssd-bw, ...\n");
+            }
+            s
+        }
+    };
+    emit(&text, None)
+}

@@ -1,0 +1,84 @@
+//! `simulate`: one policy at one budget through a replay setup: SSD bytes and tokens/s.
+
+use moe_spill_policies::registry::PolicySpec;
+
+use crate::costing::Budget;
+use crate::error::{Error, Result};
+use crate::replay::run_many;
+use crate::report::rows::{render_rows, Row};
+use crate::report::{emit, OutputFormat};
+use crate::setup::{context_line, ReplaySetup, SetupOptions};
+
+#[derive(Debug)]
+pub struct SimulateOptions {
+    pub study: SetupOptions,
+    /// Eviction policy: lru, fifo, clock, arc, opt, lfu, sieve, s3fifo, linux[:ratio=R],
+    /// linux-eager[:F], pinned:N[:POLICY], pin-hot:K[:POLICY].
+    pub policy: String,
+    /// Installed RAM (e.g. 128GiB); the page cache gets what the reserve and non-expert
+    /// weights leave.
+    pub ram: Option<f64>,
+    /// Cache capacity in experts, exactly.
+    pub cache_experts: Option<usize>,
+}
+
+pub fn run(a: SimulateOptions) -> Result<()> {
+    let spec = PolicySpec::parse(&a.policy).map_err(|e| Error::new(format!("--policy: {e}")))?;
+    let study = ReplaySetup::new(&a.study, a.ram, spec.needs_profile())?;
+    let setup = study.setup(None)?;
+    let budget = match (a.ram, a.cache_experts) {
+        (_, Some(n)) => Budget {
+            ram_gib: None,
+            capacity: n,
+        },
+        (Some(ram), None) => {
+            let (placement, hw) = setup.as_ref().ok_or_else(|| {
+                Error::new("--ram needs a model preset to size experts: pass --model (or use --cache-experts N)")
+            })?;
+            let reserve = hw.ram.reserve_gib;
+            if ram < reserve {
+                return Err(Error::new(format!(
+                    "--ram {ram} GiB is below the RAM reserve of {reserve} GiB of `{}` (set --ram-reserve)",
+                    hw.name
+                )));
+            }
+            Budget {
+                ram_gib: Some(ram),
+                capacity: placement.ram_capacity(ram, reserve),
+            }
+        }
+        (None, None) => unreachable!("the command line requires one"),
+    };
+    let placement = setup.as_ref().map(|s| &s.0);
+    let plan = study.plan(placement);
+    study.min_capacity(&plan, &spec)?;
+    study.note_placement(placement, None);
+    // The trace statistics the rows need (U and D, cold misses) are independent of the
+    // replay: the second core computes them meanwhile.
+    let profile = study.profile();
+    let counts = std::thread::scope(|s| {
+        s.spawn(|| {
+            study.u_d();
+            plan.cold_misses(study.warmup);
+        });
+        run_many(
+            &plan,
+            &spec,
+            &[budget.capacity],
+            study.partition,
+            profile,
+            study.warmup,
+        )
+    })?;
+    let econ = setup.as_ref().map(|s| study.cost_inputs_of(s));
+    let rows: Vec<Row> = counts
+        .iter()
+        .map(|c| study.row(&plan, &spec, budget, c, econ.as_ref(), None))
+        .collect();
+    let format = OutputFormat::resolve(a.study.format, false);
+    let mut text = render_rows(&rows, format);
+    if format == OutputFormat::Table {
+        text = format!("{}\n\n{text}", context_line(&study, econ.as_ref()));
+    }
+    emit(&text, None)
+}

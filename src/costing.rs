@@ -1,0 +1,162 @@
+//! The time-model join: a run's counts, priced by the model's placement on the machine
+//! (bytes per expert, token time) into a report row, beside the analytic estimate from U
+//! and D.
+
+use crate::hardware::Hardware;
+use crate::replay::stats::MissHistogram;
+use crate::replay::{Misses, Partition, ReplayPlan};
+use crate::report::rows::Row;
+use crate::timemodel::{analytic_ssd_bytes_per_token, token_time, Placement, GIB};
+
+/// What prices a run: the model's placement, the machine, and U and D for the
+/// analytic estimate.
+#[derive(Clone, Debug)]
+pub struct CostInputs {
+    pub placement: Placement,
+    pub hw: Hardware,
+    /// U and D per chunk (threshold 100%) of the replayed tokens.
+    pub u: f64,
+    pub d: f64,
+    pub chunk: usize,
+}
+
+/// Budget of a row: installed RAM (GiB) when known, and the cache capacity.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    pub ram_gib: Option<f64>,
+    pub capacity: usize,
+}
+
+/// Assemble a row from the counts of a run.
+#[allow(clippy::too_many_arguments)]
+pub fn make_row(
+    policy: String,
+    partition: Partition,
+    plan: &ReplayPlan,
+    budget: Budget,
+    counts: &Misses,
+    cold: u64,
+    warmup: usize,
+    econ: Option<&CostInputs>,
+    layer_numbers: Option<&[u16]>,
+    vram_gib: Option<f64>,
+) -> Row {
+    let counted = &counts.misses_per_token[warmup.min(plan.n_tokens)..];
+    let tokens = counted.len() as u64;
+    let accesses = tokens * plan.per_token as u64;
+    let misses: u64 = counted.iter().map(|&m| m as u64).sum();
+    let hist = MissHistogram::new(counted);
+    let per = |x: u64| {
+        if tokens == 0 {
+            0.0
+        } else {
+            x as f64 / tokens as f64
+        }
+    };
+    let mut row = Row {
+        trace: String::new(),
+        model: None,
+        quant: None,
+        hw: econ.map(|e| e.hw.name.clone()),
+        policy,
+        partition: partition.name(),
+        vram_gib,
+        gpu_layers: plan.first_slot,
+        ram_gib: budget.ram_gib,
+        ram_bytes: None,
+        cache_experts: budget.capacity,
+        tokens,
+        accesses,
+        // The kernel's expert-equivalent misses (sweep --kernel) can exceed the accesses
+        // when readahead reads more than the routed experts.
+        hits: accesses.saturating_sub(misses),
+        misses,
+        cold_misses: cold,
+        hit_rate: if accesses == 0 {
+            0.0
+        } else {
+            accesses.saturating_sub(misses) as f64 / accesses as f64
+        },
+        misses_per_token: per(misses),
+        ssd_bytes: None,
+        ssd_bytes_per_token: None,
+        ssd_bytes_per_token_p50: None,
+        ssd_bytes_per_token_p99: None,
+        ssd_bytes_per_token_max: None,
+        t_vram_ms: None,
+        t_ram_ms: None,
+        t_ssd_ms: None,
+        est_tok_s: None,
+        analytic_ssd_bytes_per_token: None,
+        analytic_tok_s: None,
+        per_layer_misses: layer_numbers.map(|ls| {
+            counts
+                .misses_per_slot
+                .iter()
+                .enumerate()
+                .map(|(s, &m)| (ls[plan.first_slot + s], m))
+                .collect()
+        }),
+    };
+    if let Some(e) = econ {
+        let eb = e.placement.expert_bytes;
+        let ram_gib = budget.ram_gib.unwrap_or_else(|| {
+            e.placement
+                .ram_for_capacity(budget.capacity, e.hw.ram.reserve_gib)
+        });
+        row.ram_gib = Some(ram_gib);
+        row.ram_bytes = Some((ram_gib * GIB).round() as u64);
+        row.ssd_bytes = Some(misses * eb);
+        let mean = per(misses) * eb as f64;
+        row.ssd_bytes_per_token = Some(mean);
+        row.ssd_bytes_per_token_p50 = Some(hist.percentile(50.0) as u64 * eb);
+        row.ssd_bytes_per_token_p99 = Some(hist.percentile(99.0) as u64 * eb);
+        row.ssd_bytes_per_token_max = Some(hist.max() as u64 * eb);
+        let t = token_time(&e.placement, &e.hw, mean);
+        row.t_vram_ms = Some(t.t_vram * 1e3);
+        row.t_ram_ms = Some(t.t_ram * 1e3);
+        row.t_ssd_ms = Some(t.t_ssd * 1e3);
+        row.est_tok_s = Some(t.tok_s());
+        let a = analytic_ssd_bytes_per_token(&e.placement, e.u, e.d, budget.capacity, e.chunk);
+        row.analytic_ssd_bytes_per_token = Some(a);
+        row.analytic_tok_s = Some(token_time(&e.placement, &e.hw, a).tok_s());
+    }
+    row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replay::run_policy;
+    use crate::replay::tests::toy;
+    use moe_spill_policies::registry::PolicySpec;
+
+    #[test]
+    fn hits_plus_misses_and_cold_misses() {
+        let trace = toy(500, 3);
+        let plan = ReplayPlan::new(&trace, true, 0);
+        let spec = PolicySpec::parse("clock").unwrap();
+        let counts = run_policy(&plan, &spec, 10, Partition::Global, None, 0).unwrap();
+        let cold = plan.cold_misses(0);
+        let row = make_row(
+            "clock".into(),
+            Partition::Global,
+            &plan,
+            Budget {
+                ram_gib: None,
+                capacity: 10,
+            },
+            &counts,
+            cold,
+            0,
+            None,
+            None,
+            None,
+        );
+        assert_eq!(row.hits + row.misses, row.accesses);
+        assert_eq!(row.accesses, 500 * 6);
+        assert_eq!(cold, 48);
+        assert!(row.misses >= cold);
+        assert_eq!(counts.misses_per_slot.iter().sum::<u64>(), row.misses);
+    }
+}

@@ -1,0 +1,89 @@
+//! Files written atomically: through a temporary name in the same directory, renamed
+//! into place, so a failed run never leaves a partial file or directory behind.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::format;
+use crate::trace::Trace;
+
+/// Write a file through a temporary name in the same directory and rename it into
+/// place, so a failed run never leaves a partial file behind.
+pub fn write_atomic(
+    path: &Path,
+    fill: impl FnOnce(&mut io::BufWriter<fs::File>) -> io::Result<()>,
+) -> Result<()> {
+    let tmp = temp_name(path);
+    let result = (|| {
+        let file = fs::File::create(&tmp)?;
+        let mut w = io::BufWriter::with_capacity(1 << 20, file);
+        fill(&mut w)?;
+        w.flush()?;
+        w.get_ref().sync_data()?;
+        drop(w);
+        fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+/// Create a directory of files atomically: fill a temporary sibling directory, then
+/// rename it into place. An existing non-empty directory is refused.
+pub fn write_dir_atomic(path: &Path, fill: impl FnOnce(&Path) -> io::Result<()>) -> Result<()> {
+    if let Ok(mut entries) = fs::read_dir(path) {
+        if entries.next().is_some() {
+            return Err(Error::in_file(
+                path,
+                "output directory exists and is not empty; remove it or choose another -o",
+            ));
+        }
+    } else if path.exists() {
+        return Err(Error::in_file(path, "exists and is not a directory"));
+    }
+    let tmp = temp_name(path);
+    let result = (|| {
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp)?;
+        fill(&tmp)?;
+        if path.exists() {
+            fs::remove_dir(path)?; // empty, checked above
+        }
+        fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_dir_all(&tmp);
+        Error::io(path, e)
+    })
+}
+
+fn temp_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+/// Write a trace to `path`: `.mst` = one binary file, anything else = a directory of
+/// forum-format files.
+pub fn write_trace(trace: &Trace, path: &Path) -> Result<()> {
+    if path.extension().is_some_and(|e| e == "mst") {
+        write_atomic(path, |w| format::binary::write(trace, w))
+    } else {
+        let digits = trace.n_responses().to_string().len().max(3);
+        write_dir_atomic(path, |dir| {
+            for r in 0..trace.n_responses() {
+                let name = format!("single_response_{:0digits$}.txt", r + 1);
+                let f = std::fs::File::create(dir.join(name))?;
+                let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+                format::forum::write(trace, r, &mut w)?;
+                std::io::Write::flush(&mut w)?;
+            }
+            Ok(())
+        })
+    }
+}

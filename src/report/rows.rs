@@ -1,0 +1,140 @@
+//! The replay rows of `simulate` and `sweep` (one per policy and budget) and their
+//! exporters: a table for people, CSV (the columns Row serializes) and JSON.
+
+use serde::Serialize;
+
+use super::{fixed, serde_csv, OutputFormat, Table};
+
+/// One (policy, budget) result: the columns of `simulate` and `sweep`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Row {
+    /// What was replayed, on what: labels for plots and tables.
+    pub trace: String,
+    pub model: Option<String>,
+    pub quant: Option<String>,
+    pub hw: Option<String>,
+    pub policy: String,
+    pub partition: &'static str,
+    pub vram_gib: Option<f64>,
+    pub gpu_layers: usize,
+    pub ram_gib: Option<f64>,
+    pub ram_bytes: Option<u64>,
+    pub cache_experts: usize,
+    pub tokens: u64,
+    pub accesses: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub cold_misses: u64,
+    pub hit_rate: f64,
+    pub misses_per_token: f64,
+    pub ssd_bytes: Option<u64>,
+    pub ssd_bytes_per_token: Option<f64>,
+    pub ssd_bytes_per_token_p50: Option<u64>,
+    pub ssd_bytes_per_token_p99: Option<u64>,
+    pub ssd_bytes_per_token_max: Option<u64>,
+    pub t_vram_ms: Option<f64>,
+    pub t_ram_ms: Option<f64>,
+    pub t_ssd_ms: Option<f64>,
+    pub est_tok_s: Option<f64>,
+    pub analytic_ssd_bytes_per_token: Option<f64>,
+    pub analytic_tok_s: Option<f64>,
+    /// Misses per MoE layer (model layer number, misses), with --per-layer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_layer_misses: Option<Vec<(u16, u64)>>,
+}
+
+/// Rows as a people table: the columns that matter, in readable units.
+pub fn rows_table(rows: &[Row]) -> String {
+    let mib = |b: Option<f64>| b.map_or("-".into(), |v| fixed(v / (1u64 << 20) as f64, 1));
+    let mib_u = |b: Option<u64>| mib(b.map(|v| v as f64));
+    let with_vram = rows.iter().any(|r| r.vram_gib.is_some());
+    let mut head = vec![];
+    if with_vram {
+        head.push("vram_gib");
+    }
+    head.extend([
+        "policy",
+        "ram_gib",
+        "cache_experts",
+        "hit_rate",
+        "misses/token",
+        "ssd_MiB/token",
+        "p50",
+        "p99",
+        "est_tok/s",
+        "analytic_MiB/token",
+        "analytic_tok/s",
+    ]);
+    let mut t = Table::new(&head);
+    for r in rows {
+        let mut cells = vec![];
+        if with_vram {
+            cells.push(r.vram_gib.map_or("-".into(), |v| format!("{v}")));
+        }
+        cells.extend([
+            r.policy.clone(),
+            r.ram_gib.map_or("-".into(), |v| fixed(v, 1)),
+            r.cache_experts.to_string(),
+            fixed(r.hit_rate, 4),
+            fixed(r.misses_per_token, 2),
+            mib(r.ssd_bytes_per_token),
+            mib_u(r.ssd_bytes_per_token_p50),
+            mib_u(r.ssd_bytes_per_token_p99),
+            r.est_tok_s.map_or("-".into(), |v| fixed(v, 2)),
+            mib(r.analytic_ssd_bytes_per_token),
+            r.analytic_tok_s.map_or("-".into(), |v| fixed(v, 2)),
+        ]);
+        t.push(cells);
+    }
+    t.render()
+}
+
+/// Rows as CSV: every column Row serializes (its field names, in order), then
+/// per-layer misses as `misses_layer_L` columns.
+pub fn rows_csv(rows: &[Row]) -> String {
+    // Per-layer columns: every layer any row has (rows with VRAM-resident layers leave
+    // those cells empty).
+    let mut layers: Vec<u16> = Vec::new();
+    for r in rows {
+        for (l, _) in r.per_layer_misses.iter().flatten() {
+            if !layers.contains(l) {
+                layers.push(*l);
+            }
+        }
+    }
+    layers.sort_unstable();
+    let extra: Vec<String> = layers.iter().map(|l| format!("misses_layer_{l}")).collect();
+    let cells = |r: &Row| {
+        layers
+            .iter()
+            .map(|l| {
+                let m = r.per_layer_misses.iter().flatten().find(|(x, _)| x == l);
+                m.map_or(String::new(), |(_, m)| m.to_string())
+            })
+            .collect()
+    };
+    serde_csv(rows, &["per_layer_misses"], extra, cells)
+}
+
+pub fn render_rows(rows: &[Row], format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => serde_json::to_string_pretty(rows).expect("json") + "\n",
+        OutputFormat::Csv => rows_csv(rows),
+        OutputFormat::Table => {
+            let mut s = rows_table(rows);
+            if let Some(pl) = rows.first().and_then(|r| r.per_layer_misses.as_ref()) {
+                let mut t = Table::new(&["layer", "misses", "misses/token"]);
+                for (l, m) in pl {
+                    t.push(vec![
+                        l.to_string(),
+                        m.to_string(),
+                        fixed(*m as f64 / rows[0].tokens.max(1) as f64, 3),
+                    ]);
+                }
+                s.push_str("\nPer-layer misses:\n");
+                s.push_str(&t.render());
+            }
+            s
+        }
+    }
+}

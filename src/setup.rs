@@ -1,0 +1,345 @@
+//! What `simulate`, `sweep` and `kernel-replay` share: a [`ReplaySetup`], made from
+//! [`SetupOptions`] (trace, model, quant, machine, phase, partition, warmup) checked and
+//! loaded, with what every run of it needs (placement, plan, labels, rows, the context
+//! line of a table).
+
+use std::path::PathBuf;
+
+use moe_spill_policies::registry::PolicySpec;
+
+use crate::analyze::{u_d, CHUNK_TOKENS};
+use crate::costing::{make_row, Budget, CostInputs};
+use crate::error::{Error, Result};
+use crate::hardware::{Hardware, HardwareOverrides};
+use crate::input::{trace_label, Loaded, TraceSource};
+use crate::model::Model;
+use crate::quant::{quant_type, ExpertQuant, QuantType};
+use crate::replay::{run_many, Misses, Partition, ReplayPlan};
+use crate::report::rows::Row;
+use crate::report::OutputFormat;
+use crate::timemodel::Placement;
+
+/// The options of a replay setup, from the command line: what to replay, on what.
+#[derive(Clone, Debug)]
+pub struct SetupOptions {
+    pub input: TraceSource,
+    /// Expert quant: TYPE, or gate=T,up=T,down=T (None: the model's usual).
+    pub quant: Option<String>,
+    /// GGUF type of the non-expert weights.
+    pub non_expert_quant: String,
+    pub hw: HardwareOverrides,
+    pub partition: Partition,
+    /// Tokens left out of the statistics (the cache still sees them).
+    pub warmup_tokens: usize,
+    /// Profile trace for pin-hot (None: the replayed trace itself, an oracle).
+    pub pin_profile: Option<PathBuf>,
+    /// Add per-layer miss counts.
+    pub per_layer: bool,
+    /// None: a table on a terminal, CSV otherwise.
+    pub format: Option<OutputFormat>,
+}
+
+/// The trace loaded, the model deployed on the machine, and the checked options every
+/// run of a command shares.
+pub struct ReplaySetup {
+    pub loaded: Loaded,
+    pub include_prompt: bool,
+    pub partition: Partition,
+    pub warmup: usize,
+    pub per_layer: bool,
+    pub quiet: bool,
+    /// The TRACE arguments' names, for labels.
+    pub trace_label: String,
+    /// Model, quant and machine when a model is known.
+    pub deployment: Option<Deployment>,
+    /// Per-id counts for pin-hot, and whether they come from the replayed trace itself.
+    pub pin_profile: Option<(Vec<u64>, bool)>,
+    /// U and D per chunk (threshold 100%), computed on first use (see `u_d`).
+    u_d: std::sync::OnceLock<(f64, f64)>,
+}
+
+/// A model as run: its expert and non-expert quants on a machine.
+pub struct Deployment {
+    pub model: &'static Model,
+    pub quant: ExpertQuant,
+    pub non_expert_quant: QuantType,
+    pub hw: Hardware,
+}
+
+impl ReplaySetup {
+    /// `ram_gib` overrides the installed RAM of the profile (`--ram`).
+    pub fn new(a: &SetupOptions, ram_gib: Option<f64>, needs_profile: bool) -> Result<ReplaySetup> {
+        let non_expert_quant = quant_type(&a.non_expert_quant)
+            .map_err(|e| Error::new(format!("--non-expert-quant: {}", e.0)))?;
+        let hw = a.hw.resolve(ram_gib)?;
+        let loaded = a.input.load()?;
+        let include_prompt = a.input.include_prompt;
+        let deployment = match loaded.model {
+            Some(model) => {
+                let quant = match &a.quant {
+                    Some(s) => ExpertQuant::parse(s, model.default_quant())?,
+                    None => ExpertQuant::uniform(model.default_quant()),
+                };
+                model.expert_bytes(quant)?;
+                Some(Deployment {
+                    model,
+                    quant,
+                    non_expert_quant,
+                    hw,
+                })
+            }
+            None => None,
+        };
+        let pin_profile = if needs_profile {
+            Some(match &a.pin_profile {
+                Some(p) => {
+                    let prof = TraceSource {
+                        traces: vec![p.clone()],
+                        model: loaded.model.map(|m| m.name.to_string()),
+                        include_prompt,
+                        quiet: true,
+                    }
+                    .load()?;
+                    if !prof.trace.geometry.same_layout(&loaded.trace.geometry)
+                        || prof.trace.geometry.n_experts != loaded.trace.geometry.n_experts
+                    {
+                        return Err(Error::in_file(
+                            p,
+                            format!(
+                                "profile geometry {} differs from the replayed trace's {}",
+                                prof.trace.geometry.describe(),
+                                loaded.trace.geometry.describe()
+                            ),
+                        ));
+                    }
+                    (
+                        ReplayPlan::new(&prof.trace, include_prompt, 0).profile(),
+                        false,
+                    )
+                }
+                None => (
+                    ReplayPlan::new(&loaded.trace, include_prompt, 0).profile(),
+                    true,
+                ),
+            })
+        } else {
+            None
+        };
+        // Counted from the phase bits: building a plan here would copy the stream.
+        let n_replayed = loaded.trace.n_replayed(include_prompt);
+        if n_replayed == 0 {
+            return Err(Error::new(
+                "the trace has no tokens to replay (only prompt tokens? use --phase all)",
+            ));
+        }
+        if a.warmup_tokens > 0 && a.warmup_tokens >= n_replayed {
+            return Err(Error::new(format!(
+                "--warmup-tokens {} leaves no token to count (the run has {n_replayed})",
+                a.warmup_tokens
+            )));
+        }
+        Ok(ReplaySetup {
+            loaded,
+            include_prompt,
+            partition: a.partition,
+            warmup: a.warmup_tokens,
+            per_layer: a.per_layer,
+            quiet: a.input.quiet,
+            trace_label: trace_label(&a.input),
+            deployment,
+            pin_profile,
+            u_d: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Placement and economics with `vram_gib` per GPU (None: the profile's).
+    pub fn cost_inputs(&self, vram_gib: Option<f64>) -> Result<Option<CostInputs>> {
+        Ok(self
+            .setup(vram_gib)?
+            .as_ref()
+            .map(|s| self.cost_inputs_of(s)))
+    }
+
+    /// The economics of a placement already made by `setup` (adds U and D).
+    pub fn cost_inputs_of(&self, (placement, hw): &(Placement, Hardware)) -> CostInputs {
+        let (u, d) = self.u_d();
+        CostInputs {
+            placement: placement.clone(),
+            hw: hw.clone(),
+            u,
+            d,
+            chunk: CHUNK_TOKENS,
+        }
+    }
+
+    /// U and D of the replayed tokens per chunk, threshold 100% (one pass over the
+    /// trace, made once, by whichever thread asks first).
+    pub fn u_d(&self) -> (f64, f64) {
+        *self
+            .u_d
+            .get_or_init(|| u_d(&self.loaded.trace, CHUNK_TOKENS, self.include_prompt))
+    }
+
+    /// The machine and the model's placement on it (no trace statistics).
+    pub fn setup(&self, vram_gib: Option<f64>) -> Result<Option<(Placement, Hardware)>> {
+        let Some(m) = &self.deployment else {
+            return Ok(None);
+        };
+        let mut hw = m.hw.clone();
+        if let Some(v) = vram_gib {
+            if v == 0.0 {
+                hw.gpus.clear();
+            } else {
+                if hw.gpus.is_empty() {
+                    return Err(Error::new(format!(
+                        "VRAM {v} GiB given but `{}` has no GPU (add --gpus 1)",
+                        hw.name
+                    )));
+                }
+                hw.gpus.iter_mut().for_each(|g| g.vram_gib = v);
+            }
+        }
+        let placement = Placement::new(m.model, m.quant, m.non_expert_quant, &hw)?;
+        Ok(Some((placement, hw)))
+    }
+
+    /// Tell the user when the whole model fits in VRAM (nothing to cache).
+    pub fn note_placement(&self, placement: Option<&Placement>, vram_gib: Option<f64>) {
+        if let (Some(p), Some(m), false) = (placement, &self.deployment, self.quiet) {
+            if p.cpu_layers == 0 {
+                eprintln!(
+                    "moe-spill: note: every MoE layer of {} fits in VRAM on {}{}: nothing reaches the page cache (try --gpus 0 or a smaller --vram)",
+                    m.model.name,
+                    m.hw.name,
+                    vram_gib.map_or(String::new(), |v| format!(" with {v} GiB")),
+                );
+            }
+        }
+    }
+
+    pub fn plan(&self, placement: Option<&Placement>) -> ReplayPlan<'_> {
+        let gpu_layers = placement.map_or(0, |p| p.gpu_layers);
+        let mut plan = ReplayPlan::new(&self.loaded.trace, self.include_prompt, gpu_layers);
+        plan.per_slot = self.per_layer;
+        plan.expert_bytes = placement.map(|p| p.expert_bytes);
+        plan
+    }
+
+    /// Per-id use counts for pin-hot, when a policy needs them.
+    pub fn profile(&self) -> Option<&[u64]> {
+        self.pin_profile.as_ref().map(|p| &p.0[..])
+    }
+
+    /// The label of a policy in output: pin-hot from the replayed trace is an oracle.
+    pub fn label(&self, spec: &PolicySpec) -> String {
+        match (&self.pin_profile, spec.needs_profile()) {
+            (Some((_, true)), true) => format!("{spec}(oracle)"),
+            _ => spec.to_string(),
+        }
+    }
+
+    /// Run one policy at the given budgets (LRU: one pass for all of them).
+    pub fn replay_rows(
+        &self,
+        plan: &ReplayPlan,
+        spec: &PolicySpec,
+        budgets: &[Budget],
+        econ: Option<&CostInputs>,
+        vram: Option<f64>,
+    ) -> Result<Vec<Row>> {
+        let caps: Vec<usize> = budgets.iter().map(|b| b.capacity).collect();
+        let profile = self.profile();
+        let counts = run_many(plan, spec, &caps, self.partition, profile, self.warmup)?;
+        Ok(budgets
+            .iter()
+            .zip(&counts)
+            .map(|(b, c)| self.row(plan, spec, *b, c, econ, vram))
+            .collect())
+    }
+
+    /// Check a policy against this setup before running it: decorators need the global
+    /// cache, and pinned sets need room. Returns the smallest capacity it can run at.
+    pub fn min_capacity(&self, plan: &ReplayPlan, spec: &PolicySpec) -> Result<usize> {
+        if self.partition == Partition::PerLayer && !matches!(spec, PolicySpec::Base(_)) {
+            return Err(Error::new(format!(
+                "policy {spec} pins experts of a global cache; with --partition per-layer use a plain policy"
+            )));
+        }
+        plan.pinned_ids(spec, self.profile()).map(|ids| ids.len())
+    }
+
+    pub fn row(
+        &self,
+        plan: &ReplayPlan,
+        spec: &PolicySpec,
+        b: Budget,
+        c: &Misses,
+        econ: Option<&CostInputs>,
+        vram: Option<f64>,
+    ) -> Row {
+        self.labelled_row(self.label(spec), self.per_layer, plan, b, c, econ, vram)
+    }
+
+    /// A row under any label (`kernel` for `sweep --kernel`), with per-layer misses if
+    /// `per_layer` and the setup asks for them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn labelled_row(
+        &self,
+        label: String,
+        per_layer: bool,
+        plan: &ReplayPlan,
+        b: Budget,
+        c: &Misses,
+        econ: Option<&CostInputs>,
+        vram: Option<f64>,
+    ) -> Row {
+        let layers =
+            (self.per_layer && per_layer).then_some(&self.loaded.trace.geometry.layers[..]);
+        let mut row = make_row(
+            label,
+            self.partition,
+            plan,
+            b,
+            c,
+            plan.cold_misses(self.warmup),
+            self.warmup,
+            econ,
+            layers,
+            vram,
+        );
+        row.trace = self.trace_label.clone();
+        if let Some(m) = &self.deployment {
+            row.model = Some(m.model.name.to_string());
+            row.quant = Some(m.model.effective_quant(m.quant).to_string());
+        }
+        row
+    }
+}
+
+/// A note for people on what the numbers rest on.
+pub fn context_line(study: &ReplaySetup, econ: Option<&CostInputs>) -> String {
+    let tr = &study.loaded.trace;
+    let mut s = format!(
+        "trace: {} responses, {} tokens replayed ({}); ",
+        tr.n_responses(),
+        tr.n_replayed(study.include_prompt),
+        tr.geometry.describe()
+    );
+    match (&study.deployment, econ) {
+        (Some(m), Some(e)) => s.push_str(&format!(
+            "model {} at {} ({} B per expert), non-expert {}; machine {}: {}; {} of {} MoE layers in VRAM; U = {:.1}, D = {:.1} per {CHUNK_TOKENS}-token chunk",
+            m.model.name,
+            m.model.effective_quant(m.quant),
+            e.placement.expert_bytes,
+            m.non_expert_quant.name,
+            e.hw.name,
+            e.hw.describe(),
+            e.placement.gpu_layers,
+            e.placement.n_layers,
+            study.u_d().0,
+            study.u_d().1
+        )),
+        _ => s.push_str("no model preset matches the trace (pass --model for bytes and tokens/s)"),
+    }
+    s
+}

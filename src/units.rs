@@ -1,0 +1,77 @@
+//! Sizes on the command line: the one grammar of `128GiB`, `512MiB`, `1.5TiB`, `64G`
+//! (binary units), read as GiB ([`parse_size_gib`], a bare number is GiB) or as bytes
+//! ([`parse_bytes`], a bare number is bytes, and KiB is allowed).
+
+/// `128GiB`, `512MiB`, `1.5TiB`, `64G` (binary units; a bare number is GiB) -> GiB.
+pub fn parse_size_gib(s: &str) -> std::result::Result<f64, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let (num, scale) = [
+        ("tib", 1024.0),
+        ("gib", 1.0),
+        ("mib", 1.0 / 1024.0),
+        ("kib", 1.0 / 1048576.0),
+        ("t", 1024.0),
+        ("g", 1.0),
+        ("m", 1.0 / 1024.0),
+    ]
+    .iter()
+    .find_map(|(suf, sc)| lower.strip_suffix(suf).map(|n| (n.trim().to_string(), *sc)))
+    .unwrap_or((lower.clone(), 1.0));
+    if lower.ends_with("gb") || lower.ends_with("mb") || lower.ends_with("tb") {
+        return Err(format!("`{t}`: sizes are binary, write GiB/MiB/TiB"));
+    }
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("`{t}` is not a size like 128GiB or 512MiB"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("`{t}`: a size must be zero or positive"));
+    }
+    Ok(v * scale)
+}
+
+/// A byte size: `2MiB`, `512KiB`, `1GiB` or plain bytes.
+pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    if let Ok(v) = t.parse::<u64>() {
+        return Ok(v);
+    }
+    let lower = t.to_ascii_lowercase();
+    if let Some(n) = lower
+        .strip_suffix("kib")
+        .or_else(|| lower.strip_suffix('k'))
+    {
+        let v: f64 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{t}` is not a size like 2MiB"))?;
+        return Ok((v * 1024.0).round() as u64);
+    }
+    parse_size_gib(t).map(|g| (g * (1u64 << 30) as f64).round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size_gib("128GiB").unwrap(), 128.0);
+        assert_eq!(parse_size_gib("512MiB").unwrap(), 0.5);
+        assert_eq!(parse_size_gib("1TiB").unwrap(), 1024.0);
+        assert_eq!(parse_size_gib("0GiB").unwrap(), 0.0);
+        assert_eq!(parse_size_gib("64").unwrap(), 64.0);
+        assert!(parse_size_gib("128GB").is_err());
+        assert!(parse_size_gib("-1GiB").is_err());
+        assert!(parse_size_gib("lots").is_err());
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_bytes("2MiB").unwrap(), 2 << 20);
+        assert_eq!(parse_bytes("512KiB").unwrap(), 512 << 10);
+        assert_eq!(parse_bytes("4096").unwrap(), 4096);
+        assert_eq!(parse_bytes("1GiB").unwrap(), 1 << 30);
+        assert!(parse_bytes("2MB").is_err());
+    }
+}
