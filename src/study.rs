@@ -538,9 +538,8 @@ pub fn context_line(study: &Study, econ: Option<&Economics>) -> String {
 pub struct SimulateArgs {
     #[command(flatten)]
     pub study: StudyArgs,
-    /// Eviction policy: lru, fifo, clock, arc, opt, lfu, sieve, s3fifo, linux[:ratio=R],
-    /// linux-eager[:F], pinned:N[:POLICY], pin-hot:K[:POLICY].
-    #[arg(long, value_name = "SPEC", default_value = "lru")]
+    // The help lists every spec form: the policy table generates it.
+    #[arg(long, value_name = "SPEC", default_value = "lru", help = moe_spill_policies::registry::POLICY_HELP)]
     pub policy: String,
     /// Installed RAM (e.g. 128GiB); the page cache gets what the reserve and non-expert
     /// weights leave.
