@@ -10,8 +10,8 @@
 //!
 //! One file per policy and one entry per policy in the table below (`policy_table!`);
 //! [`registry`] turns spec strings (`lru`, `pinned:3:clock`, ...) into policies;
-//! [`reference`] holds naive, obviously correct implementations of every policy that the
-//! differential tests compare against access by access.
+//! [`reference`](mod@reference) holds naive, obviously correct implementations of every
+//! policy that the differential tests compare against access by access.
 
 pub mod huge;
 mod list;
