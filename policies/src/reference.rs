@@ -10,11 +10,14 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::linux_eager::active_max;
-use crate::registry::{BaseFactory, BaseSpec, BuildContext, BuildError, PinSet, PolicySpec};
+use crate::registry::{
+    make_naive, BaseArgs, BaseFactory, BaseSpec, BuildContext, BuildError, PinSet, PolicySpec,
+};
 use crate::s3fifo::s3fifo_sizes;
 use crate::{ObjId, Outcome, Policy};
 
-/// Build the naive version of `spec` (same errors as `PolicySpec::build`).
+/// Build the naive version of `spec` (same errors as `PolicySpec::build`, and an error
+/// for a policy whose table entry names no naive implementation).
 pub fn build(spec: &PolicySpec, ctx: &BuildContext) -> Result<Box<dyn Policy>, BuildError> {
     spec.build_with(ctx, &Naive)
 }
@@ -25,35 +28,16 @@ impl BaseFactory for Naive {
     fn make(
         &self,
         base: BaseSpec,
-        capacity: usize,
-        _n_ids: usize,
-        expert_bytes: Option<u64>,
-        future: Option<&[u16]>,
+        args: BaseArgs,
         pin: Option<PinSet>,
-    ) -> Box<dyn Policy> {
-        let inner: Box<dyn Policy> = match base {
-            BaseSpec::Lru => Box::new(RefLru::new(capacity)),
-            BaseSpec::Fifo => Box::new(RefFifo::new(capacity)),
-            BaseSpec::Clock => Box::new(RefClock::new(capacity)),
-            BaseSpec::Arc => Box::new(RefArc::new(capacity)),
-            BaseSpec::Opt => Box::new(RefOpt::new(capacity, future.expect("checked by build"))),
-            BaseSpec::Lfu => Box::new(RefLfu::new(capacity)),
-            BaseSpec::Sieve => Box::new(RefSieve::new(capacity)),
-            BaseSpec::S3Fifo => Box::new(RefS3Fifo::new(capacity)),
-            BaseSpec::Linux { ratio } => {
-                let ratio = ratio.unwrap_or_else(|| {
-                    RefLinux::kernel_ratio(capacity as u64 * expert_bytes.unwrap_or(0))
-                });
-                Box::new(RefLinux::new(capacity, ratio))
-            }
-            BaseSpec::LinuxEager { active_fraction } => {
-                Box::new(RefLinuxEager::new(capacity, active_fraction))
-            }
+    ) -> Result<Box<dyn Policy>, String> {
+        let Some(inner) = make_naive(base, args) else {
+            return Err(format!("{} has no reference implementation", base.name()));
         };
-        match pin {
+        Ok(match pin {
             None => inner,
             Some(p) => Box::new(RefPinned::new(p.name, inner, p.ids)),
-        }
+        })
     }
 }
 
@@ -695,6 +679,13 @@ impl RefLinux {
             evicted_at: HashMap::new(),
             clock: 0,
         }
+    }
+
+    /// With `ratio`, or the kernel's ratio for `cap` x `expert_bytes` (1 when unknown).
+    pub fn sized(cap: usize, ratio: Option<u32>, expert_bytes: Option<u64>) -> Self {
+        let ratio =
+            ratio.unwrap_or_else(|| RefLinux::kernel_ratio(cap as u64 * expert_bytes.unwrap_or(0)));
+        RefLinux::new(cap, ratio)
     }
 
     /// isqrt(10 x GiB) of the cache, 1 below 1 GiB (through floating point, unlike the

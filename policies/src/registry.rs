@@ -1,51 +1,18 @@
 //! Policy specs: parse `lru`, `linux:ratio=3`, `pinned:3:clock`, ... into a typed
 //! [`PolicySpec`] once at the edge, print them back canonically, and build them.
-//! Adding a policy is one file, one [`BaseSpec`] variant and one [`POLICIES`] line.
+//! Everything per policy is generated from the policy table in `lib.rs`
+//! (`policy_table!`): adding a policy is one file and one entry there.
 
 use std::fmt;
 
 use crate::linux_eager::DEFAULT_ACTIVE_FRACTION;
 use crate::opt::OptFuture;
-use crate::{
-    Arc, Clock, Fifo, Lfu, Linux, LinuxEager, Lru, ObjId, Opt, Pinned, Policy, S3Fifo, Sieve,
-};
+// The table's constructors and parameter types name policies from the crate root.
+use crate::*;
+use crate::{ObjId, Opt, Pinned, Policy};
 
-/// Every spec form with a one-line description, for help text.
-pub const POLICIES: &[(&str, &str)] = &[
-    ("lru", "least recently used"),
-    ("fifo", "first in, first out"),
-    (
-        "clock",
-        "CLOCK: FIFO with a one-bit second chance (libCacheSim Clock)",
-    ),
-    (
-        "arc",
-        "ARC, Megiddo & Modha FAST'03: adaptive recency/frequency split with ghosts",
-    ),
-    (
-        "opt",
-        "Belady MIN: evicts the object used farthest in the future (an oracle bound)",
-    ),
-    (
-        "lfu",
-        "least frequently used, ties broken by least recently used",
-    ),
-    (
-        "sieve",
-        "SIEVE, NSDI'24: FIFO with a visited bit and a lazy hand",
-    ),
-    (
-        "s3fifo",
-        "S3-FIFO, SOSP'23: 10% probation FIFO, 90% main CLOCK, ghost ids",
-    ),
-    (
-        "linux[:ratio=R]",
-        "Linux page cache (split LRU): sampled reference bits, refault activation, active <= R x inactive (default: the kernel's isqrt(10 x cache GiB), 1 below 1 GiB)",
-    ),
-    (
-        "linux-eager[:FRACTION]",
-        "earlier Linux model: every access seen at once, promotion on the second, active <= FRACTION of the cache (default 0.5)",
-    ),
+/// The decorators, after the base policies of the table.
+const DECORATORS: [(&str, &str); 2] = [
     (
         "pinned:N[:POLICY]",
         "pin the experts of the first N cached MoE layers; POLICY (default lru) runs the rest",
@@ -56,26 +23,295 @@ pub const POLICIES: &[(&str, &str)] = &[
     ),
 ];
 
-/// A policy that is not a decorator (what `pinned:` and `pin-hot:` can wrap).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum BaseSpec {
-    Lru,
-    Fifo,
-    Clock,
-    Arc,
-    Opt,
-    Lfu,
-    Sieve,
-    S3Fifo,
-    /// `ratio` >= 1; None: the kernel's ratio for capacity x `BuildContext::expert_bytes`.
-    Linux {
-        ratio: Option<u32>,
-    },
-    /// `active_fraction` in [0, 1).
-    LinuxEager {
-        active_fraction: f64,
-    },
+/// The parameter of a base policy: the text after `name:` in a spec.
+pub trait Param {
+    type Value: Copy + PartialEq + fmt::Debug;
+    /// The value of a spec without the parameter; the canonical spec omits it.
+    const DEFAULT: Self::Value;
+    /// Parse the text after `name:`; Err: why not (the caller names the spec).
+    fn parse(arg: &str) -> Result<Self::Value, String>;
+    /// Print a value other than the default as `parse` reads it.
+    fn fmt(value: &Self::Value, f: &mut fmt::Formatter<'_>) -> fmt::Result;
 }
+
+/// `linux:ratio=R`: the largest active:inactive ratio, a whole number >= 1; `auto` (the
+/// default, None) takes the kernel's ratio for the cache's bytes.
+pub struct LinuxRatio;
+
+impl Param for LinuxRatio {
+    type Value = Option<u32>;
+    const DEFAULT: Option<u32> = None;
+    fn parse(arg: &str) -> Result<Option<u32>, String> {
+        match arg.strip_prefix("ratio=") {
+            Some("auto") => Ok(None),
+            Some(r) => match r.parse::<u32>() {
+                Ok(r) if r >= 1 => Ok(Some(r)),
+                _ => Err(format!(
+                    "linux ratio=R needs a whole number R >= 1 (got \"{r}\")"
+                )),
+            },
+            None => Err(format!(
+                "linux takes ratio=R, the largest active:inactive ratio (got \"{arg}\"; the active-fraction model is linux-eager:FRACTION)"
+            )),
+        }
+    }
+    fn fmt(value: &Option<u32>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match value {
+            Some(r) => write!(f, "ratio={r}"),
+            None => f.write_str("ratio=auto"),
+        }
+    }
+}
+
+/// `linux-eager:FRACTION`: the largest share of the cache on the active list, in [0, 1).
+pub struct ActiveFraction;
+
+impl Param for ActiveFraction {
+    type Value = f64;
+    const DEFAULT: f64 = DEFAULT_ACTIVE_FRACTION;
+    fn parse(arg: &str) -> Result<f64, String> {
+        match arg.parse::<f64>() {
+            Ok(f) if (0.0..1.0).contains(&f) => Ok(f),
+            _ => Err(format!(
+                "linux-eager FRACTION must be a number in [0, 1) (got \"{arg}\")"
+            )),
+        }
+    }
+    fn fmt(value: &f64, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{value}")
+    }
+}
+
+/// One entry of the policy table, as data: for help text, and for the tests that must
+/// cover every policy.
+#[derive(Clone, Copy, Debug)]
+pub struct PolicyInfo {
+    pub name: &'static str,
+    /// The spec form, e.g. `linux[:ratio=R]`.
+    pub form: &'static str,
+    pub help: &'static str,
+    /// Whether the entry names a naive implementation for `reference::build` (a test
+    /// requires one of every policy).
+    pub has_reference: bool,
+    /// Specs with a parameter other than the default that the tests cover as well.
+    pub examples: &'static [&'static str],
+}
+
+impl PolicyInfo {
+    /// The bare name, then the examples.
+    pub fn specs(&self) -> impl Iterator<Item = &'static str> {
+        std::iter::once(self.name).chain(self.examples.iter().copied())
+    }
+}
+
+/// What a base policy's constructor in the table gets: the capacity left to it (net of
+/// pinned objects), the context it may size itself from, and its parsed parameter.
+#[derive(Clone, Copy, Debug)]
+pub struct BaseArgs<'a, T = ()> {
+    pub capacity: usize,
+    pub n_ids: usize,
+    pub expert_bytes: Option<u64>,
+    future: Option<&'a [u16]>,
+    /// The parameter (`()` for a policy without one).
+    pub param: T,
+}
+
+impl<'a, T> BaseArgs<'a, T> {
+    /// The id sequence to be replayed (pinned ids filtered out), for an entry marked
+    /// `needs future`: `build` checks it is there and in range.
+    pub fn future(&self) -> &'a [u16] {
+        self.future.expect("the entry says `needs future`")
+    }
+
+    fn with<U>(self, param: U) -> BaseArgs<'a, U> {
+        BaseArgs {
+            capacity: self.capacity,
+            n_ids: self.n_ids,
+            expert_bytes: self.expert_bytes,
+            future: self.future,
+            param,
+        }
+    }
+}
+
+/// Calls a constructor of the table (a closure, typed by this signature).
+#[inline(always)]
+fn construct<'a, T, P: Policy + 'static>(
+    args: BaseArgs<'a, T>,
+    f: impl FnOnce(BaseArgs<'a, T>) -> P,
+) -> P {
+    f(args)
+}
+
+fn construct_boxed<'a, T, P: Policy + 'static>(
+    args: BaseArgs<'a, T>,
+    f: impl FnOnce(BaseArgs<'a, T>) -> P,
+) -> Box<dyn Policy> {
+    Box::new(f(args))
+}
+
+/// `pick!(short, form)` is `short`, `pick!(form)` is `form`.
+macro_rules! pick {
+    ($short:literal, $form:literal) => {
+        $short
+    };
+    ($form:literal) => {
+        $form
+    };
+}
+
+/// Whether an entry says `needs future` (any other word is an error).
+macro_rules! needs_future {
+    () => {
+        false
+    };
+    (future) => {
+        true
+    };
+}
+
+/// Whether an optional part of an entry is there.
+macro_rules! present {
+    () => {
+        false
+    };
+    ($($t:tt)+) => {
+        true
+    };
+}
+
+/// `Some(e)`, or `None` without an `e`.
+macro_rules! some {
+    () => {
+        None
+    };
+    ($e:expr) => {
+        Some($e)
+    };
+}
+
+/// The parse of one entry's parameter (`arg` is what follows `name:`, if anything).
+macro_rules! parse_base {
+    ($arg:ident, $name:literal, $variant:ident) => {
+        match $arg {
+            None => Ok(BaseSpec::$variant),
+            Some(a) => Err(format!("{} takes no parameter (got \"{a}\")", $name)),
+        }
+    };
+    ($arg:ident, $name:literal, $variant:ident { $field:ident: $param:ty }) => {
+        match $arg {
+            None => Ok(BaseSpec::$variant {
+                $field: <$param as Param>::DEFAULT,
+            }),
+            Some(a) => <$param as Param>::parse(a).map(|v| BaseSpec::$variant { $field: v }),
+        }
+    };
+}
+
+/// Everything generated from the table for this module.
+macro_rules! base_specs {
+    ($(
+        $(#[$meta:meta])*
+        $variant:ident $({
+            $field:ident: $param:ty, $form:literal $(/ $short:literal)? $(, tests $($example:literal),+)?
+        })?
+            = $name:literal in $module:ident::$type:ident $(needs $needs:ident)?: $help:literal,
+            fast $fast:expr $(, naive $naive:expr)?;
+    )*) => {
+        /// A policy that is not a decorator (what `pinned:` and `pin-hot:` can wrap): one
+        /// variant per entry of the policy table.
+        #[derive(Clone, Copy, Debug, PartialEq)]
+        pub enum BaseSpec {
+            $(
+                $(#[$meta])*
+                $variant $({ $field: <$param as Param>::Value })?,
+            )*
+        }
+
+        /// Every base policy, in table order.
+        pub const BASE_POLICIES: &[PolicyInfo] = &[$(PolicyInfo {
+            name: $name,
+            form: concat!($name $(, $form)?),
+            help: $help,
+            has_reference: present!($($naive)?),
+            examples: &[$($($(concat!($name, ":", $example)),+)?)?],
+        }),*];
+
+        /// Every spec form with a one-line description, for help text.
+        pub const POLICIES: &[(&str, &str)] = &[
+            $((concat!($name $(, $form)?), $help),)*
+            DECORATORS[0],
+            DECORATORS[1],
+        ];
+
+        /// The `--policy` help of the command line: every spec form.
+        pub const POLICY_HELP: &str = concat!(
+            "Eviction policy: ",
+            $(concat!($name $(, pick!($($short,)? $form))?), ", ",)*
+            "pinned:N[:POLICY], pin-hot:K[:POLICY]"
+        );
+
+        impl BaseSpec {
+            /// The policy's name in specs.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(BaseSpec::$variant { .. } => $name,)*
+                }
+            }
+
+            pub fn needs_future(&self) -> bool {
+                match self {
+                    $(BaseSpec::$variant { .. } => needs_future!($($needs)?),)*
+                }
+            }
+
+            /// None: no policy of that name; Err: the reason its parameter is wrong.
+            fn parse_table(name: &str, arg: Option<&str>) -> Option<Result<BaseSpec, String>> {
+                Some(match name {
+                    $($name => parse_base!(arg, $name, $variant $({ $field: $param })?),)*
+                    _ => return None,
+                })
+            }
+        }
+
+        impl fmt::Display for BaseSpec {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())?;
+                match self {
+                    $(BaseSpec::$variant $({ $field })? => {
+                        $(if *$field != <$param as Param>::DEFAULT {
+                            f.write_str(":")?;
+                            <$param as Param>::fmt($field, f)?;
+                        })?
+                    })*
+                }
+                Ok(())
+            }
+        }
+
+        /// Monomorphised per (wrapper, policy): a pinned LRU is a `Pinned<Lru>`, so the
+        /// inner access is inlined rather than a virtual call.
+        fn make_fast<W: Wrap>(base: BaseSpec, args: BaseArgs, w: W) -> Box<dyn Policy> {
+            match base {
+                $(BaseSpec::$variant $({ $field })? => {
+                    w.wrap(construct(args.with(($($field)?)), $fast))
+                })*
+            }
+        }
+
+        /// The naive implementation of `base`, None if its entry has none.
+        pub(crate) fn make_naive(base: BaseSpec, args: BaseArgs) -> Option<Box<dyn Policy>> {
+            match base {
+                $(BaseSpec::$variant $({ $field })? => {
+                    let _args = args.with(($($field)?));
+                    some!($(construct_boxed(_args, $naive))?)
+                })*
+            }
+        }
+    };
+}
+
+policy_table!(base_specs);
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum PolicySpec {
@@ -158,82 +394,13 @@ impl BaseSpec {
             spec: spec.to_string(),
             reason,
         };
-        let no_arg = |b: BaseSpec| match arg {
-            None => Ok(b),
-            Some(a) => Err(err(format!("{name} takes no parameter (got \"{a}\")"))),
-        };
-        match name {
-            "lru" => no_arg(BaseSpec::Lru),
-            "fifo" => no_arg(BaseSpec::Fifo),
-            "clock" => no_arg(BaseSpec::Clock),
-            "arc" => no_arg(BaseSpec::Arc),
-            "opt" => no_arg(BaseSpec::Opt),
-            "lfu" => no_arg(BaseSpec::Lfu),
-            "sieve" => no_arg(BaseSpec::Sieve),
-            "s3fifo" => no_arg(BaseSpec::S3Fifo),
-            "linux" => {
-                let ratio = match arg.map(|a| (a, a.strip_prefix("ratio="))) {
-                    None | Some((_, Some("auto"))) => None,
-                    Some((_, Some(r))) => match r.parse::<u32>() {
-                        Ok(r) if r >= 1 => Some(r),
-                        _ => {
-                            return Err(err(format!(
-                                "linux ratio=R needs a whole number R >= 1 (got \"{r}\")"
-                            )))
-                        }
-                    },
-                    Some((a, None)) => {
-                        return Err(err(format!(
-                            "linux takes ratio=R, the largest active:inactive ratio (got \"{a}\"; the active-fraction model is linux-eager:FRACTION)"
-                        )))
-                    }
-                };
-                Ok(BaseSpec::Linux { ratio })
-            }
-            "linux-eager" => {
-                let active_fraction = match arg {
-                    None => DEFAULT_ACTIVE_FRACTION,
-                    Some(a) => match a.parse::<f64>() {
-                        Ok(f) if (0.0..1.0).contains(&f) => f,
-                        _ => {
-                            return Err(err(format!(
-                                "linux-eager FRACTION must be a number in [0, 1) (got \"{a}\")"
-                            )))
-                        }
-                    },
-                };
-                Ok(BaseSpec::LinuxEager { active_fraction })
-            }
-            "pinned" | "pin-hot" => Err(err(format!("{name} cannot wrap another decorator"))),
-            "" => Err(err("empty policy name".into())),
-            _ => Err(err(format!("unknown policy \"{name}\""))),
-        }
-    }
-
-    pub fn needs_future(&self) -> bool {
-        matches!(self, BaseSpec::Opt)
-    }
-}
-
-impl fmt::Display for BaseSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BaseSpec::Lru => f.write_str("lru"),
-            BaseSpec::Fifo => f.write_str("fifo"),
-            BaseSpec::Clock => f.write_str("clock"),
-            BaseSpec::Arc => f.write_str("arc"),
-            BaseSpec::Opt => f.write_str("opt"),
-            BaseSpec::Lfu => f.write_str("lfu"),
-            BaseSpec::Sieve => f.write_str("sieve"),
-            BaseSpec::S3Fifo => f.write_str("s3fifo"),
-            BaseSpec::Linux { ratio: None } => f.write_str("linux"),
-            BaseSpec::Linux { ratio: Some(r) } => write!(f, "linux:ratio={r}"),
-            BaseSpec::LinuxEager { active_fraction }
-                if *active_fraction == DEFAULT_ACTIVE_FRACTION =>
-            {
-                f.write_str("linux-eager")
-            }
-            BaseSpec::LinuxEager { active_fraction } => write!(f, "linux-eager:{active_fraction}"),
+        match BaseSpec::parse_table(name, arg) {
+            Some(parsed) => parsed.map_err(err),
+            None => Err(err(match name {
+                "pinned" | "pin-hot" => format!("{name} cannot wrap another decorator"),
+                "" => "empty policy name".into(),
+                _ => format!("unknown policy \"{name}\""),
+            })),
         }
     }
 }
@@ -408,7 +575,10 @@ impl PolicySpec {
         }
         let future = if self.needs_future() {
             let Some(future) = ctx.future else {
-                return Err(self.build_err("opt needs the future id sequence".into()));
+                return Err(self.build_err(format!(
+                    "{} needs the future id sequence",
+                    self.base().name()
+                )));
             };
             if let Some(&id) = future.iter().find(|&&id| id as usize >= ctx.n_ids) {
                 return Err(self.build_err(format!("future id {id} >= n_ids {}", ctx.n_ids)));
@@ -419,9 +589,17 @@ impl PolicySpec {
         };
         let pinned = self.pinned_ids(ctx)?;
         let base = self.base();
-        let eb = ctx.expert_bytes;
+        let args = |capacity, future| BaseArgs {
+            capacity,
+            n_ids: ctx.n_ids,
+            expert_bytes: ctx.expert_bytes,
+            future,
+            param: (),
+        };
         if let PolicySpec::Base(_) = self {
-            return Ok(f.make(base, ctx.capacity, ctx.n_ids, eb, future, None));
+            return f
+                .make(base, args(ctx.capacity, future), None)
+                .map_err(|e| self.build_err(e));
         }
         let mut is_pinned = vec![false; ctx.n_ids];
         for &id in &pinned {
@@ -441,14 +619,8 @@ impl PolicySpec {
         };
         // A pinned (mlock'd) page is unevictable and leaves the file LRU: the inner
         // policy's ratio comes from its own capacity.
-        Ok(f.make(
-            base,
-            inner_cap,
-            ctx.n_ids,
-            eb,
-            filtered.as_deref(),
-            Some(pin),
-        ))
+        f.make(base, args(inner_cap, filtered.as_deref()), Some(pin))
+            .map_err(|e| self.build_err(e))
     }
 }
 
@@ -461,18 +633,14 @@ pub(crate) struct PinSet {
 
 /// Makes a base policy (capacity already net of pinned slots) and wraps it in the
 /// pinning decorator if `pin` is given: the fast policies here, the naive ones in
-/// `reference`.
+/// `reference`. Err: why not (the caller names the spec).
 pub(crate) trait BaseFactory {
-    #[allow(clippy::too_many_arguments)]
     fn make(
         &self,
         base: BaseSpec,
-        capacity: usize,
-        n_ids: usize,
-        expert_bytes: Option<u64>,
-        future: Option<&[u16]>,
+        args: BaseArgs,
         pin: Option<PinSet>,
-    ) -> Box<dyn Policy>;
+    ) -> Result<Box<dyn Policy>, String>;
 }
 
 /// Turns a concrete policy into the boxed result, keeping its type for the wrapper.
@@ -500,42 +668,12 @@ impl BaseFactory for Fast {
     fn make(
         &self,
         base: BaseSpec,
-        capacity: usize,
-        n_ids: usize,
-        expert_bytes: Option<u64>,
-        future: Option<&[u16]>,
+        args: BaseArgs,
         pin: Option<PinSet>,
-    ) -> Box<dyn Policy> {
-        match pin {
-            None => make_fast(base, capacity, n_ids, expert_bytes, future, Plain),
-            Some(pin) => make_fast(base, capacity, n_ids, expert_bytes, future, pin),
-        }
-    }
-}
-
-/// Monomorphised per (wrapper, policy): a pinned LRU is a `Pinned<Lru>`, so the inner
-/// access is inlined rather than a virtual call.
-fn make_fast<W: Wrap>(
-    base: BaseSpec,
-    capacity: usize,
-    n_ids: usize,
-    expert_bytes: Option<u64>,
-    future: Option<&[u16]>,
-    w: W,
-) -> Box<dyn Policy> {
-    match base {
-        BaseSpec::Lru => w.wrap(Lru::new(capacity, n_ids)),
-        BaseSpec::Fifo => w.wrap(Fifo::new(capacity, n_ids)),
-        BaseSpec::Clock => w.wrap(Clock::new(capacity, n_ids)),
-        BaseSpec::Arc => w.wrap(Arc::new(capacity, n_ids)),
-        BaseSpec::Opt => w.wrap(Opt::new(capacity, n_ids, future.expect("checked by build"))),
-        BaseSpec::Lfu => w.wrap(Lfu::new(capacity, n_ids)),
-        BaseSpec::Sieve => w.wrap(Sieve::new(capacity, n_ids)),
-        BaseSpec::S3Fifo => w.wrap(S3Fifo::new(capacity, n_ids)),
-        BaseSpec::Linux { ratio: None } => w.wrap(Linux::new(capacity, n_ids, expert_bytes)),
-        BaseSpec::Linux { ratio: Some(r) } => w.wrap(Linux::with_ratio(capacity, n_ids, r)),
-        BaseSpec::LinuxEager { active_fraction } => {
-            w.wrap(LinuxEager::new(capacity, n_ids, active_fraction))
-        }
+    ) -> Result<Box<dyn Policy>, String> {
+        Ok(match pin {
+            None => make_fast(base, args, Plain),
+            Some(pin) => make_fast(base, args, pin),
+        })
     }
 }

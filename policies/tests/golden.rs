@@ -218,7 +218,7 @@ fn arc_p_moves_both_ways() {
 
 #[test]
 fn capacity_zero_misses_everything_and_holds_nothing() {
-    for spec in [
+    let also = [
         "lru",
         "fifo",
         "clock",
@@ -232,7 +232,8 @@ fn capacity_zero_misses_everything_and_holds_nothing() {
         "linux-eager",
         "pinned:0:arc",
         "pin-hot:0",
-    ] {
+    ];
+    for spec in &common::spec_list(common::wrapped(0, 0), &also) {
         let v = run(spec, 0, 6, &CLASSIC);
         assert!(v.split(' ').all(|s| s == "m"), "{spec}: {v}");
     }
@@ -240,7 +241,7 @@ fn capacity_zero_misses_everything_and_holds_nothing() {
 
 #[test]
 fn capacity_at_least_distinct_ids_only_cold_misses() {
-    for spec in [
+    let also = [
         "lru",
         "fifo",
         "clock",
@@ -254,7 +255,8 @@ fn capacity_at_least_distinct_ids_only_cold_misses() {
         "linux-eager",
         "pinned:1",
         "pin-hot:2:clock",
-    ] {
+    ];
+    for spec in &common::spec_list(common::wrapped(1, 2), &also) {
         // Pinned slots are reserved even for ids never used (id 0 here).
         let caps: &[usize] = if spec.starts_with("pin") {
             &[7, 9]

@@ -8,25 +8,32 @@ use moe_spill_policies::{Outcome, Policy, PolicySpec};
 use rand::rngs::StdRng;
 use rand::Rng;
 
-const ALL: &[&str] = &[
-    "lru",
-    "fifo",
-    "clock",
-    "arc",
-    "opt",
-    "lfu",
-    "sieve",
-    "s3fifo",
-    "linux",
-    "linux:ratio=3",
-    "linux-eager",
-    "linux-eager:0.2",
-    "pinned:1",
-    "pinned:2:clock",
-    "pin-hot:4",
-    "pin-hot:8:arc",
-    "pinned:1:opt",
-];
+/// Every policy of the table with its example parameters, each wrapped by `pinned:1` and
+/// `pin-hot:4`, and the specs listed here.
+fn all() -> Vec<String> {
+    common::spec_list(
+        common::wrapped(1, 4),
+        &[
+            "lru",
+            "fifo",
+            "clock",
+            "arc",
+            "opt",
+            "lfu",
+            "sieve",
+            "s3fifo",
+            "linux",
+            "linux:ratio=3",
+            "linux-eager",
+            "linux-eager:0.2",
+            "pinned:1",
+            "pinned:2:clock",
+            "pin-hot:4",
+            "pin-hot:8:arc",
+            "pinned:1:opt",
+        ],
+    )
+}
 
 fn traces() -> Vec<(String, Vec<u16>, usize, usize)> {
     let mut out = Vec::new();
@@ -56,12 +63,13 @@ fn traces() -> Vec<(String, Vec<u16>, usize, usize)> {
 
 #[test]
 fn opt_is_a_lower_bound_at_every_capacity() {
+    let all = all();
     for (what, t, n_ids, n_experts) in traces() {
         let profile = common::profile_of(&t, n_ids);
         for cap in 0..=n_ids + 1 {
             let c = ctx(cap, n_ids, n_experts, 0, &t, &profile);
             let opt = misses("opt", &c, &t);
-            for spec in ALL {
+            for spec in &all {
                 let s = PolicySpec::parse(spec).unwrap();
                 let Ok(pinned) = s.pinned_ids(&c) else {
                     continue;
@@ -174,11 +182,12 @@ fn own_replay_loops_equal_access_at_every_capacity() {
 #[test]
 fn replay_in_pieces_equals_access_by_access() {
     let mut r = rng(77);
+    let all = all();
     for (what, t, n_ids, n_experts) in traces().into_iter().take(6) {
         let profile = common::profile_of(&t, n_ids);
         // Each spec at a cache of some size and at a tiny one (0 to 3), where a policy's
         // replay may take another path than its access (or the spec cannot be built).
-        for (spec, tiny) in ALL.iter().flat_map(|s| [(s, false), (s, true)]) {
+        for (spec, tiny) in all.iter().flat_map(|s| [(s, false), (s, true)]) {
             let cap = if tiny {
                 r.gen_range(0..4)
             } else {

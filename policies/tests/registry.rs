@@ -1,7 +1,9 @@
 //! Spec parsing, canonical display, errors, and what building needs.
 
-use moe_spill_policies::registry::BaseSpec;
-use moe_spill_policies::{BuildContext, PolicySpec, POLICIES};
+mod common;
+
+use moe_spill_policies::registry::{BaseSpec, BASE_POLICIES, POLICY_HELP};
+use moe_spill_policies::{reference, BuildContext, PolicySpec, POLICIES};
 
 fn parse(s: &str) -> PolicySpec {
     PolicySpec::parse(s).unwrap_or_else(|e| panic!("{e}"))
@@ -60,6 +62,60 @@ fn every_form_parses_and_prints_back_canonically() {
         parse("linux"),
         PolicySpec::Base(BaseSpec::Linux { ratio: None })
     );
+}
+
+#[test]
+fn every_table_spec_parses_prints_back_and_wraps() {
+    for spec in common::table_specs() {
+        let s = parse(&spec);
+        assert_eq!(s.to_string(), spec, "the table lists canonical specs");
+        assert_eq!(parse(&s.to_string()), s);
+        let PolicySpec::Base(base) = s else {
+            panic!("{spec} is not a base policy");
+        };
+        assert_eq!(spec.split(':').next(), Some(base.name()));
+        for (wrapped, want) in [
+            (
+                format!("pinned:2:{spec}"),
+                PolicySpec::Pinned {
+                    layers: 2,
+                    inner: base,
+                },
+            ),
+            (
+                format!("pin-hot:5:{spec}"),
+                PolicySpec::PinHot { k: 5, inner: base },
+            ),
+        ] {
+            assert_eq!(parse(&wrapped), want);
+            let canonical = wrapped.trim_end_matches(":lru").to_string();
+            assert_eq!(want.to_string(), canonical);
+            assert_eq!(parse(&canonical), want);
+        }
+    }
+}
+
+#[test]
+fn help_lists_the_table_then_the_decorators() {
+    let n = BASE_POLICIES.len();
+    assert_eq!(POLICIES.len(), n + 2);
+    for (info, (form, help)) in BASE_POLICIES.iter().zip(POLICIES) {
+        assert_eq!((info.form, info.help), (*form, *help));
+        assert!(form.starts_with(info.name), "{form}");
+    }
+    assert_eq!(POLICIES[n].0, "pinned:N[:POLICY]");
+    assert_eq!(POLICIES[n + 1].0, "pin-hot:K[:POLICY]");
+    let list = POLICY_HELP.strip_prefix("Eviction policy: ").unwrap();
+    let forms: Vec<&str> = list.split(", ").collect();
+    assert_eq!(forms.len(), n + 2, "{POLICY_HELP}");
+    for (info, form) in BASE_POLICIES.iter().zip(&forms) {
+        assert!(
+            *form == info.name || form.starts_with(&format!("{}[:", info.name)),
+            "{form} for {}",
+            info.name
+        );
+    }
+    assert_eq!(forms[n..], ["pinned:N[:POLICY]", "pin-hot:K[:POLICY]"]);
 }
 
 #[test]
@@ -130,16 +186,14 @@ fn every_listed_policy_builds() {
         profile: Some(&profile),
         expert_bytes: Some(1 << 20),
     };
-    for (form, _) in POLICIES {
-        let spec = form
-            .replace("[:FRACTION]", "")
-            .replace("[:ratio=R]", "")
-            .replace("N[:POLICY]", "1")
-            .replace("K[:POLICY]", "2");
+    for spec in common::spec_list(common::wrapped(1, 2), &["pinned:1", "pin-hot:2"]) {
         let p = parse(&spec).build(&c).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.name(), parse(&spec).to_string());
         assert_eq!(p.capacity(), 4);
         assert!(p.is_empty());
+        let naive = reference::build(&parse(&spec), &c).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(naive.capacity(), 4);
+        assert!(naive.is_empty());
     }
 }
 

@@ -162,9 +162,8 @@ pub struct SetupArgs {
 pub struct SimulateArgs {
     #[command(flatten)]
     pub study: SetupArgs,
-    /// Eviction policy: lru, fifo, clock, arc, opt, lfu, sieve, s3fifo, linux[:ratio=R],
-    /// linux-eager[:F], pinned:N[:POLICY], pin-hot:K[:POLICY].
-    #[arg(long, value_name = "SPEC", default_value = "lru")]
+    // The help lists every spec form: the policy table generates it.
+    #[arg(long, value_name = "SPEC", default_value = "lru", help = moe_spill_policies::registry::POLICY_HELP)]
     pub policy: String,
     /// Installed RAM (e.g. 128GiB); the page cache gets what the reserve and non-expert
     /// weights leave.

@@ -12,8 +12,7 @@ use crate::setup::{context_line, ReplaySetup, SetupOptions};
 #[derive(Debug)]
 pub struct SimulateOptions {
     pub study: SetupOptions,
-    /// Eviction policy: lru, fifo, clock, arc, opt, lfu, sieve, s3fifo, linux[:ratio=R],
-    /// linux-eager[:F], pinned:N[:POLICY], pin-hot:K[:POLICY].
+    /// Eviction policy spec (the policy table's forms: `registry::POLICY_HELP`).
     pub policy: String,
     /// Installed RAM (e.g. 128GiB); the page cache gets what the reserve and non-expert
     /// weights leave.

@@ -1,6 +1,7 @@
 //! Seeded trace generators and helpers shared by the policy tests.
 #![allow(dead_code)]
 
+use moe_spill_policies::registry::BASE_POLICIES;
 use moe_spill_policies::{BuildContext, Outcome, Policy, PolicySpec};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -142,4 +143,39 @@ pub fn victims(p: &mut dyn Policy, trace: &[u16]) -> String {
         p.validate().unwrap();
     }
     out.join(" ")
+}
+
+/// Every base policy of the table with the parameter values its entry lists for tests,
+/// in table order: `lru`, ..., `linux`, `linux:ratio=2`, ...
+pub fn table_specs() -> Vec<String> {
+    BASE_POLICIES
+        .iter()
+        .flat_map(|p| p.specs())
+        .map(String::from)
+        .collect()
+}
+
+/// `pinned:N:X` and `pin-hot:K:X` for every base policy X of the table.
+pub fn wrapped(n: usize, k: usize) -> Vec<String> {
+    BASE_POLICIES
+        .iter()
+        .flat_map(|p| {
+            [
+                format!("pinned:{n}:{}", p.name),
+                format!("pin-hot:{k}:{}", p.name),
+            ]
+        })
+        .collect()
+}
+
+/// The table's specs, then `more`, then `also`, each spec once (by canonical form): a
+/// test list that grows with the table.
+pub fn spec_list(more: Vec<String>, also: &[&str]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    table_specs()
+        .into_iter()
+        .chain(more)
+        .chain(also.iter().map(|s| s.to_string()))
+        .filter(|s| seen.insert(PolicySpec::parse(s).unwrap().to_string()))
+        .collect()
 }
