@@ -27,7 +27,7 @@ impl Ids {
     /// The ids as an owned vector, copying them out of a mapping first.
     pub fn to_mut(&mut self) -> &mut Vec<u16> {
         if let Repr::Mapped(m) = &self.0 {
-            let mut v = moe_spill_policies::huge::zeroed_vec(m.ids().len());
+            let mut v = moe_spill_huge::zeroed_vec(m.ids().len());
             v.copy_from_slice(m.ids());
             self.0 = Repr::Owned(v);
         }

@@ -12,7 +12,6 @@
 //! into policies; [`reference`] holds naive, obviously correct implementations of every
 //! policy that the differential tests compare against access by access.
 
-pub mod huge;
 mod list;
 mod ring;
 

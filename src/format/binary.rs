@@ -51,7 +51,7 @@ struct Meta {
 pub fn read(path: &Path, mut r: impl Read, size: Option<u64>) -> Result<Trace> {
     let m = read_meta(path, &mut r, size)?;
     // Huge pages: in 4 KiB pages the read spends more time in page faults than copying.
-    let mut ids: Vec<u16> = moe_spill_policies::huge::zeroed_vec(m.n_ids);
+    let mut ids: Vec<u16> = moe_spill_huge::zeroed_vec(m.n_ids);
     read_exact(
         path,
         &mut r,
@@ -85,7 +85,7 @@ pub fn read_mapped(path: &Path, mapping: Mapping) -> Result<Trace> {
     let ids = match mapping.into_ids(off, m.n_ids) {
         Ok(ids) => ids,
         Err(mapping) => {
-            let mut v: Vec<u16> = moe_spill_policies::huge::zeroed_vec(m.n_ids);
+            let mut v: Vec<u16> = moe_spill_huge::zeroed_vec(m.n_ids);
             for (id, c) in v.iter_mut().zip(mapping.bytes()[off..].chunks_exact(2)) {
                 *id = u16::from_le_bytes([c[0], c[1]]);
             }

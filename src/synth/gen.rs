@@ -172,7 +172,7 @@ pub fn generate(g: &Geometry, p: &Params, shape: &Shape, seed: u64) -> Trace {
     let a = g.accesses_per_token();
     let n_tokens = shape.n_tokens();
     let mut trace = Trace::empty(g.clone(), true);
-    trace.ids = moe_spill_policies::huge::zeroed_vec(n_tokens * a).into();
+    trace.ids = moe_spill_huge::zeroed_vec(n_tokens * a).into();
     trace.prompt = Vec::with_capacity(n_tokens);
     for &(pr, d) in &shape.responses {
         trace.prompt.extend(std::iter::repeat_n(true, pr));
