@@ -27,7 +27,7 @@ impl Ids {
     /// The ids as an owned vector, copying them out of a mapping first.
     pub fn to_mut(&mut self) -> &mut Vec<u16> {
         if let Repr::Mapped(m) = &self.0 {
-            let mut v = moe_spill_policies::huge::zeroed_vec(m.ids().len());
+            let mut v = moe_spill_huge::zeroed_vec(m.ids().len());
             v.copy_from_slice(m.ids());
             self.0 = Repr::Owned(v);
         }
@@ -122,62 +122,39 @@ impl PartialEq<Vec<u16>> for Ids {
 
 /// A whole file mapped read-only, and where its ids lie in it.
 pub struct Mapping {
-    ptr: *mut libc::c_void,
-    len: usize,
+    map: memmap2::Mmap,
     /// Byte offset of the first id (even) and the number of ids.
     offset: usize,
     n: usize,
 }
 
-// SAFETY: the mapping is private and read-only, owned by this value alone, and unmapped
-// only on drop; sharing reads of it between threads is as safe as sharing a `&[u16]`.
-// Like every mapped input (ripgrep's, for one), it assumes nobody rewrites or truncates
-// the file while it is mapped: a truncation makes the next read of a lost page a SIGBUS,
-// and a write in place shows through MAP_PRIVATE pages not yet read. moe-spill's own
-// writers never do either (they write a temporary file and rename it over the old one).
-unsafe impl Send for Mapping {}
-unsafe impl Sync for Mapping {}
-
 impl Mapping {
-    /// Map `len` bytes of `file` (its whole length) with its pages populated up front.
-    /// None where mapping is unavailable or fails: the caller reads the file instead.
-    #[cfg(unix)]
+    /// Map `len` bytes of `file` (its whole length) privately, with its pages populated
+    /// up front (MAP_POPULATE, on Linux). None where mapping fails: the caller reads the
+    /// file instead.
     pub fn of_file(file: &std::fs::File, len: u64) -> Option<Mapping> {
-        use std::os::fd::AsRawFd;
         let len = usize::try_from(len).ok().filter(|&l| l > 0)?;
-        #[cfg(target_os = "linux")]
-        let flags = libc::MAP_PRIVATE | libc::MAP_POPULATE;
-        #[cfg(not(target_os = "linux"))]
-        let flags = libc::MAP_PRIVATE;
-        // SAFETY: a fresh private read-only mapping of an open file; the pointer is
-        // checked, owned by the returned value and unmapped exactly once on drop.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                flags,
-                file.as_raw_fd(),
-                0,
-            )
+        // SAFETY: like every mapped input (ripgrep's, for one), this assumes nobody
+        // rewrites or truncates the file while it is mapped: a truncation makes the next
+        // read of a lost page a SIGBUS, and a write in place shows through private pages
+        // not yet read. moe-spill's own writers never do either (they write a temporary
+        // file and rename it over the old one).
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .len(len)
+                .populate()
+                .map_copy_read_only(file)
         };
-        (ptr != libc::MAP_FAILED).then_some(Mapping {
-            ptr,
-            len,
+        map.ok().map(|map| Mapping {
+            map,
             offset: 0,
             n: 0,
         })
     }
 
-    #[cfg(not(unix))]
-    pub fn of_file(_file: &std::fs::File, _len: u64) -> Option<Mapping> {
-        None
-    }
-
     /// The mapped bytes.
     pub fn bytes(&self) -> &[u8] {
-        // SAFETY: `ptr` maps `len` readable bytes for as long as `self` lives.
-        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+        &self.map
     }
 
     /// Ids that are the `n` little-endian u16s at byte `offset` of the mapping: only on
@@ -187,7 +164,7 @@ impl Mapping {
         let fits = n
             .checked_mul(2)
             .and_then(|b| b.checked_add(offset))
-            .is_some_and(|end| end <= self.len);
+            .is_some_and(|end| end <= self.map.len());
         if cfg!(target_endian = "big") || !offset.is_multiple_of(2) || !fits {
             return Err(self);
         }
@@ -197,19 +174,9 @@ impl Mapping {
     }
 
     fn ids(&self) -> &[u16] {
-        // SAFETY: `into_ids` checked that `n` u16s from the even `offset` lie inside the
-        // page-aligned mapping, which lives as long as `self`; any bit pattern is a u16.
-        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>().add(self.offset).cast(), self.n) }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        #[cfg(unix)]
-        // SAFETY: `ptr`/`len` came from one successful mmap, unmapped only here.
-        unsafe {
-            libc::munmap(self.ptr, self.len);
-        }
+        // `into_ids` checked that `n` u16s from the even `offset` lie inside the
+        // page-aligned mapping, so the cast neither fails nor panics.
+        bytemuck::cast_slice(&self.map[self.offset..self.offset + 2 * self.n])
     }
 }
 

@@ -49,13 +49,9 @@ fn synthetic(n_tokens: usize) -> Trace {
         top_k: 4,
     };
     let mut t = Trace::empty(g, true);
-    let mut s = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s
-    };
+    use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(0x2545_F491_4F6C_DD1D);
+    let mut next = move || rng.next_u64();
     for tok in 0..n_tokens {
         for slot in 0..8u16 {
             let mut chosen: Vec<u16> = Vec::with_capacity(4);

@@ -11,29 +11,16 @@
 
 use std::time::Instant;
 
+use rand::{Rng, SeedableRng};
+
 use moe_spill_policies::{BuildContext, PolicySpec};
 
 const LAYERS: usize = 26;
 const EXPERTS: usize = 64;
 const TOP_K: usize = 6;
 
-/// xorshift64*: a tiny dependency-free generator for the synthetic trace.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545F4914F6CDD1D)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 fn trace(n_accesses: usize) -> Vec<u16> {
-    let mut rng = Rng(0x9E3779B97F4A7C15);
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(0x9E3779B97F4A7C15);
     // Zipf(1.0) over each layer's experts, through a per-layer permutation.
     let weights: Vec<f64> = (0..EXPERTS).map(|r| 1.0 / (r + 1) as f64).collect();
     let total: f64 = weights.iter().sum();
@@ -48,7 +35,7 @@ fn trace(n_accesses: usize) -> Vec<u16> {
         .map(|_| {
             let mut p: Vec<usize> = (0..EXPERTS).collect();
             for i in (1..EXPERTS).rev() {
-                p.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+                p.swap(i, rng.gen_range(0..=i));
             }
             p
         })
@@ -62,10 +49,10 @@ fn trace(n_accesses: usize) -> Vec<u16> {
             let mut chosen = [usize::MAX; TOP_K];
             let mut n = 0;
             while n < TOP_K {
-                let e = if rng.unit() < 0.5 {
-                    prev[l][(rng.next() % TOP_K as u64) as usize]
+                let e = if rng.gen::<f64>() < 0.5 {
+                    prev[l][rng.gen_range(0..TOP_K)]
                 } else {
-                    let u = rng.unit();
+                    let u: f64 = rng.gen();
                     perms[l][cdf.partition_point(|&c| c < u).min(EXPERTS - 1)]
                 };
                 if !chosen[..n].contains(&e) {

@@ -13,7 +13,6 @@
 //! [`reference`](mod@reference) holds naive, obviously correct implementations of every
 //! policy that the differential tests compare against access by access.
 
-pub mod huge;
 mod list;
 mod ring;
 

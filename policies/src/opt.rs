@@ -20,6 +20,7 @@
 //! id (a random read in the 2-byte-per-access future).
 
 use crate::{ObjId, Outcome, Policy};
+use moe_spill_huge as huge;
 
 /// The exact sequence an `Opt` will replay, with every access's next-use key (one
 /// backward pass), immutable and shared: building it costs a pass over the sequence
@@ -47,7 +48,7 @@ impl OptFuture {
         }
         let len = future.len() as u32;
         let mut last: Vec<u32> = (0..n_ids as u32).map(|id| len + id).collect();
-        let next = crate::huge::shared_slice_rev(future.len(), |i| {
+        let next = huge::shared_slice_rev(future.len(), |i| {
             let id = future[i];
             let Some(l) = last.get_mut(id as usize) else {
                 return Err(format!("opt: future id {id} >= n_ids {n_ids}"));
@@ -55,7 +56,7 @@ impl OptFuture {
             Ok(std::mem::replace(l, i as u32))
         })?;
         Ok(OptFuture {
-            ids: crate::huge::shared_copy(future),
+            ids: huge::shared_copy(future),
             next,
             n_ids,
         })
@@ -336,7 +337,7 @@ impl BitTree {
         }
         BitTree {
             n,
-            words: crate::huge::zeroed_vec(total),
+            words: huge::zeroed_vec(total),
             up,
         }
     }

@@ -5,7 +5,6 @@ mod common;
 
 use common::{ctx, misses, rng};
 use moe_spill_policies::{Outcome, Policy, PolicySpec};
-use rand::rngs::StdRng;
 use rand::Rng;
 
 /// Every policy of the table with its example parameters, each wrapped by `pinned:1` and
@@ -111,7 +110,12 @@ fn lru_and_opt_misses_never_grow_with_capacity() {
 /// `max_run`, some empty; positions are relative to each run), the structures checked
 /// after each. The misses of a run are appended to a vector that may already hold
 /// entries (which must stay) and may have no room to spare.
-fn replay_in_runs(p: &mut dyn Policy, t: &[u16], r: &mut StdRng, max_run: usize) -> Vec<u32> {
+fn replay_in_runs(
+    p: &mut dyn Policy,
+    t: &[u16],
+    r: &mut common::TestRng,
+    max_run: usize,
+) -> Vec<u32> {
     let mut misses = Vec::new();
     let mut start = 0;
     while start < t.len() {

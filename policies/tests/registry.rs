@@ -292,14 +292,10 @@ fn pinned_layers_start_at_first_slot_and_clip_to_n_ids() {
 fn a_shared_opt_future_gives_the_same_victims() {
     // One prepared future serves several capacities, as in a sweep; each must miss
     // exactly where an opt built from the plain future does.
-    let mut x = 12345u64;
+    use rand::{Rng, SeedableRng};
+    let mut r = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(12345);
     let future: Vec<u16> = (0..5000)
-        .map(|i| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((x >> 40) % if i % 3 == 0 { 60 } else { 15 }) as u16
-        })
+        .map(|i| r.gen_range(0..if i % 3 == 0 { 60 } else { 15 }))
         .collect();
     let shared = moe_spill_policies::OptFuture::new(&future, 64).unwrap();
     for capacity in [0, 1, 7, 20, 64] {

@@ -51,14 +51,14 @@ struct Meta {
 pub fn read(path: &Path, mut r: impl Read, size: Option<u64>) -> Result<Trace> {
     let m = read_meta(path, &mut r, size)?;
     // Huge pages: in 4 KiB pages the read spends more time in page faults than copying.
-    let mut ids: Vec<u16> = moe_spill_policies::huge::zeroed_vec(m.n_ids);
-    {
-        // SAFETY: u16 has no invalid bit patterns and no padding; the byte view covers
-        // exactly the vector's initialised elements.
-        let bytes =
-            unsafe { std::slice::from_raw_parts_mut(ids.as_mut_ptr() as *mut u8, ids.len() * 2) };
-        read_exact(path, &mut r, bytes, m.off, "expert ids")?;
-    }
+    let mut ids: Vec<u16> = moe_spill_huge::zeroed_vec(m.n_ids);
+    read_exact(
+        path,
+        &mut r,
+        bytemuck::cast_slice_mut(&mut ids),
+        m.off,
+        "expert ids",
+    )?;
     if cfg!(target_endian = "big") {
         for id in ids.iter_mut() {
             *id = u16::from_le(*id);
@@ -85,7 +85,7 @@ pub fn read_mapped(path: &Path, mapping: Mapping) -> Result<Trace> {
     let ids = match mapping.into_ids(off, m.n_ids) {
         Ok(ids) => ids,
         Err(mapping) => {
-            let mut v: Vec<u16> = moe_spill_policies::huge::zeroed_vec(m.n_ids);
+            let mut v: Vec<u16> = moe_spill_huge::zeroed_vec(m.n_ids);
             for (id, c) in v.iter_mut().zip(mapping.bytes()[off..].chunks_exact(2)) {
                 *id = u16::from_le_bytes([c[0], c[1]]);
             }
@@ -143,9 +143,8 @@ fn finish(path: &Path, m: Meta, ids: Ids) -> Result<Trace> {
 /// Feed ids to the checksum as the file stores them: little-endian.
 fn hash_ids(h: &mut Checksum, ids: &[u16]) {
     if cfg!(target_endian = "little") {
-        // SAFETY: u16 has no padding and no invalid bytes; on a little-endian host its
-        // bytes are the file's.
-        h.update(unsafe { std::slice::from_raw_parts(ids.as_ptr() as *const u8, ids.len() * 2) });
+        // On a little-endian host a u16's bytes are the file's.
+        h.update(bytemuck::cast_slice(ids));
     } else {
         for chunk in ids.chunks(4096) {
             let le: Vec<u8> = chunk.iter().flat_map(|id| id.to_le_bytes()).collect();
@@ -332,8 +331,8 @@ pub fn write(trace: &Trace, out: &mut impl Write) -> std::io::Result<()> {
     }
     let ids: Vec<u8>;
     let id_bytes: &[u8] = if cfg!(target_endian = "little") {
-        // SAFETY: reading u16s as bytes; on little-endian hosts that is the file's order.
-        unsafe { std::slice::from_raw_parts(trace.ids.as_ptr() as *const u8, trace.ids.len() * 2) }
+        // Reading u16s as bytes: on little-endian hosts that is the file's order.
+        bytemuck::cast_slice(&trace.ids)
     } else {
         ids = trace.ids.iter().flat_map(|i| i.to_le_bytes()).collect();
         &ids

@@ -32,16 +32,13 @@ pub fn fadvise(f: &File, off: u64, len: u64, advice: libc::c_int) -> io::Result<
     }
 }
 
-/// A read-only shared mapping of a whole file (what llama.cpp makes of a GGUF).
+/// A read-only shared mapping of a whole file (what llama.cpp makes of a GGUF), by
+/// memmap2. Its madvise and mincore stay libc calls on the mapping: memmap2 has no
+/// mincore, and the callers pass libc's advice numbers.
 pub struct Mapping {
-    ptr: *mut u8,
-    len: usize,
+    map: memmap2::Mmap,
     page: usize,
 }
-
-// SAFETY: the mapping is read-only and only read through volatile loads or syscalls.
-unsafe impl Send for Mapping {}
-unsafe impl Sync for Mapping {}
 
 impl Mapping {
     /// `mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0)`.
@@ -49,43 +46,31 @@ impl Mapping {
         if len == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty file"));
         }
-        // SAFETY: a fresh mapping of a file we hold open; checked for MAP_FAILED.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len as usize,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        // SAFETY: a shared read-only mapping of a file we hold open (memmap2's `map`);
+        // the replay's own file, which nothing truncates while it runs.
+        let map = unsafe { memmap2::MmapOptions::new().len(len as usize).map(f)? };
         Ok(Mapping {
-            ptr: p as *mut u8,
-            len: len as usize,
+            map,
             page: page_size() as usize,
         })
     }
 
     /// Bytes mapped.
     pub fn size(&self) -> usize {
-        self.len
+        self.map.len()
     }
 
     /// madvise over the pages covering `[off, off + len)`.
     pub fn madvise(&self, off: u64, len: u64, advice: libc::c_int) -> io::Result<()> {
         let start = (off as usize / self.page) * self.page;
-        let end = ((off + len) as usize).min(self.len);
+        let end = ((off + len) as usize).min(self.map.len());
         if end <= start {
             return Ok(());
         }
         // SAFETY: the range lies inside our mapping.
         let r = unsafe {
             libc::madvise(
-                self.ptr.add(start) as *mut libc::c_void,
+                self.map.as_ptr().add(start) as *mut libc::c_void,
                 end - start,
                 advice,
             )
@@ -100,12 +85,12 @@ impl Mapping {
     /// Page-cache residency of every page of the file (mincore: bit 0 of each byte).
     pub fn residency(&self, out: &mut Vec<u8>) -> io::Result<()> {
         out.clear();
-        out.resize(self.len.div_ceil(self.page), 0);
+        out.resize(self.map.len().div_ceil(self.page), 0);
         // SAFETY: `out` has one byte per page of the mapping.
         let r = unsafe {
             libc::mincore(
-                self.ptr as *mut libc::c_void,
-                self.len,
+                self.map.as_ptr() as *mut libc::c_void,
+                self.map.len(),
                 out.as_mut_ptr() as *mut libc::c_uchar,
             )
         };
@@ -120,24 +105,16 @@ impl Mapping {
     /// faulted in if it is not resident and its accessed bit is set.
     #[inline]
     pub fn touch(&self, off: u64, len: u64) -> u64 {
-        let end = ((off + len) as usize).min(self.len);
+        let end = ((off + len) as usize).min(self.map.len());
         let mut p = off as usize;
         let mut acc = 0u64;
         while p < end {
             // SAFETY: p < len, inside the mapping; a volatile load so it is not elided.
-            acc = acc.wrapping_add(unsafe { std::ptr::read_volatile(self.ptr.add(p)) } as u64);
+            acc = acc
+                .wrapping_add(unsafe { std::ptr::read_volatile(self.map.as_ptr().add(p)) } as u64);
             p = (p / self.page + 1) * self.page;
         }
         acc
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what we mapped.
-        unsafe {
-            libc::munmap(self.ptr as *mut libc::c_void, self.len);
-        }
     }
 }
 

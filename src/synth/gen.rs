@@ -10,6 +10,12 @@
 //! geometric with mean `recall_lag`), otherwise it samples the router weights; a repeat
 //! is drawn again (which is sampling without replacement).
 
+use super::normal::normal_quantile;
+use super::rng::Rng;
+use super::sampler::State;
+#[cfg(target_arch = "x86_64")]
+use super::simd::Picked;
+use super::work::{self, Ids, Unit};
 use crate::trace::{Geometry, Trace};
 
 /// The generator's parameters.
@@ -64,58 +70,6 @@ impl Shape {
     }
     pub fn n_tokens(&self) -> usize {
         self.responses.iter().map(|(p, d)| p + d).sum()
-    }
-}
-
-/// xoshiro256++ seeded by splitmix64: small, fast, and the same on every platform and
-/// version (the trace of a seed must never change).
-#[derive(Clone, Debug)]
-pub struct Rng {
-    s: [u64; 4],
-}
-
-fn splitmix(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-impl Rng {
-    /// A generator for stream `stream` of `seed`.
-    pub fn new(seed: u64, stream: u64) -> Rng {
-        let mut x = seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03);
-        let s = [
-            splitmix(&mut x),
-            splitmix(&mut x),
-            splitmix(&mut x),
-            splitmix(&mut x),
-        ];
-        Rng { s }
-    }
-    #[inline]
-    pub fn next_u64(&mut self) -> u64 {
-        let s = &mut self.s;
-        let r = s[0].wrapping_add(s[3]).rotate_left(23).wrapping_add(s[0]);
-        let t = s[1] << 17;
-        s[2] ^= s[0];
-        s[3] ^= s[1];
-        s[1] ^= s[2];
-        s[0] ^= s[3];
-        s[2] ^= t;
-        s[3] = s[3].rotate_left(45);
-        r
-    }
-    /// Uniform in [0, 1).
-    #[inline]
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-    /// Uniform in 0..n.
-    #[inline]
-    pub fn below(&mut self, n: usize) -> usize {
-        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
 }
 
@@ -176,265 +130,6 @@ pub fn popularity(g: &Geometry, skew: &[f64], seed: u64) -> Vec<f64> {
     pi
 }
 
-/// The sampling state of one layer of one response: the weights as two levels of
-/// running sums over blocks of `b` experts, so that a sample is two short branch-free
-/// counts and an update two short sums. An update recomputes the sums it touches from
-/// the weights, so no rounding accumulates and f32 suffices.
-struct State {
-    n: usize,
-    /// Block size (a power of two about sqrt(n)) and number of blocks.
-    b: usize,
-    nb: usize,
-    /// Weights, padded with 0 to nb * b.
-    w: Vec<f32>,
-    /// Running sum of the weights inside each block.
-    inner: Vec<f32>,
-    /// 0, then the running sum of the block totals (`outer[i + 1]`: blocks 0..=i), then
-    /// +inf up to a multiple of 4 sums (a count of sums <= u never includes them).
-    outer: Vec<f32>,
-    /// The layer's random stream in the current response.
-    rng: Rng,
-    /// Drift redraws owed (fractional).
-    acc: f64,
-    /// Scratch of `exact_rest`.
-    saved: Vec<(usize, f32)>,
-}
-
-impl State {
-    fn new(g: &Geometry) -> State {
-        let n = g.n_experts as usize;
-        let b = ((n as f64).sqrt().ceil() as usize).next_power_of_two();
-        let nb = n.div_ceil(b);
-        let mut outer = vec![f32::INFINITY; 1 + nb.next_multiple_of(4)];
-        outer[..=nb].fill(0.0);
-        State {
-            n,
-            b,
-            nb,
-            w: vec![0.0; nb * b],
-            inner: vec![0.0; nb * b],
-            outer,
-            rng: Rng::new(0, 0),
-            acc: 0.0,
-            saved: Vec::with_capacity(g.top_k as usize),
-        }
-    }
-
-    /// The block size: `B` when known at compile time (not 0).
-    #[inline(always)]
-    fn bsize<const B: usize>(&self) -> usize {
-        if B > 0 {
-            B
-        } else {
-            self.b
-        }
-    }
-
-    /// Recompute the running sums of expert `from`'s block from `from` on (the sums
-    /// before it do not depend on its weight).
-    #[inline(always)]
-    fn block_from<const B: usize>(&mut self, from: usize) {
-        let b = self.bsize::<B>();
-        let end = (from & !(b - 1)) + b;
-        let mut s = if from & (b - 1) > 0 {
-            self.inner[from - 1]
-        } else {
-            0.0f32
-        };
-        for (x, &w) in self.inner[from..end].iter_mut().zip(&self.w[from..end]) {
-            s += w;
-            *x = s;
-        }
-    }
-
-    /// Recompute the running block totals from block `from` on.
-    #[inline(always)]
-    fn totals_from<const B: usize>(&mut self, from: usize) {
-        let b = self.bsize::<B>();
-        let mut s = self.outer[from];
-        let ends = self.inner[from * b + b - 1..].iter().step_by(b);
-        for (o, &x) in self.outer[from + 1..=self.nb].iter_mut().zip(ends) {
-            s += x;
-            *o = s;
-        }
-    }
-
-    /// Recompute all running block totals, for the block size `B` and number of blocks
-    /// `NB` known at compile time (a fixed-length loop).
-    #[inline(always)]
-    fn totals<const B: usize, const NB: usize>(&mut self) {
-        let blocks = &self.inner.as_chunks::<B>().0[..NB];
-        let outer: &mut [f32; NB] = (&mut self.outer[1..=NB]).try_into().unwrap();
-        let mut s = 0.0f32;
-        for (o, blk) in outer.iter_mut().zip(blocks) {
-            s += blk[B - 1];
-            *o = s;
-        }
-    }
-
-    fn rebuild(&mut self) {
-        for blk in 0..self.nb {
-            self.block_from::<0>(blk * self.b);
-        }
-        self.totals_from::<0>(0);
-    }
-
-    /// `outer[nb] * 2^-32`: a 32-bit random number times it is uniform in [0, total).
-    #[inline(always)]
-    fn scale(&self) -> f64 {
-        self.outer[self.nb] as f64 * (1.0 / 4294967296.0)
-    }
-
-    /// An expert with probability proportional to its weight, for 32 random bits `x`
-    /// and `scale = self.scale()`. `B` and `NB` (the block size and the number of
-    /// blocks) when known at compile time, else 0.
-    #[inline(always)]
-    fn sample<const B: usize, const NB: usize>(&self, x: u32, scale: f64) -> usize {
-        // (x * 2^-32) * total and x * (total * 2^-32) are the same product: scaling by
-        // a power of two is exact.
-        let u = (x as f64 * scale) as f32;
-        if B > 0 && NB > 0 {
-            debug_assert!(self.b == B && self.nb == NB && self.outer.len() > NB);
-            // SAFETY: outer holds 1 + NB sums and +inf up to a multiple of 4 (checked by
-            // `layer_tokens`), and the block `blk < NB` is one of the NB * B inner sums.
-            unsafe {
-                let outer = self.outer.as_ptr();
-                let blk = count_le_sorted::<NB>(outer.add(1), u).min(NB - 1);
-                let u = u - *outer.add(blk);
-                let start = blk * B;
-                let j = count_le_sorted::<B>(self.inner.as_ptr().add(start), u);
-                (start + j.min(B - 1)).min(self.n - 1)
-            }
-        } else {
-            let (b, nb) = (self.b, self.nb);
-            let blk = count_le(&self.outer[1..], u).min(nb - 1);
-            let u = u - self.outer[blk];
-            let start = blk * b;
-            let j = count_le(&self.inner[start..start + b], u).min(b - 1);
-            (start + j).min(self.n - 1)
-        }
-    }
-}
-
-/// How many of the `L` ascending floats at `xs` are <= u, for `L` up to 32: the
-/// comparisons packed into a bit mask, whose ones are a prefix (the running sums never
-/// decrease), counted as its trailing ones. Reads whole groups of 4.
-///
-/// # Safety
-/// `xs` is readable for `L` rounded up to a multiple of 4 floats, those past `L` > u.
-#[inline(always)]
-unsafe fn count_le_sorted<const L: usize>(xs: *const f32, u: f32) -> usize {
-    const { assert!(L <= 32) };
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::*;
-        // SAFETY: SSE2 is part of x86_64; the loads are whole groups of 4 (see above).
-        let mask = unsafe {
-            let uu = _mm_set1_ps(u);
-            let le = |i: usize| {
-                if 4 * i < L {
-                    _mm_castps_si128(_mm_cmple_ps(_mm_loadu_ps(xs.add(4 * i)), uu))
-                } else {
-                    _mm_setzero_si128()
-                }
-            };
-            // 16 comparisons (-1 or 0 per lane) to 16 bytes to a 16-bit mask.
-            let m16 = |g: usize| {
-                let lo = _mm_packs_epi32(le(4 * g), le(4 * g + 1));
-                let hi = _mm_packs_epi32(le(4 * g + 2), le(4 * g + 3));
-                _mm_movemask_epi8(_mm_packs_epi16(lo, hi)) as u32
-            };
-            if L > 16 {
-                m16(0) | m16(1) << 16
-            } else {
-                m16(0)
-            }
-        };
-        debug_assert_eq!(mask & mask.wrapping_add(1), 0, "not ascending");
-        (!mask).trailing_zeros() as usize
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        // SAFETY: see above.
-        count_le(unsafe { std::slice::from_raw_parts(xs, L) }, u)
-    }
-}
-
-/// How many of the `xs` are <= u: branch-free, four at a time.
-#[inline(always)]
-fn count_le(xs: &[f32], u: f32) -> usize {
-    let mut it = xs.chunks_exact(4);
-    #[cfg(target_arch = "x86_64")]
-    let n = {
-        use std::arch::x86_64::*;
-        // SAFETY: SSE2 is part of x86_64; every load is a whole group of 4 of `xs`.
-        unsafe {
-            let uu = _mm_set1_ps(u);
-            // Each lane counts down by one for every x <= u (the compare gives -1).
-            let mut acc = _mm_setzero_si128();
-            for c in &mut it {
-                let le = _mm_cmple_ps(_mm_loadu_ps(c.as_ptr()), uu);
-                acc = _mm_sub_epi32(acc, _mm_castps_si128(le));
-            }
-            acc = _mm_add_epi32(acc, _mm_shuffle_epi32::<0b01_00_11_10>(acc));
-            acc = _mm_add_epi32(acc, _mm_shuffle_epi32::<0b10_11_00_01>(acc));
-            _mm_cvtsi128_si32(acc) as usize
-        }
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let n = (&mut it)
-        .flatten()
-        .map(|&x| (x <= u) as usize)
-        .sum::<usize>();
-    n + it
-        .remainder()
-        .iter()
-        .map(|&x| (x <= u) as usize)
-        .sum::<usize>()
-}
-
-/// The experts picked so far for one token and layer, up to 8, in one SSE register for a
-/// branch-free repeat check. Lanes not yet used hold 0xFFFF, which is no expert
-/// (n_experts <= 65535); lane `j` may hold the last rejected candidate, a repeat of an
-/// earlier lane.
-#[cfg(target_arch = "x86_64")]
-#[derive(Clone, Copy)]
-struct Picked(std::arch::x86_64::__m128i);
-
-/// `LANES[j]`: 0xFFFF in lane j, 0 elsewhere.
-#[cfg(target_arch = "x86_64")]
-static LANES: [[u16; 8]; 8] = {
-    let mut m = [[0u16; 8]; 8];
-    let mut j = 0;
-    while j < 8 {
-        m[j][j] = u16::MAX;
-        j += 1;
-    }
-    m
-};
-
-#[cfg(target_arch = "x86_64")]
-impl Picked {
-    #[inline(always)]
-    fn new() -> Picked {
-        // SAFETY (here and below): SSE2 is part of x86_64; `LANES[j]` is 16 bytes.
-        Picked(unsafe { std::arch::x86_64::_mm_set1_epi16(-1) })
-    }
-
-    /// Whether `e` is among the picks, and `e` put in lane `j`.
-    #[inline(always)]
-    fn check_and_put(&mut self, e: u16, j: usize) -> bool {
-        use std::arch::x86_64::*;
-        unsafe {
-            let ee = _mm_set1_epi16(e as i16);
-            let dup = _mm_movemask_epi8(_mm_cmpeq_epi16(self.0, ee)) != 0;
-            let lane = _mm_loadu_si128(LANES[j & 7].as_ptr() as *const __m128i);
-            self.0 = _mm_or_si128(_mm_andnot_si128(lane, self.0), _mm_and_si128(lane, ee));
-            dup
-        }
-    }
-}
-
 const LAG_TABLE: usize = 4096;
 const MAX_LAG: usize = 512;
 
@@ -446,54 +141,6 @@ fn affinity_table(sigma: f64) -> Vec<f32> {
     (0..AFFINITY_TABLE)
         .map(|i| (sigma * normal_quantile((i as f64 + 0.5) / AFFINITY_TABLE as f64)).exp() as f32)
         .collect()
-}
-
-/// Inverse of the standard normal CDF (Acklam's rational approximation, relative error
-/// below 1.2e-9), for p in (0, 1).
-pub fn normal_quantile(p: f64) -> f64 {
-    const A: [f64; 6] = [
-        -3.969683028665376e+01,
-        2.209460984245205e+02,
-        -2.759285104469687e+02,
-        1.38357751867269e+02,
-        -3.066479806614716e+01,
-        2.506628277459239e+00,
-    ];
-    const B: [f64; 5] = [
-        -5.447609879822406e+01,
-        1.615858368580409e+02,
-        -1.556989798598866e+02,
-        6.680131188771972e+01,
-        -1.328068155288572e+01,
-    ];
-    const C: [f64; 6] = [
-        -7.784894002430293e-03,
-        -3.223964580411365e-01,
-        -2.400758277161838e+00,
-        -2.549732539343734e+00,
-        4.374664141464968e+00,
-        2.938163982698783e+00,
-    ];
-    const D: [f64; 4] = [
-        7.784695709041462e-03,
-        3.224671290700398e-01,
-        2.445134137142996e+00,
-        3.754408661907416e+00,
-    ];
-    let tail = |q: f64| {
-        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
-            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
-    };
-    if p < 0.02425 {
-        tail((-2.0 * p.ln()).sqrt())
-    } else if p > 1.0 - 0.02425 {
-        -tail((-2.0 * (1.0 - p).ln()).sqrt())
-    } else {
-        let q = p - 0.5;
-        let r = q * q;
-        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
-            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
-    }
 }
 
 /// Quantised inverse CDF of the recall lag: P(d) proportional to d^-decay, d in 1..=MAX_LAG.
@@ -525,7 +172,7 @@ pub fn generate(g: &Geometry, p: &Params, shape: &Shape, seed: u64) -> Trace {
     let a = g.accesses_per_token();
     let n_tokens = shape.n_tokens();
     let mut trace = Trace::empty(g.clone(), true);
-    trace.ids = moe_spill_policies::huge::zeroed_vec(n_tokens * a).into();
+    trace.ids = moe_spill_huge::zeroed_vec(n_tokens * a).into();
     trace.prompt = Vec::with_capacity(n_tokens);
     for &(pr, d) in &shape.responses {
         trace.prompt.extend(std::iter::repeat_n(true, pr));
@@ -537,77 +184,28 @@ pub fn generate(g: &Geometry, p: &Params, shape: &Shape, seed: u64) -> Trace {
     let lags = lag_table(p.recall_decay);
     let table = affinity_table(p.affinity);
     let pi32: Vec<f32> = pi.iter().map(|&x| x as f32).collect();
-    // Work units: a response, or when there are few responses for the threads a group
-    // of its layers (the layers of a response are independent given its seed), longest
-    // first; threads take the next unit when done, so they finish together.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = if n_tokens * a < 1 << 20 { 1 } else { threads };
+    let threads = work::threads(n_tokens * a);
     let n_layers = g.n_layers();
-    let groups = (8 * threads)
-        .div_ceil(shape.responses.len().max(1))
-        .clamp(1, n_layers);
-    let mut units: Vec<Unit> = Vec::with_capacity(shape.responses.len() * groups);
+    // The shared opening tokens, copied whole into every response.
+    let shared = opening.len() / a;
     let mut offset = 0;
-    for (r, &(pr, d)) in shape.responses.iter().enumerate() {
-        let n_tok = pr + d;
-        // The shared opening tokens, copied whole.
-        let shared = (opening.len() / a).min(n_tok);
-        trace.ids[offset..offset + shared * a].copy_from_slice(&opening[..shared * a]);
-        for grp in 0..groups {
-            units.push(Unit {
-                r,
-                offset,
-                n_tok,
-                shared,
-                layers: grp * n_layers / groups..(grp + 1) * n_layers / groups,
-            });
-        }
-        offset += n_tok * a;
+    for &(pr, d) in &shape.responses {
+        let n = shared.min(pr + d) * a;
+        trace.ids[offset..offset + n].copy_from_slice(&opening[..n]);
+        offset += (pr + d) * a;
     }
-    units.retain(|u| !u.layers.is_empty() && u.n_tok > u.shared);
-    units.sort_by_key(|u| std::cmp::Reverse((u.n_tok - u.shared) * u.layers.len()));
+    let units = work::units(shape, a, n_layers, shared, threads);
     let ids = Ids(trace.ids.as_mut_ptr(), trace.ids.len());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let work = || {
-        let mut states: Vec<State> = (0..n_layers).map(|_| State::new(g)).collect();
-        loop {
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(u) = units.get(i) else { break };
-            // SAFETY: `trace.ids` outlives the threads and is not otherwise touched
-            // until they end; units are disjoint (response, layer) cells.
-            unsafe { unit(g, p, &pi32, &lags, &table, seed, u, ids, &mut states) };
-        }
-    };
-    if threads <= 1 || units.len() <= 1 {
-        work();
-    } else {
-        std::thread::scope(|s| {
-            for _ in 0..threads.min(units.len()) {
-                s.spawn(work);
-            }
-        });
-    }
+    work::run(
+        threads,
+        &units,
+        || (0..n_layers).map(|_| State::new(g)).collect::<Vec<State>>(),
+        // SAFETY: `trace.ids` outlives the threads and is not otherwise touched until
+        // they end; units are disjoint (response, layer) cells.
+        |u, states| unsafe { unit(g, p, &pi32, &lags, &table, seed, u, ids, states) },
+    );
     trace
 }
-
-/// A part of the generation: layers `layers` of response `r`, which has `n_tok` tokens
-/// from `offset` in the id buffer, the first `shared` of them the common opening.
-struct Unit {
-    r: usize,
-    offset: usize,
-    n_tok: usize,
-    shared: usize,
-    layers: std::ops::Range<usize>,
-}
-
-/// The id buffer of a trace being generated, shared by the generating threads: each
-/// (response, layer) cell is written and read by the one unit that makes it.
-#[derive(Clone, Copy)]
-struct Ids(*mut u16, usize);
-
-// SAFETY: see `Ids`: the threads use disjoint parts of the buffer.
-unsafe impl Send for Ids {}
-unsafe impl Sync for Ids {}
 
 /// Tokens generated per layer in turn: the block of the trace stays in cache while
 /// every layer's state is visited once per block.
@@ -890,14 +488,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn normal_quantiles() {
-        assert!(normal_quantile(0.5).abs() < 1e-12);
-        assert!((normal_quantile(0.975) - 1.959963985).abs() < 1e-7);
-        assert!((normal_quantile(0.001) + 3.090232306).abs() < 1e-7);
-        assert!((normal_quantile(0.3) + normal_quantile(0.7)).abs() < 1e-9);
     }
 
     #[test]

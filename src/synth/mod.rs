@@ -13,6 +13,11 @@
 
 pub mod fit;
 pub mod gen;
+mod normal;
+mod rng;
+mod sampler;
+mod simd;
+mod work;
 
 pub use gen::{generate, Params, Shape};
 
