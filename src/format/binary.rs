@@ -107,29 +107,36 @@ const PARALLEL_CHECKS: usize = 1 << 20;
 
 /// The checks after the ids are in (the checksum has seen everything before them), and
 /// the trace. The checksum and the per-layer check each read every id, so a large trace
-/// runs them on two threads; a bad checksum is reported before a bad id either way.
+/// runs them on two threads; the per-layer check costs more (its repeated-expert passes),
+/// so the checksum's thread also takes its first quarter of the tokens. A bad checksum
+/// is reported before a bad id, and an earlier bad id before a later one, either way.
 fn finish(path: &Path, m: Meta, ids: Ids) -> Result<Trace> {
     let hasher = m.hasher;
+    let (g, a) = (&m.geometry, m.geometry.accesses_per_token());
+    let parallel = ids.len() > PARALLEL_CHECKS;
+    let (head, tail) = ids.split_at(if parallel { ids.len() / a / 4 * a } else { 0 });
+    let tail_offset = m.off + 2 * head.len() as u64;
     let checksum = |mut h: Checksum| {
         hash_ids(&mut h, &ids);
-        h.finish()
+        (h.finish(), check_slots(path, g, head, m.off))
     };
-    let (sum, slots) = std::thread::scope(|s| {
+    let ((sum, head_slots), tail_slots) = std::thread::scope(|s| {
         // One thread when the trace is small or the system refuses another.
         let (spare, checksum) = (hasher.clone(), &checksum);
-        let other = if ids.len() > PARALLEL_CHECKS {
+        let other = if parallel {
             let spawn = std::thread::Builder::new().spawn_scoped(s, move || checksum(spare));
             spawn.ok()
         } else {
             None
         };
-        let slots = check_slots(path, &m.geometry, &ids, m.off);
+        let tail_slots = check_slots(path, g, tail, tail_offset);
         let sum = match other {
             Some(t) => t.join().expect("the checksum thread panicked"),
             None => checksum(hasher),
         };
-        (sum, slots)
+        (sum, tail_slots)
     });
+    let slots = head_slots.and(tail_slots);
     if sum != m.checksum {
         return Err(Error::at_byte(
             path,
@@ -679,6 +686,18 @@ mod tests {
         let at = format!("byte {}", ids_at + 8 * 177_777);
         assert!(
             e.0.contains("id 5 is outside layer 1") && e.0.contains(&at),
+            "{e}"
+        );
+        // Another bad token in the first quarter (checked on the checksum's thread): the
+        // earlier one is reported.
+        bad.ids[4 * 1000 + 2] = 1;
+        let mut early = Vec::new();
+        write(&bad, &mut early).unwrap();
+        let e = read(Path::new("t.mst"), &early[..], None).unwrap_err();
+        via_file(&early);
+        let at = format!("byte {}", ids_at + 8 * 1000 + 4);
+        assert!(
+            e.0.contains("id 1 is outside layer 2") && e.0.contains(&at),
             "{e}"
         );
         // And a flipped byte besides: the checksum speaks first.
