@@ -49,6 +49,13 @@ struct Meta {
 /// Read a binary trace. `size` is the file's length when known (checked before any large
 /// allocation, so a corrupt header cannot ask for terabytes).
 pub fn read(path: &Path, mut r: impl Read, size: Option<u64>) -> Result<Trace> {
+    if size.is_none() {
+        // No length to check the header against: take the stream whole first, growing
+        // with what arrives rather than allocating what a header claims.
+        let mut all = Vec::new();
+        r.read_to_end(&mut all).map_err(|e| Error::io(path, e))?;
+        return read(path, &all[..], Some(all.len() as u64));
+    }
     let m = read_meta(path, &mut r, size)?;
     // Huge pages: in 4 KiB pages the read spends more time in page faults than copying.
     let mut ids: Vec<u16> = moe_spill_huge::zeroed_vec(m.n_ids);
@@ -100,29 +107,36 @@ const PARALLEL_CHECKS: usize = 1 << 20;
 
 /// The checks after the ids are in (the checksum has seen everything before them), and
 /// the trace. The checksum and the per-layer check each read every id, so a large trace
-/// runs them on two threads; a bad checksum is reported before a bad id either way.
+/// runs them on two threads; the per-layer check costs more (its repeated-expert passes),
+/// so the checksum's thread also takes its first quarter of the tokens. A bad checksum
+/// is reported before a bad id, and an earlier bad id before a later one, either way.
 fn finish(path: &Path, m: Meta, ids: Ids) -> Result<Trace> {
     let hasher = m.hasher;
+    let (g, a) = (&m.geometry, m.geometry.accesses_per_token());
+    let parallel = ids.len() > PARALLEL_CHECKS;
+    let (head, tail) = ids.split_at(if parallel { ids.len() / a / 4 * a } else { 0 });
+    let tail_offset = m.off + 2 * head.len() as u64;
     let checksum = |mut h: Checksum| {
         hash_ids(&mut h, &ids);
-        h.finish()
+        (h.finish(), check_slots(path, g, head, m.off))
     };
-    let (sum, slots) = std::thread::scope(|s| {
+    let ((sum, head_slots), tail_slots) = std::thread::scope(|s| {
         // One thread when the trace is small or the system refuses another.
         let (spare, checksum) = (hasher.clone(), &checksum);
-        let other = if ids.len() > PARALLEL_CHECKS {
+        let other = if parallel {
             let spawn = std::thread::Builder::new().spawn_scoped(s, move || checksum(spare));
             spawn.ok()
         } else {
             None
         };
-        let slots = check_slots(path, &m.geometry, &ids, m.off);
+        let tail_slots = check_slots(path, g, tail, tail_offset);
         let sum = match other {
             Some(t) => t.join().expect("the checksum thread panicked"),
             None => checksum(hasher),
         };
-        (sum, slots)
+        (sum, tail_slots)
     });
+    let slots = head_slots.and(tail_slots);
     if sum != m.checksum {
         return Err(Error::at_byte(
             path,
@@ -227,6 +241,7 @@ fn read_meta(path: &Path, r: &mut impl Read, size: Option<u64>) -> Result<Meta> 
         top_k,
     };
     super::check_id_space(path, &geometry)?;
+    check_distinct_layers(path, &geometry.layers)?;
 
     let mut buf = vec![0u8; 4 * n_responses as usize];
     read_exact(path, r, &mut buf, off, "response lengths")?;
@@ -275,35 +290,116 @@ fn read_meta(path: &Path, r: &mut impl Read, size: Option<u64>) -> Result<Meta> 
     })
 }
 
-/// Every id must lie in the slot its position implies. The fast pass is branch-free
-/// u16 arithmetic against a per-position lower bound (it vectorises); only a bad token
-/// is searched again for the message.
+/// Every MoE layer has its own number, as in the text formats (a bit per u16).
+fn check_distinct_layers(path: &Path, layers: &[u16]) -> Result<()> {
+    let mut seen = vec![0u64; 1 << 10];
+    for (slot, &l) in layers.iter().enumerate() {
+        let (word, bit) = (l as usize / 64, 1u64 << (l % 64));
+        if seen[word] & bit != 0 {
+            let first = layers.iter().position(|&o| o == l).expect("seen");
+            return Err(Error::at_byte(
+                path,
+                (HEADER + 2 * slot) as u64,
+                format!(
+                    "layer {l} appears twice in the layer numbers (MoE layers {first} and {slot})"
+                ),
+            ));
+        }
+        seen[word] |= bit;
+    }
+    Ok(())
+}
+
+/// Every id must lie in the slot its position implies, and a token's experts of one
+/// layer must be distinct (as the text readers require). The fast pass is branch-free u16
+/// arithmetic over the token (it vectorises): a range check against a per-position lower
+/// bound, then for each distance d < top_k an equality check of the ids d apart, masked
+/// to pairs in the same layer. Only a bad token is searched again for the message.
 fn check_slots(path: &Path, g: &Geometry, ids: &[u16], ids_offset: u64) -> Result<()> {
+    // The equality passes cost more than the range check: twice as wide vectors halve
+    // them where the CPU has them (the build targets baseline x86-64, SSE2).
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(path: &Path, g: &Geometry, ids: &[u16], ids_offset: u64) -> Result<()> {
+            check_slots_in(path, g, ids, ids_offset)
+        }
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { avx2(path, g, ids, ids_offset) };
+    }
+    check_slots_in(path, g, ids, ids_offset)
+}
+
+#[inline(always)]
+fn check_slots_in(path: &Path, g: &Geometry, ids: &[u16], ids_offset: u64) -> Result<()> {
     let k = g.top_k as usize;
     let n = g.n_experts;
     let a = g.accesses_per_token();
     let lo: Vec<u16> = (0..a).map(|i| (i / k) as u16 * n).collect();
+    // same[d - 1][i]: all ones when positions i and i + d are in the same layer.
+    let same: Vec<Vec<u16>> = (1..k)
+        .map(|d| {
+            (0..a - d)
+                .map(|i| if i % k + d < k { !0 } else { 0 })
+                .collect()
+        })
+        .collect();
     for (t, token) in ids.chunks_exact(a).enumerate() {
-        let bad = token
+        let mut bad = token
             .iter()
             .zip(&lo)
             .fold(false, |bad, (&id, &l)| bad | (id.wrapping_sub(l) >= n));
+        for (d, same) in (1..k).zip(&same) {
+            bad |= token[..a - d]
+                .iter()
+                .zip(&token[d..])
+                .zip(same)
+                .fold(0u16, |acc, ((&x, &y), &m)| acc | (u16::from(x == y) & m))
+                != 0;
+        }
         if bad {
-            let i = (0..a).find(|&i| token[i].wrapping_sub(lo[i]) >= n).unwrap();
-            let id = token[i];
-            return Err(Error::at_byte(
+            return Err(bad_token(
                 path,
-                ids_offset + 2 * (t * a + i) as u64,
-                format!(
-                    "id {id} is outside layer {} (ids {}..{})",
-                    g.layers[i / k],
-                    lo[i],
-                    lo[i] as u32 + n as u32 - 1
-                ),
+                g,
+                token,
+                ids_offset + 2 * (t * a) as u64,
+                &lo,
             ));
         }
     }
     Ok(())
+}
+
+/// The message for a token that failed [`check_slots`]: its first id out of its layer, or
+/// else its first repeated expert.
+#[cold]
+fn bad_token(path: &Path, g: &Geometry, token: &[u16], offset: u64, lo: &[u16]) -> Error {
+    let (k, n) = (g.top_k as usize, g.n_experts);
+    if let Some(i) = (0..token.len()).find(|&i| token[i].wrapping_sub(lo[i]) >= n) {
+        let id = token[i];
+        return Error::at_byte(
+            path,
+            offset + 2 * i as u64,
+            format!(
+                "id {id} is outside layer {} (ids {}..{})",
+                g.layers[i / k],
+                lo[i],
+                lo[i] as u32 + n as u32 - 1
+            ),
+        );
+    }
+    let i = (0..token.len())
+        .find(|&i| token[i - i % k..i].contains(&token[i]))
+        .expect("a bad token has a repeated expert");
+    Error::at_byte(
+        path,
+        offset + 2 * i as u64,
+        format!(
+            "expert {} of layer {} appears twice in one token",
+            token[i] - lo[i],
+            g.layers[i / k]
+        ),
+    )
 }
 
 fn read_exact(path: &Path, r: &mut impl Read, buf: &mut [u8], off: u64, what: &str) -> Result<()> {
@@ -472,7 +568,7 @@ mod tests {
         let e = read(Path::new("t.mst"), &out[..n - 3], Some(n as u64 - 3)).unwrap_err();
         assert!(e.0.contains("truncated"), "{e}");
         let e = read(Path::new("t.mst"), &out[..n - 3], None).unwrap_err();
-        assert!(e.0.contains("truncated in the expert ids"), "{e}");
+        assert!(e.0.contains("truncated: the header describes"), "{e}");
         let mut bad = out.clone();
         bad[n - 1] ^= 1;
         let e = read(Path::new("t.mst"), &bad[..], None).unwrap_err();
@@ -589,6 +685,18 @@ mod tests {
         let at = format!("byte {}", ids_at + 8 * 177_777);
         assert!(
             e.0.contains("id 5 is outside layer 1") && e.0.contains(&at),
+            "{e}"
+        );
+        // Another bad token in the first quarter (checked on the checksum's thread): the
+        // earlier one is reported.
+        bad.ids[4 * 1000 + 2] = 1;
+        let mut early = Vec::new();
+        write(&bad, &mut early).unwrap();
+        let e = read(Path::new("t.mst"), &early[..], None).unwrap_err();
+        via_file(&early);
+        let at = format!("byte {}", ids_at + 8 * 1000 + 4);
+        assert!(
+            e.0.contains("id 1 is outside layer 2") && e.0.contains(&at),
             "{e}"
         );
         // And a flipped byte besides: the checksum speaks first.

@@ -25,7 +25,7 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use super::{Layout, LineChunks};
+use super::{expert_out_of_range, layer_out_of_range, show, Layout, LineChunks, MAX_EXPERT_ID};
 use crate::error::{Error, Result};
 use crate::trace::{Geometry, Trace};
 
@@ -75,6 +75,12 @@ pub fn read(path: &Path, reader: impl Read, hint: Option<&Layout>) -> Result<Tra
     while let Some(chunk) = lines.next_chunk().map_err(|e| Error::io(path, e))? {
         for raw in chunk.split(|&b| b == b'\n') {
             no += 1;
+            // A UTF-8 byte-order mark (as Windows editors save) is not part of line 1.
+            let raw = if no == 1 {
+                raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw)
+            } else {
+                raw
+            };
             p.line(raw, no)?;
         }
         no -= 1; // the empty piece after the chunk's final newline is not a line
@@ -90,7 +96,14 @@ impl Parser<'_> {
             return Ok(());
         }
         if let Some((layer, expert)) = parse_expert_line(line) {
-            self.group.push(Line { layer, expert, no });
+            if layer > u16::MAX as u32 || expert > MAX_EXPERT_ID as u32 {
+                return Err(self.out_of_range(line, no, layer));
+            }
+            self.group.push(Line {
+                layer: layer as u16,
+                expert: expert as u16,
+                no,
+            });
             return Ok(());
         }
         if line.starts_with(TOKEN_SEP) {
@@ -124,14 +137,48 @@ impl Parser<'_> {
             self.in_prompt = false;
             return Ok(());
         }
+        let words: Vec<&[u8]> = line
+            .split(u8::is_ascii_whitespace)
+            .filter(|w| !w.is_empty())
+            .collect();
+        let number = |w: &[u8]| !w.is_empty() && w.iter().all(u8::is_ascii_digit);
+        if let [b"layer", l, b"expert", e] = words[..] {
+            if number(l) && number(e) {
+                return Err(Error::at_line(
+                    self.path,
+                    no,
+                    format!(
+                        "words must be separated by single spaces (`layer L expert E`), found `{}`",
+                        show(line, 60)
+                    ),
+                ));
+            }
+        }
         Err(Error::at_line(
             self.path,
             no,
             format!(
                 "expected `layer L expert E`, a `---token` separator or a prompt-block marker, found `{}`",
-                String::from_utf8_lossy(&line[..line.len().min(60)])
+                show(line, 60)
             ),
         ))
+    }
+
+    /// The error for a `layer L expert E` line whose L or E does not fit (quoting the
+    /// number as written: the parsed value saturates).
+    #[cold]
+    fn out_of_range(&self, line: &[u8], no: u64, layer: u32) -> Error {
+        let mut words = line.split(|&b| b == b' ');
+        let (l, e) = (
+            words.nth(1).unwrap_or_default(),
+            words.nth(1).unwrap_or_default(),
+        );
+        let msg = if layer > u16::MAX as u32 {
+            layer_out_of_range(show(l, 30))
+        } else {
+            expert_out_of_range(show(e, 30))
+        };
+        Error::at_line(self.path, no, msg)
     }
 
     fn end_group(&mut self) -> Result<()> {
@@ -388,27 +435,27 @@ fn layout_of_token(path: &Path, group: &[Line]) -> Result<Layout> {
 }
 
 /// `layer L expert E` (already trimmed) -> (L, E); None if the line is anything else.
+/// The numbers are not range-checked here (see [`parse_num`]).
 #[inline]
-fn parse_expert_line(line: &[u8]) -> Option<(u16, u16)> {
+fn parse_expert_line(line: &[u8]) -> Option<(u32, u32)> {
     let rest = line.strip_prefix(b"layer ")?;
-    let (layer, rest) = parse_u16(rest)?;
+    let (layer, rest) = parse_num(rest)?;
     let rest = rest.strip_prefix(b" expert ")?;
-    let (expert, rest) = parse_u16(rest)?;
+    let (expert, rest) = parse_num(rest)?;
     rest.is_empty().then_some((layer, expert))
 }
 
+/// Leading decimal digits, their value saturating at 2^20 (far above any u16, so a
+/// number too large is still a number, reported as out of range rather than as syntax).
 #[inline]
-fn parse_u16(s: &[u8]) -> Option<(u16, &[u8])> {
+fn parse_num(s: &[u8]) -> Option<(u32, &[u8])> {
     let mut v: u32 = 0;
     let mut n = 0;
     while n < s.len() && s[n].is_ascii_digit() {
-        v = v * 10 + (s[n] - b'0') as u32;
-        if v > u16::MAX as u32 {
-            return None;
-        }
+        v = (v * 10 + (s[n] - b'0') as u32).min(1 << 20);
         n += 1;
     }
-    (n > 0).then(|| (v as u16, &s[n..]))
+    (n > 0).then(|| (v, &s[n..]))
 }
 
 /// Write response `r` of a trace in the canonical forum form: each token's lines followed

@@ -73,7 +73,11 @@ pub fn detect(head: &[u8]) -> Option<Format> {
         .split(|&b| b == b'\n')
         .map(|l| l.trim_ascii())
         .find(|l| !l.is_empty())?;
-    (first.starts_with(b"layer ") || first.starts_with(b"---")).then_some(Format::Forum)
+    // `layer` and any white space: a file with tabs between the words is forum text with
+    // a mistake (reported at its line), not an unknown format.
+    let expert_line =
+        first.starts_with(b"layer") && first.get(5).is_some_and(u8::is_ascii_whitespace);
+    (expert_line || first.starts_with(b"---")).then_some(Format::Forum)
 }
 
 /// The trace files of a TRACE argument: the file itself, or a directory's files with a
@@ -90,8 +94,22 @@ pub fn trace_files(arg: &Path) -> Result<Vec<PathBuf>> {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         let is_trace = [".txt", ".csv", ".mst"].iter().any(|x| name.ends_with(x));
-        if is_trace && !name.starts_with('.') && path.is_file() {
-            files.push(path);
+        if !is_trace || name.starts_with('.') {
+            continue;
+        }
+        // A trace name that leads nowhere (a dangling link, a file gone since the listing)
+        // is an error, not a skip: a response would silently go missing.
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => files.push(path),
+            Ok(_) => {} // a directory named like a trace file
+            Err(e) => {
+                let link = entry.file_type().is_ok_and(|t| t.is_symlink());
+                return Err(if link && e.kind() == io::ErrorKind::NotFound {
+                    Error::in_file(&path, "symbolic link to a file that does not exist")
+                } else {
+                    Error::io(&path, e)
+                });
+            }
         }
     }
     if files.is_empty() {
@@ -216,6 +234,42 @@ pub fn load_files(
         progress(i + 1, files.len());
     }
     out.ok_or_else(|| Error::new("no trace files given"))
+}
+
+/// The largest expert id the readers accept: the expert count (largest id + 1) is a u16.
+pub const MAX_EXPERT_ID: u16 = u16::MAX - 1;
+
+/// The message for an expert id above [`MAX_EXPERT_ID`] (`id` as written in the file).
+pub(crate) fn expert_out_of_range(id: impl std::fmt::Display) -> String {
+    format!(
+        "expert id {id} is out of range: expert ids run from 0 to {MAX_EXPERT_ID} (the expert count must fit 16 bits)"
+    )
+}
+
+/// The message for a layer number above 65535 (`layer` as written in the file).
+pub(crate) fn layer_out_of_range(layer: impl std::fmt::Display) -> String {
+    format!(
+        "layer {layer} is out of range: layer numbers run from 0 to {}",
+        u16::MAX
+    )
+}
+
+/// File content for a message: at most `max` bytes, invalid UTF-8 replaced and control
+/// characters escaped (`\r`, `\t`, `\u{0}`), so the message stays one printable line.
+pub(crate) fn show(bytes: &[u8], max: usize) -> String {
+    let cut = &bytes[..bytes.len().min(max)];
+    let mut out = String::with_capacity(cut.len());
+    for c in String::from_utf8_lossy(cut).chars() {
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if cut.len() < bytes.len() {
+        out.push_str("...");
+    }
+    out
 }
 
 /// Dense ids must fit u16: n_layers * n_experts <= 65536.

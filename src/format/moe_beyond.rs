@@ -14,10 +14,56 @@
 use std::io::Read;
 use std::path::Path;
 
+use super::{expert_out_of_range, layer_out_of_range, show, MAX_EXPERT_ID};
 use crate::error::{Error, Result};
 use crate::trace::{Geometry, Trace};
 
 pub const HEADER_START: &[u8] = b"Layer ID,";
+/// The header's columns, in order.
+const COLUMNS: [&str; 4] = ["Layer ID", "Batch Number", "Token", "Activated Expert IDs"];
+
+/// The header must name the four columns in order: they are read by position, so a
+/// reordered or renamed column would read the wrong field.
+fn check_header(path: &Path, header: &csv::ByteRecord) -> Result<()> {
+    let names: Vec<&[u8]> = header.iter().map(|f| f.trim_ascii()).collect();
+    if names
+        .iter()
+        .copied()
+        .eq(COLUMNS.iter().map(|c| c.as_bytes()))
+    {
+        return Ok(());
+    }
+    let want = COLUMNS.join(",");
+    let msg = if names.len() != COLUMNS.len() {
+        format!(
+            "header has {} columns, expected the 4 of `{want}`",
+            names.len()
+        )
+    } else {
+        let mut sorted = names.clone();
+        sorted.sort();
+        let mut cols: Vec<&[u8]> = COLUMNS.iter().map(|c| c.as_bytes()).collect();
+        cols.sort();
+        if sorted == cols {
+            format!(
+                "header columns are out of order: the header must be `{want}` (columns are read by position)"
+            )
+        } else {
+            let (i, name) = names
+                .iter()
+                .enumerate()
+                .find(|(i, n)| **n != COLUMNS[*i].as_bytes())
+                .expect("a column differs");
+            format!(
+                "header column {} is `{}`, expected `{}` (the header must be `{want}`)",
+                i + 1,
+                show(name, 40),
+                COLUMNS[i]
+            )
+        }
+    };
+    Err(Error::at_line(path, 1, msg))
+}
 
 pub fn read(path: &Path, reader: impl Read) -> Result<Trace> {
     let mut rdr = csv::ReaderBuilder::new()
@@ -32,6 +78,8 @@ pub fn read(path: &Path, reader: impl Read) -> Result<Trace> {
     let mut max_expert: u16 = 0;
     let mut rec = csv::ByteRecord::new();
     let mut experts: Vec<u16> = Vec::with_capacity(16);
+    let header = rdr.byte_headers().map_err(|e| csv_error(path, &e))?.clone();
+    check_header(path, &header)?;
     loop {
         let more = rdr
             .read_byte_record(&mut rec)
@@ -47,9 +95,7 @@ pub fn read(path: &Path, reader: impl Read) -> Result<Trace> {
                 format!("expected 4 fields, found {}", rec.len()),
             ));
         }
-        let layer = parse_field(&rec[0]).ok_or_else(|| {
-            Error::at_line(path, line, "Layer ID is not a number from 0 to 65535")
-        })?;
+        let layer = parse_layer(&rec[0]).map_err(|m| Error::at_line(path, line, m))?;
         match layers.last() {
             Some(&l) if l == layer => *rows_in_layer.last_mut().unwrap() += 1,
             _ => {
@@ -78,13 +124,7 @@ pub fn read(path: &Path, reader: impl Read) -> Result<Trace> {
             }
         }
         experts.clear();
-        parse_list(&rec[3], &mut experts).ok_or_else(|| {
-            Error::at_line(
-                path,
-                line,
-                "Activated Expert IDs is not a list like \"[8, 22, 43]\"",
-            )
-        })?;
+        parse_list(&rec[3], &mut experts).map_err(|m| Error::at_line(path, line, m))?;
         let k = *top_k.get_or_insert(experts.len());
         if experts.len() != k || k == 0 {
             return Err(Error::at_line(
@@ -169,21 +209,46 @@ fn csv_kind(e: &csv::Error) -> String {
     }
 }
 
-fn parse_field(s: &[u8]) -> Option<u16> {
-    std::str::from_utf8(s).ok()?.trim().parse().ok()
+/// An integer as written (a sign and digits, of any size), or None.
+fn integer(s: &str) -> Option<&str> {
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(s)
+}
+
+fn parse_layer(s: &[u8]) -> std::result::Result<u16, String> {
+    let s = std::str::from_utf8(s).map(str::trim);
+    let n = s.ok().and_then(integer).ok_or_else(|| {
+        format!(
+            "Layer ID `{}` is not a number",
+            show(s.unwrap_or("?").as_bytes(), 30)
+        )
+    })?;
+    n.parse().map_err(|_| layer_out_of_range(n))
 }
 
 /// `[8, 22, 43]` -> experts.
-fn parse_list(s: &[u8], out: &mut Vec<u16>) -> Option<()> {
-    let s = std::str::from_utf8(s).ok()?.trim();
-    let inner = s.strip_prefix('[')?.strip_suffix(']')?;
+fn parse_list(s: &[u8], out: &mut Vec<u16>) -> std::result::Result<(), String> {
+    let not_a_list = || {
+        format!(
+            "Activated Expert IDs `{}` is not a list like \"[8, 22, 43]\"",
+            show(s, 60)
+        )
+    };
+    let inner = std::str::from_utf8(s)
+        .ok()
+        .and_then(|s| s.trim().strip_prefix('[')?.strip_suffix(']'))
+        .ok_or_else(not_a_list)?;
     if inner.trim().is_empty() {
-        return Some(());
+        return Ok(());
     }
     for part in inner.split(',') {
-        out.push(part.trim().parse().ok()?);
+        let n = integer(part.trim()).ok_or_else(not_a_list)?;
+        match n.parse::<u16>() {
+            Ok(id) if id <= MAX_EXPERT_ID => out.push(id),
+            _ => return Err(expert_out_of_range(n)),
+        }
     }
-    Some(())
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,307 @@
+//! Bad trace input through the binary (issue 18, the reader items): a one-line error
+//! naming the file and line or byte, exit status 2, no panic, nothing written.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use moe_spill::format::binary;
+use moe_spill::trace::{Geometry, Trace};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_moe-spill"))
+        .args(args)
+        .output()
+        .expect("run moe-spill")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "moe-spill {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Exit status 2, one printable line on stderr containing `want`, nothing on stdout.
+fn fails(args: &[&str], want: &str) -> String {
+    let out = run(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "moe-spill {args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "one line expected, got: {err:?}");
+    assert!(
+        !err.trim_end().chars().any(char::is_control),
+        "control characters in {err:?}"
+    );
+    assert!(err.contains(want), "`{err}` does not contain `{want}`");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.stdout.is_empty(), "no output on error");
+    err
+}
+
+fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+    let p = dir.join(name);
+    fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+const CSV_HEADER: &str = "Layer ID,Batch Number,Token,Activated Expert IDs\n";
+
+/// A CSV of `n_layers` layers (1..), two tokens each, top-2, the first row's experts
+/// given.
+fn csv_with(n_layers: u16, first: &str) -> String {
+    let mut text = CSV_HEADER.to_string();
+    for l in 1..=n_layers {
+        let a = if l == 1 { first } else { "0, 1" };
+        text += &format!("{l},0,a,\"[{a}]\"\n{l},0,b,\"[2, 3]\"\n");
+    }
+    text
+}
+
+// Item 1: the largest expert id wrapped the u16 expert count to 0.
+#[test]
+fn expert_id_65535_is_refused_with_the_limit() {
+    let d = tempfile::tempdir().unwrap();
+    let e = write(
+        d.path(),
+        "e.txt",
+        "layer 0 expert 65535\nlayer 0 expert 1\n---token---\n",
+    );
+    fails(
+        &["info", s(&e)],
+        "e.txt:1: expert id 65535 is out of range: expert ids run from 0 to 65534",
+    );
+    let out = d.path().join("e.mst");
+    fails(
+        &["convert", s(&e), "-o", s(&out)],
+        "e.txt:1: expert id 65535",
+    );
+    assert!(!out.exists(), "no output written");
+    // 26 layers with id 65535 divided by zero in trace.rs.
+    let c = write(d.path(), "c.csv", csv_with(26, "65535, 1"));
+    fails(&["info", s(&c)], "c.csv:2: expert id 65535 is out of range");
+    // The largest id that fits still loads (one layer of 65535 experts).
+    let top = write(
+        d.path(),
+        "top.txt",
+        "layer 0 expert 65534\nlayer 0 expert 1\n---token---\n",
+    );
+    assert!(ok(&["info", s(&top), "--format", "csv"]).contains("65535 experts"));
+}
+
+/// A .mst with a good checksum, written from a trace built by hand.
+fn mst(dir: &Path, name: &str, layers: Vec<u16>, ids: Vec<u16>) -> PathBuf {
+    let geometry = Geometry {
+        layers,
+        n_experts: 4,
+        top_k: 2,
+    };
+    let n = ids.len() / geometry.accesses_per_token();
+    let t = Trace {
+        geometry,
+        n_experts_known: true,
+        ids: ids.into(),
+        response_starts: vec![0, n],
+        prompt: vec![false; n],
+    };
+    let mut bytes = Vec::new();
+    binary::write(&t, &mut bytes).unwrap();
+    write(dir, name, bytes)
+}
+
+// Item 7: the binary reader makes the text readers' checks.
+#[test]
+fn mst_repeated_expert_or_layer_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let good = mst(
+        d.path(),
+        "good.mst",
+        vec![1, 2],
+        vec![3, 0, 5, 6, 2, 1, 4, 7],
+    );
+    ok(&["info", s(&good)]);
+    // Token 1, layer 2: expert 3 twice (dense id 7 at id index 6 and 7).
+    let dup = mst(
+        d.path(),
+        "dup.mst",
+        vec![1, 2],
+        vec![3, 0, 5, 6, 2, 1, 7, 7],
+    );
+    // ids start at 40 + 4 (layers) + 4 (lengths) + 1 (phase bits) = 49.
+    fails(
+        &["info", s(&dup)],
+        "dup.mst: byte 63: expert 3 of layer 2 appears twice in one token",
+    );
+    let out = d.path().join("dup_text");
+    fails(&["convert", s(&dup), "-o", s(&out)], "appears twice");
+    assert!(!out.exists());
+    let layers = mst(d.path(), "layers.mst", vec![5, 5], vec![3, 0, 5, 6]);
+    fails(
+        &["info", s(&layers)],
+        "layers.mst: byte 42: layer 5 appears twice in the layer numbers",
+    );
+}
+
+// Item 9: numbers too large are out of range, not syntax.
+#[test]
+fn out_of_range_numbers_name_the_limit() {
+    let d = tempfile::tempdir().unwrap();
+    let t = write(
+        d.path(),
+        "t.txt",
+        "layer 0 expert 1\nlayer 0 expert 65536\n---token---\n",
+    );
+    fails(
+        &["info", s(&t)],
+        "t.txt:2: expert id 65536 is out of range: expert ids run from 0 to 65534",
+    );
+    let t = write(d.path(), "l.txt", "layer 70000 expert 1\n");
+    fails(
+        &["info", s(&t)],
+        "l.txt:1: layer 70000 is out of range: layer numbers run from 0 to 65535",
+    );
+    let t = write(
+        d.path(),
+        "big.txt",
+        "layer 1 expert 123456789012345678901234\n",
+    );
+    fails(
+        &["info", s(&t)],
+        "expert id 123456789012345678901234 is out",
+    );
+    for (id, want) in [("70000", "expert id 70000"), ("-6", "expert id -6")] {
+        let c = write(d.path(), "c.csv", csv_with(1, &format!("1, {id}")));
+        fails(
+            &["info", s(&c)],
+            &format!("c.csv:2: {want} is out of range: expert ids run from 0 to 65534"),
+        );
+    }
+    let c = write(
+        d.path(),
+        "l.csv",
+        format!("{CSV_HEADER}70000,0,a,\"[1, 2]\"\n"),
+    );
+    fails(&["info", s(&c)], "l.csv:2: layer 70000 is out of range");
+    let c = write(d.path(), "x.csv", csv_with(1, "1, x"));
+    fails(
+        &["info", s(&c)],
+        "x.csv:2: Activated Expert IDs `[1, x]` is not a list",
+    );
+}
+
+// Item 10: a byte-order mark is not content; control characters are escaped.
+#[test]
+fn byte_order_mark_is_accepted_and_control_characters_escaped() {
+    let d = tempfile::tempdir().unwrap();
+    let text = "layer 1 expert 2\nlayer 1 expert 0\n---token---\n";
+    let plain = write(d.path(), "plain.txt", text);
+    let bom = write(d.path(), "bom.txt", format!("\u{feff}{text}"));
+    assert_eq!(
+        ok(&["analyze", s(&plain), "--format", "csv"]),
+        ok(&["analyze", s(&bom), "--format", "csv"])
+    );
+    let cr = write(d.path(), "cr.txt", "layer 1 expert 2\nlayer 1\rexpert 0\n");
+    fails(
+        &["info", s(&cr)],
+        r"cr.txt:2: words must be separated by single spaces (`layer L expert E`), found `layer 1\rexpert 0`",
+    );
+    let cr = write(
+        d.path(),
+        "cr2.txt",
+        "layer 1 expert 2
+hello\rworld\r\n",
+    );
+    fails(
+        &["info", s(&cr)],
+        r"cr2.txt:2: expected `layer L expert E`, a `---token` separator or a prompt-block marker, found `hello\rworld`",
+    );
+    let nul = write(
+        d.path(),
+        "nul.txt",
+        "layer 1 expert 2\nlayer 1 expert\0 0\n",
+    );
+    fails(&["info", s(&nul)], r"found `layer 1 expert\u{0} 0`");
+}
+
+// Item 11: the CSV header is checked, not assumed.
+#[test]
+fn csv_header_names_what_is_wrong() {
+    let d = tempfile::tempdir().unwrap();
+    let rows = "1,0,a,\"[1, 2]\"\n";
+    let c = write(
+        d.path(),
+        "r.csv",
+        format!("Layer ID,Token,Batch Number,Activated Expert IDs\n{rows}"),
+    );
+    fails(
+        &["info", s(&c)],
+        "r.csv:1: header columns are out of order: the header must be `Layer ID,Batch Number,Token,Activated Expert IDs`",
+    );
+    let c = write(
+        d.path(),
+        "n.csv",
+        format!("Layer ID,Batch Number,Tokens,Activated Expert IDs\n{rows}"),
+    );
+    fails(
+        &["info", s(&c)],
+        "n.csv:1: header column 3 is `Tokens`, expected `Token`",
+    );
+    let c = write(
+        d.path(),
+        "w.csv",
+        format!("Layer ID,Batch Number,Token,Activated Expert IDs,Extra\n{rows}"),
+    );
+    fails(
+        &["info", s(&c)],
+        "w.csv:1: header has 5 columns, expected the 4",
+    );
+    // A byte-order mark before the header is still fine.
+    let c = write(d.path(), "b.csv", format!("\u{feff}{CSV_HEADER}{rows}"));
+    ok(&["info", s(&c)]);
+}
+
+// Item 13: a dangling link is an error; tabs get their line, whatever line they are on.
+#[cfg(unix)]
+#[test]
+fn dangling_link_in_a_trace_folder_is_an_error() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "a.txt",
+        "layer 1 expert 2\nlayer 1 expert 0\n---token---\n",
+    );
+    std::os::unix::fs::symlink(d.path().join("gone.txt"), d.path().join("b.txt")).unwrap();
+    fails(
+        &["info", s(d.path())],
+        "b.txt: symbolic link to a file that does not exist",
+    );
+}
+
+#[test]
+fn tabs_between_words_are_reported_at_their_line() {
+    let d = tempfile::tempdir().unwrap();
+    let all = write(
+        d.path(),
+        "all.txt",
+        "layer\t1\texpert\t2\nlayer\t1\texpert\t0\n---token---\n",
+    );
+    fails(
+        &["info", s(&all)],
+        r"all.txt:1: words must be separated by single spaces (`layer L expert E`), found `layer\t1\texpert\t2`",
+    );
+    let one = write(
+        d.path(),
+        "one.txt",
+        "layer 1 expert 2\nlayer 1  expert 0\n---token---\n",
+    );
+    fails(
+        &["info", s(&one)],
+        "one.txt:2: words must be separated by single spaces",
+    );
+}
