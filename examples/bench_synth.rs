@@ -2,8 +2,8 @@
 //!
 //!     cargo run --release --example bench_synth
 //!
-//! Times `synth::generate` in-process (no analysis, no file) for the GLM-5 run of the
-//! README (100 responses x 1,000 tokens, seed 1: 60 M accesses) and for the embedded
+//! Times `synth::generate` in-process (no analysis, no file) for the GLM-5 run of
+//! docs/performance.md (100 responses x 1,000 tokens, seed 1: 60 M accesses) and for the embedded
 //! default (`synth::default_trace()`, 4.8 M accesses), several runs each. Prints wall
 //! and CPU time (this process, all threads), M accesses/s against both, the load average
 //! before each run (the machine is shared), and a fingerprint of the ids, so a faster

@@ -1,6 +1,6 @@
 //! The synthetic trace generator: calibration (measured by analyze), determinism,
 //! geometry, --fit on a small recording, the committed sample, and (ignored, needs
-//! ../shared) the DeepSeek-V2-Lite comparison of traces/SYNTHETIC.md.
+//! ../shared) the DeepSeek-V2-Lite comparison of docs/synthetic.md.
 
 use std::path::{Path, PathBuf};
 
@@ -273,7 +273,7 @@ fn committed_sample_is_reproducible() {
     assert_eq!(sample.n_tokens() - sample.n_decode_tokens(), 36);
 }
 
-/// The synthetic-versus-real comparison of traces/SYNTHETIC.md:
+/// The synthetic-versus-real comparison of docs/synthetic.md:
 /// `cargo test --release --test synth -- --ignored --nocapture deepseek`
 #[test]
 #[ignore = "needs ../shared/traces/deepseek-v2-lite; prints the comparison"]

@@ -263,7 +263,7 @@ impl Policy for Arc {
     }
 
     /// The run's ids are checked once, its counts kept in registers, and its misses
-    /// written into room reserved once (faster than access by access: README).
+    /// written into room reserved once (faster than access by access: docs/performance.md).
     fn replay(&mut self, ids: &[u16], misses: &mut Vec<u32>) {
         let max = ids.iter().fold(0, |m, &id| m.max(id));
         assert!(

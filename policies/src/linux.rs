@@ -1,6 +1,6 @@
 //! `linux`: the page cache as the classic split LRU of mm/vmscan.c runs it for an
 //! mmap'd model file (not MGLRU), with the kernel's own blind spots. Measured against
-//! the real kernel by `moe-spill kernel-replay` (traces/KERNEL.md), where the simpler
+//! the real kernel by `moe-spill kernel-replay` (docs/kernel.md), where the simpler
 //! `linux-eager` model (linux_eager.rs) missed by up to 15%. The rules, and the kernel
 //! code each one stands for:
 //!

@@ -2,7 +2,7 @@
 //! classic split LRU of mm/vmscan.c and mm/swap.c, not MGLRU), kept for comparison with
 //! the refined `linux` (linux.rs). It sees every access when it happens; the kernel
 //! does not (it samples page-table accessed bits when reclaim reaches a page), which is
-//! why this model evicts too well at large budgets (traces/KERNEL.md: -9% to -15% of
+//! why this model evicts too well at large budgets (docs/kernel.md: -9% to -15% of
 //! the kernel's reads at 75-90% of the experts). Each rule and the kernel behaviour it
 //! approximates:
 //! - a miss (page fault that reads the expert from disk) puts the object at the head of

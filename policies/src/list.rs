@@ -11,7 +11,7 @@
 //! In `Lists<true>` nil is a node of its own after the sentinels (`n + k`): the links
 //! hold only nodes whatever the calls, and `Raw` follows them without any check. LRU
 //! and the other list policies are faster with the constant, ARC without the checks
-//! (measurements in the README).
+//! (measurements in docs/performance.md).
 
 /// "No node": a policy's hand or bucket that points nowhere, and the links of an
 /// object on no list in `Lists<false>`.

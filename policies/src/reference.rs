@@ -652,8 +652,8 @@ impl Policy for RefLinuxEager {
     }
 }
 
-/// The refined Linux model, transcribed rule by rule from traces/KERNEL.md ("Proposed
-/// refinement"): reference bits and flags in a map, the lists as deques (front =
+/// The refined Linux model, transcribed rule by rule from docs/kernel.md (the `linux`
+/// policy's rules): reference bits and flags in a map, the lists as deques (front =
 /// head), eviction times in a map.
 #[derive(Clone, Debug)]
 pub struct RefLinux {

@@ -2,7 +2,7 @@
 //! kernel-replay): the refined `linux` lists ([`SplitLru`]) over the pages of the laid-out
 //! file instead of over experts, plus the mmap readahead that an expert-level policy
 //! cannot express. Under llama.cpp's advice the kernel reads readahead windows, not
-//! experts (traces/KERNEL.md), so this model reports bytes (expert-equivalents), not
+//! experts (docs/kernel.md), so this model reports bytes (expert-equivalents), not
 //! whole misses.
 //!
 //! Rules, and the kernel code each stands for (classic split LRU, order-0 accounting):

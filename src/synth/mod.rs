@@ -8,7 +8,7 @@
 //! tokens that every response shares (BOS, chat template). `dead` sets U and `drift`
 //! sets D, so a target U and D are met by a monotone search (`fit::calibrate`).
 //!
-//! traces/SYNTHETIC.md documents the model, the calibration, the fit to the recorded
+//! docs/synthetic.md documents the model, the calibration, the fit to the recorded
 //! DeepSeek-V2-Lite trace and the committed sample.
 
 pub mod fit;
@@ -28,7 +28,7 @@ use crate::trace::Trace;
 pub const GLM5_U: f64 = 13190.0;
 pub const GLM5_D: f64 = 2412.0;
 
-/// Shape parameters fitted to the recorded DeepSeek-V2-Lite routing (traces/SYNTHETIC.md):
+/// Shape parameters fitted to the recorded DeepSeek-V2-Lite routing (docs/synthetic.md):
 /// topic affinity, recall probability and recall lag exponent. Every preset uses them;
 /// `dead` and `drift` are then calibrated to U and D.
 pub const AFFINITY: f64 = 0.73;
