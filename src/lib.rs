@@ -6,11 +6,14 @@
 
 pub mod analyze;
 pub mod cli;
+pub mod cpu;
+pub mod drive;
 pub mod error;
 pub mod estimate;
 pub mod format;
 pub mod hardware;
 pub mod ids;
+pub mod io_engine;
 pub mod kernel;
 pub mod mattson;
 pub mod model;
