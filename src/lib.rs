@@ -7,6 +7,7 @@
 pub mod analyze;
 pub mod cli;
 pub mod cpu;
+pub mod decode;
 pub mod drive;
 pub mod error;
 pub mod estimate;
