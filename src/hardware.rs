@@ -7,6 +7,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cpu::Cpu;
+use crate::drive::{DriveCurve, DrivePoint};
 use crate::error::{Error, Result};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -41,11 +43,52 @@ pub struct Ram {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ssd {
-    /// Read bandwidth of one drive.
+    /// Rated sequential read bandwidth of one drive (the datasheet figure).
     pub bandwidth_gbs: f64,
-    /// Drives in RAID0 (bandwidths add).
+    /// Drives in RAID0 (bandwidths add; one request still goes to one drive).
     #[serde(default = "one")]
     pub drives: u32,
+    /// Fixed cost of one read request, microseconds (default: the fitted PCIe 4 curve's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<f64>,
+    /// Rate at which one request streams, GB/s (default: the fitted curve's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_gbs: Option<f64>,
+    /// Measured points (fio): GB/s at request size and queue depth; when given they
+    /// replace the three figures (scripts/measure_disk.sh writes them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub points: Vec<DrivePoint>,
+}
+
+/// Fixed cost and streaming rate of one request when a profile gives only the rated
+/// bandwidth: the fit to the one published size x depth curve (a PCIe 4 DRAM-less
+/// drive, 0xBakeer/deepseek-v41-flash-spark#2; see `drive.rs`).
+pub const DEFAULT_LATENCY_US: f64 = 96.0;
+pub const DEFAULT_STREAM_GBS: f64 = 2.37;
+
+impl Ssd {
+    /// The read curve of the drives: the points if measured, else the three figures
+    /// (RAID0 multiplies the rated bandwidth, not the speed of one request).
+    pub fn curve(&self) -> DriveCurve {
+        let d = self.drives.max(1) as f64;
+        let c = DriveCurve::from_figures(
+            self.bandwidth_gbs * d,
+            self.latency_us.unwrap_or(DEFAULT_LATENCY_US),
+            self.stream_gbs.unwrap_or(DEFAULT_STREAM_GBS),
+        );
+        if self.points.is_empty() {
+            return c;
+        }
+        let points = self
+            .points
+            .iter()
+            .map(|p| DrivePoint {
+                gbs: p.gbs * d,
+                ..p.clone()
+            })
+            .collect();
+        c.with_points(points).expect("points validated")
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -58,6 +101,10 @@ pub struct Hardware {
     pub gpus: Vec<Gpu>,
     pub ram: Ram,
     pub ssd: Ssd,
+    /// The CPU: threads and matmul rates (none: the CPU side is RAM-bound alone, and
+    /// page faults come from 1 thread).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Cpu>,
 }
 
 impl Hardware {
@@ -143,6 +190,18 @@ impl Hardware {
         if self.ssd.drives == 0 {
             return Err("SSD drives must be at least 1".into());
         }
+        if let Some(l) = self.ssd.latency_us {
+            pos(l, "SSD latency_us")?;
+        }
+        if let Some(s) = self.ssd.stream_gbs {
+            pos(s, "SSD stream_gbs")?;
+        }
+        DriveCurve::from_figures(1.0, 1.0, 1.0)
+            .with_points(self.ssd.points.clone())
+            .map_err(|e| format!("SSD {e}"))?;
+        if let Some(c) = &self.cpu {
+            c.validate()?;
+        }
         Ok(())
     }
 
@@ -198,6 +257,7 @@ fn hw(
     gpus: Vec<Gpu>,
     ram: (f64, f64, f64),
     ssd: (f64, u32),
+    cpu: Option<(&str, u32)>,
 ) -> Hardware {
     Hardware {
         name: name.into(),
@@ -211,7 +271,15 @@ fn hw(
         ssd: Ssd {
             bandwidth_gbs: ssd.0,
             drives: ssd.1,
+            latency_us: None,
+            stream_gbs: None,
+            points: Vec::new(),
         },
+        cpu: cpu.map(|(name, threads)| Cpu {
+            name: name.into(),
+            threads,
+            gbs_per_thread: Default::default(),
+        }),
     }
 }
 
@@ -227,6 +295,7 @@ pub fn presets() -> Vec<Hardware> {
             vec![gpu(3, 24.0, 346.0, 2.0)],
             (288.0, 57.6, 8.0),
             (3.5, 1),
+            None,
         ),
         hw(
             "3090-ddr5",
@@ -234,6 +303,7 @@ pub fn presets() -> Vec<Hardware> {
             vec![gpu(1, 24.0, 936.0, 3.0)],
             (128.0, 96.0, 6.0),
             (7.0, 1),
+            Some(("Ryzen 9 7950X (assumed)", 16)),
         ),
         hw(
             "3090-ddr5-raid0",
@@ -241,6 +311,7 @@ pub fn presets() -> Vec<Hardware> {
             vec![gpu(1, 24.0, 936.0, 3.0)],
             (128.0, 96.0, 6.0),
             (7.0, 4),
+            Some(("Ryzen 9 7950X (assumed)", 16)),
         ),
         hw(
             "4090-ddr5",
@@ -248,6 +319,7 @@ pub fn presets() -> Vec<Hardware> {
             vec![gpu(1, 24.0, 1008.0, 3.0)],
             (96.0, 72.0, 6.0),
             (7.0, 1),
+            Some(("Ryzen 9 7950X (assumed)", 16)),
         ),
         hw(
             "5090-ddr5",
@@ -255,6 +327,7 @@ pub fn presets() -> Vec<Hardware> {
             vec![gpu(1, 32.0, 1792.0, 3.0)],
             (192.0, 72.0, 8.0),
             (14.0, 1),
+            Some(("Ryzen 9 7950X (assumed)", 16)),
         ),
         hw(
             "desktop-cpu",
@@ -262,6 +335,7 @@ pub fn presets() -> Vec<Hardware> {
             vec![],
             (64.0, 67.2, 6.0),
             (7.0, 1),
+            Some(("Ryzen 9 7950X (assumed)", 16)),
         ),
         hw(
             "epyc-12ch-ddr5",
@@ -269,6 +343,7 @@ pub fn presets() -> Vec<Hardware> {
             vec![],
             (768.0, 345.6, 16.0),
             (14.0, 2),
+            Some(("EPYC 9354 (assumed)", 32)),
         ),
     ]
 }

@@ -3,24 +3,26 @@
 //!
 //! Dependencies run one way (scripts/import_graph.py checks there is no cycle):
 //! `main` -> `cli` (clap, raw flags -> settings) -> `commands` (one file per subcommand)
-//! -> `setup`, `costing` (counts priced by the time model), `replay`, `timemodel`,
+//! -> `setup`, `costing` (counts priced by the time model), `replay`, `timemodel` (and `decode`, `io_engine`: the I/O model),
 //! `analyze`, `report`, `kernel`, `synth` -> `input`, `format`, `trace`, `model`,
-//! `hardware`, `quant`, `units` -> the policies crate (the policies and their one-pass
+//! `hardware` (with `drive` and `cpu`), `quant`, `units` -> the policies crate (the policies and their one-pass
 //! miss curves).
 
 pub mod analyze;
 pub mod cli;
 pub mod commands;
 pub mod costing;
+pub mod cpu;
+pub mod decode;
+pub mod drive;
 pub mod error;
 pub mod format;
 pub mod hardware;
 pub mod ids;
 pub mod input;
+pub mod io_engine;
 pub mod kernel;
-
 pub mod model;
-
 pub mod progress;
 pub mod quant;
 pub mod replay;

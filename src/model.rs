@@ -185,6 +185,13 @@ impl Model {
             .expert_bytes(self.hidden as u64, self.expert_width as u64)
             .map_err(|e| Error::new(format!("{}: {}", self.name, e.0)))
     }
+
+    /// Exact bytes of an expert's gate, up and down slices at quant `q` (after fallback).
+    pub fn slice_bytes(&self, q: ExpertQuant) -> Result<[u64; 3]> {
+        self.effective_quant(q)
+            .slice_bytes(self.hidden as u64, self.expert_width as u64)
+            .map_err(|e| Error::new(format!("{}: {}", self.name, e.0)))
+    }
 }
 
 /// llama.cpp's fallback for rows that are not a multiple of the block size.

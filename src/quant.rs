@@ -125,6 +125,12 @@ impl ExpertQuant {
     /// Exact bytes of one expert: gate and up are {hidden x width}, down is {width x hidden}
     /// (ggml rows run along the first dimension).
     pub fn expert_bytes(&self, hidden: u64, width: u64) -> Result<u64> {
+        Ok(self.slice_bytes(hidden, width)?.iter().sum())
+    }
+
+    /// Exact bytes of each projection's slice (gate, up, down): in a GGUF each is a
+    /// contiguous range of its layer's `ffn_*_exps` tensor.
+    pub fn slice_bytes(&self, hidden: u64, width: u64) -> Result<[u64; 3]> {
         let row = |t: QuantType, n: u64, proj: &str| {
             t.row_bytes(n).ok_or_else(|| {
                 Error::new(format!(
@@ -133,9 +139,16 @@ impl ExpertQuant {
                 ))
             })
         };
-        Ok(row(self.gate, hidden, "gate")? * width
-            + row(self.up, hidden, "up")? * width
-            + row(self.down, width, "down")? * hidden)
+        Ok([
+            row(self.gate, hidden, "gate")? * width,
+            row(self.up, hidden, "up")? * width,
+            row(self.down, width, "down")? * hidden,
+        ])
+    }
+
+    /// The projections' types in slice order.
+    pub fn types(&self) -> [QuantType; 3] {
+        [self.gate, self.up, self.down]
     }
 }
 

@@ -33,6 +33,14 @@ pub struct Placement {
     pub cpu_layers: usize,
     pub n_layers: usize,
     pub top_k: usize,
+    /// Bytes of an expert's gate, up and down slices (they add up to `expert_bytes`).
+    pub slice_bytes: [u64; 3],
+    /// Their types (after llama.cpp's fallback), and the non-expert weights' type: what
+    /// the CPU multiplies.
+    #[serde(skip)]
+    pub slice_types: [QuantType; 3],
+    #[serde(skip)]
+    pub non_expert_quant: QuantType,
 }
 
 impl Placement {
@@ -46,6 +54,7 @@ impl Placement {
         hw: &Hardware,
     ) -> crate::error::Result<Placement> {
         let expert_bytes = model.expert_bytes(quant)?;
+        let slice_bytes = model.slice_bytes(quant)?;
         let non_expert_bytes = model.non_expert_params * non_expert_quant.bits_per_weight() / 8.0;
         let vram: f64 = hw
             .gpus
@@ -66,6 +75,9 @@ impl Placement {
             cpu_layers: n_layers - gpu_layers,
             n_layers,
             top_k: model.top_k as usize,
+            slice_bytes,
+            slice_types: model.effective_quant(quant).types(),
+            non_expert_quant,
         })
     }
 
@@ -220,6 +232,9 @@ mod tests {
             cpu_layers: 2,
             n_layers: 2,
             top_k: 1,
+            slice_bytes: [1 << 28, 1 << 28, 1 << 29],
+            slice_types: [quant_type("q8_0").unwrap(); 3],
+            non_expert_quant: quant_type("q8_0").unwrap(),
         };
         let hw: Hardware = toml::from_str(
             "name='t'\n[[gpus]]\nvram_gib=5\nreserve_gib=1\nbandwidth_gbs=100\n[ram]\nsize_gib=10\nreserve_gib=1\nbandwidth_gbs=10\n[ssd]\nbandwidth_gbs=2\n",

@@ -1,0 +1,140 @@
+//! How fast the CPU multiplies quantized weights at batch 1 (decode).
+//!
+//! A matrix-vector product reads every weight once, so the CPU side of a token takes the
+//! longer of two times: its bytes over the RAM bandwidth, or its bytes over the rate at
+//! which the cores dequantize and multiply them. Low-bit codebook quants (IQ1 to IQ3)
+//! cost about three times more per byte than k-quants, so a desktop can be bound by
+//! compute before RAM bandwidth (colibri on a 9950X: 5.8x more disk bandwidth bought
+//! 2.9x more tok/s, and the profile flipped to 57 % matmul).
+//!
+//! Rates are GB/s of weights per thread, from llama.cpp's `llama-bench` token generation
+//! on a Ryzen 9 7950X with 2 threads (ik_llama.cpp discussion 164, mainline build 4384,
+//! LLaMA-3.1-8B: the model's file bytes x tokens/s / 2; at 2 threads the run is bound by
+//! compute, not by RAM). A profile may give its own rates per type
+//! (`[cpu.gbs_per_thread]`). Types without a published figure borrow the nearest
+//! kernel's, as [`published_rate`] says.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::quant::QuantType;
+
+/// The CPU of a hardware profile.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cpu {
+    /// What it is (for tables).
+    #[serde(default)]
+    pub name: String,
+    /// Threads llama.cpp multiplies with (`--threads`; physical cores: SMT siblings add
+    /// nothing to a bandwidth-heavy matmul).
+    pub threads: u32,
+    /// GB/s of weights one thread multiplies, per GGUF type (lower case); types not
+    /// listed take the published rate.
+    #[serde(default)]
+    pub gbs_per_thread: BTreeMap<String, f64>,
+}
+
+/// The published per-thread rate of a type (GB/s), with the type whose figure it is.
+/// None: no figure for it or a kernel like it (f32, f16, bf16: these run at RAM speed).
+pub fn published_rate(t: &QuantType) -> Option<(f64, &'static str)> {
+    // (type, GB/s per thread) from ik_llama.cpp discussion 164, mainline column.
+    const MEASURED: &[(&str, f64)] = &[
+        ("q8_0", 21.1),
+        ("q4_0", 26.2),
+        ("q2_k", 16.9),
+        ("q3_k", 16.1),
+        ("q4_k", 22.4),
+        ("q5_k", 21.0),
+        ("q6_k", 25.1),
+        ("iq4_nl", 13.9),
+        ("iq4_xs", 18.1),
+        ("iq2_xxs", 6.5),
+        ("iq2_xs", 7.6),
+        ("iq2_s", 7.7),
+        ("iq3_xxs", 6.8),
+        ("iq3_s", 6.8),
+    ];
+    // Types without a figure, and the kernel they are closest to: the one-bit codebook
+    // types decode like IQ2_XXS (a grid lookup per 8 weights); q4_1/q5_0/q5_1 are
+    // q4_0's block layout with an offset or a fifth bit.
+    let like = match t.name {
+        "iq1_m" | "iq1_s" => "iq2_xxs",
+        "q4_1" | "q5_0" | "q5_1" => "q4_0",
+        name => name,
+    };
+    MEASURED
+        .iter()
+        .find(|(n, _)| *n == like)
+        .map(|&(n, r)| (r, n))
+}
+
+impl Cpu {
+    /// Seconds to multiply `bytes` of type `t` with all threads; None when no rate is
+    /// known (the time is then RAM-bound alone).
+    pub fn matmul_seconds(&self, t: &QuantType, bytes: f64) -> Option<f64> {
+        let rate = match self.gbs_per_thread.get(t.name) {
+            Some(&r) => r,
+            None => published_rate(t)?.0,
+        };
+        Some(bytes / (rate * 1e9 * self.threads as f64))
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.threads == 0 {
+            return Err("CPU threads must be at least 1".into());
+        }
+        for (name, &r) in &self.gbs_per_thread {
+            crate::quant::quant_type(name).map_err(|e| format!("CPU gbs_per_thread: {e}"))?;
+            crate::drive::check_positive(r, &format!("CPU gbs_per_thread.{name}"))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::quant_type;
+
+    fn cpu(threads: u32) -> Cpu {
+        Cpu {
+            name: "test".into(),
+            threads,
+            gbs_per_thread: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn rates_are_per_thread_and_codebook_types_are_slower() {
+        let c = cpu(16);
+        let q4k = quant_type("q4_k").unwrap();
+        let iq2 = quant_type("iq2_xxs").unwrap();
+        let t = c.matmul_seconds(&q4k, 22.4e9 * 16.0).unwrap();
+        assert!((t - 1.0).abs() < 1e-12);
+        let t2 = c.matmul_seconds(&iq2, 22.4e9 * 16.0).unwrap();
+        assert!(t2 > 3.0 * t);
+        // IQ1_M borrows IQ2_XXS's figure; f16 has none.
+        let iq1 = quant_type("iq1_m").unwrap();
+        assert_eq!(published_rate(&iq1), Some((6.5, "iq2_xxs")));
+        assert_eq!(c.matmul_seconds(&quant_type("f16").unwrap(), 1e9), None);
+    }
+
+    #[test]
+    fn a_profile_rate_overrides_the_published_one() {
+        let mut c = cpu(2);
+        c.gbs_per_thread.insert("q4_k".into(), 10.0);
+        let t = c
+            .matmul_seconds(&quant_type("q4_k").unwrap(), 20e9)
+            .unwrap();
+        assert!((t - 1.0).abs() < 1e-12);
+        assert!(c.validate().is_ok());
+        c.gbs_per_thread.insert("q9_z".into(), 1.0);
+        assert!(c.validate().unwrap_err().contains("unknown quant type"));
+        let mut c = cpu(2);
+        c.gbs_per_thread.insert("q4_k".into(), 0.0);
+        assert!(c.validate().unwrap_err().contains("positive"));
+        assert!(cpu(0).validate().unwrap_err().contains("at least 1"));
+    }
+}

@@ -1,0 +1,238 @@
+//! The time of one decode token (batch 1, layers one after another) under the I/O model:
+//! what the GPU reads, what the CPU reads and multiplies, and what the drive reads for
+//! the token's misses through the engine.
+//!
+//! ```text
+//! t_vram    = as in the analytic model (timemodel.rs)
+//! t_ram     = CPU-side bytes (non-expert weights in RAM + routed experts of CPU layers) / RAM bw
+//! t_compute = the same bytes / (threads x the CPU's per-thread rate for their type)
+//! t_cpu     = max(t_ram, t_compute)
+//! t_io      = per token: every CPU layer's share of the token's misses through the
+//!             engine and the drive's curve (io_engine.rs, drive.rs), plus the non-expert
+//!             bytes that do not fit in RAM, read again every token
+//! mmap:           t = t_vram + t_cpu + t_io           (a fault stalls the thread)
+//! pread, direct:  t = t_vram + t_cpu_ne + max(t_io, h t_cpu_exp) + (1 - h) t_cpu_exp
+//! ```
+//! With worker threads, a layer's reads run while the compute threads multiply its
+//! experts that were hits (share h of the experts' CPU time); the missed experts'
+//! products wait for their reads. A layer's experts are known only after its router,
+//! so no read overlaps another layer.
+
+use serde::Serialize;
+
+use crate::drive::DriveCurve;
+use crate::hardware::Hardware;
+use crate::io_engine::IoEngine;
+use crate::timemodel::{token_time, Placement, GB, GIB};
+
+/// Fault threads when the profile names no CPU (llama.cpp's default is the physical
+/// cores; 8 is a common desktop's).
+pub const DEFAULT_THREADS: u32 = 8;
+
+/// How the engine reads and what the drive does.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IoSetup {
+    pub engine: IoEngine,
+    pub drive: DriveCurve,
+}
+
+/// Seconds per token by part, and the device bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct DecodeTime {
+    pub t_vram: f64,
+    pub t_ram: f64,
+    pub t_compute: f64,
+    pub t_io: f64,
+    /// The token's total, with the engine's overlap.
+    pub total: f64,
+    /// Bytes the device reads per token, readahead and paged non-expert weights included.
+    pub device_bytes: f64,
+}
+
+/// One decode token's time. `misses` lists (misses in a token, tokens with that many)
+/// for the CPU-side layers; `hit_rate` is the run's; `resident` the share of the CPU
+/// layers' experts the cache holds (the chance a neighbour of a missed slice is cached).
+pub fn decode_time(
+    p: &Placement,
+    hw: &Hardware,
+    io: &IoSetup,
+    ram_gib: f64,
+    misses: &[(u32, u64)],
+    hit_rate: f64,
+    resident: f64,
+) -> DecodeTime {
+    let base = token_time(p, hw, 0.0);
+    let e = p.top_k as f64 * p.cpu_layers as f64;
+    let mut t_compute_exp = 0.0;
+    let mut known = true;
+    let mut t_compute_ne = 0.0;
+    if let Some(cpu) = &hw.cpu {
+        for (t, &b) in p.slice_types.iter().zip(&p.slice_bytes) {
+            match cpu.matmul_seconds(t, e * b as f64) {
+                Some(s) => t_compute_exp += s,
+                None => known = false,
+            }
+        }
+        t_compute_ne = cpu
+            .matmul_seconds(&p.non_expert_quant, p.non_expert_ram_bytes)
+            .unwrap_or(0.0);
+    }
+    if !known {
+        t_compute_exp = 0.0;
+    }
+    let ram_bw = hw.ram.bandwidth_gbs * GB;
+    let t_ram_exp = e * p.expert_bytes as f64 / ram_bw;
+    let t_ram_ne = p.non_expert_ram_bytes / ram_bw;
+    let t_cpu_exp = t_ram_exp.max(t_compute_exp);
+    let t_cpu_ne = t_ram_ne.max(t_compute_ne);
+
+    // The misses, layer by layer: a token's misses spread evenly over its CPU layers.
+    let layers = p.cpu_layers.max(1) as f64;
+    let tokens: u64 = misses.iter().map(|&(_, n)| n).sum();
+    let (mut io_s, mut io_b) = (0.0, 0.0);
+    for &(m, n) in misses {
+        let r = io
+            .engine
+            .layer_reads(&p.slice_bytes, m as f64 / layers, resident, &io.drive);
+        io_s += n as f64 * layers * r.seconds;
+        io_b += n as f64 * layers * r.device_bytes;
+    }
+    let per = |x: f64| if tokens == 0 { 0.0 } else { x / tokens as f64 };
+    let (mut t_io, mut device_bytes) = (per(io_s), per(io_b));
+    // Non-expert weights beyond the RAM left after the reserve are read every token.
+    let paged = (p.non_expert_ram_bytes - (ram_gib - hw.ram.reserve_gib).max(0.0) * GIB).max(0.0);
+    if paged > 0.0 {
+        let r = io.engine.layer_reads(&[paged as u64], 1.0, 0.0, &io.drive);
+        t_io += r.seconds;
+        device_bytes += r.device_bytes;
+    }
+    let total = if io.engine.overlaps_compute() {
+        let h = hit_rate.clamp(0.0, 1.0);
+        base.t_vram + t_cpu_ne + t_io.max(h * t_cpu_exp) + (1.0 - h) * t_cpu_exp
+    } else {
+        base.t_vram + t_cpu_ne + t_cpu_exp + t_io
+    };
+    DecodeTime {
+        t_vram: base.t_vram,
+        t_ram: t_ram_exp + t_ram_ne,
+        t_compute: t_compute_exp + t_compute_ne,
+        t_io,
+        total,
+        device_bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::quant_type;
+
+    /// The hand-computed machine of timemodel.rs: 2 CPU layers, top-1, experts of
+    /// 1 GiB in slices of 256 + 256 + 512 MiB, no GPU; RAM 10 GiB at 10 GB/s.
+    fn setup() -> (Placement, Hardware) {
+        let q8 = quant_type("q8_0").unwrap();
+        let p = Placement {
+            expert_bytes: 1 << 30,
+            non_expert_bytes: 0.5 * GIB,
+            non_expert_vram_bytes: 0.0,
+            non_expert_ram_bytes: 0.5 * GIB,
+            gpu_layers: 0,
+            cpu_layers: 2,
+            n_layers: 2,
+            top_k: 1,
+            slice_bytes: [1 << 28, 1 << 28, 1 << 29],
+            slice_types: [q8; 3],
+            non_expert_quant: q8,
+        };
+        let hw: Hardware = toml::from_str(
+            "name='t'\n[ram]\nsize_gib=10\nreserve_gib=1\nbandwidth_gbs=10\n[ssd]\nbandwidth_gbs=2\n[cpu]\nthreads=1\n",
+        )
+        .unwrap();
+        (p, hw)
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1e-12)
+    }
+
+    #[test]
+    fn mmap_adds_the_faults_to_the_cpu_time() {
+        let (p, hw) = setup();
+        let drive = DriveCurve::from_figures(2.0, 100.0, 1.0);
+        let io = IoSetup {
+            engine: IoEngine::Mmap {
+                window: 1 << 20,
+                threads: 1,
+            },
+            drive: drive.clone(),
+        };
+        // Two tokens, one with 2 misses, one with none: 1 miss per token, half a miss
+        // per layer, the neighbours all cached.
+        let t = decode_time(&p, &hw, &io, 10.0, &[(2, 1), (0, 1)], 0.5, 1.0);
+        let bytes = GIB;
+        assert!(close(t.device_bytes, bytes));
+        let io_s = drive.read_seconds(bytes, (1 << 20) as f64, 1.0);
+        assert!(close(t.t_io, io_s));
+        // CPU: 2 GiB of experts + 0.5 GiB non-expert at 10 GB/s, or at q8_0's 21.1 GB/s
+        // per thread: RAM-bound.
+        assert!(close(t.t_ram, 2.5 * GIB / 10e9));
+        assert!(close(t.t_compute, 2.5 * GIB / 21.1e9));
+        assert!(close(t.total, t.t_ram + io_s));
+    }
+
+    #[test]
+    fn workers_overlap_reads_with_the_hits_compute() {
+        let (p, hw) = setup();
+        let drive = DriveCurve::from_figures(2.0, 100.0, 1.0);
+        let io = IoSetup {
+            engine: IoEngine::Pread {
+                workers: 4,
+                chunk: 1 << 20,
+            },
+            drive,
+        };
+        let t = decode_time(&p, &hw, &io, 10.0, &[(1, 1)], 0.5, 1.0);
+        let exp = 2.0 * GIB / 10e9;
+        let ne = 0.5 * GIB / 10e9;
+        assert!(close(t.total, ne + t.t_io.max(0.5 * exp) + 0.5 * exp));
+        assert!(t.total < t.t_ram + t.t_io);
+    }
+
+    #[test]
+    fn codebook_quants_can_bind_on_compute() {
+        let (mut p, mut hw) = setup();
+        p.slice_types = [quant_type("iq2_xxs").unwrap(); 3];
+        hw.ram.bandwidth_gbs = 100.0;
+        let io = IoSetup {
+            engine: IoEngine::Mmap {
+                window: 1 << 20,
+                threads: 1,
+            },
+            drive: DriveCurve::from_figures(2.0, 100.0, 1.0),
+        };
+        let t = decode_time(&p, &hw, &io, 10.0, &[(0, 1)], 1.0, 1.0);
+        // 2 GiB of IQ2_XXS at 6.5 GB/s on one thread beats 100 GB/s of RAM.
+        let compute_exp = 2.0 * GIB / 6.5e9;
+        assert!(close(
+            t.total,
+            compute_exp + (0.5 * GIB / 21.1e9).max(0.5 * GIB / 100e9)
+        ));
+    }
+
+    #[test]
+    fn non_expert_weights_beyond_ram_are_read_every_token() {
+        let (p, hw) = setup();
+        let io = IoSetup {
+            engine: IoEngine::Mmap {
+                window: 1 << 20,
+                threads: 1,
+            },
+            drive: DriveCurve::from_figures(2.0, 100.0, 1.0),
+        };
+        // 1.25 GiB installed, 1 GiB reserve: 0.25 GiB of the 0.5 GiB stays out.
+        let t = decode_time(&p, &hw, &io, 1.25, &[(0, 1)], 0.0, 0.0);
+        assert!(close(t.device_bytes, 0.25 * GIB + 2.0 * (1 << 20) as f64));
+        let full = decode_time(&p, &hw, &io, 10.0, &[(0, 1)], 0.0, 0.0);
+        assert_eq!(full.device_bytes, 0.0);
+    }
+}
