@@ -2,6 +2,7 @@
 //! (bytes per expert, token time) into a report row, beside the analytic estimate from U
 //! and D.
 
+use crate::decode::{decode_time, IoSetup};
 use crate::hardware::Hardware;
 use crate::replay::stats::MissHistogram;
 use crate::replay::{Misses, Partition, ReplayPlan};
@@ -18,6 +19,8 @@ pub struct CostInputs {
     pub u: f64,
     pub d: f64,
     pub chunk: usize,
+    /// The I/O model (None: SSD bytes over the rated bandwidth).
+    pub io: Option<IoSetup>,
 }
 
 /// Budget of a row: installed RAM (GiB) when known, and the cache capacity.
@@ -87,6 +90,9 @@ pub fn make_row(
         t_ram_ms: None,
         t_ssd_ms: None,
         est_tok_s: None,
+        io: None,
+        device_bytes_per_token: None,
+        t_compute_ms: None,
         analytic_ssd_bytes_per_token: None,
         analytic_tok_s: None,
         per_layer_misses: layer_numbers.map(|ls| {
@@ -112,11 +118,25 @@ pub fn make_row(
         row.ssd_bytes_per_token_p50 = Some(hist.percentile(50.0) as u64 * eb);
         row.ssd_bytes_per_token_p99 = Some(hist.percentile(99.0) as u64 * eb);
         row.ssd_bytes_per_token_max = Some(hist.max() as u64 * eb);
-        let t = token_time(&e.placement, &e.hw, mean);
-        row.t_vram_ms = Some(t.t_vram * 1e3);
-        row.t_ram_ms = Some(t.t_ram * 1e3);
-        row.t_ssd_ms = Some(t.t_ssd * 1e3);
-        row.est_tok_s = Some(t.tok_s());
+        if let Some(io) = &e.io {
+            let p = &e.placement;
+            let resident =
+                (budget.capacity as f64 / (p.cpu_layers * plan.n_experts).max(1) as f64).min(1.0);
+            let t = decode_time(p, &e.hw, io, ram_gib, &hist.pairs(), row.hit_rate, resident);
+            row.t_vram_ms = Some(t.t_vram * 1e3);
+            row.t_ram_ms = Some(t.t_ram * 1e3);
+            row.t_compute_ms = Some(t.t_compute * 1e3);
+            row.t_ssd_ms = Some(t.t_io * 1e3);
+            row.device_bytes_per_token = Some(t.device_bytes);
+            row.io = Some(io.engine.name());
+            row.est_tok_s = Some(1.0 / t.total);
+        } else {
+            let t = token_time(&e.placement, &e.hw, mean);
+            row.t_vram_ms = Some(t.t_vram * 1e3);
+            row.t_ram_ms = Some(t.t_ram * 1e3);
+            row.t_ssd_ms = Some(t.t_ssd * 1e3);
+            row.est_tok_s = Some(t.tok_s());
+        }
         let a = analytic_ssd_bytes_per_token(&e.placement, e.u, e.d, budget.capacity, e.chunk);
         row.analytic_ssd_bytes_per_token = Some(a);
         row.analytic_tok_s = Some(token_time(&e.placement, &e.hw, a).tok_s());

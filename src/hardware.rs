@@ -369,6 +369,12 @@ pub struct HardwareOverrides {
     pub ssd_bw: Option<f64>,
     /// Override: SSD drives in RAID0.
     pub ssd_drives: Option<u32>,
+    /// Override: fixed cost of one read request, microseconds.
+    pub ssd_latency_us: Option<f64>,
+    /// Override: rate at which one read request streams, GB/s.
+    pub ssd_stream_gbs: Option<f64>,
+    /// Override: the CPU's threads (llama.cpp `--threads`).
+    pub threads: Option<u32>,
 }
 
 impl HardwareOverrides {
@@ -406,6 +412,24 @@ impl HardwareOverrides {
         h.ram.size_gib = ram_gib.unwrap_or(h.ram.size_gib);
         h.ssd.bandwidth_gbs = self.ssd_bw.unwrap_or(h.ssd.bandwidth_gbs);
         h.ssd.drives = self.ssd_drives.unwrap_or(h.ssd.drives);
+        if self.ssd_latency_us.is_some() {
+            h.ssd.latency_us = self.ssd_latency_us;
+        }
+        if self.ssd_stream_gbs.is_some() {
+            h.ssd.stream_gbs = self.ssd_stream_gbs;
+        }
+        if let Some(t) = self.threads {
+            match &mut h.cpu {
+                Some(c) => c.threads = t,
+                None => {
+                    h.cpu = Some(Cpu {
+                        name: String::new(),
+                        threads: t,
+                        gbs_per_thread: Default::default(),
+                    })
+                }
+            }
+        }
         h.validate()
             .map_err(|m| Error::new(format!("hardware {}: {m}", h.name)))?;
         Ok(h)

@@ -50,6 +50,61 @@ pub enum IoEngine {
     Direct { workers: u32 },
 }
 
+/// What the mapping is advised (llama.cpp: `sequential`; `--numa`: `random`;
+/// ik_llama.cpp's and `--lazy-experts`' per-expert prefetch: `willneed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultAdvice {
+    Normal,
+    Random,
+    Sequential,
+    Willneed,
+}
+
+/// Which engine, as the user names it: `--io`, `--io-workers`, `--read-ahead-kb`,
+/// `--mmap-advice`, and the threads that fault (the CPU's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineKind {
+    Mmap,
+    Pread,
+    Direct,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EngineChoice {
+    pub kind: EngineKind,
+    pub workers: u32,
+    pub read_ahead_kb: u64,
+    pub advice: FaultAdvice,
+}
+
+impl EngineChoice {
+    /// The engine with `threads` compute threads: mmap's read-around window is
+    /// 2 x read_ahead_kb under `POSIX_FADV_SEQUENTIAL`, 1 x with no advice, one page
+    /// under `MADV_RANDOM`, none (exact reads) under `MADV_WILLNEED`; buffered reads go
+    /// in chunks of the readahead window (read_ahead_kb, no advice on a pread fd).
+    pub fn engine(&self, threads: u32) -> IoEngine {
+        let ra = self.read_ahead_kb * 1024;
+        match self.kind {
+            EngineKind::Mmap => IoEngine::Mmap {
+                window: match self.advice {
+                    FaultAdvice::Sequential => (2 * ra).max(PAGE),
+                    FaultAdvice::Normal => ra.max(PAGE),
+                    FaultAdvice::Random => PAGE,
+                    FaultAdvice::Willneed => 0,
+                },
+                threads,
+            },
+            EngineKind::Pread => IoEngine::Pread {
+                workers: self.workers,
+                chunk: ra.max(PAGE),
+            },
+            EngineKind::Direct => IoEngine::Direct {
+                workers: self.workers,
+            },
+        }
+    }
+}
+
 /// What a layer's misses cost.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct LayerReads {

@@ -9,9 +9,11 @@ use moe_spill_policies::registry::PolicySpec;
 
 use crate::analyze::{u_d, CHUNK_TOKENS};
 use crate::costing::{make_row, Budget, CostInputs};
+use crate::decode::IoSetup;
 use crate::error::{Error, Result};
 use crate::hardware::{Hardware, HardwareOverrides};
 use crate::input::{trace_label, Loaded, TraceSource};
+use crate::io_engine::EngineChoice;
 use crate::model::Model;
 use crate::quant::{quant_type, ExpertQuant, QuantType};
 use crate::replay::{run_many, Misses, Partition, ReplayPlan};
@@ -35,6 +37,10 @@ pub struct SetupOptions {
     pub pin_profile: Option<PathBuf>,
     /// Add per-layer miss counts.
     pub per_layer: bool,
+    /// The I/O model's engine (None: SSD bytes over the rated bandwidth).
+    pub io: Option<EngineChoice>,
+    /// Every MoE layer's experts on the CPU (llama.cpp --cpu-moe).
+    pub cpu_moe: bool,
     /// None: a table on a terminal, CSV otherwise.
     pub format: Option<OutputFormat>,
 }
@@ -54,6 +60,10 @@ pub struct ReplaySetup {
     pub deployment: Option<Deployment>,
     /// Per-id counts for pin-hot, and whether they come from the replayed trace itself.
     pub pin_profile: Option<(Vec<u64>, bool)>,
+    /// The I/O model's engine (None: rated bandwidth).
+    pub io: Option<EngineChoice>,
+    /// Every MoE layer's experts on the CPU.
+    pub cpu_moe: bool,
     /// U and D per chunk (threshold 100%), computed on first use (see `u_d`).
     u_d: std::sync::OnceLock<(f64, f64)>,
 }
@@ -148,6 +158,8 @@ impl ReplaySetup {
             trace_label: trace_label(&a.input),
             deployment,
             pin_profile,
+            io: a.io,
+            cpu_moe: a.cpu_moe,
             u_d: std::sync::OnceLock::new(),
         })
     }
@@ -169,6 +181,14 @@ impl ReplaySetup {
             u,
             d,
             chunk: CHUNK_TOKENS,
+            io: self.io.map(|c| IoSetup {
+                engine: c.engine(
+                    hw.cpu
+                        .as_ref()
+                        .map_or(crate::decode::DEFAULT_THREADS, |c| c.threads),
+                ),
+                drive: hw.ssd.curve(),
+            }),
         }
     }
 
@@ -199,7 +219,10 @@ impl ReplaySetup {
                 hw.gpus.iter_mut().for_each(|g| g.vram_gib = v);
             }
         }
-        let placement = Placement::new(m.model, m.quant, m.non_expert_quant, &hw)?;
+        let mut placement = Placement::new(m.model, m.quant, m.non_expert_quant, &hw)?;
+        if self.cpu_moe {
+            placement = placement.with_gpu_layers(0);
+        }
         Ok(Some((placement, hw)))
     }
 

@@ -20,7 +20,7 @@ use proptest::test_runner::Config;
 
 use moe_spill::error::Error;
 use moe_spill::format::{self, binary, forum, moe_beyond, Layout};
-use moe_spill::simulate::{run_policy, Partition, ReplayPlan};
+use moe_spill::replay::{run_policy, Partition, ReplayPlan};
 use moe_spill::trace::{Geometry, Trace};
 use moe_spill_policies::registry::PolicySpec;
 

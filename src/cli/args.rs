@@ -13,6 +13,7 @@ use crate::commands::{
 };
 use crate::hardware::HardwareOverrides;
 use crate::input::TraceSource;
+use crate::io_engine::{EngineChoice, EngineKind, FaultAdvice};
 use crate::kernel::sweep::KernelSweepOptions;
 use crate::kernel::Advice;
 use crate::replay::Partition;
@@ -128,6 +129,15 @@ pub struct HardwareArgs {
     /// Override: SSD drives in RAID0.
     #[arg(long, value_name = "N")]
     pub ssd_drives: Option<u32>,
+    /// Override: fixed cost of one SSD read request, microseconds (I/O model).
+    #[arg(long, value_name = "US")]
+    pub ssd_latency_us: Option<f64>,
+    /// Override: rate at which one SSD read request streams, GB/s (I/O model).
+    #[arg(long, value_name = "GB/S")]
+    pub ssd_stream_gbs: Option<f64>,
+    /// Override: the CPU threads that multiply and fault (llama.cpp --threads).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<u32>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -155,7 +165,66 @@ pub struct SetupArgs {
     #[arg(long)]
     pub per_layer: bool,
     #[command(flatten)]
+    pub io: IoArgs,
+    #[command(flatten)]
     pub out: FormatArgs,
+}
+
+/// The I/O model: how the engine reads missed experts (docs/VALIDATION.md).
+#[derive(Args, Debug, Clone)]
+pub struct IoArgs {
+    /// Time missed experts as this engine reads them (page faults, pread workers,
+    /// O_DIRECT) through the drive's curve and bound the CPU by compute; without it
+    /// tokens/s divides SSD bytes by the rated bandwidth
+    #[arg(long, value_enum, value_name = "ENGINE")]
+    pub io: Option<EngineArg>,
+    /// Reader threads of pread and direct
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub io_workers: u32,
+    /// The drive's read_ahead_kb (mmap read-around, buffered read chunks)
+    #[arg(long, value_name = "KB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(4..))]
+    pub read_ahead_kb: u64,
+    /// Advice on the mapping (mmap): llama.cpp sets sequential; --numa gives random;
+    /// a per-expert prefetch (ik_llama.cpp, --lazy-experts) is willneed
+    #[arg(long, value_enum, default_value_t = AdviceArg::Sequential)]
+    pub mmap_advice: AdviceArg,
+    /// Every MoE layer's experts on the CPU, whatever VRAM is left (llama.cpp --cpu-moe,
+    /// -ot exps=CPU)
+    #[arg(long)]
+    pub cpu_moe: bool,
+}
+
+/// `--io`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EngineArg {
+    /// Page faults on llama.cpp's mapping
+    Mmap,
+    /// Buffered reads by worker threads (Flash-MoE, colibri)
+    Pread,
+    /// O_DIRECT reads by worker threads
+    Direct,
+}
+
+impl From<&IoArgs> for Option<EngineChoice> {
+    fn from(a: &IoArgs) -> Self {
+        let kind = match a.io? {
+            EngineArg::Mmap => EngineKind::Mmap,
+            EngineArg::Pread => EngineKind::Pread,
+            EngineArg::Direct => EngineKind::Direct,
+        };
+        let advice = match a.mmap_advice {
+            AdviceArg::Normal => FaultAdvice::Normal,
+            AdviceArg::Random => FaultAdvice::Random,
+            AdviceArg::Sequential => FaultAdvice::Sequential,
+            AdviceArg::Willneed => FaultAdvice::Willneed,
+        };
+        Some(EngineChoice {
+            kind,
+            workers: a.io_workers,
+            read_ahead_kb: a.read_ahead_kb,
+            advice,
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -467,6 +536,9 @@ impl From<HardwareArgs> for HardwareOverrides {
             ram_reserve: a.ram_reserve,
             ssd_bw: a.ssd_bw,
             ssd_drives: a.ssd_drives,
+            ssd_latency_us: a.ssd_latency_us,
+            ssd_stream_gbs: a.ssd_stream_gbs,
+            threads: a.threads,
         }
     }
 }
@@ -482,6 +554,8 @@ impl From<SetupArgs> for SetupOptions {
             warmup_tokens: a.warmup_tokens,
             pin_profile: a.pin_profile,
             per_layer: a.per_layer,
+            io: (&a.io).into(),
+            cpu_moe: a.io.cpu_moe,
             format: a.out.format(),
         }
     }

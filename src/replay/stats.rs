@@ -52,6 +52,14 @@ impl MissHistogram {
     pub fn max(&self) -> u32 {
         (self.counts.len() - 1) as u32
     }
+
+    /// (misses in a token, tokens with that many), for the values that occur.
+    pub fn pairs(&self) -> Vec<(u32, u64)> {
+        (0..self.counts.len())
+            .filter(|&v| self.counts[v] > 0)
+            .map(|v| (v as u32, self.counts[v]))
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -41,7 +41,18 @@ pub struct Row {
     /// Misses per MoE layer (model layer number, misses), with --per-layer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub per_layer_misses: Option<Vec<(u16, u64)>>,
+    /// With --io: the engine, the bytes the device reads per token (readahead and
+    /// paged non-expert weights included), and the CPU's matmul time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub io: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_bytes_per_token: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub t_compute_ms: Option<f64>,
 }
+
+/// The I/O model's columns, after the others, in rows made with --io.
+const IO_COLUMNS: [&str; 3] = ["io", "device_bytes_per_token", "t_compute_ms"];
 
 /// Rows as a people table: the columns that matter, in readable units.
 pub fn rows_table(rows: &[Row]) -> String {
@@ -103,17 +114,31 @@ pub fn rows_csv(rows: &[Row]) -> String {
         }
     }
     layers.sort_unstable();
-    let extra: Vec<String> = layers.iter().map(|l| format!("misses_layer_{l}")).collect();
+    let io = rows.iter().any(|r| r.io.is_some());
+    let mut extra: Vec<String> = Vec::new();
+    if io {
+        extra.extend(IO_COLUMNS.map(String::from));
+    }
+    extra.extend(layers.iter().map(|l| format!("misses_layer_{l}")));
     let cells = |r: &Row| {
-        layers
-            .iter()
-            .map(|l| {
-                let m = r.per_layer_misses.iter().flatten().find(|(x, _)| x == l);
-                m.map_or(String::new(), |(_, m)| m.to_string())
-            })
-            .collect()
+        let mut c: Vec<String> = Vec::new();
+        if io {
+            c.push(r.io.unwrap_or("").to_string());
+            c.push(
+                r.device_bytes_per_token
+                    .map_or(String::new(), |v| v.to_string()),
+            );
+            c.push(r.t_compute_ms.map_or(String::new(), |v| v.to_string()));
+        }
+        c.extend(layers.iter().map(|l| {
+            let m = r.per_layer_misses.iter().flatten().find(|(x, _)| x == l);
+            m.map_or(String::new(), |(_, m)| m.to_string())
+        }));
+        c
     };
-    serde_csv(rows, &["per_layer_misses"], extra, cells)
+    let mut skip = vec!["per_layer_misses"];
+    skip.extend(IO_COLUMNS);
+    serde_csv(rows, &skip, extra, cells)
 }
 
 pub fn render_rows(rows: &[Row], format: OutputFormat) -> String {

@@ -1,0 +1,185 @@
+//! The I/O model on the command line: `--io` adds its columns and changes only the
+//! time; bad engine settings and drive curves are refused with one line and exit 2.
+
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_moe-spill");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn refused(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(out.stdout.is_empty());
+    assert!(err.contains(needle), "{err}");
+}
+
+fn csv(out: &Output) -> (Vec<String>, Vec<String>) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    let mut r = csv::Reader::from_reader(text.as_bytes());
+    let head = r.headers().unwrap().iter().map(String::from).collect();
+    let row = r
+        .records()
+        .next()
+        .unwrap()
+        .unwrap()
+        .iter()
+        .map(String::from)
+        .collect();
+    (head, row)
+}
+
+#[test]
+fn io_adds_its_columns_and_keeps_the_counts() {
+    let base = [
+        "simulate",
+        "--policy",
+        "lru",
+        "--cache-experts",
+        "4000",
+        "--format",
+        "csv",
+        "-q",
+    ];
+    let (h0, r0) = csv(&run(&base));
+    let mut with = base.to_vec();
+    with.extend(["--io", "mmap"]);
+    let (h1, r1) = csv(&run(&with));
+    assert!(!h0.contains(&"io".to_string()));
+    assert_eq!(&h1[..h0.len()], &h0[..]);
+    assert_eq!(
+        &h1[h0.len()..],
+        ["io", "device_bytes_per_token", "t_compute_ms"]
+    );
+    let col = |h: &[String], r: &[String], name: &str| {
+        r[h.iter().position(|x| x == name).unwrap()].clone()
+    };
+    for same in ["hits", "misses", "ssd_bytes", "analytic_tok_s"] {
+        assert_eq!(col(&h0, &r0, same), col(&h1, &r1, same), "{same}");
+    }
+    assert_eq!(col(&h1, &r1, "io"), "mmap");
+    // Faults in 256 KiB windows are slower than the rated bandwidth, and read more.
+    let tok = |h: &[String], r: &[String]| col(h, r, "est_tok_s").parse::<f64>().unwrap();
+    assert!(tok(&h1, &r1) < tok(&h0, &r0));
+    let dev: f64 = col(&h1, &r1, "device_bytes_per_token").parse().unwrap();
+    let ssd: f64 = col(&h1, &r1, "ssd_bytes_per_token").parse().unwrap();
+    assert!(dev > ssd);
+    // More fault threads, a deeper queue: faster.
+    let mut t16 = with.clone();
+    t16.extend(["--threads", "16"]);
+    let mut t1 = with.clone();
+    t1.extend(["--threads", "1"]);
+    let (ha, ra) = csv(&run(&t16));
+    let (hb, rb) = csv(&run(&t1));
+    assert!(tok(&ha, &ra) > tok(&hb, &rb));
+}
+
+#[test]
+fn bad_engine_settings_are_refused() {
+    let s = ["simulate", "--cache-experts", "10", "-q"];
+    let with = |extra: &[&str]| {
+        let mut v = s.to_vec();
+        v.extend(extra);
+        run(&v)
+    };
+    refused(&with(&["--io", "nope"]), "invalid value 'nope'");
+    refused(
+        &with(&["--io", "pread", "--io-workers", "0"]),
+        "--io-workers",
+    );
+    refused(
+        &with(&["--io", "mmap", "--read-ahead-kb", "0"]),
+        "--read-ahead-kb",
+    );
+    refused(
+        &with(&["--io", "mmap", "--ssd-latency-us=-5"]),
+        "SSD latency_us must be a positive number",
+    );
+    refused(
+        &with(&["--io", "mmap", "--ssd-stream-gbs", "0"]),
+        "SSD stream_gbs must be a positive number",
+    );
+    refused(
+        &with(&["--io", "mmap", "--threads", "0"]),
+        "CPU threads must be at least 1",
+    );
+}
+
+#[test]
+fn bad_drive_curves_in_a_profile_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "name='x'\n[ram]\nsize_gib=64\nbandwidth_gbs=60\n[ssd]\nbandwidth_gbs=7\n";
+    for (extra, needle) in [
+        (
+            "points=[{block_kib=256, queue_depth=0, gbs=1.0}]\n",
+            "queue_depth must be at least 1",
+        ),
+        (
+            "points=[{block_kib=256, queue_depth=1, gbs=-1.0}]\n",
+            "gbs must be a positive number",
+        ),
+        (
+            "points=[{block_kib=256, queue_depth=1, mbs=1.0}]\n",
+            "unknown field `mbs`",
+        ),
+        ("latency_us='fast'\n", "hw.toml:7: invalid type"),
+    ] {
+        let p = dir.path().join("hw.toml");
+        std::fs::write(&p, format!("{base}{extra}")).unwrap();
+        let out = run(&[
+            "simulate",
+            "--cache-experts",
+            "10",
+            "-q",
+            "--io",
+            "mmap",
+            "--hw",
+            p.to_str().unwrap(),
+        ]);
+        refused(&out, needle);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr)
+                .trim_end()
+                .lines()
+                .count(),
+            1,
+            "one error line"
+        );
+    }
+    // Measured points are used as given.
+    let p = dir.path().join("ok.toml");
+    std::fs::write(
+        &p,
+        format!("{base}points=[{{block_kib=256, queue_depth=1, gbs=0.5}}, {{block_kib=256, queue_depth=16, gbs=5.0}}]\n"),
+    )
+    .unwrap();
+    let (h, r) = csv(&run(&[
+        "simulate",
+        "--cache-experts",
+        "4000",
+        "-q",
+        "--format",
+        "csv",
+        "--io",
+        "mmap",
+        "--threads",
+        "1",
+        "--hw",
+        p.to_str().unwrap(),
+    ]));
+    let col = |name: &str| {
+        r[h.iter().position(|x| x == name).unwrap()]
+            .parse::<f64>()
+            .unwrap()
+    };
+    // One thread: 0.5 GB/s at 256 KiB, for every byte the device reads.
+    let t_ssd = col("t_ssd_ms") / 1e3;
+    assert!((col("device_bytes_per_token") / t_ssd / 0.5e9 - 1.0).abs() < 1e-6);
+}

@@ -1,0 +1,165 @@
+//! docs/VALIDATION.md cannot go stale: every row's command runs again here, and its
+//! tokens/s must be the one the page prints, in the row and in the summary table, as
+//! must the ratio to the measured figure and the summary line over all rows.
+//!
+//! The page's blocks: ```` ```sh validation-setup ```` (commands that make the traces,
+//! run first in a scratch folder) and ```` ```sh validation-row ID ```` (one `simulate`
+//! per row; the test adds `--format csv -q` and reads `est_tok_s`). The summary table
+//! has one line per row: `| ID | setup | engine | measured | predicted | ratio |`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_moe-spill");
+
+/// Commands of a fenced block, backslash continuations joined.
+fn commands(block: &str) -> Vec<Vec<String>> {
+    let joined = block.replace("\\\n", " ");
+    joined
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .collect()
+}
+
+/// Fenced blocks whose info string starts with `sh validation-`: (info, body).
+fn blocks(doc: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut lines = doc.lines();
+    while let Some(l) = lines.next() {
+        if let Some(info) = l.strip_prefix("```sh validation-") {
+            let mut body = String::new();
+            for b in lines.by_ref() {
+                if b.starts_with("```") {
+                    break;
+                }
+                body.push_str(b);
+                body.push('\n');
+            }
+            out.push((info.trim().to_string(), body));
+        }
+    }
+    out
+}
+
+fn run(args: &[String], dir: &Path) -> String {
+    assert_eq!(
+        args[0], "moe-spill",
+        "a command must start with moe-spill: {args:?}"
+    );
+    let out = Command::new(BIN)
+        .args(&args[1..])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// est_tok_s of the one CSV row a `simulate` prints.
+fn tok_s(csv: &str) -> f64 {
+    let mut lines = csv.lines();
+    let head: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = head.iter().position(|&h| h == "est_tok_s").unwrap();
+    let mut rdr = csv::Reader::from_reader(csv.as_bytes());
+    let rec = rdr.records().next().unwrap().unwrap();
+    rec[col].parse().unwrap()
+}
+
+struct Summary {
+    measured: f64,
+    predicted: f64,
+    ratio: f64,
+}
+
+fn summary(doc: &str) -> BTreeMap<String, Summary> {
+    let mut rows = BTreeMap::new();
+    for l in doc.lines() {
+        let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+        // | ID | setup | engine | measured | predicted | ratio |
+        if cells.len() == 8 && cells[1].starts_with('R') && cells[1][1..].parse::<u32>().is_ok() {
+            let num = |s: &str| s.trim_start_matches('~').parse::<f64>().unwrap();
+            rows.insert(
+                cells[1].to_string(),
+                Summary {
+                    measured: num(cells[4]),
+                    predicted: num(cells[5]),
+                    ratio: num(cells[6]),
+                },
+            );
+        }
+    }
+    rows
+}
+
+#[test]
+fn every_validation_row_recomputes_to_what_the_page_says() {
+    let doc = std::fs::read_to_string("docs/VALIDATION.md").unwrap();
+    let table = summary(&doc);
+    assert!(
+        table.len() >= 4,
+        "the summary table has {} rows",
+        table.len()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let all = blocks(&doc);
+    for (info, body) in &all {
+        if info == "setup" {
+            for c in commands(body) {
+                run(&c, dir.path());
+            }
+        }
+    }
+    let mut seen = 0;
+    let mut errors = Vec::new();
+    for (info, body) in &all {
+        let Some(id) = info.strip_prefix("row ") else {
+            continue;
+        };
+        let cmds = commands(body);
+        assert_eq!(cmds.len(), 1, "row {id}: one command");
+        let mut c = cmds[0].clone();
+        c.extend(["--format", "csv", "-q"].map(String::from));
+        let t = tok_s(&run(&c, dir.path()));
+        let s = table
+            .get(id)
+            .unwrap_or_else(|| panic!("row {id} is not in the summary"));
+        assert_eq!(
+            format!("{:.3}", t),
+            format!("{:.3}", s.predicted),
+            "row {id}: the command gives {t}"
+        );
+        let ratio = t / s.measured;
+        assert_eq!(
+            format!("{ratio:.2}"),
+            format!("{:.2}", s.ratio),
+            "row {id}: predicted / measured"
+        );
+        errors.push((ratio - 1.0).abs());
+        seen += 1;
+    }
+    assert_eq!(seen, table.len(), "every summary row has a command");
+    // The summary line: rows within 1.5x and the median error.
+    let within = table
+        .values()
+        .filter(|s| s.ratio >= 1.0 / 1.5 && s.ratio <= 1.5)
+        .count();
+    errors.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = errors.len();
+    let median = if n % 2 == 1 {
+        errors[n / 2]
+    } else {
+        (errors[n / 2 - 1] + errors[n / 2]) / 2.0
+    };
+    let line = format!(
+        "{within} of {n} rows within 1.5x of the measured value; median |predicted / measured - 1| = {:.0} %",
+        median * 100.0
+    );
+    assert!(doc.contains(&line), "docs/VALIDATION.md must state: {line}");
+}
