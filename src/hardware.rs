@@ -137,16 +137,35 @@ impl Hardware {
 
     pub fn from_file(path: &Path) -> Result<Hardware> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let is_json =
-            path.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with('{');
+        let start = text.trim_start();
+        let is_json = path.extension().is_some_and(|e| e == "json")
+            || start.starts_with('{')
+            || start.starts_with('[');
         let hw: Hardware = if is_json {
-            serde_json::from_str(&text).map_err(|e| {
+            let json_error = |e: serde_json::Error| {
                 Error::at_line(
                     path,
                     e.line() as u64,
                     format!("{}", e).split(" at line").next().unwrap_or(""),
                 )
-            })?
+            };
+            if start.starts_with('[') {
+                // What `moe-spill hardware --format json` prints: a list of profiles;
+                // one of them, edited, is a profile.
+                let mut list: Vec<Hardware> = serde_json::from_str(&text).map_err(json_error)?;
+                if list.len() != 1 {
+                    return Err(Error::in_file(
+                        path,
+                        format!(
+                            "a list of {} profiles: keep one (as `moe-spill hardware --format json` prints them, one {{...}} each)",
+                            list.len()
+                        ),
+                    ));
+                }
+                list.remove(0)
+            } else {
+                serde_json::from_str(&text).map_err(json_error)?
+            }
         } else {
             toml::from_str(&text).map_err(|e| {
                 let line = e

@@ -183,3 +183,45 @@ fn bad_drive_curves_in_a_profile_are_refused() {
     let t_ssd = col("t_ssd_ms") / 1e3;
     assert!((col("device_bytes_per_token") / t_ssd / 0.5e9 - 1.0).abs() < 1e-6);
 }
+
+#[test]
+fn the_hardware_listing_is_a_profile_once_one_entry_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["hardware", "--format", "json"]);
+    assert!(out.status.success());
+    let all = dir.path().join("all.json");
+    std::fs::write(&all, &out.stdout).unwrap();
+    let r = run(&[
+        "simulate",
+        "--cache-experts",
+        "10",
+        "-q",
+        "--hw",
+        all.to_str().unwrap(),
+    ]);
+    refused(&r, "a list of 7 profiles: keep one");
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let one = dir.path().join("one.json");
+    std::fs::write(&one, serde_json::to_string(&[&list[1]]).unwrap()).unwrap();
+    let with_file = csv(&run(&[
+        "simulate",
+        "--cache-experts",
+        "4000",
+        "-q",
+        "--format",
+        "csv",
+        "--hw",
+        one.to_str().unwrap(),
+    ]));
+    let preset = csv(&run(&[
+        "simulate",
+        "--cache-experts",
+        "4000",
+        "-q",
+        "--format",
+        "csv",
+        "--hw",
+        "3090-ddr5",
+    ]));
+    assert_eq!(with_file, preset);
+}
