@@ -243,18 +243,17 @@ pub struct SimulateArgs {
     pub cache_experts: Option<usize>,
 }
 
+/// What `sweep` runs without --policies.
+pub const DEFAULT_POLICIES: &str = "lru,clock,arc,linux,pinned:3,opt";
+
 #[derive(Args, Debug)]
 pub struct SweepArgs {
     #[command(flatten)]
     pub study: SetupArgs,
-    /// Policies, comma-separated.
-    #[arg(
-        long,
-        value_name = "SPEC,...",
-        default_value = "lru,clock,arc,linux,pinned:3,opt",
-        value_delimiter = ','
-    )]
-    pub policies: Vec<String>,
+    /// Policies, comma-separated [default: lru,clock,arc,linux,pinned:3,opt; a default
+    /// that cannot run on the trace is left out with a note]
+    #[arg(long, value_name = "SPEC,...", value_delimiter = ',')]
+    pub policies: Option<Vec<String>>,
     /// Installed-RAM range FROM..TO (default: 0GiB up to the RAM that holds every
     /// CPU-side expert).
     #[arg(long, value_name = "FROM..TO", conflicts_with = "cache_experts")]
@@ -614,7 +613,10 @@ impl From<SweepArgs> for SweepOptions {
     fn from(a: SweepArgs) -> Self {
         SweepOptions {
             study: a.study.into(),
-            policies: a.policies,
+            default_policies: a.policies.is_none(),
+            policies: a
+                .policies
+                .unwrap_or_else(|| DEFAULT_POLICIES.split(',').map(String::from).collect()),
             ram: a.ram,
             cache_experts: a.cache_experts,
             points: a.points,

@@ -26,6 +26,9 @@ pub struct SweepOptions {
     pub study: SetupOptions,
     /// Policies, comma-separated.
     pub policies: Vec<String>,
+    /// Whether they are the default list: a default that cannot run on the trace is
+    /// left out with a note instead of failing the run.
+    pub default_policies: bool,
     /// Installed-RAM range FROM..TO (default: 0GiB up to the RAM that holds every
     /// CPU-side expert).
     pub ram: Option<String>,
@@ -159,6 +162,17 @@ fn budgets(
         .collect())
 }
 
+/// Why a pinned policy cannot run here, in words.
+fn plain_reason(spec: &PolicySpec, plan: &ReplayPlan, error: &str) -> String {
+    match spec {
+        PolicySpec::Pinned { layers, .. } if plan.n_slots() < *layers => format!(
+            "it pins the first {layers} MoE layers in RAM, and only {} reach the cache here",
+            plan.n_slots()
+        ),
+        _ => error.to_string(),
+    }
+}
+
 /// One unit of parallel work: a policy at a set of budgets (all of them for LRU's one
 /// pass, a single one otherwise) for one VRAM size.
 struct Job {
@@ -175,13 +189,26 @@ fn plan_jobs(
     plans: &[ReplayPlan],
     budget_sets: &[Vec<Budget>],
     quiet: bool,
+    default_policies: bool,
 ) -> Result<Vec<Job>> {
     let mut jobs = Vec::new();
     for v in 0..plans.len() {
         for (p, spec) in specs.iter().enumerate() {
             // Budgets too small for a pinned set are left out (in a single simulate they
             // are an error).
-            let min = study.min_capacity(&plans[v], spec)?;
+            let min = match study.min_capacity(&plans[v], spec) {
+                Ok(m) => m,
+                Err(e) if default_policies => {
+                    if !quiet {
+                        eprintln!(
+                            "moe-spill: note: the default policy {spec} is left out: {}",
+                            plain_reason(spec, &plans[v], &e.0)
+                        );
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let fits: Vec<usize> = (0..budget_sets[v].len())
                 .filter(|&b| budget_sets[v][b].capacity >= min)
                 .collect();
@@ -267,6 +294,18 @@ pub fn run(a: SweepOptions) -> Result<()> {
     if specs.is_empty() {
         return Err(Error::new("--policies: name at least one policy"));
     }
+    // A policy named twice would give the same rows twice.
+    let mut unique: Vec<PolicySpec> = Vec::with_capacity(specs.len());
+    for s in specs {
+        if unique.iter().any(|u| u.to_string() == s.to_string()) {
+            if !a.study.input.quiet {
+                eprintln!("moe-spill: note: --policies names {s} more than once; it runs once");
+            }
+        } else {
+            unique.push(s);
+        }
+    }
+    let specs = unique;
     if let Some(o) = &a.output {
         if o.is_dir() {
             return Err(Error::in_file(o, "is a directory; -o takes a file name"));
@@ -303,7 +342,14 @@ pub fn run(a: SweepOptions) -> Result<()> {
     // Checked (and the file laid out) before the policies run; the kernel runs after.
     let mut kernel = KernelSweep::new(&a.kernel, &study, &plans[0], a.study.input.quiet)?;
 
-    let jobs = plan_jobs(&study, &specs, &plans, &budget_sets, a.study.input.quiet)?;
+    let jobs = plan_jobs(
+        &study,
+        &specs,
+        &plans,
+        &budget_sets,
+        a.study.input.quiet,
+        a.default_policies,
+    )?;
     for (s, v) in setups.iter().zip(&vrams) {
         study.note_placement(s.as_ref().map(|s| &s.0), *v);
     }
