@@ -53,7 +53,7 @@ fn load_and_settle(input: &TraceSource) -> Result<Loaded> {
             }
         }
         if !input.quiet {
-            eprintln!(
+            crate::note!(
                 "moe-spill: no TRACE given: using the embedded default {EMBEDDED_LABEL} (GLM-5 geometry, 8 responses x 1000 tokens, calibrated to the seed's U = 13190, D = 2412)"
             );
         }

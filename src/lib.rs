@@ -8,6 +8,16 @@
 //! `hardware` (with `drive` and `cpu`), `quant`, `units` -> the policies crate (the policies and their one-pass
 //! miss curves).
 
+/// A line on stderr that never fails the run: a note or progress message is not worth
+/// a panic when stderr cannot be written (`2>/dev/full`, a closed pipe).
+#[macro_export]
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod analyze;
 pub mod cli;
 pub mod commands;

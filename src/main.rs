@@ -2,12 +2,26 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Runs before Rust's runtime reopens closed standard descriptors on /dev/null: notes
+/// whether stdout was closed, so results are not written into nothing.
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static CHECK_STDOUT: extern "C" fn() = {
+    extern "C" fn check() {
+        // SAFETY: F_GETFD only reads the descriptor's flags.
+        let closed = unsafe { libc::fcntl(1, libc::F_GETFD) } == -1;
+        moe_spill::report::STDOUT_CLOSED.store(closed, std::sync::atomic::Ordering::Relaxed);
+    }
+    check
+};
+
 fn main() -> ExitCode {
     let cli = moe_spill::cli::Cli::parse();
     match moe_spill::cli::dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("moe-spill: {e}");
+            moe_spill::note!("moe-spill: {e}");
             ExitCode::from(2)
         }
     }

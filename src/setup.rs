@@ -230,7 +230,7 @@ impl ReplaySetup {
     pub fn note_placement(&self, placement: Option<&Placement>, vram_gib: Option<f64>) {
         if let (Some(p), Some(m), false) = (placement, &self.deployment, self.quiet) {
             if p.cpu_layers == 0 {
-                eprintln!(
+                crate::note!(
                     "moe-spill: note: every MoE layer of {} fits in VRAM on {}{}: nothing reaches the page cache (try --gpus 0 or a smaller --vram)",
                     m.model.name,
                     m.hw.name,

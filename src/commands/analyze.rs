@@ -20,7 +20,7 @@ pub fn run(a: AnalyzeOptions) -> Result<()> {
     let tr = &loaded.trace;
     let res = analyze(tr, a.chunk as usize, a.input.include_prompt, a.per_layer);
     if res.chunks == 0 && !a.input.quiet {
-        eprintln!(
+        crate::note!(
             "moe-spill: note: no response has {} tokens, so there is no chunk to analyse",
             a.chunk
         );

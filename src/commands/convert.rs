@@ -16,11 +16,11 @@ pub fn run(a: ConvertOptions) -> Result<()> {
     let loaded = a.input.load()?;
     let trace = &loaded.trace;
     if !a.input.include_prompt && trace.prompt.iter().any(|&p| p) && !a.input.quiet {
-        eprintln!("moe-spill: note: convert keeps prompt tokens (--phase applies to replay, not conversion)");
+        crate::note!("moe-spill: note: convert keeps prompt tokens (--phase applies to replay, not conversion)");
     }
     write_trace(trace, &a.output)?;
     if !a.input.quiet {
-        eprintln!(
+        crate::note!(
             "moe-spill: wrote {} ({} responses, {} tokens, {} accesses)",
             a.output.display(),
             trace.n_responses(),

@@ -283,7 +283,7 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
     let mut noted = false;
     for &(ram_gib, cap) in &budgets {
         if !quiet {
-            eprintln!(
+            crate::note!(
                 "moe-spill: kernel replay of {n} tokens at {cap} experts ({:.1} MiB of page cache) ...",
                 (cap as u64 * a.expert_bytes) as f64 / (1u64 << 20) as f64
             );
@@ -292,13 +292,13 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
         if !quiet && !noted && k.window_kb * 1024 >= a.expert_bytes && a.advice != Advice::Willneed
         {
             noted = true;
-            eprintln!(
+            crate::note!(
                 "moe-spill: note: the mmap read-around window ({} KiB) is as large as an expert: readahead dominates what the kernel reads (try --read-ahead-kb 128, a common NVMe value, or a larger --expert-bytes)",
                 k.window_kb
             );
         }
         if k.global_reclaim_pages > 0 && !quiet {
-            eprintln!(
+            crate::note!(
                 "moe-spill: warning: {} pages were reclaimed by global memory pressure during the run; the kernel numbers may be off",
                 k.global_reclaim_pages
             );

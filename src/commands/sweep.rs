@@ -200,7 +200,7 @@ fn plan_jobs(
                 Ok(m) => m,
                 Err(e) if default_policies => {
                     if !quiet {
-                        eprintln!(
+                        crate::note!(
                             "moe-spill: note: the default policy {spec} is left out: {}",
                             plain_reason(spec, &plans[v], &e.0)
                         );
@@ -213,7 +213,7 @@ fn plan_jobs(
                 .filter(|&b| budget_sets[v][b].capacity >= min)
                 .collect();
             if fits.len() < budget_sets[v].len() && !quiet {
-                eprintln!(
+                crate::note!(
                     "moe-spill: note: {spec} pins {min} experts; {} budget(s) below that are left out",
                     budget_sets[v].len() - fits.len()
                 );
@@ -299,7 +299,7 @@ pub fn run(a: SweepOptions) -> Result<()> {
     for s in specs {
         if unique.iter().any(|u| u.to_string() == s.to_string()) {
             if !a.study.input.quiet {
-                eprintln!("moe-spill: note: --policies names {s} more than once; it runs once");
+                crate::note!("moe-spill: note: --policies names {s} more than once; it runs once");
             }
         } else {
             unique.push(s);
@@ -389,7 +389,7 @@ pub fn run(a: SweepOptions) -> Result<()> {
         Some(path) => {
             write_atomic(path, |w| std::io::Write::write_all(w, text.as_bytes()))?;
             if !a.study.input.quiet {
-                eprintln!("moe-spill: wrote {} ({} rows)", path.display(), rows.len());
+                crate::note!("moe-spill: wrote {} ({} rows)", path.display(), rows.len());
             }
             Ok(())
         }

@@ -123,7 +123,7 @@ pub fn run(a: SynthOptions) -> Result<()> {
     }
     let say = |s: String| {
         if !a.quiet {
-            eprintln!("moe-spill: {s}");
+            crate::note!("moe-spill: {s}");
         }
     };
     let (g, params, shape, chunk, recording): (Geometry, Params, Shape, usize, Option<Trace>) =

@@ -234,7 +234,7 @@ impl MemCgroup {
 impl Drop for MemCgroup {
     fn drop(&mut self) {
         if let Err(e) = self.remove() {
-            eprintln!("moe-spill: warning: {e}");
+            crate::note!("moe-spill: warning: {e}");
         }
     }
 }

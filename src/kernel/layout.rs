@@ -168,7 +168,7 @@ impl ModelFile {
                     ));
                 }
                 if !quiet {
-                    eprintln!(
+                    crate::note!(
                         "moe-spill: reusing {} ({:.2} GiB)",
                         path.display(),
                         len as f64 / (1u64 << 30) as f64
@@ -182,7 +182,7 @@ impl ModelFile {
                 });
             }
             if !quiet {
-                eprintln!(
+                crate::note!(
                     "moe-spill: {} holds another layout; rewriting it",
                     path.display()
                 );
@@ -200,7 +200,7 @@ impl ModelFile {
         };
         let bar = crate::progress::bar(total >> 20, "writing", quiet);
         if !quiet {
-            eprintln!(
+            crate::note!(
                 "moe-spill: writing {} ({:.2} GiB, {} experts of {} B)",
                 file.path.display(),
                 total as f64 / (1u64 << 30) as f64,

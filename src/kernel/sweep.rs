@@ -98,9 +98,10 @@ impl KernelSweep {
                 }
                 done += 1;
                 if !self.quiet {
-                    eprintln!(
+                    crate::note!(
                         "moe-spill: kernel replay {done}/{total}: {} tokens at {} experts ...",
-                        plan.n_tokens, b.capacity
+                        plan.n_tokens,
+                        b.capacity
                     );
                 }
                 let run = self
@@ -108,7 +109,7 @@ impl KernelSweep {
                     .measure(plan, b.capacity)
                     .map_err(|e| Error::new(format!("--kernel: {e}")))?;
                 if run.global_reclaim_pages > 0 && !self.quiet {
-                    eprintln!(
+                    crate::note!(
                         "moe-spill: warning: {} pages were reclaimed by global memory pressure during the kernel run at {} experts; its numbers may be off",
                         run.global_reclaim_pages, b.capacity
                     );

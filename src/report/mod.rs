@@ -109,10 +109,20 @@ impl Table {
 }
 
 /// Write `text` to stdout (a closed pipe is not an error) or atomically to `path`.
+/// Whether the process started with stdout closed (`>&-`). Rust's runtime reopens a
+/// closed standard descriptor on /dev/null before `main`, so the results would vanish
+/// with exit status 0; the binary checks before that (main.rs) and says so here.
+pub static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub fn emit(text: &str, path: Option<&Path>) -> Result<()> {
     match path {
         Some(p) => write_atomic(p, |w| w.write_all(text.as_bytes())),
         None => {
+            if STDOUT_CLOSED.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(Error::new(
+                    "stdout is closed: the results have nowhere to go (give -o FILE)",
+                ));
+            }
             let mut out = io::stdout().lock();
             match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
                 Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {

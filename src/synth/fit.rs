@@ -216,9 +216,13 @@ pub fn calibrate_with(
         }
         let r = crate::analyze::u_d(&generate(g, p, shape, seed), chunk, false);
         if std::env::var_os("MOE_SPILL_SYNTH_DEBUG").is_some() {
-            eprintln!(
+            crate::note!(
                 "affinity {:.4} dead {:.4} drift {:.5} -> U {:.1} D {:.2}",
-                p.affinity, p.dead, p.drift, r.0, r.1
+                p.affinity,
+                p.dead,
+                p.drift,
+                r.0,
+                r.1
             );
         }
         memo.borrow_mut().push((key, r));
