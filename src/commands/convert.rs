@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use crate::error::Result;
 use crate::input::TraceSource;
-use crate::report::write_trace;
+use crate::report::{refuse_input_as_output, write_trace};
 
 pub struct ConvertOptions {
     pub input: TraceSource,
@@ -13,6 +13,7 @@ pub struct ConvertOptions {
 }
 
 pub fn run(a: ConvertOptions) -> Result<()> {
+    refuse_input_as_output(&a.output, &a.input.traces)?;
     let loaded = a.input.load()?;
     let trace = &loaded.trace;
     if !a.input.include_prompt && trace.prompt.iter().any(|&p| p) && !a.input.quiet {

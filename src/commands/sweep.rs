@@ -16,7 +16,7 @@ use crate::hardware::Hardware;
 use crate::kernel::sweep::{KernelSweep, KernelSweepOptions};
 use crate::replay::{ReplayPlan, Strategy};
 use crate::report::rows::{render_rows, Row};
-use crate::report::{emit, write_atomic, OutputFormat};
+use crate::report::{emit, refuse_input_as_output, write_atomic, OutputFormat};
 use crate::setup::{context_line, ReplaySetup, SetupOptions};
 use crate::timemodel::Placement;
 use crate::units::parse_size_gib;
@@ -310,6 +310,7 @@ pub fn run(a: SweepOptions) -> Result<()> {
         if o.is_dir() {
             return Err(Error::in_file(o, "is a directory; -o takes a file name"));
         }
+        refuse_input_as_output(o, &a.study.input.traces)?;
     }
     let study = ReplaySetup::new(&a.study, None, specs.iter().any(|s| s.needs_profile()))?;
     let vrams: Vec<Option<f64>> = if a.vrams.is_empty() {
@@ -379,7 +380,7 @@ pub fn run(a: SweepOptions) -> Result<()> {
     }
     results.sort_by_key(|r| (r.0, r.1, r.2));
     let rows: Vec<Row> = results.into_iter().map(|r| r.3).collect();
-    let format = OutputFormat::resolve(a.study.format, a.output.is_some());
+    let format = OutputFormat::for_output(a.study.format, a.output.as_deref());
     let mut text = render_rows(&rows, format);
     if format == OutputFormat::Table {
         let econ = setups[0].as_ref().map(|s| study.cost_inputs_of(s));

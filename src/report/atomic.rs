@@ -10,25 +10,69 @@ use crate::format;
 use crate::trace::Trace;
 
 /// Write a file through a temporary name in the same directory and rename it into
-/// place, so a failed run never leaves a partial file behind.
+/// place, so a failed run never leaves a partial file behind. A symlink is followed (its
+/// target is replaced, the link kept), an existing file keeps its permissions, and what
+/// is not a regular file (a device, a FIFO, `/dev/fd/N`) is written through as a stream.
 pub fn write_atomic(
     path: &Path,
     fill: impl FnOnce(&mut io::BufWriter<fs::File>) -> io::Result<()>,
 ) -> Result<()> {
-    let tmp = temp_name(path);
+    let existing = fs::metadata(path).ok();
+    if let Some(m) = &existing {
+        if !m.is_file() && !m.is_dir() {
+            let result = (|| {
+                let file = fs::OpenOptions::new().write(true).open(path)?;
+                let mut w = io::BufWriter::with_capacity(1 << 20, file);
+                fill(&mut w)?;
+                w.flush()
+            })();
+            return result.map_err(|e| Error::io(path, e));
+        }
+    }
+    // The file a symlink names is the one replaced.
+    let target = match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => fs::canonicalize(path).unwrap_or_else(|_| {
+            let link = fs::read_link(path).unwrap_or_default();
+            path.parent().unwrap_or(Path::new("")).join(link)
+        }),
+        _ => path.to_path_buf(),
+    };
+    let tmp = temp_name(&target);
     let result = (|| {
         let file = fs::File::create(&tmp)?;
+        if let Some(m) = &existing {
+            file.set_permissions(m.permissions())?;
+        }
         let mut w = io::BufWriter::with_capacity(1 << 20, file);
         fill(&mut w)?;
         w.flush()?;
         w.get_ref().sync_data()?;
         drop(w);
-        fs::rename(&tmp, path)
+        fs::rename(&tmp, &target)
     })();
     result.map_err(|e| {
         let _ = fs::remove_file(&tmp);
         Error::io(path, e)
     })
+}
+
+/// Refuse an output that is one of the inputs: writing it would destroy the trace
+/// being read.
+pub fn refuse_input_as_output(output: &Path, inputs: &[PathBuf]) -> Result<()> {
+    let Ok(out) = fs::canonicalize(output) else {
+        return Ok(()); // does not exist yet: not an input
+    };
+    for i in inputs {
+        if let Ok(inp) = fs::canonicalize(i) {
+            if out == inp {
+                return Err(Error::in_file(
+                    output,
+                    "is one of the input traces; choose another -o",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Create a directory of files atomically: fill a temporary sibling directory, then
@@ -71,7 +115,10 @@ fn temp_name(path: &Path) -> PathBuf {
 /// Write a trace to `path`: `.mst` = one binary file, anything else = a directory of
 /// forum-format files.
 pub fn write_trace(trace: &Trace, path: &Path) -> Result<()> {
-    if path.extension().is_some_and(|e| e == "mst") {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("mst"))
+    {
         write_atomic(path, |w| format::binary::write(trace, w))
     } else {
         let digits = trace.n_responses().to_string().len().max(3);

@@ -8,7 +8,7 @@ pub mod atomic;
 pub mod kernel;
 pub mod rows;
 
-pub use atomic::{write_atomic, write_dir_atomic, write_trace};
+pub use atomic::{refuse_input_as_output, write_atomic, write_dir_atomic, write_trace};
 
 use std::io::{self, IsTerminal, Write};
 use std::path::Path;
@@ -32,6 +32,22 @@ impl OutputFormat {
         } else {
             OutputFormat::Csv
         })
+    }
+
+    /// As `resolve`, for an `-o` file: without --format, a `.json` name gets JSON and a
+    /// `.txt` or `.md` name a table.
+    pub fn for_output(
+        chosen: Option<OutputFormat>,
+        path: Option<&std::path::Path>,
+    ) -> OutputFormat {
+        let ext = path
+            .and_then(|p| p.extension())
+            .map(|e| e.to_string_lossy().to_ascii_lowercase());
+        match (chosen, ext.as_deref()) {
+            (None, Some("json")) => OutputFormat::Json,
+            (None, Some("txt" | "md")) => OutputFormat::Table,
+            _ => Self::resolve(chosen, path.is_some()),
+        }
     }
 }
 

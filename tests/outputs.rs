@@ -1,0 +1,82 @@
+//! `-o` onto what is not a plain new file: inputs are refused, symlinks followed,
+//! permissions kept, FIFOs written through, the extension picks JSON or binary.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_moe-spill");
+
+fn run(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn sweep_to(dir: &std::path::Path, out: &str) -> Output {
+    run(
+        dir,
+        &[
+            "sweep",
+            "t.txt",
+            "--cache-experts",
+            "0..50",
+            "--points",
+            "2",
+            "-q",
+            "-o",
+            out,
+        ],
+    )
+}
+
+#[test]
+fn outputs_that_are_not_plain_new_files() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let trace = std::fs::read("traces/sample/single_response_003.txt").unwrap();
+    std::fs::write(dir.join("t.txt"), &trace).unwrap();
+    // The input itself: refused, untouched.
+    let out = sweep_to(dir, "t.txt");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is one of the input traces"));
+    assert_eq!(std::fs::read(dir.join("t.txt")).unwrap(), trace);
+    let out = run(dir, &["convert", "t.txt", "-q", "-o", "t.txt"]);
+    assert_eq!(out.status.code(), Some(2));
+    // A symlink: its target is written, the link and the target's mode stay.
+    std::fs::write(dir.join("real.csv"), "old").unwrap();
+    std::fs::set_permissions(dir.join("real.csv"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::symlink("real.csv", dir.join("link.csv")).unwrap();
+    assert!(sweep_to(dir, "link.csv").status.success());
+    assert!(std::fs::symlink_metadata(dir.join("link.csv"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let m = std::fs::metadata(dir.join("real.csv")).unwrap();
+    assert_eq!(m.permissions().mode() & 0o777, 0o640);
+    assert!(std::fs::read_to_string(dir.join("real.csv"))
+        .unwrap()
+        .starts_with("trace,"));
+    // A FIFO: written through, still a FIFO.
+    let fifo = dir.join("ff");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+    assert!(sweep_to(dir, "ff").status.success());
+    assert!(reader.join().unwrap().starts_with("trace,"));
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    // Extensions: .json gets JSON; .MST is the binary format, whatever its case.
+    assert!(sweep_to(dir, "r.json").status.success());
+    assert!(std::fs::read_to_string(dir.join("r.json"))
+        .unwrap()
+        .starts_with('['));
+    assert!(run(dir, &["convert", "t.txt", "-q", "-o", "OUT.MST"])
+        .status
+        .success());
+    assert!(dir.join("OUT.MST").is_file());
+}
