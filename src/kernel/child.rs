@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cgroup::Version;
 use super::layout::ExpertFileLayout;
-use super::sys::{self, Mapping, ProcFile};
+use super::sys::{self, SharedMapping, ProcFile};
 use super::Advice;
 use crate::error::{Error, Result};
 
@@ -129,7 +129,7 @@ pub fn child_main() -> Result<()> {
         std::fs::write(&p, old.trim()).map_err(|e| err("restoring read_ahead_kb", e))?;
     }
     let (file, window_kb) = opened.map_err(|e| err("opening and advising the model file", e))?;
-    let map = Mapping::new(&file, spec.layout.file_len())
+    let map = SharedMapping::new(&file, spec.layout.file_len())
         .map_err(|e| err("mapping the model file", e))?;
     if spec.advice == Advice::Random {
         map.madvise(0, map.size() as u64, libc::MADV_RANDOM)

@@ -231,7 +231,7 @@ impl ModelFile {
     /// writing back dirty pages) and check with mincore that they are gone.
     pub fn drop_cache(&self) -> Result<()> {
         let f = File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
-        let map = sys::Mapping::new(&f, self.layout.file_len())
+        let map = sys::SharedMapping::new(&f, self.layout.file_len())
             .map_err(|e| Error::in_file(&self.path, format!("cannot mmap the file: {e}")))?;
         let mut vec = Vec::new();
         for attempt in 0..5 {
@@ -267,7 +267,7 @@ impl ModelFile {
     /// Resident pages of every expert, from mincore.
     pub fn resident_pages(&self) -> io::Result<Vec<u32>> {
         let f = File::open(&self.path)?;
-        let map = sys::Mapping::new(&f, self.layout.file_len())?;
+        let map = sys::SharedMapping::new(&f, self.layout.file_len())?;
         let mut vec = Vec::new();
         map.residency(&mut vec)?;
         let page = sys::page_size();

@@ -35,21 +35,21 @@ pub fn fadvise(f: &File, off: u64, len: u64, advice: libc::c_int) -> io::Result<
 /// A read-only shared mapping of a whole file (what llama.cpp makes of a GGUF), by
 /// memmap2. Its madvise and mincore stay libc calls on the mapping: memmap2 has no
 /// mincore, and the callers pass libc's advice numbers.
-pub struct Mapping {
+pub struct SharedMapping {
     map: memmap2::Mmap,
     page: usize,
 }
 
-impl Mapping {
+impl SharedMapping {
     /// `mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0)`.
-    pub fn new(f: &File, len: u64) -> io::Result<Mapping> {
+    pub fn new(f: &File, len: u64) -> io::Result<SharedMapping> {
         if len == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty file"));
         }
         // SAFETY: a shared read-only mapping of a file we hold open (memmap2's `map`);
         // the replay's own file, which nothing truncates while it runs.
         let map = unsafe { memmap2::MmapOptions::new().len(len as usize).map(f)? };
-        Ok(Mapping {
+        Ok(SharedMapping {
             map,
             page: page_size() as usize,
         })
