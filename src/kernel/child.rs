@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cgroup::Version;
 use super::layout::ExpertFileLayout;
-use super::sys::{self, SharedMapping, ProcFile};
+use super::sys::{self, ProcFile, SharedMapping};
 use super::Advice;
 use crate::error::{Error, Result};
 
