@@ -94,3 +94,31 @@ fn default_pinned_is_left_out_where_it_cannot_pin() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--policies names lru more than once"));
     assert_eq!(policies(&out), ["lru", "clock"]);
 }
+
+#[test]
+fn budgets_beyond_the_limit_are_refused_before_allocating() {
+    let out = run(&["sweep", "--points", "1000000000000", "-q"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("--points 1000000000000: at most 100000 budgets"));
+}
+
+#[test]
+fn synth_sizes_beyond_memory_are_refused_before_allocating() {
+    let d = tempfile::tempdir().unwrap();
+    let o = d.path().join("x.mst");
+    let out = run(&[
+        "synth",
+        "--model",
+        "glm-5",
+        "--prompt-tokens",
+        "4294967295",
+        "-o",
+        o.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("GB of memory for their ids"), "{err}");
+    assert!(!o.exists());
+}

@@ -71,6 +71,9 @@ fn parse_range<T: PartialOrd + Copy + std::fmt::Display>(
     Ok((a, b))
 }
 
+/// Budgets a sweep takes at most: refused before anything is allocated for them.
+const MAX_BUDGETS: usize = 100_000;
+
 /// Evenly spaced values from..=to: `points` of them, or every `step`.
 fn spaced(from: f64, to: f64, points: usize, step: Option<f64>) -> Result<Vec<f64>> {
     match step {
@@ -79,9 +82,9 @@ fn spaced(from: f64, to: f64, points: usize, step: Option<f64>) -> Result<Vec<f6
                 return Err(Error::new("--step must be positive"));
             }
             let n = ((to - from) / st + 1e-9).floor() as usize;
-            if n > 100_000 {
+            if n >= MAX_BUDGETS {
                 return Err(Error::new(format!(
-                    "--step gives {} budgets; at most 100000",
+                    "--step gives {} budgets; at most {MAX_BUDGETS}",
                     n + 1
                 )));
             }
@@ -90,6 +93,11 @@ fn spaced(from: f64, to: f64, points: usize, step: Option<f64>) -> Result<Vec<f6
         None => {
             if points == 0 {
                 return Err(Error::new("--points must be at least 1"));
+            }
+            if points > MAX_BUDGETS {
+                return Err(Error::new(format!(
+                    "--points {points}: at most {MAX_BUDGETS} budgets (each is a row of the output)"
+                )));
             }
             if points == 1 || from == to {
                 return Ok(vec![from]);

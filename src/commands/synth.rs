@@ -189,6 +189,7 @@ pub fn run(a: SynthOptions) -> Result<()> {
             g.describe()
         )));
     }
+    fits_in_memory(&g, &shape)?;
     say(format!("parameters: {}", describe(&params)));
     let t0 = Instant::now();
     let trace = generate(&g, &params, &shape, a.seed);
@@ -242,5 +243,31 @@ fn resize(
                 (prompt.unwrap_or(p), tokens.unwrap_or(d))
             })
             .collect(),
+    }
+}
+
+/// Refuse a trace whose ids (2 bytes per access, plus a byte per token) would not fit in
+/// the memory the system has available, before anything is allocated for it.
+fn fits_in_memory(g: &Geometry, shape: &Shape) -> Result<()> {
+    let tokens: u128 = shape
+        .responses
+        .iter()
+        .map(|&(p, d)| p as u128 + d as u128)
+        .sum();
+    let bytes = tokens * (2 * g.accesses_per_token() as u128 + 1);
+    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find(|l| l.starts_with("MemAvailable:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u128>().ok())
+            .map(|kib| kib * 1024)
+    });
+    match available {
+        Some(avail) if bytes > avail => Err(Error::new(format!(
+            "synth: {tokens} tokens x {} accesses need {:.1} GB of memory for their ids; {:.1} GB is available (fewer --tokens, --prompt-tokens or --responses)",
+            g.accesses_per_token(),
+            bytes as f64 / 1e9,
+            avail as f64 / 1e9
+        ))),
+        _ => Ok(()),
     }
 }
