@@ -180,13 +180,7 @@ impl Hardware {
 
     /// Every number must make physical sense.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        let pos = |v: f64, what: &str| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(format!("{what} must be a positive number, got {v}"))
-            }
-        };
+        let pos = crate::drive::check_positive;
         let nonneg = |v: f64, what: &str| {
             if v.is_finite() && v >= 0.0 {
                 Ok(())
