@@ -9,7 +9,9 @@
 //! t_cpu     = max(t_ram, t_compute)
 //! t_io      = per token: every CPU layer's share of the token's misses through the
 //!             engine and the drive's curve (io_engine.rs, drive.rs), plus the non-expert
-//!             bytes that do not fit in RAM, read again every token
+//!             bytes that do not fit in RAM, read again every token; through the page
+//!             cache (mmap, pread) each byte also costs the reading thread CPU time
+//!             (`[ram] page_cache_gbs`)
 //! mmap:           t = t_vram + t_cpu + t_io           (a fault stalls the thread)
 //! pread, direct:  t = t_vram + t_cpu_ne + max(t_io, h t_cpu_exp) + (1 - h) t_cpu_exp
 //! ```
@@ -22,7 +24,7 @@ use serde::Serialize;
 
 use crate::drive::DriveCurve;
 use crate::hardware::Hardware;
-use crate::io_engine::IoEngine;
+use crate::io_engine::{IoEngine, LayerReads};
 use crate::timemodel::{token_time, Placement, GB, GIB};
 
 /// Fault threads when the profile names no CPU (llama.cpp's default is the physical
@@ -34,6 +36,22 @@ pub const DEFAULT_THREADS: u32 = 8;
 pub struct IoSetup {
     pub engine: IoEngine,
     pub drive: DriveCurve,
+    /// GB/s one core moves through the page cache (faults and buffered reads).
+    pub page_cache_gbs: f64,
+}
+
+impl IoSetup {
+    /// A layer's reads: the drive's time, plus the page cache's CPU time in the threads
+    /// that wait for them.
+    pub fn layer_reads(&self, slices: &[u64], misses: f64, neighbour_cached: f64) -> LayerReads {
+        let mut r = self
+            .engine
+            .layer_reads(slices, misses, neighbour_cached, &self.drive);
+        r.seconds +=
+            self.engine
+                .page_cache_seconds(r.device_bytes, slices, misses, self.page_cache_gbs);
+        r
+    }
 }
 
 /// Seconds per token by part, and the device bytes.
@@ -91,9 +109,7 @@ pub fn decode_time(
     let tokens: u64 = misses.iter().map(|&(_, n)| n).sum();
     let (mut io_s, mut io_b) = (0.0, 0.0);
     for &(m, n) in misses {
-        let r = io
-            .engine
-            .layer_reads(&p.slice_bytes, m as f64 / layers, resident, &io.drive);
+        let r = io.layer_reads(&p.slice_bytes, m as f64 / layers, resident);
         io_s += n as f64 * layers * r.seconds;
         io_b += n as f64 * layers * r.device_bytes;
     }
@@ -102,7 +118,7 @@ pub fn decode_time(
     // Non-expert weights beyond the RAM left after the reserve are read every token.
     let paged = (p.non_expert_ram_bytes - (ram_gib - hw.ram.reserve_gib).max(0.0) * GIB).max(0.0);
     if paged > 0.0 {
-        let r = io.engine.layer_reads(&[paged as u64], 1.0, 0.0, &io.drive);
+        let r = io.layer_reads(&[paged as u64], 1.0, 0.0);
         t_io += r.seconds;
         device_bytes += r.device_bytes;
     }
@@ -165,6 +181,7 @@ mod tests {
                 threads: 1,
             },
             drive: drive.clone(),
+            page_cache_gbs: f64::INFINITY,
         };
         // Two tokens, one with 2 misses, one with none: 1 miss per token, half a miss
         // per layer, the neighbours all cached.
@@ -181,6 +198,30 @@ mod tests {
     }
 
     #[test]
+    fn the_page_cache_costs_the_faulting_thread_cpu_time() {
+        let (p, hw) = setup();
+        let drive = DriveCurve::from_figures(2.0, 100.0, 1.0);
+        let mut io = IoSetup {
+            engine: IoEngine::Mmap {
+                window: 1 << 20,
+                threads: 1,
+            },
+            drive: drive.clone(),
+            page_cache_gbs: 2.0,
+        };
+        let t = decode_time(&p, &hw, &io, 10.0, &[(2, 1), (0, 1)], 0.5, 1.0);
+        let io_s = drive.read_seconds(GIB, (1 << 20) as f64, 1.0);
+        assert!(close(t.t_io, io_s + GIB / 2e9));
+        // O_DIRECT bypasses it.
+        io.engine = IoEngine::Direct { workers: 1 };
+        let d = decode_time(&p, &hw, &io, 10.0, &[(2, 1), (0, 1)], 0.5, 1.0);
+        assert!(close(
+            d.t_io,
+            drive.read_seconds(GIB, (1 << 28) as f64 * 4.0 / 3.0, 1.0)
+        ));
+    }
+
+    #[test]
     fn workers_overlap_reads_with_the_hits_compute() {
         let (p, hw) = setup();
         let drive = DriveCurve::from_figures(2.0, 100.0, 1.0);
@@ -190,6 +231,7 @@ mod tests {
                 chunk: 1 << 20,
             },
             drive,
+            page_cache_gbs: f64::INFINITY,
         };
         let t = decode_time(&p, &hw, &io, 10.0, &[(1, 1)], 0.5, 1.0);
         let exp = 2.0 * GIB / 10e9;
@@ -209,6 +251,7 @@ mod tests {
                 threads: 1,
             },
             drive: DriveCurve::from_figures(2.0, 100.0, 1.0),
+            page_cache_gbs: f64::INFINITY,
         };
         let t = decode_time(&p, &hw, &io, 10.0, &[(0, 1)], 1.0, 1.0);
         // 2 GiB of IQ2_XXS at 6.5 GB/s on one thread beats 100 GB/s of RAM.
@@ -228,6 +271,7 @@ mod tests {
                 threads: 1,
             },
             drive: DriveCurve::from_figures(2.0, 100.0, 1.0),
+            page_cache_gbs: f64::INFINITY,
         };
         // 1.25 GiB installed, 1 GiB reserve: 0.25 GiB of the 0.5 GiB stays out.
         let t = decode_time(&p, &hw, &io, 1.25, &[(0, 1)], 0.0, 0.0);

@@ -38,6 +38,17 @@ pub struct Ram {
     /// OS, token embedding, buffers: what the page cache cannot use.
     #[serde(default)]
     pub reserve_gib: f64,
+    /// GB/s one core moves through the page cache: allocating, inserting and mapping the
+    /// pages a read brings in, and reclaiming as many (default:
+    /// [`DEFAULT_PAGE_CACHE_GBS`]; `scripts/measure_disk.sh -B` measures it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_cache_gbs: Option<f64>,
+}
+
+impl Ram {
+    pub fn page_cache_gbs(&self) -> f64 {
+        self.page_cache_gbs.unwrap_or(DEFAULT_PAGE_CACHE_GBS)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,6 +76,15 @@ pub struct Ssd {
 /// drive, 0xBakeer/deepseek-v41-flash-spark#2; see `drive.rs`).
 pub const DEFAULT_LATENCY_US: f64 = 96.0;
 pub const DEFAULT_STREAM_GBS: f64 = 2.37;
+
+/// GB/s one core moves through the page cache when a profile does not say: 0.25 s of
+/// the reading thread's CPU per GB. Mapping cached pages costs 0.10 s/GB
+/// (quixdb/squash-benchmark#27, travisdowns); allocating, inserting and submitting the
+/// pages of a miss adds about as much again ("a factor of 2 or 3" for 4 KiB pages before
+/// large folios). Reclaim (about 0.17 s/GB: one kswapd core "almost 100 %" at 5-6 GB/s,
+/// ik_llama.cpp discussion 258) runs on another core and is not counted; a reader
+/// limited by a memory cgroup reclaims itself: measure it (docs/VALIDATION.md).
+pub const DEFAULT_PAGE_CACHE_GBS: f64 = 4.0;
 
 impl Ssd {
     /// The read curve of the drives: the points if measured, else the three figures
@@ -199,6 +219,9 @@ impl Hardware {
         nonneg(self.ram.size_gib, "RAM size_gib")?;
         pos(self.ram.bandwidth_gbs, "RAM bandwidth_gbs")?;
         nonneg(self.ram.reserve_gib, "RAM reserve_gib")?;
+        if let Some(g) = self.ram.page_cache_gbs {
+            pos(g, "RAM page_cache_gbs")?;
+        }
         pos(self.ssd.bandwidth_gbs, "SSD bandwidth_gbs")?;
         if self.ssd.drives == 0 {
             return Err("SSD drives must be at least 1".into());
@@ -280,6 +303,7 @@ fn hw(
             size_gib: ram.0,
             bandwidth_gbs: ram.1,
             reserve_gib: ram.2,
+            page_cache_gbs: None,
         },
         ssd: Ssd {
             bandwidth_gbs: ssd.0,
@@ -388,6 +412,8 @@ pub struct HardwareOverrides {
     pub ssd_stream_gbs: Option<f64>,
     /// Override: the CPU's threads (llama.cpp `--threads`).
     pub threads: Option<u32>,
+    /// Override: GB/s one core moves through the page cache.
+    pub page_cache_gbs: Option<f64>,
 }
 
 impl HardwareOverrides {
@@ -422,6 +448,9 @@ impl HardwareOverrides {
         }
         h.ram.bandwidth_gbs = self.ram_bw.unwrap_or(h.ram.bandwidth_gbs);
         h.ram.reserve_gib = self.ram_reserve.unwrap_or(h.ram.reserve_gib);
+        if self.page_cache_gbs.is_some() {
+            h.ram.page_cache_gbs = self.page_cache_gbs;
+        }
         h.ram.size_gib = ram_gib.unwrap_or(h.ram.size_gib);
         h.ssd.bandwidth_gbs = self.ssd_bw.unwrap_or(h.ssd.bandwidth_gbs);
         h.ssd.drives = self.ssd_drives.unwrap_or(h.ssd.drives);

@@ -105,6 +105,13 @@ impl EngineChoice {
     }
 }
 
+/// The requests of one layer's reads: bytes each, and how many the drive has at once.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Requests {
+    pub block: f64,
+    pub in_flight: f64,
+}
+
 /// What a layer's misses cost.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct LayerReads {
@@ -125,7 +132,8 @@ impl IoEngine {
     /// Reads for `misses` missed experts of one layer (a mean may be fractional), each
     /// made of `slices` (bytes per extent). `neighbour_cached` is the chance that the
     /// pages next to a slice are already in the cache (the hit rate), which spares the
-    /// read-around its over-read.
+    /// read-around its over-read. The seconds are the drive's alone: see
+    /// [`IoEngine::page_cache_seconds`] for the CPU the page cache adds.
     pub fn layer_reads(
         &self,
         slices: &[u64],
@@ -137,50 +145,83 @@ impl IoEngine {
             return LayerReads::default();
         }
         let expert: f64 = slices.iter().map(|&s| s as f64).sum();
-        match *self {
-            IoEngine::Mmap { window: 0, .. } => {
-                // All the chunks of every slice are requested at once: the device sees
-                // the slice-sized request at the depth of the layer's misses.
-                let bytes = misses * expert;
-                let block = expert / slices.len() as f64;
-                let qd = (misses * slices.len() as f64).max(1.0);
-                LayerReads {
-                    device_bytes: bytes,
-                    seconds: drive.read_seconds(bytes, block, qd),
-                }
+        let device_bytes = match *self {
+            IoEngine::Mmap { window, .. } if window > 0 => {
+                let over = 2.0 * window as f64 * (1.0 - neighbour_cached.clamp(0.0, 1.0));
+                misses * (expert + over * slices.len() as f64)
             }
+            _ => misses * expert,
+        };
+        LayerReads {
+            device_bytes,
+            seconds: self.device_seconds(device_bytes, slices, misses, drive),
+        }
+    }
+
+    /// The requests the engine issues for `misses` missed experts of one layer made of
+    /// `slices`: their size and how many are in flight.
+    pub fn requests(&self, slices: &[u64], misses: f64) -> Requests {
+        let n = slices.len().max(1) as f64;
+        let slice = slices.iter().map(|&s| s as f64).sum::<f64>() / n;
+        let (block, in_flight) = match *self {
+            // All the chunks of every slice are requested at once: the device sees the
+            // slice-sized request at the depth of the layer's misses.
+            IoEngine::Mmap { window: 0, .. } => (slice, misses * n),
+            // Each thread waits for its windows one at a time.
             IoEngine::Mmap { window, threads } => {
                 let w = window as f64;
-                let over = 2.0 * w * (1.0 - neighbour_cached.clamp(0.0, 1.0));
-                let mut r = LayerReads::default();
-                for &s in slices {
-                    let bytes = misses * (s as f64 + over);
-                    let qd = (threads as f64).min((s as f64 / w).ceil()).max(1.0);
-                    r.device_bytes += bytes;
-                    r.seconds += drive.read_seconds(bytes, w, qd);
-                }
-                r
+                (w, (threads as f64).min((slice / w).ceil()))
             }
             IoEngine::Pread { workers, chunk } => {
-                let bytes = misses * expert;
                 let largest = slices.iter().copied().max().unwrap_or(0);
-                let block = chunk.min(largest) as f64;
-                let qd = misses.min(workers as f64).max(1.0);
-                LayerReads {
-                    device_bytes: bytes,
-                    seconds: drive.read_seconds(bytes, block, qd),
-                }
+                (chunk.min(largest) as f64, misses.min(workers as f64))
             }
-            IoEngine::Direct { workers } => {
-                let bytes = misses * expert;
-                let block = expert / slices.len() as f64;
-                let qd = (misses * slices.len() as f64).min(workers as f64).max(1.0);
-                LayerReads {
-                    device_bytes: bytes,
-                    seconds: drive.read_seconds(bytes, block, qd),
-                }
-            }
+            IoEngine::Direct { workers } => (slice, (misses * n).min(workers as f64)),
+        };
+        Requests {
+            block,
+            in_flight: in_flight.max(1.0),
         }
+    }
+
+    /// Seconds the drive needs to read `bytes` in the requests of
+    /// [`IoEngine::requests`].
+    pub fn device_seconds(
+        &self,
+        bytes: f64,
+        slices: &[u64],
+        misses: f64,
+        drive: &DriveCurve,
+    ) -> f64 {
+        if bytes <= 0.0 {
+            return 0.0;
+        }
+        let r = self.requests(slices, misses.max(1e-9));
+        drive.read_seconds(bytes, r.block, r.in_flight)
+    }
+
+    /// CPU seconds the page cache adds to a thread that reads `bytes` through it:
+    /// allocating and inserting the pages, reclaiming as many, mapping them on a fault.
+    /// The thread that faults or calls `read` does that work before and after its
+    /// request, so it adds to the wait; threads reading at once share it. O_DIRECT
+    /// bypasses the page cache. `page_cache_gbs` is what one core moves through it.
+    pub fn page_cache_seconds(
+        &self,
+        bytes: f64,
+        slices: &[u64],
+        misses: f64,
+        page_cache_gbs: f64,
+    ) -> f64 {
+        if bytes <= 0.0 {
+            return 0.0;
+        }
+        let threads = match *self {
+            IoEngine::Direct { .. } => return 0.0,
+            // One MADV_WILLNEED call brings in the whole expert.
+            IoEngine::Mmap { window: 0, .. } => 1.0,
+            _ => self.requests(slices, misses.max(1e-9)).in_flight,
+        };
+        bytes / (page_cache_gbs * 1e9) / threads
     }
 
     /// Whether the engine's reads overlap compute: page faults stall the thread that

@@ -188,6 +188,7 @@ impl ReplaySetup {
                         .map_or(crate::decode::DEFAULT_THREADS, |c| c.threads),
                 ),
                 drive: hw.ssd.curve(),
+                page_cache_gbs: hw.ram.page_cache_gbs(),
             }),
         }
     }

@@ -138,6 +138,10 @@ pub struct HardwareArgs {
     /// Override: the CPU threads that multiply and fault (llama.cpp --threads).
     #[arg(long, value_name = "N")]
     pub threads: Option<u32>,
+    /// Override: GB/s one core moves through the page cache (I/O model: faults and
+    /// buffered reads).
+    #[arg(long, value_name = "GB/S")]
+    pub page_cache_gbs: Option<f64>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -173,11 +177,11 @@ pub struct SetupArgs {
 /// The I/O model: how the engine reads missed experts (docs/VALIDATION.md).
 #[derive(Args, Debug, Clone)]
 pub struct IoArgs {
-    /// Time missed experts as this engine reads them (page faults, pread workers,
-    /// O_DIRECT) through the drive's curve and bound the CPU by compute; without it
-    /// tokens/s divides SSD bytes by the rated bandwidth
-    #[arg(long, value_enum, value_name = "ENGINE")]
-    pub io: Option<EngineArg>,
+    /// How missed experts are read and timed: as this engine reads them (page faults,
+    /// pread workers, O_DIRECT) through the drive's curve, with the CPU bound by RAM or
+    /// compute; `rated` divides SSD bytes by the rated bandwidth (the analytic model)
+    #[arg(long, value_enum, value_name = "ENGINE", default_value_t = EngineArg::Mmap)]
+    pub io: EngineArg,
     /// Reader threads of pread and direct
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     pub io_workers: u32,
@@ -203,14 +207,17 @@ pub enum EngineArg {
     Pread,
     /// O_DIRECT reads by worker threads
     Direct,
+    /// SSD bytes over the drive's rated bandwidth, CPU bound by RAM alone
+    Rated,
 }
 
 impl From<&IoArgs> for Option<EngineChoice> {
     fn from(a: &IoArgs) -> Self {
-        let kind = match a.io? {
+        let kind = match a.io {
             EngineArg::Mmap => EngineKind::Mmap,
             EngineArg::Pread => EngineKind::Pread,
             EngineArg::Direct => EngineKind::Direct,
+            EngineArg::Rated => return None,
         };
         let advice = match a.mmap_advice {
             AdviceArg::Normal => FaultAdvice::Normal,
@@ -538,6 +545,7 @@ impl From<HardwareArgs> for HardwareOverrides {
             ssd_latency_us: a.ssd_latency_us,
             ssd_stream_gbs: a.ssd_stream_gbs,
             threads: a.threads,
+            page_cache_gbs: a.page_cache_gbs,
         }
     }
 }

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use moe_spill_policies::registry::PolicySpec;
 
 use crate::costing::CostInputs;
+use crate::drive::DriveCurve;
 use crate::error::{Error, Result};
+use crate::io_engine::{self, IoEngine};
 use crate::kernel::{
     page_model, pagemodel, policy_run, truncate_trace, Advice, ExpertFileLayout, KernelOptions,
     KernelRun, KernelSession, PageModelConfig, PageModelRun, PAGE_MODEL,
@@ -108,6 +110,41 @@ struct Comparison<'a> {
     plan: &'a ReplayPlan<'a>,
     specs: &'a [PolicySpec],
     model_eb: Option<u64>,
+    /// The drive and page-cache figures of the profile, for the page model's predicted
+    /// wall time (I/O model, docs/VALIDATION.md).
+    drive: Option<(DriveCurve, f64)>,
+}
+
+/// The wall time per token the I/O model gives the page model's reads (ms): the one
+/// thread of the replay faults its windows (or, under `willneed`, has a layer's slices
+/// in flight at once) and pays the page cache's CPU time for every byte.
+fn predicted_wall_ms(
+    (drive, page_cache_gbs): (&DriveCurve, f64),
+    pm: &PageModelRun,
+    slices: &[u64],
+    layers: f64,
+    window_kb: u64,
+    advice: Advice,
+) -> Vec<f64> {
+    let engine = IoEngine::Mmap {
+        window: match advice {
+            Advice::Willneed => 0,
+            Advice::Random => io_engine::PAGE,
+            Advice::Normal | Advice::Sequential => (window_kb * 1024).max(io_engine::PAGE),
+        },
+        threads: 1,
+    };
+    let expert: u64 = slices.iter().sum();
+    pm.read_pages
+        .iter()
+        .map(|&p| {
+            let bytes = (p as u64 * pagemodel::PAGE) as f64;
+            let misses = bytes / expert as f64 / layers;
+            let s = engine.device_seconds(bytes, slices, misses, drive)
+                + engine.page_cache_seconds(bytes, slices, misses, page_cache_gbs);
+            s * 1e3
+        })
+        .collect()
 }
 
 /// The rows at one budget, and the per-token numbers behind them.
@@ -155,6 +192,7 @@ impl Comparison<'_> {
         kr.read_bytes = Some(k.total_read_bytes());
         kr.major_faults_per_token = Some(k.major_faults.iter().sum::<u64>() as f64 / n as f64);
         kr.wall_ms_per_token = Some(walls.iter().sum::<f64>() / n as f64);
+        let kr_wall = kr.wall_ms_per_token.filter(|&w| w > 0.0);
         kr.wall_ms_p50 = Some(percentile(&walls, 50.0));
         kr.wall_ms_p99 = Some(percentile(&walls, 99.0));
         kr.limit_bytes = Some(k.limit_bytes);
@@ -190,6 +228,23 @@ impl Comparison<'_> {
         pr.resident_experts = pm.resident_experts();
         pr.resident_overlap = overlap(&pm.resident_ids());
         pr.read_bytes = Some(pm.total_read_bytes());
+        if let Some((drive, page_cache_gbs)) = &self.drive {
+            let slices = vec![self.a.expert_bytes / self.a.slices as u64; self.a.slices as usize];
+            let layers = (self.plan.per_token / self.plan.top_k.max(1)).max(1) as f64;
+            let wall = predicted_wall_ms(
+                (drive, *page_cache_gbs),
+                &pm,
+                &slices,
+                layers,
+                k.window_kb,
+                self.a.advice,
+            );
+            pr.wall_ms_per_token = Some(wall.iter().sum::<f64>() / n as f64);
+            let walls = sorted(wall);
+            pr.wall_ms_p50 = Some(percentile(&walls, 50.0));
+            pr.wall_ms_p99 = Some(percentile(&walls, 99.0));
+            pr.wall_rel_err = kr_wall.map(|m| (pr.wall_ms_per_token.unwrap() - m) / m);
+        }
         rows.push(pr);
         let mut policy_misses = Vec::new();
         for spec in self.specs {
@@ -279,6 +334,9 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
         plan: &plan,
         specs: &specs,
         model_eb,
+        drive: econ
+            .as_ref()
+            .map(|e| (e.hw.ssd.curve(), e.hw.ram.page_cache_gbs())),
     };
     let mut noted = false;
     for &(ram_gib, cap) in &budgets {

@@ -38,6 +38,8 @@ pub struct CompareRow {
     pub wall_ms_per_token: Option<f64>,
     pub wall_ms_p50: Option<f64>,
     pub wall_ms_p99: Option<f64>,
+    /// Page model: (predicted wall - kernel's measured wall) / measured.
+    pub wall_rel_err: Option<f64>,
     pub limit_bytes: Option<u64>,
     pub overhead_bytes: Option<u64>,
     pub global_reclaim_pages: Option<u64>,
@@ -65,6 +67,7 @@ pub fn compare_table(rows: &[CompareRow]) -> String {
         "overlap",
         "majflt/token",
         "ms/token",
+        "ms_err",
         "limit_MiB",
         "overhead_MiB",
     ]);
@@ -84,6 +87,8 @@ pub fn compare_table(rows: &[CompareRow]) -> String {
                 .map_or("-".into(), |o| format!("{:.1}%", 100.0 * o)),
             r.major_faults_per_token.map_or("-".into(), |v| fixed(v, 1)),
             r.wall_ms_per_token.map_or("-".into(), |v| fixed(v, 2)),
+            r.wall_rel_err
+                .map_or("-".into(), |e| format!("{:+.1}%", 100.0 * e)),
             mib(r.limit_bytes.map(|v| v as f64)),
             mib(r.overhead_bytes.map(|v| v as f64)),
         ]);

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# The I/O model against this machine: measure the disk (fio, O_DIRECT random reads over
+# block size x queue depth) and the CPU cost of the page cache (buffered minus O_DIRECT
+# system time per GB, in a memory cgroup as kernel-replay's), write them as a hardware
+# profile, then run kernel-replay on the DeepSeek-V2-Lite recording and print, for each
+# advice and budget, the wall time per token the kernel took beside the one the page
+# model's reads take through the profile (the `page-model` row's ms/token).
+#
+# Usage: scripts/local_check.sh [-d DIR] [-t TOKENS] [-c EXPERTS,...] [-a "ADVICE..."]
+#                               [-T TRACE] [-P PROFILE]
+#   -d DIR      working folder (default ./local-check): fio file, model file, CSVs
+#   -t TOKENS   tokens replayed per budget (default 200)
+#   -c LIST     cache sizes in experts (default 416,832,1248: 10 %, 50 %, 75 % of 1664)
+#   -a LIST     advice (default "sequential willneed")
+#   -T TRACE    trace (default ../shared/traces/deepseek-v2-lite/csv beside the repo)
+#   -P FILE     use this profile instead of measuring (skips fio)
+# Needs root (memory cgroups, drop_caches), fio, python3, and about 16 GB free in DIR.
+# Takes about 15 minutes. Wall times depend on load: run it on an idle machine (the
+# load average is printed with every run).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DIR=./local-check
+TOKENS=200
+BUDGETS=416,832,1248
+ADVICE="sequential willneed"
+TRACE=$ROOT/../shared/traces/deepseek-v2-lite/csv
+PROFILE=
+while getopts "d:t:c:a:T:P:h" opt; do
+  case "$opt" in
+    d) DIR=$OPTARG ;; t) TOKENS=$OPTARG ;; c) BUDGETS=$OPTARG ;; a) ADVICE=$OPTARG ;;
+    T) TRACE=$OPTARG ;; P) PROFILE=$OPTARG ;;
+    h) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
+    *) echo "usage: see $0 -h" >&2; exit 2 ;;
+  esac
+done
+[[ $(id -u) -eq 0 ]] || { echo "local_check.sh: needs root (memory cgroups, drop_caches)" >&2; exit 2; }
+command -v python3 >/dev/null || { echo "local_check.sh: python3 not found" >&2; exit 2; }
+mkdir -p "$DIR"
+DIR=$(cd "$DIR" && pwd)
+cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
+BIN=$ROOT/target/release/moe-spill
+
+# A memory cgroup of 1 GiB for the page-cache runs (v2 or v1).
+CG=
+make_cgroup() {
+  if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+    CG=/sys/fs/cgroup/moe-spill-local-check
+    mkdir -p "$CG"; echo 1G > "$CG/memory.max"
+  else
+    CG=/sys/fs/cgroup/memory/moe-spill-local-check
+    mkdir -p "$CG"; echo 1G > "$CG/memory.limit_in_bytes"
+  fi
+}
+cleanup() {
+  [[ -n $CG && -d $CG ]] && rmdir "$CG" 2>/dev/null || true
+  rm -f "$DIR/fio.dat"
+}
+trap cleanup EXIT
+
+if [[ -z $PROFILE ]]; then
+  command -v fio >/dev/null || { echo "local_check.sh: fio not found (apt-get install -y fio)" >&2; exit 2; }
+  PROFILE=$DIR/local.toml
+  rm -f "$DIR/fio_curve.csv"
+  "$ROOT/scripts/measure_disk.sh" -f "$DIR/fio.dat" -s 8g -o "$DIR/fio_curve.csv" -j "$DIR/fio_json" \
+    -t 4 -r 1 -b "65536 131072 262144 524288 1048576 2097152 4194304" -q "1 2 4 8" -n "" -k
+  make_cgroup
+  for direct in 1 0; do
+    sync; echo 3 > /proc/sys/vm/drop_caches
+    sh -c "echo \$\$ > $CG/cgroup.procs; exec fio --name=pc --filename=$DIR/fio.dat --readonly \
+      --rw=randread --bs=1m --direct=$direct --ioengine=psync --runtime=8 --time_based=1 \
+      --randrepeat=0 --norandommap=1 --output-format=json" > "$DIR/fio_json/page_cache_d$direct.json"
+  done
+  python3 - "$DIR" "$PROFILE" <<'EOF'
+import csv, json, sys
+d, out = sys.argv[1:]
+def sys_s_per_gb(path):
+    j = json.load(open(path))["jobs"][0]
+    return j["sys_cpu"] / 100 * j["job_runtime"] / 1e3 / (j["read"]["io_bytes"] / 1e9)
+cost = sys_s_per_gb(f"{d}/fio_json/page_cache_d0.json") - sys_s_per_gb(f"{d}/fio_json/page_cache_d1.json")
+if cost <= 0:
+    sys.exit("local_check.sh: buffered reads cost no more CPU than O_DIRECT: cannot size the page cache")
+rows = [r for r in csv.DictReader(open(f"{d}/fio_curve.csv")) if r["direct"] == "1" and r["jobs"] == "1"]
+mem_gib = int(next(l for l in open("/proc/meminfo") if l.startswith("MemTotal")).split()[1]) / 2**20
+with open(out, "w") as f:
+    f.write('name = "local"\ndescription = "this machine: fio curve and page-cache cost (scripts/local_check.sh)"\n')
+    f.write(f"[ram]\nsize_gib = {mem_gib:.1f}\nbandwidth_gbs = 10.0\nreserve_gib = 0.0\npage_cache_gbs = {1 / cost:.3f}\n")
+    f.write(f"[ssd]\nbandwidth_gbs = {max(float(r['gbs']) for r in rows):.3f}\npoints = [\n")
+    for r in rows:
+        f.write(f"  {{ block_kib = {int(r['block_bytes']) // 1024}, queue_depth = {r['queue_depth']}, gbs = {float(r['gbs']):.4f} }},\n")
+    f.write("]\n")
+print(f"page cache: {cost:.3f} s of CPU per GB ({1 / cost:.2f} GB/s per core); profile {out}", file=sys.stderr)
+EOF
+fi
+
+for advice in $ADVICE; do
+  echo "kernel-replay --advice $advice, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+  "$BIN" kernel-replay "$TRACE" --model deepseek-v2-lite --hw "$PROFILE" --cache-experts "$BUDGETS" \
+    --tokens "$TOKENS" --read-ahead-kb 128 --expert-bytes 4685824 --slices 3 --advice "$advice" \
+    --policies linux --file "$DIR/model.bin" -o "$DIR/kernel_$advice.csv" > "$DIR/kernel_$advice.txt"
+done
+rm -f "$DIR/model.bin"
+
+python3 - "$DIR" $ADVICE <<'EOF'
+import csv, sys
+d, advice = sys.argv[1], sys.argv[2:]
+print("| advice | cache experts | kernel MB/token | model MB/token | kernel ms/token | predicted ms/token | error |")
+print("|---|---|---|---|---|---|---|")
+errs = []
+for a in advice:
+    rows = list(csv.DictReader(open(f"{d}/kernel_{a}.csv")))
+    for k in (r for r in rows if r["source"] == "kernel"):
+        p = next(r for r in rows if r["source"] == "page-model" and r["cache_experts"] == k["cache_experts"])
+        n = float(k["tokens"])
+        e = float(p["wall_rel_err"])
+        errs.append(abs(e))
+        print(f"| {a} | {k['cache_experts']} | {float(k['read_bytes']) / n / 1e6:.0f} | "
+              f"{float(p['read_bytes']) / n / 1e6:.0f} | {float(k['wall_ms_per_token']):.0f} | "
+              f"{float(p['wall_ms_per_token']):.0f} | {100 * e:+.0f} % |")
+print(f"\n{sum(e <= 0.25 for e in errs)} of {len(errs)} within 25 %; largest |error| {100 * max(errs):.0f} %")
+EOF
