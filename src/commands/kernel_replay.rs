@@ -138,7 +138,7 @@ fn predicted_wall_ms(
     pm.read_pages
         .iter()
         .map(|&p| {
-            let bytes = (p as u64 * pagemodel::PAGE) as f64;
+            let bytes = (p * pagemodel::PAGE) as f64;
             let misses = bytes / expert as f64 / layers;
             let s = engine.device_seconds(bytes, slices, misses, drive)
                 + engine.page_cache_seconds(bytes, slices, misses, page_cache_gbs);
