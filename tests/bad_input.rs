@@ -305,3 +305,43 @@ fn tabs_between_words_are_reported_at_their_line() {
         "one.txt:2: words must be separated by single spaces",
     );
 }
+
+// Paths are echoed escaped, as line contents are: a file name cannot break the one-line
+// message or send escape sequences to the terminal.
+#[test]
+fn control_characters_in_file_names_are_escaped() {
+    let d = tempfile::tempdir().unwrap();
+    let name = "new\nline\x1b[31mred\t.txt";
+    let shown = r"new\nline\u{1b}[31mred\t.txt";
+    let bad = write(d.path(), name, "layer 1 expert 2\nhello\n");
+    fails(
+        &["info", s(&bad)],
+        &format!("{shown}:2: expected `layer L expert E`"),
+    );
+    let missing = d.path().join("gone\r\n\x07x");
+    fails(
+        &["info", s(&missing)],
+        r"gone\r\n\u{7}x: no such file or directory",
+    );
+    // In a folder, a file's name reaches the message through the folder listing.
+    let sub = d.path().join("dir");
+    fs::create_dir(&sub).unwrap();
+    write(&sub, "a_1.txt", "layer 1 expert 2\n---token---\n");
+    write(
+        &sub,
+        "a_2\x1b]0;title\x07.txt",
+        "layer 2 expert 2\n---token---\n",
+    );
+    fails(
+        &["info", s(&sub)],
+        r"a_2\u{1b}]0;title\u{7}.txt:1: layer 2 where layer 1 was expected",
+    );
+    // Notes name paths too: `wrote PATH` after a conversion.
+    let good = write(d.path(), "good.txt", "layer 1 expert 2\n---token---\n");
+    let out = d.path().join("out\n\x1b[2J.mst");
+    let conv = run(&["convert", s(&good), "-o", s(&out)]);
+    assert!(conv.status.success());
+    let err = String::from_utf8_lossy(&conv.stderr);
+    assert!(err.contains(r"out\n\u{1b}[2J.mst"), "{err:?}");
+    assert!(!err.trim_end().chars().any(char::is_control), "{err:?}");
+}

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use moe_spill_policies::registry::PolicySpec;
 
 use crate::costing::CostInputs;
-use crate::error::{Error, Result};
+use crate::error::{printable_path, Error, Result};
 use crate::kernel::{
     page_model, pagemodel, policy_run, truncate_trace, Advice, ExpertFileLayout, KernelOptions,
     KernelRun, KernelSession, PageModelConfig, PageModelRun, PAGE_MODEL,
@@ -353,7 +353,7 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
                 a.advice.name(),
                 window,
                 session.device_read_ahead_kb().map_or("?".into(), |v| v.to_string()),
-                session.file().display(),
+                printable_path(session.file()),
                 compare_table(&rows)
             )
         }

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use moe_spill_policies::registry::PolicySpec;
 
 use crate::costing::{Budget, CostInputs};
-use crate::error::{Error, Result};
+use crate::error::{printable_path, Error, Result};
 use crate::hardware::Hardware;
 use crate::kernel::sweep::{KernelSweep, KernelSweepOptions};
 use crate::replay::{ReplayPlan, Strategy};
@@ -398,7 +398,11 @@ pub fn run(a: SweepOptions) -> Result<()> {
         Some(path) => {
             write_atomic(path, |w| std::io::Write::write_all(w, text.as_bytes()))?;
             if !a.study.input.quiet {
-                crate::note!("moe-spill: wrote {} ({} rows)", path.display(), rows.len());
+                crate::note!(
+                    "moe-spill: wrote {} ({} rows)",
+                    printable_path(path),
+                    rows.len()
+                );
             }
             Ok(())
         }

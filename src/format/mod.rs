@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{printable, printable_path, Error, Result};
 use crate::trace::{Geometry, Trace};
 
 /// Layer order and top-k: what a token's layout needs (the expert count is separate).
@@ -229,7 +229,7 @@ pub fn load_files(
         source = "the files before it";
         out = Some(match out {
             None => t,
-            Some(acc) => Trace::concat(acc, t, &path.display().to_string())?,
+            Some(acc) => Trace::concat(acc, t, &printable_path(path))?,
         });
         progress(i + 1, files.len());
     }
@@ -258,14 +258,7 @@ pub(crate) fn layer_out_of_range(layer: impl std::fmt::Display) -> String {
 /// characters escaped (`\r`, `\t`, `\u{0}`), so the message stays one printable line.
 pub(crate) fn show(bytes: &[u8], max: usize) -> String {
     let cut = &bytes[..bytes.len().min(max)];
-    let mut out = String::with_capacity(cut.len());
-    for c in String::from_utf8_lossy(cut).chars() {
-        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
+    let mut out = printable(&String::from_utf8_lossy(cut));
     if cut.len() < bytes.len() {
         out.push_str("...");
     }

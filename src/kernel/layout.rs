@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::sys;
-use crate::error::{Error, Result};
+use crate::error::{printable_path, Error, Result};
 
 /// Bytes before the first expert (one page, holds the description below).
 pub const HEADER_BYTES: u64 = 4096;
@@ -170,7 +170,7 @@ impl ModelFile {
                 if !quiet {
                     crate::note!(
                         "moe-spill: reusing {} ({:.2} GiB)",
-                        path.display(),
+                        printable_path(&path),
                         len as f64 / (1u64 << 30) as f64
                     );
                 }
@@ -184,7 +184,7 @@ impl ModelFile {
             if !quiet {
                 crate::note!(
                     "moe-spill: {} holds another layout; rewriting it",
-                    path.display()
+                    printable_path(&path)
                 );
             }
             drop(f);
@@ -202,7 +202,7 @@ impl ModelFile {
         if !quiet {
             crate::note!(
                 "moe-spill: writing {} ({:.2} GiB, {} experts of {} B)",
-                file.path.display(),
+                printable_path(&file.path),
                 total as f64 / (1u64 << 30) as f64,
                 file.layout.n_ids,
                 file.layout.expert_bytes
