@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::sys;
 use crate::error::{printable_path, Error, Result};
+use crate::report::cleanup::Temp;
 
 /// Bytes before the first expert (one page, holds the description below).
 pub const HEADER_BYTES: u64 = 4096;
@@ -68,22 +69,15 @@ impl ExpertFileLayout {
     }
 }
 
-/// The laid-out file; a temporary one is removed on drop.
+/// The laid-out file; a temporary one is removed on drop, or on a signal.
 #[derive(Debug)]
 pub struct ModelFile {
     pub path: PathBuf,
     pub layout: ExpertFileLayout,
-    pub temporary: bool,
+    /// For a temporary file: its registration for removal.
+    pub temporary: Option<Temp>,
     /// Whether this run wrote it (false: reused).
     pub written: bool,
-}
-
-impl Drop for ModelFile {
-    fn drop(&mut self) {
-        if self.temporary {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
 }
 
 /// SplitMix64: fast, and its output does not compress.
@@ -175,9 +169,9 @@ impl ModelFile {
                     );
                 }
                 return Ok(ModelFile {
+                    temporary: temporary.then(|| Temp::register(path.clone())),
                     path,
                     layout,
-                    temporary,
                     written: false,
                 });
             }
@@ -193,9 +187,9 @@ impl ModelFile {
         let total = layout.file_len();
         check_file_system(&dir, total)?;
         let file = ModelFile {
+            temporary: temporary.then(|| Temp::register(path.clone())),
             path,
             layout,
-            temporary,
             written: true,
         };
         let bar = crate::progress::bar(total >> 20, "writing", quiet);

@@ -59,6 +59,17 @@ impl Temp {
         ))
     }
 
+    /// Register `path`, which a later rename will create (a temporary file that lives
+    /// for the whole run, such as kernel-replay's model file), to be removed like one.
+    pub fn register(path: PathBuf) -> Temp {
+        install_handlers();
+        live().push(path.clone());
+        Temp {
+            path,
+            persisted: false,
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
