@@ -16,7 +16,7 @@ use moe_spill_policies::registry::PolicySpec;
 fn trace() -> moe_spill::trace::Trace {
     let csv =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/traces/deepseek-v2-lite/csv");
-    format::load(&[csv], None).expect("the shared DeepSeek-V2-Lite recording")
+    format::load(&[csv], None, None).expect("the shared DeepSeek-V2-Lite recording")
 }
 
 fn main() {

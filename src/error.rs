@@ -19,17 +19,22 @@ impl Error {
 
     /// An error at `file:line`.
     pub fn at_line(path: &Path, line: u64, msg: impl fmt::Display) -> Self {
-        Error(format!("{}:{}: {}", path.display(), line, msg))
+        Error(format!("{}:{}: {}", printable_path(path), line, msg))
     }
 
     /// An error at a byte offset of a binary file.
     pub fn at_byte(path: &Path, offset: u64, msg: impl fmt::Display) -> Self {
-        Error(format!("{}: byte {}: {}", path.display(), offset, msg))
+        Error(format!(
+            "{}: byte {}: {}",
+            printable_path(path),
+            offset,
+            msg
+        ))
     }
 
     /// An error about a whole file.
     pub fn in_file(path: &Path, msg: impl fmt::Display) -> Self {
-        Error(format!("{}: {}", path.display(), msg))
+        Error(format!("{}: {}", printable_path(path), msg))
     }
 
     pub fn io(path: &Path, err: std::io::Error) -> Self {
@@ -38,8 +43,29 @@ impl Error {
             std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
             _ => err.to_string(),
         };
-        Error(format!("{}: {}", path.display(), what))
+        Error(format!("{}: {}", printable_path(path), what))
     }
+}
+
+/// Text for a message, with control characters escaped (`\n`, `\r`, `\t`, `\u{1b}`,
+/// `\u{0}`), and the Unicode line and paragraph separators too, so that whatever a file
+/// or its name holds, the message stays one printable line and cannot drive the terminal.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A path for a message: as `path.display()` shows it (invalid UTF-8 replaced), with
+/// control characters escaped as [`printable`] does.
+pub fn printable_path(path: &Path) -> String {
+    printable(&path.to_string_lossy())
 }
 
 impl fmt::Display for Error {
@@ -50,3 +76,22 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_in_messages_are_escaped() {
+        let p = Path::new("a\nb\x1b[31m\tc\r\0.txt");
+        assert_eq!(
+            Error::at_line(p, 3, "bad").0,
+            r"a\nb\u{1b}[31m\tc\r\u{0}.txt:3: bad"
+        );
+        assert_eq!(
+            Error::io(p, std::io::ErrorKind::NotFound.into()).0,
+            r"a\nb\u{1b}[31m\tc\r\u{0}.txt: no such file or directory"
+        );
+        assert_eq!(printable("é\u{2028}x"), r"é\u{2028}x");
+    }
+}

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::format::{self, Layout};
+use crate::format::{self, ExpertLimit, Layout};
 use crate::model::Model;
 use crate::trace::Trace;
 
@@ -63,6 +63,10 @@ fn load_and_settle(input: &TraceSource) -> Result<Loaded> {
         });
     }
     let hint = named.map(|m| Layout::of(&m.geometry()));
+    let limit = named.map(|m| ExpertLimit {
+        n_experts: m.n_experts,
+        model: m.name,
+    });
     let mut files = Vec::new();
     for arg in &input.traces {
         files.extend(format::trace_files(arg)?);
@@ -72,7 +76,7 @@ fn load_and_settle(input: &TraceSource) -> Result<Loaded> {
         "reading",
         input.quiet || files.len() < 50,
     );
-    let mut trace = format::load_files(&files, hint.as_ref(), &mut |done, _| {
+    let mut trace = format::load_files(&files, hint.as_ref(), limit, &mut |done, _| {
         bar.set_position(done as u64)
     })?;
     bar.finish_and_clear();

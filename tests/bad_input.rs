@@ -305,3 +305,166 @@ fn tabs_between_words_are_reported_at_their_line() {
         "one.txt:2: words must be separated by single spaces",
     );
 }
+
+// Paths are echoed escaped, as line contents are: a file name cannot break the one-line
+// message or send escape sequences to the terminal.
+#[test]
+fn control_characters_in_file_names_are_escaped() {
+    let d = tempfile::tempdir().unwrap();
+    let name = "new\nline\x1b[31mred\t.txt";
+    let shown = r"new\nline\u{1b}[31mred\t.txt";
+    let bad = write(d.path(), name, "layer 1 expert 2\nhello\n");
+    fails(
+        &["info", s(&bad)],
+        &format!("{shown}:2: expected `layer L expert E`"),
+    );
+    let missing = d.path().join("gone\r\n\x07x");
+    fails(
+        &["info", s(&missing)],
+        r"gone\r\n\u{7}x: no such file or directory",
+    );
+    // In a folder, a file's name reaches the message through the folder listing.
+    let sub = d.path().join("dir");
+    fs::create_dir(&sub).unwrap();
+    write(&sub, "a_1.txt", "layer 1 expert 2\n---token---\n");
+    write(
+        &sub,
+        "a_2\x1b]0;title\x07.txt",
+        "layer 2 expert 2\n---token---\n",
+    );
+    fails(
+        &["info", s(&sub)],
+        r"a_2\u{1b}]0;title\u{7}.txt:1: layer 2 where layer 1 was expected",
+    );
+    // Notes name paths too: `wrote PATH` after a conversion.
+    let good = write(d.path(), "good.txt", "layer 1 expert 2\n---token---\n");
+    let out = d.path().join("out\n\x1b[2J.mst");
+    let conv = run(&["convert", s(&good), "-o", s(&out)]);
+    assert!(conv.status.success());
+    let err = String::from_utf8_lossy(&conv.stderr);
+    assert!(err.contains(r"out\n\u{1b}[2J.mst"), "{err:?}");
+    assert!(!err.trim_end().chars().any(char::is_control), "{err:?}");
+}
+
+/// A DeepSeek-V2-Lite trace (MoE layers 1..=26, top-6) of `tokens` tokens as MoE-Beyond
+/// CSV, with `bad` (layer, token) routed to expert 99 (the model has 64).
+fn dsv2_csv(tokens: usize, bad: Option<(u16, usize)>) -> String {
+    let mut text = CSV_HEADER.to_string();
+    for l in 1..=26u16 {
+        for t in 0..tokens {
+            let third = if bad == Some((l, t)) { 99 } else { 2 };
+            text += &format!("{l},0,t{t},\"[0, 1, {third}, 3, 4, 5]\"\n");
+        }
+    }
+    text
+}
+
+/// The same trace as forum text.
+fn dsv2_text(tokens: usize, bad: Option<(u16, usize)>) -> String {
+    let mut text = String::new();
+    for t in 0..tokens {
+        for l in 1..=26u16 {
+            for e in 0..6 {
+                let e = if e == 2 && bad == Some((l, t)) { 99 } else { e };
+                text += &format!("layer {l} expert {e}\n");
+            }
+        }
+        text += "---token---\n";
+    }
+    text
+}
+
+/// The same trace as .mst, its expert count observed (largest id + 1) or, with `known`,
+/// the one given.
+fn dsv2_mst(tokens: usize, bad: Option<(u16, usize)>, known: Option<u16>) -> Vec<u8> {
+    let n_experts = known.unwrap_or(if bad.is_some() { 100 } else { 6 });
+    let geometry = Geometry {
+        layers: (1..=26).collect(),
+        n_experts,
+        top_k: 6,
+    };
+    let mut ids = Vec::new();
+    for t in 0..tokens {
+        for l in 1..=26u16 {
+            for e in 0..6u16 {
+                let e = if e == 2 && bad == Some((l, t)) { 99 } else { e };
+                ids.push((l - 1) * n_experts + e);
+            }
+        }
+    }
+    let t = Trace {
+        geometry,
+        n_experts_known: known.is_some(),
+        ids: ids.into(),
+        response_starts: vec![0, tokens],
+        prompt: vec![false; tokens],
+    };
+    let mut bytes = Vec::new();
+    binary::write(&t, &mut bytes).unwrap();
+    bytes
+}
+
+const DSV2: &str = "is out of range for deepseek-v2-lite (64 experts per layer)";
+
+// Item 8: an expert the chosen model does not have is reported at its file and line
+// (byte offset and token in a .mst), also among many files.
+#[test]
+fn expert_outside_the_model_names_file_and_line() {
+    let d = tempfile::tempdir().unwrap();
+    let (csv, text, mst) = (
+        d.path().join("csv"),
+        d.path().join("text"),
+        d.path().join("mst"),
+    );
+    for dir in [&csv, &text, &mst] {
+        fs::create_dir(dir).unwrap();
+    }
+    // Layer 5, token 1 of file 17 of 40: CSV line 1 + 4 * 3 + 1 + 1, text line
+    // 1 * 157 + 4 * 6 + 2 + 1, id 1 * 156 + 4 * 6 + 2 at byte 40 + 52 + 4 + 1 + 2 * 182.
+    let bad = |i: usize| (i == 17).then_some((5, 1));
+    for i in 1..=40 {
+        write(&csv, &format!("p_{i}.csv"), dsv2_csv(3, bad(i)));
+        write(&text, &format!("p_{i}.txt"), dsv2_text(3, bad(i)));
+        write(&mst, &format!("p_{i}.mst"), dsv2_mst(3, bad(i), None));
+    }
+    let model = ["--model", "deepseek-v2-lite"];
+    fn info<'a>(dir: &'a Path, model: &[&'a str]) -> Vec<&'a str> {
+        [&["info", s(dir)][..], model].concat()
+    }
+    fails(
+        &info(&csv, &model),
+        &format!("p_17.csv:15: expert 99 {DSV2}"),
+    );
+    fails(
+        &info(&text, &model),
+        &format!("p_17.txt:184: expert 99 {DSV2}"),
+    );
+    fails(
+        &info(&mst, &model),
+        &format!("p_17.mst: byte 461: token 1, layer 5: expert 99 {DSV2}"),
+    );
+    // Without the bad file the folders load as the model.
+    for dir in [&csv, &text, &mst] {
+        for f in fs::read_dir(dir).unwrap() {
+            let f = f.unwrap().path();
+            if f.file_stem().unwrap() == "p_17" {
+                fs::remove_file(f).unwrap();
+            }
+        }
+        assert!(ok(&info(dir, &model)).contains("deepseek-v2-lite"));
+    }
+    // A .mst whose header gives another expert count is refused at that field.
+    let other = write(d.path(), "other.mst", dsv2_mst(3, None, Some(128)));
+    fails(
+        &[&["info", s(&other)][..], &model].concat(),
+        "other.mst: byte 14: the header gives 128 experts per layer; deepseek-v2-lite has 64",
+    );
+    // Converting with --model checks the same way and writes nothing.
+    let one = write(d.path(), "one.csv", dsv2_csv(2, Some((26, 0))));
+    let out = d.path().join("one.mst");
+    fails(
+        &[&["convert", s(&one), "-o", s(&out)][..], &model].concat(),
+        &format!("one.csv:52: expert 99 {DSV2}"),
+    );
+    assert!(!out.exists());
+}

@@ -365,7 +365,7 @@ fn bad_expert_outside_the_model() {
             "--model",
             "deepseek-v2-lite",
         ],
-        "does not match model deepseek-v2-lite",
+        "x.txt:27: expert 64 is out of range for deepseek-v2-lite (64 experts per layer)",
     );
 }
 

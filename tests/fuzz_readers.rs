@@ -141,11 +141,11 @@ fn valid(t: &Trace) -> Result<(), TestCaseError> {
 }
 
 fn read_text(bytes: &[u8], hint: Option<&Layout>) -> Result<Trace, Error> {
-    forum::read(Path::new("f.txt"), bytes, hint)
+    forum::read(Path::new("f.txt"), bytes, hint, None)
 }
 
 fn read_csv(bytes: &[u8]) -> Result<Trace, Error> {
-    moe_beyond::read(Path::new("f.csv"), bytes)
+    moe_beyond::read(Path::new("f.csv"), bytes, None)
 }
 
 fn read_mst(bytes: &[u8], streamed: bool) -> Result<Trace, Error> {
@@ -432,7 +432,7 @@ proptest! {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(&bytes).unwrap();
         f.flush().unwrap();
-        let filed = format::read_file(f.path(), None).map_err(|e| TestCaseError::fail(e.0))?;
+        let filed = format::read_file(f.path(), None, None).map_err(|e| TestCaseError::fail(e.0))?;
         prop_assert_eq!(filed, t);
     }
 

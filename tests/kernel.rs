@@ -459,3 +459,55 @@ fn sweep_adds_the_kernel_at_every_budget() {
         );
     }
 }
+
+/// `sweep --kernel` without --kernel-file lays out a temporary model file in the current
+/// directory, which lives until the kernel rows are done: a signal during the policies
+/// (here as soon as the file is in place) removes it, as it removes `-o` temporaries.
+#[test]
+fn a_signal_removes_the_temporary_model_file() {
+    use std::os::unix::process::ExitStatusExt;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !kernel_available() {
+        return;
+    }
+    let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let trace_path = d.path().join("t.mst");
+    let mut out = std::fs::File::create(&trace_path).unwrap();
+    moe_spill::format::binary::write(&synthetic(100_000), &mut out).unwrap();
+    drop(out);
+    let ours = |dir: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".moe-spill-kernel") || n.ends_with(".tmp"))
+            .collect()
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_moe-spill"))
+        .args([
+            "sweep",
+            "t.mst",
+            "--cache-experts",
+            "0..96",
+            "--points",
+            "40",
+        ])
+        .args(["--policies", "clock,arc,linux", "--kernel"])
+        .args(["--kernel-expert-bytes", "256KiB", "-q", "-o", "r.csv"])
+        .current_dir(d.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !ours(d.path()).iter().any(|n| n.ends_with(".bin")) {
+        assert!(child.try_wait().unwrap().is_none(), "ended before its file");
+        assert!(start.elapsed().as_secs() < 300, "no model file");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // SAFETY: a signal to our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status}");
+    assert_eq!(ours(d.path()), Vec::<String>::new());
+    assert!(!d.path().join("r.csv").exists());
+    assert_no_cgroups_left();
+}

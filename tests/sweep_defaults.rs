@@ -1,6 +1,8 @@
 //! A default never fails a valid input: `sweep` with its default policies on a trace
 //! where `pinned:3` cannot pin leaves it out with a note in plain words; a policy named
-//! explicitly still fails; a policy named twice runs once.
+//! explicitly still fails; a policy named twice runs once. A sweep that cannot produce
+//! a single row is an error saying which budget would, also under -q; budgets left out
+//! while others give rows are a note (silenced by -q).
 
 use std::process::{Command, Output};
 
@@ -29,11 +31,9 @@ fn policies(out: &Output) -> Vec<String> {
     seen
 }
 
-#[test]
-fn default_pinned_is_left_out_where_it_cannot_pin() {
-    // A trace of 2 MoE layers: pinned:3 has nothing to pin.
-    let dir = tempfile::tempdir().unwrap();
-    let t = dir.path().join("two.txt");
+/// A trace of 2 MoE layers (0 and 1) of 8 experts each, top-2, 40 tokens.
+fn two_layers(dir: &std::path::Path) -> std::path::PathBuf {
+    let t = dir.join("two.txt");
     let mut s = String::new();
     for tok in 0..40u32 {
         for l in 0..2 {
@@ -44,6 +44,14 @@ fn default_pinned_is_left_out_where_it_cannot_pin() {
         s.push_str("---token---\n");
     }
     std::fs::write(&t, s).unwrap();
+    t
+}
+
+#[test]
+fn default_pinned_is_left_out_where_it_cannot_pin() {
+    // A trace of 2 MoE layers: pinned:3 has nothing to pin.
+    let dir = tempfile::tempdir().unwrap();
+    let t = two_layers(dir.path());
     let p = t.to_str().unwrap();
     let out = run(&[
         "sweep",
@@ -121,4 +129,100 @@ fn synth_sizes_beyond_memory_are_refused_before_allocating() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("GB of memory for their ids"), "{err}");
     assert!(!o.exists());
+}
+
+#[test]
+fn no_row_at_all_is_an_error_naming_a_budget_that_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = two_layers(dir.path());
+    let p = t.to_str().unwrap();
+    let o = dir.path().join("r.csv");
+    // pinned:1 pins layer 0's 8 experts; no budget up to 4 holds them.
+    for quiet in [false, true] {
+        let mut args = vec![
+            "sweep",
+            p,
+            "--cache-experts",
+            "0..4",
+            "--points",
+            "3",
+            "--policies",
+            "pinned:1:lru",
+            "-o",
+            o.to_str().unwrap(),
+        ];
+        if quiet {
+            args.push("-q");
+        }
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("no row to write: pinned:1 pins 8 experts and the largest budget holds 4; --cache-experts 0..8 reaches a budget that holds them"),
+            "{err}"
+        );
+        assert!(out.stdout.is_empty());
+        assert!(!o.exists());
+    }
+    // RAM budgets (the embedded GLM-5 trace): the advice is a RAM range, and that range
+    // gives the row.
+    let ram = |range: &str| {
+        run(&[
+            "sweep",
+            "--ram",
+            range,
+            "--points",
+            "2",
+            "--policies",
+            "pinned:3",
+            "-q",
+        ])
+    };
+    let out = ram("0GiB..1GiB");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no row to write: pinned:3 pins 768 experts and the largest budget, 1 GiB, holds 0; --ram 0GiB..20.4GiB reaches a budget that holds them"),
+        "{err}"
+    );
+    let out = ram("0GiB..20.4GiB");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+}
+
+#[test]
+fn budgets_left_out_are_a_note_silenced_by_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = two_layers(dir.path());
+    let sweep = |quiet: bool| {
+        let mut args = vec![
+            "sweep",
+            t.to_str().unwrap(),
+            "--cache-experts",
+            "0..16",
+            "--points",
+            "3",
+            "--policies",
+            "pinned:1:lru",
+            "--format",
+            "csv",
+        ];
+        if quiet {
+            args.push("-q");
+        }
+        run(&args)
+    };
+    let out = sweep(false);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("pinned:1 pins 8 experts; 1 budget(s) below that are left out"),
+        "{err}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+    let quiet = sweep(true);
+    assert!(quiet.status.success());
+    assert!(quiet.stderr.is_empty());
+    assert_eq!(quiet.stdout, out.stdout);
 }

@@ -33,7 +33,7 @@ pub struct TraceArgs {
     /// Replay generated tokens only (decode), or prompt-processing tokens too (all).
     #[arg(long, value_enum, default_value_t = PhaseArg::Decode)]
     pub phase: PhaseArg,
-    /// No progress output on stderr.
+    /// No progress or notes on stderr (errors are always reported).
     #[arg(short, long)]
     pub quiet: bool,
 }

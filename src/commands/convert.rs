@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::error::Result;
+use crate::error::{printable_path, Result};
 use crate::input::TraceSource;
 use crate::report::{refuse_input_as_output, write_trace};
 
@@ -23,7 +23,7 @@ pub fn run(a: ConvertOptions) -> Result<()> {
     if !a.input.quiet {
         crate::note!(
             "moe-spill: wrote {} ({} responses, {} tokens, {} accesses)",
-            a.output.display(),
+            printable_path(&a.output),
             trace.n_responses(),
             trace.n_tokens(),
             trace.n_accesses()

@@ -9,7 +9,7 @@ use moe_spill_policies::registry::PolicySpec;
 
 use crate::costing::CostInputs;
 use crate::drive::DriveCurve;
-use crate::error::{Error, Result};
+use crate::error::{printable_path, Error, Result};
 use crate::io_engine::{self, IoEngine};
 use crate::kernel::{
     page_model, pagemodel, policy_run, truncate_trace, Advice, ExpertFileLayout, KernelOptions,
@@ -411,7 +411,7 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
                 a.advice.name(),
                 window,
                 session.device_read_ahead_kb().map_or("?".into(), |v| v.to_string()),
-                session.file().display(),
+                printable_path(session.file()),
                 compare_table(&rows)
             )
         }

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use moe_spill_policies::registry::PolicySpec;
 
 use crate::costing::{Budget, CostInputs};
-use crate::error::{Error, Result};
+use crate::error::{printable_path, Error, Result};
 use crate::hardware::Hardware;
 use crate::kernel::sweep::{KernelSweep, KernelSweepOptions};
 use crate::replay::{ReplayPlan, Strategy};
@@ -189,8 +189,16 @@ struct Job {
     budgets: Vec<usize>,
 }
 
+/// A policy whose pinned set no budget of a VRAM size holds: its experts pinned.
+struct Unheld {
+    vram: usize,
+    policy: usize,
+    pinned: usize,
+}
+
 /// The jobs of a sweep, longest first: per VRAM size and policy, every budget that
-/// holds the policy's pinned set, in one job for a one-pass policy, else one job each.
+/// holds the policy's pinned set, in one job for a one-pass policy, else one job each;
+/// and the policies no budget holds.
 fn plan_jobs(
     study: &ReplaySetup,
     specs: &[PolicySpec],
@@ -198,8 +206,9 @@ fn plan_jobs(
     budget_sets: &[Vec<Budget>],
     quiet: bool,
     default_policies: bool,
-) -> Result<Vec<Job>> {
+) -> Result<(Vec<Job>, Vec<Unheld>)> {
     let mut jobs = Vec::new();
+    let mut unheld = Vec::new();
     for v in 0..plans.len() {
         for (p, spec) in specs.iter().enumerate() {
             // Budgets too small for a pinned set are left out (in a single simulate they
@@ -220,13 +229,21 @@ fn plan_jobs(
             let fits: Vec<usize> = (0..budget_sets[v].len())
                 .filter(|&b| budget_sets[v][b].capacity >= min)
                 .collect();
-            if fits.len() < budget_sets[v].len() && !quiet {
+            // A note, silenced by -q like every note: the rows that are there say which
+            // budgets ran (the default range starts at 0 GiB, below pinned:3's set, so
+            // the default sweep has this case). No row at all is an error (`no_rows`).
+            if !fits.is_empty() && fits.len() < budget_sets[v].len() && !quiet {
                 crate::note!(
                     "moe-spill: note: {spec} pins {min} experts; {} budget(s) below that are left out",
                     budget_sets[v].len() - fits.len()
                 );
             }
             if fits.is_empty() {
+                unheld.push(Unheld {
+                    vram: v,
+                    policy: p,
+                    pinned: min,
+                });
                 continue;
             }
             if Strategy::of(spec, study.partition).one_pass() {
@@ -247,7 +264,49 @@ fn plan_jobs(
     // Long jobs first (LRU's pass covers every budget; big budgets run longer for most
     // policies only a little), so the tail of the run stays short.
     jobs.sort_by_key(|j| std::cmp::Reverse(j.budgets.len()));
-    Ok(jobs)
+    Ok((jobs, unheld))
+}
+
+/// The error of a sweep with no row at all: why, and a range of budgets that gives rows
+/// (for the policy that needs the least). An empty output with exit 0 would hide it.
+fn no_rows(
+    specs: &[PolicySpec],
+    unheld: &[Unheld],
+    setups: &[Option<(Placement, Hardware)>],
+    budget_sets: &[Vec<Budget>],
+    vrams: &[Option<f64>],
+) -> Error {
+    // RAM (GiB, rounded up to a tenth) at which the cache holds `u`'s pinned set, for RAM
+    // budgets; its size in experts for --cache-experts.
+    let need = |u: &Unheld| match &setups[u.vram] {
+        Some((placement, hw)) if budget_sets[u.vram][0].ram_gib.is_some() => {
+            (placement.ram_for_capacity(u.pinned, hw.ram.reserve_gib) * 10.0).ceil() / 10.0
+        }
+        _ => u.pinned as f64,
+    };
+    let Some(u) = unheld.iter().min_by(|x, y| need(x).total_cmp(&need(y))) else {
+        return Error::new("sweep: no row to write: no policy can run on this trace");
+    };
+    let set = &budget_sets[u.vram];
+    let largest = set.iter().max_by_key(|b| b.capacity).expect("budgets");
+    let (largest, range) = match (set[0].ram_gib, largest.ram_gib) {
+        (Some(from), Some(top)) => (
+            format!("the largest budget, {top} GiB, holds {}", largest.capacity),
+            format!("--ram {from}GiB..{}GiB", need(u)),
+        ),
+        _ => (
+            format!("the largest budget holds {}", largest.capacity),
+            format!("--cache-experts {}..{}", set[0].capacity, u.pinned),
+        ),
+    };
+    let vram = match vrams[u.vram] {
+        Some(v) => format!(" (with {v} GiB of VRAM)"),
+        None => String::new(),
+    };
+    Error::new(format!(
+        "sweep: no row to write: {} pins {} experts and {largest}; {range} reaches a budget that holds them{vram}",
+        specs[u.policy], u.pinned
+    ))
 }
 
 /// Run the jobs on `threads` workers, each taking the next job; the rows of each job
@@ -348,10 +407,7 @@ pub fn run(a: SweepOptions) -> Result<()> {
         .zip(&plans)
         .map(|(s, p)| budgets(&a, s.as_ref(), p))
         .collect::<Result<_>>()?;
-    // Checked (and the file laid out) before the policies run; the kernel runs after.
-    let mut kernel = KernelSweep::new(&a.kernel, &study, &plans[0], a.study.input.quiet)?;
-
-    let jobs = plan_jobs(
+    let (jobs, unheld) = plan_jobs(
         &study,
         &specs,
         &plans,
@@ -359,6 +415,11 @@ pub fn run(a: SweepOptions) -> Result<()> {
         a.study.input.quiet,
         a.default_policies,
     )?;
+    if jobs.is_empty() && !a.kernel.kernel {
+        return Err(no_rows(&specs, &unheld, &setups, &budget_sets, &vrams));
+    }
+    // Checked (and the file laid out) before the policies run; the kernel runs after.
+    let mut kernel = KernelSweep::new(&a.kernel, &study, &plans[0], a.study.input.quiet)?;
     for (s, v) in setups.iter().zip(&vrams) {
         study.note_placement(s.as_ref().map(|s| &s.0), *v);
     }
@@ -388,6 +449,10 @@ pub fn run(a: SweepOptions) -> Result<()> {
     }
     results.sort_by_key(|r| (r.0, r.1, r.2));
     let rows: Vec<Row> = results.into_iter().map(|r| r.3).collect();
+    if rows.is_empty() {
+        // With --kernel, whose rows leave out budgets of 0 experts.
+        return Err(no_rows(&specs, &unheld, &setups, &budget_sets, &vrams));
+    }
     let format = OutputFormat::for_output(a.study.format, a.output.as_deref());
     let mut text = render_rows(&rows, format);
     if format == OutputFormat::Table {
@@ -398,7 +463,11 @@ pub fn run(a: SweepOptions) -> Result<()> {
         Some(path) => {
             write_atomic(path, |w| std::io::Write::write_all(w, text.as_bytes()))?;
             if !a.study.input.quiet {
-                crate::note!("moe-spill: wrote {} ({} rows)", path.display(), rows.len());
+                crate::note!(
+                    "moe-spill: wrote {} ({} rows)",
+                    printable_path(path),
+                    rows.len()
+                );
             }
             Ok(())
         }

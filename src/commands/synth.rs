@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::analyze::{u_d, CHUNK_TOKENS};
-use crate::error::{Error, Result};
+use crate::error::{printable_path, Error, Result};
 use crate::input::TraceSource;
 use crate::model::Model;
 use crate::report::{emit, write_trace};
@@ -145,7 +145,7 @@ pub fn run(a: SynthOptions) -> Result<()> {
             overrides(&a, &mut p)?;
             say(format!(
                 "fitted to {} ({}): U = {:.2}, D = {:.2} per {}-token chunk; calibration trace U = {:.2}, D = {:.2} ({:.1} s)",
-                path.display(),
+                printable_path(path),
                 rec.geometry.describe(),
                 f.target.0,
                 f.target.1,
@@ -222,7 +222,7 @@ pub fn run(a: SynthOptions) -> Result<()> {
             Some(result) => result?,
             None => write_trace(&trace, out)?,
         }
-        say(format!("wrote {}", out.display()));
+        say(format!("wrote {}", printable_path(out)));
     }
     Ok(())
 }

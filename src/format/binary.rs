@@ -23,6 +23,7 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
+use super::ExpertLimit;
 use crate::error::{Error, Result};
 use crate::ids::{Ids, Mapping};
 use crate::trace::{Geometry, Trace};
@@ -402,6 +403,50 @@ fn bad_token(path: &Path, g: &Geometry, token: &[u16], offset: u64, lo: &[u16]) 
     )
 }
 
+/// A trace read from `path` checked against the chosen model's expert count: a header
+/// that gives the model's count (flag bit 0) must give this one, and every expert must be
+/// below it (an error at the byte of the first that is not, with its token and layer).
+pub(crate) fn check_limit(path: &Path, t: &Trace, limit: ExpertLimit) -> Result<()> {
+    let g = &t.geometry;
+    let n = g.n_experts;
+    let header_says = || {
+        Error::at_byte(
+            path,
+            14,
+            format!(
+                "the header gives {n} experts per layer; {} has {}",
+                limit.model, limit.n_experts
+            ),
+        )
+    };
+    if t.n_experts_known && n != limit.n_experts {
+        return Err(header_says());
+    }
+    if n <= limit.n_experts {
+        return Ok(());
+    }
+    // The ids come last: they start where the per-token phase bits end.
+    let ids_at = HEADER as u64
+        + 2 * g.n_layers() as u64
+        + 4 * t.n_responses() as u64
+        + (t.n_tokens() as u64).div_ceil(8);
+    let (k, a) = (g.top_k as usize, g.accesses_per_token());
+    // Every id lies in its layer (checked when read), so id % n is its expert.
+    match t.ids.iter().position(|&id| id % n >= limit.n_experts) {
+        Some(i) => Err(Error::at_byte(
+            path,
+            ids_at + 2 * i as u64,
+            format!(
+                "token {}, layer {}: {}",
+                i / a,
+                g.layers[i % a / k],
+                limit.refusal(t.ids[i] % n)
+            ),
+        )),
+        None => Err(header_says()),
+    }
+}
+
 fn read_exact(path: &Path, r: &mut impl Read, buf: &mut [u8], off: u64, what: &str) -> Result<()> {
     r.read_exact(buf).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -622,7 +667,7 @@ mod tests {
                         assert_eq!(a, b);
                         assert_eq!(b, t);
                         assert_eq!(b.ids.is_mapped(), even);
-                        let via_file = crate::format::read_file(f.path(), None).unwrap();
+                        let via_file = crate::format::read_file(f.path(), None, None).unwrap();
                         assert_eq!(via_file.ids.is_mapped(), even);
                         assert_eq!(via_file, t);
                     }
@@ -664,7 +709,7 @@ mod tests {
             f.write_all(bytes).unwrap();
             f.flush().unwrap();
             let streamed = read(f.path(), bytes, Some(bytes.len() as u64));
-            let filed = crate::format::read_file(f.path(), None);
+            let filed = crate::format::read_file(f.path(), None, None);
             match (streamed, filed) {
                 (Ok(a), Ok(b)) => {
                     assert_eq!(a, b);

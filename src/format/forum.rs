@@ -25,7 +25,9 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use super::{expert_out_of_range, layer_out_of_range, show, Layout, LineChunks, MAX_EXPERT_ID};
+use super::{
+    expert_out_of_range, layer_out_of_range, show, ExpertLimit, Layout, LineChunks, MAX_EXPERT_ID,
+};
 use crate::error::{Error, Result};
 use crate::trace::{Geometry, Trace};
 
@@ -44,6 +46,10 @@ struct Line {
 struct Parser<'p> {
     path: &'p Path,
     layout: Option<Layout>,
+    /// The chosen model's expert count, if any.
+    limit: Option<ExpertLimit>,
+    /// The largest expert number accepted: [`MAX_EXPERT_ID`], or below the limit.
+    max_expert_allowed: u32,
     /// Raw expert numbers, token-major (made dense once the expert count is known).
     experts: Vec<u16>,
     prompt: Vec<bool>,
@@ -57,11 +63,18 @@ struct Parser<'p> {
 }
 
 /// Read one forum-format file (one response). `hint` gives the layout when an earlier
-/// file or the chosen model already fixed it.
-pub fn read(path: &Path, reader: impl Read, hint: Option<&Layout>) -> Result<Trace> {
+/// file or the chosen model already fixed it; `limit` the chosen model's expert count.
+pub fn read(
+    path: &Path,
+    reader: impl Read,
+    hint: Option<&Layout>,
+    limit: Option<ExpertLimit>,
+) -> Result<Trace> {
     let mut p = Parser {
         path,
         layout: hint.cloned(),
+        limit,
+        max_expert_allowed: limit.map_or(MAX_EXPERT_ID, |l| l.n_experts.saturating_sub(1)) as u32,
         experts: Vec::new(),
         prompt: Vec::new(),
         max_expert: None,
@@ -96,8 +109,8 @@ impl Parser<'_> {
             return Ok(());
         }
         if let Some((layer, expert)) = parse_expert_line(line) {
-            if layer > u16::MAX as u32 || expert > MAX_EXPERT_ID as u32 {
-                return Err(self.out_of_range(line, no, layer));
+            if layer > u16::MAX as u32 || expert > self.max_expert_allowed {
+                return Err(self.out_of_range(line, no, layer, expert));
             }
             self.group.push(Line {
                 layer: layer as u16,
@@ -167,7 +180,7 @@ impl Parser<'_> {
     /// The error for a `layer L expert E` line whose L or E does not fit (quoting the
     /// number as written: the parsed value saturates).
     #[cold]
-    fn out_of_range(&self, line: &[u8], no: u64, layer: u32) -> Error {
+    fn out_of_range(&self, line: &[u8], no: u64, layer: u32, expert: u32) -> Error {
         let mut words = line.split(|&b| b == b' ');
         let (l, e) = (
             words.nth(1).unwrap_or_default(),
@@ -176,7 +189,10 @@ impl Parser<'_> {
         let msg = if layer > u16::MAX as u32 {
             layer_out_of_range(show(l, 30))
         } else {
-            expert_out_of_range(show(e, 30))
+            match self.limit {
+                Some(limit) if expert <= MAX_EXPERT_ID as u32 => limit.refusal(expert),
+                _ => expert_out_of_range(show(e, 30)),
+            }
         };
         Error::at_line(self.path, no, msg)
     }
@@ -512,7 +528,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Trace> {
-        read(Path::new("t.txt"), text.as_bytes(), None)
+        read(Path::new("t.txt"), text.as_bytes(), None, None)
     }
 
     #[test]

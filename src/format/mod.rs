@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{printable, printable_path, Error, Result};
 use crate::trace::{Geometry, Trace};
 
 /// Layer order and top-k: what a token's layout needs (the expert count is separate).
@@ -40,6 +40,27 @@ impl Layout {
             (Some(a), _) => a.to_string(),
             _ => String::new(),
         }
+    }
+}
+
+/// The expert count of the model named with `--model`: a file with an expert at or above
+/// it is refused at the line (or byte) where that expert is read, so among many files the
+/// message names the one that does not fit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpertLimit {
+    /// Routed experts per MoE layer.
+    pub n_experts: u16,
+    /// The model's name, for messages.
+    pub model: &'static str,
+}
+
+impl ExpertLimit {
+    /// The message for `expert`, at or above the limit.
+    pub(crate) fn refusal(&self, expert: impl std::fmt::Display) -> String {
+        format!(
+            "expert {expert} is out of range for {} ({} experts per layer)",
+            self.model, self.n_experts
+        )
     }
 }
 
@@ -158,8 +179,9 @@ fn trim_zeros(s: &[u8]) -> &[u8] {
 }
 
 /// Read one trace file of any format. `hint` is the layout fixed by earlier files or the
-/// chosen model, used where a file alone cannot tell it.
-pub fn read_file(path: &Path, hint: Option<&Layout>) -> Result<Trace> {
+/// chosen model, used where a file alone cannot tell it; `limit` the chosen model's
+/// expert count.
+pub fn read_file(path: &Path, hint: Option<&Layout>, limit: Option<ExpertLimit>) -> Result<Trace> {
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
         return Err(Error::in_file(path, "is a directory"));
@@ -179,38 +201,45 @@ pub fn read_file(path: &Path, hint: Option<&Layout>) -> Result<Trace> {
     })?;
     let size = file.metadata().ok().map(|m| m.len());
     if format == Format::Binary {
-        if let Some(mapping) = size.and_then(|s| crate::ids::Mapping::of_file(&file, s)) {
-            return binary::read_mapped(path, mapping);
+        let trace = match size.and_then(|s| crate::ids::Mapping::of_file(&file, s)) {
+            Some(mapping) => binary::read_mapped(path, mapping)?,
+            None => binary::read(path, io::Cursor::new(head).chain(file), size)?,
+        };
+        if let Some(limit) = limit {
+            binary::check_limit(path, &trace, limit)?;
         }
+        return Ok(trace);
     }
     let reader = io::Cursor::new(head).chain(file);
     match format {
-        Format::Forum => forum::read(path, reader, hint),
-        Format::MoeBeyondCsv => moe_beyond::read(path, reader),
-        Format::Binary => binary::read(path, reader, size),
+        Format::Forum => forum::read(path, reader, hint, limit),
+        Format::MoeBeyondCsv => moe_beyond::read(path, reader, limit),
+        Format::Binary => unreachable!("read above"),
     }
 }
 
 /// Load every file of every TRACE argument into one trace.
-pub fn load(args: &[PathBuf], hint: Option<&Layout>) -> Result<Trace> {
+pub fn load(args: &[PathBuf], hint: Option<&Layout>, limit: Option<ExpertLimit>) -> Result<Trace> {
     let mut files = Vec::new();
     for arg in args {
         files.extend(trace_files(arg)?);
     }
-    load_files(&files, hint, &mut |_, _| {})
+    load_files(&files, hint, limit, &mut |_, _| {})
 }
 
-/// Load the given files in order; `progress(done, total)` after each.
+/// Load the given files in order; `progress(done, total)` after each. `hint` and `limit`
+/// come from the chosen model, if any (see [`read_file`]).
 pub fn load_files(
     files: &[PathBuf],
     hint: Option<&Layout>,
+    limit: Option<ExpertLimit>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Trace> {
     let mut source = "the chosen model";
     let mut hint = hint.cloned();
     let mut out: Option<Trace> = None;
     for (i, path) in files.iter().enumerate() {
-        let t = read_file(path, hint.as_ref())?;
+        let t = read_file(path, hint.as_ref(), limit)?;
         if let Some(h) = &hint {
             if Layout::of(&t.geometry) != *h {
                 return Err(Error::in_file(
@@ -229,7 +258,7 @@ pub fn load_files(
         source = "the files before it";
         out = Some(match out {
             None => t,
-            Some(acc) => Trace::concat(acc, t, &path.display().to_string())?,
+            Some(acc) => Trace::concat(acc, t, &printable_path(path))?,
         });
         progress(i + 1, files.len());
     }
@@ -258,14 +287,7 @@ pub(crate) fn layer_out_of_range(layer: impl std::fmt::Display) -> String {
 /// characters escaped (`\r`, `\t`, `\u{0}`), so the message stays one printable line.
 pub(crate) fn show(bytes: &[u8], max: usize) -> String {
     let cut = &bytes[..bytes.len().min(max)];
-    let mut out = String::with_capacity(cut.len());
-    for c in String::from_utf8_lossy(cut).chars() {
-        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
+    let mut out = printable(&String::from_utf8_lossy(cut));
     if cut.len() < bytes.len() {
         out.push_str("...");
     }

@@ -14,7 +14,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use super::{expert_out_of_range, layer_out_of_range, show, MAX_EXPERT_ID};
+use super::{expert_out_of_range, layer_out_of_range, show, ExpertLimit, MAX_EXPERT_ID};
 use crate::error::{Error, Result};
 use crate::trace::{Geometry, Trace};
 
@@ -65,7 +65,8 @@ fn check_header(path: &Path, header: &csv::ByteRecord) -> Result<()> {
     Err(Error::at_line(path, 1, msg))
 }
 
-pub fn read(path: &Path, reader: impl Read) -> Result<Trace> {
+/// Read one MoE-Beyond CSV (one response); `limit` is the chosen model's expert count.
+pub fn read(path: &Path, reader: impl Read, limit: Option<ExpertLimit>) -> Result<Trace> {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
@@ -137,6 +138,9 @@ pub fn read(path: &Path, reader: impl Read) -> Result<Trace> {
             ));
         }
         for (i, &e) in experts.iter().enumerate() {
+            if let Some(limit) = limit.filter(|l| e >= l.n_experts) {
+                return Err(Error::at_line(path, line, limit.refusal(e)));
+            }
             if experts[..i].contains(&e) {
                 return Err(Error::at_line(
                     path,
@@ -259,7 +263,7 @@ mod tests {
 
     #[test]
     fn transposes_layer_blocks_into_tokens() {
-        let t = read(Path::new("p.csv"), TEXT.as_bytes()).unwrap();
+        let t = read(Path::new("p.csv"), TEXT.as_bytes(), None).unwrap();
         assert_eq!(t.geometry.layers, vec![1, 2]);
         assert_eq!(t.geometry.top_k, 2);
         assert_eq!(t.geometry.n_experts, 9);
@@ -271,10 +275,10 @@ mod tests {
     #[test]
     fn ragged_layers_are_an_error_with_the_line() {
         let text = "Layer ID,Batch Number,Token,Activated Expert IDs\n1,0,a,\"[8, 2]\"\n1,0,b,\"[1, 3]\"\n2,0,a,\"[0, 4]\"\n";
-        let e = read(Path::new("p.csv"), text.as_bytes()).unwrap_err();
+        let e = read(Path::new("p.csv"), text.as_bytes(), None).unwrap_err();
         assert_eq!(e.0, "p.csv: layer 2 has 1 tokens but layer 1 has 2");
         let text = "Layer ID,Batch Number,Token,Activated Expert IDs\n1,0,a,\"[8, x]\"\n";
-        let e = read(Path::new("p.csv"), text.as_bytes()).unwrap_err();
+        let e = read(Path::new("p.csv"), text.as_bytes(), None).unwrap_err();
         assert!(e.0.starts_with("p.csv:2: Activated Expert IDs"), "{e}");
     }
 }

@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::sys;
-use crate::error::{Error, Result};
+use crate::error::{printable_path, Error, Result};
 
 const PREFIX: &str = "moe-spill-kernel-";
 
@@ -113,7 +113,7 @@ impl MemCgroup {
         fs::create_dir(&dir).map_err(|e| {
             Error::new(format!(
                 "cannot create a memory cgroup in {}: {} (kernel-replay needs root or a delegated cgroup)",
-                parent.display(),
+                printable_path(&parent),
                 io_text(&e)
             ))
         })?;
@@ -129,14 +129,14 @@ impl MemCgroup {
             if r.is_err() || !cg.dir.join("memory.max").exists() {
                 return Err(Error::new(format!(
                     "cgroup v2: the memory controller is not enabled below {} and cannot be (run kernel-replay from a cgroup that delegates memory, e.g. `systemd-run --scope -p Delegate=yes moe-spill ...`)",
-                    parent.display()
+                    printable_path(&parent)
                 )));
             }
         }
         if !cg.limit_file().exists() {
             return Err(Error::new(format!(
                 "{}: no {} in the new cgroup",
-                cg.dir.display(),
+                printable_path(&cg.dir),
                 cg.limit_name()
             )));
         }
@@ -225,7 +225,7 @@ impl MemCgroup {
         }
         Err(Error::new(format!(
             "cannot remove cgroup {}: {}",
-            self.dir.display(),
+            printable_path(&self.dir),
             last.map(|e| io_text(&e)).unwrap_or_default()
         )))
     }

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::sys;
-use crate::error::{Error, Result};
+use crate::error::{printable_path, Error, Result};
+use crate::report::cleanup::Temp;
 
 /// Bytes before the first expert (one page, holds the description below).
 pub const HEADER_BYTES: u64 = 4096;
@@ -68,22 +69,15 @@ impl ExpertFileLayout {
     }
 }
 
-/// The laid-out file; a temporary one is removed on drop.
+/// The laid-out file; a temporary one is removed on drop, or on a signal.
 #[derive(Debug)]
 pub struct ModelFile {
     pub path: PathBuf,
     pub layout: ExpertFileLayout,
-    pub temporary: bool,
+    /// For a temporary file: its registration for removal.
+    pub temporary: Option<Temp>,
     /// Whether this run wrote it (false: reused).
     pub written: bool,
-}
-
-impl Drop for ModelFile {
-    fn drop(&mut self) {
-        if self.temporary {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
 }
 
 /// SplitMix64: fast, and its output does not compress.
@@ -170,21 +164,21 @@ impl ModelFile {
                 if !quiet {
                     crate::note!(
                         "moe-spill: reusing {} ({:.2} GiB)",
-                        path.display(),
+                        printable_path(&path),
                         len as f64 / (1u64 << 30) as f64
                     );
                 }
                 return Ok(ModelFile {
+                    temporary: temporary.then(|| Temp::register(path.clone())),
                     path,
                     layout,
-                    temporary,
                     written: false,
                 });
             }
             if !quiet {
                 crate::note!(
                     "moe-spill: {} holds another layout; rewriting it",
-                    path.display()
+                    printable_path(&path)
                 );
             }
             drop(f);
@@ -193,16 +187,16 @@ impl ModelFile {
         let total = layout.file_len();
         check_file_system(&dir, total)?;
         let file = ModelFile {
+            temporary: temporary.then(|| Temp::register(path.clone())),
             path,
             layout,
-            temporary,
             written: true,
         };
         let bar = crate::progress::bar(total >> 20, "writing", quiet);
         if !quiet {
             crate::note!(
                 "moe-spill: writing {} ({:.2} GiB, {} experts of {} B)",
-                file.path.display(),
+                printable_path(&file.path),
                 total as f64 / (1u64 << 30) as f64,
                 file.layout.n_ids,
                 file.layout.expert_bytes

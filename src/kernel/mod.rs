@@ -41,7 +41,7 @@ pub use pagemodel::{page_model, PageModelConfig, PageModelRun};
 /// The `source` of the page-level model's rows.
 pub const PAGE_MODEL: &str = "page-model";
 
-use crate::error::{Error, Result};
+use crate::error::{printable_path, Error, Result};
 use crate::replay::{run_policy, Misses, Partition, ReplayPlan};
 use crate::trace::Trace;
 
@@ -513,7 +513,7 @@ impl KernelSession {
         let mut proc_ = cmd.spawn().map_err(|e| {
             Error::new(format!(
                 "kernel-replay: cannot start {}: {e}",
-                self.child.program.display()
+                printable_path(&self.child.program)
             ))
         })?;
         CHILD_PID.store(proc_.id() as i32, Ordering::SeqCst);
@@ -575,7 +575,7 @@ impl KernelSession {
         if sig != 0 {
             return Err(Error::new(format!(
                 "kernel-replay interrupted by signal {sig}; cgroup {} removed",
-                cg.dir.display()
+                printable_path(&cg.dir)
             )));
         }
         let status = status.map_err(|e| Error::new(format!("kernel-replay: wait: {e}")))?;

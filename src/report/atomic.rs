@@ -1,10 +1,13 @@
 //! Files written atomically: through a temporary name in the same directory, renamed
-//! into place, so a failed run never leaves a partial file or directory behind.
+//! into place, so a failed run never leaves a partial file or directory behind. The
+//! temporary names are registered in [`super::cleanup`], which removes them on SIGINT,
+//! SIGTERM and SIGHUP.
 
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use super::cleanup::Temp;
 use crate::error::{Error, Result};
 use crate::format;
 use crate::trace::Trace;
@@ -37,9 +40,8 @@ pub fn write_atomic(
         }),
         _ => path.to_path_buf(),
     };
-    let tmp = temp_name(&target);
     let result = (|| {
-        let file = fs::File::create(&tmp)?;
+        let (tmp, file) = Temp::create(temp_name(&target), |p| fs::File::create(p))?;
         if let Some(m) = &existing {
             file.set_permissions(m.permissions())?;
         }
@@ -48,12 +50,9 @@ pub fn write_atomic(
         w.flush()?;
         w.get_ref().sync_data()?;
         drop(w);
-        fs::rename(&tmp, &target)
+        tmp.persist(|tmp| fs::rename(tmp, &target))
     })();
-    result.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+    result.map_err(|e| Error::io(path, e))
 }
 
 /// Refuse an output that is one of the inputs: writing it would destroy the trace
@@ -88,20 +87,19 @@ pub fn write_dir_atomic(path: &Path, fill: impl FnOnce(&Path) -> io::Result<()>)
     } else if path.exists() {
         return Err(Error::in_file(path, "exists and is not a directory"));
     }
-    let tmp = temp_name(path);
     let result = (|| {
-        let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir_all(&tmp)?;
-        fill(&tmp)?;
-        if path.exists() {
-            fs::remove_dir(path)?; // empty, checked above
-        }
-        fs::rename(&tmp, path)
+        let name = temp_name(path);
+        let _ = fs::remove_dir_all(&name); // left by an earlier process of the same id
+        let (tmp, ()) = Temp::create(name, |p| fs::create_dir_all(p))?;
+        fill(tmp.path())?;
+        tmp.persist(|tmp| {
+            if path.exists() {
+                fs::remove_dir(path)?; // empty, checked above
+            }
+            fs::rename(tmp, path)
+        })
     })();
-    result.map_err(|e| {
-        let _ = fs::remove_dir_all(&tmp);
-        Error::io(path, e)
-    })
+    result.map_err(|e| Error::io(path, e))
 }
 
 fn temp_name(path: &Path) -> PathBuf {

@@ -1,10 +1,12 @@
 //! Report: what output looks like and where it goes. Tables for people, CSV and JSON for
 //! programs (`rows`: the replay rows of simulate and sweep, `kernel`: kernel-replay's
 //! comparison, `analysis`: the chunk analysis), to stdout or to files written
-//! atomically (`atomic`, which also writes traces).
+//! atomically (`atomic`, which also writes traces; `cleanup` removes their temporary
+//! names on a signal).
 
 pub mod analysis;
 pub mod atomic;
+pub mod cleanup;
 pub mod kernel;
 pub mod rows;
 
