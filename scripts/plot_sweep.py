@@ -7,7 +7,8 @@
 
 Panels:
   ssd      SSD MiB per token against RAM, one line per policy, the seed's analytic D+S dashed
-  toks     estimated tokens/s against RAM, analytic dashed
+  toks     estimated tokens/s against RAM, analytic dashed; the title names the time model
+           (the `io` column: "I/O model (mmap)", or "rated SSD bandwidth" for `--io rated`)
   heatmap  per-layer miss rate, layer x budget (needs `sweep --per-layer`), for --policy
 Axes are in GiB (installed RAM; cache experts when the sweep had no model), MiB/token and
 tok/s; titles name the trace, model, quant and machine taken from the CSV.
@@ -74,6 +75,16 @@ def title_of(rows):
     if r.get("partition") and r["partition"] != "global":
         parts.append(f"{r['partition']} caches")
     return " | ".join(parts)
+
+
+def time_model(rows):
+    """The time model of est_tok_s: the engine of the I/O model (`io` column), or the
+    rated-bandwidth model when the column is absent or empty (`--io rated`)."""
+    engines = sorted({r.get("io") or "" for r in rows})
+    if engines == [""]:
+        return "rated SSD bandwidth"
+    names = ", ".join(e if e else "rated" for e in engines)
+    return f"I/O model ({names})"
 
 
 def label(policy, vram, multi_vram):
@@ -165,7 +176,7 @@ def main():
             ax.set_title("SSD traffic per token", fontsize=10)
         elif p == "toks":
             panel_lines(ax, rows, "est_tok_s", "analytic_tok_s", "estimated tokens / s", 1.0)
-            ax.set_title("estimated decode speed", fontsize=10)
+            ax.set_title(f"estimated decode speed: {time_model(rows)}", fontsize=10)
         else:
             panel_heatmap(fig, ax, rows, args.policy)
     fig.suptitle(title_of(rows), fontsize=11)

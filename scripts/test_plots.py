@@ -6,6 +6,7 @@ tests/data/sweep_small.csv was made by
     moe-spill sweep traces/synth-sample --hw desktop-cpu --ram 6GiB..10GiB --points 9 \
         --per-layer --policies lru,clock,arc,linux,pinned:2,opt -q -o tests/data/sweep_small.csv
 """
+import csv
 import os
 import struct
 import subprocess
@@ -72,6 +73,29 @@ def main():
             png_size(out)
 
         check("heatmap --policy clock", heatmap_other_policy)
+
+        def toks_names_time_model():
+            # the tokens/s panel says which time model made est_tok_s: the CSV's `io`
+            # column (the I/O model, the default), or none of it (`--io rated`)
+            out = os.path.join(d, "toks_io.svg")
+            r = plot(CSV, "-o", out, "--panel", "toks")
+            assert r.returncode == 0, r.stderr.strip()
+            assert "I/O model (mmap)" in open(out).read(), "time model missing from the title"
+            rated = os.path.join(d, "rated.csv")
+            drop = {"io", "device_bytes_per_token", "t_compute_ms"}
+            with open(CSV, newline="") as f:
+                rows = list(csv.DictReader(f))
+            with open(rated, "w", newline="") as f:
+                w = csv.DictWriter(f, [c for c in rows[0] if c not in drop])
+                w.writeheader()
+                for row in rows:
+                    w.writerow({k: v for k, v in row.items() if k not in drop})
+            out = os.path.join(d, "toks_rated.svg")
+            r = plot(rated, "-o", out, "--panel", "toks")
+            assert r.returncode == 0, r.stderr.strip()
+            assert "rated SSD bandwidth" in open(out).read(), "rated model not named"
+
+        check("toks names the time model", toks_names_time_model)
 
         def bad_inputs():
             bad = os.path.join(d, "bad.csv")
