@@ -6,6 +6,7 @@
 
 pub mod binary;
 pub mod forum;
+pub mod gguf;
 pub mod moe_beyond;
 
 use std::fs::File;
