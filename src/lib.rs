@@ -42,3 +42,4 @@ pub mod synth;
 pub mod timemodel;
 pub mod trace;
 pub mod units;
+pub mod weights;

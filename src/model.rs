@@ -14,6 +14,9 @@ pub struct Model {
     pub n_moe_layers: u16,
     /// Distance between MoE layers (2 for Llama 4 Maverick's interleaving).
     pub moe_layer_step: u16,
+    /// The MoE layers listed, when they are read from a file (empty for the presets:
+    /// first, step and count give them).
+    pub layer_list: &'static [u16],
     pub n_experts: u16,
     pub top_k: u16,
     /// Hidden size (rows of gate/up, columns of down).
@@ -46,6 +49,7 @@ const fn m(
         first_moe_layer,
         n_moe_layers,
         moe_layer_step: 1,
+        layer_list: &[],
         n_experts,
         top_k,
         hidden,
@@ -120,6 +124,9 @@ impl Model {
     }
 
     pub fn moe_layers(&self) -> Vec<u16> {
+        if !self.layer_list.is_empty() {
+            return self.layer_list.to_vec();
+        }
         (0..self.n_moe_layers)
             .map(|i| self.first_moe_layer + i * self.moe_layer_step)
             .collect()
