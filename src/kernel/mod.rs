@@ -198,6 +198,7 @@ impl KernelRun {
         Misses {
             misses_per_token,
             misses_per_slot: vec![0; n_slots],
+            bytes_per_token: None,
         }
     }
 
