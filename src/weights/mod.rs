@@ -3,6 +3,7 @@
 //! where every slice lies. Made from a preset and a quant (every layer alike) or read
 //! from a GGUF file ([`gguf`]), where dynamic quants give every layer its own types.
 
+pub mod ftype;
 pub mod gguf;
 
 use std::fmt;
@@ -103,36 +104,61 @@ pub struct Weights {
     pub non_expert: NonExpert,
     /// The GGUF parts (path, length in bytes) the sizes were read from; empty for a preset.
     pub files: Vec<(PathBuf, u64)>,
+    /// The llama.cpp file type the quant was named by (`--quant Q4_K_M`), for labels.
+    pub file_type: Option<&'static str>,
 }
 
 impl Weights {
+    /// A preset at `--quant SPEC`: a ggml type or PROJ=TYPE pairs for every layer alike,
+    /// or a llama.cpp file type in capitals (Q4_K_M, IQ2_XXS: the types its quantizer
+    /// picks, layer by layer, see [`ftype`]); None: the preset's usual type.
+    pub fn for_preset(model: &Model, spec: Option<&str>) -> Result<Weights> {
+        if let Some(ft) = spec.and_then(ftype::file_type) {
+            let mut w = Weights::preset_layers(model, &ftype::expert_quants(model, ft))?;
+            w.file_type = Some(ft);
+            return Ok(w);
+        }
+        let quant = match spec {
+            Some(s) => ExpertQuant::parse(s, model.default_quant())?,
+            None => ExpertQuant::uniform(model.default_quant()),
+        };
+        Weights::preset(model, quant)
+    }
+
     /// A preset at a quant: every MoE layer alike (after llama.cpp's fallback for rows
     /// that are not whole blocks).
     pub fn preset(model: &Model, quant: ExpertQuant) -> Result<Weights> {
-        let q = model.effective_quant(quant);
-        let bytes = model.slice_bytes(quant)?;
-        let slices: Vec<Slice> = [Proj::Gate, Proj::Up, Proj::Down]
+        Weights::preset_layers(model, &vec![quant; model.n_moe_layers as usize])
+    }
+
+    /// A preset with a quant per MoE layer (after the fallback).
+    fn preset_layers(model: &Model, quants: &[ExpertQuant]) -> Result<Weights> {
+        let layers = model
+            .moe_layers()
             .into_iter()
-            .zip(q.types())
-            .zip(bytes)
-            .map(|((proj, ty), bytes)| Slice {
-                proj,
-                ty,
-                bytes,
-                at: None,
+            .zip(quants)
+            .map(|(block, &quant)| {
+                let q = model.effective_quant(quant);
+                let bytes = model.slice_bytes(quant)?;
+                let slices = [Proj::Gate, Proj::Up, Proj::Down]
+                    .into_iter()
+                    .zip(q.types())
+                    .zip(bytes)
+                    .map(|((proj, ty), bytes)| Slice {
+                        proj,
+                        ty,
+                        bytes,
+                        at: None,
+                    })
+                    .collect();
+                Ok(LayerWeights { block, slices })
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         Ok(Weights {
-            layers: model
-                .moe_layers()
-                .into_iter()
-                .map(|block| LayerWeights {
-                    block,
-                    slices: slices.clone(),
-                })
-                .collect(),
+            layers,
             non_expert: NonExpert::Params(model.non_expert_params),
             files: Vec::new(),
+            file_type: None,
         })
     }
 
@@ -165,6 +191,9 @@ impl Weights {
     /// How output names the experts' types: one label when every layer has the same
     /// (`iq4_xs`, `gate=iq3_s,up=iq3_s,down=iq4_xs`), else `mixed:` and the types used.
     pub fn quant_label(&self) -> String {
+        if let Some(ft) = self.file_type {
+            return ft.to_string();
+        }
         let first = match self.layers.first() {
             Some(l) => l.quant_label(),
             None => return String::new(),
@@ -228,5 +257,32 @@ mod tests {
         let mut mixed = w.clone();
         mixed.layers[1].slices[2].ty = quant_type("q4_k").unwrap();
         assert_eq!(mixed.quant_label(), "mixed:iq3_s+iq4_xs+q4_k");
+    }
+
+    #[test]
+    fn file_types_give_layers_their_own_types() {
+        let m = Model::by_name("glm-5").unwrap();
+        let w = Weights::for_preset(m, Some("Q4_K_M")).unwrap();
+        assert_eq!(w.quant_label(), "Q4_K_M");
+        assert_eq!(w.uniform_expert_bytes(), None);
+        // blk.3: down Q6_K (use_more_bits); blk.9: down Q4_K.
+        let row = |t: &str, n: u64| quant_type(t).unwrap().row_bytes(n).unwrap();
+        let gate_up = 2 * row("q4_k", 6144) * 2048;
+        assert_eq!(
+            w.layers[0].expert_bytes(),
+            gate_up + row("q6_k", 2048) * 6144
+        );
+        assert_eq!(
+            w.layers[6].expert_bytes(),
+            gate_up + row("q4_k", 2048) * 6144
+        );
+        // Lower case is a ggml type for every projection.
+        let w = Weights::for_preset(m, Some("q2_k")).unwrap();
+        assert_eq!(w.quant_label(), "q2_k");
+        assert!(w.uniform_expert_bytes().is_some());
+        // DeepSeek-V2-Lite's 1408-wide down rows fall back as before.
+        let d = Model::by_name("deepseek-v2-lite").unwrap();
+        let w = Weights::for_preset(d, Some("IQ4_XS")).unwrap();
+        assert_eq!(w.layers[0].slices[2].ty.name, "iq4_nl");
     }
 }
