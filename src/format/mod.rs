@@ -1,4 +1,5 @@
 //! Trace readers and writers, one file per format; the format is detected from content.
+//! Also the GGUF model-file reader (`gguf`), which reads sizes, not traces.
 //!
 //! A TRACE argument is a file or a directory (all trace files in it, in natural name
 //! order, so `prompt_2` comes before `prompt_10`). Several are concatenated, one
