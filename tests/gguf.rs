@@ -652,3 +652,61 @@ fn kernel_replay_lays_out_the_gguf() {
         "{read} against {all}"
     );
 }
+
+/// `--quant` with a llama.cpp file type: the quantizer's per-layer types for a preset
+/// (docs/gguf.md), and each miss at its layer's bytes. GLM-5 IQ1_M: ffn_down of blocks
+/// 3, 4, 5 is Q2_K (the first 78/8 ffn_down tensors, shared experts counted), the rest
+/// IQ1_M (56 B per 256 weights; Q2_K 84).
+#[test]
+fn file_type_quants_give_layers_their_own_sizes() {
+    let iq1m = |n: u64| n / 256 * 56;
+    let gate_up = 2 * iq1m(6144) * 2048;
+    let small = gate_up + iq1m(2048) * 6144;
+    let big = gate_up + 2048 / 256 * 84 * 6144;
+    let rows = json(&[
+        "simulate",
+        "--quant",
+        "IQ1_M",
+        "--cache-experts",
+        "6000",
+        "--per-layer",
+        "--format",
+        "json",
+        "-q",
+    ]);
+    let r = &rows[0];
+    assert_eq!(r["quant"], "IQ1_M");
+    let want: u64 = r["per_layer_misses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let layer = p[0].as_u64().unwrap();
+            p[1].as_u64().unwrap() * if layer <= 5 { big } else { small }
+        })
+        .sum();
+    assert_eq!(r["ssd_bytes"], want);
+    // Lower case: every tensor IQ1_M, every miss the same bytes.
+    let rows = json(&[
+        "simulate",
+        "--quant",
+        "iq1_m",
+        "--cache-experts",
+        "6000",
+        "--format",
+        "json",
+        "-q",
+    ]);
+    assert_eq!(
+        rows[0]["ssd_bytes"],
+        rows[0]["misses"].as_u64().unwrap() * small
+    );
+    let v = json(&["models", "--quant", "Q4_K_M", "--format", "json"]);
+    let glm = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model"] == "glm-5")
+        .unwrap();
+    assert_eq!(glm["quant"], "Q4_K_M");
+}

@@ -58,7 +58,8 @@ pub struct FormatArgs {
 /// `models`.
 #[derive(Args, Debug)]
 pub struct ModelsArgs {
-    /// Expert quant: TYPE, or gate=T,up=T,down=T (default: each model's usual, iq4_xs for most).
+    /// Expert quant: TYPE, gate=T,up=T,down=T, or a llama.cpp file type in capitals
+    /// (Q4_K_M, IQ2_XXS ...: its per-layer types) (default: each model's usual, iq4_xs for most).
     #[arg(long, value_name = "SPEC", conflicts_with = "gguf")]
     pub quant: Option<String>,
     /// Describe a GGUF model file instead of the presets: geometry, every MoE layer's
@@ -152,7 +153,8 @@ pub struct HardwareArgs {
 pub struct SetupArgs {
     #[command(flatten)]
     pub input: TraceArgs,
-    /// Expert quant: TYPE, or gate=T,up=T,down=T (default: the model's usual, iq4_xs for most).
+    /// Expert quant: TYPE, gate=T,up=T,down=T, or a llama.cpp file type in capitals
+    /// (Q4_K_M, IQ2_XXS ...: its per-layer types) (default: the model's usual, iq4_xs for most).
     #[arg(long, value_name = "SPEC", conflicts_with = "gguf")]
     pub quant: Option<String>,
     /// GGUF type of the non-expert weights (attention, shared experts, dense layers, head).
@@ -306,7 +308,8 @@ pub struct EstimateArgs {
     /// Tokens per chunk (the seed's 128).
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
     pub chunk: u32,
-    /// Expert quant: TYPE, or gate=T,up=T,down=T (default: the model's usual).
+    /// Expert quant: TYPE, gate=T,up=T,down=T, or a llama.cpp file type in capitals
+    /// (Q4_K_M, IQ2_XXS ...: its per-layer types) (default: the model's usual).
     #[arg(long, value_name = "SPEC", conflicts_with = "gguf")]
     pub quant: Option<String>,
     /// GGUF type of the non-expert weights.
