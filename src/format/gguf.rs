@@ -8,9 +8,10 @@
 //! before anything is allocated for them.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
+use super::show;
 use crate::error::{Error, Result};
 use crate::quant::{ggml_type, QuantType};
 
@@ -98,14 +99,14 @@ impl GgufFile {
 }
 
 /// A reader that knows its position, so every error can name the byte it stopped at.
-struct Cursor<'p> {
-    r: BufReader<File>,
+struct Cursor<'p, R> {
+    r: R,
     pos: u64,
     len: u64,
     path: &'p Path,
 }
 
-impl Cursor<'_> {
+impl<R: Read> Cursor<'_, R> {
     fn err(&self, at: u64, msg: impl std::fmt::Display) -> Error {
         Error::at_byte(self.path, at, msg)
     }
@@ -144,9 +145,11 @@ impl Cursor<'_> {
                 format!("the file ends inside {what} (a truncated GGUF header?)"),
             ));
         }
-        self.r
-            .seek_relative(n as i64)
+        let got = io::copy(&mut (&mut self.r).take(n), &mut io::sink())
             .map_err(|e| self.err(self.pos, format!("cannot read {what}: {e}")))?;
+        if got != n {
+            return Err(self.err(self.pos + got, format!("the file ends inside {what}")));
+        }
         self.pos += n;
         Ok(())
     }
@@ -289,8 +292,14 @@ impl Cursor<'_> {
 pub fn read_file(path: &Path) -> Result<GgufFile> {
     let f = File::open(path).map_err(|e| Error::io(path, e))?;
     let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    read(path, BufReader::with_capacity(1 << 16, f), len)
+}
+
+/// Read a GGUF's header, metadata and tensor infos from `r`, the start of a file of
+/// `len` bytes; `path` names it in messages.
+pub fn read(path: &Path, r: impl Read, len: u64) -> Result<GgufFile> {
     let mut c = Cursor {
-        r: BufReader::with_capacity(1 << 16, f),
+        r,
         pos: 0,
         len,
         path,
@@ -333,8 +342,10 @@ pub fn read_file(path: &Path) -> Result<GgufFile> {
     let mut kv = Vec::with_capacity(n_kv as usize);
     for _ in 0..n_kv {
         let key = c.string("a metadata key", u16::MAX as u64)?;
-        let ty = c.value_type(&key)?;
-        let v = c.value(ty, &key, 0)?;
+        // Messages quote file content escaped, on one line.
+        let shown = show(key.as_bytes(), 80);
+        let ty = c.value_type(&shown)?;
+        let v = c.value(ty, &shown, 0)?;
         kv.push((key, v));
     }
     let mut file = GgufFile {
@@ -361,7 +372,8 @@ pub fn read_file(path: &Path) -> Result<GgufFile> {
     let mut raw = Vec::with_capacity(n_tensors as usize);
     for _ in 0..n_tensors {
         let info_at = c.pos;
-        let name = c.string("a tensor name", u16::MAX as u64)?;
+        let raw_name = c.string("a tensor name", u16::MAX as u64)?;
+        let name = show(raw_name.as_bytes(), 80);
         let dims_at = c.pos;
         let n_dims = c.u32(&format!("the dimension count of `{name}`"))?;
         if n_dims > MAX_DIMS {
@@ -395,7 +407,7 @@ pub fn read_file(path: &Path) -> Result<GgufFile> {
         }
         let bytes =
             tensor_bytes(&dims, ty).map_err(|m| c.err(dims_at, format!("tensor `{name}`: {m}")))?;
-        raw.push((name, dims, ty, offset, bytes, info_at));
+        raw.push((raw_name, dims, ty, offset, bytes, info_at));
     }
     let a = file.alignment;
     file.data_offset = c.pos.div_ceil(a) * a;
@@ -416,7 +428,8 @@ pub fn read_file(path: &Path) -> Result<GgufFile> {
                     path,
                     info_at,
                     format!(
-                        "tensor `{name}` ({bytes} bytes at data offset {offset}) ends past the end of the {len}-byte file (a truncated GGUF?)"
+                        "tensor `{}` ({bytes} bytes at data offset {offset}) ends past the end of the {len}-byte file (a truncated GGUF?)",
+                        show(name.as_bytes(), 80)
                     ),
                 ))
             }
@@ -478,9 +491,18 @@ pub fn read_model(path: &Path) -> Result<Vec<GgufFile>> {
             ));
         }
         let f = read_file(p)?;
+        let count = f.get("split.count").and_then(Value::as_u64);
+        if total == 1 && count.is_some_and(|c| c > 1) {
+            return Err(Error::in_file(
+                p,
+                format!(
+                    "split.count says the model has {} parts, but the name is not NAME-0000N-of-0000M.gguf: keep gguf-split's names",
+                    count.unwrap_or(0)
+                ),
+            ));
+        }
         if total > 1 {
             let no = f.get("split.no").and_then(Value::as_u64);
-            let count = f.get("split.count").and_then(Value::as_u64);
             if no.is_some_and(|n| n != i as u64) || count.is_some_and(|c| c != total as u64) {
                 return Err(Error::in_file(
                     p,

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use super::{FilePos, LayerWeights, NonExpert, Proj, Slice, Weights};
 use crate::error::{Error, Result};
 use crate::format::gguf::{read_model, GgufFile, TensorInfo, Value};
+use crate::format::show;
 use crate::model::Model;
 use crate::quant::QuantType;
 use crate::trace::Geometry;
@@ -123,10 +124,12 @@ fn describe(path: &Path, parts: &[GgufFile]) -> Result<GgufModel> {
         }
     };
     let key = |k: &str| format!("{arch}.{k}");
+    // The architecture as messages show it (file content, escaped).
+    let shown = |k: &str| show(key(k).as_bytes(), 120);
     let block_count = key_u64(first, &key("block_count"))?.ok_or_else(|| {
         Error::in_file(
             &first.path,
-            format!("no {} in the metadata", key("block_count")),
+            format!("no {} in the metadata", shown("block_count")),
         )
     })?;
     let nextn = key_u64(first, &key("nextn_predict_layers"))?.unwrap_or(0);
@@ -188,7 +191,7 @@ fn describe(path: &Path, parts: &[GgufFile]) -> Result<GgufModel> {
             &first.path,
             format!(
                 "no {} in the metadata (experts per token)",
-                key("expert_used_count")
+                shown("expert_used_count")
             ),
         )
     })?;
