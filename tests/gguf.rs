@@ -301,6 +301,11 @@ fn bad_files_exit_2_with_the_file_and_byte() {
         &["models", "--gguf", &file("trace.txt")],
         &["trace.txt: byte 0: not a GGUF file"],
     );
+    // The other way round: a model file given as a trace.
+    fails(
+        &["simulate", &file("uniform.gguf"), "--cache-experts", "4"],
+        &["uniform.gguf: is a GGUF model file, not a trace: give it with --gguf FILE"],
+    );
     let bytes = fs::read(data().join("uniform.gguf")).unwrap();
     let cut = data().join("truncated.gguf");
     fs::write(&cut, &bytes[..300]).unwrap();

@@ -172,6 +172,11 @@ pub fn read_file(path: &Path, hint: Option<&Layout>) -> Result<Trace> {
     let format = detect(&head).ok_or_else(|| {
         if head.iter().all(|b| b.is_ascii_whitespace()) {
             Error::in_file(path, "empty trace: the file has no content")
+        } else if head.starts_with(gguf::MAGIC) {
+            Error::in_file(
+                path,
+                "is a GGUF model file, not a trace: give it with --gguf FILE",
+            )
         } else {
             Error::in_file(
                 path,
