@@ -4,7 +4,7 @@
 
 use crate::decode::{decode_time, IoSetup};
 use crate::hardware::Hardware;
-use crate::replay::stats::MissHistogram;
+use crate::replay::stats::{percentile, MissHistogram};
 use crate::replay::{Misses, Partition, ReplayPlan};
 use crate::report::rows::Row;
 use crate::timemodel::{analytic_ssd_bytes_per_token, token_time, Placement, GIB};
@@ -112,12 +112,27 @@ pub fn make_row(
         });
         row.ram_gib = Some(ram_gib);
         row.ram_bytes = Some((ram_gib * GIB).round() as u64);
-        row.ssd_bytes = Some(misses * eb);
-        let mean = per(misses) * eb as f64;
+        let mean = match &counts.bytes_per_token {
+            // Layers of different sizes: every miss at its own layer's bytes.
+            Some(bytes) => {
+                let mut b = bytes[warmup.min(plan.n_tokens)..].to_vec();
+                let total: u64 = b.iter().sum();
+                b.sort_unstable();
+                row.ssd_bytes = Some(total);
+                row.ssd_bytes_per_token_p50 = Some(percentile(&b, 50.0));
+                row.ssd_bytes_per_token_p99 = Some(percentile(&b, 99.0));
+                row.ssd_bytes_per_token_max = Some(b.last().copied().unwrap_or(0));
+                per(total)
+            }
+            None => {
+                row.ssd_bytes = Some(misses * eb);
+                row.ssd_bytes_per_token_p50 = Some(hist.percentile(50.0) as u64 * eb);
+                row.ssd_bytes_per_token_p99 = Some(hist.percentile(99.0) as u64 * eb);
+                row.ssd_bytes_per_token_max = Some(hist.max() as u64 * eb);
+                per(misses) * eb as f64
+            }
+        };
         row.ssd_bytes_per_token = Some(mean);
-        row.ssd_bytes_per_token_p50 = Some(hist.percentile(50.0) as u64 * eb);
-        row.ssd_bytes_per_token_p99 = Some(hist.percentile(99.0) as u64 * eb);
-        row.ssd_bytes_per_token_max = Some(hist.max() as u64 * eb);
         if let Some(io) = &e.io {
             let p = &e.placement;
             let resident =

@@ -80,15 +80,19 @@ pub fn decode_time(
     resident: f64,
 ) -> DecodeTime {
     let base = token_time(p, hw, 0.0);
-    let e = p.top_k as f64 * p.cpu_layers as f64;
+    // The CPU-side layers in groups of alike slices: each group's bytes priced once.
+    let groups = p.cpu_groups();
     let mut t_compute_exp = 0.0;
     let mut known = true;
     let mut t_compute_ne = 0.0;
     if let Some(cpu) = &hw.cpu {
-        for (t, &b) in p.slice_types.iter().zip(&p.slice_bytes) {
-            match cpu.matmul_seconds(t, e * b as f64) {
-                Some(s) => t_compute_exp += s,
-                None => known = false,
+        for &(slices, n) in &groups {
+            let e = p.top_k as f64 * n as f64;
+            for s in slices {
+                match cpu.matmul_seconds(&s.ty, e * s.bytes as f64) {
+                    Some(x) => t_compute_exp += x,
+                    None => known = false,
+                }
             }
         }
         t_compute_ne = cpu
@@ -99,19 +103,23 @@ pub fn decode_time(
         t_compute_exp = 0.0;
     }
     let ram_bw = hw.ram.bandwidth_gbs * GB;
-    let t_ram_exp = e * p.expert_bytes as f64 / ram_bw;
+    let t_ram_exp = p.cpu_expert_bytes_per_token() / ram_bw;
     let t_ram_ne = p.non_expert_ram_bytes / ram_bw;
     let t_cpu_exp = t_ram_exp.max(t_compute_exp);
     let t_cpu_ne = t_ram_ne.max(t_compute_ne);
 
-    // The misses, layer by layer: a token's misses spread evenly over its CPU layers.
+    // The misses, layer by layer: a token's misses spread evenly over its CPU layers,
+    // each layer's read at its own slice sizes.
     let layers = p.cpu_layers.max(1) as f64;
     let tokens: u64 = misses.iter().map(|&(_, n)| n).sum();
     let (mut io_s, mut io_b) = (0.0, 0.0);
-    for &(m, n) in misses {
-        let r = io.layer_reads(&p.slice_bytes, m as f64 / layers, resident);
-        io_s += n as f64 * layers * r.seconds;
-        io_b += n as f64 * layers * r.device_bytes;
+    for &(slices, g) in &groups {
+        let bytes: Vec<u64> = slices.iter().map(|s| s.bytes).collect();
+        for &(m, n) in misses {
+            let r = io.layer_reads(&bytes, m as f64 / layers, resident);
+            io_s += n as f64 * g as f64 * r.seconds;
+            io_b += n as f64 * g as f64 * r.device_bytes;
+        }
     }
     let per = |x: f64| if tokens == 0 { 0.0 } else { x / tokens as f64 };
     let (mut t_io, mut device_bytes) = (per(io_s), per(io_b));
@@ -156,8 +164,10 @@ mod tests {
             cpu_layers: 2,
             n_layers: 2,
             top_k: 1,
-            slice_bytes: [1 << 28, 1 << 28, 1 << 29],
-            slice_types: [q8; 3],
+            layers: crate::timemodel::tests::layers(
+                2,
+                [(q8, 1 << 28), (q8, 1 << 28), (q8, 1 << 29)],
+            ),
             non_expert_quant: q8,
         };
         let hw: Hardware = toml::from_str(
@@ -243,7 +253,11 @@ mod tests {
     #[test]
     fn codebook_quants_can_bind_on_compute() {
         let (mut p, mut hw) = setup();
-        p.slice_types = [quant_type("iq2_xxs").unwrap(); 3];
+        for l in &mut p.layers {
+            l.slices
+                .iter_mut()
+                .for_each(|s| s.ty = quant_type("iq2_xxs").unwrap());
+        }
         hw.ram.bandwidth_gbs = 100.0;
         let io = IoSetup {
             engine: IoEngine::Mmap {

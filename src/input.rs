@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::format::{self, ExpertLimit, Layout};
 use crate::model::Model;
 use crate::trace::Trace;
+use crate::weights::gguf::{self, GgufModel};
 
 /// How output names the embedded default trace.
 pub const EMBEDDED_LABEL: &str = "embedded-glm-5-synthetic";
@@ -20,6 +21,9 @@ pub struct TraceSource {
     pub traces: Vec<PathBuf>,
     /// Model preset named by the user (checked against the trace when loaded).
     pub model: Option<String>,
+    /// A GGUF model file (any part of a split one): the model and its exact sizes
+    /// instead of a preset and a quant.
+    pub gguf: Option<PathBuf>,
     /// Replay prompt-processing tokens too (`--phase all`), not only generated ones.
     pub include_prompt: bool,
     /// No progress output on stderr.
@@ -30,6 +34,8 @@ pub struct TraceSource {
 pub struct Loaded {
     pub trace: Trace,
     pub model: Option<&'static Model>,
+    /// The GGUF file the model was read from (`--gguf`).
+    pub gguf: Option<GgufModel>,
 }
 
 impl TraceSource {
@@ -41,16 +47,38 @@ impl TraceSource {
 }
 
 fn load_and_settle(input: &TraceSource) -> Result<Loaded> {
-    let named = input.model.as_deref().map(Model::by_name).transpose()?;
+    if input.gguf.is_some() && input.model.is_some() {
+        return Err(Error::new("give --gguf or --model, not both"));
+    }
+    let file = input.gguf.as_deref().map(gguf::read).transpose()?;
+    let named = match &file {
+        Some(g) => Some(g.model()),
+        None => input.model.as_deref().map(Model::by_name).transpose()?,
+    };
+    // How messages name the model the user gave.
+    let given = |m: &Model| match &file {
+        Some(g) => format!("{} (from {})", m.name, g.path.display()),
+        None => m.name.to_string(),
+    };
     if input.traces.is_empty() {
         let m = Model::by_name("glm-5")?;
-        if let Some(n) = named {
-            if n.name != m.name {
+        match (named, &file) {
+            (Some(n), None) if n.name != m.name => {
                 return Err(Error::new(format!(
                     "no TRACE given, and the embedded default trace is {}, not {}: name a trace of {}",
                     m.name, n.name, n.name
                 )));
             }
+            (Some(n), Some(_)) if n.geometry() != m.geometry() => {
+                return Err(Error::new(format!(
+                    "no TRACE given, and the embedded default trace is {} ({}), not {} ({}): name a trace of that model",
+                    m.name,
+                    m.geometry().describe(),
+                    given(n),
+                    n.geometry().describe()
+                )));
+            }
+            _ => {}
         }
         if !input.quiet {
             crate::note!(
@@ -59,7 +87,8 @@ fn load_and_settle(input: &TraceSource) -> Result<Loaded> {
         }
         return Ok(Loaded {
             trace: crate::synth::default_trace(),
-            model: Some(m),
+            model: Some(named.unwrap_or(m)),
+            gguf: file,
         });
     }
     let hint = named.map(|m| Layout::of(&m.geometry()));
@@ -86,7 +115,7 @@ fn load_and_settle(input: &TraceSource) -> Result<Loaded> {
                 return Err(Error::new(format!(
                     "the trace ({}) does not match model {} ({})",
                     trace.geometry.describe(),
-                    m.name,
+                    given(m),
                     m.geometry().describe()
                 )));
             }
@@ -101,7 +130,11 @@ fn load_and_settle(input: &TraceSource) -> Result<Loaded> {
         trace.set_n_experts(m.n_experts);
         trace.n_experts_known = true;
     }
-    Ok(Loaded { trace, model })
+    Ok(Loaded {
+        trace,
+        model,
+        gguf: file,
+    })
 }
 
 /// Short name of what was replayed: the TRACE arguments' last two path components.

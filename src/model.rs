@@ -14,8 +14,14 @@ pub struct Model {
     pub n_moe_layers: u16,
     /// Distance between MoE layers (2 for Llama 4 Maverick's interleaving).
     pub moe_layer_step: u16,
+    /// The MoE layers listed, when they are read from a file (empty for the presets:
+    /// first, step and count give them).
+    pub layer_list: &'static [u16],
     pub n_experts: u16,
     pub top_k: u16,
+    /// Whether a MoE layer also has shared experts (`ffn_*_shexp` tensors): llama.cpp's
+    /// quantizer counts their tensors (see weights/ftype.rs).
+    pub shared_expert: bool,
     /// Hidden size (rows of gate/up, columns of down).
     pub hidden: u32,
     /// Expert FFN width (moe_intermediate_size).
@@ -46,8 +52,10 @@ const fn m(
         first_moe_layer,
         n_moe_layers,
         moe_layer_step: 1,
+        layer_list: &[],
         n_experts,
         top_k,
+        shared_expert: true,
         hidden,
         expert_width,
         non_expert_params,
@@ -83,25 +91,42 @@ pub const MODELS: &[Model] = &[
     // 1.10e9 non-expert parameters, 15.71e9 in all (official 15.7B).
     m("deepseek-v2-lite", &[], 1, 26, 64, 6, 2048, 1408, 1.10e9),
     m("kimi-k2", &[], 1, 60, 384, 8, 7168, 2048, 10.55e9),
-    m("qwen3-235b-a22b", &[], 0, 94, 128, 8, 4096, 1536, 7.37e9),
-    m("qwen3-30b-a3b", &[], 0, 48, 128, 8, 2048, 768, 1.23e9),
+    Model {
+        shared_expert: false,
+        ..m("qwen3-235b-a22b", &[], 0, 94, 128, 8, 4096, 1536, 7.37e9)
+    },
+    Model {
+        shared_expert: false,
+        ..m("qwen3-30b-a3b", &[], 0, 48, 128, 8, 2048, 768, 1.23e9)
+    },
     m("qwen3-next-80b-a3b", &[], 0, 48, 512, 10, 2048, 512, 2.05e9),
     Model {
         default_quant: "mxfp4",
+        shared_expert: false,
         ..m("gpt-oss-120b", &[], 0, 36, 128, 4, 2880, 2880, 1.55e9)
     },
     Model {
         default_quant: "mxfp4",
+        shared_expert: false,
         ..m("gpt-oss-20b", &[], 0, 24, 32, 4, 2880, 2880, 1.22e9)
     },
-    m("mixtral-8x7b", &[], 0, 32, 8, 2, 4096, 14336, 1.47e9),
-    m("mixtral-8x22b", &[], 0, 56, 8, 2, 6144, 16384, 5.13e9),
+    Model {
+        shared_expert: false,
+        ..m("mixtral-8x7b", &[], 0, 32, 8, 2, 4096, 14336, 1.47e9)
+    },
+    Model {
+        shared_expert: false,
+        ..m("mixtral-8x22b", &[], 0, 56, 8, 2, 6144, 16384, 5.13e9)
+    },
     m("llama4-scout", &[], 0, 48, 16, 1, 5120, 8192, 10.10e9),
     Model {
         moe_layer_step: 2,
         ..m("llama4-maverick", &[], 1, 24, 128, 1, 5120, 8192, 13.13e9)
     },
-    m("olmoe-1b-7b", &[], 0, 16, 64, 8, 2048, 1024, 0.37e9),
+    Model {
+        shared_expert: false,
+        ..m("olmoe-1b-7b", &[], 0, 16, 64, 8, 2048, 1024, 0.37e9)
+    },
 ];
 
 impl Model {
@@ -120,6 +145,9 @@ impl Model {
     }
 
     pub fn moe_layers(&self) -> Vec<u16> {
+        if !self.layer_list.is_empty() {
+            return self.layer_list.to_vec();
+        }
         (0..self.n_moe_layers)
             .map(|i| self.first_moe_layer + i * self.moe_layer_step)
             .collect()

@@ -59,6 +59,45 @@ pub const QUANT_TYPES: &[QuantType] = &[
     q("tq2_0", 256, 66),
 ];
 
+/// The ggml type ids of GGUF tensor infos (ggml/include/ggml.h, ggml docs/gguf.md): the
+/// weight types above, and the plain element types some tensors use (routing tables).
+pub fn ggml_type(id: u32) -> Option<QuantType> {
+    let name = match id {
+        0 => "f32",
+        1 => "f16",
+        2 => "q4_0",
+        3 => "q4_1",
+        6 => "q5_0",
+        7 => "q5_1",
+        8 => "q8_0",
+        10 => "q2_k",
+        11 => "q3_k",
+        12 => "q4_k",
+        13 => "q5_k",
+        14 => "q6_k",
+        16 => "iq2_xxs",
+        17 => "iq2_xs",
+        18 => "iq3_xxs",
+        19 => "iq1_s",
+        20 => "iq4_nl",
+        21 => "iq3_s",
+        22 => "iq2_s",
+        23 => "iq4_xs",
+        24 => return Some(q("i8", 1, 1)),
+        25 => return Some(q("i16", 1, 2)),
+        26 => return Some(q("i32", 1, 4)),
+        27 => return Some(q("i64", 1, 8)),
+        28 => return Some(q("f64", 1, 8)),
+        29 => "iq1_m",
+        30 => "bf16",
+        34 => "tq1_0",
+        35 => "tq2_0",
+        39 => "mxfp4",
+        _ => return None,
+    };
+    Some(quant_type(name).expect("listed type"))
+}
+
 pub fn quant_type(name: &str) -> Result<QuantType> {
     let lower = name.trim().to_ascii_lowercase();
     QUANT_TYPES
@@ -180,6 +219,18 @@ mod tests {
         let mixed = ExpertQuant::parse("gate=iq3_s,up=iq3_s,down=iq4_xs", iq4).unwrap();
         assert_eq!(mixed.expert_bytes(6144, 2048).unwrap(), 17_498_112);
         assert_eq!(mixed.to_string(), "gate=iq3_s,up=iq3_s,down=iq4_xs");
+    }
+
+    #[test]
+    fn ggml_ids_name_the_listed_types() {
+        assert_eq!(ggml_type(23).unwrap().name, "iq4_xs");
+        assert_eq!(ggml_type(39).unwrap(), quant_type("mxfp4").unwrap());
+        assert_eq!(ggml_type(26).unwrap().bytes, 4);
+        assert!(ggml_type(4).is_none() && ggml_type(40).is_none());
+        // Every weight type of the list has an id.
+        for t in QUANT_TYPES {
+            assert!((0..64).any(|id| ggml_type(id) == Some(*t)), "{}", t.name);
+        }
     }
 
     #[test]

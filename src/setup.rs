@@ -15,11 +15,13 @@ use crate::hardware::{Hardware, HardwareOverrides};
 use crate::input::{trace_label, Loaded, TraceSource};
 use crate::io_engine::EngineChoice;
 use crate::model::Model;
-use crate::quant::{quant_type, ExpertQuant, QuantType};
+use crate::quant::{quant_type, QuantType};
 use crate::replay::{run_many, Misses, Partition, ReplayPlan};
 use crate::report::rows::Row;
 use crate::report::OutputFormat;
 use crate::timemodel::Placement;
+use crate::weights::gguf::GgufModel;
+use crate::weights::{NonExpert, Weights};
 
 /// The options of a replay setup, from the command line: what to replay, on what.
 #[derive(Clone, Debug)]
@@ -68,12 +70,29 @@ pub struct ReplaySetup {
     u_d: std::sync::OnceLock<(f64, f64)>,
 }
 
-/// A model as run: its expert and non-expert quants on a machine.
+/// A model as run: its weights (a preset at a quant, or a GGUF file's) on a machine.
 pub struct Deployment {
     pub model: &'static Model,
-    pub quant: ExpertQuant,
+    pub weights: Weights,
     pub non_expert_quant: QuantType,
     pub hw: Hardware,
+}
+
+impl Deployment {
+    /// How output names the experts' types.
+    pub fn quant_label(&self) -> String {
+        self.weights.quant_label()
+    }
+}
+
+/// A model's weights: the GGUF file's when one was read, else the preset at `--quant`
+/// (its usual quant by default).
+pub fn weights_of(model: &Model, gguf: Option<&GgufModel>, quant: Option<&str>) -> Result<Weights> {
+    match (gguf, quant) {
+        (Some(_), Some(_)) => Err(Error::new("give --gguf or --quant, not both")),
+        (Some(g), None) => Ok(g.weights.clone()),
+        (None, q) => Weights::for_preset(model, q),
+    }
 }
 
 impl ReplaySetup {
@@ -85,19 +104,12 @@ impl ReplaySetup {
         let loaded = a.input.load()?;
         let include_prompt = a.input.include_prompt;
         let deployment = match loaded.model {
-            Some(model) => {
-                let quant = match &a.quant {
-                    Some(s) => ExpertQuant::parse(s, model.default_quant())?,
-                    None => ExpertQuant::uniform(model.default_quant()),
-                };
-                model.expert_bytes(quant)?;
-                Some(Deployment {
-                    model,
-                    quant,
-                    non_expert_quant,
-                    hw,
-                })
-            }
+            Some(model) => Some(Deployment {
+                model,
+                weights: weights_of(model, loaded.gguf.as_ref(), a.quant.as_deref())?,
+                non_expert_quant,
+                hw,
+            }),
             None => None,
         };
         let pin_profile = if needs_profile {
@@ -105,7 +117,11 @@ impl ReplaySetup {
                 Some(p) => {
                     let prof = TraceSource {
                         traces: vec![p.clone()],
-                        model: loaded.model.map(|m| m.name.to_string()),
+                        model: match a.input.gguf {
+                            Some(_) => None,
+                            None => loaded.model.map(|m| m.name.to_string()),
+                        },
+                        gguf: a.input.gguf.clone(),
                         include_prompt,
                         quiet: true,
                     }
@@ -220,7 +236,7 @@ impl ReplaySetup {
                 hw.gpus.iter_mut().for_each(|g| g.vram_gib = v);
             }
         }
-        let mut placement = Placement::new(m.model, m.quant, m.non_expert_quant, &hw)?;
+        let mut placement = Placement::new(m.model, &m.weights, m.non_expert_quant, &hw)?;
         if self.cpu_moe {
             placement = placement.with_gpu_layers(0);
         }
@@ -246,6 +262,10 @@ impl ReplaySetup {
         let mut plan = ReplayPlan::new(&self.loaded.trace, self.include_prompt, gpu_layers);
         plan.per_slot = self.per_layer;
         plan.expert_bytes = placement.map(|p| p.expert_bytes);
+        if let Some(p) = placement.filter(|p| !p.uniform()) {
+            // Layers of different sizes: a miss costs its own layer's bytes.
+            plan.slot_bytes = Some(p.layer_bytes()[plan.first_slot..].to_vec());
+        }
         plan
     }
 
@@ -334,7 +354,7 @@ impl ReplaySetup {
         row.trace = self.trace_label.clone();
         if let Some(m) = &self.deployment {
             row.model = Some(m.model.name.to_string());
-            row.quant = Some(m.model.effective_quant(m.quant).to_string());
+            row.quant = Some(m.quant_label());
         }
         row
     }
@@ -351,11 +371,19 @@ pub fn context_line(study: &ReplaySetup, econ: Option<&CostInputs>) -> String {
     );
     match (&study.deployment, econ) {
         (Some(m), Some(e)) => s.push_str(&format!(
-            "model {} at {} ({} B per expert), non-expert {}; machine {}: {}; {} of {} MoE layers in VRAM; U = {:.1}, D = {:.1} per {CHUNK_TOKENS}-token chunk",
+            "model {} at {} ({} B per expert{}), non-expert {}; machine {}: {}; {} of {} MoE layers in VRAM; U = {:.1}, D = {:.1} per {CHUNK_TOKENS}-token chunk",
             m.model.name,
-            m.model.effective_quant(m.quant),
+            m.quant_label(),
             e.placement.expert_bytes,
-            m.non_expert_quant.name,
+            if e.placement.uniform() {
+                ""
+            } else {
+                ", the mean of the CPU side's; each layer's own in SSD bytes"
+            },
+            match m.weights.non_expert {
+                NonExpert::Params(_) => m.non_expert_quant.name.to_string(),
+                NonExpert::Bytes { bytes, .. } => format!("{bytes} B from the file"),
+            },
             e.hw.name,
             e.hw.describe(),
             e.placement.gpu_layers,

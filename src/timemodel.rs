@@ -15,7 +15,8 @@ use serde::Serialize;
 
 use crate::hardware::Hardware;
 use crate::model::Model;
-use crate::quant::{ExpertQuant, QuantType};
+use crate::quant::QuantType;
+use crate::weights::{LayerWeights, Slice, Weights};
 
 pub const GIB: f64 = (1u64 << 30) as f64;
 pub const GB: f64 = 1e9;
@@ -23,6 +24,8 @@ pub const GB: f64 = 1e9;
 /// Where the weights live, and how large the page cache is in experts.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Placement {
+    /// Bytes one expert in the page cache counts for: every expert's when all layers'
+    /// experts have one size, else the mean over the CPU-side layers.
     pub expert_bytes: u64,
     /// Non-expert weights read per token (attention, shared experts, dense FFNs, head).
     pub non_expert_bytes: f64,
@@ -33,12 +36,11 @@ pub struct Placement {
     pub cpu_layers: usize,
     pub n_layers: usize,
     pub top_k: usize,
-    /// Bytes of an expert's gate, up and down slices (they add up to `expert_bytes`).
-    pub slice_bytes: [u64; 3],
-    /// Their types (after llama.cpp's fallback), and the non-expert weights' type: what
-    /// the CPU multiplies.
+    /// Every MoE layer's expert slices: types and bytes (after llama.cpp's fallback for
+    /// a preset), what the SSD reads and the CPU multiplies.
     #[serde(skip)]
-    pub slice_types: [QuantType; 3],
+    pub layers: Vec<LayerWeights>,
+    /// The non-expert weights' type.
     #[serde(skip)]
     pub non_expert_quant: QuantType,
 }
@@ -49,13 +51,11 @@ impl Placement {
     /// layer split spreads the non-expert tensors).
     pub fn new(
         model: &Model,
-        quant: ExpertQuant,
+        weights: &Weights,
         non_expert_quant: QuantType,
         hw: &Hardware,
     ) -> crate::error::Result<Placement> {
-        let expert_bytes = model.expert_bytes(quant)?;
-        let slice_bytes = model.slice_bytes(quant)?;
-        let non_expert_bytes = model.non_expert_params * non_expert_quant.bits_per_weight() / 8.0;
+        let (non_expert_bytes, non_expert_quant) = weights.non_expert_bytes(non_expert_quant);
         let vram: f64 = hw
             .gpus
             .iter()
@@ -63,11 +63,23 @@ impl Placement {
             .sum();
         let ne_vram = non_expert_bytes.min(vram);
         let left = vram - ne_vram;
-        let layer_bytes = model.n_experts as f64 * expert_bytes as f64;
-        let n_layers = model.n_moe_layers as usize;
-        let gpu_layers = ((left / layer_bytes).floor() as usize).min(n_layers);
-        Ok(Placement {
-            expert_bytes,
+        let n_layers = weights.layers.len();
+        let gpu_layers = match weights.uniform_expert_bytes() {
+            Some(eb) => {
+                let layer_bytes = model.n_experts as f64 * eb as f64;
+                ((left / layer_bytes).floor() as usize).min(n_layers)
+            }
+            None => {
+                let mut used = 0.0;
+                let fit = weights.layers.iter().take_while(|l| {
+                    used += model.n_experts as f64 * l.expert_bytes() as f64;
+                    used <= left
+                });
+                fit.count()
+            }
+        };
+        let mut p = Placement {
+            expert_bytes: 0,
             non_expert_bytes,
             non_expert_vram_bytes: ne_vram,
             non_expert_ram_bytes: non_expert_bytes - ne_vram,
@@ -75,10 +87,72 @@ impl Placement {
             cpu_layers: n_layers - gpu_layers,
             n_layers,
             top_k: model.top_k as usize,
-            slice_bytes,
-            slice_types: model.effective_quant(quant).types(),
+            layers: weights.layers.clone(),
             non_expert_quant,
-        })
+        };
+        p.expert_bytes = p.cache_expert_bytes();
+        Ok(p)
+    }
+
+    /// Bytes of one expert of every MoE layer.
+    pub fn layer_bytes(&self) -> Vec<u64> {
+        self.layers.iter().map(LayerWeights::expert_bytes).collect()
+    }
+
+    /// Whether every layer's experts have one size.
+    pub fn uniform(&self) -> bool {
+        self.layers
+            .windows(2)
+            .all(|w| w[0].expert_bytes() == w[1].expert_bytes())
+    }
+
+    /// What one cached expert counts for: the one size, or the mean of the CPU-side
+    /// layers' experts (of all layers when none is on the CPU side).
+    fn cache_expert_bytes(&self) -> u64 {
+        let cpu = if self.cpu_layers > 0 {
+            &self.layers[self.gpu_layers..]
+        } else {
+            &self.layers[..]
+        };
+        let sum: u64 = cpu.iter().map(LayerWeights::expert_bytes).sum();
+        (sum as f64 / cpu.len().max(1) as f64).round() as u64
+    }
+
+    /// Expert bytes a token reads in the GPU-resident layers (top-k experts each).
+    pub fn gpu_expert_bytes_per_token(&self) -> f64 {
+        let sum: u64 = self.layers[..self.gpu_layers]
+            .iter()
+            .map(LayerWeights::expert_bytes)
+            .sum();
+        (sum * self.top_k as u64) as f64
+    }
+
+    /// Expert bytes a token reads in the CPU-side layers (top-k experts each).
+    pub fn cpu_expert_bytes_per_token(&self) -> f64 {
+        let sum: u64 = self.layers[self.gpu_layers..]
+            .iter()
+            .map(LayerWeights::expert_bytes)
+            .sum();
+        (sum * self.top_k as u64) as f64
+    }
+
+    /// The CPU-side layers grouped by their slices (types and bytes), with how many
+    /// layers each group has: what the compute and I/O models price once per group.
+    pub fn cpu_groups(&self) -> Vec<(&[Slice], usize)> {
+        let mut groups: Vec<(&[Slice], usize)> = Vec::new();
+        for l in &self.layers[self.gpu_layers..] {
+            let same = |s: &[Slice]| {
+                s.len() == l.slices.len()
+                    && s.iter()
+                        .zip(&l.slices)
+                        .all(|(a, b)| a.ty == b.ty && a.bytes == b.bytes)
+            };
+            match groups.iter_mut().find(|(s, _)| same(s)) {
+                Some(g) => g.1 += 1,
+                None => groups.push((&l.slices, 1)),
+            }
+        }
+        groups
     }
 
     /// The same placement with a given number of GPU layers (for traces whose model is
@@ -86,6 +160,7 @@ impl Placement {
     pub fn with_gpu_layers(mut self, gpu_layers: usize) -> Self {
         self.gpu_layers = gpu_layers.min(self.n_layers);
         self.cpu_layers = self.n_layers - self.gpu_layers;
+        self.expert_bytes = self.cache_expert_bytes();
         self
     }
 
@@ -131,8 +206,7 @@ impl TokenTime {
 
 /// Time per token with `ssd_bytes` read from SSD on average.
 pub fn token_time(p: &Placement, hw: &Hardware, ssd_bytes: f64) -> TokenTime {
-    let e = p.expert_bytes as f64 * p.top_k as f64;
-    let vram_bytes = p.non_expert_vram_bytes + p.gpu_layers as f64 * e;
+    let vram_bytes = p.non_expert_vram_bytes + p.gpu_expert_bytes_per_token();
     // GPUs in layer split run one after another: each reads its share of the bytes at
     // its own bandwidth, shares in proportion to usable VRAM.
     let usable: Vec<(f64, f64)> = hw
@@ -154,7 +228,7 @@ pub fn token_time(p: &Placement, hw: &Hardware, ssd_bytes: f64) -> TokenTime {
     } else {
         0.0
     };
-    let ram_bytes = p.non_expert_ram_bytes + p.cpu_layers as f64 * e;
+    let ram_bytes = p.non_expert_ram_bytes + p.cpu_expert_bytes_per_token();
     TokenTime {
         t_vram,
         t_ram: ram_bytes / (hw.ram.bandwidth_gbs * GB),
@@ -178,16 +252,42 @@ pub fn analytic_ssd_bytes_per_token(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::hardware::Hardware;
-    use crate::quant::quant_type;
+    use crate::quant::{quant_type, ExpertQuant};
+    use crate::weights::Proj;
+
+    /// `n` layers whose experts have these slices (gate, up, down).
+    pub(crate) fn layers(n: usize, slices: [(QuantType, u64); 3]) -> Vec<LayerWeights> {
+        let slices: Vec<Slice> = [Proj::Gate, Proj::Up, Proj::Down]
+            .into_iter()
+            .zip(slices)
+            .map(|(proj, (ty, bytes))| Slice {
+                proj,
+                ty,
+                bytes,
+                at: None,
+            })
+            .collect();
+        (0..n)
+            .map(|i| LayerWeights {
+                block: i as u16,
+                slices: slices.clone(),
+            })
+            .collect()
+    }
+
+    fn placed(m: &Model, q: ExpertQuant, hw: &Hardware) -> Placement {
+        let w = Weights::preset(m, q).unwrap();
+        Placement::new(m, &w, quant_type("q8_0").unwrap(), hw).unwrap()
+    }
 
     fn figure(hw: &str, quant: &str) -> f64 {
         let m = Model::by_name("glm-5").unwrap();
         let hw = Hardware::resolve(hw).unwrap();
         let q = ExpertQuant::parse(quant, quant_type("iq4_xs").unwrap()).unwrap();
-        let p = Placement::new(m, q, quant_type("q8_0").unwrap(), &hw).unwrap();
+        let p = placed(m, q, &hw);
         let c = p.ram_capacity(hw.ram.size_gib, hw.ram.reserve_gib);
         let ssd = analytic_ssd_bytes_per_token(&p, 13190.0, 2412.0, c, 128);
         token_time(&p, &hw, ssd).tok_s()
@@ -205,14 +305,13 @@ mod tests {
     #[test]
     fn placement_of_the_seed_machines() {
         let m = Model::by_name("glm-5").unwrap();
-        let q8 = quant_type("q8_0").unwrap();
         let iq4 = ExpertQuant::uniform(quant_type("iq4_xs").unwrap());
         let p40 = Hardware::resolve("p40x3-ddr4").unwrap();
-        let p = Placement::new(m, iq4, q8, &p40).unwrap();
+        let p = placed(m, iq4, &p40);
         assert_eq!(p.gpu_layers, 10);
         assert_eq!(p.ram_capacity(288.0, 8.0), 14991);
         let mixed = ExpertQuant::parse("gate=iq3_s,up=iq3_s,down=iq4_xs", iq4.down).unwrap();
-        let p = Placement::new(m, mixed, q8, &Hardware::resolve("3090-ddr5").unwrap()).unwrap();
+        let p = placed(m, mixed, &Hardware::resolve("3090-ddr5").unwrap());
         assert_eq!((p.gpu_layers, p.ram_capacity(128.0, 6.0)), (0, 7486));
         assert_eq!(p.ram_capacity(6.0, 6.0), 0);
         assert_eq!(p.ram_capacity(2.0, 6.0), 0);
@@ -223,6 +322,7 @@ mod tests {
     /// at 10 GB/s; SSD 2 GB/s.
     #[test]
     fn hand_computed_placement_and_time() {
+        let q8 = quant_type("q8_0").unwrap();
         let p = Placement {
             expert_bytes: 1 << 30,
             non_expert_bytes: 1.5 * GIB,
@@ -232,9 +332,8 @@ mod tests {
             cpu_layers: 2,
             n_layers: 2,
             top_k: 1,
-            slice_bytes: [1 << 28, 1 << 28, 1 << 29],
-            slice_types: [quant_type("q8_0").unwrap(); 3],
-            non_expert_quant: quant_type("q8_0").unwrap(),
+            layers: layers(2, [(q8, 1 << 28), (q8, 1 << 28), (q8, 1 << 29)]),
+            non_expert_quant: q8,
         };
         let hw: Hardware = toml::from_str(
             "name='t'\n[[gpus]]\nvram_gib=5\nreserve_gib=1\nbandwidth_gbs=100\n[ram]\nsize_gib=10\nreserve_gib=1\nbandwidth_gbs=10\n[ssd]\nbandwidth_gbs=2\n",

@@ -473,3 +473,158 @@ proptest! {
         }
     }
 }
+
+// ---- the GGUF reader (`--gguf`) ----
+
+/// A small valid GGUF (version 3): metadata of several types, arrays of strings, of
+/// integers and of arrays, and two tensors.
+fn gguf_file() -> Vec<u8> {
+    fn s(b: &mut Vec<u8>, x: &str) {
+        b.extend_from_slice(&(x.len() as u64).to_le_bytes());
+        b.extend_from_slice(x.as_bytes());
+    }
+    let u32_ = |b: &mut Vec<u8>, x: u32| b.extend_from_slice(&x.to_le_bytes());
+    let u64_ = |b: &mut Vec<u8>, x: u64| b.extend_from_slice(&x.to_le_bytes());
+    let mut b = b"GGUF".to_vec();
+    u32_(&mut b, 3);
+    u64_(&mut b, 2);
+    u64_(&mut b, 7);
+    s(&mut b, "general.architecture");
+    u32_(&mut b, 8);
+    s(&mut b, "llama");
+    s(&mut b, "general.alignment");
+    u32_(&mut b, 4);
+    u32_(&mut b, 32);
+    s(&mut b, "llama.block_count");
+    u32_(&mut b, 4);
+    u32_(&mut b, 1);
+    s(&mut b, "tokens");
+    u32_(&mut b, 9);
+    u32_(&mut b, 8);
+    u64_(&mut b, 3);
+    for t in ["a", "bb", "ccc"] {
+        s(&mut b, t);
+    }
+    s(&mut b, "ints");
+    u32_(&mut b, 9);
+    u32_(&mut b, 5);
+    u64_(&mut b, 2);
+    b.extend_from_slice(&(-7i32).to_le_bytes());
+    b.extend_from_slice(&9i32.to_le_bytes());
+    s(&mut b, "nested");
+    u32_(&mut b, 9);
+    u32_(&mut b, 9);
+    u64_(&mut b, 2);
+    for _ in 0..2 {
+        u32_(&mut b, 0);
+        u64_(&mut b, 2);
+        b.extend_from_slice(&[1, 2]);
+    }
+    s(&mut b, "flag");
+    u32_(&mut b, 7);
+    b.push(1);
+    // blk.0.ffn_up_exps.weight: q8_0 {32, 2, 4} = 272 bytes at 0; a f32 {8} at 288.
+    s(&mut b, "blk.0.ffn_up_exps.weight");
+    u32_(&mut b, 3);
+    for d in [32u64, 2, 4] {
+        u64_(&mut b, d);
+    }
+    u32_(&mut b, 8);
+    u64_(&mut b, 0);
+    s(&mut b, "output_norm.weight");
+    u32_(&mut b, 1);
+    u64_(&mut b, 8);
+    u32_(&mut b, 0);
+    u64_(&mut b, 288);
+    b.resize(b.len().div_ceil(32) * 32 + 288 + 32, 0);
+    b
+}
+
+fn read_gguf(bytes: &[u8]) -> Result<moe_spill::format::gguf::GgufFile, Error> {
+    moe_spill::format::gguf::read(Path::new("f.gguf"), bytes, bytes.len() as u64)
+}
+
+#[test]
+fn gguf_reads_a_valid_file_and_names_the_byte_of_every_cut() {
+    use moe_spill::format::gguf::Value;
+    let b = gguf_file();
+    let f = read_gguf(&b).unwrap();
+    assert_eq!(
+        f.get("general.architecture"),
+        Some(&Value::Str("llama".into()))
+    );
+    assert_eq!(f.get("ints"), Some(&Value::Ints(vec![-7, 9])));
+    assert_eq!(
+        f.get("tokens"),
+        Some(&Value::Array {
+            elem_type: 8,
+            len: 3
+        })
+    );
+    assert_eq!(f.get("flag"), Some(&Value::Bool(true)));
+    assert_eq!(f.tensors.len(), 2);
+    assert_eq!(f.tensors[0].bytes, 272);
+    assert_eq!(f.tensors[1].offset, f.data_offset + 288);
+    assert_eq!(f.data_offset % 32, 0);
+    // Every shorter file is an error at a byte no later than the cut.
+    for cut in 0..b.len() {
+        let e = read_gguf(&b[..cut])
+            .err()
+            .unwrap_or_else(|| panic!("cut {cut} read"));
+        assert!(e.0.starts_with("f.gguf: byte "), "{}", e.0);
+        let at: usize = e.0["f.gguf: byte ".len()..]
+            .split(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(at <= cut, "cut {cut}: {}", e.0);
+        assert!(!e.0.contains('\n'));
+    }
+}
+
+/// A GGUF header (valid magic and version) with arbitrary counts, and arbitrary bytes.
+fn claimed_gguf() -> impl Strategy<Value = Vec<u8>> {
+    (
+        prop_oneof![any::<u64>(), Just(u64::MAX), 0u64..8],
+        prop_oneof![any::<u64>(), Just(u64::MAX), 0u64..8],
+        prop::collection::vec(any::<u8>(), 0..300),
+    )
+        .prop_map(|(n_tensors, n_kv, body)| {
+            let mut b = b"GGUF".to_vec();
+            b.extend_from_slice(&3u32.to_le_bytes());
+            b.extend_from_slice(&n_tensors.to_le_bytes());
+            b.extend_from_slice(&n_kv.to_le_bytes());
+            b.extend_from_slice(&body);
+            b
+        })
+}
+
+fn gguf_checked(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let (r, max) = largest_allocation(|| read_gguf(bytes));
+    if let Err(e) = r {
+        prop_assert!(!e.0.contains('\n'), "{:?}", e.0);
+        prop_assert!(e.0.starts_with("f.gguf: "), "{}", e.0);
+    }
+    prop_assert!(
+        max <= allocation_bound(bytes.len()),
+        "the GGUF reader allocated {max} bytes at once"
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(cases(4000))]
+
+    /// Mutated GGUF headers and headers with arbitrary counts: a file or a one-line
+    /// error naming it, never a panic, never an allocation the file cannot back.
+    #[test]
+    fn gguf_reader_takes_mutations(bytes in mutated(Just(gguf_file()))) {
+        gguf_checked(&bytes)?;
+    }
+
+    #[test]
+    fn gguf_reader_takes_claimed_counts(bytes in claimed_gguf()) {
+        gguf_checked(&bytes)?;
+    }
+}

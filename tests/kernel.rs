@@ -192,6 +192,7 @@ fn replay(trace: &Trace, tokens: usize, advice: Advice, policy: &str) -> Replay 
     let opts = KernelOptions {
         expert_bytes: EXPERT_BYTES,
         slices: 1,
+        gguf: None,
         advice,
         file: Some(file.clone()),
         read_ahead_kb: None,
@@ -218,6 +219,7 @@ fn replay(trace: &Trace, tokens: usize, advice: Advice, policy: &str) -> Replay 
         n_experts: plan.n_experts,
         expert_bytes: EXPERT_BYTES,
         slices: 1,
+        gguf: None,
     };
     let pcfg = PageModelConfig::for_advice(layout, advice, run.window_kb);
     let page_at =

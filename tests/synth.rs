@@ -46,6 +46,7 @@ fn read(path: &Path, model: Option<&str>) -> Trace {
     TraceSource {
         traces: vec![path.to_path_buf()],
         model: model.map(str::to_string),
+        gguf: None,
         include_prompt: false,
         quiet: true,
     }

@@ -28,8 +28,12 @@ pub struct TraceArgs {
     #[arg(value_name = "TRACE")]
     pub traces: Vec<PathBuf>,
     /// Model preset (inferred from the trace geometry when exactly one preset matches).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", conflicts_with = "gguf")]
     pub model: Option<String>,
+    /// A GGUF model file (any part of a split one) instead of --model and --quant: its
+    /// geometry, every layer's expert types and sizes, its non-expert bytes and layout.
+    #[arg(long, value_name = "FILE")]
+    pub gguf: Option<PathBuf>,
     /// Replay generated tokens only (decode), or prompt-processing tokens too (all).
     #[arg(long, value_enum, default_value_t = PhaseArg::Decode)]
     pub phase: PhaseArg,
@@ -54,9 +58,14 @@ pub struct FormatArgs {
 /// `models`.
 #[derive(Args, Debug)]
 pub struct ModelsArgs {
-    /// Expert quant: TYPE, or gate=T,up=T,down=T (default: each model's usual, iq4_xs for most).
-    #[arg(long, value_name = "SPEC")]
+    /// Expert quant: TYPE, gate=T,up=T,down=T, or a llama.cpp file type in capitals
+    /// (Q4_K_M, IQ2_XXS ...: its per-layer types) (default: each model's usual, iq4_xs for most).
+    #[arg(long, value_name = "SPEC", conflicts_with = "gguf")]
     pub quant: Option<String>,
+    /// Describe a GGUF model file instead of the presets: geometry, every MoE layer's
+    /// expert types and sizes, non-expert bytes.
+    #[arg(long, value_name = "FILE")]
+    pub gguf: Option<PathBuf>,
     #[command(flatten)]
     pub out: FormatArgs,
 }
@@ -148,11 +157,17 @@ pub struct HardwareArgs {
 pub struct SetupArgs {
     #[command(flatten)]
     pub input: TraceArgs,
-    /// Expert quant: TYPE, or gate=T,up=T,down=T (default: the model's usual, iq4_xs for most).
-    #[arg(long, value_name = "SPEC")]
+    /// Expert quant: TYPE, gate=T,up=T,down=T, or a llama.cpp file type in capitals
+    /// (Q4_K_M, IQ2_XXS ...: its per-layer types) (default: the model's usual, iq4_xs for most).
+    #[arg(long, value_name = "SPEC", conflicts_with = "gguf")]
     pub quant: Option<String>,
     /// GGUF type of the non-expert weights (attention, shared experts, dense layers, head).
-    #[arg(long, value_name = "TYPE", default_value = "q8_0")]
+    #[arg(
+        long,
+        value_name = "TYPE",
+        default_value = "q8_0",
+        conflicts_with = "gguf"
+    )]
     pub non_expert_quant: String,
     #[command(flatten)]
     pub hw: HardwareArgs,
@@ -300,11 +315,17 @@ pub struct EstimateArgs {
     /// Tokens per chunk (the seed's 128).
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
     pub chunk: u32,
-    /// Expert quant: TYPE, or gate=T,up=T,down=T (default: the model's usual).
-    #[arg(long, value_name = "SPEC")]
+    /// Expert quant: TYPE, gate=T,up=T,down=T, or a llama.cpp file type in capitals
+    /// (Q4_K_M, IQ2_XXS ...: its per-layer types) (default: the model's usual).
+    #[arg(long, value_name = "SPEC", conflicts_with = "gguf")]
     pub quant: Option<String>,
     /// GGUF type of the non-expert weights.
-    #[arg(long, value_name = "TYPE", default_value = "q8_0")]
+    #[arg(
+        long,
+        value_name = "TYPE",
+        default_value = "q8_0",
+        conflicts_with = "gguf"
+    )]
     pub non_expert_quant: String,
     #[command(flatten)]
     pub hw: HardwareArgs,
@@ -389,12 +410,13 @@ pub struct KernelReplayArgs {
     #[arg(long, value_name = "N,...", value_delimiter = ',')]
     pub cache_experts: Vec<usize>,
     /// Bytes of one expert in the laid-out file; the budget is scaled the same way, so
-    /// the cache holds the same number of experts.
-    #[arg(long, value_name = "SIZE", default_value = "2MiB", value_parser = parse_bytes)]
+    /// the cache holds the same number of experts (with --gguf the file is laid out as
+    /// the GGUF is, at its own sizes).
+    #[arg(long, value_name = "SIZE", default_value = "2MiB", value_parser = parse_bytes, conflicts_with = "gguf")]
     pub expert_bytes: u64,
     /// 1: each expert's bytes contiguous; 3: gate/up/down slices in three tensors per
     /// layer, as in a GGUF.
-    #[arg(long, value_name = "1|3", default_value_t = 1)]
+    #[arg(long, value_name = "1|3", default_value_t = 1, conflicts_with = "gguf")]
     pub slices: u32,
     /// The model file to write, or reuse when it has this layout (default: a temporary
     /// file in the current directory, removed at the end).
@@ -434,11 +456,18 @@ pub struct KernelSweepArgs {
     /// budget, serially: minutes each).
     #[arg(long)]
     pub kernel: bool,
-    /// --kernel: bytes of one expert in the laid-out file (the budget is scaled with it).
-    #[arg(long, value_name = "SIZE", default_value = "2MiB", value_parser = parse_bytes, requires = "kernel")]
+    /// --kernel: bytes of one expert in the laid-out file (the budget is scaled with it;
+    /// with --gguf the file is laid out as the GGUF is).
+    #[arg(long, value_name = "SIZE", default_value = "2MiB", value_parser = parse_bytes, requires = "kernel", conflicts_with = "gguf")]
     pub kernel_expert_bytes: u64,
     /// --kernel: 1 = each expert contiguous, 3 = gate/up/down slices as in a GGUF.
-    #[arg(long, value_name = "1|3", default_value_t = 1, requires = "kernel")]
+    #[arg(
+        long,
+        value_name = "1|3",
+        default_value_t = 1,
+        requires = "kernel",
+        conflicts_with = "gguf"
+    )]
     pub kernel_slices: u32,
     /// --kernel: advice on the mapping (llama.cpp's by default).
     #[arg(long, value_enum, default_value_t = AdviceArg::Sequential, requires = "kernel")]
@@ -524,6 +553,7 @@ impl From<TraceArgs> for TraceSource {
         TraceSource {
             traces: a.traces,
             model: a.model,
+            gguf: a.gguf,
             include_prompt: a.phase == PhaseArg::All,
             quiet: a.quiet,
         }
@@ -572,6 +602,7 @@ impl From<ModelsArgs> for ModelsOptions {
     fn from(a: ModelsArgs) -> Self {
         ModelsOptions {
             quant: a.quant,
+            gguf: a.gguf,
             format: a.out.format(),
         }
     }

@@ -10,7 +10,9 @@ use crate::input::TraceSource;
 use crate::model::Model;
 use crate::quant::{quant_type, ExpertQuant};
 use crate::report::{emit, OutputFormat, Table};
+use crate::setup::weights_of;
 use crate::timemodel::{analytic_ssd_bytes_per_token, token_time, Placement, GB};
+use crate::weights::gguf;
 
 #[derive(Debug)]
 pub struct EstimateOptions {
@@ -55,7 +57,7 @@ pub struct Estimate {
 }
 
 pub fn run(a: EstimateOptions) -> Result<()> {
-    let (model, u, d) = match (a.u, a.d) {
+    let (model, file, u, d) = match (a.u, a.d) {
         (Some(u), Some(d)) => {
             if !a.input.traces.is_empty() {
                 return Err(Error::new("give either TRACE or --u/--d, not both"));
@@ -63,8 +65,18 @@ pub fn run(a: EstimateOptions) -> Result<()> {
             if !(u >= 0.0 && d >= 0.0 && u.is_finite() && d.is_finite()) {
                 return Err(Error::new("--u and --d must be zero or positive"));
             }
-            let model = Model::by_name(a.input.model.as_deref().unwrap_or("glm-5"))?;
-            (model, u, d)
+            match &a.input.gguf {
+                Some(p) => {
+                    let g = gguf::read(p)?;
+                    (g.model(), Some(g), u, d)
+                }
+                None => (
+                    Model::by_name(a.input.model.as_deref().unwrap_or("glm-5"))?,
+                    None,
+                    u,
+                    d,
+                ),
+            }
         }
         _ => {
             let loaded = a.input.load()?;
@@ -95,13 +107,10 @@ pub fn run(a: EstimateOptions) -> Result<()> {
                 );
             }
             let (u, d) = u_d(tr, chunk, a.input.include_prompt);
-            (model, u, d)
+            (model, loaded.gguf, u, d)
         }
     };
-    let quant = match &a.quant {
-        Some(s) => ExpertQuant::parse(s, model.default_quant())?,
-        None => ExpertQuant::uniform(model.default_quant()),
-    };
+    let weights = weights_of(model, file.as_ref(), a.quant.as_deref())?;
     let neq = quant_type(&a.non_expert_quant)
         .map_err(|e| Error::new(format!("--non-expert-quant: {}", e.0)))?;
     let hw = a.hw.resolve(a.ram)?;
@@ -111,7 +120,7 @@ pub fn run(a: EstimateOptions) -> Result<()> {
             hw.ram.size_gib, hw.ram.reserve_gib
         )));
     }
-    let p = Placement::new(model, quant, neq, &hw)?;
+    let p = Placement::new(model, &weights, neq, &hw)?;
     let c = p.ram_capacity(hw.ram.size_gib, hw.ram.reserve_gib);
     let chunk = a.chunk as usize;
     let ssd = analytic_ssd_bytes_per_token(&p, u, d, c, chunk);
@@ -120,7 +129,7 @@ pub fn run(a: EstimateOptions) -> Result<()> {
     let e = Estimate {
         model: model.name.into(),
         hw: hw.name.clone(),
-        quant: model.effective_quant(quant).to_string(),
+        quant: weights.quant_label(),
         expert_bytes: p.expert_bytes,
         ram_gib: hw.ram.size_gib,
         gpu_layers: p.gpu_layers,
@@ -160,7 +169,7 @@ fn explain(e: &Estimate, p: &Placement, hw: &Hardware) -> String {
     let s0_ms =
         e.d_cpu * p.expert_bytes as f64 / (e.chunk as f64 * hw.ssd_bandwidth_gbs() * GB) * 1e3;
     format!(
-        "model {} at {} ({} B = {:.4} MiB per expert), {} MoE layers\n\
+        "model {} at {} ({} B = {:.4} MiB per expert{}), {} MoE layers\n\
          machine {}: {}\n\
          placement: {} MoE layers in VRAM, non-expert weights {:.2} GB ({:.2} GB of them in RAM);\n\
          \x20          page cache C = floor(({} GiB - {} GiB reserve - non-expert in RAM) / expert) = {} experts\n\
@@ -176,6 +185,11 @@ fn explain(e: &Estimate, p: &Placement, hw: &Hardware) -> String {
         e.quant,
         p.expert_bytes,
         mib,
+        if p.uniform() {
+            ""
+        } else {
+            ", the mean over the CPU-side layers"
+        },
         p.n_layers,
         hw.name,
         hw.describe(),

@@ -23,12 +23,12 @@ pub fn run(a: InfoOptions) -> Result<()> {
     let t = &loaded.trace;
     let g = &t.geometry;
     let prompt = t.prompt.iter().filter(|&&p| p).count();
-    let rows: Vec<(&str, String)> = vec![
+    let mut rows: Vec<(&str, String)> = vec![
         ("geometry", g.describe()),
         (
             "model",
             loaded.model.map_or(
-                "(none: no single preset matches; pass --model)".into(),
+                "(none: no single preset matches; pass --model or --gguf)".into(),
                 |m| m.name.to_string(),
             ),
         ),
@@ -50,6 +50,9 @@ pub fn run(a: InfoOptions) -> Result<()> {
             format!("{:.1}", bytes as f64 / 1e6 / secs.max(1e-9)),
         ),
     ];
+    if let Some(g) = &loaded.gguf {
+        rows.insert(2, ("gguf", crate::commands::models::file_line(g)));
+    }
     let text = match OutputFormat::resolve(a.format, false) {
         OutputFormat::Json => {
             let map: serde_json::Map<String, serde_json::Value> = rows

@@ -12,8 +12,8 @@ use crate::drive::DriveCurve;
 use crate::error::{printable_path, Error, Result};
 use crate::io_engine::{self, IoEngine};
 use crate::kernel::{
-    page_model, pagemodel, policy_run, truncate_trace, Advice, ExpertFileLayout, KernelOptions,
-    KernelRun, KernelSession, PageModelConfig, PageModelRun, PAGE_MODEL,
+    page_model, pagemodel, policy_run, truncate_trace, Advice, ExpertFileLayout, GgufLayout,
+    KernelOptions, KernelRun, KernelSession, PageModelConfig, PageModelRun, PAGE_MODEL,
 };
 use crate::replay::stats::percentile;
 use crate::replay::{Misses, Partition, ReplayPlan};
@@ -113,6 +113,8 @@ struct Comparison<'a> {
     /// The drive and page-cache figures of the profile, for the page model's predicted
     /// wall time (I/O model, docs/VALIDATION.md).
     drive: Option<(DriveCurve, f64)>,
+    /// The laid-out file's layout, and the bytes one expert counts for in it.
+    layout: &'a ExpertFileLayout,
 }
 
 /// The wall time per token the I/O model gives the page model's reads (ms): the one
@@ -167,9 +169,9 @@ impl Comparison<'_> {
                 .deployment
                 .as_ref()
                 .map(|m| m.model.name.to_string()),
-            expert_bytes: self.a.expert_bytes,
+            expert_bytes: self.layout.expert_bytes,
             model_expert_bytes: self.model_eb,
-            slices: self.a.slices,
+            slices: self.layout.slices,
             advice: self.a.advice.name(),
             window_kb: k.window_kb,
             ram_gib,
@@ -208,13 +210,7 @@ impl Comparison<'_> {
             })
         };
         // The page-level model with the window the kernel run had.
-        let layout = ExpertFileLayout {
-            n_ids: self.plan.n_ids,
-            n_experts: self.plan.n_experts,
-            expert_bytes: self.a.expert_bytes,
-            slices: self.a.slices,
-        };
-        let pcfg = PageModelConfig::for_advice(layout, self.a.advice, k.window_kb);
+        let pcfg = PageModelConfig::for_advice(self.layout.clone(), self.a.advice, k.window_kb);
         let pm = page_model(&self.plan.stream, self.plan.per_token, cap, &pcfg);
         let pmiss = pm.expert_misses();
         let pper = sorted(pm.misses_per_token());
@@ -229,7 +225,8 @@ impl Comparison<'_> {
         pr.resident_overlap = overlap(&pm.resident_ids());
         pr.read_bytes = Some(pm.total_read_bytes());
         if let Some((drive, page_cache_gbs)) = &self.drive {
-            let slices = vec![self.a.expert_bytes / self.a.slices as u64; self.a.slices as usize];
+            let l = self.layout;
+            let slices = vec![l.expert_bytes / l.slices as u64; l.slices as usize];
             let layers = (self.plan.per_token / self.plan.top_k.max(1)).max(1) as f64;
             let wall = predicted_wall_ms(
                 (drive, *page_cache_gbs),
@@ -294,9 +291,19 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
     };
     let gpu_layers = econ.as_ref().map_or(0, |e| e.placement.gpu_layers);
     let mut plan = ReplayPlan::new(trace, study.include_prompt, gpu_layers);
+    // With --gguf the file is laid out as the GGUF is (every slice at its offset, the
+    // model's own sizes); otherwise experts are scaled to --expert-bytes.
+    let gguf = study
+        .deployment
+        .as_ref()
+        .and_then(|d| GgufLayout::of(&d.weights));
+    let expert_bytes = match (&gguf, &econ) {
+        (Some(_), Some(e)) => e.placement.expert_bytes,
+        _ => a.expert_bytes,
+    };
     // The policies model the kernel run, whose page cache holds the scaled experts: the
     // `linux` ratio follows the scaled bytes (what the kernel saw), not the model's.
-    plan.expert_bytes = Some(a.expert_bytes);
+    plan.expert_bytes = Some(expert_bytes);
     let budgets = budgets(&a, econ.as_ref())?;
     if plan.per_token == 0 {
         return Err(Error::new(
@@ -305,8 +312,9 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
     }
     let quiet = a.study.input.quiet;
     let opts = KernelOptions {
-        expert_bytes: a.expert_bytes,
+        expert_bytes,
         slices: a.slices,
+        gguf,
         advice: a.advice,
         file: a.file.clone(),
         read_ahead_kb: a.read_ahead_kb,
@@ -328,6 +336,7 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
     ]);
     per_token.header.extend(specs.iter().map(|s| s.to_string()));
     let n = plan.n_tokens;
+    let layout = session.layout().clone();
     let compare = Comparison {
         a: &a,
         study: &study,
@@ -337,18 +346,18 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
         drive: econ
             .as_ref()
             .map(|e| (e.hw.ssd.curve(), e.hw.ram.page_cache_gbs())),
+        layout: &layout,
     };
     let mut noted = false;
     for &(ram_gib, cap) in &budgets {
         if !quiet {
             crate::note!(
                 "moe-spill: kernel replay of {n} tokens at {cap} experts ({:.1} MiB of page cache) ...",
-                (cap as u64 * a.expert_bytes) as f64 / (1u64 << 20) as f64
+                (cap as u64 * expert_bytes) as f64 / (1u64 << 20) as f64
             );
         }
         let k = session.measure(&plan, cap)?;
-        if !quiet && !noted && k.window_kb * 1024 >= a.expert_bytes && a.advice != Advice::Willneed
-        {
+        if !quiet && !noted && k.window_kb * 1024 >= expert_bytes && a.advice != Advice::Willneed {
             noted = true;
             crate::note!(
                 "moe-spill: note: the mmap read-around window ({} KiB) is as large as an expert: readahead dominates what the kernel reads (try --read-ahead-kb 128, a common NVMe value, or a larger --expert-bytes)",
@@ -372,11 +381,11 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
                     k.major_faults[t].to_string(),
                     k.minor_faults[t].to_string(),
                     (k.wall_ns[t] / 1000).to_string(),
-                    format!("{:.4}", k.read_bytes[t] as f64 / a.expert_bytes as f64),
+                    format!("{:.4}", k.read_bytes[t] as f64 / expert_bytes as f64),
                     format!(
                         "{:.4}",
                         (at.page_model.read_pages[t] * pagemodel::PAGE) as f64
-                            / a.expert_bytes as f64
+                            / expert_bytes as f64
                     ),
                 ];
                 cells.extend(
@@ -402,12 +411,15 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
         OutputFormat::Table => {
             let window = rows.first().map_or(0, |r| r.window_kb);
             format!(
-                "{}\nkernel replay: {} tokens, experts of {} B ({} slice{}), advice {}, mmap read-around window {} KiB (device read_ahead_kb {}), file {}\n\n{}",
+                "{}\nkernel replay: {} tokens, experts of {} B ({}), advice {}, mmap read-around window {} KiB (device read_ahead_kb {}), file {}\n\n{}",
                 context_line(&study, econ.as_ref()),
                 n,
-                a.expert_bytes,
-                a.slices,
-                if a.slices == 1 { "" } else { "s" },
+                expert_bytes,
+                match &layout.gguf {
+                    Some(g) => format!("laid out as the GGUF's {} bytes", g.len),
+                    None if layout.slices == 1 => "1 slice".into(),
+                    None => format!("{} slices", layout.slices),
+                },
                 a.advice.name(),
                 window,
                 session.device_read_ahead_kb().map_or("?".into(), |v| v.to_string()),

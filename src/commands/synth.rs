@@ -131,6 +131,7 @@ pub fn run(a: SynthOptions) -> Result<()> {
             let loaded = TraceSource {
                 traces: vec![path.clone()],
                 model: a.model.clone(),
+                gguf: None,
                 include_prompt: false,
                 quiet: a.quiet,
             }

@@ -1,4 +1,5 @@
 //! Trace readers and writers, one file per format; the format is detected from content.
+//! Also the GGUF model-file reader (`gguf`), which reads sizes, not traces.
 //!
 //! A TRACE argument is a file or a directory (all trace files in it, in natural name
 //! order, so `prompt_2` comes before `prompt_10`). Several are concatenated, one
@@ -6,6 +7,7 @@
 
 pub mod binary;
 pub mod forum;
+pub mod gguf;
 pub mod moe_beyond;
 
 use std::fs::File;
@@ -192,6 +194,11 @@ pub fn read_file(path: &Path, hint: Option<&Layout>, limit: Option<ExpertLimit>)
     let format = detect(&head).ok_or_else(|| {
         if head.iter().all(|b| b.is_ascii_whitespace()) {
             Error::in_file(path, "empty trace: the file has no content")
+        } else if head.starts_with(gguf::MAGIC) {
+            Error::in_file(
+                path,
+                "is a GGUF model file, not a trace: give it with --gguf FILE",
+            )
         } else {
             Error::in_file(
                 path,

@@ -1,7 +1,10 @@
 //! The model-like file kernel-replay pages through: a header page, then per MoE layer
 //! the experts of that layer, each either one contiguous range or (like a GGUF's
-//! `ffn_{gate,up,down}_exps` tensors) three slices in three per-layer tensors. The
-//! content is pseudo-random, so no storage layer can compress or deduplicate it.
+//! `ffn_{gate,up,down}_exps` tensors) three slices in three per-layer tensors; or, for
+//! `--gguf`, a GGUF file's own layout after the header page: its parts one after
+//! another, every expert slice at its offset in its part, so the page boundaries and
+//! the neighbours of every slice are the real file's. The content is pseudo-random, so
+//! no storage layer can compress or deduplicate it.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -12,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::sys;
 use crate::error::{printable_path, Error, Result};
 use crate::report::cleanup::Temp;
+use crate::weights::Weights;
 
 /// Bytes before the first expert (one page, holds the description below).
 pub const HEADER_BYTES: u64 = 4096;
@@ -25,13 +29,75 @@ pub struct ExpertFileLayout {
     pub n_experts: usize,
     /// Bytes of one expert (scaled down from the model's).
     pub expert_bytes: u64,
-    /// 1 = each expert contiguous; 3 = gate/up/down slices in three tensors per layer.
+    /// 1 = each expert contiguous; 3 = gate/up/down slices in three tensors per layer
+    /// (with `gguf`: the most slices a layer has).
     pub slices: u32,
+    /// A GGUF file's layout instead of the one above.
+    pub gguf: Option<GgufLayout>,
+}
+
+/// Where a GGUF's expert slices are, relative to the end of the header page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GgufLayout {
+    /// Bytes of the GGUF (all its parts).
+    pub len: u64,
+    /// Per MoE layer (slot): each slice's start for expert 0 and its bytes per expert;
+    /// expert `e`'s slice starts `e * bytes` later.
+    pub slots: Vec<Vec<(u64, u64)>>,
+}
+
+impl GgufLayout {
+    /// The layout of the GGUF file `w` was read from: its parts one after another.
+    /// None for a preset's weights.
+    pub fn of(w: &Weights) -> Option<GgufLayout> {
+        if w.files.is_empty() {
+            return None;
+        }
+        let mut starts = Vec::with_capacity(w.files.len());
+        let mut len = 0u64;
+        for (_, l) in &w.files {
+            starts.push(len);
+            len += l;
+        }
+        let slots = w
+            .layers
+            .iter()
+            .map(|l| {
+                l.slices
+                    .iter()
+                    .map(|s| s.at.map(|at| (starts[at.part] + at.offset, s.bytes)))
+                    .collect::<Option<Vec<_>>>()
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(GgufLayout { len, slots })
+    }
+
+    /// FNV-1a of the slices, so a reused file is checked against the whole layout.
+    fn fingerprint(&self) -> u64 {
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        let mut eat = |x: u64| {
+            for b in x.to_le_bytes() {
+                h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        eat(self.len);
+        for slot in &self.slots {
+            eat(slot.len() as u64);
+            for &(off, len) in slot {
+                eat(off);
+                eat(len);
+            }
+        }
+        h
+    }
 }
 
 impl ExpertFileLayout {
     pub fn file_len(&self) -> u64 {
-        HEADER_BYTES + self.n_ids as u64 * self.expert_bytes
+        match &self.gguf {
+            Some(g) => HEADER_BYTES + g.len,
+            None => HEADER_BYTES + self.n_ids as u64 * self.expert_bytes,
+        }
     }
 
     fn slice_len(&self, j: u32) -> u64 {
@@ -46,24 +112,40 @@ impl ExpertFileLayout {
     /// The byte ranges `(offset, len)` of expert `id`, in the order llama.cpp reads
     /// them (gate, up, down).
     pub fn extents(&self, id: usize) -> impl Iterator<Item = (u64, u64)> + '_ {
-        let slot = (id / self.n_experts) as u64;
+        let slot = id / self.n_experts;
         let e = (id % self.n_experts) as u64;
-        let layer_base = HEADER_BYTES + slot * self.n_experts as u64 * self.expert_bytes;
-        let mut tensor = layer_base;
-        (0..self.slices).map(move |j| {
-            let len = self.slice_len(j);
-            let off = tensor + e * len;
-            tensor += self.n_experts as u64 * len;
-            (off, len)
-        })
+        let mut out = [(0u64, 0u64); 3];
+        let n = match &self.gguf {
+            Some(g) => {
+                for (o, &(start, len)) in out.iter_mut().zip(&g.slots[slot]) {
+                    *o = (HEADER_BYTES + start + e * len, len);
+                }
+                g.slots[slot].len().min(3)
+            }
+            None => {
+                let layer_base =
+                    HEADER_BYTES + slot as u64 * self.n_experts as u64 * self.expert_bytes;
+                let mut tensor = layer_base;
+                for (j, o) in out.iter_mut().enumerate().take(self.slices as usize) {
+                    let len = self.slice_len(j as u32);
+                    *o = (tensor + e * len, len);
+                    tensor += self.n_experts as u64 * len;
+                }
+                self.slices as usize
+            }
+        };
+        out.into_iter().take(n)
     }
 
     fn header(&self) -> Vec<u8> {
         let mut h = format!(
             "{MAGIC}version 1\nn_ids {}\nn_experts {}\nexpert_bytes {}\nslices {}\n",
             self.n_ids, self.n_experts, self.expert_bytes, self.slices
-        )
-        .into_bytes();
+        );
+        if let Some(g) = &self.gguf {
+            h += &format!("gguf {} {:016x}\n", g.len, g.fingerprint());
+        }
+        let mut h = h.into_bytes();
         h.resize(HEADER_BYTES as usize, 0);
         h
     }
@@ -281,13 +363,21 @@ impl ModelFile {
             .collect())
     }
 
-    /// Pages of one expert (an extent's first and last page may be shared).
+    /// Pages of one expert (an extent's first and last page may be shared): the mean
+    /// over every expert when layers differ.
     pub fn pages_per_expert(&self) -> u32 {
         let page = sys::page_size();
-        self.layout
-            .extents(0)
-            .map(|(off, len)| ((off + len).div_ceil(page) - off / page) as u32)
-            .sum()
+        let pages = |id: usize| -> u64 {
+            self.layout
+                .extents(id)
+                .map(|(off, len)| (off + len).div_ceil(page) - off / page)
+                .sum()
+        };
+        if self.layout.gguf.is_none() {
+            return pages(0) as u32;
+        }
+        let n = self.layout.n_ids.max(1) as u64;
+        ((0..self.layout.n_ids).map(pages).sum::<u64>() as f64 / n as f64).round() as u32
     }
 }
 
@@ -303,6 +393,7 @@ mod tests {
                 n_experts: 5,
                 expert_bytes: 1000,
                 slices,
+                gguf: None,
             };
             let mut all: Vec<(u64, u64)> = (0..l.n_ids).flat_map(|id| l.extents(id)).collect();
             assert_eq!(all.iter().map(|e| e.1).sum::<u64>(), 15 * 1000);
@@ -319,6 +410,7 @@ mod tests {
             n_experts: 2,
             expert_bytes: 300,
             slices: 3,
+            gguf: None,
         };
         // layer 1, expert 1: gate after layer 0 (600 B) and expert 0's gate.
         let e: Vec<_> = l.extents(3).collect();
@@ -330,5 +422,47 @@ mod tests {
                 (HEADER_BYTES + 600 + 400 + 100, 100)
             ]
         );
+    }
+
+    #[test]
+    fn a_gguf_layout_keeps_the_files_offsets() {
+        // Two layers of 4 experts: gate/up/down of 96 B at 1000, 1384, 1768 (the
+        // down tensor after a gap), then a fused gate_up of 64 B and a down of 32 B.
+        let g = GgufLayout {
+            len: 5000,
+            slots: vec![
+                vec![(1000, 96), (1384, 96), (1800, 96)],
+                vec![(3000, 64), (3256, 32)],
+            ],
+        };
+        let l = ExpertFileLayout {
+            n_ids: 8,
+            n_experts: 4,
+            expert_bytes: 250,
+            slices: 3,
+            gguf: Some(g.clone()),
+        };
+        assert_eq!(l.file_len(), HEADER_BYTES + 5000);
+        let e: Vec<_> = l.extents(2).collect();
+        assert_eq!(
+            e,
+            vec![
+                (HEADER_BYTES + 1000 + 192, 96),
+                (HEADER_BYTES + 1384 + 192, 96),
+                (HEADER_BYTES + 1800 + 192, 96)
+            ]
+        );
+        let e: Vec<_> = l.extents(7).collect();
+        assert_eq!(
+            e,
+            vec![
+                (HEADER_BYTES + 3000 + 192, 64),
+                (HEADER_BYTES + 3256 + 96, 32)
+            ]
+        );
+        // Another layout has another header.
+        let mut other = l.clone();
+        other.gguf.as_mut().unwrap().slots[1][1].0 += 32;
+        assert_ne!(l.header(), other.header());
     }
 }

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cgroup::{own_memory_cgroup, MemCgroup, Version as CgroupVersion};
 pub use child::{child_main, ChildSpec, SPEC_ENV};
-pub use layout::{ExpertFileLayout, ModelFile, HEADER_BYTES};
+pub use layout::{ExpertFileLayout, GgufLayout, ModelFile, HEADER_BYTES};
 pub use pagemodel::{page_model, PageModelConfig, PageModelRun};
 
 /// The `source` of the page-level model's rows.
@@ -98,6 +98,9 @@ pub struct KernelOptions {
     pub expert_bytes: u64,
     /// 1: each expert contiguous; 3: gate/up/down slices in three per-layer tensors.
     pub slices: u32,
+    /// A GGUF file's layout instead (`expert_bytes` is then what one expert of the page
+    /// cache counts for, for the budget).
+    pub gguf: Option<GgufLayout>,
     pub advice: Advice,
     /// The file to write or reuse (None: a temporary file in the current directory,
     /// removed afterwards; pass a path to reuse one file across calls).
@@ -116,6 +119,7 @@ impl Default for KernelOptions {
         KernelOptions {
             expert_bytes: 2 << 20,
             slices: 1,
+            gguf: None,
             advice: Advice::Sequential,
             file: None,
             read_ahead_kb: None,
@@ -198,6 +202,7 @@ impl KernelRun {
         Misses {
             misses_per_token,
             misses_per_slot: vec![0; n_slots],
+            bytes_per_token: None,
         }
     }
 
@@ -337,10 +342,21 @@ impl KernelSession {
         if opts.expert_bytes == 0 {
             return Err(Error::new("--expert-bytes must be positive"));
         }
-        if !matches!(opts.slices, 1 | 3) || opts.expert_bytes < opts.slices as u64 {
+        if opts.gguf.is_none()
+            && (!matches!(opts.slices, 1 | 3) || opts.expert_bytes < opts.slices as u64)
+        {
             return Err(Error::new(
                 "--slices must be 1 or 3 (and each slice at least a byte)",
             ));
+        }
+        if let Some(g) = &opts.gguf {
+            if g.slots.len() * plan.n_experts != plan.n_ids {
+                return Err(Error::new(format!(
+                    "kernel-replay: the GGUF layout has {} MoE layers, the trace {}",
+                    g.slots.len(),
+                    plan.n_ids / plan.n_experts.max(1)
+                )));
+            }
         }
         // Fail before writing gigabytes when no cgroup can be made.
         MemCgroup::create(cgroup_number())?.remove()?;
@@ -348,7 +364,11 @@ impl KernelSession {
             n_ids: plan.n_ids,
             n_experts: plan.n_experts,
             expert_bytes: opts.expert_bytes,
-            slices: opts.slices,
+            slices: match &opts.gguf {
+                Some(g) => g.slots.iter().map(|s| s.len()).max().unwrap_or(1) as u32,
+                None => opts.slices,
+            },
+            gguf: opts.gguf.clone(),
         };
         let file = ModelFile::prepare(opts.file.as_deref(), layout, opts.quiet)?;
         let child = match &opts.child {
@@ -377,6 +397,11 @@ impl KernelSession {
 
     pub fn file(&self) -> &Path {
         &self.file.path
+    }
+
+    /// Where every expert lies in the file.
+    pub fn layout(&self) -> &ExpertFileLayout {
+        &self.file.layout
     }
 
     /// The device's read_ahead_kb now.

@@ -304,9 +304,18 @@ pub fn page_model(
         expert_bytes: layout.expert_bytes,
         read_pages,
         resident_pages,
-        pages_per_expert: ranges
-            .first()
-            .map_or(0, |r| r[..slices].iter().map(|&(a, b)| b - a).sum()),
+        pages_per_expert: if layout.gguf.is_none() {
+            ranges
+                .first()
+                .map_or(0, |r| r[..slices].iter().map(|&(a, b)| b - a).sum())
+        } else {
+            // Layers of different sizes: the mean over every expert.
+            let all: u64 = ranges
+                .iter()
+                .flat_map(|r| r[..slices].iter().map(|&(a, b)| (b - a) as u64))
+                .sum();
+            (all as f64 / ranges.len().max(1) as f64).round() as u32
+        },
         ratio,
     }
 }
@@ -318,6 +327,7 @@ mod tests {
 
     fn layout(n_ids: usize, expert_bytes: u64, slices: u32) -> ExpertFileLayout {
         ExpertFileLayout {
+            gguf: None,
             n_ids,
             n_experts: n_ids.min(8),
             expert_bytes,

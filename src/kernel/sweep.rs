@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use super::{Advice, KernelOptions, KernelSession};
+use super::{Advice, GgufLayout, KernelOptions, KernelSession};
 use crate::costing::{Budget, CostInputs};
 use crate::error::{Error, Result};
 use crate::replay::{Partition, ReplayPlan};
@@ -57,9 +57,18 @@ impl KernelSweep {
                 "--kernel: the page cache is one global cache (--partition global)",
             ));
         }
+        // With --gguf the file is laid out as the GGUF is, at the model's sizes.
+        let gguf = study
+            .deployment
+            .as_ref()
+            .and_then(|d| GgufLayout::of(&d.weights));
         let opts = KernelOptions {
-            expert_bytes: a.kernel_expert_bytes,
+            expert_bytes: match (&gguf, plan.expert_bytes) {
+                (Some(_), Some(eb)) => eb,
+                _ => a.kernel_expert_bytes,
+            },
             slices: a.kernel_slices,
+            gguf,
             advice: a.kernel_advice,
             file: a.kernel_file.clone(),
             read_ahead_kb: a.kernel_read_ahead_kb,

@@ -49,6 +49,9 @@ pub struct Misses {
     pub misses_per_token: Vec<u32>,
     /// Misses per replayed slot, counting tokens from `warmup` on.
     pub misses_per_slot: Vec<u64>,
+    /// Bytes of every token's misses, each at its layer's expert size: counted when the
+    /// plan has `slot_bytes` (layers of different sizes), None otherwise.
+    pub bytes_per_token: Option<Vec<u64>>,
 }
 
 /// How [`run_many`] answers a policy at several capacities.

@@ -23,6 +23,7 @@ pub fn opt_all(plan: &ReplayPlan, capacities: &[usize], warmup: usize) -> Result
         plan.top_k,
         &caps,
         warmup,
+        plan.slot_bytes.as_deref(),
         &mut bands,
     );
     scatter(&order, curves, &mut out);
@@ -31,12 +32,7 @@ pub fn opt_all(plan: &ReplayPlan, capacities: &[usize], warmup: usize) -> Result
 
 /// Zeroed counts for `m` runs.
 fn empty_counts(plan: &ReplayPlan, m: usize) -> Vec<Misses> {
-    (0..m)
-        .map(|_| Misses {
-            misses_per_token: vec![0; plan.n_tokens],
-            misses_per_slot: vec![0; plan.n_slots()],
-        })
-        .collect()
+    (0..m).map(|_| plan.no_misses()).collect()
 }
 
 /// The caller's indices of `capacities` in ascending order of capacity (one pass takes
@@ -56,6 +52,9 @@ fn scatter(order: &[usize], curves: Curves, out: &mut [Misses]) {
         out[j]
             .misses_per_slot
             .copy_from_slice(&curves.misses_per_slot[r]);
+        if let (Some(b), Some(c)) = (&mut out[j].bytes_per_token, &curves.bytes_per_token) {
+            b.copy_from_slice(&c[r]);
+        }
     }
 }
 
@@ -90,6 +89,7 @@ pub fn lru_all(
                 &caps,
                 warmup,
                 pinned,
+                plan.slot_bytes.as_deref(),
             );
             scatter(&order, curves, &mut out);
         }
@@ -101,11 +101,16 @@ pub fn lru_all(
                     .collect();
                 let sub = plan.slot_stream(s);
                 let curves = lru_curves(
-                    &sub, plan.top_k, plan.top_k, plan.n_ids, &caps, warmup, None,
+                    &sub, plan.top_k, plan.top_k, plan.n_ids, &caps, warmup, None, None,
                 );
+                // One slot's misses all cost that slot's bytes.
+                let cost = plan.slot_bytes.as_ref().map_or(0, |w| w[s]);
                 for (r, &j) in order.iter().enumerate() {
                     for (t, &x) in curves.misses_per_token[r].iter().enumerate() {
                         out[j].misses_per_token[t] += x;
+                        if let Some(b) = &mut out[j].bytes_per_token {
+                            b[t] += x as u64 * cost;
+                        }
                     }
                     out[j].misses_per_slot[s] += curves.misses_per_slot[r][0];
                 }

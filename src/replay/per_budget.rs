@@ -15,10 +15,7 @@ pub fn run_policy(
     profile: Option<&[u64]>,
     warmup: usize,
 ) -> Result<Misses> {
-    let mut counts = Misses {
-        misses_per_token: vec![0; plan.n_tokens],
-        misses_per_slot: vec![0; plan.n_slots()],
-    };
+    let mut counts = plan.no_misses();
     if plan.per_token == 0 {
         return Ok(counts);
     }
@@ -95,6 +92,25 @@ fn replay_into(
         // call appended, and a position's slot comes from a table, not a division.
         let k = plan.top_k;
         let slot_of: Vec<u16> = (0..pt).map(|i| (i / k) as u16).collect();
+        if let (Some(w), Some(bytes)) = (&plan.slot_bytes, &mut counts.bytes_per_token) {
+            // Layers of different sizes: a miss costs its slot's bytes (a separate loop,
+            // so the one-size replay below stays as it was).
+            let cost: Vec<u64> = slot_of.iter().map(|&s| w[s as usize]).collect();
+            for (t, token) in stream.chunks_exact(pt).enumerate() {
+                idx.clear();
+                policy.replay(token, &mut idx);
+                counts.misses_per_token[t] += idx.len() as u32;
+                let mut b = 0;
+                for &i in &idx {
+                    b += cost[i as usize];
+                    if t >= warmup {
+                        counts.misses_per_slot[slot_of[i as usize] as usize] += 1;
+                    }
+                }
+                bytes[t] += b;
+            }
+            return Ok(());
+        }
         for (t, token) in stream.chunks_exact(pt).enumerate() {
             idx.clear();
             policy.replay(token, &mut idx);
@@ -110,6 +126,7 @@ fn replay_into(
     // One slot's stream: batches of whole tokens, one dynamic call per batch.
     const BATCH_TOKENS: usize = 4096;
     let s = slot.expect("checked");
+    let cost = plan.slot_bytes.as_ref().map_or(0, |w| w[s]);
     for (b, batch) in stream.chunks(BATCH_TOKENS * pt).enumerate() {
         idx.clear();
         policy.replay(batch, &mut idx);
@@ -118,6 +135,9 @@ fn replay_into(
             let t = base + i as usize / pt;
             counts.misses_per_token[t] += 1;
             counts.misses_per_slot[s] += (t >= warmup) as u64;
+            if let Some(bytes) = &mut counts.bytes_per_token {
+                bytes[t] += cost;
+            }
         }
     }
     Ok(())

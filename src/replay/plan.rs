@@ -30,6 +30,10 @@ pub struct ReplayPlan<'t> {
     /// Bytes of one expert, when a model is known: the `linux` policy sizes its
     /// active:inactive ratio from the cache's bytes, as the kernel does.
     pub expert_bytes: Option<u64>,
+    /// Bytes of one expert of every replayed slot, when layers differ in size (a GGUF
+    /// with per-layer quants): runs then also count each token's missed bytes, a miss
+    /// in a slot costing that slot's bytes. None when every expert has one size.
+    pub slot_bytes: Option<Vec<u64>>,
     /// Position of every id's first access (see `first_use`).
     first_use: std::sync::OnceLock<Vec<usize>>,
     /// The stream prepared for opt, built by the first opt run and shared by the others.
@@ -66,6 +70,7 @@ impl<'t> ReplayPlan<'t> {
             n_ids: g.n_ids(),
             first_slot,
             expert_bytes: None,
+            slot_bytes: None,
             per_slot: true,
             first_use: std::sync::OnceLock::new(),
             opt_future: std::sync::OnceLock::new(),
@@ -145,26 +150,41 @@ impl<'t> ReplayPlan<'t> {
         self.cold_misses(0) as usize
     }
 
+    /// Zero counts for a run, with bytes per token when the plan weighs slots.
+    pub fn no_misses(&self) -> Misses {
+        Misses {
+            misses_per_token: vec![0; self.n_tokens],
+            misses_per_slot: vec![0; self.n_slots()],
+            bytes_per_token: self.slot_bytes.as_ref().map(|_| vec![0; self.n_tokens]),
+        }
+    }
+
     /// The counts of a cache of 0: every access misses.
     pub fn all_miss(&self, warmup: usize) -> Misses {
         let counted = self.n_tokens.saturating_sub(warmup) as u64;
+        let k = self.top_k as u64;
         Misses {
             misses_per_token: vec![self.per_token as u32; self.n_tokens],
-            misses_per_slot: vec![counted * self.top_k as u64; self.n_slots()],
+            misses_per_slot: vec![counted * k; self.n_slots()],
+            bytes_per_token: self
+                .slot_bytes
+                .as_ref()
+                .map(|w| vec![w.iter().sum::<u64>() * k; self.n_tokens]),
         }
     }
 
     /// The counts of a cache that never fills: one (cold) miss per distinct id.
     pub fn cold_only(&self, warmup: usize) -> Misses {
-        let mut c = Misses {
-            misses_per_token: vec![0; self.n_tokens],
-            misses_per_slot: vec![0; self.n_slots()],
-        };
+        let mut c = self.no_misses();
         for &f in self.first_use().iter().filter(|&&f| f != usize::MAX) {
             let t = f / self.per_token;
+            let s = f % self.per_token / self.top_k;
             c.misses_per_token[t] += 1;
             if t >= warmup {
-                c.misses_per_slot[f % self.per_token / self.top_k] += 1;
+                c.misses_per_slot[s] += 1;
+            }
+            if let (Some(b), Some(w)) = (&mut c.bytes_per_token, &self.slot_bytes) {
+                b[t] += w[s];
             }
         }
         c

@@ -150,6 +150,8 @@ pub struct Curves {
     /// per_slot[j][s]: misses of slot s (index among the replayed slots) at capacities[j],
     /// counting tokens from `count_from` on.
     pub misses_per_slot: Vec<Vec<u64>>,
+    /// With slot weights: bytes[j][t], the weights of token t's misses at capacities[j].
+    pub bytes_per_token: Option<Vec<Vec<u64>>>,
 }
 
 /// What a one-pass curve needs of a stack algorithm: for each access in order, its
@@ -164,7 +166,9 @@ pub trait Buckets {
 ///
 /// With `pinned`, the ids it marks stay out of the stack: loaded on first use (a miss at
 /// every capacity) and hits ever after, as in front of a `pinned:` decorator whose
-/// inner LRU has `capacities`.
+/// inner LRU has `capacities`. With `slot_weights` (one per slot), the misses of every
+/// token are also summed by weight (`Curves::bytes_per_token`).
+#[allow(clippy::too_many_arguments)]
 pub fn lru_curves(
     stream: &[u16],
     per_token: usize,
@@ -173,6 +177,7 @@ pub fn lru_curves(
     capacities: &[usize],
     count_from: usize,
     pinned: Option<&[bool]>,
+    slot_weights: Option<&[u64]>,
 ) -> Curves {
     // The hot loop is popcounts: compile it once more with the CPU's popcnt instruction
     // (not in the x86-64 baseline) and use that where the CPU has it.
@@ -180,14 +185,33 @@ pub fn lru_curves(
     if std::arch::is_x86_feature_detected!("popcnt") {
         // SAFETY: the CPU supports popcnt, checked just above.
         return unsafe {
-            lru_curves_popcnt(stream, per_token, k, n_ids, capacities, count_from, pinned)
+            lru_curves_popcnt(
+                stream,
+                per_token,
+                k,
+                n_ids,
+                capacities,
+                count_from,
+                pinned,
+                slot_weights,
+            )
         };
     }
-    lru_curves_impl(stream, per_token, k, n_ids, capacities, count_from, pinned)
+    lru_curves_impl(
+        stream,
+        per_token,
+        k,
+        n_ids,
+        capacities,
+        count_from,
+        pinned,
+        slot_weights,
+    )
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "popcnt")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn lru_curves_popcnt(
     stream: &[u16],
     per_token: usize,
@@ -196,11 +220,22 @@ unsafe fn lru_curves_popcnt(
     capacities: &[usize],
     count_from: usize,
     pinned: Option<&[bool]>,
+    slot_weights: Option<&[u64]>,
 ) -> Curves {
-    lru_curves_impl(stream, per_token, k, n_ids, capacities, count_from, pinned)
+    lru_curves_impl(
+        stream,
+        per_token,
+        k,
+        n_ids,
+        capacities,
+        count_from,
+        pinned,
+        slot_weights,
+    )
 }
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn lru_curves_impl(
     stream: &[u16],
     per_token: usize,
@@ -209,15 +244,16 @@ fn lru_curves_impl(
     capacities: &[usize],
     count_from: usize,
     pinned: Option<&[bool]>,
+    w: Option<&[u64]>,
 ) -> Curves {
     match pinned {
         None => {
             let mut b = LruBuckets::<false>::new(n_ids, capacities, &[]);
-            curves(stream, per_token, k, capacities, count_from, &mut b)
+            curves(stream, per_token, k, capacities, count_from, w, &mut b)
         }
         Some(p) => {
             let mut b = LruBuckets::<true>::new(n_ids, capacities, p);
-            curves(stream, per_token, k, capacities, count_from, &mut b)
+            curves(stream, per_token, k, capacities, count_from, w, &mut b)
         }
     }
 }
@@ -275,7 +311,9 @@ impl<const PINNED: bool> Buckets for LruBuckets<'_, PINNED> {
 }
 
 /// The pass: buckets per token and per slot, then misses at each capacity as suffix
-/// sums. Generic over the stack, so each is compiled into its own loop.
+/// sums. Generic over the stack, so each is compiled into its own loop; with
+/// `slot_weights`, a second loop also sums every token's missed weights (the plain loop
+/// stays as it is).
 #[inline(always)]
 pub fn curves<B: Buckets>(
     stream: &[u16],
@@ -283,6 +321,23 @@ pub fn curves<B: Buckets>(
     k: usize,
     capacities: &[usize],
     count_from: usize,
+    slot_weights: Option<&[u64]>,
+    buckets: &mut B,
+) -> Curves {
+    match slot_weights {
+        None => curves_of::<B, false>(stream, per_token, k, capacities, count_from, &[], buckets),
+        Some(w) => curves_of::<B, true>(stream, per_token, k, capacities, count_from, w, buckets),
+    }
+}
+
+#[inline(always)]
+fn curves_of<B: Buckets, const WEIGHTED: bool>(
+    stream: &[u16],
+    per_token: usize,
+    k: usize,
+    capacities: &[usize],
+    count_from: usize,
+    weights: &[u64],
     buckets: &mut B,
 ) -> Curves {
     assert!(
@@ -292,11 +347,23 @@ pub fn curves<B: Buckets>(
     let m = capacities.len();
     let n_tokens = stream.len().checked_div(per_token).unwrap_or(0);
     let n_slots = per_token.checked_div(k).unwrap_or(0);
+    if WEIGHTED {
+        assert_eq!(weights.len(), n_slots, "one weight per slot");
+    }
     let mut misses_per_token = vec![vec![0u32; n_tokens]; m];
+    let mut bytes_per_token = if WEIGHTED {
+        vec![vec![0u64; n_tokens]; m]
+    } else {
+        Vec::new()
+    };
     let mut slot_hist = vec![0u64; n_slots * (m + 1)];
     let mut tok_hist = vec![0u32; m + 1];
+    let mut tok_bytes = vec![0u64; if WEIGHTED { m + 1 } else { 0 }];
     for (t, token) in stream.chunks_exact(per_token.max(1)).enumerate() {
         tok_hist.iter_mut().for_each(|h| *h = 0);
+        if WEIGHTED {
+            tok_bytes.iter_mut().for_each(|h| *h = 0);
+        }
         if t >= count_from {
             for (s, layer) in token.chunks_exact(k).enumerate() {
                 let hist = &mut slot_hist[s * (m + 1)..(s + 1) * (m + 1)];
@@ -304,6 +371,17 @@ pub fn curves<B: Buckets>(
                     let b = buckets.bucket(id);
                     tok_hist[b] += 1;
                     hist[b] += 1;
+                    if WEIGHTED {
+                        tok_bytes[b] += weights[s];
+                    }
+                }
+            }
+        } else if WEIGHTED {
+            for (s, layer) in token.chunks_exact(k).enumerate() {
+                for &id in layer {
+                    let b = buckets.bucket(id);
+                    tok_hist[b] += 1;
+                    tok_bytes[b] += weights[s];
                 }
             }
         } else {
@@ -316,6 +394,13 @@ pub fn curves<B: Buckets>(
         for j in (0..m).rev() {
             above += tok_hist[j + 1];
             misses_per_token[j][t] = above;
+        }
+        if WEIGHTED {
+            let mut above = 0u64;
+            for j in (0..m).rev() {
+                above += tok_bytes[j + 1];
+                bytes_per_token[j][t] = above;
+            }
         }
     }
     let misses_per_slot = (0..m)
@@ -333,6 +418,7 @@ pub fn curves<B: Buckets>(
         capacities: capacities.to_vec(),
         misses_per_token,
         misses_per_slot,
+        bytes_per_token: WEIGHTED.then_some(bytes_per_token),
     }
 }
 
@@ -397,7 +483,7 @@ mod tests {
     fn curves_count_misses_per_token_and_slot() {
         // 2 slots x top-1, ids 0..3 in slot 0 and 4..7 in slot 1.
         let stream: Vec<u16> = vec![0, 4, 1, 5, 0, 4, 2, 6, 1, 5];
-        let c = lru_curves(&stream, 2, 1, 8, &[0, 2, 4, 8], 0, None);
+        let c = lru_curves(&stream, 2, 1, 8, &[0, 2, 4, 8], 0, None, None);
         // capacity 0: everything misses.
         assert_eq!(c.misses_per_token[0], vec![2, 2, 2, 2, 2]);
         // capacity 2: token 3 (0,4) finds 0 at depth 3 -> miss, 4 at depth 3 -> miss.
@@ -406,6 +492,14 @@ mod tests {
         assert_eq!(c.misses_per_token[2], vec![2, 2, 0, 2, 2]);
         assert_eq!(c.misses_per_token[3], vec![2, 2, 0, 2, 0]);
         assert_eq!(c.misses_per_slot[3], vec![3, 3]);
+        assert!(c.bytes_per_token.is_none());
+        // Weighted: slot 0's misses cost 10, slot 1's 1000; the counts do not change.
+        let w = lru_curves(&stream, 2, 1, 8, &[0, 2, 4, 8], 1, None, Some(&[10, 1000]));
+        assert_eq!(w.misses_per_token, c.misses_per_token);
+        let bytes = w.bytes_per_token.unwrap();
+        assert_eq!(bytes[0], vec![1010; 5]);
+        assert_eq!(bytes[2], vec![1010, 1010, 0, 1010, 1010]);
+        assert_eq!(bytes[3], vec![1010, 1010, 0, 1010, 0]);
     }
 
     #[test]
@@ -414,7 +508,7 @@ mod tests {
         let stream: Vec<u16> = vec![0, 4, 1, 4, 0, 5, 1, 4];
         let mut pinned = vec![false; 8];
         pinned[..4].iter_mut().for_each(|p| *p = true);
-        let c = lru_curves(&stream, 2, 1, 8, &[0, 1], 0, Some(&pinned));
+        let c = lru_curves(&stream, 2, 1, 8, &[0, 1], 0, Some(&pinned), None);
         // Pinned: 0 and 1 miss once each (tokens 0 and 1), then hit. Slot 1 at capacity
         // 0: every access misses; at capacity 1: 4 (cold), 4 (hit), 5 (cold), 4 (evicted
         // by 5: miss).
