@@ -2,7 +2,7 @@
 //! banded next-use stack) from one pass over the plan's stream, through the curves of
 //! the policies crate; each equal to a per-budget run at every capacity.
 
-use moe_spill_policies::curves::{self, lru_curves, Curves, OptBands};
+use moe_spill_policies::curves::{self, lru_curves, Curves, OptBands, StepLayout};
 
 use super::{per_layer_capacities, Misses, Partition, ReplayPlan};
 use crate::error::Result;
@@ -17,16 +17,17 @@ pub fn opt_all(plan: &ReplayPlan, capacities: &[usize], warmup: usize) -> Result
     let order = ascending(capacities);
     let caps: Vec<usize> = order.iter().map(|&j| capacities[j]).collect();
     let mut bands = OptBands::new(plan.opt_future()?, &caps);
-    let curves = curves::curves(
-        &plan.stream,
-        plan.per_token,
-        plan.top_k,
-        &caps,
-        warmup,
-        &mut bands,
-    );
+    let curves = curves::curves(&plan.stream, uniform(plan), &caps, warmup, &mut bands);
     scatter(&order, curves, &mut out);
     Ok(out)
+}
+
+/// Every step one token of the plan.
+fn uniform(plan: &ReplayPlan) -> StepLayout<'static> {
+    StepLayout::Uniform {
+        per_step: plan.per_token,
+        k: plan.top_k,
+    }
 }
 
 /// Zeroed counts for `m` runs.
@@ -52,7 +53,7 @@ fn scatter(order: &[usize], curves: Curves, out: &mut [Misses]) {
     for (r, &j) in order.iter().enumerate() {
         out[j]
             .misses_per_token
-            .copy_from_slice(&curves.misses_per_token[r]);
+            .copy_from_slice(&curves.misses_per_step[r]);
         out[j]
             .misses_per_slot
             .copy_from_slice(&curves.misses_per_slot[r]);
@@ -84,8 +85,7 @@ pub fn lru_all(
             let caps: Vec<usize> = order.iter().map(|&j| capacities[j]).collect();
             let curves = lru_curves(
                 &plan.stream,
-                plan.per_token,
-                plan.top_k,
+                uniform(plan),
                 plan.n_ids,
                 &caps,
                 warmup,
@@ -100,11 +100,13 @@ pub fn lru_all(
                     .map(|&j| per_layer_capacities(capacities[j], plan.n_slots())[s])
                     .collect();
                 let sub = plan.slot_stream(s);
-                let curves = lru_curves(
-                    &sub, plan.top_k, plan.top_k, plan.n_ids, &caps, warmup, None,
-                );
+                let layout = StepLayout::Uniform {
+                    per_step: plan.top_k,
+                    k: plan.top_k,
+                };
+                let curves = lru_curves(&sub, layout, plan.n_ids, &caps, warmup, None);
                 for (r, &j) in order.iter().enumerate() {
-                    for (t, &x) in curves.misses_per_token[r].iter().enumerate() {
+                    for (t, &x) in curves.misses_per_step[r].iter().enumerate() {
                         out[j].misses_per_token[t] += x;
                     }
                     out[j].misses_per_slot[s] += curves.misses_per_slot[r][0];
