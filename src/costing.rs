@@ -44,11 +44,19 @@ pub fn make_row(
     layer_numbers: Option<&[u16]>,
     vram_gib: Option<f64>,
 ) -> Row {
-    let counted = &counts.misses_per_token[warmup.min(plan.n_tokens)..];
+    // Per token: a step's misses spread over the tokens it carried (token by token,
+    // the steps' own counts).
+    let counted = plan.misses_per_token(counts, warmup);
     let tokens = counted.len() as u64;
-    let accesses = tokens * plan.per_token as u64;
+    let accesses = if plan.is_batched() {
+        (plan.first_counted_step(warmup)..plan.n_steps)
+            .map(|i| plan.step_range(i).len() as u64)
+            .sum()
+    } else {
+        tokens * plan.per_token as u64
+    };
     let misses: u64 = counted.iter().map(|&m| m as u64).sum();
-    let hist = MissHistogram::new(counted);
+    let hist = MissHistogram::new(&counted);
     let per = |x: u64| {
         if tokens == 0 {
             0.0

@@ -194,8 +194,8 @@ impl Comparison<'_> {
         let mut policy_misses = Vec::new();
         for spec in self.specs {
             let (c, res) = policy_run(self.plan, spec, cap)?;
-            let m: u64 = c.misses_per_token.iter().map(|&x| x as u64).sum();
-            let per = sorted(c.misses_per_token.iter().map(|&x| x as f64).collect());
+            let m: u64 = c.misses_per_step.iter().map(|&x| x as u64).sum();
+            let per = sorted(c.misses_per_step.iter().map(|&x| x as f64).collect());
             let mut r = base(spec.to_string());
             r.misses = m as f64;
             r.misses_per_token = m as f64 / n as f64;
@@ -324,7 +324,7 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
                 cells.extend(
                     at.policy_misses
                         .iter()
-                        .map(|c| c.misses_per_token[t].to_string()),
+                        .map(|c| c.misses_per_step[t].to_string()),
                 );
                 per_token.push(cells);
             }

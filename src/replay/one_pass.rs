@@ -17,24 +17,22 @@ pub fn opt_all(plan: &ReplayPlan, capacities: &[usize], warmup: usize) -> Result
     let order = ascending(capacities);
     let caps: Vec<usize> = order.iter().map(|&j| capacities[j]).collect();
     let mut bands = OptBands::new(plan.opt_future()?, &caps);
-    let curves = curves::curves(&plan.stream, uniform(plan), &caps, warmup, &mut bands);
+    let curves = curves::curves(
+        &plan.stream,
+        plan.layout(),
+        &caps,
+        plan.first_counted_step(warmup),
+        &mut bands,
+    );
     scatter(&order, curves, &mut out);
     Ok(out)
-}
-
-/// Every step one token of the plan.
-fn uniform(plan: &ReplayPlan) -> StepLayout<'static> {
-    StepLayout::Uniform {
-        per_step: plan.per_token,
-        k: plan.top_k,
-    }
 }
 
 /// Zeroed counts for `m` runs.
 fn empty_counts(plan: &ReplayPlan, m: usize) -> Vec<Misses> {
     (0..m)
         .map(|_| Misses {
-            misses_per_token: vec![0; plan.n_tokens],
+            misses_per_step: vec![0; plan.n_steps],
             misses_per_slot: vec![0; plan.n_slots()],
         })
         .collect()
@@ -52,7 +50,7 @@ fn ascending(capacities: &[usize]) -> Vec<usize> {
 fn scatter(order: &[usize], curves: Curves, out: &mut [Misses]) {
     for (r, &j) in order.iter().enumerate() {
         out[j]
-            .misses_per_token
+            .misses_per_step
             .copy_from_slice(&curves.misses_per_step[r]);
         out[j]
             .misses_per_slot
@@ -80,12 +78,13 @@ pub fn lru_all(
         return out;
     }
     let order = ascending(capacities);
+    let warmup = plan.first_counted_step(warmup);
     match partition {
         Partition::Global => {
             let caps: Vec<usize> = order.iter().map(|&j| capacities[j]).collect();
             let curves = lru_curves(
                 &plan.stream,
-                uniform(plan),
+                plan.layout(),
                 plan.n_ids,
                 &caps,
                 warmup,
@@ -99,15 +98,18 @@ pub fn lru_all(
                     .iter()
                     .map(|&j| per_layer_capacities(capacities[j], plan.n_slots())[s])
                     .collect();
-                let sub = plan.slot_stream(s);
-                let layout = StepLayout::Uniform {
-                    per_step: plan.top_k,
-                    k: plan.top_k,
+                let (sub, lens) = plan.slot_stream(s);
+                let layout = match &lens {
+                    None => StepLayout::Uniform {
+                        per_step: plan.top_k,
+                        k: plan.top_k,
+                    },
+                    Some(lens) => StepLayout::Ragged { n_slots: 1, lens },
                 };
                 let curves = lru_curves(&sub, layout, plan.n_ids, &caps, warmup, None);
                 for (r, &j) in order.iter().enumerate() {
                     for (t, &x) in curves.misses_per_step[r].iter().enumerate() {
-                        out[j].misses_per_token[t] += x;
+                        out[j].misses_per_step[t] += x;
                     }
                     out[j].misses_per_slot[s] += curves.misses_per_slot[r][0];
                 }

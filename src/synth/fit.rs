@@ -617,7 +617,7 @@ pub fn lru_curve(trace: &Trace) -> Result<Vec<(usize, f64)>> {
         .map(|pct| {
             let cap = n * pct / 10;
             let c = run_policy(&plan, &spec, cap, Partition::Global, None, 0)?;
-            let misses: u64 = c.misses_per_token.iter().map(|&m| m as u64).sum();
+            let misses: u64 = c.misses_per_step.iter().map(|&m| m as u64).sum();
             Ok((cap, 1.0 - misses as f64 / accesses))
         })
         .collect()
