@@ -83,6 +83,10 @@ pub struct ConvertArgs {
     /// forum-format files single_response_NNN.txt.
     #[arg(short, long, value_name = "PATH")]
     pub output: PathBuf,
+    /// Tag every token as prompt processing: a recording of prompts (the MoE-Beyond
+    /// CSV is one) then replays in ubatches with --phase all.
+    #[arg(long)]
+    pub as_prompt: bool,
 }
 
 #[derive(Args, Debug)]
@@ -585,6 +589,7 @@ impl From<ConvertArgs> for ConvertOptions {
         ConvertOptions {
             input: a.input.into(),
             output: a.output,
+            as_prompt: a.as_prompt,
         }
     }
 }
