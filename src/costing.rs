@@ -6,7 +6,7 @@ use crate::decode::{decode_time, IoSetup};
 use crate::hardware::Hardware;
 use crate::replay::stats::MissHistogram;
 use crate::replay::{Misses, Partition, ReplayPlan};
-use crate::report::rows::Row;
+use crate::report::rows::{BatchColumns, Row};
 use crate::timemodel::{analytic_ssd_bytes_per_token, token_time, Placement, GIB};
 
 /// What prices a run: the model's placement, the machine, and U and D for the
@@ -30,7 +30,7 @@ pub struct Budget {
     pub capacity: usize,
 }
 
-/// Assemble a row from the counts of a run.
+/// Assemble a row from the counts of a run; `batch`: add the batch columns.
 #[allow(clippy::too_many_arguments)]
 pub fn make_row(
     policy: String,
@@ -43,6 +43,7 @@ pub fn make_row(
     econ: Option<&CostInputs>,
     layer_numbers: Option<&[u16]>,
     vram_gib: Option<f64>,
+    batch: bool,
 ) -> Row {
     // Per token: a step's misses spread over the tokens it carried (token by token,
     // the steps' own counts).
@@ -111,7 +112,31 @@ pub fn make_row(
                 .map(|(s, &m)| (ls[plan.first_slot + s], m))
                 .collect()
         }),
+        batch: None,
     };
+    if batch {
+        let st = plan.batch_stats(counts, warmup);
+        let eb = econ.map(|e| e.placement.expert_bytes as f64);
+        // None for a phase without tokens (nothing to divide by).
+        let per_token = |misses: u64, tokens: u64| {
+            eb.filter(|_| tokens > 0)
+                .map(|eb| misses as f64 * eb / tokens as f64)
+        };
+        row.batch = Some(BatchColumns {
+            ubatch: plan.batching.ubatch,
+            parallel: plan.batching.parallel,
+            prompt_ubatches: st.prompt.steps,
+            prompt_tokens: st.prompt.tokens,
+            prompt_accesses: st.prompt.accesses,
+            prompt_misses: st.prompt.misses,
+            prompt_ssd_bytes_per_token: per_token(st.prompt.misses, st.prompt.tokens),
+            decode_steps: st.decode.steps,
+            decode_tokens: st.decode.tokens,
+            decode_accesses: st.decode.accesses,
+            decode_misses: st.decode.misses,
+            decode_ssd_bytes_per_token: per_token(st.decode.misses, st.decode.tokens),
+        });
+    }
     if let Some(e) = econ {
         let eb = e.placement.expert_bytes;
         let ram_gib = budget.ram_gib.unwrap_or_else(|| {
@@ -180,6 +205,7 @@ mod tests {
             None,
             None,
             None,
+            false,
         );
         assert_eq!(row.hits + row.misses, row.accesses);
         assert_eq!(row.accesses, 500 * 6);

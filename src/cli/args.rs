@@ -168,6 +168,14 @@ pub struct SetupArgs {
     /// Add per-layer miss counts.
     #[arg(long)]
     pub per_layer: bool,
+    /// Prompt tokens per ubatch (llama.cpp -ub), with --phase all: the cache sees each
+    /// expert a ubatch routes to once per layer (docs/batches.md) [default: 512]
+    #[arg(long, value_name = "N")]
+    pub ubatch: Option<usize>,
+    /// Responses decoding in lock step (llama-server -np): each step the cache sees
+    /// each expert their tokens route to once per layer [default: 1]
+    #[arg(long, value_name = "P")]
+    pub parallel: Option<usize>,
     #[command(flatten)]
     pub io: IoArgs,
     #[command(flatten)]
@@ -560,6 +568,8 @@ impl From<SetupArgs> for SetupOptions {
             io: (&a.io).into(),
             cpu_moe: a.io.cpu_moe,
             format: a.out.format(),
+            ubatch: a.ubatch,
+            parallel: a.parallel,
         }
     }
 }

@@ -228,6 +228,7 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
         return Err(Error::new("--tokens must be at least 1"));
     }
     let study = ReplaySetup::new(&a.study, None, false)?;
+    study.require_token_by_token("kernel-replay")?;
     let econ = study.cost_inputs(None)?;
     let cut;
     let trace = match a.tokens {
