@@ -74,6 +74,8 @@ pub struct ReplaySetup {
     /// Whether rows carry the batch columns: --ubatch or --parallel given, or prompt
     /// tokens replayed in ubatches.
     pub batch_columns: bool,
+    /// Whether --ubatch was given (else the default applies).
+    ubatch_given: bool,
     /// U and D per chunk (threshold 100%), computed on first use (see `u_d`).
     u_d: std::sync::OnceLock<(f64, f64)>,
 }
@@ -189,8 +191,32 @@ impl ReplaySetup {
             cpu_moe: a.cpu_moe,
             batching,
             batch_columns: batched || a.ubatch.is_some() || a.parallel.is_some(),
+            ubatch_given: a.ubatch.is_some(),
             u_d: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Tell the user where --ubatch changes nothing, or where the default ubatch applies
+    /// (simulate and sweep, once their other checks have passed).
+    pub fn note_batching(&self) {
+        let trace = &self.loaded.trace;
+        let ub = self.batching.ubatch;
+        if self.quiet || ub <= 1 {
+            return;
+        }
+        let has_prompt = trace.prompt.iter().any(|&p| p);
+        match (self.ubatch_given, has_prompt, self.include_prompt) {
+            (true, false, _) => crate::note!(
+                "moe-spill: note: the trace has no prompt-processing tokens (MoE-Beyond CSV files are read as decode tokens; convert --as-prompt tags them): --ubatch {ub} changes nothing"
+            ),
+            (true, true, false) => crate::note!(
+                "moe-spill: note: --ubatch applies to prompt tokens, which --phase decode skips: --ubatch {ub} changes nothing (add --phase all)"
+            ),
+            (false, true, true) => crate::note!(
+                "moe-spill: note: prompt tokens are replayed in ubatches of {ub} (llama.cpp's default; --ubatch 1 replays them token by token)"
+            ),
+            _ => {}
+        }
     }
 
     /// Refuse batches in a command that replays token by token (`what`: its name).
@@ -202,9 +228,24 @@ impl ReplaySetup {
             return Ok(());
         }
         let b = self.batching;
+        let mut why = Vec::new();
+        let ubatches = Batching { parallel: 1, ..b };
+        if !ubatches.is_token_by_token(&self.loaded.trace, self.include_prompt) {
+            why.push(if self.ubatch_given {
+                format!("--ubatch {}", b.ubatch)
+            } else {
+                format!(
+                    "prompt tokens in ubatches of {}, the default with --phase all",
+                    b.ubatch
+                )
+            });
+        }
+        if b.parallel > 1 {
+            why.push(format!("--parallel {}", b.parallel));
+        }
         Err(Error::new(format!(
-            "{what} replays token by token; --ubatch {} --parallel {} batches this replay (use --ubatch 1 --parallel 1, or simulate and sweep)",
-            b.ubatch, b.parallel
+            "{what} replays token by token, but this replay has steps of several tokens ({}): pass --ubatch 1 --parallel 1, or use simulate or sweep",
+            why.join(", ")
         )))
     }
 
@@ -389,8 +430,7 @@ impl ReplaySetup {
     }
 }
 
-/// The batches of the options, checked against the trace, with notes where they change
-/// nothing or apply by default.
+/// The batches of the options, checked against the trace.
 fn check_batching(
     a: &SetupOptions,
     trace: &crate::trace::Trace,
@@ -414,23 +454,6 @@ fn check_batching(
             "--parallel {}: the trace has {responses} response(s) to replay, so at most {responses} can decode in parallel",
             b.parallel
         )));
-    }
-    let has_prompt = trace.prompt.iter().any(|&p| p);
-    if !a.input.quiet && b.ubatch > 1 {
-        match (a.ubatch.is_some(), has_prompt, include_prompt) {
-            (true, false, _) => crate::note!(
-                "moe-spill: note: the trace has no prompt-processing tokens (MoE-Beyond CSV files are read as decode tokens; convert --as-prompt tags them): --ubatch {} changes nothing",
-                b.ubatch
-            ),
-            (true, true, false) => crate::note!(
-                "moe-spill: note: --ubatch applies to prompt tokens, which --phase decode skips: --ubatch {} changes nothing (add --phase all)",
-                b.ubatch
-            ),
-            (false, true, true) => crate::note!(
-                "moe-spill: note: prompt tokens are replayed in ubatches of {DEFAULT_UBATCH} (llama.cpp's default; --ubatch 1 replays them token by token)"
-            ),
-            _ => {}
-        }
     }
     Ok(b)
 }

@@ -500,7 +500,7 @@ fn bad_batches() {
             "--parallel",
             "2",
         ],
-        "kernel-replay replays token by token",
+        "kernel-replay replays token by token, but this replay has steps of several tokens (--parallel 2)",
     );
     fails(
         &[
@@ -512,7 +512,19 @@ fn bad_batches() {
             "2",
             "--kernel",
         ],
-        "sweep --kernel replays token by token",
+        "sweep --kernel replays token by token, but this replay has steps of several tokens (--parallel 2)",
+    );
+    // --phase all on prompt tokens batches by default: one line, no note before it.
+    fails(
+        &[
+            "kernel-replay",
+            s,
+            "--phase",
+            "all",
+            "--cache-experts",
+            "10",
+        ],
+        "(prompt tokens in ubatches of 512, the default with --phase all)",
     );
     // Where --ubatch changes nothing, a note says why (and the run goes on).
     let note = |args: &[&str], want: &str| {
