@@ -272,6 +272,94 @@ pub fn u_d(trace: &Trace, chunk_tokens: usize, include_prompt: bool) -> (f64, f6
     (avg(sum_u, chunks), avg(sum_d, pairs))
 }
 
+/// The ubatch sizes of a union-growth curve: 1, 2, 4, ..., 512 (llama.cpp's default
+/// ubatch).
+pub const UBATCH_SIZES: [usize; 10] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
+
+/// Token runs a union curve cuts into ubatches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runs {
+    /// The runs of prompt tokens of each response (what a replay cuts into ubatches).
+    Prompt,
+    /// Each response's tokens whatever their tags (a recording of prompts read as
+    /// decode tokens, such as the MoE-Beyond CSV).
+    Responses,
+}
+
+/// One point of a union curve.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct UnionPoint {
+    /// Ubatch size N.
+    pub ubatch: usize,
+    /// Full ubatches of N tokens measured.
+    pub ubatches: usize,
+    /// Mean distinct experts per MoE layer in a ubatch (top-k at N = 1, at most the
+    /// experts per layer).
+    pub union_per_layer: f64,
+}
+
+/// How a prompt's union of experts per layer per ubatch grows with the ubatch size:
+/// every run (see `Runs`) is cut into ubatches of N consecutive tokens from its start,
+/// the last one left out when shorter than N, and the distinct experts of each MoE layer
+/// are counted in every ubatch and averaged over ubatches and layers.
+/// scripts/union_curve.py computes the same from a trace file.
+pub fn union_curve(trace: &Trace, runs: Runs, sizes: &[usize]) -> Vec<UnionPoint> {
+    let g = &trace.geometry;
+    let (a, n_layers) = (g.accesses_per_token(), g.n_layers());
+    let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
+    for r in 0..trace.n_responses() {
+        let rg = trace.response(r);
+        match runs {
+            Runs::Responses => spans.push(rg),
+            Runs::Prompt => {
+                let mut t = rg.start;
+                while t < rg.end {
+                    if !trace.prompt[t] {
+                        t += 1;
+                        continue;
+                    }
+                    let end = (t..rg.end).find(|&u| !trace.prompt[u]).unwrap_or(rg.end);
+                    spans.push(t..end);
+                    t = end;
+                }
+            }
+        }
+    }
+    // seen[id] == mark: counted in the current ubatch already.
+    let mut seen = vec![0u32; g.n_ids()];
+    let mut mark = 0u32;
+    sizes
+        .iter()
+        .map(|&n| {
+            assert!(n > 0, "ubatch size 0");
+            let (mut ubatches, mut distinct) = (0usize, 0u64);
+            for span in &spans {
+                let mut t = span.start;
+                while t + n <= span.end {
+                    // Ids are dense over the layers: distinct ids = the layers' unions.
+                    mark += 1;
+                    for id in &trace.ids[t * a..(t + n) * a] {
+                        let s = &mut seen[*id as usize];
+                        distinct += (*s != mark) as u64;
+                        *s = mark;
+                    }
+                    ubatches += 1;
+                    t += n;
+                }
+            }
+            UnionPoint {
+                ubatch: n,
+                ubatches,
+                union_per_layer: if ubatches == 0 {
+                    0.0
+                } else {
+                    distinct as f64 / (ubatches * n_layers) as f64
+                },
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,5 +447,22 @@ mod tests {
         assert!((l.entropy_bits - 2.0).abs() < 1e-12);
         assert_eq!(l.top10_share, 0.25);
         assert_eq!(l.avg_active, 4.0);
+    }
+
+    #[test]
+    fn union_curve_by_hand() {
+        // One layer, top-1. Response 1: 3 1 1 3 2 (5 tokens); response 2: 0 0 (2).
+        let mut t = trace_of(&[&[3, 1, 1, 3, 2], &[0, 0]], 4);
+        // Whole responses: N = 2 cuts [3 1] [1 3] | [0 0]: unions 2, 2, 1; N = 4 takes
+        // [3 1 1 3] alone (2); N = 8 finds no full ubatch.
+        let c = union_curve(&t, Runs::Responses, &[1, 2, 4, 8]);
+        let got: Vec<(usize, f64)> = c.iter().map(|p| (p.ubatches, p.union_per_layer)).collect();
+        assert_eq!(got, vec![(7, 1.0), (3, 5.0 / 3.0), (1, 2.0), (0, 0.0)]);
+        // Prompt runs: tokens 1..4 of response 1 ([1 1 3]) and all of response 2.
+        t.prompt = vec![false, true, true, true, false, true, true];
+        let c = union_curve(&t, Runs::Prompt, &[2, 3]);
+        // N = 2: [1 1] | [0 0]: unions 1, 1; N = 3: [1 1 3]: 2.
+        assert_eq!((c[0].ubatches, c[0].union_per_layer), (2, 1.0));
+        assert_eq!((c[1].ubatches, c[1].union_per_layer), (1, 2.0));
     }
 }

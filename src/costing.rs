@@ -5,8 +5,8 @@
 use crate::decode::{decode_time, IoSetup};
 use crate::hardware::Hardware;
 use crate::replay::stats::{percentile, MissHistogram};
-use crate::replay::{Misses, Partition, ReplayPlan};
-use crate::report::rows::Row;
+use crate::replay::{Misses, Partition, PhaseTotals, ReplayPlan};
+use crate::report::rows::{BatchColumns, Row};
 use crate::timemodel::{analytic_ssd_bytes_per_token, token_time, Placement, GIB};
 
 /// What prices a run: the model's placement, the machine, and U and D for the
@@ -30,7 +30,7 @@ pub struct Budget {
     pub capacity: usize,
 }
 
-/// Assemble a row from the counts of a run.
+/// Assemble a row from the counts of a run; `batch`: add the batch columns.
 #[allow(clippy::too_many_arguments)]
 pub fn make_row(
     policy: String,
@@ -43,12 +43,21 @@ pub fn make_row(
     econ: Option<&CostInputs>,
     layer_numbers: Option<&[u16]>,
     vram_gib: Option<f64>,
+    batch: bool,
 ) -> Row {
-    let counted = &counts.misses_per_token[warmup.min(plan.n_tokens)..];
+    // Per token: a step's misses spread over the tokens it carried (token by token,
+    // the steps' own counts).
+    let counted = plan.misses_per_token(counts, warmup);
     let tokens = counted.len() as u64;
-    let accesses = tokens * plan.per_token as u64;
+    let accesses = if plan.is_batched() {
+        (plan.first_counted_step(warmup)..plan.n_steps)
+            .map(|i| plan.step_range(i).len() as u64)
+            .sum()
+    } else {
+        tokens * plan.per_token as u64
+    };
     let misses: u64 = counted.iter().map(|&m| m as u64).sum();
-    let hist = MissHistogram::new(counted);
+    let hist = MissHistogram::new(&counted);
     let per = |x: u64| {
         if tokens == 0 {
             0.0
@@ -103,7 +112,32 @@ pub fn make_row(
                 .map(|(s, &m)| (ls[plan.first_slot + s], m))
                 .collect()
         }),
+        batch: None,
     };
+    if batch {
+        let st = plan.batch_stats(counts, warmup);
+        let eb = econ.map(|e| e.placement.expert_bytes as f64);
+        // None for a phase without tokens (nothing to divide by).
+        // Layers of different sizes: the phase's own bytes, every miss at its layer's.
+        let per_token = |ph: &PhaseTotals| {
+            eb.filter(|_| ph.tokens > 0)
+                .map(|eb| ph.bytes.map_or(ph.misses as f64 * eb, |b| b as f64) / ph.tokens as f64)
+        };
+        row.batch = Some(BatchColumns {
+            ubatch: plan.batching.ubatch,
+            parallel: plan.batching.parallel,
+            prompt_ubatches: st.prompt.steps,
+            prompt_tokens: st.prompt.tokens,
+            prompt_accesses: st.prompt.accesses,
+            prompt_misses: st.prompt.misses,
+            prompt_ssd_bytes_per_token: per_token(&st.prompt),
+            decode_steps: st.decode.steps,
+            decode_tokens: st.decode.tokens,
+            decode_accesses: st.decode.accesses,
+            decode_misses: st.decode.misses,
+            decode_ssd_bytes_per_token: per_token(&st.decode),
+        });
+    }
     if let Some(e) = econ {
         let eb = e.placement.expert_bytes;
         let ram_gib = budget.ram_gib.unwrap_or_else(|| {
@@ -112,10 +146,11 @@ pub fn make_row(
         });
         row.ram_gib = Some(ram_gib);
         row.ram_bytes = Some((ram_gib * GIB).round() as u64);
-        let mean = match &counts.bytes_per_token {
-            // Layers of different sizes: every miss at its own layer's bytes.
+        let mean = match plan.bytes_per_token(counts, warmup) {
+            // Layers of different sizes: every miss at its own layer's bytes (a step's
+            // spread over its tokens, as its misses are).
             Some(bytes) => {
-                let mut b = bytes[warmup.min(plan.n_tokens)..].to_vec();
+                let mut b = bytes.into_owned();
                 let total: u64 = b.iter().sum();
                 b.sort_unstable();
                 row.ssd_bytes = Some(total);
@@ -187,6 +222,7 @@ mod tests {
             None,
             None,
             None,
+            false,
         );
         assert_eq!(row.hits + row.misses, row.accesses);
         assert_eq!(row.accesses, 500 * 6);

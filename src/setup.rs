@@ -1,7 +1,7 @@
 //! What `simulate`, `sweep` and `kernel-replay` share: a [`ReplaySetup`], made from
-//! [`SetupOptions`] (trace, model, quant, machine, phase, partition, warmup) checked and
-//! loaded, with what every run of it needs (placement, plan, labels, rows, the context
-//! line of a table).
+//! [`SetupOptions`] (trace, model, quant, machine, phase, batches, partition, warmup)
+//! checked and loaded, with what every run of it needs (placement, plan, labels, rows,
+//! the context line of a table).
 
 use std::path::PathBuf;
 
@@ -16,7 +16,8 @@ use crate::input::{trace_label, Loaded, TraceSource};
 use crate::io_engine::EngineChoice;
 use crate::model::Model;
 use crate::quant::{quant_type, QuantType};
-use crate::replay::{run_many, Misses, Partition, ReplayPlan};
+use crate::replay::batch::{replayed_responses, schedule};
+use crate::replay::{run_many, Batching, Misses, Partition, ReplayPlan, DEFAULT_UBATCH};
 use crate::report::rows::Row;
 use crate::report::OutputFormat;
 use crate::timemodel::Placement;
@@ -45,6 +46,10 @@ pub struct SetupOptions {
     pub cpu_moe: bool,
     /// None: a table on a terminal, CSV otherwise.
     pub format: Option<OutputFormat>,
+    /// Prompt tokens per ubatch (None: llama.cpp's 512).
+    pub ubatch: Option<usize>,
+    /// Responses decoded in lock step (None: 1).
+    pub parallel: Option<usize>,
 }
 
 /// The trace loaded, the model deployed on the machine, and the checked options every
@@ -66,6 +71,13 @@ pub struct ReplaySetup {
     pub io: Option<EngineChoice>,
     /// Every MoE layer's experts on the CPU.
     pub cpu_moe: bool,
+    /// How tokens are grouped into steps (docs/batches.md).
+    pub batching: Batching,
+    /// Whether rows carry the batch columns: --ubatch or --parallel given, or prompt
+    /// tokens replayed in ubatches.
+    pub batch_columns: bool,
+    /// Whether --ubatch was given (else the default applies).
+    ubatch_given: bool,
     /// U and D per chunk (threshold 100%), computed on first use (see `u_d`).
     u_d: std::sync::OnceLock<(f64, f64)>,
 }
@@ -164,6 +176,23 @@ impl ReplaySetup {
                 a.warmup_tokens
             )));
         }
+        let batching = check_batching(a, &loaded.trace, include_prompt)?;
+        let batched = !batching.is_token_by_token(&loaded.trace, include_prompt);
+        if batched && a.warmup_tokens > 0 {
+            // Warmup leaves out whole steps: some step must start at or after it.
+            let mut start = 0usize;
+            let mut counted = false;
+            schedule(&loaded.trace, include_prompt, batching, |_, tokens| {
+                counted |= start >= a.warmup_tokens;
+                start += tokens.len();
+            });
+            if !counted {
+                return Err(Error::new(format!(
+                    "--warmup-tokens {} leaves no step to count (every step of the {n_replayed} tokens starts before it)",
+                    a.warmup_tokens
+                )));
+            }
+        }
         Ok(ReplaySetup {
             loaded,
             include_prompt,
@@ -176,8 +205,64 @@ impl ReplaySetup {
             pin_profile,
             io: a.io,
             cpu_moe: a.cpu_moe,
+            batching,
+            batch_columns: batched || a.ubatch.is_some() || a.parallel.is_some(),
+            ubatch_given: a.ubatch.is_some(),
             u_d: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Tell the user where --ubatch changes nothing, or where the default ubatch applies
+    /// (simulate and sweep, once their other checks have passed).
+    pub fn note_batching(&self) {
+        let trace = &self.loaded.trace;
+        let ub = self.batching.ubatch;
+        if self.quiet || ub <= 1 {
+            return;
+        }
+        let has_prompt = trace.prompt.iter().any(|&p| p);
+        match (self.ubatch_given, has_prompt, self.include_prompt) {
+            (true, false, _) => crate::note!(
+                "moe-spill: note: the trace has no prompt-processing tokens (MoE-Beyond CSV files are read as decode tokens; convert --as-prompt tags them): --ubatch {ub} changes nothing"
+            ),
+            (true, true, false) => crate::note!(
+                "moe-spill: note: --ubatch applies to prompt tokens, which --phase decode skips: --ubatch {ub} changes nothing (add --phase all)"
+            ),
+            (false, true, true) => crate::note!(
+                "moe-spill: note: prompt tokens are replayed in ubatches of {ub} (llama.cpp's default; --ubatch 1 replays them token by token)"
+            ),
+            _ => {}
+        }
+    }
+
+    /// Refuse batches in a command that replays token by token (`what`: its name).
+    pub fn require_token_by_token(&self, what: &str) -> Result<()> {
+        if self
+            .batching
+            .is_token_by_token(&self.loaded.trace, self.include_prompt)
+        {
+            return Ok(());
+        }
+        let b = self.batching;
+        let mut why = Vec::new();
+        let ubatches = Batching { parallel: 1, ..b };
+        if !ubatches.is_token_by_token(&self.loaded.trace, self.include_prompt) {
+            why.push(if self.ubatch_given {
+                format!("--ubatch {}", b.ubatch)
+            } else {
+                format!(
+                    "prompt tokens in ubatches of {}, the default with --phase all",
+                    b.ubatch
+                )
+            });
+        }
+        if b.parallel > 1 {
+            why.push(format!("--parallel {}", b.parallel));
+        }
+        Err(Error::new(format!(
+            "{what} replays token by token, but this replay has steps of several tokens ({}): pass --ubatch 1 --parallel 1, or use simulate or sweep",
+            why.join(", ")
+        )))
     }
 
     /// Placement and economics with `vram_gib` per GPU (None: the profile's).
@@ -259,7 +344,12 @@ impl ReplaySetup {
 
     pub fn plan(&self, placement: Option<&Placement>) -> ReplayPlan<'_> {
         let gpu_layers = placement.map_or(0, |p| p.gpu_layers);
-        let mut plan = ReplayPlan::new(&self.loaded.trace, self.include_prompt, gpu_layers);
+        let mut plan = ReplayPlan::batched(
+            &self.loaded.trace,
+            self.include_prompt,
+            gpu_layers,
+            self.batching,
+        );
         plan.per_slot = self.per_layer;
         plan.expert_bytes = placement.map(|p| p.expert_bytes);
         if let Some(p) = placement.filter(|p| !p.uniform()) {
@@ -350,6 +440,7 @@ impl ReplaySetup {
             econ,
             layers,
             vram,
+            self.batch_columns,
         );
         row.trace = self.trace_label.clone();
         if let Some(m) = &self.deployment {
@@ -358,6 +449,34 @@ impl ReplaySetup {
         }
         row
     }
+}
+
+/// The batches of the options, checked against the trace.
+fn check_batching(
+    a: &SetupOptions,
+    trace: &crate::trace::Trace,
+    include_prompt: bool,
+) -> Result<Batching> {
+    let b = Batching {
+        ubatch: a.ubatch.unwrap_or(DEFAULT_UBATCH),
+        parallel: a.parallel.unwrap_or(1),
+    };
+    if b.ubatch == 0 {
+        return Err(Error::new("--ubatch 0: a ubatch holds at least one token"));
+    }
+    if b.parallel == 0 {
+        return Err(Error::new(
+            "--parallel 0: at least one response decodes at a time",
+        ));
+    }
+    let responses = replayed_responses(trace, include_prompt);
+    if b.parallel > responses {
+        return Err(Error::new(format!(
+            "--parallel {}: the trace has {responses} response(s) to replay, so at most {responses} can decode in parallel",
+            b.parallel
+        )));
+    }
+    Ok(b)
 }
 
 /// A note for people on what the numbers rest on.
@@ -369,6 +488,12 @@ pub fn context_line(study: &ReplaySetup, econ: Option<&CostInputs>) -> String {
         tr.n_replayed(study.include_prompt),
         tr.geometry.describe()
     );
+    if study.batch_columns {
+        s.push_str(&format!(
+            "ubatch {}, parallel {}; ",
+            study.batching.ubatch, study.batching.parallel
+        ));
+    }
     match (&study.deployment, econ) {
         (Some(m), Some(e)) => s.push_str(&format!(
             "model {} at {} ({} B per expert{}), non-expert {}; machine {}: {}; {} of {} MoE layers in VRAM; U = {:.1}, D = {:.1} per {CHUNK_TOKENS}-token chunk",

@@ -459,9 +459,9 @@ proptest! {
         for cap in [capacity.max(least), n_ids.max(least)] {
             let counts = run_policy(&plan, &spec, cap, Partition::Global, None, 0)
                 .map_err(|e| TestCaseError::fail(e.0))?;
-            prop_assert_eq!(counts.misses_per_token.len(), plan.n_tokens);
-            let misses: u64 = counts.misses_per_token.iter().map(|&m| m as u64).sum();
-            prop_assert!(counts.misses_per_token.iter().all(|&m| m as usize <= plan.per_token));
+            prop_assert_eq!(counts.misses_per_step.len(), plan.n_steps);
+            let misses: u64 = counts.misses_per_step.iter().map(|&m| m as u64).sum();
+            prop_assert!(counts.misses_per_step.iter().all(|&m| m as usize <= plan.per_token));
             prop_assert_eq!(counts.misses_per_slot.iter().sum::<u64>(), misses);
             let accesses = (plan.n_tokens * plan.per_token) as u64;
             let hits = accesses - misses;

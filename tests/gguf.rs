@@ -715,3 +715,109 @@ fn file_type_quants_give_layers_their_own_sizes() {
         .unwrap();
     assert_eq!(glm["quant"], "Q4_K_M");
 }
+
+/// `--gguf` with batches (docs/batches.md): a ubatch's missed bytes are its misses, each
+/// at its own layer's expert bytes, whichever engine answers (one run per capacity, one
+/// pass for a sweep, the capacity-0 and cold-only shortcuts, per-layer caches); the
+/// per-token figures spread a ubatch's bytes over its tokens.
+#[test]
+fn ssd_bytes_with_ubatches_charge_each_miss_its_layers_bytes() {
+    let g = file("mixed.gguf");
+    let d = tempfile::tempdir().unwrap();
+    let prompts = d.path().join("p.mst");
+    let p = prompts.to_str().unwrap();
+    ok(&["convert", "trace.txt", "--as-prompt", "-q", "-o", p]);
+    let by_layer = |r: &Value| -> u64 {
+        r["per_layer_misses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[1].as_u64().unwrap() * MIXED_BYTES[p[0].as_u64().unwrap() as usize - 1])
+            .sum()
+    };
+    let sim = |policy: &str, cap: &str, partition: &str| -> Value {
+        let rows = json(&[
+            "simulate",
+            p,
+            "--gguf",
+            &g,
+            "--phase",
+            "all",
+            "--ubatch",
+            "8",
+            "--policy",
+            policy,
+            "--cache-experts",
+            cap,
+            "--partition",
+            partition,
+            "--per-layer",
+            "--format",
+            "json",
+            "-q",
+        ]);
+        rows[0].clone()
+    };
+    for partition in ["global", "per-layer"] {
+        // A sweep answers LRU from one (weighted) stack pass; simulate runs each capacity.
+        let rows = json(&[
+            "sweep",
+            p,
+            "--gguf",
+            &g,
+            "--phase",
+            "all",
+            "--ubatch",
+            "8",
+            "--policies",
+            "lru",
+            "--cache-experts",
+            "0..30",
+            "--step",
+            "3",
+            "--partition",
+            partition,
+            "--per-layer",
+            "--format",
+            "json",
+            "-q",
+        ]);
+        let rows = rows.as_array().unwrap();
+        assert_eq!(rows.len(), 11);
+        for r in rows {
+            let cap = r["cache_experts"].as_u64().unwrap();
+            if partition == "per-layer" && (1..3).contains(&cap) {
+                continue;
+            }
+            let s = sim("lru", &cap.to_string(), partition);
+            assert_eq!(r["ssd_bytes"], by_layer(r), "{partition} cap {cap}");
+            assert_eq!(s["ssd_bytes"], by_layer(&s), "{partition} cap {cap}");
+            for col in [
+                "misses",
+                "ssd_bytes",
+                "ssd_bytes_per_token_p50",
+                "ssd_bytes_per_token_p99",
+                "ssd_bytes_per_token_max",
+            ] {
+                assert_eq!(r[col], s[col], "{partition} cap {cap} {col}");
+            }
+            let tokens = r["tokens"].as_f64().unwrap();
+            let total = r["ssd_bytes"].as_f64().unwrap();
+            let mean = r["ssd_bytes_per_token"].as_f64().unwrap();
+            assert!((mean - total / tokens).abs() < 1e-6, "{mean}");
+            let prompt = r["batch"]["prompt_ssd_bytes_per_token"].as_f64().unwrap();
+            assert!((prompt - total / tokens).abs() < 1e-6, "{prompt}");
+            // Batched: fewer misses than the accesses of the tokens one by one.
+            assert!(r["batch"]["prompt_ubatches"].as_u64().unwrap() < 600);
+        }
+    }
+    // Capacity 0 misses every access of every ubatch.
+    let r = sim("lru", "0", "global");
+    assert_eq!(r["misses"], r["accesses"]);
+    assert_eq!(r["ssd_bytes"], by_layer(&r));
+    // Every policy's bytes add up from its per-layer misses.
+    for policy in ["clock", "opt", "arc", "linux", "pinned:1"] {
+        let r = sim(policy, "12", "global");
+        assert_eq!(r["ssd_bytes"], by_layer(&r), "{policy}");
+    }
+}

@@ -161,7 +161,7 @@ fn within(kernel: f64, range: (f64, f64), rel: f64) -> bool {
 fn policy_misses(plan: &ReplayPlan, policy: &str, capacity: usize) -> u64 {
     let spec = PolicySpec::parse(policy).unwrap();
     let counts = run_policy(plan, &spec, capacity, Partition::Global, None, 0).unwrap();
-    counts.misses_per_token.iter().map(|&m| m as u64).sum()
+    counts.misses_per_step.iter().map(|&m| m as u64).sum()
 }
 
 /// The capacities within charge_slack() of CAPACITY.

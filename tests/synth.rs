@@ -1,10 +1,11 @@
 //! The synthetic trace generator: calibration (measured by analyze), determinism,
-//! geometry, --fit on a small recording, the committed sample, and (ignored, needs
-//! ../shared) the DeepSeek-V2-Lite comparison of docs/synthetic.md.
+//! geometry, --fit on a small recording, the committed sample, prompts against the
+//! recorded DeepSeek-V2-Lite prompts (read from ../shared), and (ignored) the
+//! DeepSeek-V2-Lite comparison of docs/synthetic.md.
 
 use std::path::{Path, PathBuf};
 
-use moe_spill::analyze::analyze;
+use moe_spill::analyze::{analyze, union_curve, Runs, UBATCH_SIZES};
 use moe_spill::commands::synth::{run as synth_run, SynthOptions};
 use moe_spill::input::TraceSource;
 use moe_spill::model::{Model, MODELS};
@@ -288,4 +289,47 @@ fn deepseek_v2_lite_comparison() {
     let (text, gap) = fit::compare(&rec, &syn, f.chunk).unwrap();
     println!("{text}");
     assert!(gap < 0.03, "largest LRU hit-rate gap {gap}");
+}
+
+/// Synthetic prompts follow the recorded prompts' union of experts per layer per
+/// ubatch within 3% at every N = 1..512: the DeepSeek-V2-Lite preset (whose parameters
+/// are the fit's, checked here) and a fresh `--fit`, with prompts of 512 tokens.
+#[test]
+fn prompts_follow_the_recorded_union_growth() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/traces/deepseek-v2-lite/csv");
+    assert!(path.is_dir(), "{} is missing", path.display());
+    let rec = read(&path, None);
+    // The recording is prefill read as decode tokens: its responses are the prompts.
+    let real = union_curve(&rec, Runs::Responses, &UBATCH_SIZES);
+    let f = fit::fit(
+        &rec,
+        &synth::fit_base(rec.geometry.n_layers()),
+        synth::CALIBRATION_SEED,
+    )
+    .unwrap();
+    let m = Model::by_name("deepseek-v2-lite").unwrap();
+    let preset = preset_params(m);
+    // The preset's constants are the fit, rounded.
+    for (a, b) in preset.skew.iter().zip(&f.params.skew) {
+        assert!((a - b).abs() < 1e-4, "skew {a} vs fitted {b}");
+    }
+    assert!((preset.affinity - f.params.affinity).abs() < 1e-3);
+    assert!((preset.dead - f.params.dead).abs() < 1e-4);
+    assert!((preset.drift - f.params.drift).abs() < 1e-5);
+    assert_eq!(preset.opening, f.params.opening);
+    let shape = Shape::uniform(100, 16, 512);
+    for (what, p) in [("preset", &preset), ("--fit", &f.params)] {
+        let syn = generate(&m.geometry(), p, &shape, 1);
+        let curve = union_curve(&syn, Runs::Prompt, &UBATCH_SIZES);
+        for (r, s) in real.iter().zip(&curve) {
+            assert!(r.ubatches >= 70 && s.ubatches >= 100, "{r:?} {s:?}");
+            assert!(
+                within(s.union_per_layer, r.union_per_layer, 0.03),
+                "{what}: N = {}: synthetic {:.2} vs recorded {:.2}",
+                r.ubatch,
+                s.union_per_layer,
+                r.union_per_layer
+            );
+        }
+    }
 }

@@ -92,6 +92,10 @@ pub struct ConvertArgs {
     /// forum-format files single_response_NNN.txt.
     #[arg(short, long, value_name = "PATH")]
     pub output: PathBuf,
+    /// Tag every token as prompt processing: a recording of prompts (the MoE-Beyond
+    /// CSV is one) then replays in ubatches with --phase all.
+    #[arg(long)]
+    pub as_prompt: bool,
 }
 
 #[derive(Args, Debug)]
@@ -183,6 +187,14 @@ pub struct SetupArgs {
     /// Add per-layer miss counts.
     #[arg(long)]
     pub per_layer: bool,
+    /// Prompt tokens per ubatch (llama.cpp -ub), with --phase all: the cache sees each
+    /// expert a ubatch routes to once per layer (docs/batches.md) [default: 512]
+    #[arg(long, value_name = "N")]
+    pub ubatch: Option<usize>,
+    /// Responses decoding in lock step (llama-server -np): each step the cache sees
+    /// each expert their tokens route to once per layer [default: 1]
+    #[arg(long, value_name = "P")]
+    pub parallel: Option<usize>,
     #[command(flatten)]
     pub io: IoArgs,
     #[command(flatten)]
@@ -594,6 +606,8 @@ impl From<SetupArgs> for SetupOptions {
             io: (&a.io).into(),
             cpu_moe: a.io.cpu_moe,
             format: a.out.format(),
+            ubatch: a.ubatch,
+            parallel: a.parallel,
         }
     }
 }
@@ -624,6 +638,7 @@ impl From<ConvertArgs> for ConvertOptions {
         ConvertOptions {
             input: a.input.into(),
             output: a.output,
+            as_prompt: a.as_prompt,
         }
     }
 }

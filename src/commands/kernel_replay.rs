@@ -246,8 +246,8 @@ impl Comparison<'_> {
         let mut policy_misses = Vec::new();
         for spec in self.specs {
             let (c, res) = policy_run(self.plan, spec, cap)?;
-            let m: u64 = c.misses_per_token.iter().map(|&x| x as u64).sum();
-            let per = sorted(c.misses_per_token.iter().map(|&x| x as f64).collect());
+            let m: u64 = c.misses_per_step.iter().map(|&x| x as u64).sum();
+            let per = sorted(c.misses_per_step.iter().map(|&x| x as f64).collect());
             let mut r = base(spec.to_string());
             r.misses = m as f64;
             r.misses_per_token = m as f64 / n as f64;
@@ -280,6 +280,7 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
         return Err(Error::new("--tokens must be at least 1"));
     }
     let study = ReplaySetup::new(&a.study, None, false)?;
+    study.require_token_by_token("kernel-replay")?;
     let econ = study.cost_inputs(None)?;
     let cut;
     let trace = match a.tokens {
@@ -391,7 +392,7 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
                 cells.extend(
                     at.policy_misses
                         .iter()
-                        .map(|c| c.misses_per_token[t].to_string()),
+                        .map(|c| c.misses_per_step[t].to_string()),
                 );
                 per_token.push(cells);
             }

@@ -52,6 +52,7 @@ pub fn run(a: SimulateOptions) -> Result<()> {
     let plan = study.plan(placement);
     study.min_capacity(&plan, &spec)?;
     study.note_placement(placement, None);
+    study.note_batching();
     // The trace statistics the rows need (U and D, cold misses) are independent of the
     // replay: the second core computes them meanwhile.
     let profile = study.profile();

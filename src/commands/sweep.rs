@@ -423,6 +423,7 @@ pub fn run(a: SweepOptions) -> Result<()> {
     for (s, v) in setups.iter().zip(&vrams) {
         study.note_placement(s.as_ref().map(|s| &s.0), *v);
     }
+    study.note_batching();
     let threads = a
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))

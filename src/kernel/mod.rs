@@ -200,9 +200,9 @@ impl KernelRun {
             })
             .collect();
         Misses {
-            misses_per_token,
+            misses_per_step: misses_per_token,
             misses_per_slot: vec![0; n_slots],
-            bytes_per_token: None,
+            bytes_per_step: None,
         }
     }
 
@@ -749,7 +749,7 @@ mod tests {
             seconds: 0.0,
         };
         let c = k.counts(2);
-        assert_eq!(c.misses_per_token, vec![0, 1, 0, 1, 3]);
-        assert_eq!(c.misses_per_token.iter().sum::<u32>(), 5);
+        assert_eq!(c.misses_per_step, vec![0, 1, 0, 1, 3]);
+        assert_eq!(c.misses_per_step.iter().sum::<u32>(), 5);
     }
 }

@@ -52,6 +52,7 @@ impl KernelSweep {
         if !a.kernel {
             return Ok(None);
         }
+        study.require_token_by_token("sweep --kernel")?;
         if study.partition != Partition::Global {
             return Err(Error::new(
                 "--kernel: the page cache is one global cache (--partition global)",

@@ -1,15 +1,19 @@
 //! The replay: a trace's accesses, in order, through a policy sized to a budget, and
 //! the misses of each run.
 //!
-//! Order: token by token; within a token, layers in recorded order; within a layer, the
-//! experts in router order. Responses follow one another through the same cache, which
-//! starts empty once. Prompt tokens are skipped unless `--phase all`. Layers held in
-//! VRAM (the first `gpu_layers` MoE layers) never reach the cache.
+//! Order: step by step; within a step, layers in recorded order; within a layer, the
+//! experts in router order. A step is one token, or with batches (`batch`) a prompt
+//! ubatch or a decode step of several responses, whose tokens' experts the cache sees
+//! once per layer. Responses follow one another (or share the decode steps) through the
+//! same cache, which starts empty once. Prompt tokens are skipped unless `--phase all`.
+//! Layers held in VRAM (the first `gpu_layers` MoE layers) never reach the cache.
 //!
 //! `plan` holds what to replay; [`run_many`] picks a [`Strategy`] per policy: one pass
 //! for every capacity (`one_pass`: LRU, global OPT) or one run per capacity
-//! (`per_budget`); `stats` holds the percentiles of the per-token misses.
+//! (`per_budget`); `stats` holds the percentiles of the per-token misses and the
+//! prompt and decode totals.
 
+pub mod batch;
 mod one_pass;
 mod per_budget;
 mod plan;
@@ -21,9 +25,11 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
+pub use batch::{Batching, DEFAULT_UBATCH};
 pub use one_pass::{lru_all, opt_all};
 pub use per_budget::run_policy;
-pub use plan::{per_layer_capacities, ReplayPlan};
+pub use plan::{per_layer_capacities, ReplayPlan, Step};
+pub use stats::{BatchStats, PhaseTotals};
 
 /// One global cache (the page cache), or one cache per MoE layer of capacity/n_layers
 /// (explicit expert caches in llama.cpp forks and MLX tools).
@@ -46,12 +52,14 @@ impl Partition {
 /// Misses of one run, before warmup is cut off.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Misses {
-    pub misses_per_token: Vec<u32>,
-    /// Misses per replayed slot, counting tokens from `warmup` on.
+    /// Misses of every step of the plan (a token, unless batched: `ReplayPlan::step`).
+    pub misses_per_step: Vec<u32>,
+    /// Misses per replayed slot, counting the steps from the warmup on
+    /// (`ReplayPlan::first_counted_step`).
     pub misses_per_slot: Vec<u64>,
-    /// Bytes of every token's misses, each at its layer's expert size: counted when the
+    /// Bytes of every step's misses, each at its layer's expert size: counted when the
     /// plan has `slot_bytes` (layers of different sizes), None otherwise.
-    pub bytes_per_token: Option<Vec<u64>>,
+    pub bytes_per_step: Option<Vec<u64>>,
 }
 
 /// How [`run_many`] answers a policy at several capacities.
@@ -296,6 +304,252 @@ pub(crate) mod tests {
             // A pinned set larger than a capacity is an error, not a wrong count.
             let spec = PolicySpec::parse("pinned:2").unwrap();
             assert!(run_many(&plan, &spec, &[10, 40], Partition::Global, None, 0).is_err());
+        }
+    }
+
+    /// Every base policy, plain and behind both decorators.
+    fn every_spec() -> Vec<String> {
+        let mut v: Vec<String> = moe_spill_policies::registry::BASE_POLICIES
+            .iter()
+            .map(|p| p.name.to_string())
+            .collect();
+        v.extend(["pinned:1", "pinned:1:clock", "pin-hot:7", "pin-hot:5:arc"].map(String::from));
+        v
+    }
+
+    #[test]
+    fn batched_token_by_token_replay_equals_todays_bit_for_bit() {
+        // The batched path (steps with boundaries, unions per slot) forced on a replay
+        // whose steps are single tokens: every policy, engine and shortcut counts
+        // exactly as the token-by-token path.
+        let trace = toy(1200, 5);
+        for include_prompt in [false, true] {
+            for gpu_layers in [0, 1] {
+                let plain = ReplayPlan::new(&trace, include_prompt, gpu_layers);
+                let mut forced = ReplayPlan::new(&trace, include_prompt, gpu_layers);
+                forced.use_steps(&trace, include_prompt, Batching::TOKEN_BY_TOKEN);
+                assert!(forced.is_batched() && !plain.is_batched());
+                assert_eq!(forced.stream, plain.stream);
+                assert_eq!(forced.n_steps, plain.n_steps);
+                let profile = plain.profile();
+                for warmup in [0, 100] {
+                    assert_eq!(forced.cold_misses(warmup), plain.cold_misses(warmup));
+                    assert_eq!(forced.all_miss(warmup), plain.all_miss(warmup));
+                    assert_eq!(forced.cold_only(warmup), plain.cold_only(warmup));
+                }
+                for spec in every_spec() {
+                    let spec = PolicySpec::parse(&spec).unwrap();
+                    let pinned = !matches!(spec, PolicySpec::Base(_));
+                    let low = if pinned { 16 } else { 0 };
+                    let caps = vec![low, low + 3, 20, 33, 100];
+                    let partitions: &[Partition] = if pinned {
+                        &[Partition::Global]
+                    } else {
+                        &[Partition::Global, Partition::PerLayer]
+                    };
+                    for &partition in partitions {
+                        for warmup in [0, 100] {
+                            let a =
+                                run_many(&plain, &spec, &caps, partition, Some(&profile), warmup)
+                                    .unwrap();
+                            let b =
+                                run_many(&forced, &spec, &caps, partition, Some(&profile), warmup)
+                                    .unwrap();
+                            assert_eq!(a, b, "{spec} {partition:?} warmup {warmup}");
+                            let one =
+                                run_policy(&forced, &spec, 20, partition, Some(&profile), warmup)
+                                    .unwrap();
+                            assert_eq!(one, a[2], "{spec} {partition:?} warmup {warmup}");
+                            assert_eq!(
+                                forced.batch_stats(&b[1], warmup),
+                                plain.batch_stats(&a[1], warmup)
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A naive batched replay: one cache per slot (or one for all), fed each step's
+    /// accesses one at a time.
+    fn naive(plan: &ReplayPlan, spec: &str, capacity: usize, per_layer: bool) -> Vec<u32> {
+        use moe_spill_policies::registry::BuildContext;
+        let spec = PolicySpec::parse(spec).unwrap();
+        let n_slots = plan.n_slots();
+        let caps = if per_layer {
+            per_layer_capacities(capacity, n_slots)
+        } else {
+            vec![capacity]
+        };
+        let slot_streams: Vec<Vec<u16>> = (0..caps.len())
+            .map(|c| {
+                plan.stream
+                    .iter()
+                    .copied()
+                    .filter(|&id| !per_layer || plan.slot_of_id(id) == c)
+                    .collect()
+            })
+            .collect();
+        let mut policies: Vec<_> = caps
+            .iter()
+            .zip(&slot_streams)
+            .map(|(&capacity, future)| {
+                spec.build(&BuildContext {
+                    capacity,
+                    n_ids: plan.n_ids,
+                    n_experts: plan.n_experts,
+                    first_slot: plan.first_slot,
+                    future: Some(future),
+                    opt_future: None,
+                    profile: None,
+                    expert_bytes: None,
+                })
+                .unwrap()
+            })
+            .collect();
+        (0..plan.n_steps)
+            .map(|i| {
+                plan.stream[plan.step_range(i)]
+                    .iter()
+                    .filter(|&&id| {
+                        let c = if per_layer { plan.slot_of_id(id) } else { 0 };
+                        !policies[c].access(id as u32).is_hit()
+                    })
+                    .count() as u32
+            })
+            .collect()
+    }
+
+    /// The toy with runs of prompt tokens: the first 40 tokens of every response and 10
+    /// in its middle.
+    pub(crate) fn toy_with_prompts(n_tokens: usize, seed: u64) -> Trace {
+        let mut trace = toy(n_tokens, seed);
+        for (i, p) in trace.prompt.iter_mut().enumerate() {
+            *p = i % 97 < 40 || (60..70).contains(&(i % 97));
+        }
+        trace
+    }
+
+    #[test]
+    fn batched_replay_equals_a_naive_one_and_one_pass_equals_per_capacity() {
+        let trace = toy_with_prompts(1500, 13);
+        for (ubatch, parallel) in [(4, 1), (64, 1), (1, 3), (16, 4)] {
+            let b = Batching { ubatch, parallel };
+            for gpu_layers in [0, 1] {
+                let plan = ReplayPlan::batched(&trace, true, gpu_layers, b);
+                assert!(plan.is_batched());
+                // Steps carry every replayed token once.
+                let tokens: u64 = (0..plan.n_steps).map(|i| plan.step(i).tokens as u64).sum();
+                assert_eq!(tokens as usize, trace.n_tokens());
+                let unbatched = trace.n_tokens() * plan.per_token;
+                if ubatch > 1 {
+                    assert!(plan.stream.len() < unbatched, "{b:?}: unions are smaller");
+                }
+                assert_eq!(
+                    plan.misses_per_token(&plan.all_miss(0), 0).len(),
+                    trace.n_tokens()
+                );
+                for spec in ["lru", "clock", "arc", "opt", "linux"] {
+                    for per_layer in [false, true] {
+                        let partition = if per_layer {
+                            Partition::PerLayer
+                        } else {
+                            Partition::Global
+                        };
+                        for cap in [5, 17, 40] {
+                            let run = run_policy(
+                                &plan,
+                                &PolicySpec::parse(spec).unwrap(),
+                                cap,
+                                partition,
+                                None,
+                                0,
+                            )
+                            .unwrap();
+                            assert_eq!(
+                                run.misses_per_step,
+                                naive(&plan, spec, cap, per_layer),
+                                "{spec} cap {cap} per-layer {per_layer} {b:?} gpu {gpu_layers}"
+                            );
+                        }
+                    }
+                }
+                let caps = [40, 0, 1, 12, 33, plan.distinct(), 100];
+                for spec in ["lru", "pinned:1", "opt", "fifo"] {
+                    let spec = PolicySpec::parse(spec).unwrap();
+                    // pinned:1 pins the 16 experts of the first slot: room for them.
+                    let low = if matches!(spec, PolicySpec::Base(_)) {
+                        0
+                    } else {
+                        16
+                    };
+                    let caps: Vec<usize> = caps.iter().map(|&c| c + low).collect();
+                    let partitions: &[Partition] = if matches!(spec, PolicySpec::Base(_)) {
+                        &[Partition::Global, Partition::PerLayer]
+                    } else {
+                        &[Partition::Global]
+                    };
+                    for &partition in partitions {
+                        for warmup in [0, 300] {
+                            let many =
+                                run_many(&plan, &spec, &caps, partition, None, warmup).unwrap();
+                            for (j, &c) in caps.iter().enumerate() {
+                                let one =
+                                    run_policy(&plan, &spec, c, partition, None, warmup).unwrap();
+                                assert_eq!(
+                                    many[j], one,
+                                    "{spec} cap {c} {partition:?} warmup {warmup} {b:?}"
+                                );
+                            }
+                            let st = plan.batch_stats(&many[0], warmup);
+                            let counted: u64 = plan
+                                .misses_per_token(&many[0], warmup)
+                                .iter()
+                                .map(|&m| m as u64)
+                                .sum();
+                            assert_eq!(st.prompt.misses + st.decode.misses, counted);
+                            assert_eq!(
+                                many[0].misses_per_slot.iter().sum::<u64>(),
+                                counted,
+                                "per-slot misses count the same steps"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn warmup_counts_whole_steps() {
+        // Ubatches of 64 over runs of 40 and 10 prompt tokens and parallel decode steps:
+        // warmup drops every step that starts before the token, never part of one.
+        let trace = toy_with_prompts(600, 2);
+        let plan = ReplayPlan::batched(
+            &trace,
+            true,
+            0,
+            Batching {
+                ubatch: 64,
+                parallel: 3,
+            },
+        );
+        let counts = plan.all_miss(0);
+        for warmup in [0, 1, 2, 3, 50, 599, 600, 10_000] {
+            let from = plan.first_counted_step(warmup);
+            let before: u64 = (0..from).map(|i| plan.step(i).tokens as u64).sum();
+            assert!(before >= warmup.min(600) as u64);
+            if from > 0 {
+                let last = plan.step(from - 1).tokens as u64;
+                assert!(
+                    before - last < warmup as u64,
+                    "step {} starts before token {warmup}",
+                    from - 1
+                );
+            }
+            let st = plan.batch_stats(&counts, warmup);
+            assert_eq!(st.prompt.tokens + st.decode.tokens, 600 - before);
         }
     }
 }

@@ -2,7 +2,7 @@
 //! banded next-use stack) from one pass over the plan's stream, through the curves of
 //! the policies crate; each equal to a per-budget run at every capacity.
 
-use moe_spill_policies::curves::{self, lru_curves, Curves, OptBands};
+use moe_spill_policies::curves::{self, lru_curves, Curves, OptBands, StepLayout};
 
 use super::{per_layer_capacities, Misses, Partition, ReplayPlan};
 use crate::error::Result;
@@ -19,10 +19,9 @@ pub fn opt_all(plan: &ReplayPlan, capacities: &[usize], warmup: usize) -> Result
     let mut bands = OptBands::new(plan.opt_future()?, &caps);
     let curves = curves::curves(
         &plan.stream,
-        plan.per_token,
-        plan.top_k,
+        plan.layout(),
         &caps,
-        warmup,
+        plan.first_counted_step(warmup),
         plan.slot_bytes.as_deref(),
         &mut bands,
     );
@@ -47,12 +46,12 @@ fn ascending(capacities: &[usize]) -> Vec<usize> {
 fn scatter(order: &[usize], curves: Curves, out: &mut [Misses]) {
     for (r, &j) in order.iter().enumerate() {
         out[j]
-            .misses_per_token
-            .copy_from_slice(&curves.misses_per_token[r]);
+            .misses_per_step
+            .copy_from_slice(&curves.misses_per_step[r]);
         out[j]
             .misses_per_slot
             .copy_from_slice(&curves.misses_per_slot[r]);
-        if let (Some(b), Some(c)) = (&mut out[j].bytes_per_token, &curves.bytes_per_token) {
+        if let (Some(b), Some(c)) = (&mut out[j].bytes_per_step, &curves.bytes_per_step) {
             b.copy_from_slice(&c[r]);
         }
     }
@@ -78,13 +77,13 @@ pub fn lru_all(
         return out;
     }
     let order = ascending(capacities);
+    let warmup = plan.first_counted_step(warmup);
     match partition {
         Partition::Global => {
             let caps: Vec<usize> = order.iter().map(|&j| capacities[j]).collect();
             let curves = lru_curves(
                 &plan.stream,
-                plan.per_token,
-                plan.top_k,
+                plan.layout(),
                 plan.n_ids,
                 &caps,
                 warmup,
@@ -99,16 +98,21 @@ pub fn lru_all(
                     .iter()
                     .map(|&j| per_layer_capacities(capacities[j], plan.n_slots())[s])
                     .collect();
-                let sub = plan.slot_stream(s);
-                let curves = lru_curves(
-                    &sub, plan.top_k, plan.top_k, plan.n_ids, &caps, warmup, None, None,
-                );
+                let (sub, lens) = plan.slot_stream(s);
+                let layout = match &lens {
+                    None => StepLayout::Uniform {
+                        per_step: plan.top_k,
+                        k: plan.top_k,
+                    },
+                    Some(lens) => StepLayout::Ragged { n_slots: 1, lens },
+                };
+                let curves = lru_curves(&sub, layout, plan.n_ids, &caps, warmup, None, None);
                 // One slot's misses all cost that slot's bytes.
                 let cost = plan.slot_bytes.as_ref().map_or(0, |w| w[s]);
                 for (r, &j) in order.iter().enumerate() {
-                    for (t, &x) in curves.misses_per_token[r].iter().enumerate() {
-                        out[j].misses_per_token[t] += x;
-                        if let Some(b) = &mut out[j].bytes_per_token {
+                    for (t, &x) in curves.misses_per_step[r].iter().enumerate() {
+                        out[j].misses_per_step[t] += x;
+                        if let Some(b) = &mut out[j].bytes_per_step {
                             b[t] += x as u64 * cost;
                         }
                     }

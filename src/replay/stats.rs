@@ -1,5 +1,32 @@
-//! Statistics of a run's per-token misses: the one nearest-rank percentile (of a sorted
-//! slice, or of a histogram of counts, which needs no sort).
+//! Statistics of a run: the one nearest-rank percentile of per-token misses (of a sorted
+//! slice, or of a histogram of counts, which needs no sort), and the prompt and decode
+//! totals of a batched replay.
+
+use serde::Serialize;
+
+/// Totals of one phase of a run over its counted steps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PhaseTotals {
+    /// Steps: prompt ubatches, or decode steps.
+    pub steps: u64,
+    /// Tokens the steps carried.
+    pub tokens: u64,
+    /// Accesses: each step's union of experts per slot, summed.
+    pub accesses: u64,
+    pub misses: u64,
+    /// The misses' bytes, each at its layer's expert size, when the run counted them
+    /// (`Misses::bytes_per_step`).
+    pub bytes: Option<u64>,
+}
+
+/// A run's totals split by phase: what the time model costs step by step, summed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BatchStats {
+    /// Prompt ubatches (prompt tokens one by one when not batched).
+    pub prompt: PhaseTotals,
+    /// Decode steps (one token each without --parallel).
+    pub decode: PhaseTotals,
+}
 
 /// The nearest rank (1..=n) of percentile `p` (0..=100) among `n > 0` sorted values.
 pub fn nearest_rank(n: usize, p: f64) -> usize {

@@ -49,16 +49,57 @@ pub struct Row {
     pub device_bytes_per_token: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub t_compute_ms: Option<f64>,
+    /// With --ubatch or --parallel (or prompt tokens replayed in ubatches): the batches
+    /// and the prompt and decode totals.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchColumns>,
+}
+
+/// A batched replay's columns (docs/batches.md): the batch sizes, then the prompt
+/// ubatches' and the decode steps' totals over the counted steps. Accesses are the
+/// steps' unions of experts per layer, summed; per-token bytes divide by the tokens the
+/// steps carried.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct BatchColumns {
+    pub ubatch: usize,
+    pub parallel: usize,
+    pub prompt_ubatches: u64,
+    pub prompt_tokens: u64,
+    pub prompt_accesses: u64,
+    pub prompt_misses: u64,
+    pub prompt_ssd_bytes_per_token: Option<f64>,
+    pub decode_steps: u64,
+    pub decode_tokens: u64,
+    pub decode_accesses: u64,
+    pub decode_misses: u64,
+    pub decode_ssd_bytes_per_token: Option<f64>,
 }
 
 /// The I/O model's columns, after the others, in rows made with --io.
 const IO_COLUMNS: [&str; 3] = ["io", "device_bytes_per_token", "t_compute_ms"];
+
+/// The batch columns' names (BatchColumns' fields, in order).
+fn batch_columns() -> Vec<String> {
+    match serde_json::to_value(BatchColumns::default()).expect("serializes") {
+        serde_json::Value::Object(m) => m.into_iter().map(|(k, _)| k).collect(),
+        _ => unreachable!("a struct serializes as a map"),
+    }
+}
+
+/// The cells of a row's batch columns (empty without batches).
+fn batch_cells(b: Option<&BatchColumns>) -> Vec<String> {
+    match b.map(|b| serde_json::to_value(b).expect("serializes")) {
+        Some(serde_json::Value::Object(m)) => m.into_iter().map(|(_, v)| super::cell(&v)).collect(),
+        _ => vec![String::new(); batch_columns().len()],
+    }
+}
 
 /// Rows as a people table: the columns that matter, in readable units.
 pub fn rows_table(rows: &[Row]) -> String {
     let mib = |b: Option<f64>| b.map_or("-".into(), |v| fixed(v / (1u64 << 20) as f64, 1));
     let mib_u = |b: Option<u64>| mib(b.map(|v| v as f64));
     let with_vram = rows.iter().any(|r| r.vram_gib.is_some());
+    let with_batch = rows.iter().any(|r| r.batch.is_some());
     let mut head = vec![];
     if with_vram {
         head.push("vram_gib");
@@ -76,6 +117,15 @@ pub fn rows_table(rows: &[Row]) -> String {
         "analytic_MiB/token",
         "analytic_tok/s",
     ]);
+    if with_batch {
+        head.extend([
+            "ubatch",
+            "parallel",
+            "experts/ubatch",
+            "prompt_MiB/token",
+            "decode_MiB/token",
+        ]);
+    }
     let mut t = Table::new(&head);
     for r in rows {
         let mut cells = vec![];
@@ -95,6 +145,22 @@ pub fn rows_table(rows: &[Row]) -> String {
             mib(r.analytic_ssd_bytes_per_token),
             r.analytic_tok_s.map_or("-".into(), |v| fixed(v, 2)),
         ]);
+        if with_batch {
+            match &r.batch {
+                Some(b) => cells.extend([
+                    b.ubatch.to_string(),
+                    b.parallel.to_string(),
+                    if b.prompt_ubatches == 0 {
+                        "-".into()
+                    } else {
+                        fixed(b.prompt_accesses as f64 / b.prompt_ubatches as f64, 1)
+                    },
+                    mib(b.prompt_ssd_bytes_per_token),
+                    mib(b.decode_ssd_bytes_per_token),
+                ]),
+                None => cells.extend(["-"; 5].map(String::from)),
+            }
+        }
         t.push(cells);
     }
     t.render()
@@ -115,9 +181,13 @@ pub fn rows_csv(rows: &[Row]) -> String {
     }
     layers.sort_unstable();
     let io = rows.iter().any(|r| r.io.is_some());
+    let batch = rows.iter().any(|r| r.batch.is_some());
     let mut extra: Vec<String> = Vec::new();
     if io {
         extra.extend(IO_COLUMNS.map(String::from));
+    }
+    if batch {
+        extra.extend(batch_columns());
     }
     extra.extend(layers.iter().map(|l| format!("misses_layer_{l}")));
     let cells = |r: &Row| {
@@ -130,13 +200,16 @@ pub fn rows_csv(rows: &[Row]) -> String {
             );
             c.push(r.t_compute_ms.map_or(String::new(), |v| v.to_string()));
         }
+        if batch {
+            c.extend(batch_cells(r.batch.as_ref()));
+        }
         c.extend(layers.iter().map(|l| {
             let m = r.per_layer_misses.iter().flatten().find(|(x, _)| x == l);
             m.map_or(String::new(), |(_, m)| m.to_string())
         }));
         c
     };
-    let mut skip = vec!["per_layer_misses"];
+    let mut skip = vec!["per_layer_misses", "batch"];
     skip.extend(IO_COLUMNS);
     serde_csv(rows, &skip, extra, cells)
 }

@@ -1,7 +1,7 @@
 //! Fitting the generator: calibration to a target U and D, fitting a recorded trace, and
 //! the synthetic-versus-real comparison.
 
-use crate::analyze::{analyze, CHUNK_TOKENS, THRESHOLD_LABELS};
+use crate::analyze::{analyze, union_curve, Runs, CHUNK_TOKENS, THRESHOLD_LABELS, UBATCH_SIZES};
 use crate::error::{Error, Result};
 use crate::replay::{run_policy, Partition, ReplayPlan};
 use crate::trace::{Geometry, Trace};
@@ -617,7 +617,7 @@ pub fn lru_curve(trace: &Trace) -> Result<Vec<(usize, f64)>> {
         .map(|pct| {
             let cap = n * pct / 10;
             let c = run_policy(&plan, &spec, cap, Partition::Global, None, 0)?;
-            let misses: u64 = c.misses_per_token.iter().map(|&m| m as u64).sum();
+            let misses: u64 = c.misses_per_step.iter().map(|&m| m as u64).sum();
             Ok((cap, 1.0 - misses as f64 / accesses))
         })
         .collect()
@@ -656,6 +656,32 @@ pub fn compare(real: &Trace, synth: &Trace, chunk: usize) -> Result<(String, f64
     ));
     for (i, l) in g.layers.iter().enumerate() {
         out.push_str(&format!("| {l} | {:.4} | {:.4} |\n", hr[i], hs[i]));
+    }
+    // Prompts: the prompt runs where tokens are tagged so, else whole responses (a
+    // recording of prompts read as decode tokens).
+    let runs = |t: &Trace| {
+        if t.prompt.iter().any(|&p| p) {
+            Runs::Prompt
+        } else {
+            Runs::Responses
+        }
+    };
+    let ur = union_curve(real, runs(real), &UBATCH_SIZES);
+    let us = union_curve(synth, runs(synth), &UBATCH_SIZES);
+    out.push_str("\nUnion of experts per layer per ubatch of N tokens (`scripts/union_curve.py`):\n\n| N | ubatches real | real | ubatches synthetic | synthetic | gap |\n|---|---|---|---|---|---|\n");
+    for (r, s) in ur.iter().zip(&us) {
+        let gap = if r.ubatches > 0 && s.ubatches > 0 {
+            format!(
+                "{:+.1}%",
+                (s.union_per_layer / r.union_per_layer - 1.0) * 100.0
+            )
+        } else {
+            "-".into()
+        };
+        out.push_str(&format!(
+            "| {} | {} | {:.2} | {} | {:.2} | {gap} |\n",
+            r.ubatch, r.ubatches, r.union_per_layer, s.ubatches, s.union_per_layer
+        ));
     }
     let cr = lru_curve(real)?;
     let cs = lru_curve(synth)?;

@@ -53,10 +53,34 @@ pub const DEFAULT_RESPONSES: usize = 8;
 pub const DEFAULT_TOKENS: usize = 1000;
 pub const DEFAULT_SEED: u64 = 5;
 
-/// The parameters of a preset: GLM-5's calibrated ones, for every preset (the others have
-/// no recorded U and D to calibrate to; use --target-u/--target-d for a measurement).
+/// The parameters `--fit` finds on the DeepSeek-V2-Lite recording
+/// (`../shared/traces/deepseek-v2-lite/csv`, seed `CALIBRATION_SEED`), which that
+/// preset uses: its prompts then follow the recorded prompts (docs/synthetic.md).
+pub const DEEPSEEK_V2_LITE_SKEW: [f64; 26] = [
+    0.2214, 0.1438, 0.2053, 0.2202, 0.2023, 0.1994, 0.2594, 0.3060, 0.2533, 0.2596, 0.2858, 0.2278,
+    0.2673, 0.2045, 0.1888, 0.2205, 0.2052, 0.2302, 0.2577, 0.2765, 0.2318, 0.2966, 0.2819, 0.2963,
+    0.2934, 0.2707,
+];
+pub const DEEPSEEK_V2_LITE_AFFINITY: f64 = 0.728;
+pub const DEEPSEEK_V2_LITE_DEAD: f64 = 0.0412;
+pub const DEEPSEEK_V2_LITE_DRIFT: f64 = 0.00492;
+
+/// The parameters of a preset: for DeepSeek-V2-Lite, those fitted to its recording; for
+/// every other preset GLM-5's calibrated ones (they have no recording to fit; use
+/// --target-u/--target-d for a measured U and D).
 pub fn preset_params(m: &Model) -> Params {
     let n = m.n_moe_layers as usize;
+    if m.name == "deepseek-v2-lite" && n == DEEPSEEK_V2_LITE_SKEW.len() {
+        return Params {
+            skew: DEEPSEEK_V2_LITE_SKEW.to_vec(),
+            affinity: DEEPSEEK_V2_LITE_AFFINITY,
+            dead: DEEPSEEK_V2_LITE_DEAD,
+            drift: DEEPSEEK_V2_LITE_DRIFT,
+            recall: RECALL,
+            recall_decay: RECALL_DECAY,
+            opening: 1,
+        };
+    }
     Params {
         skew: Params::depth_skew(n, GLM5_SKEW.0, GLM5_SKEW.1),
         affinity: AFFINITY,

@@ -141,17 +141,45 @@ impl StackDistance {
 /// Most capacities one pass takes (buckets are counted in bytes).
 pub const MAX_CAPACITIES: usize = 254;
 
+/// How a stream is cut into steps (the unit misses are counted in: a token, or a batch
+/// of tokens) and every step into slots (the unit per-slot misses are counted in).
+#[derive(Clone, Copy, Debug)]
+pub enum StepLayout<'a> {
+    /// Every step `per_step` accesses, `k` per slot (a token, replayed token by token).
+    Uniform { per_step: usize, k: usize },
+    /// Step i holds, for every slot s = 0..n_slots in order, `lens[i * n_slots + s]`
+    /// accesses (a batch: each slot's union of experts).
+    Ragged { n_slots: usize, lens: &'a [u16] },
+}
+
+impl StepLayout<'_> {
+    /// Steps of a stream of `len` accesses.
+    pub fn n_steps(&self, len: usize) -> usize {
+        match *self {
+            StepLayout::Uniform { per_step, .. } => len.checked_div(per_step).unwrap_or(0),
+            StepLayout::Ragged { n_slots, lens } => lens.len().checked_div(n_slots).unwrap_or(0),
+        }
+    }
+
+    pub fn n_slots(&self) -> usize {
+        match *self {
+            StepLayout::Uniform { per_step, k } => per_step.checked_div(k).unwrap_or(0),
+            StepLayout::Ragged { n_slots, .. } => n_slots,
+        }
+    }
+}
+
 /// Misses of a stream at several capacities, from one pass.
 pub struct Curves {
     /// Capacities, ascending.
     pub capacities: Vec<usize>,
-    /// misses[j][t]: misses of token t at capacities[j].
-    pub misses_per_token: Vec<Vec<u32>>,
+    /// misses_per_step[j][t]: misses of step t at capacities[j].
+    pub misses_per_step: Vec<Vec<u32>>,
     /// per_slot[j][s]: misses of slot s (index among the replayed slots) at capacities[j],
-    /// counting tokens from `count_from` on.
+    /// counting steps from `count_from` on.
     pub misses_per_slot: Vec<Vec<u64>>,
-    /// With slot weights: bytes[j][t], the weights of token t's misses at capacities[j].
-    pub bytes_per_token: Option<Vec<Vec<u64>>>,
+    /// With slot weights: bytes[j][t], the weights of step t's misses at capacities[j].
+    pub bytes_per_step: Option<Vec<Vec<u64>>>,
 }
 
 /// What a one-pass curve needs of a stack algorithm: for each access in order, its
@@ -160,19 +188,18 @@ pub trait Buckets {
     fn bucket(&mut self, id: u16) -> usize;
 }
 
-/// Run the stream (`per_token` accesses per token, `k` per slot) through the stack once
-/// and count misses at every capacity of `capacities` (ascending, repeats allowed).
-/// Per-slot counts leave out tokens before `count_from`.
+/// Run the stream (cut into steps and slots by `layout`) through the stack once and count
+/// misses at every capacity of `capacities` (ascending, repeats allowed). Per-slot counts
+/// leave out steps before `count_from`.
 ///
 /// With `pinned`, the ids it marks stay out of the stack: loaded on first use (a miss at
 /// every capacity) and hits ever after, as in front of a `pinned:` decorator whose
 /// inner LRU has `capacities`. With `slot_weights` (one per slot), the misses of every
-/// token are also summed by weight (`Curves::bytes_per_token`).
+/// step are also summed by weight (`Curves::bytes_per_step`).
 #[allow(clippy::too_many_arguments)]
 pub fn lru_curves(
     stream: &[u16],
-    per_token: usize,
-    k: usize,
+    layout: StepLayout,
     n_ids: usize,
     capacities: &[usize],
     count_from: usize,
@@ -187,8 +214,7 @@ pub fn lru_curves(
         return unsafe {
             lru_curves_popcnt(
                 stream,
-                per_token,
-                k,
+                layout,
                 n_ids,
                 capacities,
                 count_from,
@@ -199,8 +225,7 @@ pub fn lru_curves(
     }
     lru_curves_impl(
         stream,
-        per_token,
-        k,
+        layout,
         n_ids,
         capacities,
         count_from,
@@ -214,8 +239,7 @@ pub fn lru_curves(
 #[allow(clippy::too_many_arguments)]
 unsafe fn lru_curves_popcnt(
     stream: &[u16],
-    per_token: usize,
-    k: usize,
+    layout: StepLayout,
     n_ids: usize,
     capacities: &[usize],
     count_from: usize,
@@ -224,8 +248,7 @@ unsafe fn lru_curves_popcnt(
 ) -> Curves {
     lru_curves_impl(
         stream,
-        per_token,
-        k,
+        layout,
         n_ids,
         capacities,
         count_from,
@@ -238,8 +261,7 @@ unsafe fn lru_curves_popcnt(
 #[allow(clippy::too_many_arguments)]
 fn lru_curves_impl(
     stream: &[u16],
-    per_token: usize,
-    k: usize,
+    layout: StepLayout,
     n_ids: usize,
     capacities: &[usize],
     count_from: usize,
@@ -249,11 +271,11 @@ fn lru_curves_impl(
     match pinned {
         None => {
             let mut b = LruBuckets::<false>::new(n_ids, capacities, &[]);
-            curves(stream, per_token, k, capacities, count_from, w, &mut b)
+            curves(stream, layout, capacities, count_from, w, &mut b)
         }
         Some(p) => {
             let mut b = LruBuckets::<true>::new(n_ids, capacities, p);
-            curves(stream, per_token, k, capacities, count_from, w, &mut b)
+            curves(stream, layout, capacities, count_from, w, &mut b)
         }
     }
 }
@@ -310,31 +332,29 @@ impl<const PINNED: bool> Buckets for LruBuckets<'_, PINNED> {
     }
 }
 
-/// The pass: buckets per token and per slot, then misses at each capacity as suffix
+/// The pass: buckets per step and per slot, then misses at each capacity as suffix
 /// sums. Generic over the stack, so each is compiled into its own loop; with
-/// `slot_weights`, a second loop also sums every token's missed weights (the plain loop
+/// `slot_weights`, a second loop also sums every step's missed weights (the plain loop
 /// stays as it is).
 #[inline(always)]
 pub fn curves<B: Buckets>(
     stream: &[u16],
-    per_token: usize,
-    k: usize,
+    layout: StepLayout,
     capacities: &[usize],
     count_from: usize,
     slot_weights: Option<&[u64]>,
     buckets: &mut B,
 ) -> Curves {
     match slot_weights {
-        None => curves_of::<B, false>(stream, per_token, k, capacities, count_from, &[], buckets),
-        Some(w) => curves_of::<B, true>(stream, per_token, k, capacities, count_from, w, buckets),
+        None => curves_of::<B, false>(stream, layout, capacities, count_from, &[], buckets),
+        Some(w) => curves_of::<B, true>(stream, layout, capacities, count_from, w, buckets),
     }
 }
 
 #[inline(always)]
 fn curves_of<B: Buckets, const WEIGHTED: bool>(
     stream: &[u16],
-    per_token: usize,
-    k: usize,
+    layout: StepLayout,
     capacities: &[usize],
     count_from: usize,
     weights: &[u64],
@@ -345,62 +365,97 @@ fn curves_of<B: Buckets, const WEIGHTED: bool>(
         "capacities ascending"
     );
     let m = capacities.len();
-    let n_tokens = stream.len().checked_div(per_token).unwrap_or(0);
-    let n_slots = per_token.checked_div(k).unwrap_or(0);
+    let n_steps = layout.n_steps(stream.len());
+    let n_slots = layout.n_slots();
     if WEIGHTED {
         assert_eq!(weights.len(), n_slots, "one weight per slot");
     }
-    let mut misses_per_token = vec![vec![0u32; n_tokens]; m];
-    let mut bytes_per_token = if WEIGHTED {
-        vec![vec![0u64; n_tokens]; m]
+    let mut misses_per_step = vec![vec![0u32; n_steps]; m];
+    let mut bytes_per_step = if WEIGHTED {
+        vec![vec![0u64; n_steps]; m]
     } else {
         Vec::new()
     };
     let mut slot_hist = vec![0u64; n_slots * (m + 1)];
-    let mut tok_hist = vec![0u32; m + 1];
-    let mut tok_bytes = vec![0u64; if WEIGHTED { m + 1 } else { 0 }];
-    for (t, token) in stream.chunks_exact(per_token.max(1)).enumerate() {
-        tok_hist.iter_mut().for_each(|h| *h = 0);
-        if WEIGHTED {
-            tok_bytes.iter_mut().for_each(|h| *h = 0);
-        }
-        if t >= count_from {
-            for (s, layer) in token.chunks_exact(k).enumerate() {
-                let hist = &mut slot_hist[s * (m + 1)..(s + 1) * (m + 1)];
-                for &id in layer {
-                    let b = buckets.bucket(id);
-                    tok_hist[b] += 1;
-                    hist[b] += 1;
-                    if WEIGHTED {
-                        tok_bytes[b] += weights[s];
-                    }
-                }
-            }
-        } else if WEIGHTED {
-            for (s, layer) in token.chunks_exact(k).enumerate() {
-                for &id in layer {
-                    let b = buckets.bucket(id);
-                    tok_hist[b] += 1;
-                    tok_bytes[b] += weights[s];
-                }
-            }
-        } else {
-            for &id in token {
-                tok_hist[buckets.bucket(id)] += 1;
-            }
-        }
-        // misses at capacity j = accesses with bucket > j: a suffix sum.
+    let mut step_hist = vec![0u32; m + 1];
+    let mut step_bytes = vec![0u64; if WEIGHTED { m + 1 } else { 0 }];
+    // misses at capacity j = accesses with bucket > j: a suffix sum.
+    let mut close_step = |t: usize, step_hist: &mut [u32], step_bytes: &mut [u64]| {
         let mut above = 0u32;
         for j in (0..m).rev() {
-            above += tok_hist[j + 1];
-            misses_per_token[j][t] = above;
+            above += step_hist[j + 1];
+            misses_per_step[j][t] = above;
         }
+        step_hist.iter_mut().for_each(|h| *h = 0);
         if WEIGHTED {
             let mut above = 0u64;
             for j in (0..m).rev() {
-                above += tok_bytes[j + 1];
-                bytes_per_token[j][t] = above;
+                above += step_bytes[j + 1];
+                bytes_per_step[j][t] = above;
             }
+            step_bytes.iter_mut().for_each(|h| *h = 0);
+        }
+    };
+    match layout {
+        StepLayout::Uniform { per_step, k } => {
+            for (t, step) in stream.chunks_exact(per_step.max(1)).enumerate() {
+                if t >= count_from {
+                    for (s, layer) in step.chunks_exact(k).enumerate() {
+                        let hist = &mut slot_hist[s * (m + 1)..(s + 1) * (m + 1)];
+                        for &id in layer {
+                            let b = buckets.bucket(id);
+                            step_hist[b] += 1;
+                            hist[b] += 1;
+                            if WEIGHTED {
+                                step_bytes[b] += weights[s];
+                            }
+                        }
+                    }
+                } else if WEIGHTED {
+                    for (s, layer) in step.chunks_exact(k).enumerate() {
+                        for &id in layer {
+                            let b = buckets.bucket(id);
+                            step_hist[b] += 1;
+                            step_bytes[b] += weights[s];
+                        }
+                    }
+                } else {
+                    for &id in step {
+                        step_hist[buckets.bucket(id)] += 1;
+                    }
+                }
+                close_step(t, &mut step_hist, &mut step_bytes);
+            }
+        }
+        StepLayout::Ragged { n_slots, lens } => {
+            let mut pos = 0;
+            for (t, step_lens) in lens.chunks_exact(n_slots.max(1)).enumerate() {
+                for (s, &len) in step_lens.iter().enumerate() {
+                    let layer = &stream[pos..pos + len as usize];
+                    pos += len as usize;
+                    if t >= count_from {
+                        let hist = &mut slot_hist[s * (m + 1)..(s + 1) * (m + 1)];
+                        for &id in layer {
+                            let b = buckets.bucket(id);
+                            step_hist[b] += 1;
+                            hist[b] += 1;
+                            if WEIGHTED {
+                                step_bytes[b] += weights[s];
+                            }
+                        }
+                    } else {
+                        for &id in layer {
+                            let b = buckets.bucket(id);
+                            step_hist[b] += 1;
+                            if WEIGHTED {
+                                step_bytes[b] += weights[s];
+                            }
+                        }
+                    }
+                }
+                close_step(t, &mut step_hist, &mut step_bytes);
+            }
+            assert_eq!(pos, stream.len(), "the layout covers the stream");
         }
     }
     let misses_per_slot = (0..m)
@@ -416,9 +471,9 @@ fn curves_of<B: Buckets, const WEIGHTED: bool>(
         .collect();
     Curves {
         capacities: capacities.to_vec(),
-        misses_per_token,
+        misses_per_step,
         misses_per_slot,
-        bytes_per_token: WEIGHTED.then_some(bytes_per_token),
+        bytes_per_step: WEIGHTED.then_some(bytes_per_step),
     }
 }
 
@@ -479,24 +534,36 @@ mod tests {
         }
     }
 
+    fn uniform(per_step: usize, k: usize) -> StepLayout<'static> {
+        StepLayout::Uniform { per_step, k }
+    }
+
     #[test]
-    fn curves_count_misses_per_token_and_slot() {
+    fn curves_count_misses_per_step_and_slot() {
         // 2 slots x top-1, ids 0..3 in slot 0 and 4..7 in slot 1.
         let stream: Vec<u16> = vec![0, 4, 1, 5, 0, 4, 2, 6, 1, 5];
-        let c = lru_curves(&stream, 2, 1, 8, &[0, 2, 4, 8], 0, None, None);
+        let c = lru_curves(&stream, uniform(2, 1), 8, &[0, 2, 4, 8], 0, None, None);
         // capacity 0: everything misses.
-        assert_eq!(c.misses_per_token[0], vec![2, 2, 2, 2, 2]);
+        assert_eq!(c.misses_per_step[0], vec![2, 2, 2, 2, 2]);
         // capacity 2: token 3 (0,4) finds 0 at depth 3 -> miss, 4 at depth 3 -> miss.
-        assert_eq!(c.misses_per_token[1], vec![2, 2, 2, 2, 2]);
+        assert_eq!(c.misses_per_step[1], vec![2, 2, 2, 2, 2]);
         // capacity 4: token 3 hits both; token 5 (1,5): depth 5 -> miss.
-        assert_eq!(c.misses_per_token[2], vec![2, 2, 0, 2, 2]);
-        assert_eq!(c.misses_per_token[3], vec![2, 2, 0, 2, 0]);
+        assert_eq!(c.misses_per_step[2], vec![2, 2, 0, 2, 2]);
+        assert_eq!(c.misses_per_step[3], vec![2, 2, 0, 2, 0]);
         assert_eq!(c.misses_per_slot[3], vec![3, 3]);
-        assert!(c.bytes_per_token.is_none());
+        assert!(c.bytes_per_step.is_none());
         // Weighted: slot 0's misses cost 10, slot 1's 1000; the counts do not change.
-        let w = lru_curves(&stream, 2, 1, 8, &[0, 2, 4, 8], 1, None, Some(&[10, 1000]));
-        assert_eq!(w.misses_per_token, c.misses_per_token);
-        let bytes = w.bytes_per_token.unwrap();
+        let w = lru_curves(
+            &stream,
+            uniform(2, 1),
+            8,
+            &[0, 2, 4, 8],
+            1,
+            None,
+            Some(&[10, 1000]),
+        );
+        assert_eq!(w.misses_per_step, c.misses_per_step);
+        let bytes = w.bytes_per_step.unwrap();
         assert_eq!(bytes[0], vec![1010; 5]);
         assert_eq!(bytes[2], vec![1010, 1010, 0, 1010, 1010]);
         assert_eq!(bytes[3], vec![1010, 1010, 0, 1010, 0]);
@@ -508,12 +575,61 @@ mod tests {
         let stream: Vec<u16> = vec![0, 4, 1, 4, 0, 5, 1, 4];
         let mut pinned = vec![false; 8];
         pinned[..4].iter_mut().for_each(|p| *p = true);
-        let c = lru_curves(&stream, 2, 1, 8, &[0, 1], 0, Some(&pinned), None);
+        let c = lru_curves(&stream, uniform(2, 1), 8, &[0, 1], 0, Some(&pinned), None);
         // Pinned: 0 and 1 miss once each (tokens 0 and 1), then hit. Slot 1 at capacity
         // 0: every access misses; at capacity 1: 4 (cold), 4 (hit), 5 (cold), 4 (evicted
         // by 5: miss).
-        assert_eq!(c.misses_per_token[0], vec![2, 2, 1, 1]);
-        assert_eq!(c.misses_per_token[1], vec![2, 1, 1, 1]);
+        assert_eq!(c.misses_per_step[0], vec![2, 2, 1, 1]);
+        assert_eq!(c.misses_per_step[1], vec![2, 1, 1, 1]);
         assert_eq!(c.misses_per_slot[1], vec![2, 3]);
+    }
+
+    #[test]
+    fn ragged_steps_count_like_uniform_ones_and_by_their_own_lengths() {
+        // The same stream as uniform steps of 2 (1 per slot) and as ragged steps whose
+        // lengths are all 1: the same counts.
+        let stream: Vec<u16> = vec![0, 4, 1, 5, 0, 4, 2, 6, 1, 5];
+        let lens = vec![1u16; 10];
+        for pinned in [
+            None,
+            Some(&[true, false, false, false, false, false, false, false][..]),
+        ] {
+            let w = Some(&[10u64, 1000][..]);
+            let a = lru_curves(&stream, uniform(2, 1), 8, &[0, 2, 4, 8], 1, pinned, w);
+            let b = lru_curves(
+                &stream,
+                StepLayout::Ragged {
+                    n_slots: 2,
+                    lens: &lens,
+                },
+                8,
+                &[0, 2, 4, 8],
+                1,
+                pinned,
+                w,
+            );
+            assert_eq!(a.misses_per_step, b.misses_per_step);
+            assert_eq!(a.misses_per_slot, b.misses_per_slot);
+            assert_eq!(a.bytes_per_step, b.bytes_per_step);
+        }
+        // Steps of 3 and 2 accesses: slot 0 takes 2 then 1, slot 1 takes 1 then 1.
+        // Stream 0 1 | 4 || 0 | 5: at capacity 2, the second 0 has depth 3 (4 and 1
+        // since): a miss; at capacity 3 a hit.
+        let stream: Vec<u16> = vec![0, 1, 4, 0, 5];
+        let lens = vec![2u16, 1, 1, 1];
+        let layout = StepLayout::Ragged {
+            n_slots: 2,
+            lens: &lens,
+        };
+        assert_eq!(layout.n_steps(stream.len()), 2);
+        let c = lru_curves(&stream, layout, 8, &[2, 3], 0, None, Some(&[10, 1000]));
+        assert_eq!(c.misses_per_step[0], vec![3, 2]);
+        assert_eq!(c.misses_per_step[1], vec![3, 1]);
+        assert_eq!(c.misses_per_slot[0], vec![3, 2]);
+        assert_eq!(c.misses_per_slot[1], vec![2, 2]);
+        // A step's missed bytes: its misses, each at its slot's weight.
+        let bytes = c.bytes_per_step.unwrap();
+        assert_eq!(bytes[0], vec![1020, 1010]);
+        assert_eq!(bytes[1], vec![1020, 1000]);
     }
 }

@@ -1,0 +1,583 @@
+//! Batches through the binary (issue 16): `--ubatch 1 --parallel 1` against the replay
+//! token by token (goldens from the build before batches), hand-worked examples of a
+//! ubatch and of parallel responses, sweep against simulate, bad input.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_moe-spill"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run moe-spill")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "moe-spill {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Exit status 2, one line on stderr containing `want`, nothing on stdout.
+fn fails(args: &[&str], want: &str) {
+    let out = run(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "moe-spill {args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "one line expected, got: {err:?}");
+    assert!(err.contains(want), "`{err}` does not contain `{want}`");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.stdout.is_empty(), "no output on error");
+}
+
+fn csv_rows(text: &str) -> Vec<HashMap<String, String>> {
+    let mut r = csv::Reader::from_reader(text.as_bytes());
+    let head: Vec<String> = r.headers().unwrap().iter().map(|s| s.to_string()).collect();
+    r.records()
+        .map(|rec| {
+            head.iter()
+                .cloned()
+                .zip(rec.unwrap().iter().map(|s| s.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+fn header(text: &str) -> Vec<String> {
+    let mut r = csv::Reader::from_reader(text.as_bytes());
+    r.headers().unwrap().iter().map(|s| s.to_string()).collect()
+}
+
+/// Every base policy and both decorators.
+const POLICIES: &str =
+    "lru,fifo,clock,arc,opt,lfu,sieve,s3fifo,linux,linux-eager,pinned:1,pin-hot:64";
+const BASE: &str = "lru,fifo,clock,arc,opt,lfu,sieve,s3fifo,linux,linux-eager";
+
+/// The golden sweeps: arguments, and the file the build before batches wrote for them
+/// (`moe-spill ARGS --format csv -q -j 1 > tests/data/FILE`).
+fn goldens() -> Vec<(Vec<&'static str>, &'static str)> {
+    vec![
+        (
+            vec![
+                "sweep",
+                "traces/synth-sample",
+                "--phase",
+                "all",
+                "--hw",
+                "desktop-cpu",
+                "--policies",
+                POLICIES,
+                "--ram",
+                "6GiB..9GiB",
+                "--points",
+                "4",
+                "--per-layer",
+            ],
+            "batches_golden_phase_all.csv",
+        ),
+        (
+            vec![
+                "sweep",
+                "traces/sample",
+                "--phase",
+                "all",
+                "--policies",
+                BASE,
+                "--cache-experts",
+                "0..128",
+                "--points",
+                "5",
+                "--partition",
+                "per-layer",
+                "--warmup-tokens",
+                "20",
+            ],
+            "batches_golden_per_layer.csv",
+        ),
+        (
+            vec![
+                "sweep",
+                "traces/synth-sample",
+                "--hw",
+                "desktop-cpu",
+                "--policies",
+                POLICIES,
+                "--ram",
+                "6GiB..9GiB",
+                "--points",
+                "4",
+            ],
+            "batches_golden_decode.csv",
+        ),
+    ]
+}
+
+fn with(args: &[&str], more: &[&str]) -> Vec<String> {
+    args.iter()
+        .chain(more)
+        .chain(&["--format", "csv", "-q", "-j", "1"])
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn ok_owned(args: &[String]) -> String {
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+#[test]
+fn without_the_options_outputs_are_todays_byte_for_byte() {
+    // --phase decode (the default) never batches: the build before batches' output.
+    let (args, file) = &goldens()[2];
+    let want = fs::read_to_string(root().join("tests/data").join(file)).unwrap();
+    assert_eq!(ok_owned(&with(args, &[])), want);
+}
+
+#[test]
+fn ubatch_1_parallel_1_equal_the_replay_token_by_token() {
+    // Every column of the build before batches, bit for bit; the batch columns follow.
+    for (args, file) in goldens() {
+        let want = fs::read_to_string(root().join("tests/data").join(file)).unwrap();
+        let got = ok_owned(&with(&args, &["--ubatch", "1", "--parallel", "1"]));
+        let (w, g) = (csv_rows(&want), csv_rows(&got));
+        assert_eq!(w.len(), g.len(), "{file}");
+        let head = header(&want);
+        let got_head = header(&got);
+        assert_eq!(
+            got_head[..head.len() - per_layer_columns(&head)],
+            head[..head.len() - per_layer_columns(&head)]
+        );
+        for (a, b) in w.iter().zip(&g) {
+            for col in &head {
+                assert_eq!(
+                    a[col], b[col],
+                    "{file}: {} at {}: {col}",
+                    a["policy"], a["cache_experts"]
+                );
+            }
+            assert_eq!(b["ubatch"], "1");
+            assert_eq!(b["parallel"], "1");
+            // Token by token every step is one token.
+            let steps: u64 = b["prompt_ubatches"].parse::<u64>().unwrap()
+                + b["decode_steps"].parse::<u64>().unwrap();
+            assert_eq!(steps.to_string(), b["tokens"], "{file}");
+        }
+    }
+}
+
+fn per_layer_columns(head: &[String]) -> usize {
+    head.iter()
+        .filter(|c| c.starts_with("misses_layer_"))
+        .count()
+}
+
+/// One MoE layer (1) of 4 experts, top-2. Response A: prompt tokens {0,1} {1,2} {2,3},
+/// decode token {0,1}; response B: decode tokens {1,3} {0,3}.
+fn hand_trace(dir: &Path) -> PathBuf {
+    let t = dir.join("t");
+    fs::create_dir(&t).unwrap();
+    let tok = |a: u16, b: u16| format!("layer 1 expert {a}\nlayer 1 expert {b}\n---token---\n");
+    let a = format!(
+        "---began prompt processing---\n{}{}{}---ended prompt processing---\n{}",
+        tok(0, 1),
+        tok(1, 2),
+        tok(2, 3),
+        tok(0, 1)
+    );
+    fs::write(t.join("a.txt"), a).unwrap();
+    fs::write(t.join("b.txt"), format!("{}{}", tok(1, 3), tok(0, 3))).unwrap();
+    t
+}
+
+fn json_row(args: &[&str]) -> serde_json::Value {
+    let out = ok(args);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0].clone()
+}
+
+#[test]
+fn a_ubatch_and_parallel_responses_by_hand() {
+    let d = tempfile::tempdir().unwrap();
+    let t = hand_trace(d.path());
+    let t = t.to_str().unwrap();
+    let sim = |more: &[&str]| {
+        let mut args = vec![
+            "simulate",
+            t,
+            "--phase",
+            "all",
+            "--policy",
+            "lru",
+            "--cache-experts",
+            "3",
+            "--format",
+            "json",
+            "-q",
+        ];
+        args.extend(more);
+        json_row(&args)
+    };
+    // Token by token, LRU of 3: A0 misses 0 1; A1 hits 1, misses 2; A2 hits 2, misses 3
+    // (evicts 0); A3 misses 0 (evicts 1) and 1 (evicts 2); B0 {1,3} and B1 {0,3} hit.
+    let r = sim(&["--ubatch", "1"]);
+    assert_eq!(
+        (r["accesses"].as_u64(), r["misses"].as_u64()),
+        (Some(12), Some(6))
+    );
+    // --ubatch 2: the ubatch A0 A1 asks for 0 1 2 once each (3 misses), the ubatch A2
+    // for 2 3 (2 hits, 3 misses, evicting 0); then as above: A3 misses 2, B hits.
+    let r = sim(&["--ubatch", "2"]);
+    assert_eq!(r["tokens"], 6);
+    assert_eq!(
+        (r["accesses"].as_u64(), r["misses"].as_u64()),
+        (Some(11), Some(6))
+    );
+    let b = &r["batch"];
+    assert_eq!(b["ubatch"], 2);
+    assert_eq!(b["parallel"], 1);
+    assert_eq!(
+        [
+            &b["prompt_ubatches"],
+            &b["prompt_tokens"],
+            &b["prompt_accesses"],
+            &b["prompt_misses"]
+        ],
+        [2, 3, 5, 4]
+    );
+    assert_eq!(
+        [
+            &b["decode_steps"],
+            &b["decode_tokens"],
+            &b["decode_accesses"],
+            &b["decode_misses"]
+        ],
+        [3, 3, 6, 2]
+    );
+    // --parallel 2: A's prompt ubatches first (B's next token is a decode token), then
+    // the step A3 B0 asks for 0 1 3 once each (misses 0 and 1, hits 3), then B1 alone
+    // (0 and 3 hit).
+    let r = sim(&["--ubatch", "2", "--parallel", "2"]);
+    assert_eq!(
+        (r["accesses"].as_u64(), r["misses"].as_u64()),
+        (Some(10), Some(6))
+    );
+    let b = &r["batch"];
+    assert_eq!(
+        [
+            &b["decode_steps"],
+            &b["decode_tokens"],
+            &b["decode_accesses"],
+            &b["decode_misses"]
+        ],
+        [2, 3, 5, 2]
+    );
+    // Per token: the decode step of two tokens carries 2 misses, 1 per token.
+    assert_eq!(r["misses_per_token"].as_f64(), Some(1.0));
+}
+
+#[test]
+fn sweep_equals_simulate_with_batches() {
+    let sample = "traces/synth-sample";
+    for (ub, par, partition) in [
+        ("4", "2", "global"),
+        ("5", "3", "per-layer"),
+        ("512", "1", "global"),
+    ] {
+        let policies = if partition == "global" {
+            POLICIES
+        } else {
+            BASE
+        };
+        let out = ok(&[
+            "sweep",
+            sample,
+            "--phase",
+            "all",
+            "--hw",
+            "desktop-cpu",
+            "--policies",
+            policies,
+            "--ram",
+            "6GiB..9GiB",
+            "--points",
+            "4",
+            "--ubatch",
+            ub,
+            "--parallel",
+            par,
+            "--partition",
+            partition,
+            "--warmup-tokens",
+            "30",
+            // The rated time model: the I/O models also take the RAM size, which simulate
+            // --cache-experts derives instead of naming it.
+            "--io",
+            "rated",
+            "--format",
+            "csv",
+            "-q",
+        ]);
+        let rows = csv_rows(&out);
+        assert!(rows.len() >= 40, "{}", rows.len());
+        for r in &rows {
+            let policy = r["policy"].trim_end_matches("(oracle)");
+            let sim = ok(&[
+                "simulate",
+                sample,
+                "--phase",
+                "all",
+                "--hw",
+                "desktop-cpu",
+                "--policy",
+                policy,
+                "--cache-experts",
+                &r["cache_experts"],
+                "--ubatch",
+                ub,
+                "--parallel",
+                par,
+                "--partition",
+                partition,
+                "--warmup-tokens",
+                "30",
+                "--io",
+                "rated",
+                "--format",
+                "csv",
+                "-q",
+            ]);
+            let s = &csv_rows(&sim)[0];
+            for (col, v) in r {
+                if ["ram_gib", "ram_bytes"].contains(&col.as_str()) {
+                    continue; // simulate --cache-experts names no RAM size
+                }
+                assert_eq!(
+                    v, &s[col],
+                    "{} at {} ({ub}, {par}, {partition}): {col}",
+                    r["policy"], r["cache_experts"]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn parallel_sweep_on_the_recording_equals_simulate() {
+    // The one-pass engines (lru, opt) on real data with steps of four responses.
+    let csv = root().join("../shared/traces/deepseek-v2-lite/csv");
+    assert!(csv.is_dir(), "{} is missing", csv.display());
+    let csv = csv.to_str().unwrap();
+    let out = ok(&[
+        "sweep",
+        csv,
+        "--hw",
+        "desktop-cpu",
+        "--policies",
+        "lru,opt,clock",
+        "--ram",
+        "8GiB..12GiB",
+        "--points",
+        "3",
+        "--parallel",
+        "4",
+        "--format",
+        "csv",
+        "-q",
+    ]);
+    let rows = csv_rows(&out);
+    assert_eq!(rows.len(), 9);
+    for r in &rows {
+        let s = &csv_rows(&ok(&[
+            "simulate",
+            csv,
+            "--hw",
+            "desktop-cpu",
+            "--policy",
+            &r["policy"],
+            "--cache-experts",
+            &r["cache_experts"],
+            "--parallel",
+            "4",
+            "--format",
+            "csv",
+            "-q",
+        ]))[0];
+        for col in [
+            "accesses",
+            "misses",
+            "cold_misses",
+            "ssd_bytes_per_token_p99",
+            "decode_steps",
+            "decode_accesses",
+        ] {
+            assert_eq!(
+                r[col], s[col],
+                "{} at {}: {col}",
+                r["policy"], r["cache_experts"]
+            );
+        }
+        // Four responses share each step: fewer steps than tokens, fewer accesses than
+        // tokens x 156.
+        let steps: u64 = r["decode_steps"].parse().unwrap();
+        let tokens: u64 = r["decode_tokens"].parse().unwrap();
+        assert_eq!(tokens, 94165);
+        assert!(steps < tokens / 3, "{steps} steps");
+        assert!(r["accesses"].parse::<u64>().unwrap() < tokens * 156);
+    }
+}
+
+#[test]
+fn bad_batches() {
+    let s = "traces/sample";
+    let base = ["simulate", s, "--cache-experts", "10", "--phase", "all"];
+    let with = |more: &[&'static str]| {
+        let mut v: Vec<&str> = base.to_vec();
+        v.extend(more);
+        v
+    };
+    fails(
+        &with(&["--ubatch", "0"]),
+        "--ubatch 0: a ubatch holds at least one token",
+    );
+    fails(&with(&["--parallel", "0"]), "--parallel 0");
+    // Three responses: at most three in parallel.
+    fails(
+        &with(&["--parallel", "4"]),
+        "--parallel 4: the trace has 3 response(s) to replay, so at most 3 can decode in parallel",
+    );
+    ok(&with(&["--parallel", "3", "--format", "csv"]));
+    // Warmup that leaves no whole step: the hand trace tagged prompt throughout is two
+    // ubatches of 4 (tokens 0-3) and 2 (tokens 4-5); token 5 is inside the last.
+    let d = tempfile::tempdir().unwrap();
+    let prompts = d.path().join("p.mst");
+    let p = prompts.to_str().unwrap();
+    ok(&[
+        "convert",
+        hand_trace(d.path()).to_str().unwrap(),
+        "--as-prompt",
+        "-q",
+        "-o",
+        p,
+    ]);
+    let warm = |w: &'static str| {
+        vec![
+            "simulate",
+            p,
+            "--phase",
+            "all",
+            "--ubatch",
+            "4",
+            "--cache-experts",
+            "2",
+            "--warmup-tokens",
+            w,
+            "--format",
+            "csv",
+            "-q",
+        ]
+    };
+    let r = &csv_rows(&ok(&warm("4")))[0];
+    assert_eq!(
+        (r["tokens"].as_str(), r["prompt_ubatches"].as_str()),
+        ("2", "1")
+    );
+    fails(&warm("5"), "--warmup-tokens 5 leaves no step to count");
+    // Only prompt tokens: nothing to replay in the decode phase.
+    fails(
+        &["simulate", p, "--cache-experts", "2"],
+        "the trace has no tokens to replay",
+    );
+    // The kernel replays token by token.
+    fails(
+        &[
+            "kernel-replay",
+            s,
+            "--cache-experts",
+            "10",
+            "--parallel",
+            "2",
+        ],
+        "kernel-replay replays token by token, but this replay has steps of several tokens (--parallel 2)",
+    );
+    fails(
+        &[
+            "sweep",
+            s,
+            "--cache-experts",
+            "0..10",
+            "--parallel",
+            "2",
+            "--kernel",
+        ],
+        "sweep --kernel replays token by token, but this replay has steps of several tokens (--parallel 2)",
+    );
+    // --phase all on prompt tokens batches by default: one line, no note before it.
+    fails(
+        &[
+            "kernel-replay",
+            s,
+            "--phase",
+            "all",
+            "--cache-experts",
+            "10",
+        ],
+        "(prompt tokens in ubatches of 512, the default with --phase all)",
+    );
+    // Where --ubatch changes nothing, a note says why (and the run goes on).
+    let note = |args: &[&str], want: &str| {
+        let out = run(args);
+        assert!(out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{err}");
+    };
+    note(
+        &[
+            "simulate",
+            s,
+            "--cache-experts",
+            "10",
+            "--ubatch",
+            "8",
+            "--format",
+            "csv",
+        ],
+        "--ubatch applies to prompt tokens, which --phase decode skips",
+    );
+    note(
+        &[
+            "simulate",
+            "traces/golden",
+            "--cache-experts",
+            "10",
+            "--phase",
+            "all",
+            "--ubatch",
+            "8",
+            "--format",
+            "csv",
+        ],
+        "the trace has no prompt-processing tokens",
+    );
+    note(
+        &[
+            "simulate",
+            s,
+            "--cache-experts",
+            "10",
+            "--phase",
+            "all",
+            "--format",
+            "csv",
+        ],
+        "prompt tokens are replayed in ubatches of 512",
+    );
+}
