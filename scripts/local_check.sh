@@ -103,8 +103,8 @@ rm -f "$DIR/model.bin"
 python3 - "$DIR" $ADVICE <<'EOF'
 import csv, sys
 d, advice = sys.argv[1], sys.argv[2:]
-print("| advice | cache experts | kernel MB/token | model MB/token | kernel ms/token | predicted ms/token | error |")
-print("|---|---|---|---|---|---|---|")
+print("| advice | window KiB | cache experts | kernel MB/token | model MB/token | kernel ms/token | predicted ms/token | error |")
+print("|---|---|---|---|---|---|---|---|")
 errs = []
 for a in advice:
     rows = list(csv.DictReader(open(f"{d}/kernel_{a}.csv")))
@@ -113,7 +113,7 @@ for a in advice:
         n = float(k["tokens"])
         e = float(p["wall_rel_err"])
         errs.append(abs(e))
-        print(f"| {a} | {k['cache_experts']} | {float(k['read_bytes']) / n / 1e6:.0f} | "
+        print(f"| {a} | {k['window_kb']} | {k['cache_experts']} | {float(k['read_bytes']) / n / 1e6:.0f} | "
               f"{float(p['read_bytes']) / n / 1e6:.0f} | {float(k['wall_ms_per_token']):.0f} | "
               f"{float(p['wall_ms_per_token']):.0f} | {100 * e:+.0f} % |")
 print(f"\n{sum(e <= 0.25 for e in errs)} of {len(errs)} within 25 %; largest |error| {100 * max(errs):.0f} %")
