@@ -262,6 +262,13 @@ fn bad_input_is_one_line_and_writes_nothing() {
     );
     fs::write(f.path("text.gguf"), "just text\n").unwrap();
     check(&f.path("text.gguf"), &prompts, "not a GGUF file");
+    let whole = fs::read(f.path("moe.gguf")).unwrap();
+    fs::write(f.path("cut.gguf"), &whole[..whole.len() / 2]).unwrap();
+    check(
+        &f.path("cut.gguf"),
+        &prompts,
+        "llama.cpp cannot load this model: llama_model_load: error loading model: tensor",
+    );
     check(&f.path("dense.gguf"), &prompts, "no routed experts");
     fs::write(f.path("empty.txt"), "\n\n").unwrap();
     check(

@@ -22,9 +22,9 @@ use crate::error::{Error, Result};
 /// Tokens per llama_decode call of a prompt (and per micro-batch).
 const BATCH: usize = 512;
 
-/// llama.cpp's log: kept quiet (the last error is quoted in messages), or passed
-/// through to stderr with MOE_SPILL_LLAMA_LOG=1.
-static LAST_ERROR: Mutex<String> = Mutex::new(String::new());
+/// llama.cpp's log: kept off stderr (its error messages are quoted in ours), or passed
+/// through with MOE_SPILL_LLAMA_LOG=1.
+static ERRORS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 static LOG_LEVEL: Mutex<u32> = Mutex::new(0);
 
 unsafe extern "C" fn on_log(level: sys::ggml_log_level, text: *const c_char, _: *mut c_void) {
@@ -43,21 +43,26 @@ unsafe extern "C" fn on_log(level: sys::ggml_log_level, text: *const c_char, _: 
         *last = level;
     }
     if *last == sys::GGML_LOG_LEVEL_ERROR {
-        let mut err = LAST_ERROR.lock().unwrap_or_else(|e| e.into_inner());
-        if !cont {
-            err.clear();
+        let mut errors = ERRORS.lock().unwrap_or_else(|e| e.into_inner());
+        match errors.last_mut() {
+            Some(e) if cont => e.push_str(&text),
+            _ => errors.push(text.into_owned()),
         }
-        err.push_str(&text);
     }
 }
 
-fn last_error() -> String {
-    let err = LAST_ERROR.lock().unwrap_or_else(|e| e.into_inner());
-    let one_line: Vec<&str> = err.split_whitespace().collect();
-    if one_line.is_empty() {
+/// The error messages llama.cpp logged since the last call, as one line.
+fn logged_errors() -> String {
+    let mut errors = ERRORS.lock().unwrap_or_else(|e| e.into_inner());
+    let lines: Vec<String> = errors
+        .drain(..)
+        .map(|e| e.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|e| !e.is_empty())
+        .collect();
+    if lines.is_empty() {
         "no reason given".into()
     } else {
-        one_line.join(" ")
+        lines.join("; ")
     }
 }
 
@@ -107,7 +112,7 @@ unsafe fn read_topk(t: *mut sys::ggml_tensor, layer: u16, routing: &mut Routing)
     // SAFETY: the caller passes a live tensor.
     let t = unsafe { &*t };
     if t.type_ != sys::GGML_TYPE_I32 || t.ne[2] != 1 || t.ne[3] != 1 {
-        return Err(Error::new(format!(
+        return Err(routing.error(format!(
             "ffn_moe_topk-{layer}: expected an I32 matrix of expert ids, got type {} of shape {:?}",
             t.type_, t.ne
         )));
@@ -261,11 +266,12 @@ pub fn run(
     }
     let mut mp = unsafe { sys::llama_model_default_params() };
     mp.n_gpu_layers = 0;
+    logged_errors(); // forget what came before
     let model = unsafe { sys::llama_model_load_from_file(c_path.as_ptr(), mp) };
     if model.is_null() {
         return Err(Error::in_file(
             path,
-            format!("llama.cpp cannot load this model: {}", last_error()),
+            format!("llama.cpp cannot load this model: {}", logged_errors()),
         ));
     }
     let model = Model(model);
@@ -333,7 +339,7 @@ pub fn run(
             path,
             format!(
                 "llama.cpp cannot make a context for this model: {}",
-                last_error()
+                logged_errors()
             ),
         ));
     }
@@ -365,7 +371,7 @@ pub fn run(
         let rc = unsafe { sys::llama_decode(ctx.0, batch.0) };
         let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = sh.error.take() {
-            return Err(Error::in_file(path, e));
+            return Err(e);
         }
         if rc != 0 && interrupted() {
             sh.routing.commit_complete(prompt);
@@ -374,7 +380,7 @@ pub fn run(
         if rc != 0 {
             return Err(Error::in_file(
                 path,
-                format!("llama_decode failed (status {rc}): {}", last_error()),
+                format!("llama_decode failed (status {rc}): {}", logged_errors()),
             ));
         }
         sh.routing.commit(tokens.len(), prompt)?;

@@ -188,7 +188,8 @@ impl Routing {
         }
     }
 
-    fn error(&self, msg: impl std::fmt::Display) -> Error {
+    /// An error about the model's routing, naming the model file.
+    pub fn error(&self, msg: impl std::fmt::Display) -> Error {
         Error::in_file(&self.model, msg)
     }
 }
