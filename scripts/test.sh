@@ -13,7 +13,11 @@ python3 scripts/crosscheck_libcachesim.py
 
 # `record` builds llama.cpp: cmake, a C/C++ compiler and libclang (for bindgen).
 has_libclang() {
-    ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*/libclang.so* >/dev/null 2>&1
+    local f
+    for f in /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*/libclang.so* /usr/lib64/libclang.so*; do
+        [ -e "$f" ] && return 0
+    done
+    return 1
 }
 if ! command -v cmake >/dev/null || ! command -v c++ >/dev/null || ! has_libclang; then
     echo "test.sh: installing cmake, clang and libclang-dev for the record feature" >&2
