@@ -180,6 +180,27 @@ fn records_the_tiny_moe_and_reads_back() {
         assert!(m >= 6 && h > 0, "{row}");
     }
 
+    // The model file sizes the experts (--gguf): every miss costs one expert's gate, up
+    // and down slices, 3 x 16 x 32 F32 weights = 6,144 bytes.
+    let out = ok(&[
+        "simulate",
+        s(&a),
+        "--gguf",
+        s(&f.path("moe.gguf")),
+        "--gpus",
+        "0",
+        "--policy",
+        "lru",
+        "--cache-experts",
+        "6",
+        "--format",
+        "json",
+    ]);
+    let row = &serde_json::from_str::<serde_json::Value>(&out).unwrap()[0];
+    let misses = row["misses"].as_u64().unwrap();
+    assert_eq!(row["accesses"], (PROMPTS.len() * GENERATED * 6) as u64);
+    assert_eq!(row["ssd_bytes"], misses * 6144, "{row}");
+
     // The trace itself: responses, phases, and the first layer's routing against numpy.
     let t = load(&a);
     let reference: serde_json::Value =
