@@ -4,10 +4,11 @@
 //! Dependencies run one way (scripts/import_graph.py checks there is no cycle):
 //! `main` -> `cli` (clap, raw flags -> settings) -> `commands` (one file per subcommand)
 //! -> `setup`, `costing` (counts priced by the time model), `replay`, `timemodel` (and `decode`, `io_engine`: the I/O model),
-//! `analyze`, `report`, `kernel`, `synth` -> `input`, `weights` (a model's expert and
-//! non-expert bytes per layer, from a preset or a GGUF file), `format` (trace formats and
-//! the GGUF reader), `trace`, `model`, `hardware` (with `drive` and `cpu`), `quant`,
-//! `units` -> the policies crate (the policies and their one-pass miss curves).
+//! `analyze`, `report`, `kernel`, `synth`, `record` (llama.cpp, feature `record`) ->
+//! `input`, `weights` (a model's expert and non-expert bytes per layer, from a preset or
+//! a GGUF file), `format` (trace formats and the GGUF reader), `trace`, `model`,
+//! `hardware` (with `drive` and `cpu`), `quant`, `units` -> the policies crate (the
+//! policies and their one-pass miss curves).
 
 /// A line on stderr that never fails the run: a note or progress message is not worth
 /// a panic when stderr cannot be written (`2>/dev/full`, a closed pipe).
@@ -36,6 +37,7 @@ pub mod kernel;
 pub mod model;
 pub mod progress;
 pub mod quant;
+pub mod record;
 pub mod replay;
 pub mod report;
 pub mod setup;

@@ -553,6 +553,27 @@ fn bad_options() {
     );
 }
 
+/// Without llama.cpp (the default build), `record` says in one line how to get it,
+/// whatever it is given.
+#[cfg(not(feature = "record"))]
+#[test]
+fn record_without_the_feature_says_how_to_build_it() {
+    for args in [
+        &["record"][..],
+        &[
+            "record",
+            "--gguf",
+            "m.gguf",
+            "--prompts",
+            "p.txt",
+            "-o",
+            "t.mst",
+        ],
+    ] {
+        fails(args, "cargo install --path . --features record");
+    }
+}
+
 #[test]
 fn failing_convert_leaves_no_partial_output() {
     let d = tmp();

@@ -8,8 +8,8 @@ use clap::{Args, ValueEnum};
 
 use crate::commands::{
     analyze::AnalyzeOptions, convert::ConvertOptions, estimate::EstimateOptions, info::InfoOptions,
-    kernel_replay::KernelReplayOptions, models::ModelsOptions, simulate::SimulateOptions,
-    sweep::SweepOptions, synth::SynthOptions,
+    kernel_replay::KernelReplayOptions, models::ModelsOptions, record::RecordOptions,
+    simulate::SimulateOptions, sweep::SweepOptions, synth::SynthOptions,
 };
 use crate::hardware::HardwareOverrides;
 use crate::input::TraceSource;
@@ -346,6 +346,44 @@ pub struct EstimateArgs {
     pub ram: Option<f64>,
     #[command(flatten)]
     pub out: FormatArgs,
+}
+
+/// `record`. Its files are required only in a binary that can record: one built
+/// without llama.cpp says how to build one, whatever it is given.
+#[derive(Args, Debug)]
+pub struct RecordArgs {
+    /// The model: a GGUF file llama.cpp runs (the first part of a split model).
+    #[arg(short = 'm', long, value_name = "FILE", required = cfg!(feature = "record"))]
+    pub gguf: Option<PathBuf>,
+    /// Prompts: one per line, or JSON Lines with a "prompt" field (fed as raw text).
+    #[arg(short = 'f', long, value_name = "FILE", required = cfg!(feature = "record"))]
+    pub prompts: Option<PathBuf>,
+    /// Output: FILE.mst for the binary format, any other name for a directory of
+    /// forum-format files single_response_NNN.txt (one per prompt).
+    #[arg(short, long, value_name = "PATH", required = cfg!(feature = "record"))]
+    pub output: Option<PathBuf>,
+    /// Tokens generated per prompt after its own (fewer when the model ends its answer
+    /// first, unless --ignore-eos).
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 128)]
+    pub tokens: usize,
+    /// Sampling temperature: 0 is greedy (always the most likely token).
+    #[arg(long, value_name = "T", default_value_t = 0.0)]
+    pub temp: f32,
+    /// Seed of the sampler, with --temp above 0: the same seed gives the same trace.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub seed: u32,
+    /// CPU threads [default: every core].
+    #[arg(short = 't', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..1025))]
+    pub threads: Option<u64>,
+    /// Context size in tokens: every prompt plus -n must fit.
+    #[arg(short = 'c', long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
+    pub ctx_size: u64,
+    /// Generate all -n tokens, past the model's end-of-generation token.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// No progress bar or report on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -719,6 +757,23 @@ impl From<SynthArgs> for SynthOptions {
             recall: a.recall,
             recall_decay: a.recall_decay,
             opening: a.opening,
+            quiet: a.quiet,
+        }
+    }
+}
+
+impl From<RecordArgs> for RecordOptions {
+    fn from(a: RecordArgs) -> Self {
+        RecordOptions {
+            gguf: a.gguf,
+            prompts: a.prompts,
+            output: a.output,
+            tokens: a.tokens,
+            temp: a.temp,
+            seed: a.seed,
+            threads: a.threads.map(|t| t as usize),
+            ctx_size: a.ctx_size as usize,
+            ignore_eos: a.ignore_eos,
             quiet: a.quiet,
         }
     }

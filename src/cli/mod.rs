@@ -10,7 +10,7 @@ use crate::commands;
 use crate::error::Result;
 use args::{
     AnalyzeArgs, ConvertArgs, EstimateArgs, HardwareListArgs, InfoArgs, KernelReplayArgs,
-    ModelsArgs, SimulateArgs, SweepArgs, SynthArgs,
+    ModelsArgs, RecordArgs, SimulateArgs, SweepArgs, SynthArgs,
 };
 
 #[derive(Parser, Debug)]
@@ -45,6 +45,9 @@ pub enum Command {
     Estimate(EstimateArgs),
     /// Generate a synthetic routing trace (calibrated to U and D, or fitted to a recording).
     Synth(SynthArgs),
+    /// Record real routing: run a GGUF model through llama.cpp on a prompts file and
+    /// write every MoE layer's routed experts of every token (build feature `record`).
+    Record(RecordArgs),
     /// Replay a trace on the real Linux page cache (memory cgroup, mmap'd model-like file)
     /// beside the simulated policies.
     KernelReplay(KernelReplayArgs),
@@ -65,6 +68,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Sweep(a) => commands::sweep::run(a.into()),
         Command::Estimate(a) => commands::estimate::run(a.into()),
         Command::Synth(a) => commands::synth::run(a.into()),
+        Command::Record(a) => commands::record::run(a.into()),
         Command::KernelReplay(a) => commands::kernel_replay::run(a.into()),
         Command::KernelReplayChild => crate::kernel::child_main(),
     }

@@ -8,6 +8,7 @@ pub mod hardware;
 pub mod info;
 pub mod kernel_replay;
 pub mod models;
+pub mod record;
 pub mod simulate;
 pub mod sweep;
 pub mod synth;
