@@ -162,6 +162,9 @@ fn records_the_tiny_moe_and_reads_back() {
             s(&a),
             "--phase",
             phase,
+            // Token by token: prompt ubatches would count each expert once per ubatch.
+            "--ubatch",
+            "1",
             "--policy",
             "lru",
             "--cache-experts",
