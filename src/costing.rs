@@ -2,11 +2,14 @@
 //! (bytes per expert, token time) into a report row, beside the analytic estimate from U
 //! and D.
 
+use std::collections::HashMap;
+
 use crate::decode::{decode_time, IoSetup};
 use crate::hardware::Hardware;
 use crate::replay::stats::{percentile, MissHistogram};
 use crate::replay::{Misses, Partition, PhaseTotals, ReplayPlan};
-use crate::report::rows::{BatchColumns, Row};
+use crate::report::rows::{BatchColumns, PromptTiming, Row};
+use crate::step_time::{BatchMachine, StepLoad, StepTime};
 use crate::timemodel::{analytic_ssd_bytes_per_token, token_time, Placement, GIB};
 
 /// What prices a run: the model's placement, the machine, and U and D for the
@@ -21,6 +24,10 @@ pub struct CostInputs {
     pub chunk: usize,
     /// The I/O model (None: SSD bytes over the rated bandwidth).
     pub io: Option<IoSetup>,
+    /// llama.cpp's op offload of steps of 32 tokens or more (off: `--no-op-offload`).
+    pub op_offload: bool,
+    /// Prompt lengths to time the first token of (`--prompt-tokens`).
+    pub prompt_lengths: Vec<u64>,
 }
 
 /// Budget of a row: installed RAM (GiB) when known, and the cache capacity.
@@ -136,6 +143,7 @@ pub fn make_row(
             decode_accesses: st.decode.accesses,
             decode_misses: st.decode.misses,
             decode_ssd_bytes_per_token: per_token(&st.decode),
+            ..BatchColumns::default()
         });
     }
     if let Some(e) = econ {
@@ -172,6 +180,32 @@ pub fn make_row(
             let p = &e.placement;
             let resident =
                 (budget.capacity as f64 / (p.cpu_layers * plan.n_experts).max(1) as f64).min(1.0);
+            if let Some(b) = row.batch.as_mut() {
+                let machine = BatchMachine {
+                    placement: p,
+                    hw: &e.hw,
+                    io,
+                    ram_gib,
+                    op_offload: e.op_offload,
+                    resident,
+                };
+                let t = time_steps(plan, counts, warmup, &machine, &e.prompt_lengths, b);
+                // Token by token the decode model prices the row (the same sums, in the
+                // order of the rows without batches).
+                if plan.is_batched() {
+                    let per = |x: f64| x / tokens.max(1) as f64 * 1e3;
+                    row.t_vram_ms = Some(per(t.t_gpu + t.t_h2d));
+                    row.t_ram_ms = Some(per(t.t_cpu));
+                    row.t_ssd_ms = Some(per(t.t_io));
+                    row.device_bytes_per_token = Some(t.device_bytes / tokens.max(1) as f64);
+                    row.io = Some(io.engine.name());
+                    row.est_tok_s = (t.total > 0.0).then(|| tokens as f64 / t.total);
+                    let a = analytic_ssd_bytes_per_token(p, e.u, e.d, budget.capacity, e.chunk);
+                    row.analytic_ssd_bytes_per_token = Some(a);
+                    row.analytic_tok_s = Some(token_time(p, &e.hw, a).tok_s());
+                    return row;
+                }
+            }
             let t = decode_time(p, &e.hw, io, ram_gib, &hist.pairs(), row.hit_rate, resident);
             row.t_vram_ms = Some(t.t_vram * 1e3);
             row.t_ram_ms = Some(t.t_ram * 1e3);
@@ -192,6 +226,93 @@ pub fn make_row(
         row.analytic_tok_s = Some(token_time(&e.placement, &e.hw, a).tok_s());
     }
     row
+}
+
+/// Time every counted step of a batched run on `machine` (steps alike priced once), fill
+/// the batch columns' rates (prefill and decode tokens/s, time to first token, per
+/// prompt length in `lengths`) and return the steps' summed times.
+fn time_steps(
+    plan: &ReplayPlan,
+    counts: &Misses,
+    warmup: usize,
+    machine: &BatchMachine,
+    lengths: &[u64],
+    b: &mut BatchColumns,
+) -> StepTime {
+    let mut priced: HashMap<(u32, usize, u32), StepTime> = HashMap::new();
+    let mut sum = StepTime::default();
+    let (mut prompt_s, mut decode_s) = (0.0, 0.0);
+    // Prompt runs: (tokens, seconds) of each ubatch of the run in progress.
+    let mut runs: Vec<Vec<(u32, u32, f64)>> = Vec::new();
+    for i in plan.first_counted_step(warmup)..plan.n_steps {
+        let st = plan.step(i);
+        let misses = counts.misses_per_step[i];
+        let t = *priced
+            .entry((st.tokens, st.accesses, misses))
+            .or_insert_with(|| {
+                machine.step_time(StepLoad {
+                    tokens: st.tokens,
+                    union: st.accesses as f64,
+                    misses: misses as f64,
+                })
+            });
+        sum.t_gpu += t.t_gpu;
+        sum.t_cpu += t.t_cpu;
+        sum.t_h2d += t.t_h2d;
+        sum.t_io += t.t_io;
+        sum.total += t.total;
+        sum.device_bytes += t.device_bytes;
+        if st.prompt {
+            prompt_s += t.total;
+            let offset = plan.step_offset(i);
+            if offset == 0 {
+                runs.push(Vec::new());
+            }
+            // A run whose start lies before the warmup is left out.
+            if let Some(run) = runs.last_mut().filter(|r| offset == 0 || !r.is_empty()) {
+                run.push((offset, st.tokens, t.total));
+            }
+        } else {
+            decode_s += t.total;
+        }
+    }
+    runs.retain(|r| !r.is_empty());
+    let rate = |tokens: u64, s: f64| (tokens > 0 && s > 0.0).then(|| tokens as f64 / s);
+    b.prefill_tok_s = rate(b.prompt_tokens, prompt_s);
+    b.decode_tok_s = rate(b.decode_tokens, decode_s);
+    b.decode_tok_s_per_seq = rate(b.decode_steps, decode_s);
+    if !runs.is_empty() {
+        let total: f64 = runs.iter().flatten().map(|&(_, _, s)| s).sum();
+        b.ttft_s = Some(total / runs.len() as f64);
+    }
+    b.at_lengths = lengths
+        .iter()
+        .map(|&len| {
+            // The ubatches up to token `len` of every run that long; the one that
+            // holds token `len` counts for the share of its tokens before it.
+            let mut n = 0u64;
+            let mut secs = 0.0;
+            for run in &runs {
+                let (last_off, last_n, _) = *run.last().expect("non-empty");
+                if ((last_off + last_n) as u64) < len {
+                    continue;
+                }
+                n += 1;
+                for &(off, tokens, s) in run {
+                    let before = len.saturating_sub(off as u64).min(tokens as u64);
+                    secs += s * before as f64 / tokens as f64;
+                }
+            }
+            let ttft = (n > 0).then(|| secs / n as f64);
+            PromptTiming {
+                prompt_tokens: len,
+                runs: n,
+                ttft_s: ttft,
+                prefill_tok_s: ttft.filter(|&t| t > 0.0).map(|t| len as f64 / t),
+            }
+        })
+        .collect();
+    sum
 }
 
 #[cfg(test)]
@@ -229,5 +350,132 @@ mod tests {
         assert_eq!(cold, 48);
         assert!(row.misses >= cold);
         assert_eq!(counts.misses_per_slot.iter().sum::<u64>(), row.misses);
+    }
+
+    /// The time to first token, worked out from the trace's prompt runs directly: each
+    /// step's first token found by counting tokens, and its run by scanning the trace.
+    #[test]
+    fn time_to_first_token_sums_the_ubatches_of_each_prompt_run() {
+        use crate::decode::IoSetup;
+        use crate::drive::DriveCurve;
+        use crate::io_engine::IoEngine;
+        use crate::quant::quant_type;
+        use crate::replay::tests::toy_with_prompts;
+        use crate::replay::Batching;
+        use crate::step_time::{BatchMachine, StepLoad};
+        use crate::timemodel::Placement;
+
+        let trace = toy_with_prompts(500, 3);
+        let b = Batching {
+            ubatch: 16,
+            parallel: 1,
+        };
+        let plan = ReplayPlan::batched(&trace, true, 0, b);
+        let spec = PolicySpec::parse("lru").unwrap();
+        let counts = run_policy(&plan, &spec, 12, Partition::Global, None, 0).unwrap();
+        let q4 = quant_type("q4_0").unwrap();
+        let p = Placement {
+            expert_bytes: 3 << 20,
+            non_expert_bytes: 0.0,
+            non_expert_vram_bytes: 0.0,
+            non_expert_ram_bytes: 0.0,
+            gpu_layers: 0,
+            cpu_layers: 3,
+            n_layers: 3,
+            top_k: 2,
+            layers: crate::timemodel::tests::layers(3, [(q4, 1 << 20); 3]),
+            non_expert_quant: q4,
+        };
+        let hw: Hardware = toml::from_str(
+            "name='t'\n[ram]\nsize_gib=10\nbandwidth_gbs=10\n[ssd]\nbandwidth_gbs=2\n[cpu]\nthreads=2\n",
+        )
+        .unwrap();
+        let io = IoSetup {
+            engine: IoEngine::Mmap {
+                window: 1 << 18,
+                threads: 2,
+            },
+            drive: DriveCurve::from_figures(2.0, 100.0, 1.0),
+            page_cache_gbs: 4.0,
+        };
+        let m = BatchMachine {
+            placement: &p,
+            hw: &hw,
+            io: &io,
+            ram_gib: 10.0,
+            op_offload: true,
+            resident: 0.25,
+        };
+        let mut cols = BatchColumns::default();
+        let st = plan.batch_stats(&counts, 0);
+        cols.prompt_tokens = st.prompt.tokens;
+        cols.decode_tokens = st.decode.tokens;
+        cols.decode_steps = st.decode.steps;
+        let sum = time_steps(&plan, &counts, 0, &m, &[20, 40], &mut cols);
+
+        // Runs of consecutive prompt tokens (start, length), from the trace.
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for t in 0..trace.n_tokens() {
+            if trace.prompt[t] {
+                match runs.last_mut() {
+                    Some((s, n)) if *s + *n == t => *n += 1,
+                    _ => runs.push((t, 1)),
+                }
+            }
+        }
+        // Each run's ubatches: (first token, tokens, seconds).
+        let mut ubatches: Vec<Vec<(usize, u32, f64)>> = vec![Vec::new(); runs.len()];
+        let (mut first, mut total, mut prompt_s) = (0usize, 0.0, 0.0);
+        for i in 0..plan.n_steps {
+            let s = plan.step(i);
+            let t = m
+                .step_time(StepLoad {
+                    tokens: s.tokens,
+                    union: s.accesses as f64,
+                    misses: counts.misses_per_step[i] as f64,
+                })
+                .total;
+            total += t;
+            if s.prompt {
+                prompt_s += t;
+                let r = runs
+                    .iter()
+                    .position(|&(a, n)| (a..a + n).contains(&first))
+                    .unwrap();
+                ubatches[r].push((first - runs[r].0, s.tokens, t));
+            }
+            first += s.tokens as usize;
+        }
+        assert!((sum.total - total).abs() < 1e-9 * total);
+        let want_prefill = st.prompt.tokens as f64 / prompt_s;
+        assert!((cols.prefill_tok_s.unwrap() - want_prefill).abs() < 1e-9 * want_prefill);
+        let mean: f64 = ubatches.iter().flatten().map(|u| u.2).sum::<f64>() / runs.len() as f64;
+        assert!((cols.ttft_s.unwrap() - mean).abs() < 1e-9 * mean);
+        // 20 tokens: the first ubatch of 16 and a quarter of the second (4 of its 16),
+        // in the runs of 40 only.
+        let long: Vec<&Vec<(usize, u32, f64)>> = runs
+            .iter()
+            .zip(&ubatches)
+            .filter(|(r, _)| r.1 >= 20)
+            .map(|(_, u)| u)
+            .collect();
+        assert!(long.len() >= 5 && long.len() < runs.len());
+        let want20 = long
+            .iter()
+            .map(|u| u[0].2 + u[1].2 * 4.0 / 16.0)
+            .sum::<f64>()
+            / long.len() as f64;
+        let at20 = &cols.at_lengths[0];
+        assert_eq!((at20.prompt_tokens, at20.runs), (20, long.len() as u64));
+        assert!((at20.ttft_s.unwrap() - want20).abs() < 1e-9 * want20);
+        assert!((at20.prefill_tok_s.unwrap() - 20.0 / want20).abs() < 1e-9);
+        // 40 tokens: the whole of each run of 40.
+        let at40 = &cols.at_lengths[1];
+        let want40 = long
+            .iter()
+            .map(|u| u.iter().map(|x| x.2).sum::<f64>())
+            .sum::<f64>()
+            / long.len() as f64;
+        assert!((at40.ttft_s.unwrap() - want40).abs() < 1e-9 * want40);
     }
 }

@@ -34,6 +34,52 @@ pub struct Cpu {
     /// listed take the published rate.
     #[serde(default)]
     pub gbs_per_thread: BTreeMap<String, f64>,
+    /// GFLOP/s one thread reaches multiplying a batch of tokens (prompt processing),
+    /// per GGUF type; types not listed take the published rate ([`published_gemm_rate`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gemm_gflops_per_thread: BTreeMap<String, f64>,
+}
+
+/// The published per-thread rate (GFLOP/s) at which llama.cpp's CPU backend multiplies
+/// a batch of tokens by weights of type `t`, with the type whose figure it is.
+///
+/// llama-bench pp512, mainline build 4384, Ryzen 9 7950X, 16 threads, LLaMA-3.1-8B
+/// (ik_llama.cpp discussion 164): 2 x 6.979e9 matmul weights (the 8.03e9 parameters less
+/// the token embedding and the output, computed for one token of the batch) x tokens/s /
+/// 16. The K-quant figures are of the `_S` mixes of the type; IQ2_S is IQ2_M's figure.
+/// Types without one borrow the nearest kernel's, as for the decode rates.
+pub fn published_gemm_rate(t: &QuantType) -> Option<(f64, &'static str)> {
+    // (type, pp512 tokens/s at 16 threads)
+    const MEASURED: &[(&str, f64)] = &[
+        ("bf16", 78.58),
+        ("q8_0", 147.92),
+        ("q5_0", 111.68),
+        ("q4_0", 153.52),
+        ("q2_k", 122.37),
+        ("q3_k", 85.19),
+        ("q4_k", 108.40),
+        ("q5_k", 75.52),
+        ("q6_k", 82.56),
+        ("iq4_nl", 123.36),
+        ("iq4_xs", 74.39),
+        ("iq2_xxs", 45.78),
+        ("iq2_xs", 49.72),
+        ("iq2_s", 43.80),
+        ("iq3_xxs", 34.17),
+        ("iq3_s", 30.20),
+    ];
+    const FLOP_PER_TOKEN: f64 = 2.0 * 6.979e9;
+    let like = match t.name {
+        "iq1_m" | "iq1_s" => "iq2_xxs",
+        "q4_1" => "q4_0",
+        "q5_1" => "q5_0",
+        "f16" => "bf16",
+        name => name,
+    };
+    MEASURED
+        .iter()
+        .find(|(n, _)| *n == like)
+        .map(|&(n, tps)| (tps * FLOP_PER_TOKEN / 16.0 / 1e9, n))
 }
 
 /// The published per-thread rate of a type (GB/s), with the type whose figure it is.
@@ -81,6 +127,16 @@ impl Cpu {
         Some(bytes / (rate * 1e9 * self.threads as f64))
     }
 
+    /// Seconds to multiply `flops` of a batch against weights of type `t` with all
+    /// threads (prompt processing); None when no rate is known.
+    pub fn gemm_seconds(&self, t: &QuantType, flops: f64) -> Option<f64> {
+        let rate = match self.gemm_gflops_per_thread.get(t.name) {
+            Some(&r) => r,
+            None => published_gemm_rate(t)?.0,
+        };
+        Some(flops / (rate * 1e9 * self.threads as f64))
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.threads == 0 {
             return Err("CPU threads must be at least 1".into());
@@ -88,6 +144,11 @@ impl Cpu {
         for (name, &r) in &self.gbs_per_thread {
             crate::quant::quant_type(name).map_err(|e| format!("CPU gbs_per_thread: {e}"))?;
             crate::drive::check_positive(r, &format!("CPU gbs_per_thread.{name}"))?;
+        }
+        for (name, &r) in &self.gemm_gflops_per_thread {
+            crate::quant::quant_type(name)
+                .map_err(|e| format!("CPU gemm_gflops_per_thread: {e}"))?;
+            crate::drive::check_positive(r, &format!("CPU gemm_gflops_per_thread.{name}"))?;
         }
         Ok(())
     }
@@ -103,7 +164,32 @@ mod tests {
             name: "test".into(),
             threads,
             gbs_per_thread: BTreeMap::new(),
+            gemm_gflops_per_thread: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn batch_rates_come_from_pp512() {
+        // Q4_0: 153.52 tokens/s x 2 x 6.979e9 / 16 threads = 133.9 GFLOP/s per thread.
+        let (r, from) = published_gemm_rate(&quant_type("q4_0").unwrap()).unwrap();
+        assert_eq!(from, "q4_0");
+        assert!((r - 133.92).abs() < 0.01, "{r}");
+        assert_eq!(
+            published_gemm_rate(&quant_type("iq1_m").unwrap())
+                .unwrap()
+                .1,
+            "iq2_xxs"
+        );
+        let mut c = cpu(4);
+        let q4 = quant_type("q4_0").unwrap();
+        assert!((c.gemm_seconds(&q4, 4.0 * r * 1e9).unwrap() - 1.0).abs() < 1e-12);
+        c.gemm_gflops_per_thread.insert("q4_0".into(), 10.0);
+        assert!((c.gemm_seconds(&q4, 40e9).unwrap() - 1.0).abs() < 1e-12);
+        c.gemm_gflops_per_thread.insert("q4_0".into(), -1.0);
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .contains("gemm_gflops_per_thread.q4_0"));
     }
 
     #[test]

@@ -22,6 +22,33 @@ pub struct Gpu {
     /// Per GPU: KV cache, CUDA context, compute buffers.
     #[serde(default)]
     pub reserve_gib: f64,
+    /// TFLOP/s llama.cpp reaches multiplying a batch by quantized weights (prompt
+    /// processing; default: [`DEFAULT_GEMM_TFLOPS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gemm_tflops: Option<f64>,
+    /// GB/s of host-to-device copies from the mapped model file (op offload; default:
+    /// [`DEFAULT_H2D_GBS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub h2d_gbs: Option<f64>,
+}
+
+/// A GPU's batch rate when its profile gives none: the RTX 3090's. llama.cpp's CUDA
+/// scoreboard (discussion 15013): Llama-2-7B Q4_0 pp512 at 5174.69 tokens/s, x 2 x
+/// 6.476e9 matmul weights = 67 TFLOP/s.
+pub const DEFAULT_GEMM_TFLOPS: f64 = 67.0;
+
+/// Host-to-device copy rate when a profile gives none: a PCIe 4.0 x16 link, 23.9-26.4
+/// GB/s measured (NVIDIA/nvbandwidth#15, RTX 4090s).
+pub const DEFAULT_H2D_GBS: f64 = 25.0;
+
+impl Gpu {
+    pub fn gemm_tflops(&self) -> f64 {
+        self.gemm_tflops.unwrap_or(DEFAULT_GEMM_TFLOPS)
+    }
+
+    pub fn h2d_gbs(&self) -> f64 {
+        self.h2d_gbs.unwrap_or(DEFAULT_H2D_GBS)
+    }
 }
 
 fn one() -> u32 {
@@ -212,6 +239,12 @@ impl Hardware {
             pos(g.vram_gib, "GPU vram_gib")?;
             pos(g.bandwidth_gbs, "GPU bandwidth_gbs")?;
             nonneg(g.reserve_gib, "GPU reserve_gib")?;
+            if let Some(t) = g.gemm_tflops {
+                pos(t, "GPU gemm_tflops")?;
+            }
+            if let Some(b) = g.h2d_gbs {
+                pos(b, "GPU h2d_gbs")?;
+            }
             if g.count == 0 {
                 return Err("GPU count must be at least 1 (leave the GPU out for none)".into());
             }
@@ -284,6 +317,18 @@ fn gpu(count: u32, vram_gib: f64, bandwidth_gbs: f64, reserve_gib: f64) -> Gpu {
         vram_gib,
         bandwidth_gbs,
         reserve_gib,
+        gemm_tflops: None,
+        h2d_gbs: None,
+    }
+}
+
+/// A GPU's batch figures: TFLOP/s from llama.cpp's CUDA scoreboard (discussion 15013,
+/// Llama-2-7B Q4_0 pp512 x 2 x 6.476e9 matmul weights) and its link's host-to-device GB/s.
+fn with_batch(g: Gpu, gemm_tflops: f64, h2d_gbs: f64) -> Gpu {
+    Gpu {
+        gemm_tflops: Some(gemm_tflops),
+        h2d_gbs: Some(h2d_gbs),
+        ..g
     }
 }
 
@@ -316,6 +361,7 @@ fn hw(
             name: name.into(),
             threads,
             gbs_per_thread: Default::default(),
+            gemm_gflops_per_thread: Default::default(),
         }),
     }
 }
@@ -324,12 +370,18 @@ fn hw(
 /// and a few that people own. RAM bandwidths are effective values: the seed's measured
 /// box reaches 57.6 GB/s; the others take 75% of the channel peak (model_facts.md §4)
 /// except the seed's hypothetical 3090 box, which the post computed at DDR5-6000 peak.
+/// Host-to-device rates are of copies from a mapped file (pageable memory): a PCIe 4.0
+/// x16 link's 25 GB/s (NVIDIA/nvbandwidth#15); on PCIe 5.0 x16 the staging of pageable
+/// memory binds first: experts copied from a mapped DeepSeek-V3.2 at about 30 GB/s
+/// (llama.cpp PR 23346: pp512 22.2 tokens/s, about 695 GB of experts per ubatch); PCIe
+/// 3.0 "without pinned memory 5-6 GB/s" (rapidsai/dask-cuda#98). The P40 has no published
+/// batch rate and takes the default.
 pub fn presets() -> Vec<Hardware> {
     vec![
         hw(
             "p40x3-ddr4",
             "the seed author's box: 3x Tesla P40, 288 GiB DDR4-2400 (57.6 GB/s effective), 3.5 GB/s SSD",
-            vec![gpu(3, 24.0, 346.0, 2.0)],
+            vec![with_batch(gpu(3, 24.0, 346.0, 2.0), DEFAULT_GEMM_TFLOPS, 5.5)],
             (288.0, 57.6, 8.0),
             (3.5, 1),
             None,
@@ -337,7 +389,7 @@ pub fn presets() -> Vec<Hardware> {
         hw(
             "3090-ddr5",
             "the seed's hypothetical box: RTX 3090, 128 GiB dual-channel DDR5 at peak 96 GB/s, 7 GB/s SSD",
-            vec![gpu(1, 24.0, 936.0, 3.0)],
+            vec![with_batch(gpu(1, 24.0, 936.0, 3.0), 67.0, 25.0)],
             (128.0, 96.0, 6.0),
             (7.0, 1),
             Some(("Ryzen 9 7950X (assumed)", 16)),
@@ -345,7 +397,7 @@ pub fn presets() -> Vec<Hardware> {
         hw(
             "3090-ddr5-raid0",
             "the same with four 7 GB/s drives in RAID0 (28 GB/s)",
-            vec![gpu(1, 24.0, 936.0, 3.0)],
+            vec![with_batch(gpu(1, 24.0, 936.0, 3.0), 67.0, 25.0)],
             (128.0, 96.0, 6.0),
             (7.0, 4),
             Some(("Ryzen 9 7950X (assumed)", 16)),
@@ -353,7 +405,7 @@ pub fn presets() -> Vec<Hardware> {
         hw(
             "4090-ddr5",
             "RTX 4090, 96 GiB dual-channel DDR5-6000 (72 GB/s = 75% of 96 peak), PCIe 4 SSD 7 GB/s",
-            vec![gpu(1, 24.0, 1008.0, 3.0)],
+            vec![with_batch(gpu(1, 24.0, 1008.0, 3.0), 155.0, 25.0)],
             (96.0, 72.0, 6.0),
             (7.0, 1),
             Some(("Ryzen 9 7950X (assumed)", 16)),
@@ -361,7 +413,7 @@ pub fn presets() -> Vec<Hardware> {
         hw(
             "5090-ddr5",
             "RTX 5090, 192 GiB dual-channel DDR5-6000 (72 GB/s effective), PCIe 5 SSD 14 GB/s",
-            vec![gpu(1, 32.0, 1792.0, 3.0)],
+            vec![with_batch(gpu(1, 32.0, 1792.0, 3.0), 182.0, 30.0)],
             (192.0, 72.0, 8.0),
             (14.0, 1),
             Some(("Ryzen 9 7950X (assumed)", 16)),
@@ -468,6 +520,7 @@ impl HardwareOverrides {
                         name: String::new(),
                         threads: t,
                         gbs_per_thread: Default::default(),
+                        gemm_gflops_per_thread: Default::default(),
                     })
                 }
             }

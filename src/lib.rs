@@ -41,6 +41,7 @@ pub mod record;
 pub mod replay;
 pub mod report;
 pub mod setup;
+pub mod step_time;
 pub mod synth;
 pub mod timemodel;
 pub mod trace;

@@ -50,6 +50,10 @@ pub struct SetupOptions {
     pub ubatch: Option<usize>,
     /// Responses decoded in lock step (None: 1).
     pub parallel: Option<usize>,
+    /// Prompt lengths to time the first token of (`--prompt-tokens`).
+    pub prompt_tokens: Vec<u64>,
+    /// llama.cpp's op offload (false: `--no-op-offload`).
+    pub op_offload: bool,
 }
 
 /// The trace loaded, the model deployed on the machine, and the checked options every
@@ -78,6 +82,10 @@ pub struct ReplaySetup {
     pub batch_columns: bool,
     /// Whether --ubatch was given (else the default applies).
     ubatch_given: bool,
+    /// Prompt lengths to time the first token of (`--prompt-tokens`).
+    pub prompt_lengths: Vec<u64>,
+    /// llama.cpp's op offload (false: `--no-op-offload`).
+    pub op_offload: bool,
     /// U and D per chunk (threshold 100%), computed on first use (see `u_d`).
     u_d: std::sync::OnceLock<(f64, f64)>,
 }
@@ -193,6 +201,7 @@ impl ReplaySetup {
                 )));
             }
         }
+        check_prompt_lengths(a, &loaded.trace, include_prompt, deployment.is_some())?;
         Ok(ReplaySetup {
             loaded,
             include_prompt,
@@ -206,8 +215,13 @@ impl ReplaySetup {
             io: a.io,
             cpu_moe: a.cpu_moe,
             batching,
-            batch_columns: batched || a.ubatch.is_some() || a.parallel.is_some(),
+            batch_columns: batched
+                || a.ubatch.is_some()
+                || a.parallel.is_some()
+                || !a.prompt_tokens.is_empty(),
             ubatch_given: a.ubatch.is_some(),
+            prompt_lengths: a.prompt_tokens.clone(),
+            op_offload: a.op_offload,
             u_d: std::sync::OnceLock::new(),
         })
     }
@@ -291,6 +305,8 @@ impl ReplaySetup {
                 drive: hw.ssd.curve(),
                 page_cache_gbs: hw.ram.page_cache_gbs(),
             }),
+            op_offload: self.op_offload,
+            prompt_lengths: self.prompt_lengths.clone(),
         }
     }
 
@@ -449,6 +465,49 @@ impl ReplaySetup {
         }
         row
     }
+}
+
+/// `--prompt-tokens`: prompt processing replayed and timed, and a prompt run in the
+/// trace at least as long as every length asked for.
+fn check_prompt_lengths(
+    a: &SetupOptions,
+    trace: &crate::trace::Trace,
+    include_prompt: bool,
+    has_model: bool,
+) -> Result<()> {
+    let Some(&longest_asked) = a.prompt_tokens.iter().max() else {
+        return Ok(());
+    };
+    let flag = format!(
+        "--prompt-tokens {}",
+        a.prompt_tokens
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    if !include_prompt {
+        return Err(Error::new(format!(
+            "{flag} times prompt processing, which --phase decode skips: add --phase all"
+        )));
+    }
+    if !has_model || a.io.is_none() {
+        return Err(Error::new(format!(
+            "{flag} needs a model (--model) and the I/O model (--io mmap, pread or direct) to time the prompts"
+        )));
+    }
+    let positions = crate::replay::batch::prompt_positions(trace);
+    let longest = (0..trace.n_tokens())
+        .filter(|&t| trace.prompt[t])
+        .map(|t| positions[t] as u64 + 1)
+        .max()
+        .unwrap_or(0);
+    if longest < longest_asked {
+        return Err(Error::new(format!(
+            "{flag}: the trace's longest prompt is {longest} tokens; `moe-spill synth --prompt-tokens {longest_asked}` generates prompts that long"
+        )));
+    }
+    Ok(())
 }
 
 /// The batches of the options, checked against the trace.

@@ -195,6 +195,14 @@ pub struct SetupArgs {
     /// each expert their tokens route to once per layer [default: 1]
     #[arg(long, value_name = "P")]
     pub parallel: Option<usize>,
+    /// Time the first token of prompts this long (with --phase all and the I/O model):
+    /// each row once per length, from the prompt runs of the trace at least that long
+    #[arg(long, value_name = "N,...", value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..))]
+    pub prompt_tokens: Vec<u64>,
+    /// Multiply ubatches of 32 tokens or more on the CPU, as llama.cpp --no-op-offload,
+    /// instead of copying the CPU-side weights they use to the GPU
+    #[arg(long)]
+    pub no_op_offload: bool,
     #[command(flatten)]
     pub io: IoArgs,
     #[command(flatten)]
@@ -646,6 +654,8 @@ impl From<SetupArgs> for SetupOptions {
             format: a.out.format(),
             ubatch: a.ubatch,
             parallel: a.parallel,
+            prompt_tokens: a.prompt_tokens,
+            op_offload: !a.no_op_offload,
         }
     }
 }

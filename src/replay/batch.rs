@@ -60,6 +60,9 @@ pub struct Steps {
     /// Accesses of every replayed slot in every step (that slot's union of experts):
     /// `slot_lens[step * n_slots + s]`.
     pub slot_lens: Vec<u16>,
+    /// Per step: the prompt tokens of its run before it (0 at a run's first ubatch, and
+    /// for decode steps), what the time to first token of a prompt length counts.
+    pub offsets: Vec<u32>,
 }
 
 impl Steps {
@@ -81,6 +84,24 @@ pub fn replayed_responses(trace: &Trace, include_prompt: bool) -> usize {
                 .any(|t| include_prompt || !trace.prompt[t])
         })
         .count()
+}
+
+/// Per token: the prompt tokens before it in its run of consecutive prompt tokens of
+/// one response (0 for the first, and for decode tokens).
+pub fn prompt_positions(trace: &Trace) -> Vec<u32> {
+    let mut pos = vec![0u32; trace.n_tokens()];
+    for r in 0..trace.n_responses() {
+        let mut run = 0u32;
+        for t in trace.response(r) {
+            if trace.prompt[t] {
+                pos[t] = run;
+                run += 1;
+            } else {
+                run = 0;
+            }
+        }
+    }
+    pos
 }
 
 /// Walk the steps of `trace`'s replay in order: `visit(prompt, tokens)` for each, with
@@ -181,6 +202,7 @@ pub fn build(
     let mut seen = vec![0u32; g.n_ids()];
     let mut epoch = 0u32;
     let ids: &[u16] = &trace.ids;
+    let positions = prompt_positions(trace);
     schedule(trace, include_prompt, b, |prompt, tokens| {
         epoch = match epoch.checked_add(1) {
             Some(e) => e,
@@ -206,6 +228,9 @@ pub fn build(
         steps.starts.push(stream.len());
         steps.tokens.push(tokens.len() as u32);
         steps.prompt.push(prompt);
+        steps
+            .offsets
+            .push(if prompt { positions[tokens[0]] } else { 0 });
     });
     (stream, steps)
 }
@@ -273,6 +298,7 @@ mod tests {
         assert_eq!(steps.starts, vec![0, 6, 10, 14, 18]);
         assert_eq!(steps.tokens, vec![2, 1, 1, 1]);
         assert_eq!(steps.prompt, vec![P, P, D, D]);
+        assert_eq!(steps.offsets, vec![0, 2, 0, 0]);
         assert_eq!(steps.slot_lens, vec![3, 3, 2, 2, 2, 2, 2, 2]);
         // From the second slot only (the first in VRAM): the same steps, slot 2 only.
         let (stream, steps) = build(&t, true, 1, b);
@@ -383,5 +409,24 @@ mod tests {
             assert!(steps.tokens.iter().all(|&n| n == 1));
             assert_eq!(steps.len(), t.n_replayed(include_prompt));
         }
+    }
+
+    #[test]
+    fn prompt_positions_restart_at_every_run() {
+        // A: P P D P D; B: P P. A's second prompt block starts a new run, and so does
+        // B's prompt though it follows A's tokens directly.
+        let tok = |p| (p, [0, 1], [0, 1]);
+        let t = trace(&[&[tok(P), tok(P), tok(D), tok(P), tok(D)], &[tok(P), tok(P)]]);
+        assert_eq!(prompt_positions(&t), vec![0, 1, 0, 0, 0, 0, 1]);
+        let (_, steps) = build(
+            &t,
+            true,
+            0,
+            Batching {
+                ubatch: 1,
+                parallel: 1,
+            },
+        );
+        assert_eq!(steps.offsets, vec![0, 1, 0, 0, 0, 0, 1]);
     }
 }

@@ -51,6 +51,8 @@ pub struct ReplayPlan<'t> {
     steps: Option<Steps>,
     /// Per step, whether it is prompt processing (a prompt token or ubatch).
     step_prompt: Vec<bool>,
+    /// Per step, the prompt tokens of its run before it (`Steps::offsets`).
+    step_offset: Vec<u32>,
     /// Position of every id's first access (see `first_use`).
     first_use: std::sync::OnceLock<Vec<usize>>,
     /// The stream prepared for opt, built by the first opt run and shared by the others.
@@ -91,10 +93,10 @@ impl<'t> ReplayPlan<'t> {
         };
         let per_token = a - skip;
         let n_tokens = trace.n_replayed(include_prompt);
-        let step_prompt = if include_prompt {
-            trace.prompt.clone()
+        let (step_prompt, step_offset) = if include_prompt {
+            (trace.prompt.clone(), batch::prompt_positions(trace))
         } else {
-            vec![false; n_tokens]
+            (vec![false; n_tokens], vec![0; n_tokens])
         };
         ReplayPlan {
             stream,
@@ -111,6 +113,7 @@ impl<'t> ReplayPlan<'t> {
             batching: Batching::TOKEN_BY_TOKEN,
             steps: None,
             step_prompt,
+            step_offset,
             first_use: std::sync::OnceLock::new(),
             opt_future: std::sync::OnceLock::new(),
         }
@@ -139,6 +142,7 @@ impl<'t> ReplayPlan<'t> {
         self.stream = Cow::Owned(stream);
         self.n_steps = steps.len();
         self.step_prompt = steps.prompt.clone();
+        self.step_offset = steps.offsets.clone();
         self.steps = Some(steps);
         self.batching = batching;
         self.first_use = std::sync::OnceLock::new();
@@ -180,6 +184,11 @@ impl<'t> ReplayPlan<'t> {
             prompt: self.step_prompt[i],
             accesses: self.step_range(i).len(),
         }
+    }
+
+    /// The prompt tokens of step `i`'s run before it (0 for decode steps).
+    pub fn step_offset(&self, i: usize) -> u32 {
+        self.step_offset[i]
     }
 
     /// Accesses of replayed slot `s` in step `i` (that slot's union of experts).
