@@ -443,6 +443,10 @@ pub struct SynthArgs {
     /// Override the number of leading tokens every response shares.
     #[arg(long, value_name = "N")]
     pub opening: Option<usize>,
+    /// Route K experts per MoE layer and token instead of the model's top-k (Flash-MoE
+    /// runs Qwen3.5-397B at 4 of 10); simulate prices the trace at K.
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<u16>,
     /// No report on stderr.
     #[arg(short, long)]
     pub quiet: bool,
@@ -757,6 +761,7 @@ impl From<SynthArgs> for SynthOptions {
             recall: a.recall,
             recall_decay: a.recall_decay,
             opening: a.opening,
+            top_k: a.top_k,
             quiet: a.quiet,
         }
     }
