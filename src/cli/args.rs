@@ -223,6 +223,10 @@ pub struct IoArgs {
     /// -ot exps=CPU)
     #[arg(long)]
     pub cpu_moe: bool,
+    /// The experts of the first N model layers on the CPU, every later MoE layer's in
+    /// VRAM (llama.cpp --n-cpu-moe N with all layers offloaded; docs/placement.md)
+    #[arg(long, value_name = "N")]
+    pub n_cpu_moe: Option<u32>,
 }
 
 /// `--io`.
@@ -647,6 +651,7 @@ impl From<SetupArgs> for SetupOptions {
             per_layer: a.per_layer,
             io: (&a.io).into(),
             cpu_moe: a.io.cpu_moe,
+            n_cpu_moe: a.io.n_cpu_moe,
             format: a.out.format(),
             ubatch: a.ubatch,
             parallel: a.parallel,
