@@ -80,7 +80,7 @@ pub fn make_row(
         policy,
         partition: partition.name(),
         vram_gib,
-        gpu_layers: plan.first_slot,
+        gpu_layers: plan.gpu_slots(),
         ram_gib: budget.ram_gib,
         ram_bytes: None,
         cache_experts: budget.capacity,

@@ -162,6 +162,7 @@ mod tests {
             non_expert_ram_bytes: 0.5 * GIB,
             gpu_layers: 0,
             cpu_layers: 2,
+            cpu_first: 0,
             n_layers: 2,
             top_k: 1,
             layers: crate::timemodel::tests::layers(

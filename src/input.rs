@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 use crate::format::{self, ExpertLimit, Layout};
-use crate::model::Model;
+use crate::model::{Model, MODELS};
 use crate::trace::Trace;
 use crate::weights::gguf::{self, GgufModel};
 
@@ -109,20 +109,29 @@ fn load_and_settle(input: &TraceSource) -> Result<Loaded> {
         bar.set_position(done as u64)
     })?;
     bar.finish_and_clear();
+    let (g, known) = (&trace.geometry, trace.n_experts_known);
     let model = match named {
+        Some(m) if m.fits(g, known) => Some(m),
+        Some(m) if m.same_experts(g, known) => Some(reduced(m, g.top_k, input.quiet)),
         Some(m) => {
-            if !m.fits(&trace.geometry, trace.n_experts_known) {
-                return Err(Error::new(format!(
-                    "the trace ({}) does not match model {} ({})",
-                    trace.geometry.describe(),
-                    given(m),
-                    m.geometry().describe()
-                )));
-            }
-            Some(m)
+            return Err(Error::new(format!(
+                "the trace ({}) does not match model {} ({})",
+                g.describe(),
+                given(m),
+                m.geometry().describe()
+            )));
         }
-        None => match Model::matching(&trace.geometry, trace.n_experts_known)[..] {
+        None => match Model::matching(g, known)[..] {
             [m] => Some(m),
+            // Another top-k of the experts of exactly one preset (said on stderr).
+            [] => match MODELS
+                .iter()
+                .filter(|m| m.same_experts(g, known))
+                .collect::<Vec<_>>()[..]
+            {
+                [m] => Some(reduced(m, g.top_k, input.quiet)),
+                _ => None,
+            },
             _ => None,
         },
     };
@@ -135,6 +144,19 @@ fn load_and_settle(input: &TraceSource) -> Result<Loaded> {
         model,
         gguf: file,
     })
+}
+
+/// `m` routing the trace's `k` experts per token instead of its own top-k, said on stderr.
+fn reduced(m: &'static Model, k: u16, quiet: bool) -> &'static Model {
+    if !quiet {
+        crate::note!(
+            "moe-spill: note: the trace routes {k} experts per MoE layer and token where {} routes {}: priced as {} with top-{k} (a reduced or raised expert count, as Flash-MoE's --k or llama.cpp's expert_used_count override)",
+            m.name,
+            m.top_k,
+            m.name
+        );
+    }
+    m.with_top_k(k)
 }
 
 /// Short name of what was replayed: the TRACE arguments' last two path components.

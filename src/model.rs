@@ -100,6 +100,26 @@ pub const MODELS: &[Model] = &[
         ..m("qwen3-30b-a3b", &[], 0, 48, 128, 8, 2048, 768, 1.23e9)
     },
     m("qwen3-next-80b-a3b", &[], 0, 48, 512, 10, 2048, 512, 2.05e9),
+    // Qwen/Qwen3.5-397B-A17B config.json: 60 layers, all MoE (512 experts, top-10, one
+    // shared expert of 1024 with its sigmoid gate), hidden 4096, expert width 1024,
+    // vocab 248,320, untied head. Hybrid attention: every 4th layer gated full attention
+    // (32 q heads with an output gate, 2 KV heads, head_dim 256, q/k norms), the other 45
+    // Gated DeltaNet (16 key / 64 value heads of 128: in_proj_qkv, in_proj_z, in_proj_b,
+    // in_proj_a, conv1d of 4, out_proj). Non-expert parameters, embedding excluded:
+    // 15 x 104.86 M + 45 x 118.01 M attention, 0.755 B shared experts, 0.126 B routers,
+    // 1.017 B head: 8.78e9 (396.3 B in all, 17.35 B active: the official "A17B";
+    // at 4.5 bits 5.51 GB, Flash-MoE's 5.52 GB model_weights.bin).
+    m(
+        "qwen3.5-397b-a17b",
+        &["qwen3.5-397b"],
+        0,
+        60,
+        512,
+        10,
+        4096,
+        1024,
+        8.78e9,
+    ),
     Model {
         default_quant: "mxfp4",
         shared_expert: false,
@@ -168,13 +188,32 @@ impl Model {
     /// Whether a trace of geometry `g` (whose expert count may be only max id + 1) can
     /// come from this model.
     pub fn fits(&self, g: &Geometry, n_experts_known: bool) -> bool {
+        g.top_k == self.top_k && self.same_experts(g, n_experts_known)
+    }
+
+    /// Whether `g` has this model's MoE layers and experts, whatever its top-k: a trace
+    /// of this model run with another number of experts per token.
+    pub fn same_experts(&self, g: &Geometry, n_experts_known: bool) -> bool {
         g.layers == self.moe_layers()
-            && g.top_k == self.top_k
             && if n_experts_known {
                 g.n_experts == self.n_experts
             } else {
                 g.n_experts <= self.n_experts
             }
+    }
+
+    /// This model routing `k` experts per token instead of its own top-k (Flash-MoE's
+    /// `--k 4` of Qwen3.5's 10; llama.cpp's `--override-kv ARCH.expert_used_count=int:K`):
+    /// the same weights, `k` experts read per MoE layer and token. A copy that lives for
+    /// the run, as the presets do.
+    pub fn with_top_k(&'static self, k: u16) -> &'static Model {
+        if k == self.top_k {
+            return self;
+        }
+        Box::leak(Box::new(Model {
+            top_k: k,
+            ..self.clone()
+        }))
     }
 
     /// The presets a trace's geometry matches.
@@ -266,6 +305,24 @@ mod tests {
             assert!(m.expert_bytes(q).unwrap() > 0, "{}", m.name);
             assert_eq!(Model::matching(&m.geometry(), true), vec![m], "{}", m.name);
         }
+    }
+
+    #[test]
+    fn qwen35_geometry_and_reduced_top_k() {
+        let m = Model::by_name("qwen3.5-397b").unwrap();
+        assert_eq!(m.name, "qwen3.5-397b-a17b");
+        assert_eq!((m.moe_layers()[0], m.moe_layers()[59]), (0, 59));
+        // MLX 4-bit (gs64, bf16 scale and bias: 4.5 bits) is Q4_K's 144 B per 256:
+        // Flash-MoE's EXPERT_SIZE.
+        let q4k = ExpertQuant::uniform(quant_type("q4_k").unwrap());
+        assert_eq!(m.expert_bytes(q4k).unwrap(), 7_077_888);
+        let mut g = m.geometry();
+        g.top_k = 4;
+        assert!(!m.fits(&g, true) && m.same_experts(&g, true));
+        let k4 = m.with_top_k(4);
+        assert!(k4.fits(&g, true));
+        assert_eq!((k4.name, k4.n_experts), (m.name, 512));
+        assert!(std::ptr::eq(m.with_top_k(10), m));
     }
 
     #[test]

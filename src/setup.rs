@@ -44,6 +44,9 @@ pub struct SetupOptions {
     pub io: Option<EngineChoice>,
     /// Every MoE layer's experts on the CPU (llama.cpp --cpu-moe).
     pub cpu_moe: bool,
+    /// The experts of model layers 0..N on the CPU, the later ones in VRAM (llama.cpp
+    /// --n-cpu-moe N).
+    pub n_cpu_moe: Option<u32>,
     /// None: a table on a terminal, CSV otherwise.
     pub format: Option<OutputFormat>,
     /// Prompt tokens per ubatch (None: llama.cpp's 512).
@@ -75,6 +78,8 @@ pub struct ReplaySetup {
     pub io: Option<EngineChoice>,
     /// Every MoE layer's experts on the CPU.
     pub cpu_moe: bool,
+    /// The experts of model layers 0..N on the CPU, the later ones in VRAM.
+    pub n_cpu_moe: Option<u32>,
     /// How tokens are grouped into steps (docs/batches.md).
     pub batching: Batching,
     /// Whether rows carry the batch columns: --ubatch or --parallel given, or prompt
@@ -184,6 +189,11 @@ impl ReplaySetup {
                 a.warmup_tokens
             )));
         }
+        if a.cpu_moe && a.n_cpu_moe.is_some() {
+            return Err(Error::new(
+                "give --cpu-moe or --n-cpu-moe N, not both (--cpu-moe is every layer's experts on the CPU)",
+            ));
+        }
         let batching = check_batching(a, &loaded.trace, include_prompt)?;
         let batched = !batching.is_token_by_token(&loaded.trace, include_prompt);
         if batched && a.warmup_tokens > 0 {
@@ -214,6 +224,7 @@ impl ReplaySetup {
             pin_profile,
             io: a.io,
             cpu_moe: a.cpu_moe,
+            n_cpu_moe: a.n_cpu_moe,
             batching,
             batch_columns: batched
                 || a.ubatch.is_some()
@@ -341,12 +352,24 @@ impl ReplaySetup {
         if self.cpu_moe {
             placement = placement.with_gpu_layers(0);
         }
+        if let Some(n) = self.n_cpu_moe {
+            placement = placement.with_n_cpu_moe(n, m.model.n_experts, &hw)?;
+        }
         Ok(Some((placement, hw)))
     }
 
     /// Tell the user when the whole model fits in VRAM (nothing to cache).
     pub fn note_placement(&self, placement: Option<&Placement>, vram_gib: Option<f64>) {
         if let (Some(p), Some(m), false) = (placement, &self.deployment, self.quiet) {
+            if let (Some(n), Some(last)) = (self.n_cpu_moe, p.layers.last()) {
+                if n > last.block as u32 + 1 {
+                    crate::note!(
+                        "moe-spill: note: --n-cpu-moe {n} counts model layers past {}'s last MoE layer (blk.{}): every MoE layer's experts stay on the CPU, as with --cpu-moe",
+                        m.model.name,
+                        last.block
+                    );
+                }
+            }
             if p.cpu_layers == 0 {
                 crate::note!(
                     "moe-spill: note: every MoE layer of {} fits in VRAM on {}{}: nothing reaches the page cache (try --gpus 0 or a smaller --vram)",
@@ -359,18 +382,14 @@ impl ReplaySetup {
     }
 
     pub fn plan(&self, placement: Option<&Placement>) -> ReplayPlan<'_> {
-        let gpu_layers = placement.map_or(0, |p| p.gpu_layers);
-        let mut plan = ReplayPlan::batched(
-            &self.loaded.trace,
-            self.include_prompt,
-            gpu_layers,
-            self.batching,
-        );
+        let trace = &self.loaded.trace;
+        let slots = placement.map_or(0..trace.geometry.n_layers(), Placement::cpu_range);
+        let mut plan = ReplayPlan::batched_slots(trace, self.include_prompt, slots, self.batching);
         plan.per_slot = self.per_layer;
         plan.expert_bytes = placement.map(|p| p.expert_bytes);
         if let Some(p) = placement.filter(|p| !p.uniform()) {
             // Layers of different sizes: a miss costs its own layer's bytes.
-            plan.slot_bytes = Some(p.layer_bytes()[plan.first_slot..].to_vec());
+            plan.slot_bytes = Some(p.layer_bytes()[plan.first_slot..plan.end_slot].to_vec());
         }
         plan
     }
@@ -555,7 +574,7 @@ pub fn context_line(study: &ReplaySetup, econ: Option<&CostInputs>) -> String {
     }
     match (&study.deployment, econ) {
         (Some(m), Some(e)) => s.push_str(&format!(
-            "model {} at {} ({} B per expert{}), non-expert {}; machine {}: {}; {} of {} MoE layers in VRAM; U = {:.1}, D = {:.1} per {CHUNK_TOKENS}-token chunk",
+            "model {} at {} ({} B per expert{}), non-expert {}; machine {}: {}; {} of {} MoE layers in VRAM{}; U = {:.1}, D = {:.1} per {CHUNK_TOKENS}-token chunk",
             m.model.name,
             m.quant_label(),
             e.placement.expert_bytes,
@@ -572,6 +591,11 @@ pub fn context_line(study: &ReplaySetup, econ: Option<&CostInputs>) -> String {
             e.hw.describe(),
             e.placement.gpu_layers,
             e.placement.n_layers,
+            if e.placement.cpu_first == 0 && e.placement.gpu_layers > 0 {
+                " (the last ones: --n-cpu-moe)"
+            } else {
+                ""
+            },
             study.u_d().0,
             study.u_d().1
         )),

@@ -11,6 +11,8 @@
 //!
 //! Units: bytes exact (GGUF blocks), VRAM/RAM sizes in GiB, bandwidths in decimal GB/s.
 
+use std::ops::Range;
+
 use serde::Serialize;
 
 use crate::hardware::Hardware;
@@ -31,9 +33,13 @@ pub struct Placement {
     pub non_expert_bytes: f64,
     pub non_expert_vram_bytes: f64,
     pub non_expert_ram_bytes: f64,
-    /// MoE layers whose experts sit in VRAM: the first ones.
+    /// MoE layers whose experts sit in VRAM: the first ones, or with `--n-cpu-moe` the
+    /// last ones.
     pub gpu_layers: usize,
     pub cpu_layers: usize,
+    /// Index of the first CPU-side MoE layer: the CPU side is `cpu_range()`, VRAM holds
+    /// the layers before and after it (`gpu_layers` by default, 0 with `--n-cpu-moe`).
+    pub cpu_first: usize,
     pub n_layers: usize,
     pub top_k: usize,
     /// Every MoE layer's expert slices: types and bytes (after llama.cpp's fallback for
@@ -56,11 +62,7 @@ impl Placement {
         hw: &Hardware,
     ) -> crate::error::Result<Placement> {
         let (non_expert_bytes, non_expert_quant) = weights.non_expert_bytes(non_expert_quant);
-        let vram: f64 = hw
-            .gpus
-            .iter()
-            .map(|g| g.count as f64 * (g.vram_gib - g.reserve_gib).max(0.0) * GIB)
-            .sum();
+        let vram = usable_vram(hw);
         let ne_vram = non_expert_bytes.min(vram);
         let left = vram - ne_vram;
         let n_layers = weights.layers.len();
@@ -85,6 +87,7 @@ impl Placement {
             non_expert_ram_bytes: non_expert_bytes - ne_vram,
             gpu_layers,
             cpu_layers: n_layers - gpu_layers,
+            cpu_first: gpu_layers,
             n_layers,
             top_k: model.top_k as usize,
             layers: weights.layers.clone(),
@@ -110,7 +113,7 @@ impl Placement {
     /// layers' experts (of all layers when none is on the CPU side).
     fn cache_expert_bytes(&self) -> u64 {
         let cpu = if self.cpu_layers > 0 {
-            &self.layers[self.gpu_layers..]
+            &self.layers[self.cpu_range()]
         } else {
             &self.layers[..]
         };
@@ -120,16 +123,20 @@ impl Placement {
 
     /// Expert bytes a token reads in the GPU-resident layers (top-k experts each).
     pub fn gpu_expert_bytes_per_token(&self) -> f64 {
-        let sum: u64 = self.layers[..self.gpu_layers]
+        let cpu = self.cpu_range();
+        let sum: u64 = self
+            .layers
             .iter()
-            .map(LayerWeights::expert_bytes)
+            .enumerate()
+            .filter(|(i, _)| !cpu.contains(i))
+            .map(|(_, l)| l.expert_bytes())
             .sum();
         (sum * self.top_k as u64) as f64
     }
 
     /// Expert bytes a token reads in the CPU-side layers (top-k experts each).
     pub fn cpu_expert_bytes_per_token(&self) -> f64 {
-        let sum: u64 = self.layers[self.gpu_layers..]
+        let sum: u64 = self.layers[self.cpu_range()]
             .iter()
             .map(LayerWeights::expert_bytes)
             .sum();
@@ -140,7 +147,7 @@ impl Placement {
     /// layers each group has: what the compute and I/O models price once per group.
     pub fn cpu_groups(&self) -> Vec<(&[Slice], usize)> {
         let mut groups: Vec<(&[Slice], usize)> = Vec::new();
-        for l in &self.layers[self.gpu_layers..] {
+        for l in &self.layers[self.cpu_range()] {
             let same = |s: &[Slice]| {
                 s.len() == l.slices.len()
                     && s.iter()
@@ -160,8 +167,68 @@ impl Placement {
     pub fn with_gpu_layers(mut self, gpu_layers: usize) -> Self {
         self.gpu_layers = gpu_layers.min(self.n_layers);
         self.cpu_layers = self.n_layers - self.gpu_layers;
+        self.cpu_first = self.gpu_layers;
         self.expert_bytes = self.cache_expert_bytes();
         self
+    }
+
+    /// The MoE layers (indices into `layers`) whose experts stay on the CPU side.
+    pub fn cpu_range(&self) -> Range<usize> {
+        self.cpu_first..self.cpu_first + self.cpu_layers
+    }
+
+    /// llama.cpp's `--n-cpu-moe N` with every layer offloaded: the experts of blocks 0 to
+    /// N - 1 (model layer numbers, as its `blk.N.ffn_*_exps` overrides count them) stay on
+    /// the CPU, every later MoE layer's go to VRAM. N past the last MoE layer keeps them
+    /// all on the CPU, as `--cpu-moe` (llama.cpp accepts it too). An error when the last
+    /// layers' experts do not fit in the VRAM the non-expert weights leave (llama.cpp
+    /// fails to allocate them).
+    pub fn with_n_cpu_moe(
+        mut self,
+        n: u32,
+        n_experts: u16,
+        hw: &Hardware,
+    ) -> crate::error::Result<Self> {
+        if hw.gpus.is_empty() {
+            // No GPU: every expert is on the CPU whatever N says.
+            return Ok(self);
+        }
+        let cpu = self
+            .layers
+            .iter()
+            .take_while(|l| (l.block as u32) < n)
+            .count();
+        let gpu_bytes = |from: usize| -> f64 {
+            self.layers[from..]
+                .iter()
+                .map(|l| n_experts as f64 * l.expert_bytes() as f64)
+                .sum()
+        };
+        let left = usable_vram(hw) - self.non_expert_vram_bytes;
+        if gpu_bytes(cpu) > left {
+            let fits = (cpu..=self.n_layers)
+                .find(|&c| gpu_bytes(c) <= left)
+                .unwrap_or(self.n_layers);
+            // The smallest N that keeps the layers before `fits` on the CPU.
+            let at_least = match self.layers.get(fits) {
+                Some(l) => l.block as u32,
+                None => self.layers[self.n_layers - 1].block as u32 + 1,
+            };
+            return Err(crate::error::Error::new(format!(
+                "--n-cpu-moe {n}: the experts of the {} MoE layers from blk.{} on need {:.1} GiB of VRAM; {:.1} GiB is left on `{}` after the non-expert weights (--n-cpu-moe {} or more fits)",
+                self.n_layers - cpu,
+                self.layers[cpu].block,
+                gpu_bytes(cpu) / GIB,
+                left.max(0.0) / GIB,
+                hw.name,
+                at_least,
+            )));
+        }
+        self.cpu_first = 0;
+        self.cpu_layers = cpu;
+        self.gpu_layers = self.n_layers - cpu;
+        self.expert_bytes = self.cache_expert_bytes();
+        Ok(self)
     }
 
     /// Experts the page cache holds with `ram_gib` installed: floor((RAM - reserve -
@@ -184,6 +251,14 @@ impl Placement {
     pub fn cpu_fraction(&self) -> f64 {
         self.cpu_layers as f64 / self.n_layers as f64
     }
+}
+
+/// VRAM after the per-GPU reserve, pooled over the GPUs (bytes).
+fn usable_vram(hw: &Hardware) -> f64 {
+    hw.gpus
+        .iter()
+        .map(|g| g.count as f64 * (g.vram_gib - g.reserve_gib).max(0.0) * GIB)
+        .sum()
 }
 
 /// Seconds per token, by tier.
@@ -330,6 +405,7 @@ pub(crate) mod tests {
             non_expert_ram_bytes: 0.0,
             gpu_layers: 0,
             cpu_layers: 2,
+            cpu_first: 0,
             n_layers: 2,
             top_k: 1,
             layers: layers(2, [(q8, 1 << 28), (q8, 1 << 28), (q8, 1 << 29)]),
@@ -348,6 +424,53 @@ pub(crate) mod tests {
         assert!((t.t_ssd - GIB / 2e9).abs() < 1e-12);
         // Analytic: U = 3, D = 1 per chunk of 4 tokens, capacity 2: S = 1, (1 + 1) / 4 experts per token.
         assert_eq!(analytic_ssd_bytes_per_token(&p, 3.0, 1.0, 2, 4), 0.5 * GIB);
+    }
+
+    /// --n-cpu-moe by hand: MoE layers at blocks 1, 2, 3 (2 experts of 1, 2 and 3 GiB,
+    /// top-1), no non-expert weights, one GPU with 10 GiB usable. Default placement: the
+    /// first layers in VRAM (2 + 4 GiB fit, not + 6). --n-cpu-moe 2: block 1 on the CPU,
+    /// blocks 2 and 3 (4 + 6 = 10 GiB) in VRAM; --n-cpu-moe 1 would need 12 GiB.
+    #[test]
+    fn n_cpu_moe_keeps_the_first_blocks_on_the_cpu() {
+        let q8 = quant_type("q8_0").unwrap();
+        let mut ls = layers(3, [(q8, 1 << 30), (q8, 0), (q8, 0)]);
+        for (i, l) in ls.iter_mut().enumerate() {
+            l.block = i as u16 + 1;
+            l.slices[0].bytes = (i as u64 + 1) << 30;
+        }
+        let p = Placement {
+            expert_bytes: 0,
+            non_expert_bytes: 0.0,
+            non_expert_vram_bytes: 0.0,
+            non_expert_ram_bytes: 0.0,
+            gpu_layers: 2,
+            cpu_layers: 1,
+            cpu_first: 2,
+            n_layers: 3,
+            top_k: 1,
+            layers: ls,
+            non_expert_quant: q8,
+        };
+        let hw: Hardware = toml::from_str(
+            "name='t'\n[[gpus]]\nvram_gib=11\nreserve_gib=1\nbandwidth_gbs=100\n[ram]\nsize_gib=64\nbandwidth_gbs=10\n[ssd]\nbandwidth_gbs=2\n",
+        )
+        .unwrap();
+        let n2 = p.clone().with_n_cpu_moe(2, 2, &hw).unwrap();
+        assert_eq!((n2.cpu_range(), n2.gpu_layers), (0..1, 2));
+        assert_eq!(n2.expert_bytes, 1 << 30);
+        assert_eq!(n2.cpu_expert_bytes_per_token(), GIB);
+        assert_eq!(n2.gpu_expert_bytes_per_token(), 5.0 * GIB);
+        let e = p.clone().with_n_cpu_moe(1, 2, &hw).unwrap_err();
+        assert!(
+            e.0.contains("need 12.0 GiB") && e.0.contains("--n-cpu-moe 2 or more"),
+            "{e}"
+        );
+        // Past the last block: all on the CPU, as --cpu-moe.
+        let all = p.clone().with_n_cpu_moe(9, 2, &hw).unwrap();
+        assert_eq!(all, p.clone().with_gpu_layers(0));
+        assert_eq!(all.cpu_range(), 0..3);
+        // The default keeps the first layers in VRAM.
+        assert_eq!(p.cpu_range(), 2..3);
     }
 
     #[test]

@@ -940,3 +940,83 @@ fn no_trace_means_the_embedded_glm5_default() {
         .iter()
         .all(|r| r["trace"] == "embedded-glm-5-synthetic" && r["model"] == "glm-5"));
 }
+
+/// `synth --top-k`: a trace of a preset's experts at another number per token (Flash-MoE
+/// runs Qwen3.5-397B at 4 of 10), which simulate prices at that number, whether the model
+/// is named or found from the trace; bad values are one-line errors.
+#[test]
+fn synth_top_k_gives_a_reduced_routing_that_simulate_prices() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("k4.mst");
+    let t = t.to_str().unwrap();
+    ok(&[
+        "synth",
+        "--model",
+        "qwen3.5-397b",
+        "--top-k",
+        "4",
+        "--responses",
+        "1",
+        "--tokens",
+        "20",
+        "-q",
+        "-o",
+        t,
+    ]);
+    let info = ok(&["info", t, "--format", "json"]);
+    assert!(
+        info.contains("top-4") || info.contains("\"top_k\":4"),
+        "{info}"
+    );
+    for named in [true, false] {
+        let mut args = vec![
+            "simulate",
+            t,
+            "--quant",
+            "q4_k",
+            "--cache-experts",
+            "0",
+            "--gpus",
+            "0",
+            "--format",
+            "json",
+        ];
+        if named {
+            args.extend(["--model", "qwen3.5-397b-a17b"]);
+        }
+        let out = run(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("routes 4 experts") && err.contains("routes 10"),
+            "{err}"
+        );
+        let v = first_row(&String::from_utf8(out.stdout).unwrap());
+        // Every access misses: 60 layers x 4 experts of 7,077,888 B per token.
+        assert_eq!(v["accesses"], 20 * 60 * 4);
+        assert_eq!(v["model"], "qwen3.5-397b-a17b");
+        assert_eq!(
+            v["ssd_bytes_per_token"].as_f64().unwrap(),
+            240.0 * 7_077_888.0
+        );
+    }
+    fails(
+        &["simulate", t, "--model", "glm-5", "--cache-experts", "0"],
+        "glm-5 has 256",
+    );
+    let o = dir.path().join("x.mst");
+    let o = o.to_str().unwrap();
+    fails(
+        &["synth", "--model", "qwen3.5-397b", "--top-k", "0", "-o", o],
+        "--top-k 0",
+    );
+    fails(
+        &["synth", "--model", "olmoe-1b-7b", "--top-k", "65", "-o", o],
+        "1 to 64",
+    );
+    fails(&["synth", "--fit", t, "--top-k", "4", "-o", o], "--top-k");
+}

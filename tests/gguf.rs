@@ -821,3 +821,112 @@ fn ssd_bytes_with_ubatches_charge_each_miss_its_layers_bytes() {
         assert_eq!(r["ssd_bytes"], by_layer(&r), "{policy}");
     }
 }
+
+/// `--n-cpu-moe N` on mixed.gguf (MoE blocks 1..3 of different sizes), with a GPU that
+/// holds every layer: the experts of blocks before N stay on the CPU and reach the cache,
+/// the later ones are in VRAM. The bytes follow the layers the cache sees, each miss at
+/// its own layer's size; N past the last block is --cpu-moe; too little VRAM is an error.
+#[test]
+fn n_cpu_moe_keeps_the_first_layers_on_the_cpu() {
+    let g = file("mixed.gguf");
+    let gpu = ["--gpus", "1", "--vram", "1", "--vram-reserve", "0"];
+    let sim = |extra: &[&str]| -> Value {
+        let mut args = vec![
+            "simulate",
+            "trace.txt",
+            "--gguf",
+            &g,
+            "--cache-experts",
+            "5",
+            "--per-layer",
+            "--format",
+            "json",
+        ];
+        args.extend(gpu);
+        args.extend(extra);
+        json(&args)[0].clone()
+    };
+    for (n, slots) in [("2", 0..1usize), ("3", 0..2)] {
+        let r = sim(&["--n-cpu-moe", n]);
+        // A naive LRU of 5 experts over the slots on the CPU only.
+        let mut cache: Vec<(usize, u16)> = Vec::new();
+        let (mut misses, mut bytes) = ([0u64; 3], 0u64);
+        for tok in trace() {
+            for s in slots.clone() {
+                for &e in &tok[s] {
+                    match cache.iter().position(|&k| k == (s, e)) {
+                        Some(i) => {
+                            cache.remove(i);
+                        }
+                        None => {
+                            misses[s] += 1;
+                            bytes += MIXED_BYTES[s];
+                            if cache.len() == 5 {
+                                cache.remove(0);
+                            }
+                        }
+                    }
+                    cache.push((s, e));
+                }
+            }
+        }
+        let layers: Vec<u64> = r["per_layer_misses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[0].as_u64().unwrap())
+            .collect();
+        let want: Vec<u64> = slots.clone().map(|s| s as u64 + 1).collect();
+        assert_eq!(
+            layers, want,
+            "--n-cpu-moe {n}: the cache sees blocks below {n}"
+        );
+        assert_eq!(r["accesses"], 600 * 2 * slots.len() as u64);
+        assert_eq!(r["misses"], misses.iter().sum::<u64>(), "--n-cpu-moe {n}");
+        assert_eq!(r["ssd_bytes"], bytes, "--n-cpu-moe {n}");
+        assert_eq!(r["gpu_layers"], 3 - slots.len() as u64);
+    }
+    // Every block on the CPU: --cpu-moe's row.
+    assert_eq!(sim(&["--n-cpu-moe", "4"]), sim(&["--cpu-moe"]));
+    assert_eq!(sim(&["--n-cpu-moe", "99"]), sim(&["--cpu-moe"]));
+    // The default placement fills VRAM from the first layer: nothing reaches the cache.
+    assert_eq!(sim(&[])["accesses"], 0);
+    // The last layers must fit in the VRAM the non-expert weights leave.
+    fails(
+        &[
+            "simulate",
+            "trace.txt",
+            "--gguf",
+            &g,
+            "--cache-experts",
+            "5",
+            "--gpus",
+            "1",
+            "--vram",
+            "0.0001",
+            "--vram-reserve",
+            "0",
+            "--n-cpu-moe",
+            "2",
+        ],
+        &[
+            "--n-cpu-moe 2",
+            "MoE layers from blk.2 on need",
+            "--n-cpu-moe 4 or more fits",
+        ],
+    );
+    fails(
+        &[
+            "simulate",
+            "trace.txt",
+            "--gguf",
+            &g,
+            "--cache-experts",
+            "5",
+            "--cpu-moe",
+            "--n-cpu-moe",
+            "2",
+        ],
+        &["--cpu-moe or --n-cpu-moe"],
+    );
+}

@@ -39,6 +39,7 @@ fn args(model: Option<&str>) -> SynthOptions {
         recall: None,
         recall_decay: None,
         opening: None,
+        top_k: None,
         quiet: true,
     }
 }

@@ -231,6 +231,10 @@ pub struct IoArgs {
     /// -ot exps=CPU)
     #[arg(long)]
     pub cpu_moe: bool,
+    /// The experts of the first N model layers on the CPU, every later MoE layer's in
+    /// VRAM (llama.cpp --n-cpu-moe N with all layers offloaded; docs/placement.md)
+    #[arg(long, value_name = "N")]
+    pub n_cpu_moe: Option<u32>,
 }
 
 /// `--io`.
@@ -451,6 +455,10 @@ pub struct SynthArgs {
     /// Override the number of leading tokens every response shares.
     #[arg(long, value_name = "N")]
     pub opening: Option<usize>,
+    /// Route K experts per MoE layer and token instead of the model's top-k (Flash-MoE
+    /// runs Qwen3.5-397B at 4 of 10); simulate prices the trace at K.
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<u16>,
     /// No report on stderr.
     #[arg(short, long)]
     pub quiet: bool,
@@ -651,6 +659,7 @@ impl From<SetupArgs> for SetupOptions {
             per_layer: a.per_layer,
             io: (&a.io).into(),
             cpu_moe: a.io.cpu_moe,
+            n_cpu_moe: a.io.n_cpu_moe,
             format: a.out.format(),
             ubatch: a.ubatch,
             parallel: a.parallel,
@@ -767,6 +776,7 @@ impl From<SynthArgs> for SynthOptions {
             recall: a.recall,
             recall_decay: a.recall_decay,
             opening: a.opening,
+            top_k: a.top_k,
             quiet: a.quiet,
         }
     }

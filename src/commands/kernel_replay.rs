@@ -290,8 +290,10 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
         }
         None => &study.loaded.trace,
     };
-    let gpu_layers = econ.as_ref().map_or(0, |e| e.placement.gpu_layers);
-    let mut plan = ReplayPlan::new(trace, study.include_prompt, gpu_layers);
+    let slots = econ
+        .as_ref()
+        .map_or(0..trace.geometry.n_layers(), |e| e.placement.cpu_range());
+    let mut plan = ReplayPlan::for_slots(trace, study.include_prompt, slots);
     // With --gguf the file is laid out as the GGUF is (every slice at its offset, the
     // model's own sizes); otherwise experts are scaled to --expert-bytes.
     let gguf = study

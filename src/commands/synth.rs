@@ -55,6 +55,8 @@ pub struct SynthOptions {
     pub recall_decay: Option<f64>,
     /// Override the number of leading tokens every response shares.
     pub opening: Option<usize>,
+    /// Experts per MoE layer and token instead of the preset's top-k (not with --fit).
+    pub top_k: Option<u16>,
     /// No report on stderr.
     pub quiet: bool,
 }
@@ -116,6 +118,11 @@ pub fn run(a: SynthOptions) -> Result<()> {
             return Err(Error::new(format!("--{name} 0: expected at least 1")));
         }
     }
+    if a.fit.is_some() && a.top_k.is_some() {
+        return Err(Error::new(
+            "--top-k applies to --model presets; a fitted trace keeps the recording's top-k",
+        ));
+    }
     if a.output.is_none() && !a.compare {
         return Err(Error::new(
             "synth: give -o PATH (FILE.mst for the binary format, otherwise a directory of forum-format files)",
@@ -162,7 +169,16 @@ pub fn run(a: SynthOptions) -> Result<()> {
                 Error::new("synth: give --model NAME (see `moe-spill models`) or --fit TRACE")
             })?;
             let m = Model::by_name(name)?;
-            let g = m.geometry();
+            let mut g = m.geometry();
+            if let Some(k) = a.top_k {
+                if k == 0 || k > m.n_experts {
+                    return Err(Error::new(format!(
+                        "--top-k {k}: {} has {} experts per MoE layer; expected 1 to {}",
+                        m.name, m.n_experts, m.n_experts
+                    )));
+                }
+                g.top_k = k;
+            }
             let mut p = preset_params(m);
             overrides(&a, &mut p)?;
             let prompt = a.prompt_tokens.unwrap_or(0);

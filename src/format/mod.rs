@@ -248,7 +248,13 @@ pub fn load_files(
     for (i, path) in files.iter().enumerate() {
         let t = read_file(path, hint.as_ref(), limit)?;
         if let Some(h) = &hint {
-            if Layout::of(&t.geometry) != *h {
+            // The chosen model's top-k may differ: a run with another number of experts
+            // per token (input.rs settles it); files after the first must agree exactly.
+            let same = match i {
+                0 => t.geometry.layers == h.layers,
+                _ => Layout::of(&t.geometry) == *h,
+            };
+            if !same {
                 return Err(Error::in_file(
                     path,
                     format!(

@@ -189,10 +189,24 @@ pub fn build(
     first_slot: usize,
     b: Batching,
 ) -> (Vec<u16>, Steps) {
+    build_slots(
+        trace,
+        include_prompt,
+        first_slot..trace.geometry.n_layers(),
+        b,
+    )
+}
+
+/// The same for the slots of `slots` only (the MoE layers that reach the cache).
+pub fn build_slots(
+    trace: &Trace,
+    include_prompt: bool,
+    slots: std::ops::Range<usize>,
+    b: Batching,
+) -> (Vec<u16>, Steps) {
     let g = &trace.geometry;
     let k = g.top_k as usize;
     let a = g.accesses_per_token();
-    let n_layers = g.n_layers();
     let mut stream: Vec<u16> = Vec::with_capacity(trace.n_accesses());
     let mut steps = Steps {
         starts: vec![0],
@@ -211,7 +225,7 @@ pub fn build(
                 1
             }
         };
-        for s in first_slot..n_layers {
+        for s in slots.clone() {
             let before = stream.len();
             for &t in tokens {
                 let at = t * a + s * k;

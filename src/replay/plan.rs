@@ -33,6 +33,9 @@ pub struct ReplayPlan<'t> {
     pub n_ids: usize,
     /// First slot that reaches the cache (slots before it are in VRAM).
     pub first_slot: usize,
+    /// One past the last slot that reaches the cache (slots from it on are in VRAM:
+    /// `--n-cpu-moe` keeps the first layers' experts on the CPU, the last on the GPU).
+    pub end_slot: usize,
     /// Whether runs count misses per slot (`Misses::misses_per_slot`; per-layer output).
     /// On by default; a setup that prints no per-layer numbers turns it off, which
     /// saves a table lookup per miss.
@@ -72,26 +75,35 @@ pub struct Step {
 }
 
 impl<'t> ReplayPlan<'t> {
-    /// The replay token by token (`Batching::TOKEN_BY_TOKEN`).
+    /// The replay token by token (`Batching::TOKEN_BY_TOKEN`), the first `gpu_layers`
+    /// MoE layers in VRAM.
     pub fn new(trace: &'t Trace, include_prompt: bool, gpu_layers: usize) -> Self {
+        let n = trace.geometry.n_layers();
+        ReplayPlan::for_slots(trace, include_prompt, gpu_layers.min(n)..n)
+    }
+
+    /// The replay token by token of the slots in `slots` (the MoE layers whose experts
+    /// reach the cache; the others are in VRAM).
+    pub fn for_slots(trace: &'t Trace, include_prompt: bool, slots: Range<usize>) -> Self {
         let g = &trace.geometry;
         let k = g.top_k as usize;
         let a = g.accesses_per_token();
-        let first_slot = gpu_layers.min(g.n_layers());
-        let skip = first_slot * k;
+        let end_slot = slots.end.min(g.n_layers());
+        let first_slot = slots.start.min(end_slot);
+        let (from, to) = (first_slot * k, end_slot * k);
         let all = include_prompt || trace.prompt.iter().all(|&p| !p);
-        let stream: Cow<[u16]> = if all && skip == 0 {
+        let stream: Cow<[u16]> = if all && from == 0 && to == a {
             Cow::Borrowed(&trace.ids)
         } else {
             let mut v = Vec::with_capacity(trace.n_accesses());
             for t in 0..trace.n_tokens() {
                 if include_prompt || !trace.prompt[t] {
-                    v.extend_from_slice(&trace.token(t)[skip..]);
+                    v.extend_from_slice(&trace.token(t)[from..to]);
                 }
             }
             Cow::Owned(v)
         };
-        let per_token = a - skip;
+        let per_token = to - from;
         let n_tokens = trace.n_replayed(include_prompt);
         let (step_prompt, step_offset) = if include_prompt {
             (trace.prompt.clone(), batch::prompt_positions(trace))
@@ -107,6 +119,7 @@ impl<'t> ReplayPlan<'t> {
             n_experts: g.n_experts as usize,
             n_ids: g.n_ids(),
             first_slot,
+            end_slot,
             expert_bytes: None,
             slot_bytes: None,
             per_slot: true,
@@ -127,7 +140,18 @@ impl<'t> ReplayPlan<'t> {
         gpu_layers: usize,
         batching: Batching,
     ) -> Self {
-        let mut plan = ReplayPlan::new(trace, include_prompt, gpu_layers);
+        let n = trace.geometry.n_layers();
+        ReplayPlan::batched_slots(trace, include_prompt, gpu_layers.min(n)..n, batching)
+    }
+
+    /// `batched` for the slots in `slots`.
+    pub fn batched_slots(
+        trace: &'t Trace,
+        include_prompt: bool,
+        slots: Range<usize>,
+        batching: Batching,
+    ) -> Self {
+        let mut plan = ReplayPlan::for_slots(trace, include_prompt, slots);
         plan.batching = batching;
         if !batching.is_token_by_token(trace, include_prompt) {
             plan.use_steps(trace, include_prompt, batching);
@@ -138,7 +162,8 @@ impl<'t> ReplayPlan<'t> {
     /// Replace the stream with the batched one of `batching` (also when it is token by
     /// token: the tests compare the two).
     pub(super) fn use_steps(&mut self, trace: &Trace, include_prompt: bool, batching: Batching) {
-        let (stream, steps) = batch::build(trace, include_prompt, self.first_slot, batching);
+        let slots = self.first_slot..self.end_slot;
+        let (stream, steps) = batch::build_slots(trace, include_prompt, slots, batching);
         self.stream = Cow::Owned(stream);
         self.n_steps = steps.len();
         self.step_prompt = steps.prompt.clone();
@@ -296,7 +321,12 @@ impl<'t> ReplayPlan<'t> {
 
     /// MoE layers that reach the cache.
     pub fn n_slots(&self) -> usize {
-        self.per_token / self.top_k.max(1)
+        self.end_slot - self.first_slot
+    }
+
+    /// MoE layers whose experts are in VRAM (before `first_slot` and from `end_slot` on).
+    pub fn gpu_slots(&self) -> usize {
+        self.n_ids / self.n_experts.max(1) - self.n_slots()
     }
 
     /// Per-id use counts of the stream (the profile pin-hot uses as an oracle).
@@ -347,6 +377,15 @@ impl<'t> ReplayPlan<'t> {
     /// The ids `spec` pins in this plan (none for an undecorated policy); errors as
     /// building the policy would (no profile for pin-hot, layers out of range).
     pub fn pinned_ids(&self, spec: &PolicySpec, profile: Option<&[u64]>) -> Result<Vec<u32>> {
+        if let PolicySpec::Pinned { layers, .. } = *spec {
+            // The policy crate knows the first replayed slot, not the last.
+            if layers > self.n_slots() {
+                return Err(Error::new(format!(
+                    "policy {spec}: cannot pin {layers} layers: {} MoE layers reach the cache",
+                    self.n_slots()
+                )));
+            }
+        }
         let ctx = BuildContext {
             capacity: usize::MAX,
             n_ids: self.n_ids,
@@ -474,4 +513,56 @@ pub fn per_layer_capacities(capacity: usize, n_slots: usize) -> Vec<usize> {
     }
     let (base, extra) = (capacity / n_slots, capacity % n_slots);
     (0..n_slots).map(|s| base + (s < extra) as usize).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::{Geometry, Trace};
+
+    /// Which layers the cache sees, by hand: 3 MoE layers (blocks 1, 2, 3) of 4 experts,
+    /// top-1, two tokens routing to experts (0, 1, 2) and (3, 3, 3): ids are
+    /// `slot * 4 + expert`.
+    #[test]
+    fn a_slot_range_replays_only_its_layers() {
+        let g = Geometry {
+            layers: vec![1, 2, 3],
+            n_experts: 4,
+            top_k: 1,
+        };
+        let mut t = Trace::empty(g, true);
+        t.ids = vec![0, 5, 10, 3, 7, 11].into();
+        t.prompt = vec![false, false];
+        t.response_starts = vec![0];
+        // Default placement with one layer in VRAM: layers 2 and 3 reach the cache.
+        let p = ReplayPlan::new(&t, false, 1);
+        assert_eq!(
+            (&p.stream[..], p.n_slots(), p.gpu_slots()),
+            (&[5, 10, 7, 11][..], 2, 1)
+        );
+        // --n-cpu-moe 2: block 1 on the CPU, blocks 2 and 3 in VRAM.
+        let p = ReplayPlan::for_slots(&t, false, 0..1);
+        assert_eq!(
+            (&p.stream[..], p.per_token, p.gpu_slots()),
+            (&[0, 3][..], 1, 2)
+        );
+        assert_eq!(p.slot_of_id(3), 0);
+        let b = ReplayPlan::batched_slots(
+            &t,
+            false,
+            0..2,
+            Batching {
+                ubatch: 512,
+                parallel: 1,
+            },
+        );
+        assert_eq!(&b.stream[..], &[0, 5, 3, 7]);
+        let pin = PolicySpec::parse("pinned:2").unwrap();
+        assert_eq!(
+            b.pinned_ids(&pin, None).unwrap(),
+            (0..8).collect::<Vec<u32>>()
+        );
+        let pin3 = PolicySpec::parse("pinned:3").unwrap();
+        assert!(b.pinned_ids(&pin3, None).is_err());
+    }
 }
