@@ -381,6 +381,7 @@ mod tests {
             non_expert_ram_bytes: 0.0,
             gpu_layers: 0,
             cpu_layers: 3,
+            cpu_first: 0,
             n_layers: 3,
             top_k: 2,
             layers: crate::timemodel::tests::layers(3, [(q4, 1 << 20); 3]),

@@ -165,7 +165,13 @@ impl BatchMachine<'_> {
 
         // GPU-resident layers: their union taken as the CPU layers' (alike layers).
         let mut t_vram = 0.0;
-        for l in &p.layers[..p.gpu_layers] {
+        let cpu_side = p.cpu_range();
+        let gpu_side = p
+            .layers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !cpu_side.contains(i));
+        for (_, l) in gpu_side {
             for sl in &l.slices {
                 let bytes = u * sl.bytes as f64;
                 let flops = 2.0 * weights(&sl.ty, pairs * sl.bytes as f64);
@@ -289,6 +295,7 @@ mod tests {
             non_expert_ram_bytes: 0.5 * GIB - ne_vram,
             gpu_layers: 0,
             cpu_layers: 2,
+            cpu_first: 0,
             n_layers: 2,
             top_k: 1,
             layers: crate::timemodel::tests::layers(
@@ -453,5 +460,41 @@ mod tests {
             cpu.t_io < st.t_io,
             "4 threads fault at once on the CPU path"
         );
+    }
+
+    #[test]
+    fn vram_layers_first_or_last_cost_as_in_decode() {
+        let (mut p, hw) = setup(true);
+        let q8 = quant_type("q8_0").unwrap();
+        p.layers =
+            crate::timemodel::tests::layers(3, [(q8, 1 << 28), (q8, 1 << 28), (q8, 1 << 29)]);
+        p.n_layers = 3;
+        p.gpu_layers = 1;
+        let io = mmap(2);
+        for cpu_first in [0, 1] {
+            p.cpu_first = cpu_first;
+            let m = BatchMachine {
+                placement: &p,
+                hw: &hw,
+                io: &io,
+                ram_gib: 10.0,
+                op_offload: true,
+                resident: 0.5,
+            };
+            let st = m.step_time(StepLoad {
+                tokens: 1,
+                union: 2.0,
+                misses: 1.0,
+            });
+            let d = decode_time(&p, &hw, &io, 10.0, &[(1, 1)], 0.5, 0.5);
+            assert!(close(st.total, d.total), "{cpu_first}: {st:?} {d:?}");
+            // A ubatch reads the VRAM layer's union (as a CPU layer's: 1 expert) once.
+            let big = m.step_time(StepLoad {
+                tokens: 64,
+                union: 2.0,
+                misses: 0.0,
+            });
+            assert!(big.t_gpu > st.t_gpu);
+        }
     }
 }
