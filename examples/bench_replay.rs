@@ -78,6 +78,7 @@ fn main() {
     let four = Batching {
         ubatch: 512,
         parallel: 4,
+        prompt_cut: None,
     };
     let batched = ReplayPlan::batched(&t, false, 0, four);
     let build = t0.elapsed().as_secs_f64();

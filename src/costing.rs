@@ -8,7 +8,7 @@ use crate::decode::{decode_time, IoSetup};
 use crate::hardware::Hardware;
 use crate::replay::stats::{percentile, MissHistogram};
 use crate::replay::{Misses, Partition, PhaseTotals, ReplayPlan};
-use crate::report::rows::{BatchColumns, PromptTiming, Row};
+use crate::report::rows::{BatchColumns, Row};
 use crate::step_time::{BatchMachine, StepLoad, StepTime};
 use crate::timemodel::{analytic_ssd_bytes_per_token, token_time, Placement, GIB};
 
@@ -26,8 +26,9 @@ pub struct CostInputs {
     pub io: Option<IoSetup>,
     /// llama.cpp's op offload of steps of 32 tokens or more (off: `--no-op-offload`).
     pub op_offload: bool,
-    /// Prompt lengths to time the first token of (`--prompt-tokens`).
-    pub prompt_lengths: Vec<u64>,
+    /// The prompt length the replay cut its prompt runs to (`--prompt-tokens`): time
+    /// the first token of the runs that long.
+    pub prompt_len: Option<u64>,
 }
 
 /// Budget of a row: installed RAM (GiB) when known, and the cache capacity.
@@ -189,7 +190,7 @@ pub fn make_row(
                     op_offload: e.op_offload,
                     resident,
                 };
-                let t = time_steps(plan, counts, warmup, &machine, &e.prompt_lengths, b);
+                let t = time_steps(plan, counts, warmup, &machine, e.prompt_len, b);
                 // Token by token the decode model prices the row (the same sums, in the
                 // order of the rows without batches).
                 if plan.is_batched() {
@@ -229,21 +230,23 @@ pub fn make_row(
 }
 
 /// Time every counted step of a batched run on `machine` (steps alike priced once), fill
-/// the batch columns' rates (prefill and decode tokens/s, time to first token, per
-/// prompt length in `lengths`) and return the steps' summed times.
+/// the batch columns' rates (prefill and decode tokens/s, the mean time to first token
+/// of the prompt runs, or with `prompt_len` of the runs that long) and return the steps'
+/// summed times.
 fn time_steps(
     plan: &ReplayPlan,
     counts: &Misses,
     warmup: usize,
     machine: &BatchMachine,
-    lengths: &[u64],
+    prompt_len: Option<u64>,
     b: &mut BatchColumns,
 ) -> StepTime {
     let mut priced: HashMap<(u32, usize, u32), StepTime> = HashMap::new();
     let mut sum = StepTime::default();
     let (mut prompt_s, mut decode_s) = (0.0, 0.0);
-    // Prompt runs: (tokens, seconds) of each ubatch of the run in progress.
-    let mut runs: Vec<Vec<(u32, u32, f64)>> = Vec::new();
+    // Prompt runs: (tokens, seconds) summed over the ubatches of each run.
+    let mut runs: Vec<(u64, f64)> = Vec::new();
+    let mut in_run = false;
     for i in plan.first_counted_step(warmup)..plan.n_steps {
         let st = plan.step(i);
         let misses = counts.misses_per_step[i];
@@ -264,54 +267,40 @@ fn time_steps(
         sum.device_bytes += t.device_bytes;
         if st.prompt {
             prompt_s += t.total;
-            let offset = plan.step_offset(i);
-            if offset == 0 {
-                runs.push(Vec::new());
-            }
             // A run whose start lies before the warmup is left out.
-            if let Some(run) = runs.last_mut().filter(|r| offset == 0 || !r.is_empty()) {
-                run.push((offset, st.tokens, t.total));
+            if plan.step_offset(i) == 0 {
+                runs.push((0, 0.0));
+                in_run = true;
+            }
+            if let Some(run) = runs.last_mut().filter(|_| in_run) {
+                run.0 += st.tokens as u64;
+                run.1 += t.total;
             }
         } else {
             decode_s += t.total;
+            in_run = false;
         }
     }
-    runs.retain(|r| !r.is_empty());
     let rate = |tokens: u64, s: f64| (tokens > 0 && s > 0.0).then(|| tokens as f64 / s);
-    b.prefill_tok_s = rate(b.prompt_tokens, prompt_s);
     b.decode_tok_s = rate(b.decode_tokens, decode_s);
     b.decode_tok_s_per_seq = rate(b.decode_steps, decode_s);
-    if !runs.is_empty() {
-        let total: f64 = runs.iter().flatten().map(|&(_, _, s)| s).sum();
-        b.ttft_s = Some(total / runs.len() as f64);
+    b.prompt_len = prompt_len;
+    match prompt_len {
+        None => {
+            b.prefill_tok_s = rate(b.prompt_tokens, prompt_s);
+            if !runs.is_empty() {
+                b.ttft_s = Some(runs.iter().map(|r| r.1).sum::<f64>() / runs.len() as f64);
+            }
+        }
+        Some(len) => {
+            let full: Vec<f64> = runs.iter().filter(|r| r.0 == len).map(|r| r.1).collect();
+            if !full.is_empty() {
+                let ttft = full.iter().sum::<f64>() / full.len() as f64;
+                b.ttft_s = Some(ttft);
+                b.prefill_tok_s = rate(len, ttft);
+            }
+        }
     }
-    b.at_lengths = lengths
-        .iter()
-        .map(|&len| {
-            // The ubatches up to token `len` of every run that long; the one that
-            // holds token `len` counts for the share of its tokens before it.
-            let mut n = 0u64;
-            let mut secs = 0.0;
-            for run in &runs {
-                let (last_off, last_n, _) = *run.last().expect("non-empty");
-                if ((last_off + last_n) as u64) < len {
-                    continue;
-                }
-                n += 1;
-                for &(off, tokens, s) in run {
-                    let before = len.saturating_sub(off as u64).min(tokens as u64);
-                    secs += s * before as f64 / tokens as f64;
-                }
-            }
-            let ttft = (n > 0).then(|| secs / n as f64);
-            PromptTiming {
-                prompt_tokens: len,
-                runs: n,
-                ttft_s: ttft,
-                prefill_tok_s: ttft.filter(|&t| t > 0.0).map(|t| len as f64 / t),
-            }
-        })
-        .collect();
     sum
 }
 
@@ -352,8 +341,8 @@ mod tests {
         assert_eq!(counts.misses_per_slot.iter().sum::<u64>(), row.misses);
     }
 
-    /// The time to first token, worked out from the trace's prompt runs directly: each
-    /// step's first token found by counting tokens, and its run by scanning the trace.
+    /// The time to first token, worked out from the trace's prompt runs directly: the
+    /// prompt steps consumed in order, run after run, each run cut to 20 tokens.
     #[test]
     fn time_to_first_token_sums_the_ubatches_of_each_prompt_run() {
         use crate::decode::IoSetup;
@@ -366,13 +355,6 @@ mod tests {
         use crate::timemodel::Placement;
 
         let trace = toy_with_prompts(500, 3);
-        let b = Batching {
-            ubatch: 16,
-            parallel: 1,
-        };
-        let plan = ReplayPlan::batched(&trace, true, 0, b);
-        let spec = PolicySpec::parse("lru").unwrap();
-        let counts = run_policy(&plan, &spec, 12, Partition::Global, None, 0).unwrap();
         let q4 = quant_type("q4_0").unwrap();
         let p = Placement {
             expert_bytes: 3 << 20,
@@ -407,76 +389,84 @@ mod tests {
             op_offload: true,
             resident: 0.25,
         };
-        let mut cols = BatchColumns::default();
-        let st = plan.batch_stats(&counts, 0);
-        cols.prompt_tokens = st.prompt.tokens;
-        cols.decode_tokens = st.decode.tokens;
-        cols.decode_steps = st.decode.steps;
-        let sum = time_steps(&plan, &counts, 0, &m, &[20, 40], &mut cols);
-
-        // Runs of consecutive prompt tokens (start, length), from the trace.
-        let mut runs: Vec<(usize, usize)> = Vec::new();
+        // Runs of consecutive prompt tokens in the trace (lengths).
+        let mut runs: Vec<usize> = Vec::new();
         for t in 0..trace.n_tokens() {
             if trace.prompt[t] {
-                match runs.last_mut() {
-                    Some((s, n)) if *s + *n == t => *n += 1,
-                    _ => runs.push((t, 1)),
+                if t > 0 && trace.prompt[t - 1] {
+                    *runs.last_mut().unwrap() += 1;
+                } else {
+                    runs.push(1);
                 }
             }
         }
-        // Each run's ubatches: (first token, tokens, seconds).
-        let mut ubatches: Vec<Vec<(usize, u32, f64)>> = vec![Vec::new(); runs.len()];
-        let (mut first, mut total, mut prompt_s) = (0usize, 0.0, 0.0);
-        for i in 0..plan.n_steps {
-            let s = plan.step(i);
-            let t = m
-                .step_time(StepLoad {
-                    tokens: s.tokens,
-                    union: s.accesses as f64,
-                    misses: counts.misses_per_step[i] as f64,
-                })
-                .total;
-            total += t;
-            if s.prompt {
-                prompt_s += t;
-                let r = runs
-                    .iter()
-                    .position(|&(a, n)| (a..a + n).contains(&first))
-                    .unwrap();
-                ubatches[r].push((first - runs[r].0, s.tokens, t));
+        let spec = PolicySpec::parse("lru").unwrap();
+        for cut in [None, Some(20u64)] {
+            let b = Batching {
+                ubatch: 16,
+                parallel: 1,
+                prompt_cut: cut.map(|c| c as usize),
+            };
+            let plan = ReplayPlan::batched(&trace, true, 0, b);
+            let counts = run_policy(&plan, &spec, 12, Partition::Global, None, 0).unwrap();
+            let st = plan.batch_stats(&counts, 0);
+            let mut cols = BatchColumns {
+                prompt_tokens: st.prompt.tokens,
+                decode_tokens: st.decode.tokens,
+                decode_steps: st.decode.steps,
+                ..BatchColumns::default()
+            };
+            let sum = time_steps(&plan, &counts, 0, &m, cut, &mut cols);
+            // Each run's (cut) length and seconds, consuming the prompt steps in order.
+            let mut per_run: Vec<(usize, f64)> = Vec::new();
+            let mut left = 0usize;
+            let (mut total, mut prompt_s) = (0.0, 0.0);
+            for i in 0..plan.n_steps {
+                let s = plan.step(i);
+                let t = m
+                    .step_time(StepLoad {
+                        tokens: s.tokens,
+                        union: s.accesses as f64,
+                        misses: counts.misses_per_step[i] as f64,
+                    })
+                    .total;
+                total += t;
+                if s.prompt {
+                    prompt_s += t;
+                    if left == 0 {
+                        let len = runs[per_run.len()];
+                        let len = cut.map_or(len, |c| len.min(c as usize));
+                        per_run.push((len, 0.0));
+                        left = len;
+                    }
+                    per_run.last_mut().unwrap().1 += t;
+                    left -= s.tokens as usize;
+                }
             }
-            first += s.tokens as usize;
+            assert_eq!(per_run.len(), runs.len());
+            assert!((sum.total - total).abs() < 1e-9 * total);
+            let close = |a: f64, b: f64| (a - b).abs() < 1e-9 * b;
+            match cut {
+                None => {
+                    assert!(close(
+                        cols.prefill_tok_s.unwrap(),
+                        st.prompt.tokens as f64 / prompt_s
+                    ));
+                    let mean = prompt_s / runs.len() as f64;
+                    assert!(close(cols.ttft_s.unwrap(), mean));
+                }
+                Some(c) => {
+                    // The runs of 40 cut to 20: a ubatch of 16 and one of 4 each.
+                    let full: Vec<f64> =
+                        per_run.iter().filter(|r| r.0 == 20).map(|r| r.1).collect();
+                    assert!(full.len() >= 5 && full.len() < runs.len());
+                    let want = full.iter().sum::<f64>() / full.len() as f64;
+                    assert_eq!(cols.prompt_len, Some(c));
+                    assert!(close(cols.ttft_s.unwrap(), want));
+                    assert!(close(cols.prefill_tok_s.unwrap(), 20.0 / want));
+                    assert_eq!(plan.n_tokens as u64, st.prompt.tokens + st.decode.tokens);
+                }
+            }
         }
-        assert!((sum.total - total).abs() < 1e-9 * total);
-        let want_prefill = st.prompt.tokens as f64 / prompt_s;
-        assert!((cols.prefill_tok_s.unwrap() - want_prefill).abs() < 1e-9 * want_prefill);
-        let mean: f64 = ubatches.iter().flatten().map(|u| u.2).sum::<f64>() / runs.len() as f64;
-        assert!((cols.ttft_s.unwrap() - mean).abs() < 1e-9 * mean);
-        // 20 tokens: the first ubatch of 16 and a quarter of the second (4 of its 16),
-        // in the runs of 40 only.
-        let long: Vec<&Vec<(usize, u32, f64)>> = runs
-            .iter()
-            .zip(&ubatches)
-            .filter(|(r, _)| r.1 >= 20)
-            .map(|(_, u)| u)
-            .collect();
-        assert!(long.len() >= 5 && long.len() < runs.len());
-        let want20 = long
-            .iter()
-            .map(|u| u[0].2 + u[1].2 * 4.0 / 16.0)
-            .sum::<f64>()
-            / long.len() as f64;
-        let at20 = &cols.at_lengths[0];
-        assert_eq!((at20.prompt_tokens, at20.runs), (20, long.len() as u64));
-        assert!((at20.ttft_s.unwrap() - want20).abs() < 1e-9 * want20);
-        assert!((at20.prefill_tok_s.unwrap() - 20.0 / want20).abs() < 1e-9);
-        // 40 tokens: the whole of each run of 40.
-        let at40 = &cols.at_lengths[1];
-        let want40 = long
-            .iter()
-            .map(|u| u.iter().map(|x| x.2).sum::<f64>())
-            .sum::<f64>()
-            / long.len() as f64;
-        assert!((at40.ttft_s.unwrap() - want40).abs() < 1e-9 * want40);
     }
 }

@@ -262,6 +262,11 @@ impl ReplaySetup {
 
     /// Refuse batches in a command that replays token by token (`what`: its name).
     pub fn require_token_by_token(&self, what: &str) -> Result<()> {
+        if !self.prompt_lengths.is_empty() {
+            return Err(Error::new(format!(
+                "{what} replays whole prompts: --prompt-tokens is for simulate and sweep"
+            )));
+        }
         if self
             .batching
             .is_token_by_token(&self.loaded.trace, self.include_prompt)
@@ -298,6 +303,14 @@ impl ReplaySetup {
             .map(|s| self.cost_inputs_of(s)))
     }
 
+    /// `cost_inputs_of` for a replay whose prompt runs were cut to `cut` tokens.
+    pub fn cost_inputs_cut(&self, s: &(Placement, Hardware), cut: Option<u64>) -> CostInputs {
+        CostInputs {
+            prompt_len: cut,
+            ..self.cost_inputs_of(s)
+        }
+    }
+
     /// The economics of a placement already made by `setup` (adds U and D).
     pub fn cost_inputs_of(&self, (placement, hw): &(Placement, Hardware)) -> CostInputs {
         let (u, d) = self.u_d();
@@ -317,7 +330,7 @@ impl ReplaySetup {
                 page_cache_gbs: hw.ram.page_cache_gbs(),
             }),
             op_offload: self.op_offload,
-            prompt_lengths: self.prompt_lengths.clone(),
+            prompt_len: None,
         }
     }
 
@@ -382,9 +395,28 @@ impl ReplaySetup {
     }
 
     pub fn plan(&self, placement: Option<&Placement>) -> ReplayPlan<'_> {
+        self.plan_cut(placement, None)
+    }
+
+    /// The prompt lengths rows are made for: each `--prompt-tokens` length, or None
+    /// (whole prompt runs) without it.
+    pub fn prompt_cuts(&self) -> Vec<Option<u64>> {
+        if self.prompt_lengths.is_empty() {
+            vec![None]
+        } else {
+            self.prompt_lengths.iter().map(|&l| Some(l)).collect()
+        }
+    }
+
+    /// `plan` with every prompt run cut to its first `cut` tokens (`--prompt-tokens`).
+    pub fn plan_cut(&self, placement: Option<&Placement>, cut: Option<u64>) -> ReplayPlan<'_> {
         let trace = &self.loaded.trace;
         let slots = placement.map_or(0..trace.geometry.n_layers(), Placement::cpu_range);
-        let mut plan = ReplayPlan::batched_slots(trace, self.include_prompt, slots, self.batching);
+        let batching = Batching {
+            prompt_cut: cut.map(|c| c as usize),
+            ..self.batching
+        };
+        let mut plan = ReplayPlan::batched_slots(trace, self.include_prompt, slots, batching);
         plan.per_slot = self.per_layer;
         plan.expert_bytes = placement.map(|p| p.expert_bytes);
         if let Some(p) = placement.filter(|p| !p.uniform()) {
@@ -505,6 +537,11 @@ fn check_prompt_lengths(
             .collect::<Vec<_>>()
             .join(",")
     );
+    if a.prompt_tokens.contains(&0) {
+        return Err(Error::new(
+            "--prompt-tokens 0: a prompt has at least one token",
+        ));
+    }
     if !include_prompt {
         return Err(Error::new(format!(
             "{flag} times prompt processing, which --phase decode skips: add --phase all"
@@ -538,6 +575,7 @@ fn check_batching(
     let b = Batching {
         ubatch: a.ubatch.unwrap_or(DEFAULT_UBATCH),
         parallel: a.parallel.unwrap_or(1),
+        prompt_cut: None,
     };
     if b.ubatch == 0 {
         return Err(Error::new("--ubatch 0: a ubatch holds at least one token"));

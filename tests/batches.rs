@@ -581,3 +581,178 @@ fn bad_batches() {
         "prompt tokens are replayed in ubatches of 512",
     );
 }
+
+/// Synthetic GLM-5 responses with prompts of 1,024 tokens, in a scratch folder.
+fn long_prompts(dir: &Path) -> PathBuf {
+    let p = dir.join("prompts.mst");
+    ok(&[
+        "synth",
+        "--model",
+        "glm-5",
+        "--prompt-tokens",
+        "1024",
+        "--tokens",
+        "8",
+        "--responses",
+        "3",
+        "-o",
+        p.to_str().unwrap(),
+        "-q",
+    ]);
+    p
+}
+
+#[test]
+fn prompt_lengths_give_a_row_each_and_sweep_equals_simulate() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = long_prompts(dir.path());
+    let t = trace.to_str().unwrap();
+    let common = [
+        t,
+        "--model",
+        "glm-5",
+        "--hw",
+        "4090-ddr5",
+        "--phase",
+        "all",
+        "--prompt-tokens",
+        "256,1024",
+        "--format",
+        "csv",
+        "-q",
+    ];
+    let mut sim = vec!["simulate"];
+    sim.extend(common);
+    sim.extend(["--policy", "lru", "--ram", "128GiB"]);
+    let rows = csv_rows(&ok(&sim));
+    assert_eq!(rows.len(), 2);
+    let num = |r: &HashMap<String, String>, k: &str| r[k].parse::<f64>().unwrap();
+    assert_eq!(
+        (&rows[0]["prompt_len"][..], &rows[1]["prompt_len"][..]),
+        ("256", "1024")
+    );
+    for r in &rows {
+        let len = num(r, "prompt_len");
+        // Every prompt is cut to the length: 3 runs of it.
+        assert_eq!(num(r, "prompt_tokens"), 3.0 * len);
+        let ttft = num(r, "ttft_s");
+        assert!((num(r, "prefill_tok_s") - len / ttft).abs() < 1e-9 * len / ttft);
+    }
+    // A longer prompt takes longer to its first token.
+    assert!(num(&rows[1], "ttft_s") > num(&rows[0], "ttft_s"));
+    // The same rows from sweep at that one budget.
+    let mut sw = vec!["sweep"];
+    sw.extend(common);
+    sw.extend([
+        "--policies",
+        "lru",
+        "--ram",
+        "128GiB..128GiB",
+        "--points",
+        "1",
+    ]);
+    let swept = csv_rows(&ok(&sw));
+    assert_eq!(swept.len(), 2);
+    for (a, b) in rows.iter().zip(&swept) {
+        for k in [
+            "prompt_len",
+            "ttft_s",
+            "prefill_tok_s",
+            "misses",
+            "est_tok_s",
+        ] {
+            assert_eq!(a[k], b[k], "{k}");
+        }
+    }
+}
+
+#[test]
+fn op_offload_and_parallel_decode_rates() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = long_prompts(dir.path());
+    let t = trace.to_str().unwrap();
+    let row = |more: &[&str]| {
+        let mut args = vec![
+            "simulate",
+            t,
+            "--model",
+            "glm-5",
+            "--hw",
+            "4090-ddr5",
+            "--policy",
+            "lru",
+            "--ram",
+            "128GiB",
+            "--format",
+            "csv",
+            "-q",
+        ];
+        args.extend(more);
+        csv_rows(&ok(&args)).remove(0)
+    };
+    let num = |r: &HashMap<String, String>, k: &str| r[k].parse::<f64>().unwrap();
+    // Ubatches of 512 offload their products to the GPU unless told not to: the rates
+    // differ, the bytes do not.
+    let on = row(&["--phase", "all"]);
+    let off = row(&["--phase", "all", "--no-op-offload"]);
+    assert_eq!(on["misses"], off["misses"]);
+    assert_ne!(on["prefill_tok_s"], off["prefill_tok_s"]);
+    // Three responses in lock step: every step carries 3 tokens (8 steps), so all of
+    // them together decode 3x one of them.
+    let par = row(&["--parallel", "3"]);
+    assert_eq!(num(&par, "decode_steps"), 8.0);
+    let (all, one) = (num(&par, "decode_tok_s"), num(&par, "decode_tok_s_per_seq"));
+    assert!((all - 3.0 * one).abs() < 1e-9 * all, "{all} {one}");
+}
+
+#[test]
+fn bad_prompt_lengths() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = long_prompts(dir.path());
+    let t = trace.to_str().unwrap();
+    let base = ["simulate", t, "--policy", "lru", "--ram", "128GiB", "-q"];
+    fn with<'a>(base: &[&'a str], more: &[&'a str]) -> Vec<&'a str> {
+        base.iter().chain(more).copied().collect()
+    }
+    fails(
+        &with(&base, &["--model", "glm-5", "--prompt-tokens", "512"]),
+        "add --phase all",
+    );
+    fails(
+        &with(
+            &base,
+            &[
+                "--model",
+                "glm-5",
+                "--phase",
+                "all",
+                "--prompt-tokens",
+                "512,2048",
+            ],
+        ),
+        "the trace's longest prompt is 1024 tokens; `moe-spill synth --prompt-tokens 2048`",
+    );
+    fails(
+        &with(
+            &base,
+            &[
+                "--model",
+                "glm-5",
+                "--phase",
+                "all",
+                "--prompt-tokens",
+                "512",
+                "--io",
+                "rated",
+            ],
+        ),
+        "needs a model (--model) and the I/O model",
+    );
+    fails(
+        &with(
+            &base,
+            &["--model", "glm-5", "--phase", "all", "--prompt-tokens", "0"],
+        ),
+        "--prompt-tokens 0: a prompt has at least one token",
+    );
+}

@@ -197,7 +197,7 @@ pub struct SetupArgs {
     pub parallel: Option<usize>,
     /// Time the first token of prompts this long (with --phase all and the I/O model):
     /// each row once per length, from the prompt runs of the trace at least that long
-    #[arg(long, value_name = "N,...", value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N,...", value_delimiter = ',')]
     pub prompt_tokens: Vec<u64>,
     /// Multiply ubatches of 32 tokens or more on the CPU, as llama.cpp --no-op-offload,
     /// instead of copying the CPU-side weights they use to the GPU

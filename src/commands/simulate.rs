@@ -49,32 +49,38 @@ pub fn run(a: SimulateOptions) -> Result<()> {
         (None, None) => unreachable!("the command line requires one"),
     };
     let placement = setup.as_ref().map(|s| &s.0);
-    let plan = study.plan(placement);
-    study.min_capacity(&plan, &spec)?;
     study.note_placement(placement, None);
     study.note_batching();
-    // The trace statistics the rows need (U and D, cold misses) are independent of the
-    // replay: the second core computes them meanwhile.
-    let profile = study.profile();
-    let counts = std::thread::scope(|s| {
-        s.spawn(|| {
-            study.u_d();
-            plan.cold_misses(study.warmup);
-        });
-        run_many(
-            &plan,
-            &spec,
-            &[budget.capacity],
-            study.partition,
-            profile,
-            study.warmup,
-        )
-    })?;
-    let econ = setup.as_ref().map(|s| study.cost_inputs_of(s));
-    let rows: Vec<Row> = counts
-        .iter()
-        .map(|c| study.row(&plan, &spec, budget, c, econ.as_ref(), None))
-        .collect();
+    // One replay per --prompt-tokens length (prompt runs cut to it), else one.
+    let mut rows: Vec<Row> = Vec::new();
+    let mut econ = None;
+    for cut in study.prompt_cuts() {
+        let plan = study.plan_cut(placement, cut);
+        study.min_capacity(&plan, &spec)?;
+        // The trace statistics the rows need (U and D, cold misses) are independent of
+        // the replay: the second core computes them meanwhile.
+        let profile = study.profile();
+        let counts = std::thread::scope(|s| {
+            s.spawn(|| {
+                study.u_d();
+                plan.cold_misses(study.warmup);
+            });
+            run_many(
+                &plan,
+                &spec,
+                &[budget.capacity],
+                study.partition,
+                profile,
+                study.warmup,
+            )
+        })?;
+        econ = setup.as_ref().map(|s| study.cost_inputs_cut(s, cut));
+        rows.extend(
+            counts
+                .iter()
+                .map(|c| study.row(&plan, &spec, budget, c, econ.as_ref(), None)),
+        );
+    }
     let format = OutputFormat::resolve(a.study.format, false);
     let mut text = render_rows(&rows, format);
     if format == OutputFormat::Table {

@@ -392,6 +392,14 @@ pub fn run(a: SweepOptions) -> Result<()> {
     {
         return Err(Error::new("--vrams: sizes must be zero or positive"));
     }
+    // One replay per VRAM size and --prompt-tokens length (prompt runs cut to it): the
+    // jobs' `vram` indexes these variants.
+    let cuts = study.prompt_cuts();
+    let variants: Vec<(Option<f64>, Option<u64>)> = vrams
+        .iter()
+        .flat_map(|&v| cuts.iter().map(move |&c| (v, c)))
+        .collect();
+    let vrams: Vec<Option<f64>> = variants.iter().map(|v| v.0).collect();
     // Placement first; the trace statistics of the rows (U and D) are computed by the
     // first job that finishes, while the other workers go on.
     let setups: Vec<Option<(Placement, Hardware)>> = vrams
@@ -400,7 +408,8 @@ pub fn run(a: SweepOptions) -> Result<()> {
         .collect::<Result<_>>()?;
     let plans: Vec<ReplayPlan> = setups
         .iter()
-        .map(|s| study.plan(s.as_ref().map(|s| &s.0)))
+        .zip(&variants)
+        .map(|(s, v)| study.plan_cut(s.as_ref().map(|s| &s.0), v.1))
         .collect();
     let budget_sets: Vec<Vec<Budget>> = setups
         .iter()
@@ -420,8 +429,8 @@ pub fn run(a: SweepOptions) -> Result<()> {
     }
     // Checked (and the file laid out) before the policies run; the kernel runs after.
     let mut kernel = KernelSweep::new(&a.kernel, &study, &plans[0], a.study.input.quiet)?;
-    for (s, v) in setups.iter().zip(&vrams) {
-        study.note_placement(s.as_ref().map(|s| &s.0), *v);
+    for (s, v) in setups.iter().zip(&variants).step_by(cuts.len()) {
+        study.note_placement(s.as_ref().map(|s| &s.0), v.0);
     }
     study.note_batching();
     let threads = a
@@ -431,7 +440,10 @@ pub fn run(a: SweepOptions) -> Result<()> {
     let mut results = run_jobs(&jobs, threads, a.study.input.quiet, |job| {
         let set = &budget_sets[job.vram];
         let bs: Vec<Budget> = job.budgets.iter().map(|&b| set[b]).collect();
-        let econ = setups[job.vram].as_ref().map(|s| study.cost_inputs_of(s));
+        let cut = variants[job.vram].1;
+        let econ = setups[job.vram]
+            .as_ref()
+            .map(|s| study.cost_inputs_cut(s, cut));
         study.replay_rows(
             &plans[job.vram],
             &specs[job.policy],

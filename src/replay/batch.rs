@@ -27,6 +27,9 @@ pub struct Batching {
     pub ubatch: usize,
     /// Responses decoded in lock step (llama-server `-np`), at least 1.
     pub parallel: usize,
+    /// Replay only the first N tokens of every run of prompt tokens (`--prompt-tokens`:
+    /// prompts of one length); None: whole runs.
+    pub prompt_cut: Option<usize>,
 }
 
 /// llama.cpp's default physical batch (`-ub`).
@@ -37,13 +40,14 @@ impl Batching {
     pub const TOKEN_BY_TOKEN: Batching = Batching {
         ubatch: 1,
         parallel: 1,
+        prompt_cut: None,
     };
 
     /// Whether every step of `trace`'s replay is one token (nothing to batch): one
     /// response at a time, and no prompt token replayed in ubatches of more than one.
     pub fn is_token_by_token(&self, trace: &Trace, include_prompt: bool) -> bool {
-        self.parallel <= 1
-            && (self.ubatch <= 1 || !include_prompt || !trace.prompt.iter().any(|&p| p))
+        let prompts = include_prompt && trace.prompt.iter().any(|&p| p);
+        self.parallel <= 1 && (!prompts || (self.ubatch <= 1 && self.prompt_cut.is_none()))
     }
 }
 
@@ -150,9 +154,11 @@ pub fn schedule(
                     break;
                 }
                 let run_end = (t..end).find(|&u| !trace.prompt[u]).unwrap_or(end);
+                // --prompt-tokens: the run's tokens past the cut are not replayed.
+                let cut_end = b.prompt_cut.map_or(run_end, |n| run_end.min(t + n));
                 let mut u = t;
-                while u < run_end {
-                    let v = (u + ubatch).min(run_end);
+                while u < cut_end {
+                    let v = (u + ubatch).min(cut_end);
                     tokens.clear();
                     tokens.extend(u..v);
                     visit(true, &tokens);
@@ -296,6 +302,7 @@ mod tests {
         let b = Batching {
             ubatch: 2,
             parallel: 1,
+            prompt_cut: None,
         };
         let (stream, steps) = build(&t, true, 0, b);
         // Ubatch 1 (tokens 0, 1): layer 1 sees 3, 1 (token 0), then 0 (token 1: 1 again
@@ -341,6 +348,7 @@ mod tests {
             Batching {
                 ubatch: 8,
                 parallel: 1,
+                prompt_cut: None,
             },
         );
         assert_eq!(stream, vec![2, 3, 1, 0, 4, 5]);
@@ -364,6 +372,7 @@ mod tests {
         let b = Batching {
             ubatch: 512,
             parallel: 2,
+            prompt_cut: None,
         };
         let (stream, steps) = build(&t, false, 0, b);
         #[rustfmt::skip]
@@ -397,6 +406,7 @@ mod tests {
         let b = Batching {
             ubatch: 4,
             parallel: 2,
+            prompt_cut: None,
         };
         let mut seen: Vec<(bool, Vec<usize>)> = Vec::new();
         schedule(&t, true, b, |p, tok| seen.push((p, tok.to_vec())));
@@ -439,8 +449,40 @@ mod tests {
             Batching {
                 ubatch: 1,
                 parallel: 1,
+                prompt_cut: None,
             },
         );
         assert_eq!(steps.offsets, vec![0, 1, 0, 0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn a_prompt_cut_replays_the_first_tokens_of_every_run() {
+        // A: P P P P P D; B: P P D. Cut at 3, ubatch 2: A's run gives ubatches [0 1] [2]
+        // (tokens 3 and 4 are not replayed), B's run [6 7] stays whole.
+        let tok = |p| (p, [0, 1], [0, 1]);
+        let t = trace(&[
+            &[tok(P), tok(P), tok(P), tok(P), tok(P), tok(D)],
+            &[tok(P), tok(P), tok(D)],
+        ]);
+        let b = Batching {
+            ubatch: 2,
+            parallel: 1,
+            prompt_cut: Some(3),
+        };
+        assert!(!b.is_token_by_token(&t, true));
+        let mut seen: Vec<(bool, Vec<usize>)> = Vec::new();
+        schedule(&t, true, b, |p, tok| seen.push((p, tok.to_vec())));
+        assert_eq!(
+            seen,
+            vec![
+                (P, vec![0, 1]),
+                (P, vec![2]),
+                (D, vec![5]),
+                (P, vec![6, 7]),
+                (D, vec![8])
+            ]
+        );
+        let (_, steps) = build(&t, true, 0, b);
+        assert_eq!(steps.offsets, vec![0, 2, 0, 0, 0]);
     }
 }

@@ -435,7 +435,11 @@ pub(crate) mod tests {
     fn batched_replay_equals_a_naive_one_and_one_pass_equals_per_capacity() {
         let trace = toy_with_prompts(1500, 13);
         for (ubatch, parallel) in [(4, 1), (64, 1), (1, 3), (16, 4)] {
-            let b = Batching { ubatch, parallel };
+            let b = Batching {
+                ubatch,
+                parallel,
+                prompt_cut: None,
+            };
             for gpu_layers in [0, 1] {
                 let plan = ReplayPlan::batched(&trace, true, gpu_layers, b);
                 assert!(plan.is_batched());
@@ -533,6 +537,7 @@ pub(crate) mod tests {
             Batching {
                 ubatch: 64,
                 parallel: 3,
+                prompt_cut: None,
             },
         );
         let counts = plan.all_miss(0);

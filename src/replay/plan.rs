@@ -166,6 +166,8 @@ impl<'t> ReplayPlan<'t> {
         let (stream, steps) = batch::build_slots(trace, include_prompt, slots, batching);
         self.stream = Cow::Owned(stream);
         self.n_steps = steps.len();
+        // A prompt cut replays fewer tokens than the trace has.
+        self.n_tokens = steps.tokens.iter().map(|&n| n as usize).sum();
         self.step_prompt = steps.prompt.clone();
         self.step_offset = steps.offsets.clone();
         self.steps = Some(steps);
@@ -554,6 +556,7 @@ mod tests {
             Batching {
                 ubatch: 512,
                 parallel: 1,
+                prompt_cut: None,
             },
         );
         assert_eq!(&b.stream[..], &[0, 5, 3, 7]);

@@ -75,48 +75,13 @@ pub struct BatchColumns {
     pub decode_ssd_bytes_per_token: Option<f64>,
     /// With the I/O model, the time of the steps (docs/batches.md): prompt tokens per
     /// second of prompt processing, and the mean time to first token of the prompt
-    /// runs (of their first `prompt_len` tokens with --prompt-tokens).
+    /// runs; with --prompt-tokens, of the runs cut to `prompt_len` tokens.
     pub prompt_len: Option<u64>,
     pub ttft_s: Option<f64>,
     pub prefill_tok_s: Option<f64>,
     /// Decode tokens per second of all sequences together, and of one sequence.
     pub decode_tok_s: Option<f64>,
     pub decode_tok_s_per_seq: Option<f64>,
-    /// The timing at each `--prompt-tokens` length; output gives each its own row.
-    #[serde(skip)]
-    pub at_lengths: Vec<PromptTiming>,
-}
-
-/// The time to first token of a prompt length: the mean over the `runs` prompt runs at
-/// least that long of the time of their ubatches up to it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct PromptTiming {
-    pub prompt_tokens: u64,
-    pub runs: u64,
-    pub ttft_s: Option<f64>,
-    pub prefill_tok_s: Option<f64>,
-}
-
-/// Rows with one row per `--prompt-tokens` length in place of each row that has them.
-pub fn by_prompt_length(rows: &[Row]) -> Vec<Row> {
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        match r.batch.as_ref().filter(|b| !b.at_lengths.is_empty()) {
-            None => out.push(r.clone()),
-            Some(b) => {
-                for l in &b.at_lengths {
-                    let mut row = r.clone();
-                    let nb = row.batch.as_mut().expect("batch");
-                    nb.prompt_len = Some(l.prompt_tokens);
-                    nb.ttft_s = l.ttft_s;
-                    nb.prefill_tok_s = l.prefill_tok_s;
-                    nb.at_lengths.clear();
-                    out.push(row);
-                }
-            }
-        }
-    }
-    out
 }
 
 /// The I/O model's columns, after the others, in rows made with --io.
@@ -289,7 +254,6 @@ pub fn rows_csv(rows: &[Row]) -> String {
 }
 
 pub fn render_rows(rows: &[Row], format: OutputFormat) -> String {
-    let rows = &by_prompt_length(rows)[..];
     match format {
         OutputFormat::Json => serde_json::to_string_pretty(rows).expect("json") + "\n",
         OutputFormat::Csv => rows_csv(rows),
