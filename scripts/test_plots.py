@@ -17,10 +17,14 @@ import xml.etree.ElementTree as ET
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSV = os.path.join(ROOT, "tests", "data", "sweep_small.csv")
 PLOT = os.path.join(ROOT, "scripts", "plot_sweep.py")
+# docs/batches.png's CSVs, made by scripts/batch_figure.sh.
+BATCHES = os.path.join(ROOT, "scripts", "plot_batches.py")
+PREFILL = os.path.join(ROOT, "docs", "batches_prefill.csv")
+PARALLEL = os.path.join(ROOT, "docs", "batches_parallel.csv")
 
 
-def plot(*args):
-    return subprocess.run([sys.executable, PLOT, *args], capture_output=True, text=True)
+def plot(*args, script=PLOT):
+    return subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
 
 
 def png_size(path):
@@ -112,6 +116,32 @@ def main():
             assert not leftovers, leftovers
 
         check("bad inputs", bad_inputs)
+
+        def batches_figure():
+            for ext in [".png", ".svg"]:
+                out = os.path.join(d, "batches" + ext)
+                r = plot(PREFILL, PARALLEL, "-o", out, script=BATCHES)
+                assert r.returncode == 0, r.stderr.strip()
+                if ext == ".png":
+                    w, h = png_size(out)
+                    assert w >= 1200 and h >= 400, f"{w}x{h}"
+                else:
+                    text = open(out).read()
+                    assert "glm-5" in text and "4090-ddr5" in text, "title labels missing"
+                    assert "-ub 2048" in text and "prompt length" in text, "legend or axis missing"
+
+        check("batches figure", batches_figure)
+
+        def batches_bad_inputs():
+            # a sweep CSV without batch timing columns, and a figure type it cannot write
+            out = os.path.join(d, "b.png")
+            r = plot(CSV, PARALLEL, "-o", out, script=BATCHES)
+            assert r.returncode == 2 and "missing columns" in r.stderr, r.stderr
+            assert not os.path.exists(out), "partial output"
+            r = plot(PREFILL, PARALLEL, "-o", os.path.join(d, "b.gif"), script=BATCHES)
+            assert r.returncode == 2 and ".png, .svg or .pdf" in r.stderr, r.stderr
+
+        check("batches bad inputs", batches_bad_inputs)
     print(f"plots: {passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 
