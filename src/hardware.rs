@@ -450,6 +450,10 @@ pub struct HardwareOverrides {
     pub vram_bw: Option<f64>,
     /// Override: VRAM reserve per GPU (KV cache, buffers), GiB.
     pub vram_reserve: Option<f64>,
+    /// Override: host-to-device GB/s per GPU (op offload's expert copies).
+    pub h2d_gbs: Option<f64>,
+    /// Override: TFLOP/s per GPU multiplying a batch.
+    pub gemm_tflops: Option<f64>,
     /// Override: effective RAM bandwidth, GB/s.
     pub ram_bw: Option<f64>,
     /// Override: RAM the page cache cannot use (OS, buffers), GiB.
@@ -485,11 +489,14 @@ impl HardwareOverrides {
                 h.gpus = vec![Gpu { count: n, ..base }];
             }
         }
-        let any_gpu_override =
-            self.vram.is_some() || self.vram_bw.is_some() || self.vram_reserve.is_some();
+        let any_gpu_override = self.vram.is_some()
+            || self.vram_bw.is_some()
+            || self.vram_reserve.is_some()
+            || self.h2d_gbs.is_some()
+            || self.gemm_tflops.is_some();
         if any_gpu_override && h.gpus.is_empty() {
             return Err(Error::new(format!(
-                "--vram, --vram-bw and --vram-reserve need a GPU: `{}` has none (add --gpus 1)",
+                "--vram, --vram-bw, --vram-reserve, --h2d-gbs and --gemm-tflops need a GPU: `{}` has none (add --gpus 1)",
                 h.name
             )));
         }
@@ -497,6 +504,12 @@ impl HardwareOverrides {
             g.vram_gib = self.vram.unwrap_or(g.vram_gib);
             g.bandwidth_gbs = self.vram_bw.unwrap_or(g.bandwidth_gbs);
             g.reserve_gib = self.vram_reserve.unwrap_or(g.reserve_gib);
+            if self.h2d_gbs.is_some() {
+                g.h2d_gbs = self.h2d_gbs;
+            }
+            if self.gemm_tflops.is_some() {
+                g.gemm_tflops = self.gemm_tflops;
+            }
         }
         h.ram.bandwidth_gbs = self.ram_bw.unwrap_or(h.ram.bandwidth_gbs);
         h.ram.reserve_gib = self.ram_reserve.unwrap_or(h.ram.reserve_gib);
@@ -550,6 +563,27 @@ mod tests {
         assert_eq!(h.ssd_bandwidth_gbs(), 28.0);
         assert_eq!(h.ram.size_gib, 64.0);
         assert_eq!(h.ram.bandwidth_gbs, 50.0);
+        let batch = HardwareOverrides {
+            hw: "3090-ddr5".into(),
+            gpus: Some(2),
+            h2d_gbs: Some(5.5),
+            gemm_tflops: Some(40.0),
+            ..Default::default()
+        };
+        let g = &batch.resolve(None).unwrap().gpus[0];
+        assert_eq!((g.count, g.h2d_gbs(), g.gemm_tflops()), (2, 5.5, 40.0));
+        let no_gpu = HardwareOverrides {
+            hw: "desktop-cpu".into(),
+            h2d_gbs: Some(5.5),
+            ..Default::default()
+        };
+        assert!(no_gpu.resolve(None).is_err());
+        let bad_link = HardwareOverrides {
+            hw: "3090-ddr5".into(),
+            h2d_gbs: Some(0.0),
+            ..Default::default()
+        };
+        assert!(bad_link.resolve(None).is_err());
         let bad = HardwareOverrides {
             hw: "3090-ddr5".into(),
             ssd_bw: Some(0.0),

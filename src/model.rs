@@ -87,6 +87,20 @@ pub const MODELS: &[Model] = &[
         2048,
         16.19e9,
     ),
+    // deepseek-ai/DeepSeek-V4-Flash config.json (copied in nibor1896/Crow
+    // manifests/0731-encoding/config.json; the MXFP4 GGUF's header in
+    // manifests/gguf-meta-0.0.6 agrees): 43 layers, all MoE (the first 3 hash-routed),
+    // 256 routed experts, top-6, one shared expert, hidden 4096, expert width 2048, vocab
+    // 129,280. Non-expert parameters from the published 284B total (OpenRouter's model
+    // page: "284B total parameters and 13B activated"): 284e9 less 43 x 256 x 3 x 4096
+    // x 2048 routed (277.03e9) and the 0.53e9 embedding: 6.44e9. Check: the MXFP4 file's
+    // 154,991,536,896 B less its 147.17e9 B of experts leaves 7.82e9 B, 1.13 B per
+    // non-expert weight with the embedding (Q8_0 attention and shared expert, F16
+    // hyper-connections, compressor and indexer).
+    Model {
+        default_quant: "mxfp4",
+        ..m("deepseek-v4-flash", &[], 0, 43, 256, 6, 4096, 2048, 6.44e9)
+    },
     // Derived here from the config (MLA without q_lora, 2 shared experts, dense layer 0):
     // 1.10e9 non-expert parameters, 15.71e9 in all (official 15.7B).
     m("deepseek-v2-lite", &[], 1, 26, 64, 6, 2048, 1408, 1.10e9),
@@ -323,6 +337,16 @@ mod tests {
         assert!(k4.fits(&g, true));
         assert_eq!((k4.name, k4.n_experts), (m.name, 512));
         assert!(std::ptr::eq(m.with_top_k(10), m));
+    }
+
+    #[test]
+    fn deepseek_v4_flash_mxfp4_experts_are_3264_mib_per_layer() {
+        // Crow #38: "3,264 MiB per layer x 43 layers"; MXFP4 is 17 B per 32 weights.
+        let m = Model::by_name("deepseek-v4-flash").unwrap();
+        let q = ExpertQuant::uniform(m.default_quant());
+        assert_eq!(m.expert_bytes(q).unwrap(), 3 * 4096 * 2048 * 17 / 32);
+        assert_eq!(m.expert_bytes(q).unwrap() * 256, 3264 << 20);
+        assert_eq!(m.moe_layers().len(), 43);
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //! run first in a scratch folder) and ```` ```sh validation-row ID ```` (one `simulate`
 //! per row; the test adds `--format csv -q` and reads `est_tok_s`). The summary table
 //! has one line per row: `| ID | setup | engine | measured | predicted | ratio |`.
+//!
+//! Prefill rows (section "Prefill") are ```` ```sh validation-prefill-row ID ```` blocks
+//! with IDs `P1`, `P2`, ...: one `simulate --phase all --prompt-tokens L`, whose
+//! `prefill_tok_s` (the first L tokens of the trace's prompts) is the prediction. Their
+//! summary table has the same columns, and their own summary line starts `Prefill: `.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -72,6 +77,23 @@ fn tok_s(csv: &str) -> f64 {
     rec[col].parse().unwrap()
 }
 
+/// Column `name` of the CSV a `simulate` prints, which must be one row (one prompt
+/// length, one capacity).
+fn column_of_one_row(csv: &str, name: &str) -> f64 {
+    let mut rdr = csv::Reader::from_reader(csv.as_bytes());
+    let col = rdr
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == name)
+        .unwrap_or_else(|| panic!("no column {name}"));
+    let recs: Vec<_> = rdr.records().map(Result::unwrap).collect();
+    assert_eq!(recs.len(), 1, "one row expected:\n{csv}");
+    recs[0][col]
+        .parse()
+        .unwrap_or_else(|_| panic!("{name} is `{}`", &recs[0][col]))
+}
+
 struct Summary {
     measured: f64,
     predicted: f64,
@@ -79,11 +101,17 @@ struct Summary {
 }
 
 fn summary(doc: &str) -> BTreeMap<String, Summary> {
+    summary_of(doc, 'R')
+}
+
+/// The summary table's rows whose ID is `letter` and a number.
+fn summary_of(doc: &str, letter: char) -> BTreeMap<String, Summary> {
     let mut rows = BTreeMap::new();
     for l in doc.lines() {
         let cells: Vec<&str> = l.split('|').map(str::trim).collect();
         // | ID | setup | engine | measured | predicted | ratio |
-        if cells.len() == 8 && cells[1].starts_with('R') && cells[1][1..].parse::<u32>().is_ok() {
+        if cells.len() == 8 && cells[1].starts_with(letter) && cells[1][1..].parse::<u32>().is_ok()
+        {
             let num = |s: &str| s.trim_start_matches('~').parse::<f64>().unwrap();
             rows.insert(
                 cells[1].to_string(),
@@ -162,4 +190,81 @@ fn every_validation_row_recomputes_to_what_the_page_says() {
         median * 100.0
     );
     assert!(doc.contains(&line), "docs/VALIDATION.md must state: {line}");
+}
+
+/// Rows within 1.5x and the median |predicted / measured - 1|, as the page states them.
+fn summary_line(ratios: &[f64]) -> String {
+    let within = ratios
+        .iter()
+        .filter(|&&r| (1.0 / 1.5..=1.5).contains(&r))
+        .count();
+    let mut errors: Vec<f64> = ratios.iter().map(|r| (r - 1.0).abs()).collect();
+    errors.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = errors.len();
+    let median = if n % 2 == 1 {
+        errors[n / 2]
+    } else {
+        (errors[n / 2 - 1] + errors[n / 2]) / 2.0
+    };
+    format!(
+        "{within} of {n} rows within 1.5x of the measured value; median |predicted / measured - 1| = {:.0} %",
+        median * 100.0
+    )
+}
+
+#[test]
+fn every_prefill_row_recomputes_to_what_the_page_says() {
+    let doc = std::fs::read_to_string("docs/VALIDATION.md").unwrap();
+    let table = summary_of(&doc, 'P');
+    assert!(
+        table.len() >= 2,
+        "the prefill summary table has {} rows",
+        table.len()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let all = blocks(&doc);
+    for (info, body) in &all {
+        if info == "setup" {
+            for c in commands(body) {
+                run(&c, dir.path());
+            }
+        }
+    }
+    let mut ratios = Vec::new();
+    for (info, body) in &all {
+        let Some(id) = info.strip_prefix("prefill-row ") else {
+            continue;
+        };
+        let cmds = commands(body);
+        assert_eq!(cmds.len(), 1, "row {id}: one command");
+        let mut c = cmds[0].clone();
+        assert!(
+            c.iter().any(|a| a == "--prompt-tokens")
+                && c.windows(2).any(|w| w == ["--phase", "all"]),
+            "row {id}: a prefill row times prompts (--phase all --prompt-tokens L)"
+        );
+        c.extend(["--format", "csv", "-q"].map(String::from));
+        let t = column_of_one_row(&run(&c, dir.path()), "prefill_tok_s");
+        let s = table
+            .get(id)
+            .unwrap_or_else(|| panic!("row {id} is not in the prefill summary"));
+        assert_eq!(
+            format!("{:.3}", t),
+            format!("{:.3}", s.predicted),
+            "row {id}: the command gives {t}"
+        );
+        let ratio = t / s.measured;
+        assert_eq!(
+            format!("{ratio:.2}"),
+            format!("{:.2}", s.ratio),
+            "row {id}: predicted / measured"
+        );
+        ratios.push(ratio);
+    }
+    assert_eq!(ratios.len(), table.len(), "every prefill row has a command");
+    let line = format!("Prefill: {}", summary_line(&ratios));
+    assert!(
+        doc.lines().any(|l| l.trim() == line),
+        "docs/VALIDATION.md must state: {line}"
+    );
 }

@@ -130,6 +130,13 @@ pub struct HardwareArgs {
     /// Override: VRAM reserve per GPU (KV cache, buffers), GiB.
     #[arg(long, value_name = "GIB")]
     pub vram_reserve: Option<f64>,
+    /// Override: host-to-device GB/s of the GPUs' links, for the experts op offload
+    /// copies (a prompt ubatch of 32 tokens or more; docs/VALIDATION.md, Prefill)
+    #[arg(long, value_name = "GB/S")]
+    pub h2d_gbs: Option<f64>,
+    /// Override: TFLOP/s the GPUs reach multiplying a batch (prompt processing)
+    #[arg(long, value_name = "TFLOP/S")]
+    pub gemm_tflops: Option<f64>,
     /// Override: effective RAM bandwidth, GB/s.
     #[arg(long, value_name = "GB/S")]
     pub ram_bw: Option<f64>,
@@ -634,6 +641,8 @@ impl From<HardwareArgs> for HardwareOverrides {
             vram: a.vram,
             vram_bw: a.vram_bw,
             vram_reserve: a.vram_reserve,
+            h2d_gbs: a.h2d_gbs,
+            gemm_tflops: a.gemm_tflops,
             ram_bw: a.ram_bw,
             ram_reserve: a.ram_reserve,
             ssd_bw: a.ssd_bw,
