@@ -147,13 +147,13 @@ pub fn decode_time(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::quant::quant_type;
 
     /// The hand-computed machine of timemodel.rs: 2 CPU layers, top-1, experts of
     /// 1 GiB in slices of 256 + 256 + 512 MiB, no GPU; RAM 10 GiB at 10 GB/s.
-    fn setup() -> (Placement, Hardware) {
+    pub(crate) fn setup() -> (Placement, Hardware) {
         let q8 = quant_type("q8_0").unwrap();
         let p = Placement {
             expert_bytes: 1 << 30,

@@ -286,34 +286,34 @@ mod tests {
     /// 0.5 GiB of q8_0 non-expert weights; 1 thread, RAM 10 GiB at 10 GB/s; with
     /// `gpu`, a 24 GiB GPU that holds the non-expert weights.
     fn setup(gpu: bool) -> (Placement, Hardware) {
-        let q8 = quant_type("q8_0").unwrap();
-        let ne_vram = if gpu { 0.5 * GIB } else { 0.0 };
-        let p = Placement {
-            expert_bytes: 1 << 30,
-            non_expert_bytes: 0.5 * GIB,
-            non_expert_vram_bytes: ne_vram,
-            non_expert_ram_bytes: 0.5 * GIB - ne_vram,
-            gpu_layers: 0,
-            cpu_layers: 2,
-            cpu_first: 0,
-            n_layers: 2,
-            top_k: 1,
-            layers: crate::timemodel::tests::layers(
-                2,
-                [(q8, 1 << 28), (q8, 1 << 28), (q8, 1 << 29)],
-            ),
-            non_expert_quant: q8,
-        };
-        let gpus = if gpu {
-            "[[gpus]]\nvram_gib=24\nbandwidth_gbs=1000\ngemm_tflops=100\nh2d_gbs=20\n"
-        } else {
-            ""
-        };
-        let hw: Hardware = toml::from_str(&format!(
-            "name='t'\n{gpus}[ram]\nsize_gib=10\nreserve_gib=1\nbandwidth_gbs=10\n[ssd]\nbandwidth_gbs=2\n[cpu]\nthreads=1\n"
-        ))
-        .unwrap();
+        let (mut p, mut hw) = crate::decode::tests::setup();
+        if gpu {
+            p.non_expert_vram_bytes = p.non_expert_bytes;
+            p.non_expert_ram_bytes = 0.0;
+            hw.gpus = toml::from_str::<Hardware>(
+                "name='g'\n[[gpus]]\nvram_gib=24\nbandwidth_gbs=1000\ngemm_tflops=100\nh2d_gbs=20\n[ram]\nsize_gib=1\nbandwidth_gbs=1\n[ssd]\nbandwidth_gbs=1\n",
+            )
+            .unwrap()
+            .gpus;
+        }
         (p, hw)
+    }
+
+    /// The machine of `setup` with op offload on.
+    fn machine<'a>(
+        p: &'a Placement,
+        hw: &'a Hardware,
+        io: &'a IoSetup,
+        resident: f64,
+    ) -> BatchMachine<'a> {
+        BatchMachine {
+            placement: p,
+            hw,
+            io,
+            ram_gib: 10.0,
+            op_offload: true,
+            resident,
+        }
     }
 
     fn mmap(threads: u32) -> IoSetup {
@@ -385,14 +385,7 @@ mod tests {
     fn a_ubatch_on_the_cpu_is_bound_by_its_flops() {
         let (p, hw) = setup(false);
         let io = mmap(1);
-        let m = BatchMachine {
-            placement: &p,
-            hw: &hw,
-            io: &io,
-            ram_gib: 10.0,
-            op_offload: true,
-            resident: 1.0,
-        };
+        let m = machine(&p, &hw, &io, 1.0);
         // 64 tokens, every one routes to one of the 2 experts of each layer: all 4
         // experts touched, 1 missed.
         let st = m.step_time(StepLoad {
@@ -421,14 +414,7 @@ mod tests {
     fn from_32_tokens_the_gpu_multiplies_what_is_copied_to_it() {
         let (p, hw) = setup(true);
         let io = mmap(4);
-        let mut m = BatchMachine {
-            placement: &p,
-            hw: &hw,
-            io: &io,
-            ram_gib: 10.0,
-            op_offload: true,
-            resident: 1.0,
-        };
+        let mut m = machine(&p, &hw, &io, 1.0);
         let load = |tokens| StepLoad {
             tokens,
             union: 4.0,
@@ -473,14 +459,7 @@ mod tests {
         let io = mmap(2);
         for cpu_first in [0, 1] {
             p.cpu_first = cpu_first;
-            let m = BatchMachine {
-                placement: &p,
-                hw: &hw,
-                io: &io,
-                ram_gib: 10.0,
-                op_offload: true,
-                resident: 0.5,
-            };
+            let m = machine(&p, &hw, &io, 0.5);
             let st = m.step_time(StepLoad {
                 tokens: 1,
                 union: 2.0,
