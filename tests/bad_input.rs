@@ -3,42 +3,24 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use moe_spill::format::binary;
 use moe_spill::trace::{Geometry, Trace};
 
+mod common;
+
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_moe-spill"))
-        .args(args)
-        .output()
-        .expect("run moe-spill")
+    common::run_in(&common::root(), args)
 }
 
 fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "moe-spill {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
+    common::stdout_of(run(args), args)
 }
 
 /// Exit status 2, one printable line on stderr containing `want`, nothing on stdout.
 fn fails(args: &[&str], want: &str) -> String {
-    let out = run(args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "moe-spill {args:?}: {err}");
-    assert_eq!(err.lines().count(), 1, "one line expected, got: {err:?}");
-    assert!(
-        !err.trim_end().chars().any(char::is_control),
-        "control characters in {err:?}"
-    );
-    assert!(err.contains(want), "`{err}` does not contain `{want}`");
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(out.stdout.is_empty(), "no output on error");
-    err
+    common::bad_input(run(args), args, &[want])
 }
 
 fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {

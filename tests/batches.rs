@@ -5,57 +5,22 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{csv_rows, header, root};
 
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_moe-spill"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run moe-spill")
+    common::run_in(&root(), args)
 }
 
 fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "moe-spill {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
+    common::stdout_of(run(args), args)
 }
 
 /// Exit status 2, one line on stderr containing `want`, nothing on stdout.
 fn fails(args: &[&str], want: &str) {
-    let out = run(args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "moe-spill {args:?}: {err}");
-    assert_eq!(err.lines().count(), 1, "one line expected, got: {err:?}");
-    assert!(err.contains(want), "`{err}` does not contain `{want}`");
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(out.stdout.is_empty(), "no output on error");
-}
-
-fn csv_rows(text: &str) -> Vec<HashMap<String, String>> {
-    let mut r = csv::Reader::from_reader(text.as_bytes());
-    let head: Vec<String> = r.headers().unwrap().iter().map(|s| s.to_string()).collect();
-    r.records()
-        .map(|rec| {
-            head.iter()
-                .cloned()
-                .zip(rec.unwrap().iter().map(|s| s.to_string()))
-                .collect()
-        })
-        .collect()
-}
-
-fn header(text: &str) -> Vec<String> {
-    let mut r = csv::Reader::from_reader(text.as_bytes());
-    r.headers().unwrap().iter().map(|s| s.to_string()).collect()
+    common::bad_input(run(args), args, &[want]);
 }
 
 /// Every base policy and both decorators.

@@ -3,15 +3,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_moe-spill"))
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{csv_rows, root};
 
 /// The real recording, beside the project in ../shared (as in CI).
 fn deepseek_csv() -> PathBuf {
@@ -25,44 +20,16 @@ fn deepseek_csv() -> PathBuf {
 }
 
 fn run(args: &[&str]) -> Output {
-    bin()
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run moe-spill")
+    common::run_in(&root(), args)
 }
 
 fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "moe-spill {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
+    common::stdout_of(run(args), args)
 }
 
 /// A bad input: exit status 2, one line on stderr containing `want`, nothing on stdout.
 fn fails(args: &[&str], want: &str) -> String {
-    let out = run(args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "moe-spill {args:?}: expected exit 2, stderr: {err}"
-    );
-    assert_eq!(
-        err.lines().count(),
-        1,
-        "one-line error expected, got: {err}"
-    );
-    assert!(
-        err.contains(want),
-        "moe-spill {args:?}: `{err}` does not contain `{want}`"
-    );
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(out.stdout.is_empty(), "no output on error");
-    err
+    common::bad_input(run(args), args, &[want])
 }
 
 fn tmp() -> tempfile::TempDir {
@@ -629,19 +596,6 @@ fn failing_convert_leaves_no_partial_output() {
 }
 
 // ---- issue 4: time model, estimate, simulate --ram, sweep ----
-
-fn csv_rows(text: &str) -> Vec<std::collections::HashMap<String, String>> {
-    let mut r = csv::Reader::from_reader(text.as_bytes());
-    let head: Vec<String> = r.headers().unwrap().iter().map(|s| s.to_string()).collect();
-    r.records()
-        .map(|rec| {
-            head.iter()
-                .cloned()
-                .zip(rec.unwrap().iter().map(|s| s.to_string()))
-                .collect()
-        })
-        .collect()
-}
 
 #[test]
 fn estimate_reproduces_the_seed_figures() {

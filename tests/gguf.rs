@@ -10,6 +10,8 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
+mod common;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -96,13 +98,7 @@ fn run(args: &[&str]) -> Output {
 }
 
 fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "moe-spill {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    common::stdout_of(run(args), args)
 }
 
 fn json(args: &[&str]) -> Value {
@@ -111,15 +107,7 @@ fn json(args: &[&str]) -> Value {
 
 /// Exit 2 with one line on stderr containing every `want`, nothing on stdout.
 fn fails(args: &[&str], want: &[&str]) -> String {
-    let out = run(args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
-    assert!(out.stdout.is_empty());
-    for w in want {
-        assert!(err.contains(w), "{args:?}: `{w}` not in: {err}");
-    }
-    err
+    common::bad_input(run(args), args, want)
 }
 
 /// Bytes of one expert's slice: `rows` rows of 256 weights in `block` bytes per 256
