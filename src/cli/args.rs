@@ -164,10 +164,9 @@ pub struct HardwareArgs {
     pub page_cache_gbs: Option<f64>,
 }
 
+/// The weights' types, when a model preset is priced (a GGUF file says its own).
 #[derive(Args, Debug, Clone)]
-pub struct SetupArgs {
-    #[command(flatten)]
-    pub input: TraceArgs,
+pub struct QuantArgs {
     /// Expert quant: TYPE, gate=T,up=T,down=T, or a llama.cpp file type in capitals
     /// (Q4_K_M, IQ2_XXS ...: its per-layer types) (default: the model's usual, iq4_xs for most).
     #[arg(long, value_name = "SPEC", conflicts_with = "gguf")]
@@ -180,6 +179,14 @@ pub struct SetupArgs {
         conflicts_with = "gguf"
     )]
     pub non_expert_quant: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SetupArgs {
+    #[command(flatten)]
+    pub input: TraceArgs,
+    #[command(flatten)]
+    pub weights: QuantArgs,
     #[command(flatten)]
     pub hw: HardwareArgs,
     /// One global cache (the page cache) or one cache per MoE layer.
@@ -346,18 +353,8 @@ pub struct EstimateArgs {
     /// Tokens per chunk (the seed's 128).
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
     pub chunk: u32,
-    /// Expert quant: TYPE, gate=T,up=T,down=T, or a llama.cpp file type in capitals
-    /// (Q4_K_M, IQ2_XXS ...: its per-layer types) (default: the model's usual).
-    #[arg(long, value_name = "SPEC", conflicts_with = "gguf")]
-    pub quant: Option<String>,
-    /// GGUF type of the non-expert weights.
-    #[arg(
-        long,
-        value_name = "TYPE",
-        default_value = "q8_0",
-        conflicts_with = "gguf"
-    )]
-    pub non_expert_quant: String,
+    #[command(flatten)]
+    pub weights: QuantArgs,
     #[command(flatten)]
     pub hw: HardwareArgs,
     /// Installed RAM (default: the profile's).
@@ -659,8 +656,8 @@ impl From<SetupArgs> for SetupOptions {
     fn from(a: SetupArgs) -> Self {
         SetupOptions {
             input: a.input.into(),
-            quant: a.quant,
-            non_expert_quant: a.non_expert_quant,
+            quant: a.weights.quant,
+            non_expert_quant: a.weights.non_expert_quant,
             hw: a.hw.into(),
             partition: a.partition.into(),
             warmup_tokens: a.warmup_tokens,
@@ -757,8 +754,8 @@ impl From<EstimateArgs> for EstimateOptions {
             u: a.u,
             d: a.d,
             chunk: a.chunk,
-            quant: a.quant,
-            non_expert_quant: a.non_expert_quant,
+            quant: a.weights.quant,
+            non_expert_quant: a.weights.non_expert_quant,
             hw: a.hw.into(),
             ram: a.ram,
         }
