@@ -206,76 +206,55 @@ pub fn lru_curves(
     pinned: Option<&[bool]>,
     slot_weights: Option<&[u64]>,
 ) -> Curves {
+    let run = LruRun {
+        stream,
+        layout,
+        n_ids,
+        capacities,
+        count_from,
+        pinned,
+        slot_weights,
+    };
     // The hot loop is popcounts: compile it once more with the CPU's popcnt instruction
     // (not in the x86-64 baseline) and use that where the CPU has it.
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("popcnt") {
         // SAFETY: the CPU supports popcnt, checked just above.
-        return unsafe {
-            lru_curves_popcnt(
-                stream,
-                layout,
-                n_ids,
-                capacities,
-                count_from,
-                pinned,
-                slot_weights,
-            )
-        };
+        return unsafe { run.with_popcnt() };
     }
-    lru_curves_impl(
-        stream,
-        layout,
-        n_ids,
-        capacities,
-        count_from,
-        pinned,
-        slot_weights,
-    )
+    run.run()
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "popcnt")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn lru_curves_popcnt(
-    stream: &[u16],
-    layout: StepLayout,
+/// The arguments of one `lru_curves` pass.
+struct LruRun<'a> {
+    stream: &'a [u16],
+    layout: StepLayout<'a>,
     n_ids: usize,
-    capacities: &[usize],
+    capacities: &'a [usize],
     count_from: usize,
-    pinned: Option<&[bool]>,
-    slot_weights: Option<&[u64]>,
-) -> Curves {
-    lru_curves_impl(
-        stream,
-        layout,
-        n_ids,
-        capacities,
-        count_from,
-        pinned,
-        slot_weights,
-    )
+    pinned: Option<&'a [bool]>,
+    slot_weights: Option<&'a [u64]>,
 }
 
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn lru_curves_impl(
-    stream: &[u16],
-    layout: StepLayout,
-    n_ids: usize,
-    capacities: &[usize],
-    count_from: usize,
-    pinned: Option<&[bool]>,
-    w: Option<&[u64]>,
-) -> Curves {
-    match pinned {
-        None => {
-            let mut b = LruBuckets::<false>::new(n_ids, capacities, &[]);
-            curves(stream, layout, capacities, count_from, w, &mut b)
-        }
-        Some(p) => {
-            let mut b = LruBuckets::<true>::new(n_ids, capacities, p);
-            curves(stream, layout, capacities, count_from, w, &mut b)
+impl LruRun<'_> {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "popcnt")]
+    unsafe fn with_popcnt(&self) -> Curves {
+        self.run()
+    }
+
+    #[inline(always)]
+    fn run(&self) -> Curves {
+        let (caps, w) = (self.capacities, self.slot_weights);
+        match self.pinned {
+            None => {
+                let mut b = LruBuckets::<false>::new(self.n_ids, caps, &[]);
+                curves(self.stream, self.layout, caps, self.count_from, w, &mut b)
+            }
+            Some(p) => {
+                let mut b = LruBuckets::<true>::new(self.n_ids, caps, p);
+                curves(self.stream, self.layout, caps, self.count_from, w, &mut b)
+            }
         }
     }
 }
