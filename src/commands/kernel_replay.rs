@@ -42,9 +42,10 @@ pub struct KernelReplayOptions {
     pub tokens: Option<usize>,
     /// Advice on the mapping: llama.cpp's posix_fadvise(SEQUENTIAL) by default.
     pub advice: Advice,
-    /// Set the device's read_ahead_kb to KB while the child opens the file (the open
-    /// file keeps it), restoring it right after; default: leave the device alone.
-    pub read_ahead_kb: Option<u32>,
+    /// `--read-ahead-kb`: set the device's read_ahead_kb to KB while the child opens the
+    /// file (the open file keeps it), restoring it right after; None: leave the device
+    /// alone. The page model and the predicted wall time take the window the run had.
+    pub read_ahead_kb: Option<u64>,
     /// Policies to compare, comma-separated (the page-level model, `page-model`, is
     /// always shown).
     pub policies: Vec<String>,

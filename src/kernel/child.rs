@@ -38,7 +38,7 @@ pub struct ChildSpec {
     pub layout: ExpertFileLayout,
     pub advice: Advice,
     /// Set the device's read_ahead_kb to this while opening and advising the file.
-    pub read_ahead_kb: Option<u32>,
+    pub read_ahead_kb: Option<u64>,
     /// sysfs file of the device's read_ahead_kb.
     pub bdi_read_ahead: Option<PathBuf>,
     pub cgroup_dir: PathBuf,

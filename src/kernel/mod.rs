@@ -107,7 +107,7 @@ pub struct KernelOptions {
     pub file: Option<PathBuf>,
     /// Set the device's read_ahead_kb to this while the child opens and advises the
     /// file (the kernel copies it into the open file), restoring it right after.
-    pub read_ahead_kb: Option<u32>,
+    pub read_ahead_kb: Option<u64>,
     /// None: this binary's hidden `kernel-replay-child` subcommand.
     pub child: Option<ChildCommand>,
     /// No progress output on stderr.
