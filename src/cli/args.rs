@@ -13,7 +13,7 @@ use crate::commands::{
 };
 use crate::hardware::HardwareOverrides;
 use crate::input::TraceSource;
-use crate::io_engine::{EngineChoice, EngineKind, FaultAdvice};
+use crate::io_engine::{EngineChoice, EngineKind};
 use crate::kernel::sweep::KernelSweepOptions;
 use crate::kernel::Advice;
 use crate::replay::Partition;
@@ -252,17 +252,11 @@ impl From<&IoArgs> for Option<EngineChoice> {
             EngineArg::Direct => EngineKind::Direct,
             EngineArg::Rated => return None,
         };
-        let advice = match a.mmap_advice {
-            AdviceArg::Normal => FaultAdvice::Normal,
-            AdviceArg::Random => FaultAdvice::Random,
-            AdviceArg::Sequential => FaultAdvice::Sequential,
-            AdviceArg::Willneed => FaultAdvice::Willneed,
-        };
         Some(EngineChoice {
             kind,
             workers: a.io_workers,
             read_ahead_kb: a.read_ahead_kb.unwrap_or(DEFAULT_READ_AHEAD_KB),
-            advice,
+            advice: Advice::from(a.mmap_advice).into(),
         })
     }
 }
