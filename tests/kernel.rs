@@ -466,6 +466,84 @@ fn sweep_adds_the_kernel_at_every_budget() {
     }
 }
 
+/// The sysfs read_ahead_kb of the device holding `path` (None: not a block device's
+/// file system, e.g. tmpfs or overlay).
+fn device_read_ahead(path: &std::path::Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(path).ok()?.dev();
+    let p = PathBuf::from(format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    ));
+    p.is_file().then_some(p)
+}
+
+/// `kernel-replay --read-ahead-kb KB` through the real binary: the child opens the file
+/// with the device's read_ahead_kb set to KB, so under POSIX_FADV_SEQUENTIAL the run
+/// reports a read-around window of 2 x KB, and the device gets its own value back.
+#[test]
+fn kernel_replay_sets_the_device_read_ahead() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !kernel_available() {
+        return;
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let Some(sysfs) = device_read_ahead(&dir) else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "KERNEL-REPLAY TEST SKIPPED: {} is on no block device with a read_ahead_kb",
+            dir.display()
+        );
+        return;
+    };
+    let read = || -> u64 {
+        let s = std::fs::read_to_string(&sysfs).unwrap();
+        s.trim().parse().unwrap()
+    };
+    let before = read();
+    // A value the device does not already have, so the window tells who set it.
+    let kb: u64 = if before == 64 { 96 } else { 64 };
+    let pid = std::process::id();
+    let trace_path = dir.join(format!("kernel-ra-{pid}.mst"));
+    let file = dir.join(format!("kernel-ra-{pid}.bin"));
+    let _cleanup = RemoveOnDrop(vec![trace_path.clone(), file.clone()]);
+    let trace = kernel::truncate_trace(&synthetic(20), false, 20);
+    let mut out = std::fs::File::create(&trace_path).unwrap();
+    moe_spill::format::binary::write(&trace, &mut out).unwrap();
+    drop(out);
+    let out = Command::new(env!("CARGO_BIN_EXE_moe-spill"))
+        .arg("kernel-replay")
+        .arg(&trace_path)
+        .args(["--cache-experts", "96", "--expert-bytes", "256KiB"])
+        .args(["--advice", "sequential", "--policies", "fifo"])
+        .args(["--read-ahead-kb", &kb.to_string()])
+        .arg("--file")
+        .arg(&file)
+        .args(["--format", "csv", "-q"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "kernel-replay failed: {stderr}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    let head: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let window = head.iter().position(|h| *h == "window_kb").unwrap();
+    let windows: Vec<&str> = lines.map(|l| l.split(',').nth(window).unwrap()).collect();
+    assert!(!windows.is_empty(), "{text}");
+    assert!(
+        windows.iter().all(|w| *w == (2 * kb).to_string()),
+        "--read-ahead-kb {kb} under sequential advice: windows {windows:?}, want {} KiB (the device had {before})",
+        2 * kb
+    );
+    assert_eq!(
+        read(),
+        before,
+        "the device's read_ahead_kb was not restored"
+    );
+    assert_no_cgroups_left();
+}
+
 /// `sweep --kernel` without --kernel-file lays out a temporary model file in the current
 /// directory, which lives until the kernel rows are done: a signal during the policies
 /// (here as soon as the file is in place) removes it, as it removes `-o` temporaries.

@@ -13,7 +13,7 @@ use crate::commands::{
 };
 use crate::hardware::HardwareOverrides;
 use crate::input::TraceSource;
-use crate::io_engine::{EngineChoice, EngineKind, FaultAdvice};
+use crate::io_engine::{EngineChoice, EngineKind};
 use crate::kernel::sweep::KernelSweepOptions;
 use crate::kernel::Advice;
 use crate::replay::Partition;
@@ -234,9 +234,11 @@ pub struct IoArgs {
     /// Reader threads of pread and direct
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     pub io_workers: u32,
-    /// The drive's read_ahead_kb (mmap read-around, buffered read chunks)
-    #[arg(long, value_name = "KB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(4..))]
-    pub read_ahead_kb: u64,
+    /// The drive's read_ahead_kb (mmap read-around, buffered read chunks) [default: 128]
+    // An Option, so that kernel-replay knows whether it was given (it then sets the
+    // device's, src/cli/mod.rs); the I/O model takes DEFAULT_READ_AHEAD_KB otherwise.
+    #[arg(long, value_name = "KB", value_parser = clap::value_parser!(u64).range(4..))]
+    pub read_ahead_kb: Option<u64>,
     /// Advice on the mapping (mmap): llama.cpp sets sequential; --numa gives random;
     /// a per-expert prefetch (ik_llama.cpp, --lazy-experts) is willneed
     #[arg(long, value_enum, default_value_t = AdviceArg::Sequential)]
@@ -250,6 +252,10 @@ pub struct IoArgs {
     #[arg(long, value_name = "N")]
     pub n_cpu_moe: Option<u32>,
 }
+
+/// The I/O model's read_ahead_kb without `--read-ahead-kb`: the kernel's default
+/// (VM_READAHEAD_PAGES), common on NVMe drives.
+pub const DEFAULT_READ_AHEAD_KB: u64 = 128;
 
 /// `--io`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -272,17 +278,11 @@ impl From<&IoArgs> for Option<EngineChoice> {
             EngineArg::Direct => EngineKind::Direct,
             EngineArg::Rated => return None,
         };
-        let advice = match a.mmap_advice {
-            AdviceArg::Normal => FaultAdvice::Normal,
-            AdviceArg::Random => FaultAdvice::Random,
-            AdviceArg::Sequential => FaultAdvice::Sequential,
-            AdviceArg::Willneed => FaultAdvice::Willneed,
-        };
         Some(EngineChoice {
             kind,
             workers: a.io_workers,
-            read_ahead_kb: a.read_ahead_kb,
-            advice,
+            read_ahead_kb: a.read_ahead_kb.unwrap_or(DEFAULT_READ_AHEAD_KB),
+            advice: Advice::from(a.mmap_advice).into(),
         })
     }
 }
@@ -498,10 +498,6 @@ pub struct KernelReplayArgs {
     /// Advice on the mapping: llama.cpp's posix_fadvise(SEQUENTIAL) by default.
     #[arg(long, value_enum, default_value_t = AdviceArg::Sequential)]
     pub advice: AdviceArg,
-    /// Set the device's read_ahead_kb to KB while the child opens the file (the open
-    /// file keeps it), restoring it right after; default: leave the device alone.
-    #[arg(long, value_name = "KB")]
-    pub read_ahead_kb: Option<u32>,
     /// Policies to compare, comma-separated (the page-level model, `page-model`, is
     /// always shown).
     #[arg(
@@ -544,7 +540,7 @@ pub struct KernelSweepArgs {
     pub kernel_advice: AdviceArg,
     /// --kernel: the device's read_ahead_kb while the child opens the file.
     #[arg(long, value_name = "KB", requires = "kernel")]
-    pub kernel_read_ahead_kb: Option<u32>,
+    pub kernel_read_ahead_kb: Option<u64>,
     /// --kernel: the model file to write or reuse (default: a temporary file here).
     #[arg(long, value_name = "PATH", requires = "kernel")]
     pub kernel_file: Option<PathBuf>,
@@ -807,6 +803,9 @@ impl From<RecordArgs> for RecordOptions {
 
 impl From<KernelReplayArgs> for KernelReplayOptions {
     fn from(a: KernelReplayArgs) -> Self {
+        // One --read-ahead-kb (the I/O model's, in the study's flattened IoArgs) also
+        // sets the device's while the child opens the file, when it is given.
+        let read_ahead_kb = a.study.io.read_ahead_kb;
         KernelReplayOptions {
             study: a.study.into(),
             ram: a.ram,
@@ -816,7 +815,7 @@ impl From<KernelReplayArgs> for KernelReplayOptions {
             file: a.file,
             tokens: a.tokens,
             advice: a.advice.into(),
-            read_ahead_kb: a.read_ahead_kb,
+            read_ahead_kb,
             policies: a.policies,
             output: a.output,
             per_token: a.per_token,

@@ -50,11 +50,16 @@ pub enum Command {
     Record(RecordArgs),
     /// Replay a trace on the real Linux page cache (memory cgroup, mmap'd model-like file)
     /// beside the simulated policies.
+    #[command(mut_arg("read_ahead_kb", |a| a.help(KERNEL_READ_AHEAD_HELP)))]
     KernelReplay(KernelReplayArgs),
     /// Internal: the replay process that kernel-replay starts inside its cgroup.
     #[command(hide = true)]
     KernelReplayChild,
 }
+
+/// kernel-replay's `--read-ahead-kb` (the I/O model's, flattened from IoArgs) sets the
+/// device too: the run's read-around window and the model's follow it.
+const KERNEL_READ_AHEAD_HELP: &str = "Set the device's read_ahead_kb to KB while the child opens the file (the open file keeps it), restoring it right after; the page model and the predicted wall time take the window the run had [default: leave the device alone]";
 
 /// Run the parsed command line.
 pub fn dispatch(cli: Cli) -> Result<()> {
@@ -71,5 +76,36 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Record(a) => commands::record::run(a.into()),
         Command::KernelReplay(a) => commands::kernel_replay::run(a.into()),
         Command::KernelReplayChild => crate::kernel::child_main(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// clap's own checks of the definition, on every subcommand: among them that no two
+    /// arguments share an id (clap would give the value to one of them only).
+    #[test]
+    fn the_command_line_is_well_defined() {
+        Cli::command().debug_assert();
+    }
+
+    /// The checks run in this build (the release profile keeps clap_builder's debug
+    /// assertions on): a command with a duplicate id is refused.
+    #[test]
+    fn clap_checks_are_on() {
+        let refused = std::panic::catch_unwind(|| {
+            clap::Command::new("broken")
+                .arg(clap::Arg::new("kb").long("a"))
+                .arg(clap::Arg::new("kb").long("b"))
+                .debug_assert()
+        })
+        .is_err();
+        assert!(
+            refused,
+            "clap's debug assertions are off: set debug-assertions for clap_builder in Cargo.toml's release profile"
+        );
     }
 }

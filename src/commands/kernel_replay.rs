@@ -10,7 +10,7 @@ use moe_spill_policies::registry::PolicySpec;
 use crate::costing::CostInputs;
 use crate::drive::DriveCurve;
 use crate::error::{printable_path, Error, Result};
-use crate::io_engine::{self, IoEngine};
+use crate::io_engine::{EngineChoice, EngineKind};
 use crate::kernel::{
     page_model, pagemodel, policy_run, truncate_trace, Advice, ExpertFileLayout, GgufLayout,
     KernelOptions, KernelRun, KernelSession, PageModelConfig, PageModelRun, PAGE_MODEL,
@@ -42,9 +42,10 @@ pub struct KernelReplayOptions {
     pub tokens: Option<usize>,
     /// Advice on the mapping: llama.cpp's posix_fadvise(SEQUENTIAL) by default.
     pub advice: Advice,
-    /// Set the device's read_ahead_kb to KB while the child opens the file (the open
-    /// file keeps it), restoring it right after; default: leave the device alone.
-    pub read_ahead_kb: Option<u32>,
+    /// `--read-ahead-kb`: set the device's read_ahead_kb to KB while the child opens the
+    /// file (the open file keeps it), restoring it right after; None: leave the device
+    /// alone. The page model and the predicted wall time take the window the run had.
+    pub read_ahead_kb: Option<u64>,
     /// Policies to compare, comma-separated (the page-level model, `page-model`, is
     /// always shown).
     pub policies: Vec<String>,
@@ -119,23 +120,24 @@ struct Comparison<'a> {
 
 /// The wall time per token the I/O model gives the page model's reads (ms): the one
 /// thread of the replay faults its windows (or, under `willneed`, has a layer's slices
-/// in flight at once) and pays the page cache's CPU time for every byte.
+/// in flight at once) and pays the page cache's CPU time for every byte. The engine is
+/// `--io mmap` with the run's advice and the device's read_ahead_kb the file was opened
+/// with, as `simulate` would price it.
 fn predicted_wall_ms(
     (drive, page_cache_gbs): (&DriveCurve, f64),
     pm: &PageModelRun,
     slices: &[u64],
     layers: f64,
-    window_kb: u64,
+    read_ahead_kb: u64,
     advice: Advice,
 ) -> Vec<f64> {
-    let engine = IoEngine::Mmap {
-        window: match advice {
-            Advice::Willneed => 0,
-            Advice::Random => io_engine::PAGE,
-            Advice::Normal | Advice::Sequential => (window_kb * 1024).max(io_engine::PAGE),
-        },
-        threads: 1,
-    };
+    let engine = EngineChoice {
+        kind: EngineKind::Mmap,
+        workers: 1,
+        read_ahead_kb,
+        advice: advice.into(),
+    }
+    .engine(1);
     let expert: u64 = slices.iter().sum();
     pm.read_pages
         .iter()
@@ -233,7 +235,7 @@ impl Comparison<'_> {
                 &pm,
                 &slices,
                 layers,
-                k.window_kb,
+                k.read_ahead_kb,
                 self.a.advice,
             );
             pr.wall_ms_per_token = Some(wall.iter().sum::<f64>() / n as f64);

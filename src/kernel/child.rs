@@ -6,7 +6,7 @@
 //! leaves exactly the budget to the page cache.
 //!
 //! Protocol (little-endian u64 words on fd 3): a READY record `[READY, fixed_overhead,
-//! page_table_bytes, limit, window_kb]`, then per token `[read_bytes, major_faults,
+//! page_table_bytes, limit, window_kb, read_ahead_kb]`, then per token `[read_bytes, major_faults,
 //! minor_faults, wall_ns]`, then `[DONE, non_file_bytes, limit]`.
 
 use std::fs::{File, OpenOptions};
@@ -30,6 +30,8 @@ pub const REPORT_FD: i32 = 3;
 pub const READY: u64 = 0x5944_4145_5200_0001;
 pub const DONE: u64 = 0x454e_4f44_0000_0002;
 pub const TOKEN_WORDS: usize = 4;
+/// Words of the READY record.
+pub const READY_WORDS: usize = 6;
 
 /// Everything the child needs, from the parent.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -38,7 +40,7 @@ pub struct ChildSpec {
     pub layout: ExpertFileLayout,
     pub advice: Advice,
     /// Set the device's read_ahead_kb to this while opening and advising the file.
-    pub read_ahead_kb: Option<u32>,
+    pub read_ahead_kb: Option<u64>,
     /// sysfs file of the device's read_ahead_kb.
     pub bdi_read_ahead: Option<PathBuf>,
     pub cgroup_dir: PathBuf,
@@ -103,7 +105,7 @@ pub fn child_main() -> Result<()> {
         }
         _ => None,
     };
-    let opened = (|| -> io::Result<(File, u64)> {
+    let opened = (|| -> io::Result<(File, u64, u64)> {
         let f = File::open(&spec.file)?;
         let ra_kb = match &spec.bdi_read_ahead {
             Some(p) => std::fs::read_to_string(p)
@@ -123,12 +125,13 @@ pub fn child_main() -> Result<()> {
             }
             Advice::Normal | Advice::Willneed => 1,
         };
-        Ok((f, ra_kb * factor))
+        Ok((f, ra_kb, ra_kb * factor))
     })();
     if let Some((p, old)) = saved_ra {
         std::fs::write(&p, old.trim()).map_err(|e| err("restoring read_ahead_kb", e))?;
     }
-    let (file, window_kb) = opened.map_err(|e| err("opening and advising the model file", e))?;
+    let (file, read_ahead_kb, window_kb) =
+        opened.map_err(|e| err("opening and advising the model file", e))?;
     let map = SharedMapping::new(&file, spec.layout.file_len())
         .map_err(|e| err("mapping the model file", e))?;
     if spec.advice == Advice::Random {
@@ -160,8 +163,8 @@ pub fn child_main() -> Result<()> {
     let mut limit = fixed + spec.budget_bytes;
     set_limit(&mut limit_file, &mut limit_text, limit)
         .map_err(|e| err("setting the cgroup limit", e))?;
-    write_words(&mut report, &[READY, fixed, pte0, limit, window_kb])
-        .map_err(|e| err("reporting", e))?;
+    let ready: [u64; READY_WORDS] = [READY, fixed, pte0, limit, window_kb, read_ahead_kb];
+    write_words(&mut report, &ready).map_err(|e| err("reporting", e))?;
 
     let mut sink = 0u64;
     for _ in 0..spec.n_tokens {

@@ -42,6 +42,7 @@ pub use pagemodel::{page_model, PageModelConfig, PageModelRun};
 pub const PAGE_MODEL: &str = "page-model";
 
 use crate::error::{printable_path, Error, Result};
+use crate::io_engine::FaultAdvice;
 use crate::replay::{run_policy, Misses, Partition, ReplayPlan};
 use crate::trace::Trace;
 
@@ -68,6 +69,21 @@ impl Advice {
             Advice::Random => "random",
             Advice::Sequential => "sequential",
             Advice::Willneed => "willneed",
+        }
+    }
+}
+
+/// The I/O model's advice for the kernel's: one mapping for `--mmap-advice` and for
+/// kernel-replay's predicted wall time, whose windows [`EngineChoice::engine`] gives.
+///
+/// [`EngineChoice::engine`]: crate::io_engine::EngineChoice::engine
+impl From<Advice> for FaultAdvice {
+    fn from(a: Advice) -> Self {
+        match a {
+            Advice::Normal => FaultAdvice::Normal,
+            Advice::Random => FaultAdvice::Random,
+            Advice::Sequential => FaultAdvice::Sequential,
+            Advice::Willneed => FaultAdvice::Willneed,
         }
     }
 }
@@ -107,7 +123,7 @@ pub struct KernelOptions {
     pub file: Option<PathBuf>,
     /// Set the device's read_ahead_kb to this while the child opens and advises the
     /// file (the kernel copies it into the open file), restoring it right after.
-    pub read_ahead_kb: Option<u32>,
+    pub read_ahead_kb: Option<u64>,
     /// None: this binary's hidden `kernel-replay-child` subcommand.
     pub child: Option<ChildCommand>,
     /// No progress output on stderr.
@@ -148,6 +164,9 @@ pub struct KernelRun {
     pub limit_bytes: u64,
     /// mmap read-around window implied by the device's read_ahead_kb and the advice.
     pub window_kb: u64,
+    /// The device's read_ahead_kb the child opened the file with (the open file keeps
+    /// it).
+    pub read_ahead_kb: u64,
     /// Per token: bytes read from storage, major and minor faults, wall time.
     pub read_bytes: Vec<u64>,
     pub major_faults: Vec<u64>,
@@ -466,7 +485,7 @@ impl KernelSession {
         dropped?;
         let resident =
             resident.map_err(|e| Error::in_file(&self.file.path, format!("mincore: {e}")))?;
-        let [_, overhead, _, _, window_kb] = words.0;
+        let [_, overhead, _, _, window_kb, read_ahead_kb] = words.0;
         let [_, non_file, limit] = words.1;
         let n = plan.n_tokens;
         let mut run = KernelRun {
@@ -477,6 +496,7 @@ impl KernelSession {
             non_file_bytes: non_file,
             limit_bytes: limit,
             window_kb,
+            read_ahead_kb,
             read_bytes: Vec::with_capacity(n),
             major_faults: Vec::with_capacity(n),
             minor_faults: Vec::with_capacity(n),
@@ -505,7 +525,7 @@ impl KernelSession {
         plan: &ReplayPlan,
         spec: &ChildSpec,
         cg: &MemCgroup,
-    ) -> Result<(([u64; 5], [u64; 3]), Vec<u64>)> {
+    ) -> Result<(([u64; child::READY_WORDS], [u64; 3]), Vec<u64>)> {
         let mut fds = [0i32; 2];
         // SAFETY: pipe2 fills two descriptors.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -567,7 +587,7 @@ impl KernelSession {
                 let _ = stderr.read_to_string(&mut t);
                 t
             });
-            let mut ready = [0u64; 5];
+            let mut ready = [0u64; child::READY_WORDS];
             let mut tokens = vec![0u64; n * child::TOKEN_WORDS];
             let mut done = [0u64; 3];
             let read = (|| -> io::Result<()> {
@@ -737,6 +757,7 @@ mod tests {
             non_file_bytes: 0,
             limit_bytes: 0,
             window_kb: 0,
+            read_ahead_kb: 0,
             read_bytes: vec![40, 40, 40, 40, 340],
             major_faults: vec![0; 5],
             minor_faults: vec![0; 5],

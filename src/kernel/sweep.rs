@@ -29,7 +29,7 @@ pub struct KernelSweepOptions {
     /// --kernel: advice on the mapping (llama.cpp's by default).
     pub kernel_advice: Advice,
     /// --kernel: the device's read_ahead_kb while the child opens the file.
-    pub kernel_read_ahead_kb: Option<u32>,
+    pub kernel_read_ahead_kb: Option<u64>,
     /// --kernel: the model file to write or reuse (default: a temporary file here).
     pub kernel_file: Option<PathBuf>,
 }
