@@ -19,6 +19,10 @@
 //!   Fitted to the one published size x depth curve (a PCIe 4 DRAM-less drive, O_DIRECT
 //!   random reads: 64 and 256 KiB at QD 1 to 128) this gives L = 96 us and S = 2.37 GB/s
 //!   with B = 6.4 GB/s, and meets every 256 KiB point within 20 % (docs/VALIDATION.md).
+//!
+//! The curve also carries the largest request the kernel sends the drive
+//! (`max_sectors_kb`, [`DriveCurve::max_request`]): the engines cut their reads at it
+//! (`io_engine.rs`).
 
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +48,10 @@ pub struct DriveCurve {
     pub latency: f64,
     /// Streaming rate of one request in flight, bytes/s (S).
     pub stream: f64,
+    /// The largest request the block layer sends the drive, bytes (the queue's
+    /// `max_sectors_kb`); larger reads go out as several requests at once. Infinite
+    /// unless set ([`DriveCurve::with_max_request`]).
+    pub max_request: f64,
     /// Measured points, sorted by queue depth then size; empty: use B, L and S.
     points: Vec<DrivePoint>,
 }
@@ -55,8 +63,15 @@ impl DriveCurve {
             rated: rated_gbs * GB,
             latency: latency_us * 1e-6,
             stream: stream_gbs * GB,
+            max_request: f64::INFINITY,
             points: Vec::new(),
         }
+    }
+
+    /// The curve with requests no larger than `bytes` (`max_sectors_kb` x 1024).
+    pub fn with_max_request(mut self, bytes: f64) -> DriveCurve {
+        self.max_request = bytes;
+        self
     }
 
     /// A curve through measured points; `rated_gbs`, `latency_us` and `stream_gbs` stay for

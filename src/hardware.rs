@@ -96,6 +96,12 @@ pub struct Ssd {
     /// replace the three figures (scripts/measure_disk.sh writes them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub points: Vec<DrivePoint>,
+    /// The largest read request the kernel sends the drive, KiB (the queue's
+    /// `max_sectors_kb`, `/sys/block/DEV/queue/max_sectors_kb`; default
+    /// [`DEFAULT_MAX_SECTORS_KB`]). It also sets how far a buffered read larger than the
+    /// readahead window reads ahead (`bdi->io_pages`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sectors_kb: Option<u64>,
 }
 
 /// Fixed cost and streaming rate of one request when a profile gives only the rated
@@ -103,6 +109,14 @@ pub struct Ssd {
 /// drive, 0xBakeer/deepseek-v41-flash-spark#2; see `drive.rs`).
 pub const DEFAULT_LATENCY_US: f64 = 96.0;
 pub const DEFAULT_STREAM_GBS: f64 = 2.37;
+
+/// The queue's `max_sectors_kb` when a profile does not say: the block layer's default
+/// cap, `BLK_DEF_MAX_SECTORS_CAP` = 2560 sectors (1280 KiB), from Linux 4.4's
+/// d2be537c3ba3 ("block: bump BLK_DEF_MAX_SECTORS to 2560") to 6.16; Linux 6.17 raised
+/// it to 4 MiB (9b8b84879d4a, block/blk.h). The drive's maximum transfer (NVMe MDTS,
+/// `max_hw_sectors_kb`) lowers it: 512 KiB on a Samsung 980 PRO (mdts 7,
+/// raspberrypi/rpi-eeprom#619), 2 MiB on a PM981a (docs/VALIDATION.md).
+pub const DEFAULT_MAX_SECTORS_KB: u64 = 1280;
 
 /// GB/s one core moves through the page cache when a profile does not say: 0.25 s of
 /// the reading thread's CPU per GB. Mapping cached pages costs 0.10 s/GB
@@ -122,7 +136,8 @@ impl Ssd {
             self.bandwidth_gbs * d,
             self.latency_us.unwrap_or(DEFAULT_LATENCY_US),
             self.stream_gbs.unwrap_or(DEFAULT_STREAM_GBS),
-        );
+        )
+        .with_max_request((self.max_sectors_kb.unwrap_or(DEFAULT_MAX_SECTORS_KB) * 1024) as f64);
         if self.points.is_empty() {
             return c;
         }
@@ -265,6 +280,14 @@ impl Hardware {
         if let Some(s) = self.ssd.stream_gbs {
             pos(s, "SSD stream_gbs")?;
         }
+        if let Some(k) = self.ssd.max_sectors_kb {
+            // The kernel refuses less than one page (blk_validate_limits).
+            if k < 4 {
+                return Err(format!(
+                    "SSD max_sectors_kb must be at least 4 (one page), got {k}"
+                ));
+            }
+        }
         DriveCurve::from_figures(1.0, 1.0, 1.0)
             .with_points(self.ssd.points.clone())
             .map_err(|e| format!("SSD {e}"))?;
@@ -356,6 +379,7 @@ fn hw(
             latency_us: None,
             stream_gbs: None,
             points: Vec::new(),
+            max_sectors_kb: None,
         },
         cpu: cpu.map(|(name, threads)| Cpu {
             name: name.into(),
@@ -466,6 +490,8 @@ pub struct HardwareOverrides {
     pub ssd_latency_us: Option<f64>,
     /// Override: rate at which one read request streams, GB/s.
     pub ssd_stream_gbs: Option<f64>,
+    /// Override: the queue's max_sectors_kb.
+    pub max_sectors_kb: Option<u64>,
     /// Override: the CPU's threads (llama.cpp `--threads`).
     pub threads: Option<u32>,
     /// Override: GB/s one core moves through the page cache.
@@ -524,6 +550,9 @@ impl HardwareOverrides {
         }
         if self.ssd_stream_gbs.is_some() {
             h.ssd.stream_gbs = self.ssd_stream_gbs;
+        }
+        if self.max_sectors_kb.is_some() {
+            h.ssd.max_sectors_kb = self.max_sectors_kb;
         }
         if let Some(t) = self.threads {
             match &mut h.cpu {

@@ -111,6 +111,60 @@ fn bad_engine_settings_are_refused() {
         &with(&["--io", "mmap", "--threads", "0"]),
         "CPU threads must be at least 1",
     );
+    refused(
+        &with(&["--io", "pread", "--max-sectors-kb", "2"]),
+        "SSD max_sectors_kb must be at least 4 (one page), got 2",
+    );
+    refused(
+        &with(&["--io", "pread", "--max-sectors-kb=-1"]),
+        "--max-sectors-kb",
+    );
+}
+
+#[test]
+fn max_sectors_kb_shapes_buffered_and_direct_reads_not_faults() {
+    let est = |extra: &[&str]| {
+        let mut v = vec![
+            "simulate",
+            "--policy",
+            "lru",
+            "--cache-experts",
+            "4000",
+            "--format",
+            "csv",
+            "-q",
+        ];
+        v.extend(extra);
+        let (h, r) = csv(&run(&v));
+        let col = |name: &str| {
+            r[h.iter().position(|x| x == name).unwrap()]
+                .parse::<f64>()
+                .unwrap()
+        };
+        (col("est_tok_s"), col("device_bytes_per_token"))
+    };
+    // Faults read around by read_ahead_kb: max_sectors_kb changes nothing.
+    assert_eq!(
+        est(&["--io", "mmap"]),
+        est(&["--io", "mmap", "--max-sectors-kb", "4096"])
+    );
+    // The default is 1280.
+    for io in ["pread", "direct"] {
+        assert_eq!(
+            est(&["--io", io]),
+            est(&["--io", io, "--max-sectors-kb", "1280"])
+        );
+    }
+    // Buffered reads at the readahead window (128 KiB) read less past each expert than
+    // in 1280 KiB windows; O_DIRECT reads the same bytes in smaller requests.
+    let (t128, b128) = est(&["--io", "pread", "--max-sectors-kb", "128"]);
+    let (_, b1280) = est(&["--io", "pread"]);
+    assert!(b128 < b1280);
+    assert!(t128 > 0.0);
+    let (d128, db128) = est(&["--io", "direct", "--max-sectors-kb", "128"]);
+    let (d1280, db1280) = est(&["--io", "direct"]);
+    assert_eq!(db128, db1280);
+    assert!(d128 != d1280);
 }
 
 #[test]
@@ -131,6 +185,11 @@ fn bad_drive_curves_in_a_profile_are_refused() {
             "unknown field `mbs`",
         ),
         ("latency_us='fast'\n", "hw.toml:7: invalid type"),
+        (
+            "max_sectors_kb=0\n",
+            "SSD max_sectors_kb must be at least 4",
+        ),
+        ("max_sectors_kb=-5\n", "hw.toml:7: invalid value"),
     ] {
         let p = dir.path().join("hw.toml");
         std::fs::write(&p, format!("{base}{extra}")).unwrap();

@@ -155,6 +155,10 @@ pub struct HardwareArgs {
     /// Override: rate at which one SSD read request streams, GB/s (I/O model).
     #[arg(long, value_name = "GB/S")]
     pub ssd_stream_gbs: Option<f64>,
+    /// Override: the drive queue's max_sectors_kb, the largest read request (I/O model:
+    /// buffered reads ahead and O_DIRECT splits in requests of this size) [default: 1280]
+    #[arg(long, value_name = "KB")]
+    pub max_sectors_kb: Option<u64>,
     /// Override: the CPU threads that multiply and fault (llama.cpp --threads).
     #[arg(long, value_name = "N")]
     pub threads: Option<u32>,
@@ -642,6 +646,7 @@ impl From<HardwareArgs> for HardwareOverrides {
             ssd_drives: a.ssd_drives,
             ssd_latency_us: a.ssd_latency_us,
             ssd_stream_gbs: a.ssd_stream_gbs,
+            max_sectors_kb: a.max_sectors_kb,
             threads: a.threads,
             page_cache_gbs: a.page_cache_gbs,
         }
