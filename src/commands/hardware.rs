@@ -14,11 +14,14 @@ pub fn run(format: Option<OutputFormat>) -> Result<()> {
                 "vram_gib",
                 "vram_gbs",
                 "vram_reserve_gib",
+                "gpu_tflops",
+                "h2d_gbs",
                 "ram_gib",
                 "ram_gbs",
                 "ram_reserve_gib",
                 "ssd_gbs",
                 "ssd_drives",
+                "threads",
                 "description",
             ]);
             for h in &presets {
@@ -29,11 +32,14 @@ pub fn run(format: Option<OutputFormat>) -> Result<()> {
                     g.map_or("0".into(), |g| g.vram_gib.to_string()),
                     g.map_or("-".into(), |g| g.bandwidth_gbs.to_string()),
                     g.map_or("-".into(), |g| g.reserve_gib.to_string()),
+                    g.map_or("-".into(), |g| g.gemm_tflops().to_string()),
+                    g.map_or("-".into(), |g| g.h2d_gbs().to_string()),
                     h.ram.size_gib.to_string(),
                     h.ram.bandwidth_gbs.to_string(),
                     h.ram.reserve_gib.to_string(),
                     h.ssd.bandwidth_gbs.to_string(),
                     h.ssd.drives.to_string(),
+                    h.cpu.as_ref().map_or("-".into(), |c| c.threads.to_string()),
                     h.description.clone(),
                 ]);
             }
@@ -43,7 +49,7 @@ pub fn run(format: Option<OutputFormat>) -> Result<()> {
                 t.render()
             };
             if f == OutputFormat::Table {
-                s.push_str("\nSizes in GiB, bandwidths in GB/s (10^9 B/s). Your own machine: --hw FILE.toml (or .json) with the\nfields of `moe-spill hardware --format json`; or override a preset with --vram, --vram-bw, --ram-bw, --ssd-bw, ...\n");
+                s.push_str("\nSizes in GiB, bandwidths in GB/s (10^9 B/s); gpu_tflops: the GPU's rate on batches (prompt processing), h2d_gbs: its copies from RAM (docs/batches.md). Your own machine: --hw FILE.toml (or .json) with the\nfields of `moe-spill hardware --format json`; or override a preset with --vram, --vram-bw, --ram-bw, --ssd-bw, ...\n");
             }
             s
         }
