@@ -214,7 +214,7 @@ pub struct SetupArgs {
     #[arg(long, value_name = "P")]
     pub parallel: Option<usize>,
     /// Time the first token of prompts this long (with --phase all and the I/O model):
-    /// each row once per length, from the prompt runs of the trace at least that long
+    /// one replay and row per length, every prompt run of the trace cut to its first N tokens
     #[arg(long, value_name = "N,...", value_delimiter = ',')]
     pub prompt_tokens: Vec<u64>,
     /// Multiply ubatches of 32 tokens or more on the CPU, as llama.cpp --no-op-offload,
