@@ -8,14 +8,20 @@
 //! Rules, and the kernel code each stands for (classic split LRU, order-0 accounting):
 //! - **Faults** (a touch of a page that is not cached): with a window of W pages
 //!   (`--advice sequential`: 2 x read_ahead_kb, `normal`: 1 x), the mmap read-around of
-//!   `do_sync_mmap_readahead` reads the missing pages of `[p - W/2, p - W/2 + W)` and
-//!   marks (PG_readahead) the page W/4 before its end, if this read brought it in; with
-//!   no window one page is read.
-//! - **Marked pages**: touching a cached marked page starts async readahead
-//!   (`page_cache_async_ra` via `do_async_mmap_readahead`): if it is where the current
-//!   window expects it, the next W pages after the window; else (interleaved reads) W
-//!   pages from the first page missing within W after it, nothing if none is missing.
-//!   The first page of the new window is marked.
+//!   `do_sync_mmap_readahead` reads the missing pages of `[p - W/2, p - W/2 + W)` as
+//!   order-0 folios and marks (PG_readahead) the page W/4 before its end, if this read
+//!   brought it in; with no window one page is read.
+//! - **Marked folios**: a fault on a cached page of a marked folio starts async
+//!   readahead (`page_cache_async_ra` via `do_async_mmap_readahead`): if the page is
+//!   where the current window expects its mark (rounded down to the folio), the next
+//!   window of `get_next_ra_size` pages after the current one; else (interleaved reads)
+//!   a window from the first page missing within W after it, nothing if none is missing.
+//!   Each async window raises the folio order by 2 (kernel 6.16+, `ra->order`) and its
+//!   end is rounded down to that order (at most `ffs(W) - 1`); `page_cache_ra_order`
+//!   reads it in aligned folios of up to that order (and within the window), the folio
+//!   holding the window's first page marked, and reads the rest page by page from the
+//!   first folio that would overlap a cached page. A window reaching the end of the file
+//!   marks nothing.
 //! - **References**: pages read ahead start unreferenced; a touched page is referenced
 //!   (its PTE young). `--advice random` (VM_RAND_READ): no readahead and no
 //!   references at all (`vma_has_recency`), so the lists are FIFO.
@@ -28,9 +34,14 @@
 //!   (memcg limit reclaim frees at least SWAP_CLUSTER_MAX = 32), by the scan of
 //!   [`SplitLru::evict`]; the active:inactive ratio is the kernel's for the budget.
 //!
-//! Left out: large folios as units of eviction, fault-around (it maps cached pages, it
-//! reads nothing), `mmap_miss` (read-around stops after 100 more misses than hits; with
-//! experts' many cached pages it stays near 0), the memcg's per-CPU charge batches.
+//! Left out: large folios as units of eviction and of references (the kernel keeps a
+//! folio while any of its PTEs is young), the young PTEs fault-around gives the cached
+//! pages of the 64 KiB block around a fault (it reads nothing, but marks up to 15 pages
+//! of a neighbouring expert used), `mmap_miss` (read-around stops after 100 more misses
+//! than hits; with experts' many cached pages it stays near 0), MADV_WILLNEED's cap of
+//! max(io_pages, ra_pages) pages per call (`force_page_cache_ra`; the device's
+//! max_sectors_kb, 4 MiB on the machine of docs/kernel.md: more than any extent there),
+//! the memcg's per-CPU charge batches.
 //!
 //! With no window, exact reads, one page per expert and a batch of 1 this is exactly
 //! the `linux` policy (a test checks it).
@@ -141,19 +152,38 @@ fn page_ranges(layout: &ExpertFileLayout) -> Vec<[(u32, u32); 3]> {
         .collect()
 }
 
+/// The largest page-cache folio on x86-64 with 4 KiB pages (MAX_PAGECACHE_ORDER: a PMD).
+const MAX_FOLIO_ORDER: u32 = 9;
+
+/// `get_next_ra_size`: the window after one of `cur` pages, at most `max`.
+fn next_ra_size(cur: u32, max: u32) -> u32 {
+    if cur < max / 16 {
+        4 * cur
+    } else if cur <= max / 2 {
+        2 * cur
+    } else {
+        max
+    }
+}
+
 struct Sim {
     lru: SplitLru,
-    /// PG_readahead.
+    /// PG_readahead, on the first page of a folio.
     marked: Vec<bool>,
+    /// The first page of the folio a cached page was read in (valid while cached).
+    head: Vec<u32>,
+    /// The order of the folio that starts at a page.
+    order: Vec<u8>,
     budget: usize,
     n_pages: u32,
     window: u32,
     recency: bool,
     batch: usize,
-    /// The file's readahead state (`file_ra_state`): start, size, async size.
+    /// The file's readahead state (`file_ra_state`): start, size, async size, order.
     ra_start: u32,
     ra_size: u32,
     ra_async: u32,
+    ra_order: u32,
     read: u64,
 }
 
@@ -176,17 +206,69 @@ impl Sim {
         self.lru.insert(p, false);
     }
 
+    /// Read the folio of `1 << order` pages at `index` (all of them missing), marked
+    /// PG_readahead if `mark`.
+    fn add_folio(&mut self, index: u32, order: u32, mark: bool) {
+        for q in index..index + (1 << order) {
+            self.bring_in(q);
+            self.head[q as usize] = index;
+        }
+        self.order[index as usize] = order as u8;
+        self.marked[index as usize] = mark && self.lru.is_resident(index);
+    }
+
     /// Read the missing pages of [start, start + size), marking `mark` if this read
-    /// brings it in.
+    /// brings it in, one page per folio (WILLNEED's `force_page_cache_ra`, and the
+    /// fallback of `page_cache_ra_order`).
     fn read_range(&mut self, start: u32, size: u32, mark: Option<u32>) {
         let end = start.saturating_add(size).min(self.n_pages);
         for p in start..end {
             if !self.lru.is_resident(p) {
-                self.bring_in(p);
-                if Some(p) == mark && self.lru.is_resident(p) {
-                    self.marked[p as usize] = true;
-                }
+                self.add_folio(p, 0, Some(p) == mark);
             }
+        }
+    }
+
+    /// `page_cache_ra_order`: read the window [start, start + size) with its last
+    /// `async_size` pages as the lookahead, in folios of up to `order` (aligned, within
+    /// the window), the folio holding the lookahead's first page marked. At the first
+    /// folio that would overlap a cached page, the rest of the window is read page by
+    /// page (`do_page_cache_ra`). Nothing is marked in a window that reaches the end of
+    /// the file.
+    fn read_window(&mut self, start: u32, size: u32, async_size: u32, order: u32) {
+        let last = self.n_pages - 1;
+        if start > last || size == 0 {
+            return;
+        }
+        let window_last = start.saturating_add(size - 1);
+        let (limit, mark) = if last > window_last {
+            (window_last, Some(start + size - async_size))
+        } else {
+            (last, None)
+        };
+        let new_order = order.min(MAX_FOLIO_ORDER).min(size.ilog2());
+        self.ra_order = new_order;
+        let mut index = start;
+        while index <= limit {
+            let mut o = new_order.min(index.trailing_zeros());
+            while o > 0 && index + (1 << o) - 1 > limit {
+                o -= 1;
+            }
+            if (index..index + (1 << o)).any(|q| self.lru.is_resident(q)) {
+                // do_page_cache_ra of the rest; a lookahead reaching the end of the
+                // file, or longer than the rest, is dropped.
+                let rest = size - (index - start);
+                let mark = if rest > last - index || async_size > rest {
+                    None
+                } else {
+                    mark
+                };
+                self.read_range(index, rest, mark);
+                return;
+            }
+            let m = mark.is_some_and(|m| index == m & !((1 << o) - 1));
+            self.add_folio(index, o, m);
+            index += 1 << o;
         }
     }
 
@@ -195,51 +277,64 @@ impl Sim {
             if self.recency {
                 self.lru.reference(p);
             }
-            if self.marked[p as usize] {
-                self.marked[p as usize] = false;
-                self.async_readahead(p);
+            let h = self.head[p as usize];
+            if self.marked[h as usize] {
+                self.marked[h as usize] = false;
+                self.async_readahead(p, h);
             }
             return;
         }
         if self.window > 0 {
+            // do_sync_mmap_readahead: the read-around, order-0 folios.
             let w = self.window;
             let start = p.saturating_sub(w / 2);
             self.ra_start = start;
             self.ra_size = w;
             self.ra_async = w / 4;
-            self.read_range(start, w, Some(start + w - w / 4));
+            self.read_window(start, w, w / 4, 0);
         }
         // With no window, or if a tiny cache lost it during the read-around.
         if !self.lru.is_resident(p) {
-            self.bring_in(p);
+            self.add_folio(p, 0, false);
         }
         if self.recency {
             self.lru.reference(p);
         }
     }
 
-    fn async_readahead(&mut self, p: u32) {
-        let w = self.window;
-        if w == 0 {
+    /// `page_cache_async_ra` for a fault on page `p` of the marked folio at `h`.
+    fn async_readahead(&mut self, p: u32, h: u32) {
+        let max = self.window;
+        if max == 0 {
             return;
         }
-        let window_end = self.ra_start + self.ra_size;
-        let start = if p == window_end - self.ra_async || p == window_end {
-            window_end
+        let nr = 1u32 << self.order[h as usize];
+        let expected = (self.ra_start + self.ra_size - self.ra_async) & !(nr - 1);
+        if p == expected {
+            self.ra_start += self.ra_size;
+            self.ra_size = self.ra_size.max(next_ra_size(self.ra_size, max));
         } else {
             // A mark of an earlier window (interleaved reads): from the first page
             // missing after it, if one is missing within a window.
-            match (p + 1..(p + 1).saturating_add(w).min(self.n_pages))
-                .find(|&q| !self.lru.is_resident(q))
-            {
-                Some(q) => q,
-                None => return,
+            let start = (p + 1..(p + 1).saturating_add(max))
+                .find(|&q| q >= self.n_pages || !self.lru.is_resident(q))
+                .unwrap_or(p + 1 + max);
+            if start - p > max {
+                return;
             }
-        };
-        self.ra_start = start;
-        self.ra_size = w;
-        self.ra_async = w;
-        self.read_range(start, w, Some(start));
+            self.ra_start = start;
+            self.ra_size = next_ra_size(start - p + max, max);
+        }
+        // Folios grow by two orders per window; the window's end is aligned to them.
+        self.ra_order += 2;
+        let align = 1u32 << self.ra_order.min(max.trailing_zeros());
+        let end = self.ra_start + self.ra_size;
+        let aligned_end = end & !(align - 1);
+        if aligned_end > self.ra_start {
+            self.ra_size -= end - aligned_end;
+        }
+        self.ra_async = self.ra_size;
+        self.read_window(self.ra_start, self.ra_size, self.ra_async, self.ra_order);
     }
 }
 
@@ -260,6 +355,8 @@ pub fn page_model(
     let mut sim = Sim {
         lru: SplitLru::new(n_pages as usize, ratio).with_large_folios(cfg.large_folios),
         marked: vec![false; n_pages as usize],
+        head: (0..n_pages).collect(),
+        order: vec![0; n_pages as usize],
         budget: (budget_bytes / PAGE) as usize,
         n_pages,
         window: cfg.window_pages,
@@ -268,6 +365,7 @@ pub fn page_model(
         ra_start: 0,
         ra_size: 0,
         ra_async: 0,
+        ra_order: 0,
         read: 0,
     };
     let ranges = page_ranges(layout);
@@ -443,25 +541,33 @@ mod tests {
 
     #[test]
     fn read_around_and_async_readahead_by_hand() {
-        // 8 experts of 4 pages after the header page (33 pages), window 4, room for all.
+        // 8 experts of 4 pages after the header page (33 pages), window 4 (folios of at
+        // most 4 pages, windows aligned to them), room for all.
         let c = cfg(layout(8, 4 * PAGE, 1), 4, false, 32);
-        // Expert 1 (pages 5-8): the fault on 5 reads [3, 7) and marks 6; touching 6
-        // (where the window expects its mark) reads [7, 11) and marks 7; touching 7 reads
-        // [11, 15) and marks 11: 12 pages for a 4-page expert. Expert 2 (9-12): 11 is
-        // marked where expected: [15, 19). Expert 0 (1-4): the fault on 1 reads [0, 4)
-        // but 3 is cached: 3 pages, and no mark (3 was not read now).
+        // Expert 1 (pages 5-8): the fault on 5 reads [3, 7) page by page and marks 6.
+        // Touching 6 (the expected mark): the next window [7, 11) ends aligned to the
+        // order-2 folios of the next step: [7, 8), marked. Touching 7: [8, 10), one
+        // order-1 folio, marked. Touching 8 (its folio's first page, expected): [10, 12)
+        // (aligned down from 14), marked: 9 pages for a 4-page expert. Expert 2 (9-12):
+        // the mark on 10 reads [12, 16) as one folio, marked, and touching 12 [16, 20):
+        // 8. Expert 0 (1-4): the fault on 1 reads [0, 4) but 3 is cached: 3 pages, and
+        // no mark (3 was not read now).
         let run = page_model(&[1, 2, 0], 1, 8, &c);
-        assert_eq!(run.read_pages, vec![12, 4, 3]);
-        assert_eq!(run.expert_misses(), 19.0 / 4.0);
-        // Expert 0: [0, 4), [4, 8), [8, 12), mark 8. Expert 5 (21-24): [19, 23),
-        // [23, 27), [27, 31). Expert 1 (5-8): 8 is marked but the current window is
-        // [27, 31): interleaved, so from the first page missing after 8 (12): [12, 16).
+        assert_eq!(run.read_pages, vec![9, 8, 3]);
+        assert_eq!(run.expert_misses(), 20.0 / 4.0);
+        // Expert 0: [0, 4) marking 3, then the folios [4, 8) and [8, 12), each marked.
+        // Expert 5 (21-24): [19, 23), [23, 24), [24, 26), [26, 28). Expert 1 (5-8): 8
+        // heads the marked folio [8, 12), but the current window expects 26: interleaved,
+        // so a window from the first page missing after 8 (12): [12, 16).
         let run = page_model(&[0, 5, 1], 1, 8, &c);
-        assert_eq!(run.read_pages, vec![12, 12, 4]);
-        // Nothing missing within a window after the old mark: no read.
+        assert_eq!(run.read_pages, vec![12, 9, 4]);
+        // Expert 2 (9-12) first touches the marked folio [8, 12) at 9, not at its first
+        // page: interleaved, from 12: [12, 16), then [16, 20) from that window's mark.
+        // Expert 1 is then all cached.
         let run = page_model(&[0, 2, 1], 1, 8, &c);
-        assert_eq!(run.read_pages, vec![12, 2, 0]);
-        // The window is clipped at the end of the file (expert 7 is pages 29-32).
+        assert_eq!(run.read_pages, vec![12, 8, 0]);
+        // At the end of the file (expert 7 is pages 29-32): [27, 31), [31, 32), and the
+        // last page, unmarked.
         let run = page_model(&[7], 1, 8, &c);
         assert_eq!(run.read_pages, vec![6]);
     }
