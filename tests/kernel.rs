@@ -221,7 +221,8 @@ fn replay(trace: &Trace, tokens: usize, advice: Advice, policy: &str) -> Replay 
         slices: 1,
         gguf: None,
     };
-    let pcfg = PageModelConfig::for_advice(layout, advice, run.window_kb);
+    let pcfg = PageModelConfig::for_advice(layout, advice, run.window_kb)
+        .with_io_limit(run.max_io_kb, run.read_ahead_kb);
     let page_at =
         |capacity| page_model(&plan.stream, plan.per_token, capacity, &pcfg).expert_misses();
     let page = page_at(CAPACITY);
