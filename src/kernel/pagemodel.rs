@@ -597,6 +597,19 @@ mod tests {
     }
 
     #[test]
+    fn an_isolated_1mib_expert_under_a_256kib_window() {
+        // Expert 5 is pages 1281-1536. Read-around [1249, 1313), then async windows of
+        // 63, 64, 32, 64, 64 and 64 pages (ends aligned to order-2, -4, then -6 folios):
+        // the fifth starts at 1536, the expert's last page, whose touch reads the sixth,
+        // [1600, 1664). 415 pages, 256 of them the expert's, 127 the next one's.
+        let c = cfg(layout(16, 1 << 20, 1), 64, false, 32);
+        let run = page_model(&[5], 1, 16, &c);
+        assert_eq!(run.read_pages, vec![415]);
+        assert_eq!(run.resident_pages[5], 256);
+        assert_eq!(run.resident_pages[6], 127);
+    }
+
+    #[test]
     fn willneed_reads_at_most_io_pages_then_faults_read_around() {
         // 2 experts of 8 pages (expert 0: pages 1-8), window 4. WILLNEED with a limit of
         // 4 pages reads 1-4; the fault on 5 reads [3, 7) (5 and 6, marking 6), then the
