@@ -25,26 +25,29 @@
 //! - **References**: pages read ahead start unreferenced; a touched page is referenced
 //!   (its PTE young). `--advice random` (VM_RAND_READ): no readahead and no
 //!   references at all (`vma_has_recency`), so the lists are FIFO.
+//! - **Fault-around** (`do_fault_around`, 64 KiB): a fault first maps the cached pages of
+//!   the aligned 16-page block around it that are not in a marked folio, with young PTEs
+//!   (x86 maps them accessed): up to 15 pages of a neighbouring expert count as used.
 //! - **`--advice willneed`** reads exactly the missing pages of each routed expert's
 //!   extents before the touches (`madvise(MADV_WILLNEED)`, order-0 pages), at most
 //!   max(io_pages, ra_pages) pages of each (`force_page_cache_ra`: the device's
 //!   max_sectors_kb, 4 MiB on the machine of docs/kernel.md, 128-1280 KiB on many NVMe
 //!   drives); the faults read the rest of a longer extent with read-around.
-//! - **Large folios**: with readahead, ext4 builds large folios; a folio mapped by several
-//!   young PTEs is activated at its first scan (`referenced_ptes > 1`). Modelled per page:
-//!   a referenced page is activated at its first scan.
+//! - **Large folios**: a folio is one LRU entry, `folio_referenced` sums the young PTEs
+//!   of all its pages, and `folio_check_references` activates a folio with more than one
+//!   at its first scan, one with a single young PTE only at its second (look twice, as an
+//!   order-0 page). Modelled per page: a young PTE references every cached page of its
+//!   folio, and the reference counts as several when this access touches (or fault-around
+//!   maps) more than one page of the folio.
 //! - **Reclaim**: before a page is added to a full cache, `batch` pages are evicted
 //!   (memcg limit reclaim frees at least SWAP_CLUSTER_MAX = 32), by the scan of
 //!   [`SplitLru::evict`]; the active:inactive ratio is the kernel's for the budget.
 //!
-//! Left out: large folios as units of eviction and of references (the kernel keeps a
-//! folio while any of its PTEs is young), the young PTEs fault-around gives the cached
-//! pages of the 64 KiB block around a fault (it reads nothing, but marks up to 15 pages
-//! of a neighbouring expert used), `mmap_miss` (read-around stops after 100 more misses
-//! than hits; with experts' many cached pages it stays near 0), MADV_WILLNEED's cap of
-//! max(io_pages, ra_pages) pages per call (`force_page_cache_ra`; the device's
-//! max_sectors_kb, 4 MiB on the machine of docs/kernel.md: more than any extent there),
-//! the memcg's per-CPU charge batches.
+//! Left out: large folios as units of eviction (a folio's pages share their references
+//! here, so they leave the lists together, but a reclaim batch may split one), the
+//! deactivation of active pages while refaults happen (`may_deactivate`, left out of
+//! `linux` too), `mmap_miss` (read-around stops after 100 more misses than hits; with
+//! experts' many cached pages it stays near 0), the memcg's per-CPU charge batches.
 //!
 //! With no window, exact reads, one page per expert and a batch of 1 this is exactly
 //! the `linux` policy (a test checks it).
@@ -57,6 +60,9 @@ use super::Advice;
 
 /// Page size of the model (and of the machines it models).
 pub const PAGE: u64 = 4096;
+
+/// The kernel's default fault_around_bytes (64 KiB) in pages.
+pub const FAULT_AROUND_PAGES: u32 = 16;
 
 /// memcg limit reclaim frees at least SWAP_CLUSTER_MAX pages at a time.
 pub const RECLAIM_BATCH: usize = 32;
@@ -71,9 +77,14 @@ pub struct PageModelConfig {
     pub willneed: bool,
     /// MADV_WILLNEED reads at most this many pages of each extent (0: all of it).
     pub willneed_max_pages: u32,
+    /// Pages a fault maps around itself (`fault_around_bytes` / 4 KiB, a power of two;
+    /// 0: only the faulting page).
+    pub fault_around_pages: u32,
     /// Whether touches count as references (false under MADV_RANDOM).
     pub recency: bool,
-    /// A referenced page is activated at its first scan (large folios under readahead).
+    /// Readahead builds large folios: a reference to a page references its whole folio,
+    /// and a folio with more than one mapped page is activated at its first scan
+    /// (`referenced_ptes > 1`). Without, each page is its own folio.
     pub large_folios: bool,
     /// Pages evicted per reclaim.
     pub batch: usize,
@@ -95,6 +106,7 @@ impl PageModelConfig {
             window_pages,
             willneed,
             willneed_max_pages: 0,
+            fault_around_pages: FAULT_AROUND_PAGES,
             recency: advice != Advice::Random,
             large_folios: !willneed && window_pages > 0,
             batch: RECLAIM_BATCH,
@@ -189,6 +201,14 @@ struct Sim {
     lru: SplitLru,
     /// PG_readahead, on the first page of a folio.
     marked: Vec<bool>,
+    /// A PTE maps the page (touched or mapped by fault-around since it was read).
+    mapped: Vec<bool>,
+    /// Pages of the fault-around block (0: none).
+    fault_around: u32,
+    /// References count per folio (see [`PageModelConfig::large_folios`]).
+    large_folios: bool,
+    /// The extent being touched.
+    extent: (u32, u32),
     /// The first page of the folio a cached page was read in (valid while cached).
     head: Vec<u32>,
     /// The order of the folio that starts at a page.
@@ -220,6 +240,7 @@ impl Sim {
             for _ in 0..n {
                 let v = self.lru.evict();
                 self.marked[v as usize] = false;
+                self.mapped[v as usize] = false;
             }
         }
         self.lru.insert(p, false);
@@ -291,33 +312,89 @@ impl Sim {
         }
     }
 
-    fn touch(&mut self, p: u32) {
-        if self.lru.is_resident(p) {
-            if self.recency {
-                self.lru.reference(p);
+    /// A young PTE on page `p` (`fault`: one just mapped). With large folios reclaim
+    /// sees the whole folio referenced (`folio_referenced` sums the young PTEs of all its
+    /// pages, one LRU entry), and activates it at once if more than one of its pages is
+    /// mapped (`referenced_ptes > 1`). Between faults the folio's mapped pages do not
+    /// change, so a page already referenced since its last scan needs nothing more.
+    fn reference(&mut self, p: u32, fault: bool) {
+        if !self.recency {
+            return;
+        }
+        let h = self.head[p as usize];
+        let n = 1u32 << self.order[h as usize];
+        if !self.large_folios || n == 1 {
+            self.lru.reference(p);
+            return;
+        }
+        if !fault && self.lru.bits(p).0 {
+            return;
+        }
+        let end = (h + n).min(self.n_pages);
+        let folio = |q: &u32| self.head[*q as usize] == h && self.lru.is_resident(*q);
+        // Young PTEs at the next scan: the folio's pages this access touches, and a page
+        // fault-around maps now.
+        let (a, b) = self.extent;
+        let touched = end.min(b).saturating_sub(h.max(a)) as usize;
+        let mapped = touched + usize::from(fault && !(a..b).contains(&p));
+        let pages: Vec<u32> = (h..end).filter(folio).collect();
+        for q in pages {
+            if mapped > 1 {
+                self.lru.reference_multi(q);
+            } else {
+                self.lru.reference(q);
             }
+        }
+    }
+
+    /// A read of page `p` through the mapping: a fault unless a PTE maps it.
+    fn touch(&mut self, p: u32) {
+        if self.mapped[p as usize] {
+            self.reference(p, false);
+            return;
+        }
+        // do_read_fault: fault-around first maps the cached pages of the block around
+        // `p` that are not in a marked folio (young PTEs), `p` itself if it is one.
+        if self.fault_around > 1 {
+            let from = p & !(self.fault_around - 1);
+            for q in from..(from + self.fault_around).min(self.n_pages) {
+                if self.lru.is_resident(q)
+                    && !self.mapped[q as usize]
+                    && !self.marked[self.head[q as usize] as usize]
+                {
+                    self.mapped[q as usize] = true;
+                    self.reference(q, true);
+                }
+            }
+            if self.mapped[p as usize] {
+                return;
+            }
+        }
+        if self.lru.is_resident(p) {
+            // filemap_fault on a cached page: async readahead if its folio is marked.
             let h = self.head[p as usize];
             if self.marked[h as usize] {
                 self.marked[h as usize] = false;
                 self.async_readahead(p, h);
             }
-            return;
+        } else {
+            if self.window > 0 {
+                // do_sync_mmap_readahead: the read-around, order-0 folios.
+                let w = self.window;
+                let start = p.saturating_sub(w / 2);
+                self.ra_start = start;
+                self.ra_size = w;
+                self.ra_async = w / 4;
+                self.read_window(start, w, w / 4, 0);
+            }
+            // With no window, or if a tiny cache lost it during the read-around.
+            if !self.lru.is_resident(p) {
+                self.add_folio(p, 0, false);
+            }
         }
-        if self.window > 0 {
-            // do_sync_mmap_readahead: the read-around, order-0 folios.
-            let w = self.window;
-            let start = p.saturating_sub(w / 2);
-            self.ra_start = start;
-            self.ra_size = w;
-            self.ra_async = w / 4;
-            self.read_window(start, w, w / 4, 0);
-        }
-        // With no window, or if a tiny cache lost it during the read-around.
-        if !self.lru.is_resident(p) {
-            self.add_folio(p, 0, false);
-        }
-        if self.recency {
-            self.lru.reference(p);
+        if self.lru.is_resident(p) {
+            self.mapped[p as usize] = true;
+            self.reference(p, true);
         }
     }
 
@@ -372,8 +449,12 @@ pub fn page_model(
         .ratio
         .unwrap_or_else(|| kernel_inactive_ratio(budget_bytes));
     let mut sim = Sim {
-        lru: SplitLru::new(n_pages as usize, ratio).with_large_folios(cfg.large_folios),
+        lru: SplitLru::new(n_pages as usize, ratio),
+        large_folios: cfg.large_folios,
+        extent: (0, 0),
         marked: vec![false; n_pages as usize],
+        mapped: vec![false; n_pages as usize],
+        fault_around: cfg.fault_around_pages,
         head: (0..n_pages).collect(),
         order: vec![0; n_pages as usize],
         budget: (budget_bytes / PAGE) as usize,
@@ -405,6 +486,7 @@ pub fn page_model(
                 }
             }
             for &(a, b) in ext {
+                sim.extent = (a, b);
                 for p in a..b {
                     sim.touch(p);
                 }
@@ -467,6 +549,7 @@ mod tests {
             window_pages,
             willneed,
             willneed_max_pages: 0,
+            fault_around_pages: 0,
             recency: true,
             large_folios: false,
             batch,
