@@ -221,7 +221,8 @@ fn replay(trace: &Trace, tokens: usize, advice: Advice, policy: &str) -> Replay 
         slices: 1,
         gguf: None,
     };
-    let pcfg = PageModelConfig::for_advice(layout, advice, run.window_kb);
+    let pcfg = PageModelConfig::for_advice(layout, advice, run.window_kb)
+        .with_io_limit(run.max_io_kb, run.read_ahead_kb);
     let page_at =
         |capacity| page_model(&plan.stream, plan.per_token, capacity, &pcfg).expert_misses();
     let page = page_at(CAPACITY);
@@ -595,3 +596,95 @@ fn a_signal_removes_the_temporary_model_file() {
     assert!(!d.path().join("r.csv").exists());
     assert_no_cgroups_left();
 }
+
+/// The page model under llama.cpp's advice on a shape other than the recording's:
+/// `moe-spill synth` OLMoE (16 MoE layers x 64 experts) routed top-2, 1 MiB contiguous
+/// experts, POSIX_FADV_SEQUENTIAL with read_ahead_kb 128 (a 256 KiB read-around window),
+/// 150 tokens, at 30 % of the experts (scripts/pagemodel_check.sh runs the whole table,
+/// docs/kernel.md). The kernel reads readahead windows, far more than the experts the
+/// `linux` policy misses; the page model reads them too.
+#[test]
+fn page_model_follows_readahead_on_a_synthetic_shape() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !kernel_available() {
+        return;
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    if device_read_ahead(&dir).is_none() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "KERNEL-REPLAY TEST SKIPPED: {} is on no block device with a read_ahead_kb",
+            dir.display()
+        );
+        return;
+    }
+    let pid = std::process::id();
+    let trace_path = dir.join(format!("kernel-pm-{pid}.mst"));
+    let file = dir.join(format!("kernel-pm-{pid}.bin"));
+    let csv = dir.join(format!("kernel-pm-{pid}.csv"));
+    let _cleanup = RemoveOnDrop(vec![trace_path.clone(), file.clone(), csv.clone()]);
+    let bin = env!("CARGO_BIN_EXE_moe-spill");
+    let out = Command::new(bin)
+        .args(["synth", "--model", "olmoe-1b-7b", "--top-k", "2"])
+        .args(["--tokens", "150", "--responses", "1", "-q", "-o"])
+        .arg(&trace_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(bin)
+        .arg("kernel-replay")
+        .arg(&trace_path)
+        .args(["--hw", "desktop-cpu", "--cache-experts", "307"])
+        .args(["--expert-bytes", "1MiB", "--advice", "sequential"])
+        .args(["--read-ahead-kb", "128", "--policies", "linux", "-q", "-o"])
+        .arg(&csv)
+        .arg("--file")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kernel-replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    let head: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |n: &str| head.iter().position(|h| *h == n).unwrap();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let get = |source: &str, c: &str| -> f64 {
+        let r = rows
+            .iter()
+            .find(|r| r[col("source")] == source)
+            .unwrap_or_else(|| panic!("no {source} row in\n{text}"));
+        r[col(c)].parse().unwrap()
+    };
+    let kern = get("kernel", "misses_per_token");
+    let (page, linux) = (get(PAGE_MODEL_ROW, "rel_err"), get("linux", "rel_err"));
+    eprintln!(
+        "readahead on synthetic OLMoE top-2 at 307 experts: kernel {kern:.2} expert-equivalents per token, page model {:+.1}%, linux {:+.1}%",
+        100.0 * page,
+        100.0 * linux
+    );
+    assert_eq!(get("kernel", "global_reclaim_pages"), 0.0, "{text}");
+    assert!(
+        page.abs() <= PAGE_MODEL_READAHEAD_TOLERANCE,
+        "page model {:+.1}% from the kernel (tolerance {}%)\n{text}",
+        100.0 * page,
+        100.0 * PAGE_MODEL_READAHEAD_TOLERANCE
+    );
+    // The windows the `linux` policy cannot see: it misses far fewer experts.
+    assert!(linux < -0.2, "linux {:+.1}%\n{text}", 100.0 * linux);
+    assert_no_cgroups_left();
+}
+
+const PAGE_MODEL_ROW: &str = kernel::PAGE_MODEL;
+/// The page model against the kernel under readahead, the goal of docs/kernel.md.
+/// Measured in 4 runs on the project machine: kernel 18.06-18.31 expert-equivalents per
+/// token, page model +1.4% to +2.8%, `linux` -38.4% to -39.2%. (The page model without
+/// the kernel's folio orders, alignment and per-folio references: -9.6% at 300 tokens.)
+const PAGE_MODEL_READAHEAD_TOLERANCE: f64 = 0.05;

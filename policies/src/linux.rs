@@ -52,6 +52,8 @@ const ACTIVE: u8 = 2;
 const WHERE: u8 = INACTIVE | ACTIVE;
 const REF: u8 = 4;
 const FLAG: u8 = 8;
+/// The reference bit stands for several young PTEs (a large folio's).
+const MULTI: u8 = 16;
 
 /// The kernel's `inactive_ratio` for a file LRU of `cache_bytes` (`inactive_is_low` in
 /// mm/vmscan.c): `int_sqrt(10 x GiB)` with GiB rounded down, and 1 below 1 GiB.
@@ -150,6 +152,19 @@ impl SplitLru {
         true
     }
 
+    /// A use by more than one page-table entry at once (a large folio mapped by several
+    /// young PTEs, `referenced_ptes > 1`): as [`SplitLru::reference`], and the next scan
+    /// activates the id, flag or not. Returns false if `id` is not resident.
+    #[inline]
+    pub fn reference_multi(&mut self, id: ObjId) -> bool {
+        let s = &mut self.state[id as usize];
+        if *s & WHERE == 0 {
+            return false;
+        }
+        *s |= REF | MULTI;
+        true
+    }
+
     /// Bring in a non-resident id: at the active head if it refaults within the active
     /// list's length, else at the inactive head; its reference bit set if `referenced`
     /// (a fault on it), clear if not (read ahead of use). The caller makes room first.
@@ -196,7 +211,7 @@ impl SplitLru {
                 self.clock += 1;
                 return v;
             }
-            if s & FLAG != 0 || self.large_folios {
+            if s & (FLAG | MULTI) != 0 || self.large_folios {
                 self.active.push_front(v);
                 *sv = ACTIVE | (s & FLAG);
                 self.clock += 1;
@@ -408,5 +423,23 @@ mod tests {
         l.insert(1, false);
         assert_eq!(l.evict(), 1);
         assert_eq!(l.lists(), (vec![], vec![0]));
+    }
+
+    #[test]
+    fn several_young_ptes_activate_at_the_first_scan_one_looks_twice() {
+        // 0 and 1 inserted unreferenced; 0 referenced by several PTEs, 1 by one.
+        let mut l = SplitLru::new(4, 1);
+        l.insert(0, false);
+        l.insert(1, false);
+        l.insert(2, false);
+        assert!(l.reference_multi(0));
+        assert!(l.reference(1));
+        // The scan: 0 (tail) activates at once; 1 takes a second trip with its flag; 2
+        // goes. The multi-reference is spent with the bit.
+        assert_eq!(l.evict(), 2);
+        assert_eq!(l.lists(), (vec![1], vec![0]));
+        assert_eq!(l.bits(0), (false, false));
+        assert!(!l.reference_multi(3));
+        l.validate().unwrap();
     }
 }

@@ -212,7 +212,8 @@ impl Comparison<'_> {
             })
         };
         // The page-level model with the window the kernel run had.
-        let pcfg = PageModelConfig::for_advice(self.layout.clone(), self.a.advice, k.window_kb);
+        let pcfg = PageModelConfig::for_advice(self.layout.clone(), self.a.advice, k.window_kb)
+            .with_io_limit(k.max_io_kb, k.read_ahead_kb);
         let pm = page_model(&self.plan.stream, self.plan.per_token, cap, &pcfg);
         let pmiss = pm.expert_misses();
         let pper = sorted(pm.misses_per_token());

@@ -167,6 +167,9 @@ pub struct KernelRun {
     /// The device's read_ahead_kb the child opened the file with (the open file keeps
     /// it).
     pub read_ahead_kb: u64,
+    /// The device's max_sectors_kb (the kernel's io_pages for it): MADV_WILLNEED reads
+    /// at most max(this, read_ahead_kb) of a range per call. 0: not found.
+    pub max_io_kb: u64,
     /// Per token: bytes read from storage, major and minor faults, wall time.
     pub read_bytes: Vec<u64>,
     pub major_faults: Vec<u64>,
@@ -256,6 +259,7 @@ pub struct KernelSession {
     opts: KernelOptions,
     child: ChildCommand,
     bdi_read_ahead: Option<PathBuf>,
+    max_io_kb: u64,
 }
 
 static CHILD_PID: AtomicI32 = AtomicI32::new(0);
@@ -343,6 +347,22 @@ fn global_reclaim_pages() -> u64 {
         .unwrap_or(0)
 }
 
+/// The device's max_sectors_kb under `path` (its queue; a partition's is its disk's),
+/// which the kernel takes as the backing device's io_pages; 0 if not found.
+fn max_io_kb(path: &Path) -> u64 {
+    let Ok((maj, min)) = sys::dev_of(path) else {
+        return 0;
+    };
+    ["queue", "../queue"]
+        .iter()
+        .find_map(|q| {
+            std::fs::read_to_string(format!("/sys/dev/block/{maj}:{min}/{q}/max_sectors_kb"))
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// The sysfs read_ahead_kb of the device under `path` (its backing device info).
 fn bdi_read_ahead(path: &Path) -> Option<PathBuf> {
     let (maj, min) = sys::dev_of(path).ok()?;
@@ -406,11 +426,13 @@ impl KernelSession {
                 "--read-ahead-kb: cannot find the device's read_ahead_kb in /sys/class/bdi",
             ));
         }
+        let max_io_kb = max_io_kb(&file.path);
         Ok(KernelSession {
             file,
             opts,
             child,
             bdi_read_ahead,
+            max_io_kb,
         })
     }
 
@@ -497,6 +519,7 @@ impl KernelSession {
             limit_bytes: limit,
             window_kb,
             read_ahead_kb,
+            max_io_kb: self.max_io_kb,
             read_bytes: Vec::with_capacity(n),
             major_faults: Vec::with_capacity(n),
             minor_faults: Vec::with_capacity(n),
@@ -758,6 +781,7 @@ mod tests {
             limit_bytes: 0,
             window_kb: 0,
             read_ahead_kb: 0,
+            max_io_kb: 0,
             read_bytes: vec![40, 40, 40, 40, 340],
             major_faults: vec![0; 5],
             minor_faults: vec![0; 5],

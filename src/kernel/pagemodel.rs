@@ -8,28 +8,45 @@
 //! Rules, and the kernel code each stands for (classic split LRU, order-0 accounting):
 //! - **Faults** (a touch of a page that is not cached): with a window of W pages
 //!   (`--advice sequential`: 2 x read_ahead_kb, `normal`: 1 x), the mmap read-around of
-//!   `do_sync_mmap_readahead` reads the missing pages of `[p - W/2, p - W/2 + W)` and
-//!   marks (PG_readahead) the page W/4 before its end, if this read brought it in; with
-//!   no window one page is read.
-//! - **Marked pages**: touching a cached marked page starts async readahead
-//!   (`page_cache_async_ra` via `do_async_mmap_readahead`): if it is where the current
-//!   window expects it, the next W pages after the window; else (interleaved reads) W
-//!   pages from the first page missing within W after it, nothing if none is missing.
-//!   The first page of the new window is marked.
+//!   `do_sync_mmap_readahead` reads the missing pages of `[p - W/2, p - W/2 + W)` as
+//!   order-0 folios and marks (PG_readahead) the page W/4 before its end, if this read
+//!   brought it in; with no window one page is read.
+//! - **Marked folios**: a fault on a cached page of a marked folio starts async
+//!   readahead (`page_cache_async_ra` via `do_async_mmap_readahead`): if the page is
+//!   where the current window expects its mark (rounded down to the folio), the next
+//!   window of `get_next_ra_size` pages after the current one; else (interleaved reads)
+//!   a window from the first page missing within W after it, nothing if none is missing.
+//!   Each async window raises the folio order by 2 (kernel 6.16+, `ra->order`) and its
+//!   end is rounded down to that order (at most `ffs(W) - 1`); `page_cache_ra_order`
+//!   reads it in aligned folios of up to that order (and within the window), the folio
+//!   holding the window's first page marked, and reads the rest page by page from the
+//!   first folio that would overlap a cached page. A window reaching the end of the file
+//!   marks nothing.
 //! - **References**: pages read ahead start unreferenced; a touched page is referenced
 //!   (its PTE young). `--advice random` (VM_RAND_READ): no readahead and no
 //!   references at all (`vma_has_recency`), so the lists are FIFO.
+//! - **Fault-around** (`do_fault_around`, 64 KiB): a fault first maps the cached pages of
+//!   the aligned 16-page block around it that are not in a marked folio, with young PTEs
+//!   (x86 maps them accessed): up to 15 pages of a neighbouring expert count as used.
 //! - **`--advice willneed`** reads exactly the missing pages of each routed expert's
-//!   extents before the touches (`madvise(MADV_WILLNEED)`, order-0 pages).
-//! - **Large folios**: with readahead, ext4 builds large folios; a folio mapped by several
-//!   young PTEs is activated at its first scan (`referenced_ptes > 1`). Modelled per page:
-//!   a referenced page is activated at its first scan.
+//!   extents before the touches (`madvise(MADV_WILLNEED)`, order-0 pages), at most
+//!   max(io_pages, ra_pages) pages of each (`force_page_cache_ra`: the device's
+//!   max_sectors_kb, 4 MiB on the machine of docs/kernel.md, 128-1280 KiB on many NVMe
+//!   drives); the faults read the rest of a longer extent with read-around.
+//! - **Large folios**: a folio is one LRU entry, `folio_referenced` sums the young PTEs
+//!   of all its pages, and `folio_check_references` activates a folio with more than one
+//!   at its first scan, one with a single young PTE only at its second (look twice, as an
+//!   order-0 page). Modelled per page: a young PTE references every cached page of its
+//!   folio, and the reference counts as several when this access touches (or fault-around
+//!   maps) more than one page of the folio.
 //! - **Reclaim**: before a page is added to a full cache, `batch` pages are evicted
 //!   (memcg limit reclaim frees at least SWAP_CLUSTER_MAX = 32), by the scan of
 //!   [`SplitLru::evict`]; the active:inactive ratio is the kernel's for the budget.
 //!
-//! Left out: large folios as units of eviction, fault-around (it maps cached pages, it
-//! reads nothing), `mmap_miss` (read-around stops after 100 more misses than hits; with
+//! Left out: large folios as units of eviction (a folio's pages share their references
+//! here, so they leave the lists together, but a reclaim batch may split one), the
+//! deactivation of active pages while refaults happen (`may_deactivate`, left out of
+//! `linux` too), `mmap_miss` (read-around stops after 100 more misses than hits; with
 //! experts' many cached pages it stays near 0), the memcg's per-CPU charge batches.
 //!
 //! With no window, exact reads, one page per expert and a batch of 1 this is exactly
@@ -44,6 +61,9 @@ use super::Advice;
 /// Page size of the model (and of the machines it models).
 pub const PAGE: u64 = 4096;
 
+/// The kernel's default fault_around_bytes (64 KiB) in pages.
+pub const FAULT_AROUND_PAGES: u32 = 16;
+
 /// memcg limit reclaim frees at least SWAP_CLUSTER_MAX pages at a time.
 pub const RECLAIM_BATCH: usize = 32;
 
@@ -55,9 +75,16 @@ pub struct PageModelConfig {
     pub window_pages: u32,
     /// Read each routed expert's missing pages before touching it (MADV_WILLNEED).
     pub willneed: bool,
+    /// MADV_WILLNEED reads at most this many pages of each extent (0: all of it).
+    pub willneed_max_pages: u32,
+    /// Pages a fault maps around itself (`fault_around_bytes` / 4 KiB, a power of two;
+    /// 0: only the faulting page).
+    pub fault_around_pages: u32,
     /// Whether touches count as references (false under MADV_RANDOM).
     pub recency: bool,
-    /// A referenced page is activated at its first scan (large folios under readahead).
+    /// Readahead builds large folios: a reference to a page references its whole folio,
+    /// and a folio with more than one mapped page is activated at its first scan
+    /// (`referenced_ptes > 1`). Without, each page is its own folio.
     pub large_folios: bool,
     /// Pages evicted per reclaim.
     pub batch: usize,
@@ -78,11 +105,26 @@ impl PageModelConfig {
             layout,
             window_pages,
             willneed,
+            willneed_max_pages: 0,
+            fault_around_pages: FAULT_AROUND_PAGES,
             recency: advice != Advice::Random,
             large_folios: !willneed && window_pages > 0,
             batch: RECLAIM_BATCH,
             ratio: None,
         }
+    }
+
+    /// MADV_WILLNEED's limit on a device whose max_sectors_kb is `max_io_kb` (0:
+    /// unknown, no limit), for a file opened with `read_ahead_kb`: `force_page_cache_ra`
+    /// reads at most max(io_pages, ra_pages) pages of the range, the rest is left to the
+    /// faults.
+    pub fn with_io_limit(mut self, max_io_kb: u64, read_ahead_kb: u64) -> PageModelConfig {
+        self.willneed_max_pages = if max_io_kb == 0 {
+            0
+        } else {
+            (max_io_kb.max(read_ahead_kb) * 1024 / PAGE) as u32
+        };
+        self
     }
 }
 
@@ -141,19 +183,46 @@ fn page_ranges(layout: &ExpertFileLayout) -> Vec<[(u32, u32); 3]> {
         .collect()
 }
 
+/// The largest page-cache folio on x86-64 with 4 KiB pages (MAX_PAGECACHE_ORDER: a PMD).
+const MAX_FOLIO_ORDER: u32 = 9;
+
+/// `get_next_ra_size`: the window after one of `cur` pages, at most `max`.
+fn next_ra_size(cur: u32, max: u32) -> u32 {
+    if cur < max / 16 {
+        4 * cur
+    } else if cur <= max / 2 {
+        2 * cur
+    } else {
+        max
+    }
+}
+
 struct Sim {
     lru: SplitLru,
-    /// PG_readahead.
+    /// PG_readahead, on the first page of a folio.
     marked: Vec<bool>,
+    /// A PTE maps the page (touched or mapped by fault-around since it was read).
+    mapped: Vec<bool>,
+    /// Pages of the fault-around block (0: none).
+    fault_around: u32,
+    /// References count per folio (see [`PageModelConfig::large_folios`]).
+    large_folios: bool,
+    /// The extent being touched.
+    extent: (u32, u32),
+    /// The first page of the folio a cached page was read in (valid while cached).
+    head: Vec<u32>,
+    /// The order of the folio that starts at a page.
+    order: Vec<u8>,
     budget: usize,
     n_pages: u32,
     window: u32,
     recency: bool,
     batch: usize,
-    /// The file's readahead state (`file_ra_state`): start, size, async size.
+    /// The file's readahead state (`file_ra_state`): start, size, async size, order.
     ra_start: u32,
     ra_size: u32,
     ra_async: u32,
+    ra_order: u32,
     read: u64,
 }
 
@@ -171,75 +240,197 @@ impl Sim {
             for _ in 0..n {
                 let v = self.lru.evict();
                 self.marked[v as usize] = false;
+                self.mapped[v as usize] = false;
             }
         }
         self.lru.insert(p, false);
     }
 
+    /// Read the folio of `1 << order` pages at `index` (all of them missing), marked
+    /// PG_readahead if `mark`.
+    fn add_folio(&mut self, index: u32, order: u32, mark: bool) {
+        for q in index..index + (1 << order) {
+            self.bring_in(q);
+            self.head[q as usize] = index;
+        }
+        self.order[index as usize] = order as u8;
+        self.marked[index as usize] = mark && self.lru.is_resident(index);
+    }
+
     /// Read the missing pages of [start, start + size), marking `mark` if this read
-    /// brings it in.
+    /// brings it in, one page per folio (WILLNEED's `force_page_cache_ra`, and the
+    /// fallback of `page_cache_ra_order`).
     fn read_range(&mut self, start: u32, size: u32, mark: Option<u32>) {
         let end = start.saturating_add(size).min(self.n_pages);
         for p in start..end {
             if !self.lru.is_resident(p) {
-                self.bring_in(p);
-                if Some(p) == mark && self.lru.is_resident(p) {
-                    self.marked[p as usize] = true;
+                self.add_folio(p, 0, Some(p) == mark);
+            }
+        }
+    }
+
+    /// `page_cache_ra_order`: read the window [start, start + size) with its last
+    /// `async_size` pages as the lookahead, in folios of up to `order` (aligned, within
+    /// the window), the folio holding the lookahead's first page marked. At the first
+    /// folio that would overlap a cached page, the rest of the window is read page by
+    /// page (`do_page_cache_ra`). Nothing is marked in a window that reaches the end of
+    /// the file.
+    fn read_window(&mut self, start: u32, size: u32, async_size: u32, order: u32) {
+        let last = self.n_pages - 1;
+        if start > last || size == 0 {
+            return;
+        }
+        let window_last = start.saturating_add(size - 1);
+        let (limit, mark) = if last > window_last {
+            (window_last, Some(start + size - async_size))
+        } else {
+            (last, None)
+        };
+        let new_order = order.min(MAX_FOLIO_ORDER).min(size.ilog2());
+        self.ra_order = new_order;
+        let mut index = start;
+        while index <= limit {
+            let mut o = new_order.min(index.trailing_zeros());
+            while o > 0 && index + (1 << o) - 1 > limit {
+                o -= 1;
+            }
+            if (index..index + (1 << o)).any(|q| self.lru.is_resident(q)) {
+                // do_page_cache_ra of the rest; a lookahead reaching the end of the
+                // file, or longer than the rest, is dropped.
+                let rest = size - (index - start);
+                let mark = if rest > last - index || async_size > rest {
+                    None
+                } else {
+                    mark
+                };
+                self.read_range(index, rest, mark);
+                return;
+            }
+            let m = mark.is_some_and(|m| index == m & !((1 << o) - 1));
+            self.add_folio(index, o, m);
+            index += 1 << o;
+        }
+    }
+
+    /// A young PTE on page `p` (`fault`: one just mapped). With large folios reclaim
+    /// sees the whole folio referenced (`folio_referenced` sums the young PTEs of all its
+    /// pages, one LRU entry), and activates it at once if more than one of its pages is
+    /// mapped (`referenced_ptes > 1`). Between faults the folio's mapped pages do not
+    /// change, so a page already referenced since its last scan needs nothing more.
+    fn reference(&mut self, p: u32, fault: bool) {
+        if !self.recency {
+            return;
+        }
+        let h = self.head[p as usize];
+        let n = 1u32 << self.order[h as usize];
+        if !self.large_folios || n == 1 {
+            self.lru.reference(p);
+            return;
+        }
+        if !fault && self.lru.bits(p).0 {
+            return;
+        }
+        let end = (h + n).min(self.n_pages);
+        let folio = |q: &u32| self.head[*q as usize] == h && self.lru.is_resident(*q);
+        // Young PTEs at the next scan: the folio's pages this access touches, and a page
+        // fault-around maps now.
+        let (a, b) = self.extent;
+        let touched = end.min(b).saturating_sub(h.max(a)) as usize;
+        let mapped = touched + usize::from(fault && !(a..b).contains(&p));
+        let pages: Vec<u32> = (h..end).filter(folio).collect();
+        for q in pages {
+            if mapped > 1 {
+                self.lru.reference_multi(q);
+            } else {
+                self.lru.reference(q);
+            }
+        }
+    }
+
+    /// A read of page `p` through the mapping: a fault unless a PTE maps it.
+    fn touch(&mut self, p: u32) {
+        if self.mapped[p as usize] {
+            self.reference(p, false);
+            return;
+        }
+        // do_read_fault: fault-around first maps the cached pages of the block around
+        // `p` that are not in a marked folio (young PTEs), `p` itself if it is one.
+        if self.fault_around > 1 {
+            let from = p & !(self.fault_around - 1);
+            for q in from..(from + self.fault_around).min(self.n_pages) {
+                if self.lru.is_resident(q)
+                    && !self.mapped[q as usize]
+                    && !self.marked[self.head[q as usize] as usize]
+                {
+                    self.mapped[q as usize] = true;
+                    self.reference(q, true);
                 }
             }
+            if self.mapped[p as usize] {
+                return;
+            }
         }
-    }
-
-    fn touch(&mut self, p: u32) {
         if self.lru.is_resident(p) {
-            if self.recency {
-                self.lru.reference(p);
+            // filemap_fault on a cached page: async readahead if its folio is marked.
+            let h = self.head[p as usize];
+            if self.marked[h as usize] {
+                self.marked[h as usize] = false;
+                self.async_readahead(p, h);
             }
-            if self.marked[p as usize] {
-                self.marked[p as usize] = false;
-                self.async_readahead(p);
+        } else {
+            if self.window > 0 {
+                // do_sync_mmap_readahead: the read-around, order-0 folios.
+                let w = self.window;
+                let start = p.saturating_sub(w / 2);
+                self.ra_start = start;
+                self.ra_size = w;
+                self.ra_async = w / 4;
+                self.read_window(start, w, w / 4, 0);
             }
-            return;
+            // With no window, or if a tiny cache lost it during the read-around.
+            if !self.lru.is_resident(p) {
+                self.add_folio(p, 0, false);
+            }
         }
-        if self.window > 0 {
-            let w = self.window;
-            let start = p.saturating_sub(w / 2);
-            self.ra_start = start;
-            self.ra_size = w;
-            self.ra_async = w / 4;
-            self.read_range(start, w, Some(start + w - w / 4));
-        }
-        // With no window, or if a tiny cache lost it during the read-around.
-        if !self.lru.is_resident(p) {
-            self.bring_in(p);
-        }
-        if self.recency {
-            self.lru.reference(p);
+        if self.lru.is_resident(p) {
+            self.mapped[p as usize] = true;
+            self.reference(p, true);
         }
     }
 
-    fn async_readahead(&mut self, p: u32) {
-        let w = self.window;
-        if w == 0 {
+    /// `page_cache_async_ra` for a fault on page `p` of the marked folio at `h`.
+    fn async_readahead(&mut self, p: u32, h: u32) {
+        let max = self.window;
+        if max == 0 {
             return;
         }
-        let window_end = self.ra_start + self.ra_size;
-        let start = if p == window_end - self.ra_async || p == window_end {
-            window_end
+        let nr = 1u32 << self.order[h as usize];
+        let expected = (self.ra_start + self.ra_size - self.ra_async) & !(nr - 1);
+        if p == expected {
+            self.ra_start += self.ra_size;
+            self.ra_size = self.ra_size.max(next_ra_size(self.ra_size, max));
         } else {
             // A mark of an earlier window (interleaved reads): from the first page
             // missing after it, if one is missing within a window.
-            match (p + 1..(p + 1).saturating_add(w).min(self.n_pages))
-                .find(|&q| !self.lru.is_resident(q))
-            {
-                Some(q) => q,
-                None => return,
+            let start = (p + 1..(p + 1).saturating_add(max))
+                .find(|&q| q >= self.n_pages || !self.lru.is_resident(q))
+                .unwrap_or(p + 1 + max);
+            if start - p > max {
+                return;
             }
-        };
-        self.ra_start = start;
-        self.ra_size = w;
-        self.ra_async = w;
-        self.read_range(start, w, Some(start));
+            self.ra_start = start;
+            self.ra_size = next_ra_size(start - p + max, max);
+        }
+        // Folios grow by two orders per window; the window's end is aligned to them.
+        self.ra_order += 2;
+        let align = 1u32 << self.ra_order.min(max.trailing_zeros());
+        let end = self.ra_start + self.ra_size;
+        let aligned_end = end & !(align - 1);
+        if aligned_end > self.ra_start {
+            self.ra_size -= end - aligned_end;
+        }
+        self.ra_async = self.ra_size;
+        self.read_window(self.ra_start, self.ra_size, self.ra_async, self.ra_order);
     }
 }
 
@@ -258,8 +449,14 @@ pub fn page_model(
         .ratio
         .unwrap_or_else(|| kernel_inactive_ratio(budget_bytes));
     let mut sim = Sim {
-        lru: SplitLru::new(n_pages as usize, ratio).with_large_folios(cfg.large_folios),
+        lru: SplitLru::new(n_pages as usize, ratio),
+        large_folios: cfg.large_folios,
+        extent: (0, 0),
         marked: vec![false; n_pages as usize],
+        mapped: vec![false; n_pages as usize],
+        fault_around: cfg.fault_around_pages,
+        head: (0..n_pages).collect(),
+        order: vec![0; n_pages as usize],
         budget: (budget_bytes / PAGE) as usize,
         n_pages,
         window: cfg.window_pages,
@@ -268,6 +465,7 @@ pub fn page_model(
         ra_start: 0,
         ra_size: 0,
         ra_async: 0,
+        ra_order: 0,
         read: 0,
     };
     let ranges = page_ranges(layout);
@@ -280,10 +478,15 @@ pub fn page_model(
             let ext = &ranges[id as usize][..slices];
             if cfg.willneed {
                 for &(a, b) in ext {
-                    sim.read_range(a, b - a, None);
+                    let n = match cfg.willneed_max_pages {
+                        0 => b - a,
+                        m => (b - a).min(m),
+                    };
+                    sim.read_range(a, n, None);
                 }
             }
             for &(a, b) in ext {
+                sim.extent = (a, b);
                 for p in a..b {
                     sim.touch(p);
                 }
@@ -345,6 +548,8 @@ mod tests {
             layout,
             window_pages,
             willneed,
+            willneed_max_pages: 0,
+            fault_around_pages: 0,
             recency: true,
             large_folios: false,
             batch,
@@ -443,27 +648,69 @@ mod tests {
 
     #[test]
     fn read_around_and_async_readahead_by_hand() {
-        // 8 experts of 4 pages after the header page (33 pages), window 4, room for all.
+        // 8 experts of 4 pages after the header page (33 pages), window 4 (folios of at
+        // most 4 pages, windows aligned to them), room for all.
         let c = cfg(layout(8, 4 * PAGE, 1), 4, false, 32);
-        // Expert 1 (pages 5-8): the fault on 5 reads [3, 7) and marks 6; touching 6
-        // (where the window expects its mark) reads [7, 11) and marks 7; touching 7 reads
-        // [11, 15) and marks 11: 12 pages for a 4-page expert. Expert 2 (9-12): 11 is
-        // marked where expected: [15, 19). Expert 0 (1-4): the fault on 1 reads [0, 4)
-        // but 3 is cached: 3 pages, and no mark (3 was not read now).
+        // Expert 1 (pages 5-8): the fault on 5 reads [3, 7) page by page and marks 6.
+        // Touching 6 (the expected mark): the next window [7, 11) ends aligned to the
+        // order-2 folios of the next step: [7, 8), marked. Touching 7: [8, 10), one
+        // order-1 folio, marked. Touching 8 (its folio's first page, expected): [10, 12)
+        // (aligned down from 14), marked: 9 pages for a 4-page expert. Expert 2 (9-12):
+        // the mark on 10 reads [12, 16) as one folio, marked, and touching 12 [16, 20):
+        // 8. Expert 0 (1-4): the fault on 1 reads [0, 4) but 3 is cached: 3 pages, and
+        // no mark (3 was not read now).
         let run = page_model(&[1, 2, 0], 1, 8, &c);
-        assert_eq!(run.read_pages, vec![12, 4, 3]);
-        assert_eq!(run.expert_misses(), 19.0 / 4.0);
-        // Expert 0: [0, 4), [4, 8), [8, 12), mark 8. Expert 5 (21-24): [19, 23),
-        // [23, 27), [27, 31). Expert 1 (5-8): 8 is marked but the current window is
-        // [27, 31): interleaved, so from the first page missing after 8 (12): [12, 16).
+        assert_eq!(run.read_pages, vec![9, 8, 3]);
+        assert_eq!(run.expert_misses(), 20.0 / 4.0);
+        // Expert 0: [0, 4) marking 3, then the folios [4, 8) and [8, 12), each marked.
+        // Expert 5 (21-24): [19, 23), [23, 24), [24, 26), [26, 28). Expert 1 (5-8): 8
+        // heads the marked folio [8, 12), but the current window expects 26: interleaved,
+        // so a window from the first page missing after 8 (12): [12, 16).
         let run = page_model(&[0, 5, 1], 1, 8, &c);
-        assert_eq!(run.read_pages, vec![12, 12, 4]);
-        // Nothing missing within a window after the old mark: no read.
+        assert_eq!(run.read_pages, vec![12, 9, 4]);
+        // Expert 2 (9-12) first touches the marked folio [8, 12) at 9, not at its first
+        // page: interleaved, from 12: [12, 16), then [16, 20) from that window's mark.
+        // Expert 1 is then all cached.
         let run = page_model(&[0, 2, 1], 1, 8, &c);
-        assert_eq!(run.read_pages, vec![12, 2, 0]);
-        // The window is clipped at the end of the file (expert 7 is pages 29-32).
+        assert_eq!(run.read_pages, vec![12, 8, 0]);
+        // At the end of the file (expert 7 is pages 29-32): [27, 31), [31, 32), and the
+        // last page, unmarked.
         let run = page_model(&[7], 1, 8, &c);
         assert_eq!(run.read_pages, vec![6]);
+    }
+
+    #[test]
+    fn an_isolated_1mib_expert_under_a_256kib_window() {
+        // Expert 5 is pages 1281-1536. Read-around [1249, 1313), then async windows of
+        // 63, 64, 32, 64, 64 and 64 pages (ends aligned to order-2, -4, then -6 folios):
+        // the fifth starts at 1536, the expert's last page, whose touch reads the sixth,
+        // [1600, 1664). 415 pages, 256 of them the expert's, 127 the next one's.
+        let c = cfg(layout(16, 1 << 20, 1), 64, false, 32);
+        let run = page_model(&[5], 1, 16, &c);
+        assert_eq!(run.read_pages, vec![415]);
+        assert_eq!(run.resident_pages[5], 256);
+        assert_eq!(run.resident_pages[6], 127);
+    }
+
+    #[test]
+    fn willneed_reads_at_most_io_pages_then_faults_read_around() {
+        // 2 experts of 8 pages (expert 0: pages 1-8), window 4. WILLNEED with a limit of
+        // 4 pages reads 1-4; the fault on 5 reads [3, 7) (5 and 6, marking 6), then the
+        // async windows [7, 8), [8, 10) and [10, 12): 11 pages. Without the limit, the 8.
+        let c = PageModelConfig {
+            willneed_max_pages: 4,
+            ..cfg(layout(2, 8 * PAGE, 1), 4, true, 32)
+        };
+        assert_eq!(page_model(&[0], 1, 2, &c).read_pages, vec![11]);
+        let c = PageModelConfig {
+            willneed_max_pages: 0,
+            ..c
+        };
+        assert_eq!(page_model(&[0], 1, 2, &c).read_pages, vec![8]);
+        // The limit is max(io_pages, ra_pages), and none when the device's is unknown.
+        let c = c.with_io_limit(128, 512);
+        assert_eq!(c.willneed_max_pages, 128);
+        assert_eq!(c.with_io_limit(0, 512).willneed_max_pages, 0);
     }
 
     #[test]
