@@ -274,6 +274,18 @@ impl IoEngine {
     }
 }
 
+/// mm/readahead.c `get_next_ra_size`: the readahead window after one of `cur` pages, at
+/// most `max` (the page model of kernel-replay ramps its windows with it too).
+pub fn next_ra_size(cur: u64, max: u64) -> u64 {
+    if cur < max / 16 {
+        4 * cur
+    } else if cur <= max / 2 {
+        2 * cur
+    } else {
+        max
+    }
+}
+
 /// How the kernel reads one buffered `read` of `slice` bytes from a cold cache with no
 /// advice on the file (mm/readahead.c `ondemand_readahead`, Linux 5.x to 6.x): `ra` is
 /// the readahead window (`ra_pages`), `io` the queue's `max_sectors_kb` in bytes
@@ -324,15 +336,6 @@ pub fn buffered_read(slice: u64, ra: u64, io: f64) -> Readahead {
             ra_p
         }
     };
-    let next = |cur: u64, max: u64| {
-        if cur < max / 16 {
-            4 * cur
-        } else if cur <= max / 2 {
-            2 * cur
-        } else {
-            max
-        }
-    };
     let first = max_pages(n);
     let (mut start, mut size) = (0, first);
     let mut mark = first - (first >> 1);
@@ -340,7 +343,7 @@ pub fn buffered_read(slice: u64, ra: u64, io: f64) -> Readahead {
     while mark < n {
         let max = max_pages(n - mark);
         start += size;
-        size = next(size, max);
+        size = next_ra_size(size, max);
         mark = start;
         largest = largest.max(size);
     }

@@ -186,15 +186,9 @@ fn page_ranges(layout: &ExpertFileLayout) -> Vec<[(u32, u32); 3]> {
 /// The largest page-cache folio on x86-64 with 4 KiB pages (MAX_PAGECACHE_ORDER: a PMD).
 const MAX_FOLIO_ORDER: u32 = 9;
 
-/// `get_next_ra_size`: the window after one of `cur` pages, at most `max`.
+/// `get_next_ra_size` in pages of `u32` (io_engine.rs has it for bytes' pages).
 fn next_ra_size(cur: u32, max: u32) -> u32 {
-    if cur < max / 16 {
-        4 * cur
-    } else if cur <= max / 2 {
-        2 * cur
-    } else {
-        max
-    }
+    crate::io_engine::next_ra_size(cur as u64, max as u64) as u32
 }
 
 struct Sim {
