@@ -974,3 +974,18 @@ fn synth_top_k_gives_a_reduced_routing_that_simulate_prices() {
     );
     fails(&["synth", "--fit", t, "--top-k", "4", "-o", o], "--top-k");
 }
+
+#[test]
+fn kernel_replay_takes_its_advice_from_advice_only() {
+    fails(
+        &[
+            "kernel-replay",
+            "--cache-experts",
+            "10",
+            "--mmap-advice",
+            "willneed",
+            "-q",
+        ],
+        "--mmap-advice is for simulate and sweep",
+    );
+}

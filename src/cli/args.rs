@@ -244,9 +244,10 @@ pub struct IoArgs {
     #[arg(long, value_name = "KB", value_parser = clap::value_parser!(u64).range(4..))]
     pub read_ahead_kb: Option<u64>,
     /// Advice on the mapping (mmap): llama.cpp sets sequential; --numa gives random;
-    /// a per-expert prefetch (ik_llama.cpp, --lazy-experts) is willneed
-    #[arg(long, value_enum, default_value_t = AdviceArg::Sequential)]
-    pub mmap_advice: AdviceArg,
+    /// a per-expert prefetch (ik_llama.cpp, --lazy-experts) is willneed [default: sequential]
+    // An Option, so that kernel-replay (whose run takes --advice) can refuse it.
+    #[arg(long, value_enum)]
+    pub mmap_advice: Option<AdviceArg>,
     /// Every MoE layer's experts on the CPU, whatever VRAM is left (llama.cpp --cpu-moe,
     /// -ot exps=CPU)
     #[arg(long)]
@@ -286,7 +287,7 @@ impl From<&IoArgs> for Option<EngineChoice> {
             kind,
             workers: a.io_workers,
             read_ahead_kb: a.read_ahead_kb.unwrap_or(DEFAULT_READ_AHEAD_KB),
-            advice: Advice::from(a.mmap_advice).into(),
+            advice: Advice::from(a.mmap_advice.unwrap_or(AdviceArg::Sequential)).into(),
         })
     }
 }
@@ -811,7 +812,9 @@ impl From<KernelReplayArgs> for KernelReplayOptions {
         // One --read-ahead-kb (the I/O model's, in the study's flattened IoArgs) also
         // sets the device's while the child opens the file, when it is given.
         let read_ahead_kb = a.study.io.read_ahead_kb;
+        let mmap_advice_given = a.study.io.mmap_advice.is_some();
         KernelReplayOptions {
+            mmap_advice_given,
             study: a.study.into(),
             ram: a.ram,
             cache_experts: a.cache_experts,

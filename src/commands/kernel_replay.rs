@@ -46,6 +46,8 @@ pub struct KernelReplayOptions {
     /// file (the open file keeps it), restoring it right after; None: leave the device
     /// alone. The page model and the predicted wall time take the window the run had.
     pub read_ahead_kb: Option<u64>,
+    /// Whether `--mmap-advice` was given: the run's advice is `--advice`, so it is refused.
+    pub mmap_advice_given: bool,
     /// Policies to compare, comma-separated (the page-level model, `page-model`, is
     /// always shown).
     pub policies: Vec<String>,
@@ -281,6 +283,11 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
     }
     if a.tokens == Some(0) {
         return Err(Error::new("--tokens must be at least 1"));
+    }
+    if a.mmap_advice_given {
+        return Err(Error::new(
+            "kernel-replay: --advice sets the kernel run's advice and prices the page model's reads; --mmap-advice is for simulate and sweep",
+        ));
     }
     let study = ReplaySetup::new(&a.study, None, false)?;
     study.require_token_by_token("kernel-replay")?;
