@@ -181,7 +181,7 @@ pub fn make_row(
             let p = &e.placement;
             let resident =
                 (budget.capacity as f64 / (p.cpu_layers * plan.n_experts).max(1) as f64).min(1.0);
-            if let Some(b) = row.batch.as_mut() {
+            let stepped = row.batch.as_mut().map(|b| {
                 let machine = BatchMachine {
                     placement: p,
                     hw: &e.hw,
@@ -190,31 +190,32 @@ pub fn make_row(
                     op_offload: e.op_offload,
                     resident,
                 };
-                let t = time_steps(plan, counts, warmup, &machine, e.prompt_len, b);
+                time_steps(plan, counts, warmup, &machine, e.prompt_len, b)
+            });
+            row.io = Some(io.engine.name());
+            match stepped.filter(|_| plan.is_batched()) {
+                // Steps of several tokens: the steps' times, per token.
+                Some(t) => {
+                    let per = |x: f64| x / tokens.max(1) as f64;
+                    row.t_vram_ms = Some(per(t.t_gpu + t.t_h2d) * 1e3);
+                    row.t_ram_ms = Some(per(t.t_cpu) * 1e3);
+                    row.t_ssd_ms = Some(per(t.t_io) * 1e3);
+                    row.device_bytes_per_token = Some(per(t.device_bytes));
+                    row.est_tok_s = (t.total > 0.0).then(|| tokens as f64 / t.total);
+                }
                 // Token by token the decode model prices the row (the same sums, in the
                 // order of the rows without batches).
-                if plan.is_batched() {
-                    let per = |x: f64| x / tokens.max(1) as f64 * 1e3;
-                    row.t_vram_ms = Some(per(t.t_gpu + t.t_h2d));
-                    row.t_ram_ms = Some(per(t.t_cpu));
-                    row.t_ssd_ms = Some(per(t.t_io));
-                    row.device_bytes_per_token = Some(t.device_bytes / tokens.max(1) as f64);
-                    row.io = Some(io.engine.name());
-                    row.est_tok_s = (t.total > 0.0).then(|| tokens as f64 / t.total);
-                    let a = analytic_ssd_bytes_per_token(p, e.u, e.d, budget.capacity, e.chunk);
-                    row.analytic_ssd_bytes_per_token = Some(a);
-                    row.analytic_tok_s = Some(token_time(p, &e.hw, a).tok_s());
-                    return row;
+                None => {
+                    let t =
+                        decode_time(p, &e.hw, io, ram_gib, &hist.pairs(), row.hit_rate, resident);
+                    row.t_vram_ms = Some(t.t_vram * 1e3);
+                    row.t_ram_ms = Some(t.t_ram * 1e3);
+                    row.t_compute_ms = Some(t.t_compute * 1e3);
+                    row.t_ssd_ms = Some(t.t_io * 1e3);
+                    row.device_bytes_per_token = Some(t.device_bytes);
+                    row.est_tok_s = Some(1.0 / t.total);
                 }
             }
-            let t = decode_time(p, &e.hw, io, ram_gib, &hist.pairs(), row.hit_rate, resident);
-            row.t_vram_ms = Some(t.t_vram * 1e3);
-            row.t_ram_ms = Some(t.t_ram * 1e3);
-            row.t_compute_ms = Some(t.t_compute * 1e3);
-            row.t_ssd_ms = Some(t.t_io * 1e3);
-            row.device_bytes_per_token = Some(t.device_bytes);
-            row.io = Some(io.engine.name());
-            row.est_tok_s = Some(1.0 / t.total);
         } else {
             let t = token_time(&e.placement, &e.hw, mean);
             row.t_vram_ms = Some(t.t_vram * 1e3);
