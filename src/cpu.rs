@@ -117,6 +117,16 @@ pub fn published_rate(t: &QuantType) -> Option<(f64, &'static str)> {
 }
 
 impl Cpu {
+    /// A CPU of `threads` threads at the published rates.
+    pub fn new(name: impl Into<String>, threads: u32) -> Cpu {
+        Cpu {
+            name: name.into(),
+            threads,
+            gbs_per_thread: BTreeMap::new(),
+            gemm_gflops_per_thread: BTreeMap::new(),
+        }
+    }
+
     /// Seconds to multiply `bytes` of type `t` with all threads; None when no rate is
     /// known (the time is then RAM-bound alone).
     pub fn matmul_seconds(&self, t: &QuantType, bytes: f64) -> Option<f64> {
@@ -160,12 +170,7 @@ mod tests {
     use crate::quant::quant_type;
 
     fn cpu(threads: u32) -> Cpu {
-        Cpu {
-            name: "test".into(),
-            threads,
-            gbs_per_thread: BTreeMap::new(),
-            gemm_gflops_per_thread: BTreeMap::new(),
-        }
+        Cpu::new("test", threads)
     }
 
     #[test]

@@ -27,10 +27,6 @@ use crate::hardware::Hardware;
 use crate::io_engine::{IoEngine, LayerReads};
 use crate::timemodel::{token_time, Placement, GB, GIB};
 
-/// Fault threads when the profile names no CPU (llama.cpp's default is the physical
-/// cores; 8 is a common desktop's).
-pub const DEFAULT_THREADS: u32 = 8;
-
 /// How the engine reads and what the drive does.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IoSetup {

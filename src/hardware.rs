@@ -118,6 +118,10 @@ pub const DEFAULT_STREAM_GBS: f64 = 2.37;
 /// raspberrypi/rpi-eeprom#619), 2 MiB on a PM981a (docs/VALIDATION.md).
 pub const DEFAULT_MAX_SECTORS_KB: u64 = 1280;
 
+/// Threads when the profile names no CPU (llama.cpp's default is the physical cores; 8
+/// is a common desktop's).
+pub const DEFAULT_THREADS: u32 = 8;
+
 /// GB/s one core moves through the page cache when a profile does not say: 0.25 s of
 /// the reading thread's CPU per GB. Mapping cached pages costs 0.10 s/GB
 /// (quixdb/squash-benchmark#27, travisdowns); allocating, inserting and submitting the
@@ -170,6 +174,12 @@ pub struct Hardware {
 }
 
 impl Hardware {
+    /// Threads that multiply and fault: the CPU's, or [`DEFAULT_THREADS`] when the
+    /// profile names none.
+    pub fn threads(&self) -> u32 {
+        self.cpu.as_ref().map_or(DEFAULT_THREADS, |c| c.threads)
+    }
+
     pub fn ssd_bandwidth_gbs(&self) -> f64 {
         self.ssd.bandwidth_gbs * self.ssd.drives as f64
     }
@@ -381,12 +391,7 @@ fn hw(
             points: Vec::new(),
             max_sectors_kb: None,
         },
-        cpu: cpu.map(|(name, threads)| Cpu {
-            name: name.into(),
-            threads,
-            gbs_per_thread: Default::default(),
-            gemm_gflops_per_thread: Default::default(),
-        }),
+        cpu: cpu.map(|(name, threads)| Cpu::new(name, threads)),
     }
 }
 
@@ -557,14 +562,7 @@ impl HardwareOverrides {
         if let Some(t) = self.threads {
             match &mut h.cpu {
                 Some(c) => c.threads = t,
-                None => {
-                    h.cpu = Some(Cpu {
-                        name: String::new(),
-                        threads: t,
-                        gbs_per_thread: Default::default(),
-                        gemm_gflops_per_thread: Default::default(),
-                    })
-                }
+                None => h.cpu = Some(Cpu::new("", t)),
             }
         }
         h.validate()

@@ -321,11 +321,7 @@ impl ReplaySetup {
             d,
             chunk: CHUNK_TOKENS,
             io: self.io.map(|c| IoSetup {
-                engine: c.engine(
-                    hw.cpu
-                        .as_ref()
-                        .map_or(crate::decode::DEFAULT_THREADS, |c| c.threads),
-                ),
+                engine: c.engine(hw.threads()),
                 drive: hw.ssd.curve(),
                 page_cache_gbs: hw.ram.page_cache_gbs(),
             }),

@@ -21,6 +21,7 @@
 
 use serde::Serialize;
 
+use crate::cpu::Cpu;
 use crate::decode::IoSetup;
 use crate::hardware::Hardware;
 use crate::io_engine::IoEngine;
@@ -73,13 +74,6 @@ pub struct StepTime {
 /// Weights in a slice of `bytes` of type `t`.
 fn weights(t: &QuantType, bytes: f64) -> f64 {
     bytes * t.elems as f64 / t.bytes as f64
-}
-
-/// Threads the CPU multiplies with when the profile names no CPU.
-fn cpu_threads(hw: &Hardware) -> u32 {
-    hw.cpu
-        .as_ref()
-        .map_or(crate::decode::DEFAULT_THREADS, |c| c.threads)
 }
 
 impl BatchMachine<'_> {
@@ -244,24 +238,20 @@ impl CpuWork {
     fn add(&mut self, hw: &Hardware, t: &QuantType, bytes: f64, pair_bytes: f64, n: u32) {
         self.ram += bytes / (hw.ram.bandwidth_gbs * GB);
         let flops = 2.0 * weights(t, pair_bytes);
-        match &hw.cpu {
-            Some(cpu) => {
-                match cpu.matmul_seconds(t, bytes) {
-                    Some(x) => *self.matvec.get_or_insert(0.0) += x,
-                    None => self.unknown = true,
-                }
-                if n > 1 {
-                    self.gemm += cpu.gemm_seconds(t, flops).unwrap_or(0.0);
-                }
+        // No CPU named: RAM-bound at one token, as decode.rs; a batch still needs its
+        // FLOPs, at the published rates on the default threads.
+        if let Some(cpu) = &hw.cpu {
+            match cpu.matmul_seconds(t, bytes) {
+                Some(x) => *self.matvec.get_or_insert(0.0) += x,
+                None => self.unknown = true,
             }
-            // No CPU named: RAM-bound at one token as in decode.rs; a batch still needs
-            // its FLOPs at the published rate on the default threads.
-            None if n > 1 => {
-                if let Some((r, _)) = crate::cpu::published_gemm_rate(t) {
-                    self.gemm += flops / (r * 1e9 * cpu_threads(hw) as f64);
-                }
-            }
-            None => {}
+        }
+        if n > 1 {
+            let gemm = match &hw.cpu {
+                Some(cpu) => cpu.gemm_seconds(t, flops),
+                None => Cpu::new("", hw.threads()).gemm_seconds(t, flops),
+            };
+            self.gemm += gemm.unwrap_or(0.0);
         }
     }
 
