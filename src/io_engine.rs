@@ -191,8 +191,7 @@ impl IoEngine {
             IoEngine::Mmap { window: 0, .. } => (slice, misses * n),
             // Each thread waits for its windows one at a time.
             IoEngine::Mmap { window, threads } => {
-                let w = window as f64;
-                (w, (threads as f64).min((slice / w).ceil()))
+                (window as f64, faulting_threads(window, threads, slices))
             }
             IoEngine::Pread { workers, chunk } => {
                 let p = PreadShape::of(one_read(slices), chunk, drive.max_request);
@@ -256,11 +255,7 @@ impl IoEngine {
             IoEngine::Direct { .. } => return 0.0,
             // One MADV_WILLNEED call brings in the whole expert.
             IoEngine::Mmap { window: 0, .. } => 1.0,
-            IoEngine::Mmap { window, threads } => {
-                let n = slices.len().max(1) as f64;
-                let slice = slices.iter().map(|&s| s as f64).sum::<f64>() / n;
-                (threads as f64).min((slice / window as f64).ceil())
-            }
+            IoEngine::Mmap { window, threads } => faulting_threads(window, threads, slices),
             IoEngine::Pread { workers, .. } => misses.min(workers as f64),
         };
         bytes / (page_cache_gbs * 1e9) / threads.max(1.0)
@@ -272,6 +267,15 @@ impl IoEngine {
     pub fn overlaps_compute(&self) -> bool {
         !matches!(self, IoEngine::Mmap { .. })
     }
+}
+
+/// The threads that fault on a missed slice at once: ggml splits a slice's rows between
+/// `threads` compute threads, each waiting for its own windows, so no more than the
+/// slice has windows of `window` bytes.
+fn faulting_threads(window: u64, threads: u32, slices: &[u64]) -> f64 {
+    let n = slices.len().max(1) as f64;
+    let slice = slices.iter().map(|&s| s as f64).sum::<f64>() / n;
+    (threads as f64).min((slice / window as f64).ceil())
 }
 
 /// mm/readahead.c `get_next_ra_size`: the readahead window after one of `cur` pages, at
