@@ -381,6 +381,7 @@ mod tests {
             },
             drive: DriveCurve::from_figures(2.0, 100.0, 1.0),
             page_cache_gbs: 4.0,
+            serial_reads: false,
         };
         let m = BatchMachine {
             placement: &p,

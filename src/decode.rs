@@ -34,6 +34,9 @@ pub struct IoSetup {
     pub drive: DriveCurve,
     /// GB/s one core moves through the page cache (faults and buffered reads).
     pub page_cache_gbs: f64,
+    /// The engine waits for a layer's reads before it multiplies any of the layer's
+    /// experts (`--no-read-overlap`; page faults never overlap).
+    pub serial_reads: bool,
 }
 
 impl IoSetup {
@@ -47,6 +50,13 @@ impl IoSetup {
             self.engine
                 .page_cache_seconds(r.device_bytes, slices, misses, self.page_cache_gbs);
         r
+    }
+
+    /// Whether the reads overlap the compute of the layer's hits: worker threads read
+    /// while the compute threads multiply the experts already in memory, unless the
+    /// engine waits for its reads first; page faults stall the thread that touches them.
+    pub fn overlaps_compute(&self) -> bool {
+        self.engine.overlaps_compute() && !self.serial_reads
     }
 }
 
@@ -126,7 +136,7 @@ pub fn decode_time(
         t_io += r.seconds;
         device_bytes += r.device_bytes;
     }
-    let total = if io.engine.overlaps_compute() {
+    let total = if io.overlaps_compute() {
         let h = hit_rate.clamp(0.0, 1.0);
         base.t_vram + t_cpu_ne + t_io.max(h * t_cpu_exp) + (1.0 - h) * t_cpu_exp
     } else {
@@ -189,6 +199,7 @@ pub(crate) mod tests {
             },
             drive: drive.clone(),
             page_cache_gbs: f64::INFINITY,
+            serial_reads: false,
         };
         // Two tokens, one with 2 misses, one with none: 1 miss per token, half a miss
         // per layer, the neighbours all cached.
@@ -215,6 +226,7 @@ pub(crate) mod tests {
             },
             drive: drive.clone(),
             page_cache_gbs: 2.0,
+            serial_reads: false,
         };
         let t = decode_time(&p, &hw, &io, 10.0, &[(2, 1), (0, 1)], 0.5, 1.0);
         let io_s = drive.read_seconds(GIB, (1 << 20) as f64, 1.0);
@@ -239,12 +251,21 @@ pub(crate) mod tests {
             },
             drive,
             page_cache_gbs: f64::INFINITY,
+            serial_reads: false,
         };
         let t = decode_time(&p, &hw, &io, 10.0, &[(1, 1)], 0.5, 1.0);
         let exp = 2.0 * GIB / 10e9;
         let ne = 0.5 * GIB / 10e9;
         assert!(close(t.total, ne + t.t_io.max(0.5 * exp) + 0.5 * exp));
         assert!(t.total < t.t_ram + t.t_io);
+        // An engine that waits for its reads first adds them to all of the compute.
+        let serial = IoSetup {
+            serial_reads: true,
+            ..io
+        };
+        let s = decode_time(&p, &hw, &serial, 10.0, &[(1, 1)], 0.5, 1.0);
+        assert!(close(s.total, ne + exp + t.t_io));
+        assert_eq!((s.t_io, s.device_bytes), (t.t_io, t.device_bytes));
     }
 
     #[test]
@@ -263,6 +284,7 @@ pub(crate) mod tests {
             },
             drive: DriveCurve::from_figures(2.0, 100.0, 1.0),
             page_cache_gbs: f64::INFINITY,
+            serial_reads: false,
         };
         let t = decode_time(&p, &hw, &io, 10.0, &[(0, 1)], 1.0, 1.0);
         // 2 GiB of IQ2_XXS at 6.5 GB/s on one thread beats 100 GB/s of RAM.
@@ -283,6 +305,7 @@ pub(crate) mod tests {
             },
             drive: DriveCurve::from_figures(2.0, 100.0, 1.0),
             page_cache_gbs: f64::INFINITY,
+            serial_reads: false,
         };
         // 1.25 GiB installed, 1 GiB reserve: 0.25 GiB of the 0.5 GiB stays out.
         let t = decode_time(&p, &hw, &io, 1.25, &[(0, 1)], 0.0, 0.0);

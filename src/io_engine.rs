@@ -89,6 +89,9 @@ pub struct EngineChoice {
     pub workers: u32,
     pub read_ahead_kb: u64,
     pub advice: FaultAdvice,
+    /// `pread`, `direct`: the engine reads a layer's misses before it multiplies any of
+    /// its experts (colibri before its PIPE pool, Flash-MoE's `load_experts`).
+    pub serial_reads: bool,
 }
 
 impl EngineChoice {

@@ -324,6 +324,7 @@ impl ReplaySetup {
                 engine: c.engine(hw.threads()),
                 drive: hw.ssd.curve(),
                 page_cache_gbs: hw.ram.page_cache_gbs(),
+                serial_reads: c.serial_reads,
             }),
             op_offload: self.op_offload,
             prompt_len: None,

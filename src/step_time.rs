@@ -199,7 +199,7 @@ impl BatchMachine<'_> {
             device_bytes += r.device_bytes;
         }
         t_gpu += t_vram;
-        let total = if io.engine.overlaps_compute() {
+        let total = if io.overlaps_compute() {
             let h = if s.union > 0.0 {
                 (1.0 - s.misses / s.union).clamp(0.0, 1.0)
             } else {
@@ -314,6 +314,7 @@ mod tests {
             },
             drive: DriveCurve::from_figures(2.0, 100.0, 1.0),
             page_cache_gbs: 4.0,
+            serial_reads: false,
         }
     }
 

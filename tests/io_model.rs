@@ -119,6 +119,50 @@ fn bad_engine_settings_are_refused() {
         &with(&["--io", "pread", "--max-sectors-kb=-1"]),
         "--max-sectors-kb",
     );
+    for io in ["mmap", "rated"] {
+        refused(
+            &with(&["--io", io, "--no-read-overlap"]),
+            "--no-read-overlap is for --io pread and direct",
+        );
+    }
+}
+
+#[test]
+fn serial_reads_add_to_the_compute_and_read_the_same() {
+    let sim = |extra: &[&str]| {
+        let mut a = vec![
+            "simulate",
+            "--policy",
+            "lru",
+            "--cache-experts",
+            "4000",
+            "--hw",
+            "desktop-cpu",
+            "--format",
+            "csv",
+            "-q",
+        ];
+        a.extend(extra);
+        let (h, r) = csv(&run(&a));
+        move |name: &str| {
+            r[h.iter().position(|x| x == name).unwrap()]
+                .parse::<f64>()
+                .unwrap()
+        }
+    };
+    for io in ["pread", "direct"] {
+        let overlap = sim(&["--io", io]);
+        let serial = sim(&["--io", io, "--no-read-overlap"]);
+        for same in [
+            "device_bytes_per_token",
+            "t_ssd_ms",
+            "t_ram_ms",
+            "t_compute_ms",
+        ] {
+            assert_eq!(overlap(same), serial(same), "{io} {same}");
+        }
+        assert!(serial("est_tok_s") < overlap("est_tok_s"), "{io}");
+    }
 }
 
 #[test]

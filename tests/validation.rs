@@ -1,6 +1,7 @@
 //! docs/VALIDATION.md cannot go stale: every row's command runs again here, and its
 //! tokens/s must be the one the page prints, in the row and in the summary table, as
-//! must the ratio to the measured figure and the summary line over all rows.
+//! must the ratio to the measured figure and the summary line over all rows, and the
+//! rated-bandwidth table beside it (each row's command with `--io rated`).
 //!
 //! The page's blocks: ```` ```sh validation-setup ```` (commands that make the traces,
 //! run first in a scratch folder) and ```` ```sh validation-row ID ```` (one `simulate`
@@ -217,4 +218,50 @@ fn every_prefill_row_recomputes_to_what_the_page_says() {
         doc.lines().any(|l| l.trim() == line),
         "docs/VALIDATION.md must state: {line}"
     );
+}
+
+/// The rated-bandwidth table (`| ID | tok/s |`): every row's command with `--io rated`
+/// (and without `--no-read-overlap`, an engine's flag) gives the figure the page prints.
+#[test]
+fn the_rated_bandwidth_column_recomputes_too() {
+    let doc = std::fs::read_to_string("docs/VALIDATION.md").unwrap();
+    let mut rated = BTreeMap::new();
+    for l in doc.lines() {
+        let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+        if cells.len() == 4 && cells[1].starts_with('R') && cells[1][1..].parse::<u32>().is_ok() {
+            rated.insert(cells[1].to_string(), cells[2].to_string());
+        }
+    }
+    assert!(
+        rated.len() >= 2,
+        "the rated-bandwidth table has {} rows",
+        rated.len()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let all = blocks(&doc);
+    for (info, body) in &all {
+        if info == "setup" {
+            for c in commands(body) {
+                run(&c, dir.path());
+            }
+        }
+    }
+    let mut seen = 0;
+    for (info, body) in &all {
+        let Some(id) = info.strip_prefix("row ") else {
+            continue;
+        };
+        let mut c: Vec<String> = commands(body).remove(0);
+        c.retain(|a| a != "--no-read-overlap");
+        let io = c.iter().position(|a| a == "--io").expect("--io") + 1;
+        c[io] = "rated".into();
+        c.extend(["--format", "csv", "-q"].map(String::from));
+        let t = column_of_one_row(&run(&c, dir.path()), "est_tok_s");
+        let want = rated
+            .get(id)
+            .unwrap_or_else(|| panic!("row {id} is not in the rated-bandwidth table"));
+        assert_eq!(&format!("{t:.2}"), want, "row {id} with --io rated");
+        seen += 1;
+    }
+    assert_eq!(seen, rated.len(), "every rated row has a command");
 }

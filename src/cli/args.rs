@@ -238,6 +238,11 @@ pub struct IoArgs {
     /// Reader threads of pread and direct
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     pub io_workers: u32,
+    /// pread and direct: the engine waits for a layer's reads before it multiplies any of
+    /// its experts (colibri before its PIPE pool, Flash-MoE); by default the reads overlap
+    /// the compute of the layer's hits. Page faults (mmap) never overlap.
+    #[arg(long)]
+    pub no_read_overlap: bool,
     /// The drive's read_ahead_kb (mmap read-around, buffered read chunks) [default: 128]
     // An Option, so that kernel-replay knows whether it was given (it then sets the
     // device's, src/cli/mod.rs); the I/O model takes DEFAULT_READ_AHEAD_KB otherwise.
@@ -275,6 +280,18 @@ pub enum EngineArg {
     Rated,
 }
 
+impl IoArgs {
+    /// Flags that would be ignored are refused: only worker threads can overlap reads.
+    pub fn check(&self) -> crate::error::Result<()> {
+        if self.no_read_overlap && !matches!(self.io, EngineArg::Pread | EngineArg::Direct) {
+            return Err(crate::error::Error::new(
+                "--no-read-overlap is for --io pread and direct: page faults (mmap) never overlap compute",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl From<&IoArgs> for Option<EngineChoice> {
     fn from(a: &IoArgs) -> Self {
         let kind = match a.io {
@@ -288,6 +305,7 @@ impl From<&IoArgs> for Option<EngineChoice> {
             workers: a.io_workers,
             read_ahead_kb: a.read_ahead_kb.unwrap_or(DEFAULT_READ_AHEAD_KB),
             advice: Advice::from(a.mmap_advice.unwrap_or(AdviceArg::Sequential)).into(),
+            serial_reads: a.no_read_overlap,
         })
     }
 }

@@ -69,12 +69,21 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Convert(a) => commands::convert::run(a.into()),
         Command::Info(a) => commands::info::run(a.into()),
         Command::Hardware(a) => commands::hardware::run(a.out.format()),
-        Command::Simulate(a) => commands::simulate::run(a.into()),
-        Command::Sweep(a) => commands::sweep::run(a.into()),
+        Command::Simulate(a) => {
+            a.study.io.check()?;
+            commands::simulate::run(a.into())
+        }
+        Command::Sweep(a) => {
+            a.study.io.check()?;
+            commands::sweep::run(a.into())
+        }
         Command::Estimate(a) => commands::estimate::run(a.into()),
         Command::Synth(a) => commands::synth::run(a.into()),
         Command::Record(a) => commands::record::run(a.into()),
-        Command::KernelReplay(a) => commands::kernel_replay::run(a.into()),
+        Command::KernelReplay(a) => {
+            a.study.io.check()?;
+            commands::kernel_replay::run(a.into())
+        }
         Command::KernelReplayChild => crate::kernel::child_main(),
     }
 }

@@ -138,6 +138,7 @@ fn predicted_wall_ms(
         workers: 1,
         read_ahead_kb,
         advice: advice.into(),
+        serial_reads: false,
     }
     .engine(1);
     let expert: u64 = slices.iter().sum();
