@@ -250,8 +250,46 @@ impl Hardware {
         Ok(hw)
     }
 
-    /// Every number must make physical sense.
+    /// Every number must make physical sense: positive where it must be, and within what
+    /// any machine has, so that a figure in the wrong unit (MB/s for GB/s, MiB for GiB,
+    /// milliseconds for microseconds) is caught ([`plausible`]).
     pub fn validate(&self) -> std::result::Result<(), String> {
+        self.validate_signs()?;
+        for (v, limit) in self.limits() {
+            plausible(v, limit)?;
+        }
+        Ok(())
+    }
+
+    /// Each figure the profile gives, with the range it must fall in.
+    fn limits(&self) -> Vec<(f64, &'static Limit)> {
+        let mut out = Vec::new();
+        for g in &self.gpus {
+            out.push((g.vram_gib, &VRAM_GIB));
+            out.push((g.bandwidth_gbs, &VRAM_GBS));
+            out.extend(g.gemm_tflops.map(|t| (t, &GPU_TFLOPS)));
+            out.extend(g.h2d_gbs.map(|b| (b, &H2D_GBS)));
+        }
+        out.push((self.ram.size_gib, &RAM_GIB));
+        out.push((self.ram.bandwidth_gbs, &RAM_GBS));
+        out.extend(self.ram.page_cache_gbs.map(|g| (g, &PAGE_CACHE_GBS)));
+        out.push((self.ssd.bandwidth_gbs, &SSD_GBS));
+        out.extend(self.ssd.stream_gbs.map(|s| (s, &SSD_STREAM_GBS)));
+        out.extend(self.ssd.latency_us.map(|l| (l, &SSD_LATENCY_US)));
+        out.extend(self.ssd.max_sectors_kb.map(|k| (k as f64, &MAX_SECTORS_KB)));
+        for p in &self.ssd.points {
+            out.push((p.gbs, &POINT_GBS));
+            out.push((p.block_kib, &POINT_KIB));
+        }
+        if let Some(c) = &self.cpu {
+            out.push((c.threads as f64, &THREADS));
+            out.extend(c.gbs_per_thread.values().map(|&r| (r, &CPU_GBS)));
+            out.extend(c.gemm_gflops_per_thread.values().map(|&r| (r, &CPU_GFLOPS)));
+        }
+        out
+    }
+
+    fn validate_signs(&self) -> std::result::Result<(), String> {
         let pos = crate::drive::check_positive;
         let nonneg = |v: f64, what: &str| {
             if v.is_finite() && v >= 0.0 {
@@ -341,6 +379,121 @@ impl Hardware {
                 String::new()
             }
         )
+    }
+}
+
+/// The range a profile's figure must fall in: no machine has less or more, so a figure
+/// outside is one in another unit. `hint` says which unit the field is in.
+pub struct Limit {
+    field: &'static str,
+    max: f64,
+    min: f64,
+    hint: &'static str,
+}
+
+const fn limit(field: &'static str, min: f64, max: f64, hint: &'static str) -> Limit {
+    Limit {
+        field,
+        max,
+        min,
+        hint,
+    }
+}
+
+// Upper ends well above the fastest parts there are (HBM3e GPUs 8 TB/s and 288 GB,
+// PCIe 6.0 x4 drives 28 GB/s, NVLink-C2C 450 GB/s, a GB200's 20 PFLOP/s of FP4).
+const VRAM_GIB: Limit = limit(
+    "GPU vram_gib",
+    0.0,
+    1024.0,
+    "GiB per GPU (24 for a 24 GB card)",
+);
+const VRAM_GBS: Limit = limit(
+    "GPU bandwidth_gbs",
+    0.0,
+    20_000.0,
+    "GB/s (936 for an RTX 3090)",
+);
+const GPU_TFLOPS: Limit = limit(
+    "GPU gemm_tflops",
+    0.0,
+    20_000.0,
+    "TFLOP/s (67 for an RTX 3090)",
+);
+const H2D_GBS: Limit = limit("GPU h2d_gbs", 0.0, 1_000.0, "GB/s (25 for PCIe 4.0 x16)");
+const RAM_GIB: Limit = limit("RAM size_gib", 0.0, 65_536.0, "GiB (128 for 128 GiB)");
+const RAM_GBS: Limit = limit(
+    "RAM bandwidth_gbs",
+    0.0,
+    20_000.0,
+    "GB/s (67 for dual-channel DDR5-5600)",
+);
+const PAGE_CACHE_GBS: Limit = limit(
+    "RAM page_cache_gbs",
+    0.0,
+    1_000.0,
+    "GB/s per core (4 by default)",
+);
+const SSD_GBS: Limit = limit(
+    "SSD bandwidth_gbs",
+    0.0,
+    200.0,
+    "GB/s per drive (7 for a 7,000 MB/s drive)",
+);
+const SSD_STREAM_GBS: Limit = limit("SSD stream_gbs", 0.0, 200.0, "GB/s (2.37 by default)");
+// One request: from an Optane's 7 us to a hard disk's 20 ms, with room either side.
+const SSD_LATENCY_US: Limit = limit(
+    "SSD latency_us",
+    0.5,
+    100_000.0,
+    "microseconds (96 by default; 0.096 ms is 96)",
+);
+const MAX_SECTORS_KB: Limit = limit(
+    "SSD max_sectors_kb",
+    4.0,
+    1_048_576.0,
+    "KiB (1280 by default)",
+);
+const POINT_GBS: Limit = limit(
+    "SSD drive point gbs",
+    0.0,
+    200.0,
+    "GB/s (fio's MB/s / 1000)",
+);
+const POINT_KIB: Limit = limit(
+    "SSD drive point block_kib",
+    0.0,
+    1_048_576.0,
+    "KiB (256 for 256 KiB reads)",
+);
+const THREADS: Limit = limit("CPU threads", 1.0, 16_384.0, "threads");
+const CPU_GBS: Limit = limit(
+    "CPU gbs_per_thread",
+    0.0,
+    1_000.0,
+    "GB/s per thread (26 for Q4_0 on a Ryzen 9 7950X)",
+);
+const CPU_GFLOPS: Limit = limit(
+    "CPU gemm_gflops_per_thread",
+    0.0,
+    100_000.0,
+    "GFLOP/s per thread (134 for Q4_0 on a Ryzen 9 7950X)",
+);
+
+/// `v` within its limit, else a one-line error saying the unit.
+fn plausible(v: f64, l: &Limit) -> std::result::Result<(), String> {
+    if v > l.max {
+        Err(format!(
+            "{} = {v} is more than any machine has (at most {}): the field is in {}",
+            l.field, l.max, l.hint
+        ))
+    } else if v < l.min {
+        Err(format!(
+            "{} = {v} is less than any machine has (at least {}): the field is in {}",
+            l.field, l.min, l.hint
+        ))
+    } else {
+        Ok(())
     }
 }
 
@@ -617,6 +770,35 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.resolve(None).is_err());
+    }
+
+    #[test]
+    fn figures_in_another_unit_are_refused_with_the_unit() {
+        let with = |f: &dyn Fn(&mut Hardware)| {
+            let mut h = Hardware::resolve("3090-ddr5").unwrap();
+            f(&mut h);
+            h.validate()
+        };
+        // MB/s for GB/s, MiB for GiB, milliseconds for microseconds.
+        let e = with(&|h| h.ssd.bandwidth_gbs = 7000.0).unwrap_err();
+        assert_eq!(e, "SSD bandwidth_gbs = 7000 is more than any machine has (at most 200): the field is in GB/s per drive (7 for a 7,000 MB/s drive)");
+        let e = with(&|h| h.ram.size_gib = 131072.0).unwrap_err();
+        assert!(e.starts_with("RAM size_gib = 131072 is more"), "{e}");
+        let e = with(&|h| h.gpus[0].vram_gib = 24576.0).unwrap_err();
+        assert!(e.starts_with("GPU vram_gib = 24576 is more"), "{e}");
+        let e = with(&|h| h.ram.bandwidth_gbs = 67200.0).unwrap_err();
+        assert!(e.starts_with("RAM bandwidth_gbs"), "{e}");
+        let e = with(&|h| h.ssd.latency_us = Some(0.096)).unwrap_err();
+        assert!(
+            e.contains("at least 0.5): the field is in microseconds"),
+            "{e}"
+        );
+        let e = with(&|h| h.cpu.as_mut().unwrap().threads = 100_000).unwrap_err();
+        assert!(e.starts_with("CPU threads = 100000 is more"), "{e}");
+        // The ends themselves are machines that exist or could.
+        assert!(with(&|h| h.ssd.latency_us = Some(7.0)).is_ok());
+        assert!(with(&|h| h.ram.size_gib = 6144.0).is_ok());
+        assert!(with(&|h| h.gpus[0].bandwidth_gbs = 8000.0).is_ok());
     }
 
     #[test]

@@ -234,6 +234,19 @@ fn bad_drive_curves_in_a_profile_are_refused() {
             "SSD max_sectors_kb must be at least 4",
         ),
         ("max_sectors_kb=-5\n", "hw.toml:7: invalid value"),
+        // Figures in another unit: milliseconds, MB/s.
+        (
+            "latency_us=0.096\n",
+            "SSD latency_us = 0.096 is less than any machine has (at least 0.5): the field is in microseconds",
+        ),
+        (
+            "stream_gbs=2370\n",
+            "SSD stream_gbs = 2370 is more than any machine has",
+        ),
+        (
+            "points=[{block_kib=256, queue_depth=1, gbs=1060}]\n",
+            "SSD drive point gbs = 1060 is more than any machine has (at most 200): the field is in GB/s (fio's MB/s / 1000)",
+        ),
     ] {
         let p = dir.path().join("hw.toml");
         std::fs::write(&p, format!("{base}{extra}")).unwrap();
