@@ -25,7 +25,7 @@ use serde::Serialize;
 use crate::drive::DriveCurve;
 use crate::hardware::Hardware;
 use crate::io_engine::{IoEngine, LayerReads};
-use crate::timemodel::{token_time, Placement, GB, GIB};
+use crate::timemodel::{token_time, Placement, GB};
 
 /// How the engine reads and what the drive does.
 #[derive(Clone, Debug, PartialEq)]
@@ -130,7 +130,7 @@ pub fn decode_time(
     let per = |x: f64| if tokens == 0 { 0.0 } else { x / tokens as f64 };
     let (mut t_io, mut device_bytes) = (per(io_s), per(io_b));
     // Non-expert weights beyond the RAM left after the reserve are read every token.
-    let paged = (p.non_expert_ram_bytes - (ram_gib - hw.ram.reserve_gib).max(0.0) * GIB).max(0.0);
+    let paged = p.paged_non_expert_bytes(ram_gib, hw.ram.reserve_gib);
     if paged > 0.0 {
         let r = io.layer_reads(&[paged as u64], 1.0, 0.0);
         t_io += r.seconds;
@@ -156,6 +156,7 @@ pub fn decode_time(
 pub(crate) mod tests {
     use super::*;
     use crate::quant::quant_type;
+    use crate::timemodel::GIB;
 
     /// The hand-computed machine of timemodel.rs: 2 CPU layers, top-1, experts of
     /// 1 GiB in slices of 256 + 256 + 512 MiB, no GPU; RAM 10 GiB at 10 GB/s.

@@ -92,6 +92,16 @@ impl DriveCurve {
                 .partial_cmp(&(b.queue_depth, b.block_kib))
                 .expect("finite")
         });
+        // Beyond the deepest point the curve stays flat, so points at one depth would
+        // price a deep queue like a shallow one.
+        if let Some(first) = points.first() {
+            if points.iter().all(|p| p.queue_depth == first.queue_depth) {
+                return Err(format!(
+                    "drive points are all at queue depth {}: give two depths or more (QD 1 and a deep queue, as scripts/measure_disk.sh measures), or latency_us and stream_gbs instead",
+                    first.queue_depth
+                ));
+            }
+        }
         for w in points.windows(2) {
             if w[0].queue_depth == w[1].queue_depth && w[0].block_kib == w[1].block_kib {
                 return Err(format!(
@@ -290,6 +300,10 @@ mod tests {
             queue_depth: q,
             gbs: g,
         };
+        let e = base()
+            .with_points(vec![p(64.0, 1.0, 1.0), p(256.0, 1.0, 2.0)])
+            .unwrap_err();
+        assert!(e.contains("all at queue depth 1: give two depths"), "{e}");
         let e = base().with_points(vec![p(64.0, 0.0, 1.0)]).unwrap_err();
         assert!(e.contains("queue_depth must be at least 1"), "{e}");
         let e = base().with_points(vec![p(64.0, 1.0, -1.0)]).unwrap_err();
@@ -297,7 +311,11 @@ mod tests {
         let e = base().with_points(vec![p(0.0, 1.0, 1.0)]).unwrap_err();
         assert!(e.contains("block_kib"), "{e}");
         let e = base()
-            .with_points(vec![p(64.0, 1.0, 1.0), p(64.0, 1.0, 2.0)])
+            .with_points(vec![
+                p(64.0, 1.0, 1.0),
+                p(64.0, 1.0, 2.0),
+                p(64.0, 8.0, 3.0),
+            ])
             .unwrap_err();
         assert!(e.contains("two points"), "{e}");
     }

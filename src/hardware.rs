@@ -200,9 +200,18 @@ impl Hardware {
         if path.exists() {
             return Self::from_file(path);
         }
+        // A name that looks like a file is a missing file.
+        if name_or_file.contains(std::path::MAIN_SEPARATOR)
+            || [".toml", ".json"]
+                .iter()
+                .any(|e| name_or_file.to_ascii_lowercase().ends_with(e))
+        {
+            return Err(Error::in_file(path, "no such file or directory"));
+        }
         let names: Vec<String> = presets().into_iter().map(|h| h.name).collect();
         Err(Error::new(format!(
-            "unknown hardware `{name_or_file}`: neither a preset ({}) nor a profile file",
+            "unknown hardware `{}`: neither a preset ({}) nor a profile file",
+            crate::error::printable(name_or_file),
             names.join(", ")
         )))
     }

@@ -65,8 +65,8 @@ fn load_and_settle(input: &TraceSource) -> Result<Loaded> {
         match (named, &file) {
             (Some(n), None) if n.name != m.name => {
                 return Err(Error::new(format!(
-                    "no TRACE given, and the embedded default trace is {}, not {}: name a trace of {}",
-                    m.name, n.name, n.name
+                    "no TRACE given, and the embedded default trace is {}, not {}: name a trace of {}, or make one: moe-spill synth --model {} -o {}.mst",
+                    m.name, n.name, n.name, n.name, n.name
                 )));
             }
             (Some(n), Some(_)) if n.geometry() != m.geometry() => {

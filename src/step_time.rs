@@ -26,7 +26,7 @@ use crate::decode::IoSetup;
 use crate::hardware::Hardware;
 use crate::io_engine::IoEngine;
 use crate::quant::QuantType;
-use crate::timemodel::{Placement, GB, GIB};
+use crate::timemodel::{Placement, GB};
 
 /// Tokens from which llama.cpp's CUDA backend takes a CPU-resident weight's product
 /// (`GGML_OP_OFFLOAD_MIN_BATCH`, ggml-cuda.cu; for MUL_MAT_ID the ubatch's tokens).
@@ -191,8 +191,7 @@ impl BatchMachine<'_> {
             w.seconds()
         };
         // Non-expert weights beyond the RAM left after the reserve, read every step.
-        let free = (self.ram_gib - self.hw.ram.reserve_gib).max(0.0) * GIB;
-        let paged = (ne_ram - free).max(0.0);
+        let paged = p.paged_non_expert_bytes(self.ram_gib, self.hw.ram.reserve_gib);
         if paged > 0.0 {
             let r = io.layer_reads(&[paged as u64], 1.0, 0.0);
             t_io += r.seconds;
@@ -271,6 +270,7 @@ mod tests {
     use crate::decode::decode_time;
     use crate::drive::DriveCurve;
     use crate::quant::quant_type;
+    use crate::timemodel::GIB;
 
     /// 2 CPU layers, top-1, experts of 1 GiB in q8_0 slices of 256 + 256 + 512 MiB,
     /// 0.5 GiB of q8_0 non-expert weights; 1 thread, RAM 10 GiB at 10 GB/s; with

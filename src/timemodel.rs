@@ -242,6 +242,12 @@ impl Placement {
         }
     }
 
+    /// Non-expert bytes the RAM left after the reserve cannot hold: read from the drive
+    /// every token (the page cache then holds no expert either).
+    pub fn paged_non_expert_bytes(&self, ram_gib: f64, reserve_gib: f64) -> f64 {
+        (self.non_expert_ram_bytes - (ram_gib - reserve_gib).max(0.0) * GIB).max(0.0)
+    }
+
     /// Installed RAM (GiB) at which the cache holds exactly `experts` experts.
     pub fn ram_for_capacity(&self, experts: usize, reserve_gib: f64) -> f64 {
         reserve_gib + (self.non_expert_ram_bytes + experts as f64 * self.expert_bytes as f64) / GIB

@@ -989,3 +989,79 @@ fn kernel_replay_takes_its_advice_from_advice_only() {
         "--mmap-advice is for simulate and sweep",
     );
 }
+
+/// The mistakes a new user makes first end in a line that says what to type instead.
+#[test]
+fn first_mistakes_name_the_next_step() {
+    fails(
+        &["simulate", "--model", "deepseek-v3", "--ram", "64GiB", "-q"],
+        "or make one: moe-spill synth --model deepseek-v3 -o deepseek-v3.mst",
+    );
+    fails(
+        &["simulate", "--quant", "q4_k_m", "--ram", "64GiB", "-q"],
+        "for the llama.cpp file type write it in capitals: --quant Q4_K_M",
+    );
+    fails(
+        &[
+            "simulate",
+            "--quant",
+            "q4_k",
+            "--ram",
+            "64GiB",
+            "--hw",
+            "no-such-box.toml",
+            "-q",
+        ],
+        "no-such-box.toml: no such file or directory",
+    );
+    fails(
+        &["simulate", "--ram", "64GiB", "--hw", "no-such-box", "-q"],
+        "unknown hardware `no-such-box`: neither a preset (p40x3-ddr4",
+    );
+}
+
+/// Below the RAM the non-expert weights need, the rows read them every token: a note
+/// says so (the cache columns alone show 0 experts at every such budget).
+#[test]
+fn paged_non_expert_weights_are_noted() {
+    let args = [
+        "simulate",
+        "--hw",
+        "desktop-cpu",
+        "--ram",
+        "12GiB",
+        "--format",
+        "csv",
+    ];
+    let out = run(&args);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("at 12 GiB the non-expert weights do not fit beside the 6 GiB reserve: 12.87 GB of them are read from the drive every token"),
+        "{err}"
+    );
+    let fits = run(&[
+        "simulate",
+        "--hw",
+        "desktop-cpu",
+        "--ram",
+        "64GiB",
+        "--format",
+        "csv",
+    ]);
+    assert!(!String::from_utf8_lossy(&fits.stderr).contains("non-expert"));
+    let sweep = run(&[
+        "sweep",
+        "--hw",
+        "desktop-cpu",
+        "--policies",
+        "lru",
+        "--format",
+        "csv",
+    ]);
+    let err = String::from_utf8_lossy(&sweep.stderr);
+    assert!(
+        err.contains("3 budget(s) below 24.0 GiB cannot hold the non-expert weights"),
+        "{err}"
+    );
+}

@@ -122,7 +122,7 @@ fn bad_engine_settings_are_refused() {
     for io in ["mmap", "rated"] {
         refused(
             &with(&["--io", io, "--no-read-overlap"]),
-            "--no-read-overlap is for --io pread and direct",
+            "--no-read-overlap is for --io pread and direct, whose worker threads",
         );
     }
 }
@@ -228,6 +228,10 @@ fn bad_drive_curves_in_a_profile_are_refused() {
             "points=[{block_kib=256, queue_depth=1, mbs=1.0}]\n",
             "unknown field `mbs`",
         ),
+        (
+            "points=[{block_kib=256, queue_depth=1, gbs=1.46}]\n",
+            "drive points are all at queue depth 1: give two depths or more",
+        ),
         ("latency_us='fast'\n", "hw.toml:7: invalid type"),
         (
             "max_sectors_kb=0\n",
@@ -244,7 +248,7 @@ fn bad_drive_curves_in_a_profile_are_refused() {
             "SSD stream_gbs = 2370 is more than any machine has",
         ),
         (
-            "points=[{block_kib=256, queue_depth=1, gbs=1060}]\n",
+            "points=[{block_kib=256, queue_depth=1, gbs=1060}, {block_kib=256, queue_depth=16, gbs=5220}]\n",
             "SSD drive point gbs = 1060 is more than any machine has (at most 200): the field is in GB/s (fio's MB/s / 1000)",
         ),
     ] {

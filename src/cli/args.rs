@@ -285,7 +285,7 @@ impl IoArgs {
     pub fn check(&self) -> crate::error::Result<()> {
         if self.no_read_overlap && !matches!(self.io, EngineArg::Pread | EngineArg::Direct) {
             return Err(crate::error::Error::new(
-                "--no-read-overlap is for --io pread and direct: page faults (mmap) never overlap compute",
+                "--no-read-overlap is for --io pread and direct, whose worker threads read while the compute threads multiply",
             ));
         }
         Ok(())

@@ -41,6 +41,14 @@ pub fn run(a: SimulateOptions) -> Result<()> {
                     hw.name
                 )));
             }
+            let paged = placement.paged_non_expert_bytes(ram, reserve);
+            if paged > 0.0 && !a.study.input.quiet {
+                crate::note!(
+                    "moe-spill: note: at {ram} GiB the non-expert weights do not fit beside the {reserve} GiB reserve: {:.2} GB of them are read from the drive every token (in device_bytes_per_token), and no expert is cached; they fit from {:.1} GiB",
+                    paged / 1e9,
+                    placement.ram_for_capacity(0, reserve)
+                );
+            }
             Budget {
                 ram_gib: Some(ram),
                 capacity: placement.ram_capacity(ram, reserve),

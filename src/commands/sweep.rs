@@ -429,8 +429,14 @@ pub fn run(a: SweepOptions) -> Result<()> {
     }
     // Checked (and the file laid out) before the policies run; the kernel runs after.
     let mut kernel = KernelSweep::new(&a.kernel, &study, &plans[0], a.study.input.quiet)?;
-    for (s, v) in setups.iter().zip(&variants).step_by(cuts.len()) {
+    for ((s, v), budgets) in setups
+        .iter()
+        .zip(&variants)
+        .zip(&budget_sets)
+        .step_by(cuts.len())
+    {
         study.note_placement(s.as_ref().map(|s| &s.0), v.0);
+        note_paged_non_expert(s.as_ref(), budgets, a.study.input.quiet);
     }
     study.note_batching();
     let threads = a
@@ -485,6 +491,24 @@ pub fn run(a: SweepOptions) -> Result<()> {
             Ok(())
         }
         None => emit(&text, None),
+    }
+}
+
+/// Budgets whose RAM cannot hold the non-expert weights beside the reserve: their rows
+/// read those weights from the drive every token and cache no expert.
+fn note_paged_non_expert(setup: Option<&(Placement, Hardware)>, budgets: &[Budget], quiet: bool) {
+    let Some((p, hw)) = setup else { return };
+    let reserve = hw.ram.reserve_gib;
+    let short = budgets
+        .iter()
+        .filter_map(|b| b.ram_gib)
+        .filter(|&r| p.paged_non_expert_bytes(r, reserve) > 0.0)
+        .count();
+    if short > 0 && !quiet {
+        crate::note!(
+            "moe-spill: note: {short} budget(s) below {:.1} GiB cannot hold the non-expert weights beside the {reserve} GiB reserve: their rows read the rest from the drive every token (in device_bytes_per_token) and cache no expert",
+            p.ram_for_capacity(0, reserve)
+        );
     }
 }
 

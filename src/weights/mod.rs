@@ -119,7 +119,16 @@ impl Weights {
             return Ok(w);
         }
         let quant = match spec {
-            Some(s) => ExpertQuant::parse(s, model.default_quant())?,
+            Some(s) => ExpertQuant::parse(s, model.default_quant()).map_err(|e| {
+                // `q4_k_m`: a file type written in lower case, which names tensor types.
+                match ftype::file_type(&s.to_ascii_uppercase()) {
+                    Some(ft) => Error::new(format!(
+                        "{}; for the llama.cpp file type write it in capitals: --quant {ft}",
+                        e.0
+                    )),
+                    None => e,
+                }
+            })?,
             None => ExpertQuant::uniform(model.default_quant()),
         };
         Weights::preset(model, quant)
