@@ -1065,3 +1065,14 @@ fn paged_non_expert_weights_are_noted() {
         "{err}"
     );
 }
+
+/// `simulate` without --ram prices the profile's installed RAM.
+#[test]
+fn simulate_takes_the_profile_ram_without_ram() {
+    let base = ["simulate", "--hw", "4090-ddr5", "--format", "csv", "-q"];
+    let mut with = base.to_vec();
+    with.extend(["--ram", "96GiB"]);
+    assert_eq!(ok(&base), ok(&with));
+    let out = run(&["simulate", "--hw", "4090-ddr5", "--format", "csv"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no --ram: the 96 GiB of `4090-ddr5`"));
+}

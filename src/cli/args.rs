@@ -318,8 +318,8 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "SPEC", default_value = "lru", help = moe_spill_policies::registry::POLICY_HELP)]
     pub policy: String,
     /// Installed RAM (e.g. 128GiB); the page cache gets what the reserve and non-expert
-    /// weights leave.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size_gib, required_unless_present = "cache_experts", conflicts_with = "cache_experts")]
+    /// weights leave [default: the hardware profile's]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_gib, conflicts_with = "cache_experts")]
     pub ram: Option<f64>,
     /// Cache capacity in experts, exactly.
     #[arg(long, value_name = "N")]

@@ -25,7 +25,26 @@ pub fn run(a: SimulateOptions) -> Result<()> {
     let spec = PolicySpec::parse(&a.policy).map_err(|e| Error::new(format!("--policy: {e}")))?;
     let study = ReplaySetup::new(&a.study, a.ram, spec.needs_profile())?;
     let setup = study.setup(None)?;
-    let budget = match (a.ram, a.cache_experts) {
+    // No --ram and no --cache-experts: the profile's installed RAM.
+    let ram = match (a.ram, a.cache_experts, &setup) {
+        (None, None, Some((_, hw))) => {
+            if !a.study.input.quiet {
+                crate::note!(
+                    "moe-spill: note: no --ram: the {} GiB of `{}`",
+                    hw.ram.size_gib,
+                    hw.name
+                );
+            }
+            Some(hw.ram.size_gib)
+        }
+        (None, None, None) => {
+            return Err(Error::new(
+                "give --ram SIZE (with a model preset to size experts) or --cache-experts N",
+            ))
+        }
+        (ram, _, _) => ram,
+    };
+    let budget = match (ram, a.cache_experts) {
         (_, Some(n)) => Budget {
             ram_gib: None,
             capacity: n,
@@ -54,7 +73,7 @@ pub fn run(a: SimulateOptions) -> Result<()> {
                 capacity: placement.ram_capacity(ram, reserve),
             }
         }
-        (None, None) => unreachable!("the command line requires one"),
+        (None, None) => unreachable!("the profile's RAM stands in"),
     };
     let placement = setup.as_ref().map(|s| &s.0);
     study.note_placement(placement, None);
