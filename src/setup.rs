@@ -556,8 +556,14 @@ fn check_prompt_lengths(
         .max()
         .unwrap_or(0);
     if longest < longest_asked {
+        // A recording of decode tokens only may be prompt routing all the same.
+        let tag = if longest == 0 {
+            "; `moe-spill convert --as-prompt` tags a recording's tokens as prompt processing"
+        } else {
+            ""
+        };
         return Err(Error::new(format!(
-            "{flag}: the trace's longest prompt is {longest} tokens; `moe-spill synth --prompt-tokens {longest_asked}` generates prompts that long"
+            "{flag}: the trace's longest prompt is {longest} tokens; `moe-spill synth --prompt-tokens {longest_asked}` generates prompts that long{tag}"
         )));
     }
     Ok(())

@@ -720,4 +720,25 @@ fn bad_prompt_lengths() {
         ),
         "--prompt-tokens 0: a prompt has at least one token",
     );
+    // A trace of decode tokens only: a recording can be tagged as prompts instead.
+    let dec = dir.path().join("decode.mst");
+    let d = dec.to_str().unwrap();
+    ok(&[
+        "synth",
+        "--model",
+        "glm-5",
+        "--tokens",
+        "16",
+        "--responses",
+        "1",
+        "-q",
+        "-o",
+        d,
+    ]);
+    fails(
+        &[
+            "simulate", d, "--ram", "128GiB", "-q", "--phase", "all", "--prompt-tokens", "512",
+        ],
+        "longest prompt is 0 tokens; `moe-spill synth --prompt-tokens 512` generates prompts that long; `moe-spill convert --as-prompt` tags",
+    );
 }
