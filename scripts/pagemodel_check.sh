@@ -5,7 +5,7 @@
 # layer on the CPU), --read-ahead-kb 128, 300 tokens (experts over 4 MiB: 100 tokens at
 # 30 and 70 %, which MADV_WILLNEED's limit of 4 MiB per call splits here). Needs root
 # (a memory cgroup) and room beside WORK_DIR for the largest file (n_ids x expert bytes:
-# 19 GiB for glm5-k2). About 45 minutes on the machine of docs/kernel.md.
+# 19 GiB for glm5-k2). About 30 minutes on the machine of docs/kernel.md.
 #
 # Usage: scripts/pagemodel_check.sh [WORK_DIR]   (default: ./pagemodel-check)
 # RUNS (environment) replaces the list of runs, SHAPE:EXPERT_BYTES:SLICES:ADVICE each.

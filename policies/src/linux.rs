@@ -85,6 +85,8 @@ pub struct SplitLru {
     clock: u64,
     ratio: usize,
     large_folios: bool,
+    /// Refaults activated so far.
+    refault_activations: u64,
 }
 
 impl SplitLru {
@@ -107,6 +109,7 @@ impl SplitLru {
             clock: 0,
             ratio: ratio.max(1) as usize,
             large_folios: false,
+            refault_activations: 0,
         }
     }
 
@@ -178,6 +181,7 @@ impl SplitLru {
             self.active.push_front(id);
             self.state[i] = ACTIVE | bit;
             self.clock += 1;
+            self.refault_activations += 1;
         } else {
             self.inactive.push_front(id);
             self.state[i] = INACTIVE | bit;
@@ -187,39 +191,70 @@ impl SplitLru {
     /// Scan until one id is evicted and return it. Panics if nothing is resident.
     pub fn evict(&mut self) -> ObjId {
         assert!(!self.is_empty(), "evict from empty lists");
-        // Every id on the rings came in through `insert`, which indexed `state` and
-        // `evicted_at` with it: here they are indexed without bounds checks.
-        let state = self.state.as_mut_ptr();
         loop {
             // inactive_is_low: deactivate from the active tail. With inactive empty and
             // active not, the condition holds, so the inactive list is never empty below.
             while self.active.len() > self.ratio * self.inactive.len() {
-                let t = self.active.pop_back();
-                self.inactive.push_front(t);
-                // SAFETY: t came off a ring (see above).
-                let s = unsafe { &mut *state.add(t as usize) };
-                *s = INACTIVE | (*s & FLAG);
+                self.deactivate_tail();
             }
-            let v = self.inactive.pop_back();
-            // SAFETY: v came off a ring (see above).
-            let sv = unsafe { &mut *state.add(v as usize) };
-            let s = *sv;
-            if s & REF == 0 {
-                *sv = 0;
-                // SAFETY: as for `state`, the same length.
-                unsafe { *self.evicted_at.get_unchecked_mut(v as usize) = self.clock + 1 };
-                self.clock += 1;
+            if let Some(v) = self.scan_inactive_tail() {
                 return v;
             }
-            if s & (FLAG | MULTI) != 0 || self.large_folios {
-                self.active.push_front(v);
-                *sv = ACTIVE | (s & FLAG);
-                self.clock += 1;
-            } else {
-                self.inactive.push_front(v);
-                *sv = INACTIVE | FLAG;
-            }
         }
+    }
+
+    /// Whether the active list is over `ratio` x the inactive one (`inactive_is_low`).
+    #[inline]
+    pub fn inactive_is_low(&self) -> bool {
+        self.active.len() > self.ratio * self.inactive.len()
+    }
+
+    pub fn n_inactive(&self) -> usize {
+        self.inactive.len()
+    }
+
+    /// Refaults activated so far (the kernel's `WORKINGSET_ACTIVATE_FILE` counter).
+    pub fn refault_activations(&self) -> u64 {
+        self.refault_activations
+    }
+
+    /// `shrink_active_list` on the active tail (the list must not be empty): move it to
+    /// the inactive head with its reference bit cleared (`folio_referenced` clears the
+    /// young PTEs it sums; referenced file folios are deactivated anyway).
+    #[inline]
+    pub fn deactivate_tail(&mut self) {
+        let t = self.active.pop_back();
+        self.inactive.push_front(t);
+        // SAFETY: every id on the rings came in through `insert`, which indexed `state`
+        // with it.
+        let s = unsafe { self.state.get_unchecked_mut(t as usize) };
+        *s = INACTIVE | (*s & FLAG);
+    }
+
+    /// `shrink_folio_list` on the inactive tail (the list must not be empty): evict it
+    /// and return it if unreferenced, else activate it (flag or several young PTEs) or
+    /// give it a second trip (look twice) and return None.
+    #[inline]
+    pub fn scan_inactive_tail(&mut self) -> Option<ObjId> {
+        let v = self.inactive.pop_back();
+        // SAFETY: as in `deactivate_tail`; `evicted_at` has the same length.
+        let sv = unsafe { self.state.get_unchecked_mut(v as usize) };
+        let s = *sv;
+        if s & REF == 0 {
+            *sv = 0;
+            unsafe { *self.evicted_at.get_unchecked_mut(v as usize) = self.clock + 1 };
+            self.clock += 1;
+            return Some(v);
+        }
+        if s & (FLAG | MULTI) != 0 || self.large_folios {
+            self.active.push_front(v);
+            *sv = ACTIVE | (s & FLAG);
+            self.clock += 1;
+        } else {
+            self.inactive.push_front(v);
+            *sv = INACTIVE | FLAG;
+        }
+        None
     }
 
     /// Resident ids of (inactive, active), head first (for tests).
@@ -410,9 +445,22 @@ mod tests {
         // 4 comes back at distance 5 - 4 = 1 <= 3 active: straight to the active head.
         l.insert(4, true);
         assert_eq!(l.lists(), (vec![], vec![4, 3, 2, 1]));
+        assert_eq!(l.refault_activations(), 1);
         // 0, evicted at clock 0, is 6 ticks away: > 4 active, so inactive.
         l.insert(0, true);
         assert_eq!(l.lists(), (vec![0], vec![4, 3, 2, 1]));
+        assert_eq!(l.refault_activations(), 1);
+        l.validate().unwrap();
+        // The scan's steps one at a time: the active tail 1 is deactivated with its bit
+        // cleared; the inactive tail 0 (bit only) gets its second trip, then 1 goes.
+        assert!(l.inactive_is_low());
+        l.deactivate_tail();
+        assert_eq!(l.lists(), (vec![1, 0], vec![4, 3, 2]));
+        assert_eq!(l.bits(1), (false, true));
+        assert_eq!(l.scan_inactive_tail(), None);
+        assert_eq!(l.lists(), (vec![0, 1], vec![4, 3, 2]));
+        assert_eq!(l.scan_inactive_tail(), Some(1));
+        assert_eq!(l.n_inactive(), 1);
         l.validate().unwrap();
     }
 

@@ -39,18 +39,22 @@
 //!   order-0 page). Modelled per page: a young PTE references every cached page of its
 //!   folio, and the reference counts as several when this access touches (or fault-around
 //!   maps) more than one page of the folio.
-//! - **Reclaim**: before a page is added to a full cache, `batch` pages are evicted
-//!   (memcg limit reclaim frees at least SWAP_CLUSTER_MAX = 32), by the scan of
-//!   [`SplitLru::evict`]; the active:inactive ratio is the kernel's for the budget.
+//! - **Reclaim**: before a page is added to a full cache, `batch` pages are freed
+//!   (memcg limit reclaim frees at least SWAP_CLUSTER_MAX = 32) as the kernel scans
+//!   (`Sim::reclaim`): passes at falling priority, each scanning `size >> priority` of
+//!   the inactive list and, when `may_deactivate`, of the active list. The active list
+//!   is scanned whenever a refault was activated since the last reclaim (mm/workingset.c
+//!   activates a refault whose distance is within the active list), not only when it
+//!   outgrows `ratio` x the inactive one; the ratio is the kernel's for the budget.
 //!
 //! Left out: large folios as units of eviction (a folio's pages share their references
-//! here, so they leave the lists together, but a reclaim batch may split one), the
-//! deactivation of active pages while refaults happen (`may_deactivate`, left out of
-//! `linux` too), `mmap_miss` (read-around stops after 100 more misses than hits; with
-//! experts' many cached pages it stays near 0), the memcg's per-CPU charge batches.
+//! here, so they leave the lists together, but a reclaim batch may split one),
+//! `mmap_miss` (read-around stops after 100 more misses than hits; with experts' many
+//! cached pages it stays near 0), the memcg's per-CPU charge batches.
 //!
-//! With no window, exact reads, one page per expert and a batch of 1 this is exactly
-//! the `linux` policy (a test checks it).
+//! With the `linux` policy's eviction instead (`kernel_reclaim: false`), no window,
+//! exact reads, one page per expert and a batch of 1 this is exactly the `linux` policy
+//! (a test checks it).
 
 use moe_spill_policies::linux::kernel_inactive_ratio;
 use moe_spill_policies::SplitLru;
@@ -90,6 +94,9 @@ pub struct PageModelConfig {
     pub batch: usize,
     /// The active:inactive ratio (None: the kernel's for the budget's bytes).
     pub ratio: Option<u32>,
+    /// Reclaim as the kernel's limit reclaim scans the lists (see `Sim::reclaim`); false:
+    /// the `linux` policy's eviction, one page at a time.
+    pub kernel_reclaim: bool,
 }
 
 impl PageModelConfig {
@@ -111,6 +118,7 @@ impl PageModelConfig {
             large_folios: !willneed && window_pages > 0,
             batch: RECLAIM_BATCH,
             ratio: None,
+            kernel_reclaim: true,
         }
     }
 
@@ -218,6 +226,9 @@ struct Sim {
     ra_async: u32,
     ra_order: u32,
     read: u64,
+    kernel_reclaim: bool,
+    /// Refault activations at the end of the last reclaim.
+    refaults_seen: u64,
 }
 
 impl Sim {
@@ -231,13 +242,69 @@ impl Sim {
             let n = (self.lru.len() + 1 - self.budget)
                 .max(self.batch)
                 .min(self.lru.len());
-            for _ in 0..n {
-                let v = self.lru.evict();
-                self.marked[v as usize] = false;
-                self.mapped[v as usize] = false;
+            if self.kernel_reclaim {
+                self.reclaim(n);
+            } else {
+                for _ in 0..n {
+                    let v = self.lru.evict();
+                    self.forget(v);
+                }
             }
         }
         self.lru.insert(p, false);
+    }
+
+    /// An evicted page takes its mark and its PTE with it.
+    fn forget(&mut self, v: u32) {
+        self.marked[v as usize] = false;
+        self.mapped[v as usize] = false;
+    }
+
+    /// Memcg limit reclaim of at least `n` pages (`try_to_free_mem_cgroup_pages`): passes
+    /// at falling priority from DEF_PRIORITY (12), each scanning `size >> priority` of
+    /// the inactive list and, when `may_deactivate`, of the active one, in chunks of
+    /// SWAP_CLUSTER_MAX alternating between them (`shrink_lruvec`; no swap, so only the
+    /// file lists, `get_scan_count`'s SCAN_FILE), until `n` are freed. The active list
+    /// is scanned if refaults were activated since the last reclaim ("a new workingset
+    /// is being established", `prepare_scan_control`) or the inactive list is low; the
+    /// refault count is snapshot when a reclaim ends (`snapshot_refaults`). If even the
+    /// last pass frees too little, it starts over, as the charge retries.
+    fn reclaim(&mut self, n: usize) {
+        let mut freed = 0;
+        'retry: loop {
+            for priority in (0..=12u32).rev() {
+                let may_deactivate = self.lru.refault_activations() != self.refaults_seen
+                    || self.lru.inactive_is_low();
+                let mut nr_inactive = self.lru.n_inactive() >> priority;
+                let mut nr_active = if may_deactivate {
+                    self.lru.n_active() >> priority
+                } else {
+                    0
+                };
+                while nr_inactive > 0 || nr_active > 0 {
+                    let k = nr_inactive.min(RECLAIM_BATCH);
+                    nr_inactive -= k;
+                    for _ in 0..k.min(self.lru.n_inactive()) {
+                        if let Some(v) = self.lru.scan_inactive_tail() {
+                            self.forget(v);
+                            freed += 1;
+                        }
+                    }
+                    let k = nr_active.min(RECLAIM_BATCH);
+                    nr_active -= k;
+                    for _ in 0..k.min(self.lru.n_active()) {
+                        self.lru.deactivate_tail();
+                    }
+                    if freed >= n {
+                        break 'retry;
+                    }
+                }
+            }
+            if self.lru.is_empty() {
+                break;
+            }
+        }
+        self.refaults_seen = self.lru.refault_activations();
     }
 
     /// Read the folio of `1 << order` pages at `index` (all of them missing), marked
@@ -461,6 +528,8 @@ pub fn page_model(
         ra_async: 0,
         ra_order: 0,
         read: 0,
+        kernel_reclaim: cfg.kernel_reclaim,
+        refaults_seen: 0,
     };
     let ranges = page_ranges(layout);
     let slices = layout.slices as usize;
@@ -548,6 +617,7 @@ mod tests {
             large_folios: false,
             batch,
             ratio: None,
+            kernel_reclaim: false,
         }
     }
 
