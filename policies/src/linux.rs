@@ -191,14 +191,40 @@ impl SplitLru {
     /// Scan until one id is evicted and return it. Panics if nothing is resident.
     pub fn evict(&mut self) -> ObjId {
         assert!(!self.is_empty(), "evict from empty lists");
+        // The steps of `deactivate_tail` and `scan_inactive_tail`, written out with the
+        // state's pointer taken once: the hot loop of the `linux` replay (built from the
+        // two calls it ran 7-9 % slower, `bench_replay`).
+        // Every id on the rings came in through `insert`, which indexed `state` and
+        // `evicted_at` with it: here they are indexed without bounds checks.
+        let state = self.state.as_mut_ptr();
         loop {
             // inactive_is_low: deactivate from the active tail. With inactive empty and
             // active not, the condition holds, so the inactive list is never empty below.
             while self.active.len() > self.ratio * self.inactive.len() {
-                self.deactivate_tail();
+                let t = self.active.pop_back();
+                self.inactive.push_front(t);
+                // SAFETY: t came off a ring (see above).
+                let s = unsafe { &mut *state.add(t as usize) };
+                *s = INACTIVE | (*s & FLAG);
             }
-            if let Some(v) = self.scan_inactive_tail() {
+            let v = self.inactive.pop_back();
+            // SAFETY: v came off a ring (see above).
+            let sv = unsafe { &mut *state.add(v as usize) };
+            let s = *sv;
+            if s & REF == 0 {
+                *sv = 0;
+                // SAFETY: as for `state`, the same length.
+                unsafe { *self.evicted_at.get_unchecked_mut(v as usize) = self.clock + 1 };
+                self.clock += 1;
                 return v;
+            }
+            if s & (FLAG | MULTI) != 0 || self.large_folios {
+                self.active.push_front(v);
+                *sv = ACTIVE | (s & FLAG);
+                self.clock += 1;
+            } else {
+                self.inactive.push_front(v);
+                *sv = INACTIVE | FLAG;
             }
         }
     }
