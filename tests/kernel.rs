@@ -284,8 +284,8 @@ fn kernel_bytes_match_the_simulator() {
     // page model has no references and no readahead here either: FIFO over pages.
     // FIFO is exact up to the budget's drift by the charge batches: the kernel reads what
     // FIFO misses at a capacity within charge_slack() experts of the budget. FIFO misses
-    // 1562/1550/1537/1523/1489 at 94..=98 experts; the kernel read 1535.7-1538.4 in runs
-    // here with 96.0-96.2 resident, and once in CI 1523.0 with 97.0 resident (FIFO at 97).
+    // 1531 at 94 down to 1419 at 98 experts (1495 at 96); the kernel read 1472.9 here
+    // with 97.2 experts resident.
     let r = replay(&trace, 100, Advice::Random, "fifo");
     let fifo = r.policy_range;
     assert!(
