@@ -76,10 +76,12 @@ fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-/// A trace for `convert` to write as a folder of text (a few seconds of writing).
+/// A trace for `convert` to write as a folder of text (about 700 MB, a second or more of
+/// writing: a run that completes before its cleanup thread handles the signal ends with
+/// status 0 and its whole output, which these tests must not race into).
 fn trace_to_convert(dir: &Path) {
     let made = Command::new(BIN)
-        .args(synth("4000", "in.mst"))
+        .args(synth("16000", "in.mst"))
         .current_dir(dir)
         .status()
         .unwrap();
@@ -102,7 +104,8 @@ fn sigterm_while_writing_a_file_leaves_the_target_as_it_was() {
 fn sigint_or_sighup_while_filling_a_folder_leaves_no_folder() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
-    let args = synth("4000", "text");
+    // 1.8 GB of text if it ran to the end; the signal comes with the first of it.
+    let args = synth("40000", "text");
     let status = interrupt(dir, &strs(&args), libc::SIGHUP, false);
     assert_eq!(status.signal(), Some(libc::SIGHUP), "{status}");
     assert_eq!(temps(dir), Vec::<String>::new());
