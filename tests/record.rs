@@ -9,6 +9,7 @@
 #![cfg(feature = "record")]
 
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -335,7 +336,17 @@ fn ctrl_c_keeps_what_was_recorded() {
     let f = Fixture::new();
     let out = f.path("cut.mst");
     // Far more tokens than the run can generate before the signal.
-    let child = Command::new(env!("CARGO_BIN_EXE_moe-spill"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_moe-spill"));
+    // SIGINT at its default in the child whatever this test inherited: a shell starts
+    // background jobs with SIGINT ignored, which the run would keep.
+    // SAFETY: signal() is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let child = cmd
         .args([
             "record",
             "--gguf",
