@@ -727,9 +727,59 @@ impl HardwareOverrides {
                 None => h.cpu = Some(Cpu::new("", t)),
             }
         }
-        h.validate()
-            .map_err(|m| Error::new(format!("hardware {}: {m}", h.name)))?;
+        h.validate().map_err(|m| {
+            // A figure a flag gave is named by its flag too.
+            let flag = self
+                .flags(ram_gib.is_some())
+                .into_iter()
+                .find(|(field, _, given)| *given && m.starts_with(field))
+                .map_or(String::new(), |(_, flag, _)| format!(" (from {flag})"));
+            Error::new(format!("hardware {}: {m}{flag}", h.name))
+        })?;
         Ok(h)
+    }
+
+    /// The profile field each override sets, its flag, and whether it was given.
+    fn flags(&self, ram: bool) -> Vec<(&'static str, &'static str, bool)> {
+        vec![
+            ("RAM size_gib", "--ram", ram),
+            ("GPU vram_gib", "--vram", self.vram.is_some()),
+            ("GPU bandwidth_gbs", "--vram-bw", self.vram_bw.is_some()),
+            ("GPU h2d_gbs", "--h2d-gbs", self.h2d_gbs.is_some()),
+            (
+                "GPU gemm_tflops",
+                "--gemm-tflops",
+                self.gemm_tflops.is_some(),
+            ),
+            ("RAM bandwidth_gbs", "--ram-bw", self.ram_bw.is_some()),
+            (
+                "RAM reserve_gib",
+                "--ram-reserve",
+                self.ram_reserve.is_some(),
+            ),
+            (
+                "RAM page_cache_gbs",
+                "--page-cache-gbs",
+                self.page_cache_gbs.is_some(),
+            ),
+            ("SSD bandwidth_gbs", "--ssd-bw", self.ssd_bw.is_some()),
+            (
+                "SSD latency_us",
+                "--ssd-latency-us",
+                self.ssd_latency_us.is_some(),
+            ),
+            (
+                "SSD stream_gbs",
+                "--ssd-stream-gbs",
+                self.ssd_stream_gbs.is_some(),
+            ),
+            (
+                "SSD max_sectors_kb",
+                "--max-sectors-kb",
+                self.max_sectors_kb.is_some(),
+            ),
+            ("CPU threads", "--threads", self.threads.is_some()),
+        ]
     }
 }
 

@@ -119,6 +119,15 @@ fn bad_engine_settings_are_refused() {
         &with(&["--io", "pread", "--max-sectors-kb=-1"]),
         "--max-sectors-kb",
     );
+    // A figure from a flag is named by its flag.
+    refused(
+        &with(&["--ssd-bw", "7000"]),
+        "SSD bandwidth_gbs = 7000 is more than any machine has (at most 200): the field is in GB/s per drive (7 for a 7,000 MB/s drive) (from --ssd-bw)",
+    );
+    refused(
+        &with(&["--io", "mmap", "--ssd-latency-us=-5"]),
+        "(from --ssd-latency-us)",
+    );
     for io in ["mmap", "rated"] {
         refused(
             &with(&["--io", io, "--no-read-overlap"]),
