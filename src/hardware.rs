@@ -196,17 +196,15 @@ impl Hardware {
         {
             return Ok(h);
         }
+        // A file, or a name that looks like one (reading it says it is missing).
         let path = Path::new(name_or_file);
-        if path.exists() {
-            return Self::from_file(path);
-        }
-        // A name that looks like a file is a missing file.
-        if name_or_file.contains(std::path::MAIN_SEPARATOR)
-            || [".toml", ".json"]
-                .iter()
-                .any(|e| name_or_file.to_ascii_lowercase().ends_with(e))
+        let lower = name_or_file.to_ascii_lowercase();
+        if path.exists()
+            || name_or_file.contains(std::path::MAIN_SEPARATOR)
+            || lower.ends_with(".toml")
+            || lower.ends_with(".json")
         {
-            return Err(Error::in_file(path, "no such file or directory"));
+            return Self::from_file(path);
         }
         let names: Vec<String> = presets().into_iter().map(|h| h.name).collect();
         Err(Error::new(format!(
