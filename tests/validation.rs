@@ -50,6 +50,19 @@ fn blocks(doc: &str) -> Vec<(String, String)> {
     out
 }
 
+/// A scratch folder with the page's setup blocks run in it (the traces the rows read).
+fn set_up(all: &[(String, String)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (info, body) in all {
+        if info == "setup" {
+            for c in commands(body) {
+                run(&c, dir.path());
+            }
+        }
+    }
+    dir
+}
+
 fn run(args: &[String], dir: &Path) -> String {
     assert_eq!(
         args[0], "moe-spill",
@@ -130,15 +143,8 @@ fn recompute(
         "the {kind} summary has {} rows",
         table.len()
     );
-    let dir = tempfile::tempdir().unwrap();
     let all = blocks(doc);
-    for (info, body) in &all {
-        if info == "setup" {
-            for c in commands(body) {
-                run(&c, dir.path());
-            }
-        }
-    }
+    let dir = set_up(&all);
     let mut ratios = Vec::new();
     let prefix = format!("{kind} ");
     for (info, body) in &all {
@@ -237,15 +243,8 @@ fn the_rated_bandwidth_column_recomputes_too() {
         "the rated-bandwidth table has {} rows",
         rated.len()
     );
-    let dir = tempfile::tempdir().unwrap();
     let all = blocks(&doc);
-    for (info, body) in &all {
-        if info == "setup" {
-            for c in commands(body) {
-                run(&c, dir.path());
-            }
-        }
-    }
+    let dir = set_up(&all);
     let mut seen = 0;
     for (info, body) in &all {
         let Some(id) = info.strip_prefix("row ") else {
