@@ -1,7 +1,5 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 /// Runs before Rust's runtime reopens closed standard descriptors on /dev/null: notes
 /// whether stdout was closed, so results are not written into nothing.
 #[cfg(target_os = "linux")]
@@ -17,7 +15,13 @@ static CHECK_STDOUT: extern "C" fn() = {
 };
 
 fn main() -> ExitCode {
-    let cli = moe_spill::cli::Cli::parse();
+    let cli = match moe_spill::cli::parse() {
+        Ok(cli) => cli,
+        Err(usage) => {
+            moe_spill::note!("moe-spill: {usage}");
+            return ExitCode::from(2);
+        }
+    };
     match moe_spill::cli::dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

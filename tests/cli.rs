@@ -293,6 +293,33 @@ fn simulate_counts_add_up() {
 
 // ---- bad input: exit 2, one line naming the file and line, no partial output ----
 
+#[test]
+fn usage_errors_are_one_line_with_the_tip_and_the_usage() {
+    let err = fails(
+        &["simulate", "--ram", "12GiB", "--polcy", "lru"],
+        "'--polcy'",
+    );
+    assert!(
+        err.contains("tip: a similar argument exists: '--policy'"),
+        "{err}"
+    );
+    assert!(err.contains("; usage: moe-spill simulate"), "{err}");
+    fails(&["simulate", "--ram", "128GB"], "sizes are binary");
+    fails(
+        &["sweep", "--io", "nope"],
+        "[possible values: mmap, pread, direct, rated]",
+    );
+    fails(
+        &["frobnicate"],
+        "unrecognized subcommand 'frobnicate'; usage:",
+    );
+    // Help and version are not errors.
+    for args in [&["--version"][..], &["simulate", "--help"]] {
+        let out = run(args);
+        assert!(out.status.success() && !out.stdout.is_empty(), "{args:?}");
+    }
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     fs::write(&p, text).unwrap();

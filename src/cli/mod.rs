@@ -4,6 +4,7 @@
 
 pub mod args;
 
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 
 use crate::commands;
@@ -23,6 +24,40 @@ use args::{
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The command line, parsed. Help and version print as clap prints them; a usage error (an
+/// unknown flag, a bad or missing value) comes back as one line, as every other error does:
+/// clap's message, its tips and the usage, without the blank lines between them.
+pub fn parse() -> std::result::Result<Cli, String> {
+    Cli::try_parse().map_err(|e| match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        _ => one_line(&e.render().to_string()),
+    })
+}
+
+/// clap's error text in one line: "MESSAGE (TIP; TIP); usage: USAGE".
+fn one_line(text: &str) -> String {
+    let (mut message, mut tips, mut usage) = (Vec::new(), Vec::new(), None);
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(u) = line.strip_prefix("Usage: ") {
+            usage = Some(u);
+        } else if line.starts_with("tip: ") {
+            tips.push(line);
+        } else if !line.starts_with("For more information") {
+            message.push(line.strip_prefix("error: ").unwrap_or(line));
+        }
+    }
+    let mut out = message.join(" ");
+    if !tips.is_empty() {
+        out += &format!(" ({})", tips.join("; "));
+    }
+    if let Some(u) = usage {
+        out += &format!("; usage: {u}");
+    }
+    out
 }
 
 #[derive(Subcommand, Debug)]
