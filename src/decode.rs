@@ -12,9 +12,14 @@
 //!             bytes that do not fit in RAM, read again every token; through the page
 //!             cache (mmap, pread) each byte also costs the reading thread CPU time
 //!             (`[ram] page_cache_gbs`)
-//! mmap:           t = t_vram + t_cpu + t_io           (a fault stalls the thread)
+//! mmap:           t = t_vram + t_cpu_ne + the experts' faults and products, overlapped
+//!                 between the threads (fault_overlap.rs): from max(t_io, t_cpu_exp) to
+//!                 t_io + t_cpu_exp (one thread)
 //! pread, direct:  t = t_vram + t_cpu_ne + max(t_io, h t_cpu_exp) + (1 - h) t_cpu_exp
 //! ```
+//! A fault stalls the thread that touches the page, but not the others: each of ggml's
+//! threads faults in its own rows and multiplies them, so while one waits another
+//! multiplies.
 //! With worker threads, a layer's reads run while the compute threads multiply its
 //! experts that were hits (share h of the experts' CPU time); the missed experts'
 //! products wait for their reads. A layer's experts are known only after its router,
@@ -23,6 +28,7 @@
 use serde::Serialize;
 
 use crate::drive::DriveCurve;
+use crate::fault_overlap::{self, Station};
 use crate::hardware::Hardware;
 use crate::io_engine::{IoEngine, LayerReads};
 use crate::timemodel::{token_time, Placement, GB};
@@ -35,7 +41,7 @@ pub struct IoSetup {
     /// GB/s one core moves through the page cache (faults and buffered reads).
     pub page_cache_gbs: f64,
     /// The engine waits for a layer's reads before it multiplies any of the layer's
-    /// experts (`--no-read-overlap`; page faults never overlap).
+    /// experts (`--no-read-overlap`; under page faults, see `fault_overlap.rs`).
     pub serial_reads: bool,
 }
 
@@ -118,25 +124,52 @@ pub fn decode_time(
     // each layer's read at its own slice sizes.
     let layers = p.cpu_layers.max(1) as f64;
     let tokens: u64 = misses.iter().map(|&(_, n)| n).sum();
-    let (mut io_s, mut io_b) = (0.0, 0.0);
+    let per = |x: f64| if tokens == 0 { 0.0 } else { x / tokens as f64 };
+    let mut io_s = 0.0;
+    // Device bytes per token of each group, with its slices (and of the paged non-expert
+    // weights), for the faulting threads' overlap.
+    let mut reads: Vec<(f64, Vec<u64>)> = Vec::new();
     for &(slices, g) in &groups {
         let bytes: Vec<u64> = slices.iter().map(|s| s.bytes).collect();
+        let mut group_bytes = 0.0;
         for &(m, n) in misses {
             let r = io.layer_reads(&bytes, m as f64 / layers, resident);
             io_s += n as f64 * g as f64 * r.seconds;
-            io_b += n as f64 * g as f64 * r.device_bytes;
+            group_bytes += n as f64 * g as f64 * r.device_bytes;
         }
+        reads.push((per(group_bytes), bytes));
     }
-    let per = |x: f64| if tokens == 0 { 0.0 } else { x / tokens as f64 };
-    let (mut t_io, mut device_bytes) = (per(io_s), per(io_b));
+    let mut t_io = per(io_s);
     // Non-expert weights beyond the RAM left after the reserve are read every token.
     let paged = p.paged_non_expert_bytes(ram_gib, hw.ram.reserve_gib);
     if paged > 0.0 {
         let r = io.layer_reads(&[paged as u64], 1.0, 0.0);
         t_io += r.seconds;
-        device_bytes += r.device_bytes;
+        reads.push((r.device_bytes, vec![paged as u64]));
     }
-    let total = if io.overlaps_compute() {
+    let device_bytes: f64 = reads.iter().map(|r| r.0).sum();
+    let total = if let Some((window, threads)) = io.engine.faulting() {
+        // Each thread faults its rows in and multiplies them: one's products run while
+        // another waits for the drive.
+        let drive_at = |q: f64| {
+            reads
+                .iter()
+                .map(|(b, sl)| io.engine.fault_seconds(*b, sl, q, &io.drive))
+                .sum::<f64>()
+        };
+        let cpu_at = |j: f64| t_ram_exp.max(t_compute_exp * threads as f64 / j);
+        let page_cache = device_bytes / (io.page_cache_gbs * GB);
+        let faulting = fault_overlap::token_seconds(
+            threads,
+            device_bytes / window as f64,
+            &[
+                Station::Shared(&drive_at),
+                Station::Own(page_cache),
+                Station::Shared(&cpu_at),
+            ],
+        );
+        base.t_vram + t_cpu_ne + faulting
+    } else if io.overlaps_compute() {
         let h = hit_rate.clamp(0.0, 1.0);
         base.t_vram + t_cpu_ne + t_io.max(h * t_cpu_exp) + (1.0 - h) * t_cpu_exp
     } else {

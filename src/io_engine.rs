@@ -264,9 +264,32 @@ impl IoEngine {
         bytes / (page_cache_gbs * 1e9) / threads.max(1.0)
     }
 
-    /// Whether the engine's reads overlap compute: page faults stall the thread that
-    /// touches the page; worker threads read while the compute threads multiply the
-    /// layer's experts that are already in memory.
+    /// Under page faults in read-around windows (`mmap` without `willneed`): the window
+    /// and the compute threads that fault, whose waits and products overlap one another
+    /// (`fault_overlap.rs`).
+    pub fn faulting(&self) -> Option<(u64, u32)> {
+        match *self {
+            IoEngine::Mmap { window, threads } if window > 0 => Some((window, threads)),
+            _ => None,
+        }
+    }
+
+    /// Seconds the drive needs for `bytes` faulted in by `in_flight` threads at once
+    /// (no more than fault on a slice: [`IoEngine::requests`]); `mmap` only.
+    pub fn fault_seconds(
+        &self,
+        bytes: f64,
+        slices: &[u64],
+        in_flight: f64,
+        drive: &DriveCurve,
+    ) -> f64 {
+        let r = self.requests(slices, 1.0, drive);
+        drive.read_seconds(bytes, r.block, in_flight.clamp(1.0, r.in_flight))
+    }
+
+    /// Whether worker threads read while the compute threads multiply the layer's
+    /// experts that are already in memory. A page fault stalls the thread that touches
+    /// the page, not the others: `faulting` and `fault_overlap.rs` price that.
     pub fn overlaps_compute(&self) -> bool {
         !matches!(self, IoEngine::Mmap { .. })
     }

@@ -28,6 +28,7 @@ pub mod cpu;
 pub mod decode;
 pub mod drive;
 pub mod error;
+pub mod fault_overlap;
 pub mod format;
 pub mod hardware;
 pub mod ids;

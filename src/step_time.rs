@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use crate::cpu::Cpu;
 use crate::decode::IoSetup;
+use crate::fault_overlap::{self, Station};
 use crate::hardware::Hardware;
 use crate::io_engine::IoEngine;
 use crate::quant::QuantType;
@@ -125,7 +126,10 @@ impl BatchMachine<'_> {
         // Expert weights of the CPU-side layers.
         let mut cpu = CpuWork::default();
         let (mut t_gpu, mut t_h2d) = (0.0, 0.0);
-        let (mut t_io, mut device_bytes) = (0.0, 0.0);
+        let mut t_io = 0.0;
+        // Device bytes of each group, with its slices (and of the paged non-expert
+        // weights), for the faulting threads' overlap.
+        let mut reads: Vec<(f64, Vec<u64>)> = Vec::new();
         let io = match (&self.io.engine, offload) {
             // The copying thread faults alone.
             (IoEngine::Mmap { window, .. }, true) => IoSetup {
@@ -152,7 +156,7 @@ impl BatchMachine<'_> {
             let bytes: Vec<u64> = slices.iter().map(|s| s.bytes).collect();
             let r = io.layer_reads(&bytes, m, self.resident);
             t_io += g * r.seconds;
-            device_bytes += g * r.device_bytes;
+            reads.push((g * r.device_bytes, bytes));
         }
         let t_cpu_exp = cpu.seconds();
         let t_exp = t_cpu_exp + t_gpu + t_h2d;
@@ -195,10 +199,40 @@ impl BatchMachine<'_> {
         if paged > 0.0 {
             let r = io.layer_reads(&[paged as u64], 1.0, 0.0);
             t_io += r.seconds;
-            device_bytes += r.device_bytes;
+            reads.push((r.device_bytes, vec![paged as u64]));
         }
+        let device_bytes: f64 = reads.iter().map(|r| r.0).sum();
         t_gpu += t_vram;
-        let total = if io.overlaps_compute() {
+        let total = if let Some((window, threads)) = io.engine.faulting() {
+            // The threads that fault multiply what they faulted in (the CPU's threads,
+            // or under op offload the one copying thread): one's products run while
+            // another waits for the drive, as in decode.
+            let drive_at = |q: f64| {
+                reads
+                    .iter()
+                    .map(|(b, sl)| io.engine.fault_seconds(*b, sl, q, &io.drive))
+                    .sum::<f64>()
+            };
+            let work_at = |j: f64| {
+                if offload {
+                    t_exp
+                } else {
+                    cpu.seconds_on(j, threads)
+                }
+            };
+            let page_cache = device_bytes / (io.page_cache_gbs * GB);
+            t_vram
+                + t_ne
+                + fault_overlap::token_seconds(
+                    threads,
+                    device_bytes / window as f64,
+                    &[
+                        Station::Shared(&drive_at),
+                        Station::Own(page_cache),
+                        Station::Shared(&work_at),
+                    ],
+                )
+        } else if io.overlaps_compute() {
             let h = if s.union > 0.0 {
                 (1.0 - s.misses / s.union).clamp(0.0, 1.0)
             } else {
@@ -255,12 +289,24 @@ impl CpuWork {
     }
 
     fn seconds(&self) -> f64 {
-        let matvec = if self.unknown {
+        self.ram.max(self.matvec_seconds()).max(self.gemm)
+    }
+
+    /// The seconds with `j` of the `threads` threads multiplying: the RAM's bandwidth is
+    /// shared, the products' rate is per thread.
+    fn seconds_on(&self, j: f64, threads: u32) -> f64 {
+        let share = threads as f64 / j.max(1.0);
+        self.ram
+            .max(self.matvec_seconds() * share)
+            .max(self.gemm * share)
+    }
+
+    fn matvec_seconds(&self) -> f64 {
+        if self.unknown {
             0.0
         } else {
             self.matvec.unwrap_or(0.0)
-        };
-        self.ram.max(matvec).max(self.gemm)
+        }
     }
 }
 

@@ -240,7 +240,8 @@ pub struct IoArgs {
     pub io_workers: u32,
     /// pread and direct: the engine waits for a layer's reads before it multiplies any of
     /// its experts (colibri before its PIPE pool, Flash-MoE); by default the reads overlap
-    /// the compute of the layer's hits. Page faults (mmap) never overlap.
+    /// the compute of the layer's hits. (Under mmap each thread faults in its own rows: one
+    /// thread's products overlap another's faults.)
     #[arg(long)]
     pub no_read_overlap: bool,
     /// The drive's read_ahead_kb (mmap read-around, buffered read chunks) [default: 128]

@@ -1,0 +1,169 @@
+//! Compute threads that fault: how long a token's CPU-side expert work takes when each of
+//! `threads` threads waits for its own page faults and multiplies its own rows.
+//!
+//! ggml splits a matrix's rows between its threads; under `--io mmap` a thread that
+//! touches a missing page waits for the read-around window, then multiplies the rows it
+//! brought in, then faults again. The threads drift apart, so while some wait for the
+//! drive the others multiply: the drive and the RAM work at the same time, and the token
+//! takes less than the sum of the two (the four published llama.cpp-mmap decodes of the
+//! ik_llama.cpp author's 9950X + T700 box read at about the drive's speed alone,
+//! docs/VALIDATION.md). Nor does it take only the longer of the two: a thread that
+//! multiplies is not faulting, so fewer reads are in flight and the drive, near queue
+//! depth 1 per thread, slows.
+//!
+//! The model is a closed queueing network: `threads` customers, each cycling through one
+//! window's read (the drive, shared: its throughput at the number of windows in flight,
+//! [`crate::drive::DriveCurve`]), the page cache's work on that window (each thread on
+//! its own core: a delay), and its share of the products (shared: the matmul rate of the
+//! threads multiplying, capped by the RAM's bandwidth). Mean value analysis with
+//! load-dependent stations (Reiser and Lavenberg, 1980) gives its throughput exactly for
+//! exponential service times. One thread gives the sum of the three, as before this
+//! overlap was priced; so does a step whose faults are taken by one thread (op offload).
+
+/// One station of the cycle: the seconds a whole token's work takes there.
+pub enum Station<'a> {
+    /// Shared: the token's seconds when `j` threads are there at once.
+    Shared(&'a dyn Fn(f64) -> f64),
+    /// Each thread on its own: the token's seconds for one thread doing all of it.
+    Own(f64),
+}
+
+/// Seconds for a token's work split into `cycles` equal cycles through `stations`, with
+/// `threads` threads cycling. Zero cycles: the token's seconds at the shared stations
+/// with every thread there (no reads to overlap).
+pub fn token_seconds(threads: u32, cycles: f64, stations: &[Station]) -> f64 {
+    let n_threads = threads.max(1) as usize;
+    if cycles <= 0.0 {
+        return stations
+            .iter()
+            .map(|s| match s {
+                Station::Shared(f) => f(n_threads as f64),
+                Station::Own(t) => t / n_threads as f64,
+            })
+            .sum();
+    }
+    // p[k][j]: the chance that j threads are at shared station k (population so far).
+    let mut p: Vec<Vec<f64>> = stations
+        .iter()
+        .map(|_| {
+            let mut v = vec![0.0; n_threads + 1];
+            v[0] = 1.0;
+            v
+        })
+        .collect();
+    // 1 / the rate at which station k completes visits with j threads there: the
+    // token's seconds at that concurrency over its cycles.
+    let visit = |k: usize, j: usize| match &stations[k] {
+        Station::Shared(f) => f(j as f64) / cycles,
+        Station::Own(t) => t / cycles,
+    };
+    let mut throughput = 0.0;
+    for n in 1..=n_threads {
+        let mut residence = 0.0;
+        for (k, s) in stations.iter().enumerate() {
+            residence += match s {
+                Station::Own(_) => visit(k, 1),
+                // Arriving to find j - 1 others, a visit leaves after j completions.
+                Station::Shared(_) => (1..=n).map(|j| j as f64 * visit(k, j) * p[k][j - 1]).sum(),
+            };
+        }
+        throughput = n as f64 / residence;
+        for (k, s) in stations.iter().enumerate() {
+            if let Station::Shared(_) = s {
+                let prev = p[k].clone();
+                let mut busy = 0.0;
+                for j in 1..=n {
+                    p[k][j] = throughput * visit(k, j) * prev[j - 1];
+                    busy += p[k][j];
+                }
+                p[k][0] = (1.0 - busy).max(0.0);
+            }
+        }
+    }
+    cycles / throughput
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+    }
+
+    #[test]
+    fn one_thread_takes_the_sum() {
+        let drive = |q: f64| 2.0 / q.min(4.0);
+        let cpu = |j: f64| 3.0 / j;
+        let t = token_seconds(
+            1,
+            100.0,
+            &[
+                Station::Shared(&drive),
+                Station::Own(0.5),
+                Station::Shared(&cpu),
+            ],
+        );
+        assert!(close(t, 2.0 + 0.5 + 3.0), "{t}");
+    }
+
+    #[test]
+    fn no_reads_is_the_compute_of_all_threads() {
+        let drive = |_: f64| 0.0;
+        let cpu = |j: f64| 8.0 / j;
+        let t = token_seconds(8, 0.0, &[Station::Shared(&drive), Station::Shared(&cpu)]);
+        assert!(close(t, 1.0), "{t}");
+    }
+
+    /// Two stations that each serve one visit at a time at a fixed rate: the machine
+    /// repair model, whose throughput has a closed form (a birth-death chain).
+    #[test]
+    fn two_single_servers_match_the_closed_form() {
+        let (a, b) = (3.0, 5.0); // a token's seconds at each, 10 cycles
+        let cycles = 10.0;
+        let (sa, sb) = (a / cycles, b / cycles);
+        let fa = |_: f64| a;
+        let fb = |_: f64| b;
+        for n in 1..=6u32 {
+            let t = token_seconds(n, cycles, &[Station::Shared(&fa), Station::Shared(&fb)]);
+            // k threads at A, n - k at B: A serves at 1 / sa while k > 0, B at 1 / sb
+            // while k < n, so P(k) is proportional to (sa / sb)^k.
+            let r = sa / sb;
+            let w: Vec<f64> = (0..=n).map(|k| r.powi(k as i32)).collect();
+            let z: f64 = w.iter().sum();
+            let busy_a = 1.0 - w[0] / z;
+            let x = busy_a / sa;
+            assert!(close(t, cycles / x), "n {n}: {t} vs {}", cycles / x);
+        }
+    }
+
+    #[test]
+    fn many_threads_lie_between_the_longer_and_the_sum() {
+        // A drive that gains with depth up to its rated rate, products capped by RAM.
+        let drive = |q: f64| 2.0 * (0.3 + 0.7 / q);
+        let cpu = |j: f64| (1.0f64).max(4.0 / j);
+        let t16 = token_seconds(
+            16,
+            1000.0,
+            &[
+                Station::Shared(&drive),
+                Station::Own(0.2),
+                Station::Shared(&cpu),
+            ],
+        );
+        let alone = drive(16.0) + 0.2 / 16.0 + cpu(16.0);
+        let longer = drive(16.0).max(cpu(16.0));
+        assert!(t16 < alone && t16 > longer, "{longer} < {t16} < {alone}");
+        // More threads, no slower.
+        let t4 = token_seconds(
+            4,
+            1000.0,
+            &[
+                Station::Shared(&drive),
+                Station::Own(0.2),
+                Station::Shared(&cpu),
+            ],
+        );
+        assert!(t4 > t16);
+    }
+}
