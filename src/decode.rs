@@ -250,6 +250,41 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn faulting_threads_overlap_their_reads_and_products() {
+        let (p, mut hw) = setup();
+        let drive = DriveCurve::from_figures(2.0, 100.0, 1.0);
+        let io = |threads| IoSetup {
+            engine: IoEngine::Mmap {
+                window: 1 << 20,
+                threads,
+            },
+            drive: drive.clone(),
+            page_cache_gbs: 4.0,
+            serial_reads: false,
+        };
+        let misses = [(2, 1), (0, 1)];
+        for threads in [1, 2, 8] {
+            hw.cpu.as_mut().unwrap().threads = threads;
+            let t = decode_time(&p, &hw, &io(threads), 10.0, &misses, 0.5, 1.0);
+            let ne = 0.5 * GIB / 10e9;
+            let exp = (2.0 * GIB / 10e9).max(2.0 * GIB / (21.1e9 * threads as f64));
+            let alone = t.t_io + exp;
+            if threads == 1 {
+                // One thread: reads, page cache and products one after another.
+                assert!(close(t.total, ne + alone), "{t:?}");
+            } else {
+                // Several: while one waits for the drive another multiplies (or moves
+                // pages through the page cache); no faster than the drive alone at
+                // every thread's fault in flight, or than the products, nor slower than
+                // the sum.
+                let drive_alone = drive.read_seconds(GIB, (1 << 20) as f64, threads as f64);
+                assert!(t.total < ne + alone, "{threads}: {t:?}");
+                assert!(t.total > ne + drive_alone.max(exp), "{threads}: {t:?}");
+            }
+        }
+    }
+
+    #[test]
     fn the_page_cache_costs_the_faulting_thread_cpu_time() {
         let (p, hw) = setup();
         let drive = DriveCurve::from_figures(2.0, 100.0, 1.0);
