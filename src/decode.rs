@@ -64,6 +64,35 @@ impl IoSetup {
     pub fn overlaps_compute(&self) -> bool {
         self.engine.overlaps_compute() && !self.serial_reads
     }
+
+    /// Under page faults in windows ([`IoEngine::faulting`]): the seconds of `reads`
+    /// (device bytes, with the slices they come from) faulted in by the compute threads,
+    /// each multiplying its share of the work between faults (`work_at(j)`: the work's
+    /// seconds with `j` threads at it), one thread's products running while another
+    /// waits (`fault_overlap.rs`). None for the other engines.
+    pub fn faulting_seconds(
+        &self,
+        reads: &[(f64, Vec<u64>)],
+        work_at: &dyn Fn(f64) -> f64,
+    ) -> Option<f64> {
+        let (window, threads) = self.engine.faulting()?;
+        let drive_at = |q: f64| {
+            reads
+                .iter()
+                .map(|(b, sl)| self.engine.fault_seconds(*b, sl, q, &self.drive))
+                .sum::<f64>()
+        };
+        let bytes: f64 = reads.iter().map(|r| r.0).sum();
+        Some(fault_overlap::token_seconds(
+            threads,
+            bytes / window as f64,
+            &[
+                Station::Shared(&drive_at),
+                Station::Own(bytes / (self.page_cache_gbs * GB)),
+                Station::Shared(work_at),
+            ],
+        ))
+    }
 }
 
 /// Seconds per token by part, and the device bytes.
@@ -148,26 +177,9 @@ pub fn decode_time(
         reads.push((r.device_bytes, vec![paged as u64]));
     }
     let device_bytes: f64 = reads.iter().map(|r| r.0).sum();
-    let total = if let Some((window, threads)) = io.engine.faulting() {
-        // Each thread faults its rows in and multiplies them: one's products run while
-        // another waits for the drive.
-        let drive_at = |q: f64| {
-            reads
-                .iter()
-                .map(|(b, sl)| io.engine.fault_seconds(*b, sl, q, &io.drive))
-                .sum::<f64>()
-        };
-        let cpu_at = |j: f64| t_ram_exp.max(t_compute_exp * threads as f64 / j);
-        let page_cache = device_bytes / (io.page_cache_gbs * GB);
-        let faulting = fault_overlap::token_seconds(
-            threads,
-            device_bytes / window as f64,
-            &[
-                Station::Shared(&drive_at),
-                Station::Own(page_cache),
-                Station::Shared(&cpu_at),
-            ],
-        );
+    let threads = hw.threads() as f64;
+    let cpu_at = |j: f64| t_ram_exp.max(t_compute_exp * threads / j);
+    let total = if let Some(faulting) = io.faulting_seconds(&reads, &cpu_at) {
         base.t_vram + t_cpu_ne + faulting
     } else if io.overlaps_compute() {
         let h = hit_rate.clamp(0.0, 1.0);

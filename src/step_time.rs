@@ -23,7 +23,6 @@ use serde::Serialize;
 
 use crate::cpu::Cpu;
 use crate::decode::IoSetup;
-use crate::fault_overlap::{self, Station};
 use crate::hardware::Hardware;
 use crate::io_engine::IoEngine;
 use crate::quant::QuantType;
@@ -203,35 +202,18 @@ impl BatchMachine<'_> {
         }
         let device_bytes: f64 = reads.iter().map(|r| r.0).sum();
         t_gpu += t_vram;
-        let total = if let Some((window, threads)) = io.engine.faulting() {
-            // The threads that fault multiply what they faulted in (the CPU's threads,
-            // or under op offload the one copying thread): one's products run while
-            // another waits for the drive, as in decode.
-            let drive_at = |q: f64| {
-                reads
-                    .iter()
-                    .map(|(b, sl)| io.engine.fault_seconds(*b, sl, q, &io.drive))
-                    .sum::<f64>()
-            };
-            let work_at = |j: f64| {
-                if offload {
-                    t_exp
-                } else {
-                    cpu.seconds_on(j, threads)
-                }
-            };
-            let page_cache = device_bytes / (io.page_cache_gbs * GB);
-            t_vram
-                + t_ne
-                + fault_overlap::token_seconds(
-                    threads,
-                    device_bytes / window as f64,
-                    &[
-                        Station::Shared(&drive_at),
-                        Station::Own(page_cache),
-                        Station::Shared(&work_at),
-                    ],
-                )
+        // The threads that fault multiply what they faulted in (the CPU's threads, or
+        // under op offload the one copying thread, which then copies).
+        let threads = self.hw.threads();
+        let work_at = |j: f64| {
+            if offload {
+                t_exp
+            } else {
+                cpu.seconds_on(j, threads)
+            }
+        };
+        let total = if let Some(faulting) = io.faulting_seconds(&reads, &work_at) {
+            t_vram + t_ne + faulting
         } else if io.overlaps_compute() {
             let h = if s.union > 0.0 {
                 (1.0 - s.misses / s.union).clamp(0.0, 1.0)
