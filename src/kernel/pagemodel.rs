@@ -33,12 +33,11 @@
 //!   max(io_pages, ra_pages) pages of each (`force_page_cache_ra`: the device's
 //!   max_sectors_kb, 4 MiB on the machine of docs/kernel.md, 128-1280 KiB on many NVMe
 //!   drives); the faults read the rest of a longer extent with read-around.
-//! - **Large folios**: a folio is one LRU entry, `folio_referenced` sums the young PTEs
-//!   of all its pages, and `folio_check_references` activates a folio with more than one
-//!   at its first scan, one with a single young PTE only at its second (look twice, as an
-//!   order-0 page). Modelled per page: a young PTE references every cached page of its
-//!   folio, and the reference counts as several when this access touches (or fault-around
-//!   maps) more than one page of the folio.
+//! - **Large folios**: a folio is one LRU entry, and `folio_referenced` counts one
+//!   reference per mapping that has any of its PTEs young (`folio_referenced_one`), so
+//!   `folio_check_references` sees `referenced_ptes == 1` for a folio mapped by this one
+//!   process however many of its pages were touched: it looks twice, as an order-0 page.
+//!   Modelled per page: a young PTE references every cached page of its folio.
 //! - **Reclaim**: before a page is added to a full cache, `batch` pages are freed
 //!   (memcg limit reclaim frees at least SWAP_CLUSTER_MAX = 32) as the kernel scans
 //!   (`Sim::reclaim`): passes at falling priority, each scanning `size >> priority` of
@@ -86,9 +85,8 @@ pub struct PageModelConfig {
     pub fault_around_pages: u32,
     /// Whether touches count as references (false under MADV_RANDOM).
     pub recency: bool,
-    /// Readahead builds large folios: a reference to a page references its whole folio,
-    /// and a folio with more than one mapped page is activated at its first scan
-    /// (`referenced_ptes > 1`). Without, each page is its own folio.
+    /// Readahead builds large folios: a reference to a page references its whole folio.
+    /// Without, each page is its own folio.
     pub large_folios: bool,
     /// Pages evicted per reclaim.
     pub batch: usize,
@@ -209,8 +207,6 @@ struct Sim {
     fault_around: u32,
     /// References count per folio (see [`PageModelConfig::large_folios`]).
     large_folios: bool,
-    /// The extent being touched.
-    extent: (u32, u32),
     /// The first page of the folio a cached page was read in (valid while cached).
     head: Vec<u32>,
     /// The order of the folio that starts at a page.
@@ -374,10 +370,11 @@ impl Sim {
     }
 
     /// A young PTE on page `p` (`fault`: one just mapped). With large folios reclaim
-    /// sees the whole folio referenced (`folio_referenced` sums the young PTEs of all its
-    /// pages, one LRU entry), and activates it at once if more than one of its pages is
-    /// mapped (`referenced_ptes > 1`). Between faults the folio's mapped pages do not
-    /// change, so a page already referenced since its last scan needs nothing more.
+    /// sees the whole folio referenced (`folio_referenced` walks the PTEs of all its
+    /// pages, one LRU entry). It counts one reference per mapping, however many of the
+    /// folio's PTEs are young (`folio_referenced_one`), so a folio mapped by this one
+    /// process looks twice like an order-0 page. Between faults the folio's mapped pages
+    /// do not change, so a page already referenced since its last scan needs nothing more.
     fn reference(&mut self, p: u32, fault: bool) {
         if !self.recency {
             return;
@@ -391,18 +388,8 @@ impl Sim {
         if !fault && self.lru.bits(p).0 {
             return;
         }
-        let end = (h + n).min(self.n_pages);
-        let folio = |q: &u32| self.head[*q as usize] == h && self.lru.is_resident(*q);
-        // Young PTEs at the next scan: the folio's pages this access touches, and a page
-        // fault-around maps now.
-        let (a, b) = self.extent;
-        let touched = end.min(b).saturating_sub(h.max(a)) as usize;
-        let mapped = touched + usize::from(fault && !(a..b).contains(&p));
-        let pages: Vec<u32> = (h..end).filter(folio).collect();
-        for q in pages {
-            if mapped > 1 {
-                self.lru.reference_multi(q);
-            } else {
+        for q in h..(h + n).min(self.n_pages) {
+            if self.head[q as usize] == h {
                 self.lru.reference(q);
             }
         }
@@ -512,7 +499,6 @@ pub fn page_model(
     let mut sim = Sim {
         lru: SplitLru::new(n_pages as usize, ratio),
         large_folios: cfg.large_folios,
-        extent: (0, 0),
         marked: vec![false; n_pages as usize],
         mapped: vec![false; n_pages as usize],
         fault_around: cfg.fault_around_pages,
@@ -549,7 +535,6 @@ pub fn page_model(
                 }
             }
             for &(a, b) in ext {
-                sim.extent = (a, b);
                 for p in a..b {
                     sim.touch(p);
                 }
