@@ -188,6 +188,27 @@ impl SplitLru {
         }
     }
 
+    /// As [`SplitLru::insert`], but a refault is activated when its distance is at most
+    /// `workingset` pages instead of the active list's current length: for a caller whose
+    /// kernel compares with a statistic that lags the lists (`workingset_test_recent`
+    /// reads the memcg's flushed NR_ACTIVE_FILE, `lruvec_page_state`).
+    #[inline]
+    pub fn insert_within(&mut self, id: ObjId, referenced: bool, workingset: usize) {
+        let i = id as usize;
+        debug_assert!(self.state[i] & WHERE == 0, "insert of a resident id {id}");
+        let bit = if referenced { REF } else { 0 };
+        let at = self.evicted_at[i];
+        if at != 0 && self.clock - (at - 1) <= workingset as u64 {
+            self.active.push_front(id);
+            self.state[i] = ACTIVE | bit;
+            self.clock += 1;
+            self.refault_activations += 1;
+        } else {
+            self.inactive.push_front(id);
+            self.state[i] = INACTIVE | bit;
+        }
+    }
+
     /// Scan until one id is evicted and return it. Panics if nothing is resident.
     pub fn evict(&mut self) -> ObjId {
         assert!(!self.is_empty(), "evict from empty lists");
@@ -409,6 +430,23 @@ impl Policy for Linux {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn insert_within_compares_the_given_workingset() {
+        // 0 is evicted at clock 0; two more evictions make its refault distance 3.
+        let mut l = SplitLru::new(8, 1);
+        for id in 0..3 {
+            l.insert(id, false);
+        }
+        for _ in 0..3 {
+            l.evict();
+        }
+        let mut a = l.clone();
+        a.insert_within(0, false, 2);
+        assert_eq!((a.n_active(), a.refault_activations()), (0, 0));
+        l.insert_within(0, false, 3);
+        assert_eq!((l.n_active(), l.refault_activations()), (1, 1));
+    }
 
     #[test]
     fn kernel_ratios() {

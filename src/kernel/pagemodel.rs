@@ -33,12 +33,11 @@
 //!   max(io_pages, ra_pages) pages of each (`force_page_cache_ra`: the device's
 //!   max_sectors_kb, 4 MiB on the machine of docs/kernel.md, 128-1280 KiB on many NVMe
 //!   drives); the faults read the rest of a longer extent with read-around.
-//! - **Large folios**: a folio is one LRU entry, `folio_referenced` sums the young PTEs
-//!   of all its pages, and `folio_check_references` activates a folio with more than one
-//!   at its first scan, one with a single young PTE only at its second (look twice, as an
-//!   order-0 page). Modelled per page: a young PTE references every cached page of its
-//!   folio, and the reference counts as several when this access touches (or fault-around
-//!   maps) more than one page of the folio.
+//! - **Large folios**: a folio is one LRU entry, and `folio_referenced` counts one
+//!   reference per mapping that has any of its PTEs young (`folio_referenced_one`), so
+//!   `folio_check_references` sees `referenced_ptes == 1` for a folio mapped by this one
+//!   process however many of its pages were touched: it looks twice, as an order-0 page.
+//!   Modelled per page: a young PTE references every cached page of its folio.
 //! - **Reclaim**: before a page is added to a full cache, `batch` pages are freed
 //!   (memcg limit reclaim frees at least SWAP_CLUSTER_MAX = 32) as the kernel scans
 //!   (`Sim::reclaim`): passes at falling priority, each scanning `size >> priority` of
@@ -46,6 +45,21 @@
 //!   is scanned whenever a refault was activated since the last reclaim (mm/workingset.c
 //!   activates a refault whose distance is within the active list), not only when it
 //!   outgrows `ratio` x the inactive one; the ratio is the kernel's for the budget.
+//! - **Flushed statistics**: those three tests read the memcg's per-lruvec counters
+//!   (`lruvec_page_state`: WORKINGSET_ACTIVATE_FILE and NR_{IN,}ACTIVE_FILE), which are
+//!   the rstat-flushed sums, not the live lists. Reclaim only flushes them rate-limited
+//!   (`mem_cgroup_flush_stats_ratelimited` in `prepare_scan_control` and
+//!   `workingset_test_recent`, mm/memcontrol.c: only when the 2 s periodic flusher is a
+//!   full cycle late), so they change when something else flushes: kernel-replay's child
+//!   reads memory.stat after every token (`memory_stat_show` -> `mem_cgroup_flush_stats`).
+//!   The model takes them at the start of each token ([`Flushed`]): within a token only
+//!   the first reclaim sees the previous token's refault activations (`snapshot_refaults`
+//!   then stores the same flushed count), `inactive_is_low` compares the token's
+//!   starting list sizes, and a refault is activated if its distance is within the
+//!   token's starting active list. The live list sizes still set how much each pass
+//!   scans (`get_scan_count` reads the exact `lru_zone_size`), and the refault distance
+//!   is live (`nonresident_age` is an atomic). Left out: the periodic flush every 2 s,
+//!   which falls inside a token only when tokens are slow.
 //!
 //! Left out: large folios as units of eviction (a folio's pages share their references
 //! here, so they leave the lists together, but a reclaim batch may split one),
@@ -86,9 +100,8 @@ pub struct PageModelConfig {
     pub fault_around_pages: u32,
     /// Whether touches count as references (false under MADV_RANDOM).
     pub recency: bool,
-    /// Readahead builds large folios: a reference to a page references its whole folio,
-    /// and a folio with more than one mapped page is activated at its first scan
-    /// (`referenced_ptes > 1`). Without, each page is its own folio.
+    /// Readahead builds large folios: a reference to a page references its whole folio.
+    /// Without, each page is its own folio.
     pub large_folios: bool,
     /// Pages evicted per reclaim.
     pub batch: usize,
@@ -199,6 +212,16 @@ fn next_ra_size(cur: u32, max: u32) -> u32 {
     crate::io_engine::next_ra_size(cur as u64, max as u64) as u32
 }
 
+/// The memcg statistics reclaim reads, as of the last flush (see the module's
+/// "Flushed statistics"): refault activations (WORKINGSET_ACTIVATE_FILE) and the
+/// active and inactive file lists' sizes.
+#[derive(Clone, Copy, Default)]
+struct Flushed {
+    refaults: u64,
+    active: usize,
+    inactive: usize,
+}
+
 struct Sim {
     lru: SplitLru,
     /// PG_readahead, on the first page of a folio.
@@ -209,8 +232,6 @@ struct Sim {
     fault_around: u32,
     /// References count per folio (see [`PageModelConfig::large_folios`]).
     large_folios: bool,
-    /// The extent being touched.
-    extent: (u32, u32),
     /// The first page of the folio a cached page was read in (valid while cached).
     head: Vec<u32>,
     /// The order of the folio that starts at a page.
@@ -227,8 +248,11 @@ struct Sim {
     ra_order: u32,
     read: u64,
     kernel_reclaim: bool,
-    /// Refault activations at the end of the last reclaim.
+    /// The flushed refault activations at the end of the last reclaim
+    /// (`snapshot_refaults`).
     refaults_seen: u64,
+    /// The memcg statistics as of the last flush (with `kernel_reclaim`).
+    flushed: Flushed,
 }
 
 impl Sim {
@@ -251,7 +275,23 @@ impl Sim {
                 }
             }
         }
-        self.lru.insert(p, false);
+        if self.kernel_reclaim {
+            // workingset_refault -> workingset_test_recent: the distance against the
+            // flushed NR_ACTIVE_FILE.
+            self.lru.insert_within(p, false, self.flushed.active);
+        } else {
+            self.lru.insert(p, false);
+        }
+    }
+
+    /// A flush of the memcg statistics (`mem_cgroup_flush_stats`, as the child's read
+    /// of memory.stat after each token does).
+    fn flush_stats(&mut self) {
+        self.flushed = Flushed {
+            refaults: self.lru.refault_activations(),
+            active: self.lru.n_active(),
+            inactive: self.lru.n_inactive(),
+        };
     }
 
     /// An evicted page takes its mark and its PTE with it.
@@ -266,15 +306,19 @@ impl Sim {
     /// SWAP_CLUSTER_MAX alternating between them (`shrink_lruvec`; no swap, so only the
     /// file lists, `get_scan_count`'s SCAN_FILE), until `n` are freed. The active list
     /// is scanned if refaults were activated since the last reclaim ("a new workingset
-    /// is being established", `prepare_scan_control`) or the inactive list is low; the
-    /// refault count is snapshot when a reclaim ends (`snapshot_refaults`). If even the
-    /// last pass frees too little, it starts over, as the charge retries.
+    /// is being established", `prepare_scan_control`) or the inactive list is low, both
+    /// judged on the flushed statistics ([`Flushed`]); the flushed refault count is
+    /// snapshot when a reclaim ends (`snapshot_refaults`). If even the last pass frees
+    /// too little, it starts over, as the charge retries.
     fn reclaim(&mut self, n: usize) {
         let mut freed = 0;
         'retry: loop {
             for priority in (0..=12u32).rev() {
-                let may_deactivate = self.lru.refault_activations() != self.refaults_seen
-                    || self.lru.inactive_is_low();
+                // prepare_scan_control: refaults != target_lruvec->refaults[WORKINGSET_FILE]
+                // || inactive_is_low(), on lruvec_page_state's flushed counters.
+                let f = self.flushed;
+                let may_deactivate = f.refaults != self.refaults_seen
+                    || f.active > self.lru.ratio() as usize * f.inactive;
                 let mut nr_inactive = self.lru.n_inactive() >> priority;
                 let mut nr_active = if may_deactivate {
                     self.lru.n_active() >> priority
@@ -304,7 +348,7 @@ impl Sim {
                 break;
             }
         }
-        self.refaults_seen = self.lru.refault_activations();
+        self.refaults_seen = self.flushed.refaults;
     }
 
     /// Read the folio of `1 << order` pages at `index` (all of them missing), marked
@@ -374,10 +418,11 @@ impl Sim {
     }
 
     /// A young PTE on page `p` (`fault`: one just mapped). With large folios reclaim
-    /// sees the whole folio referenced (`folio_referenced` sums the young PTEs of all its
-    /// pages, one LRU entry), and activates it at once if more than one of its pages is
-    /// mapped (`referenced_ptes > 1`). Between faults the folio's mapped pages do not
-    /// change, so a page already referenced since its last scan needs nothing more.
+    /// sees the whole folio referenced (`folio_referenced` walks the PTEs of all its
+    /// pages, one LRU entry). It counts one reference per mapping, however many of the
+    /// folio's PTEs are young (`folio_referenced_one`), so a folio mapped by this one
+    /// process looks twice like an order-0 page. Between faults the folio's mapped pages
+    /// do not change, so a page already referenced since its last scan needs nothing more.
     fn reference(&mut self, p: u32, fault: bool) {
         if !self.recency {
             return;
@@ -391,18 +436,8 @@ impl Sim {
         if !fault && self.lru.bits(p).0 {
             return;
         }
-        let end = (h + n).min(self.n_pages);
-        let folio = |q: &u32| self.head[*q as usize] == h && self.lru.is_resident(*q);
-        // Young PTEs at the next scan: the folio's pages this access touches, and a page
-        // fault-around maps now.
-        let (a, b) = self.extent;
-        let touched = end.min(b).saturating_sub(h.max(a)) as usize;
-        let mapped = touched + usize::from(fault && !(a..b).contains(&p));
-        let pages: Vec<u32> = (h..end).filter(folio).collect();
-        for q in pages {
-            if mapped > 1 {
-                self.lru.reference_multi(q);
-            } else {
+        for q in h..(h + n).min(self.n_pages) {
+            if self.head[q as usize] == h {
                 self.lru.reference(q);
             }
         }
@@ -512,7 +547,6 @@ pub fn page_model(
     let mut sim = Sim {
         lru: SplitLru::new(n_pages as usize, ratio),
         large_folios: cfg.large_folios,
-        extent: (0, 0),
         marked: vec![false; n_pages as usize],
         mapped: vec![false; n_pages as usize],
         fault_around: cfg.fault_around_pages,
@@ -530,6 +564,7 @@ pub fn page_model(
         read: 0,
         kernel_reclaim: cfg.kernel_reclaim,
         refaults_seen: 0,
+        flushed: Flushed::default(),
     };
     let ranges = page_ranges(layout);
     let slices = layout.slices as usize;
@@ -537,6 +572,7 @@ pub fn page_model(
     let mut read_pages = Vec::with_capacity(n_tokens);
     for token in stream.chunks_exact(per_token.max(1)).take(n_tokens) {
         let before = sim.read;
+        sim.flush_stats();
         for &id in token {
             let ext = &ranges[id as usize][..slices];
             if cfg.willneed {
@@ -549,7 +585,6 @@ pub fn page_model(
                 }
             }
             for &(a, b) in ext {
-                sim.extent = (a, b);
                 for p in a..b {
                     sim.touch(p);
                 }
