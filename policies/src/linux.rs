@@ -52,8 +52,6 @@ const ACTIVE: u8 = 2;
 const WHERE: u8 = INACTIVE | ACTIVE;
 const REF: u8 = 4;
 const FLAG: u8 = 8;
-/// The reference bit stands for several young PTEs (a large folio's).
-const MULTI: u8 = 16;
 
 /// The kernel's `inactive_ratio` for a file LRU of `cache_bytes` (`inactive_is_low` in
 /// mm/vmscan.c): `int_sqrt(10 x GiB)` with GiB rounded down, and 1 below 1 GiB.
@@ -84,7 +82,6 @@ pub struct SplitLru {
     /// Ticks at every eviction and every activation (the kernel's nonresident_age).
     clock: u64,
     ratio: usize,
-    large_folios: bool,
     /// Refaults activated so far.
     refault_activations: u64,
 }
@@ -108,17 +105,8 @@ impl SplitLru {
             evicted_at: vec![0; n_ids],
             clock: 0,
             ratio: ratio.max(1) as usize,
-            large_folios: false,
             refault_activations: 0,
         }
-    }
-
-    /// Activate a referenced object at its first scan, flag or not: a large folio mapped
-    /// by several young PTEs (`referenced_ptes > 1` in `folio_check_references`). For
-    /// the page-level model under readahead, where ext4 builds large folios.
-    pub fn with_large_folios(mut self, on: bool) -> Self {
-        self.large_folios = on;
-        self
     }
 
     pub fn ratio(&self) -> u32 {
@@ -152,19 +140,6 @@ impl SplitLru {
             return false;
         }
         *s |= REF;
-        true
-    }
-
-    /// A use by more than one page-table entry at once (a large folio mapped by several
-    /// young PTEs, `referenced_ptes > 1`): as [`SplitLru::reference`], and the next scan
-    /// activates the id, flag or not. Returns false if `id` is not resident.
-    #[inline]
-    pub fn reference_multi(&mut self, id: ObjId) -> bool {
-        let s = &mut self.state[id as usize];
-        if *s & WHERE == 0 {
-            return false;
-        }
-        *s |= REF | MULTI;
         true
     }
 
@@ -239,7 +214,7 @@ impl SplitLru {
                 self.clock += 1;
                 return v;
             }
-            if s & (FLAG | MULTI) != 0 || self.large_folios {
+            if s & FLAG != 0 {
                 self.active.push_front(v);
                 *sv = ACTIVE | (s & FLAG);
                 self.clock += 1;
@@ -293,7 +268,7 @@ impl SplitLru {
             self.clock += 1;
             return Some(v);
         }
-        if s & (FLAG | MULTI) != 0 || self.large_folios {
+        if s & FLAG != 0 {
             self.active.push_front(v);
             *sv = ACTIVE | (s & FLAG);
             self.clock += 1;
@@ -525,33 +500,6 @@ mod tests {
         assert_eq!(l.lists(), (vec![0, 1], vec![4, 3, 2]));
         assert_eq!(l.scan_inactive_tail(), Some(1));
         assert_eq!(l.n_inactive(), 1);
-        l.validate().unwrap();
-    }
-
-    #[test]
-    fn large_folios_activate_at_the_first_scan() {
-        let mut l = SplitLru::new(4, 1).with_large_folios(true);
-        l.insert(0, true);
-        l.insert(1, false);
-        assert_eq!(l.evict(), 1);
-        assert_eq!(l.lists(), (vec![], vec![0]));
-    }
-
-    #[test]
-    fn several_young_ptes_activate_at_the_first_scan_one_looks_twice() {
-        // 0 and 1 inserted unreferenced; 0 referenced by several PTEs, 1 by one.
-        let mut l = SplitLru::new(4, 1);
-        l.insert(0, false);
-        l.insert(1, false);
-        l.insert(2, false);
-        assert!(l.reference_multi(0));
-        assert!(l.reference(1));
-        // The scan: 0 (tail) activates at once; 1 takes a second trip with its flag; 2
-        // goes. The multi-reference is spent with the bit.
-        assert_eq!(l.evict(), 2);
-        assert_eq!(l.lists(), (vec![1], vec![0]));
-        assert_eq!(l.bits(0), (false, false));
-        assert!(!l.reference_multi(3));
         l.validate().unwrap();
     }
 }
