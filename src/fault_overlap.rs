@@ -28,20 +28,25 @@ pub enum Station<'a> {
     Own(f64),
 }
 
+/// The most threads the recursion follows: it takes threads^2 steps, and long before a
+/// thousand threads the shared stations are saturated, so more change nothing.
+const MAX_THREADS: u32 = 1024;
+
 /// Seconds for a token's work split into `cycles` equal cycles through `stations`, with
 /// `threads` threads cycling. Zero cycles: the token's seconds at the shared stations
 /// with every thread there (no reads to overlap).
 pub fn token_seconds(threads: u32, cycles: f64, stations: &[Station]) -> f64 {
-    let n_threads = threads.max(1) as usize;
     if cycles <= 0.0 {
+        let all = threads.max(1) as f64;
         return stations
             .iter()
             .map(|s| match s {
-                Station::Shared(f) => f(n_threads as f64),
-                Station::Own(t) => t / n_threads as f64,
+                Station::Shared(f) => f(all),
+                Station::Own(t) => t / all,
             })
             .sum();
     }
+    let n_threads = threads.clamp(1, MAX_THREADS) as usize;
     // p[k][j]: the chance that j threads are at shared station k (population so far).
     let mut p: Vec<Vec<f64>> = stations
         .iter()
@@ -105,6 +110,25 @@ mod tests {
             ],
         );
         assert!(close(t, 2.0 + 0.5 + 3.0), "{t}");
+    }
+
+    #[test]
+    fn beyond_a_thousand_threads_nothing_changes() {
+        let drive = |q: f64| 2.0 / q.min(64.0);
+        let cpu = |j: f64| (0.5f64).max(64.0 / j);
+        let st = [
+            Station::Shared(&drive),
+            Station::Own(1.0),
+            Station::Shared(&cpu),
+        ];
+        let (a, b) = (
+            token_seconds(1024, 1e4, &st),
+            token_seconds(16_384, 1e4, &st),
+        );
+        assert_eq!(a, b);
+        // Saturated: the busier shared station alone, within a hair.
+        let floor = drive(1024.0).max(cpu(1024.0));
+        assert!(a >= floor && a < 1.01 * floor, "{a} vs {floor}");
     }
 
     #[test]
