@@ -148,19 +148,7 @@ impl SplitLru {
     /// (a fault on it), clear if not (read ahead of use). The caller makes room first.
     #[inline]
     pub fn insert(&mut self, id: ObjId, referenced: bool) {
-        let i = id as usize;
-        debug_assert!(self.state[i] & WHERE == 0, "insert of a resident id {id}");
-        let bit = if referenced { REF } else { 0 };
-        let at = self.evicted_at[i];
-        if at != 0 && self.clock - (at - 1) <= self.active.len() as u64 {
-            self.active.push_front(id);
-            self.state[i] = ACTIVE | bit;
-            self.clock += 1;
-            self.refault_activations += 1;
-        } else {
-            self.inactive.push_front(id);
-            self.state[i] = INACTIVE | bit;
-        }
+        self.insert_within(id, referenced, self.active.len());
     }
 
     /// As [`SplitLru::insert`], but a refault is activated when its distance is at most
