@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cpu::Cpu;
+use crate::cpu::{Cpu, Kernels};
 use crate::drive::{DriveCurve, DrivePoint};
 use crate::error::{Error, Result};
 
@@ -659,6 +659,8 @@ pub struct HardwareOverrides {
     pub max_sectors_kb: Option<u64>,
     /// Override: the CPU's threads (llama.cpp `--threads`).
     pub threads: Option<u32>,
+    /// Override: whose CPU kernels the published rates are.
+    pub cpu_kernels: Option<Kernels>,
     /// Override: GB/s one core moves through the page cache.
     pub page_cache_gbs: Option<f64>,
 }
@@ -724,6 +726,10 @@ impl HardwareOverrides {
                 Some(c) => c.threads = t,
                 None => h.cpu = Some(Cpu::new("", t)),
             }
+        }
+        if let Some(k) = self.cpu_kernels {
+            let threads = h.threads();
+            h.cpu.get_or_insert_with(|| Cpu::new("", threads)).kernels = k;
         }
         h.validate().map_err(|m| {
             // A figure a flag gave is named by its flag too.

@@ -413,10 +413,12 @@ mod tests {
             misses: 1.0,
         });
         assert!(!st.offloaded);
-        let q8_rate = crate::cpu::published_gemm_rate(&quant_type("q8_0").unwrap())
-            .unwrap()
-            .0
-            * 1e9;
+        let q8_rate = crate::cpu::published_gemm_rate(
+            &quant_type("q8_0").unwrap(),
+            crate::cpu::Kernels::LlamaCpp,
+        )
+        .unwrap()
+        .0 * 1e9;
         let weights_per_byte = 32.0 / 34.0;
         // Experts: 64 tokens x 2 layers x 1 GiB each; non-expert: 64 x 0.5 GiB.
         let gemm_exp = 2.0 * weights_per_byte * 128.0 * GIB / q8_rate;

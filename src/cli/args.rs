@@ -11,6 +11,7 @@ use crate::commands::{
     kernel_replay::KernelReplayOptions, models::ModelsOptions, record::RecordOptions,
     simulate::SimulateOptions, sweep::SweepOptions, synth::SynthOptions,
 };
+use crate::cpu::Kernels;
 use crate::hardware::HardwareOverrides;
 use crate::input::TraceSource;
 use crate::io_engine::{EngineChoice, EngineKind};
@@ -162,6 +163,10 @@ pub struct HardwareArgs {
     /// Override: the CPU threads that multiply and fault (llama.cpp --threads).
     #[arg(long, value_name = "N")]
     pub threads: Option<u32>,
+    /// Override: whose CPU kernels multiply, for the published per-type rates
+    /// (ik_llama.cpp discussion 164 measured both on one machine)
+    #[arg(long, value_enum, value_name = "ENGINE")]
+    pub cpu_kernels: Option<KernelsArg>,
     /// Override: GB/s one core moves through the page cache (I/O model: faults and
     /// buffered reads).
     #[arg(long, value_name = "GB/S")]
@@ -267,6 +272,17 @@ pub struct IoArgs {
 /// The I/O model's read_ahead_kb without `--read-ahead-kb`: the kernel's default
 /// (VM_READAHEAD_PAGES), common on NVMe drives.
 pub const DEFAULT_READ_AHEAD_KB: u64 = 128;
+
+/// `--cpu-kernels`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KernelsArg {
+    /// Mainline llama.cpp's
+    #[value(name = "llama.cpp")]
+    LlamaCpp,
+    /// ik_llama.cpp's, weights repacked (-rtr, or its _R4/_R8 types)
+    #[value(name = "ik_llama.cpp")]
+    IkLlamaCpp,
+}
 
 /// `--io`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -668,6 +684,10 @@ impl From<HardwareArgs> for HardwareOverrides {
             ssd_stream_gbs: a.ssd_stream_gbs,
             max_sectors_kb: a.max_sectors_kb,
             threads: a.threads,
+            cpu_kernels: a.cpu_kernels.map(|k| match k {
+                KernelsArg::LlamaCpp => Kernels::LlamaCpp,
+                KernelsArg::IkLlamaCpp => Kernels::IkLlamaCpp,
+            }),
             page_cache_gbs: a.page_cache_gbs,
         }
     }
