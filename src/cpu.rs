@@ -37,6 +37,14 @@ impl Kernels {
     fn is_llama_cpp(&self) -> bool {
         *self == Kernels::LlamaCpp
     }
+
+    /// This engine's figure of a published pair (llama.cpp, ik_llama.cpp).
+    fn pick(self, llama: f64, ik: f64) -> f64 {
+        match self {
+            Kernels::LlamaCpp => llama,
+            Kernels::IkLlamaCpp => ik,
+        }
+    }
 }
 
 /// The CPU of a hardware profile.
@@ -101,13 +109,7 @@ pub fn published_gemm_rate(t: &QuantType, kernels: Kernels) -> Option<(f64, &'st
     MEASURED
         .iter()
         .find(|(n, ..)| *n == like)
-        .map(|&(n, llama, ik)| {
-            let tps = match kernels {
-                Kernels::LlamaCpp => llama,
-                Kernels::IkLlamaCpp => ik,
-            };
-            (tps * FLOP_PER_TOKEN / 16.0 / 1e9, n)
-        })
+        .map(|&(n, llama, ik)| (kernels.pick(llama, ik) * FLOP_PER_TOKEN / 16.0 / 1e9, n))
 }
 
 /// The published per-thread rate of a type (GB/s), with the type whose figure it is.
@@ -142,10 +144,7 @@ pub fn published_rate(t: &QuantType, kernels: Kernels) -> Option<(f64, &'static 
     MEASURED
         .iter()
         .find(|(n, ..)| *n == like)
-        .map(|&(n, llama, ik)| match kernels {
-            Kernels::LlamaCpp => (llama, n),
-            Kernels::IkLlamaCpp => (ik, n),
-        })
+        .map(|&(n, llama, ik)| (kernels.pick(llama, ik), n))
 }
 
 impl Cpu {
