@@ -216,7 +216,14 @@ impl SplitLru {
     /// Whether the active list is over `ratio` x the inactive one (`inactive_is_low`).
     #[inline]
     pub fn inactive_is_low(&self) -> bool {
-        self.active.len() > self.ratio * self.inactive.len()
+        self.inactive_is_low_at(self.active.len(), self.inactive.len())
+    }
+
+    /// `inactive_is_low` on list sizes a caller holds (the kernel's reclaim reads them
+    /// from the memcg's statistics as of their last flush, not from the lists).
+    #[inline]
+    pub fn inactive_is_low_at(&self, active: usize, inactive: usize) -> bool {
+        active > self.ratio * inactive
     }
 
     pub fn n_inactive(&self) -> usize {

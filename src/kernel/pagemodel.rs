@@ -318,7 +318,7 @@ impl Sim {
                 // || inactive_is_low(), on lruvec_page_state's flushed counters.
                 let f = self.flushed;
                 let may_deactivate = f.refaults != self.refaults_seen
-                    || f.active > self.lru.ratio() as usize * f.inactive;
+                    || self.lru.inactive_is_low_at(f.active, f.inactive);
                 let mut nr_inactive = self.lru.n_inactive() >> priority;
                 let mut nr_active = if may_deactivate {
                     self.lru.n_active() >> priority
