@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The I/O model against this machine: measure the disk (fio, O_DIRECT random reads over
-# block size x queue depth) and the CPU cost of the page cache (buffered minus O_DIRECT
-# system time per GB, in a memory cgroup as kernel-replay's), write them as a hardware
-# profile, then run kernel-replay on the DeepSeek-V2-Lite recording and print, for each
+# block size x queue depth) and the CPU cost of the page cache, for buffered reads and
+# for page faults (system time per GB minus O_DIRECT's, in a memory cgroup as
+# kernel-replay's; faults by scripts/fault_cost.py on slices of the replay's size with
+# its read_ahead_kb), write them as a hardware profile, then run kernel-replay on the DeepSeek-V2-Lite recording and print, for each
 # advice and budget, the wall time per token the kernel took beside the one the page
 # model's reads take through the profile (the `page-model` row's ms/token).
 #
@@ -70,25 +71,37 @@ if [[ -z $PROFILE ]]; then
       --rw=randread --bs=1m --direct=$direct --ioengine=psync --runtime=8 --time_based=1 \
       --randrepeat=0 --norandommap=1 --output-format=json" > "$DIR/fio_json/page_cache_d$direct.json"
   done
+  # Faults: the replay's slices (4,685,824 B / 3, whole pages) with its read_ahead_kb.
+  RA=/sys/class/bdi/$(stat -c %Hd:%Ld "$DIR/fio.dat")/read_ahead_kb
+  [[ -f $RA ]] || { echo "local_check.sh: cannot find the read_ahead_kb of $DIR's device" >&2; exit 2; }
+  RA_OLD=$(cat "$RA"); echo 128 > "$RA"
+  sync; echo 3 > /proc/sys/vm/drop_caches
+  sh -c "echo \$\$ > $CG/cgroup.procs; exec python3 $ROOT/scripts/fault_cost.py $DIR/fio.dat \
+    --region 1564672 --gb 3 --advice sequential" > "$DIR/fio_json/fault_cost.txt"
+  echo "$RA_OLD" > "$RA"
   python3 - "$DIR" "$PROFILE" <<'EOF'
 import csv, json, sys
 d, out = sys.argv[1:]
 def sys_s_per_gb(path):
     j = json.load(open(path))["jobs"][0]
     return j["sys_cpu"] / 100 * j["job_runtime"] / 1e3 / (j["read"]["io_bytes"] / 1e9)
-cost = sys_s_per_gb(f"{d}/fio_json/page_cache_d0.json") - sys_s_per_gb(f"{d}/fio_json/page_cache_d1.json")
-if cost <= 0:
-    sys.exit("local_check.sh: buffered reads cost no more CPU than O_DIRECT: cannot size the page cache")
+direct = sys_s_per_gb(f"{d}/fio_json/page_cache_d1.json")
+cost = sys_s_per_gb(f"{d}/fio_json/page_cache_d0.json") - direct
+fault = float(open(f"{d}/fio_json/fault_cost.txt").read()) - direct
+if cost <= 0 or fault <= 0:
+    sys.exit("local_check.sh: buffered reads or faults cost no more CPU than O_DIRECT: cannot size the page cache")
 rows = [r for r in csv.DictReader(open(f"{d}/fio_curve.csv")) if r["direct"] == "1" and r["jobs"] == "1"]
 mem_gib = int(next(l for l in open("/proc/meminfo") if l.startswith("MemTotal")).split()[1]) / 2**20
 with open(out, "w") as f:
     f.write('name = "local"\ndescription = "this machine: fio curve and page-cache cost (scripts/local_check.sh)"\n')
-    f.write(f"[ram]\nsize_gib = {mem_gib:.1f}\nbandwidth_gbs = 10.0\nreserve_gib = 0.0\npage_cache_gbs = {1 / cost:.3f}\n")
+    f.write(f"[ram]\nsize_gib = {mem_gib:.1f}\nbandwidth_gbs = 10.0\nreserve_gib = 0.0\n"
+            f"page_cache_gbs = {1 / cost:.3f}\nfault_gbs = {1 / fault:.3f}\n")
     f.write(f"[ssd]\nbandwidth_gbs = {max(float(r['gbs']) for r in rows):.3f}\npoints = [\n")
     for r in rows:
         f.write(f"  {{ block_kib = {int(r['block_bytes']) // 1024}, queue_depth = {r['queue_depth']}, gbs = {float(r['gbs']):.4f} }},\n")
     f.write("]\n")
-print(f"page cache: {cost:.3f} s of CPU per GB ({1 / cost:.2f} GB/s per core); profile {out}", file=sys.stderr)
+print(f"page cache: {cost:.3f} s of CPU per GB read ({1 / cost:.2f} GB/s per core), {fault:.3f} per GB "
+      f"faulted in ({1 / fault:.2f} GB/s per core); profile {out}", file=sys.stderr)
 EOF
 fi
 

@@ -11,7 +11,7 @@
 //!             engine and the drive's curve (io_engine.rs, drive.rs), plus the non-expert
 //!             bytes that do not fit in RAM, read again every token; through the page
 //!             cache (mmap, pread) each byte also costs the reading thread CPU time
-//!             (`[ram] page_cache_gbs`)
+//!             (`[ram] fault_gbs` for faults, `page_cache_gbs` for buffered reads)
 //! mmap:           t = t_vram + t_cpu_ne + the experts' faults and products, overlapped
 //!                 between the threads (fault_overlap.rs): from max(t_io, t_cpu_exp) to
 //!                 t_io + t_cpu_exp (one thread)
@@ -30,7 +30,7 @@ use serde::Serialize;
 use crate::drive::DriveCurve;
 use crate::fault_overlap::{self, Station};
 use crate::hardware::Hardware;
-use crate::io_engine::{IoEngine, LayerReads};
+use crate::io_engine::{IoEngine, LayerReads, PageCacheRates};
 use crate::timemodel::{token_time, Placement, GB};
 
 /// How the engine reads and what the drive does.
@@ -38,8 +38,8 @@ use crate::timemodel::{token_time, Placement, GB};
 pub struct IoSetup {
     pub engine: IoEngine,
     pub drive: DriveCurve,
-    /// GB/s one core moves through the page cache (faults and buffered reads).
-    pub page_cache_gbs: f64,
+    /// What one core moves through the page cache, by faults and by buffered reads.
+    pub page_cache: PageCacheRates,
     /// The engine waits for a layer's reads before it multiplies any of the layer's
     /// experts (`--no-read-overlap`; under page faults, see `fault_overlap.rs`).
     pub serial_reads: bool,
@@ -54,7 +54,7 @@ impl IoSetup {
             .layer_reads(slices, misses, neighbour_cached, &self.drive);
         r.seconds +=
             self.engine
-                .page_cache_seconds(r.device_bytes, slices, misses, self.page_cache_gbs);
+                .page_cache_seconds(r.device_bytes, slices, misses, self.page_cache);
         r
     }
 
@@ -88,7 +88,7 @@ impl IoSetup {
             bytes / window as f64,
             &[
                 Station::Shared(&drive_at),
-                Station::Own(bytes / (self.page_cache_gbs * GB)),
+                Station::Own(bytes / (self.engine.page_cache_gbs(self.page_cache) * GB)),
                 Station::Shared(work_at),
             ],
         ))
@@ -244,7 +244,7 @@ pub(crate) mod tests {
                 threads: 1,
             },
             drive: drive.clone(),
-            page_cache_gbs: f64::INFINITY,
+            page_cache: PageCacheRates::same(f64::INFINITY),
             serial_reads: false,
         };
         // Two tokens, one with 2 misses, one with none: 1 miss per token, half a miss
@@ -271,7 +271,7 @@ pub(crate) mod tests {
                 threads,
             },
             drive: drive.clone(),
-            page_cache_gbs: 4.0,
+            page_cache: PageCacheRates::same(4.0),
             serial_reads: false,
         };
         let misses = [(2, 1), (0, 1)];
@@ -306,12 +306,31 @@ pub(crate) mod tests {
                 threads: 1,
             },
             drive: drive.clone(),
-            page_cache_gbs: 2.0,
+            page_cache: PageCacheRates::same(2.0),
             serial_reads: false,
         };
         let t = decode_time(&p, &hw, &io, 10.0, &[(2, 1), (0, 1)], 0.5, 1.0);
         let io_s = drive.read_seconds(GIB, (1 << 20) as f64, 1.0);
         assert!(close(t.t_io, io_s + GIB / 2e9));
+        // Faults go at the rate for faults, whatever buffered reads cost; reads of the
+        // same bytes at the rate for reads.
+        io.page_cache = PageCacheRates {
+            read_gbs: 0.5,
+            fault_gbs: 8.0,
+        };
+        let f = decode_time(&p, &hw, &io, 10.0, &[(2, 1), (0, 1)], 0.5, 1.0);
+        assert!(close(f.t_io, io_s + GIB / 8e9));
+        io.engine = IoEngine::Pread {
+            workers: 1,
+            chunk: 1 << 20,
+        };
+        let r = decode_time(&p, &hw, &io, 10.0, &[(2, 1), (0, 1)], 0.5, 1.0);
+        io.page_cache = PageCacheRates::same(8.0);
+        let r8 = decode_time(&p, &hw, &io, 10.0, &[(2, 1), (0, 1)], 0.5, 1.0);
+        assert!(
+            close(r.t_io - r8.t_io, GIB / 0.5e9 - GIB / 8e9),
+            "{r:?} {r8:?}"
+        );
         // O_DIRECT bypasses it.
         io.engine = IoEngine::Direct { workers: 1 };
         let d = decode_time(&p, &hw, &io, 10.0, &[(2, 1), (0, 1)], 0.5, 1.0);
@@ -331,7 +350,7 @@ pub(crate) mod tests {
                 chunk: 1 << 20,
             },
             drive,
-            page_cache_gbs: f64::INFINITY,
+            page_cache: PageCacheRates::same(f64::INFINITY),
             serial_reads: false,
         };
         let t = decode_time(&p, &hw, &io, 10.0, &[(1, 1)], 0.5, 1.0);
@@ -364,7 +383,7 @@ pub(crate) mod tests {
                 threads: 1,
             },
             drive: DriveCurve::from_figures(2.0, 100.0, 1.0),
-            page_cache_gbs: f64::INFINITY,
+            page_cache: PageCacheRates::same(f64::INFINITY),
             serial_reads: false,
         };
         let t = decode_time(&p, &hw, &io, 10.0, &[(0, 1)], 1.0, 1.0);
@@ -385,7 +404,7 @@ pub(crate) mod tests {
                 threads: 1,
             },
             drive: DriveCurve::from_figures(2.0, 100.0, 1.0),
-            page_cache_gbs: f64::INFINITY,
+            page_cache: PageCacheRates::same(f64::INFINITY),
             serial_reads: false,
         };
         // 1.25 GiB installed, 1 GiB reserve: 0.25 GiB of the 0.5 GiB stays out.

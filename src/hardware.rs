@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::cpu::{Cpu, Kernels};
 use crate::drive::{DriveCurve, DrivePoint};
 use crate::error::{Error, Result};
+use crate::io_engine::PageCacheRates;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,16 +66,30 @@ pub struct Ram {
     /// OS, token embedding, buffers: what the page cache cannot use.
     #[serde(default)]
     pub reserve_gib: f64,
-    /// GB/s one core moves through the page cache: allocating, inserting and mapping the
-    /// pages a read brings in, and reclaiming as many (default:
-    /// [`DEFAULT_PAGE_CACHE_GBS`]; `scripts/measure_disk.sh -B` measures it).
+    /// GB/s one core moves through the page cache by buffered reads: allocating and
+    /// inserting the pages a read brings in, copying them out, reclaiming as many
+    /// (default: [`DEFAULT_PAGE_CACHE_GBS`]; `scripts/local_check.sh` measures it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page_cache_gbs: Option<f64>,
+    /// GB/s one core brings in through the page cache by page faults, which map the
+    /// pages where a read copies them out (default: `page_cache_gbs`;
+    /// `scripts/fault_cost.py` measures it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault_gbs: Option<f64>,
 }
 
 impl Ram {
     pub fn page_cache_gbs(&self) -> f64 {
         self.page_cache_gbs.unwrap_or(DEFAULT_PAGE_CACHE_GBS)
+    }
+
+    /// The page cache's rates for reads and for faults.
+    pub fn page_cache(&self) -> PageCacheRates {
+        let read_gbs = self.page_cache_gbs();
+        PageCacheRates {
+            read_gbs,
+            fault_gbs: self.fault_gbs.unwrap_or(read_gbs),
+        }
     }
 }
 
@@ -280,6 +295,7 @@ impl Hardware {
         out.push((self.ram.size_gib, &RAM_GIB));
         out.push((self.ram.bandwidth_gbs, &RAM_GBS));
         out.extend(self.ram.page_cache_gbs.map(|g| (g, &PAGE_CACHE_GBS)));
+        out.extend(self.ram.fault_gbs.map(|g| (g, &FAULT_GBS)));
         out.push((self.ssd.bandwidth_gbs, &SSD_GBS));
         out.extend(self.ssd.stream_gbs.map(|s| (s, &SSD_STREAM_GBS)));
         out.extend(self.ssd.latency_us.map(|l| (l, &SSD_LATENCY_US)));
@@ -324,6 +340,9 @@ impl Hardware {
         nonneg(self.ram.reserve_gib, "RAM reserve_gib")?;
         if let Some(g) = self.ram.page_cache_gbs {
             pos(g, "RAM page_cache_gbs")?;
+        }
+        if let Some(g) = self.ram.fault_gbs {
+            pos(g, "RAM fault_gbs")?;
         }
         pos(self.ssd.bandwidth_gbs, "SSD bandwidth_gbs")?;
         if self.ssd.drives == 0 {
@@ -441,6 +460,12 @@ const PAGE_CACHE_GBS: Limit = limit(
     1_000.0,
     "GB/s per core (4 by default)",
 );
+const FAULT_GBS: Limit = limit(
+    "RAM fault_gbs",
+    0.0,
+    1_000.0,
+    "GB/s per core (page_cache_gbs by default)",
+);
 const SSD_GBS: Limit = limit(
     "SSD bandwidth_gbs",
     0.0,
@@ -542,6 +567,7 @@ fn hw(
             bandwidth_gbs: ram.1,
             reserve_gib: ram.2,
             page_cache_gbs: None,
+            fault_gbs: None,
         },
         ssd: Ssd {
             bandwidth_gbs: ssd.0,
@@ -661,8 +687,10 @@ pub struct HardwareOverrides {
     pub threads: Option<u32>,
     /// Override: whose CPU kernels the published rates are.
     pub cpu_kernels: Option<Kernels>,
-    /// Override: GB/s one core moves through the page cache.
+    /// Override: GB/s one core moves through the page cache by buffered reads.
     pub page_cache_gbs: Option<f64>,
+    /// Override: GB/s one core brings in through the page cache by page faults.
+    pub fault_gbs: Option<f64>,
 }
 
 impl HardwareOverrides {
@@ -708,6 +736,9 @@ impl HardwareOverrides {
         h.ram.reserve_gib = self.ram_reserve.unwrap_or(h.ram.reserve_gib);
         if self.page_cache_gbs.is_some() {
             h.ram.page_cache_gbs = self.page_cache_gbs;
+        }
+        if self.fault_gbs.is_some() {
+            h.ram.fault_gbs = self.fault_gbs;
         }
         h.ram.size_gib = ram_gib.unwrap_or(h.ram.size_gib);
         h.ssd.bandwidth_gbs = self.ssd_bw.unwrap_or(h.ssd.bandwidth_gbs);
@@ -766,6 +797,7 @@ impl HardwareOverrides {
                 "--page-cache-gbs",
                 self.page_cache_gbs.is_some(),
             ),
+            ("RAM fault_gbs", "--fault-gbs", self.fault_gbs.is_some()),
             ("SSD bandwidth_gbs", "--ssd-bw", self.ssd_bw.is_some()),
             (
                 "SSD latency_us",
@@ -887,5 +919,44 @@ mod tests {
         let e = Hardware::resolve(bad.to_str().unwrap()).unwrap_err();
         assert!(e.0.contains("bad.toml:5:") && e.0.contains("speed"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn faults_take_the_read_rate_unless_the_profile_gives_theirs() {
+        let mut h = Hardware::resolve("3090-ddr5").unwrap();
+        assert_eq!(
+            h.ram.page_cache(),
+            PageCacheRates::same(DEFAULT_PAGE_CACHE_GBS)
+        );
+        h.ram.page_cache_gbs = Some(2.5);
+        assert_eq!(h.ram.page_cache(), PageCacheRates::same(2.5));
+        h.ram.fault_gbs = Some(11.0);
+        assert_eq!(
+            h.ram.page_cache(),
+            PageCacheRates {
+                read_gbs: 2.5,
+                fault_gbs: 11.0
+            }
+        );
+        let o = HardwareOverrides {
+            hw: "3090-ddr5".into(),
+            fault_gbs: Some(12.0),
+            ..Default::default()
+        };
+        assert_eq!(o.resolve(None).unwrap().ram.page_cache().fault_gbs, 12.0);
+        let bad = HardwareOverrides {
+            fault_gbs: Some(0.0),
+            ..o
+        };
+        let e = bad.resolve(None).unwrap_err().0;
+        assert!(
+            e.contains("RAM fault_gbs") && e.contains("(from --fault-gbs)"),
+            "{e}"
+        );
+        h.ram.fault_gbs = Some(4000.0);
+        assert!(h
+            .validate()
+            .unwrap_err()
+            .starts_with("RAM fault_gbs = 4000 is more"));
     }
 }

@@ -46,6 +46,25 @@
 
 use crate::drive::DriveCurve;
 
+/// GB/s one core moves through the page cache: by buffered reads, which allocate and
+/// insert the pages, copy them out and reclaim as many, and by page faults, which map
+/// them instead of copying (`[ram] page_cache_gbs` and `fault_gbs`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PageCacheRates {
+    pub read_gbs: f64,
+    pub fault_gbs: f64,
+}
+
+impl PageCacheRates {
+    /// Reads and faults at one rate.
+    pub fn same(gbs: f64) -> PageCacheRates {
+        PageCacheRates {
+            read_gbs: gbs,
+            fault_gbs: gbs,
+        }
+    }
+}
+
 /// Page size of the machines modelled.
 pub const PAGE: u64 = 4096;
 
@@ -240,16 +259,16 @@ impl IoEngine {
     }
 
     /// CPU seconds the page cache adds to a thread that reads `bytes` through it:
-    /// allocating and inserting the pages, reclaiming as many, mapping them on a fault.
-    /// The thread that faults or calls `read` does that work before and after its
-    /// request, so it adds to the wait; threads reading at once share it. O_DIRECT
-    /// bypasses the page cache. `page_cache_gbs` is what one core moves through it.
+    /// allocating and inserting the pages, reclaiming as many, and mapping them on a
+    /// fault or copying them out of a read. The thread that faults or calls `read` does
+    /// that work before and after its request, so it adds to the wait; threads reading
+    /// at once share it. O_DIRECT bypasses the page cache.
     pub fn page_cache_seconds(
         &self,
         bytes: f64,
         slices: &[u64],
         misses: f64,
-        page_cache_gbs: f64,
+        rates: PageCacheRates,
     ) -> f64 {
         if bytes <= 0.0 {
             return 0.0;
@@ -261,7 +280,16 @@ impl IoEngine {
             IoEngine::Mmap { window, threads } => faulting_threads(window, threads, slices),
             IoEngine::Pread { workers, .. } => misses.min(workers as f64),
         };
-        bytes / (page_cache_gbs * 1e9) / threads.max(1.0)
+        bytes / (self.page_cache_gbs(rates) * 1e9) / threads.max(1.0)
+    }
+
+    /// What one core moves through the page cache under this engine: faults map the
+    /// pages, buffered reads copy them out.
+    pub fn page_cache_gbs(&self, rates: PageCacheRates) -> f64 {
+        match self {
+            IoEngine::Mmap { .. } => rates.fault_gbs,
+            IoEngine::Pread { .. } | IoEngine::Direct { .. } => rates.read_gbs,
+        }
     }
 
     /// Under page faults in read-around windows (`mmap` without `willneed`): the window
@@ -573,9 +601,20 @@ mod tests {
             chunk: 128 * 1024,
         };
         assert!(close(
-            e.page_cache_seconds(8e9, &slices, 6.0, 4.0),
+            e.page_cache_seconds(8e9, &slices, 6.0, PageCacheRates::same(4.0)),
             8e9 / 4e9 / 4.0
         ));
+        // Faults map the pages at their own rate, reads copy them at theirs.
+        let rates = PageCacheRates {
+            read_gbs: 2.0,
+            fault_gbs: 8.0,
+        };
+        assert!(close(e.page_cache_seconds(8e9, &slices, 1.0, rates), 4.0));
+        let m = IoEngine::Mmap {
+            window: 0,
+            threads: 4,
+        };
+        assert!(close(m.page_cache_seconds(8e9, &slices, 1.0, rates), 1.0));
     }
 
     #[test]

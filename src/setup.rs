@@ -323,7 +323,7 @@ impl ReplaySetup {
             io: self.io.map(|c| IoSetup {
                 engine: c.engine(hw.threads()),
                 drive: hw.ssd.curve(),
-                page_cache_gbs: hw.ram.page_cache_gbs(),
+                page_cache: hw.ram.page_cache(),
                 serial_reads: c.serial_reads,
             }),
             op_offload: self.op_offload,

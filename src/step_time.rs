@@ -341,7 +341,7 @@ mod tests {
                 threads,
             },
             drive: DriveCurve::from_figures(2.0, 100.0, 1.0),
-            page_cache_gbs: 4.0,
+            page_cache: crate::io_engine::PageCacheRates::same(4.0),
             serial_reads: false,
         }
     }

@@ -396,3 +396,66 @@ fn ik_llama_cpp_kernels_multiply_faster() {
         "possible values: llama.cpp, ik_llama.cpp",
     );
 }
+
+#[test]
+fn faults_and_buffered_reads_have_their_own_page_cache_rates() {
+    let tok_s = |extra: &[&str]| {
+        let mut v = vec!["simulate", "--policy", "lru", "--cache-experts", "4000"];
+        v.extend(["--format", "csv", "-q"]);
+        v.extend(extra);
+        let (h, r) = csv(&run(&v));
+        r[h.iter().position(|x| x == "est_tok_s").unwrap()]
+            .parse::<f64>()
+            .unwrap()
+    };
+    // Faults go at --fault-gbs, buffered reads at --page-cache-gbs; each leaves the other
+    // engine alone, and a fault rate is the read rate unless given.
+    let mmap = tok_s(&["--io", "mmap"]);
+    assert!(tok_s(&["--io", "mmap", "--fault-gbs", "20"]) > mmap);
+    assert_eq!(
+        tok_s(&["--io", "mmap", "--page-cache-gbs", "1"]),
+        tok_s(&["--io", "mmap", "--page-cache-gbs", "1", "--fault-gbs", "1"])
+    );
+    assert!(tok_s(&["--io", "mmap", "--page-cache-gbs", "1"]) < mmap);
+    let pread = tok_s(&["--io", "pread"]);
+    assert_eq!(tok_s(&["--io", "pread", "--fault-gbs", "20"]), pread);
+    assert!(tok_s(&["--io", "pread", "--page-cache-gbs", "20"]) > pread);
+    refused(&run(&["simulate", "--fault-gbs", "0"]), "RAM fault_gbs");
+}
+
+/// scripts/fault_cost.py measures the CPU a fault costs per GB on a file on disk, from a
+/// cold start it makes itself; bad input is one line and exit 2.
+#[test]
+fn the_fault_cost_script_measures_a_cost() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = root.join("scripts/fault_cost.py");
+    let file = root
+        .join("target")
+        .join(format!("fault-cost-{}.dat", std::process::id()));
+    let mut data = vec![0u8; 64 << 20];
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = (i.wrapping_mul(2654435761) >> 13) as u8;
+    }
+    std::fs::write(&file, &data).unwrap();
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(&file)
+        .args(["--gb", "0.05", "--region", "262144"])
+        .output()
+        .unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let cost: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(cost > 0.0 && cost < 10.0, "{cost} {err}");
+    assert!(err.contains("major") && err.contains("GB read"), "{err}");
+    let bad = Command::new("python3")
+        .arg(&script)
+        .arg(root.join("no-such-file.dat"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("no-such-file.dat: No such file"), "{err}");
+}

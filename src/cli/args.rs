@@ -167,10 +167,15 @@ pub struct HardwareArgs {
     /// (ik_llama.cpp discussion 164 measured both on one machine)
     #[arg(long, value_enum, value_name = "ENGINE")]
     pub cpu_kernels: Option<KernelsArg>,
-    /// Override: GB/s one core moves through the page cache (I/O model: faults and
-    /// buffered reads).
+    /// Override: GB/s one core moves through the page cache by buffered reads (I/O
+    /// model: allocate, insert, copy out, reclaim).
     #[arg(long, value_name = "GB/S")]
     pub page_cache_gbs: Option<f64>,
+    /// Override: GB/s one core brings in through the page cache by page faults (I/O
+    /// model, `--io mmap`: allocate, insert, map, reclaim; default: the page cache's
+    /// rate for reads).
+    #[arg(long, value_name = "GB/S")]
+    pub fault_gbs: Option<f64>,
 }
 
 /// The weights' types, when a model preset is priced (a GGUF file says its own).
@@ -689,6 +694,7 @@ impl From<HardwareArgs> for HardwareOverrides {
                 KernelsArg::IkLlamaCpp => Kernels::IkLlamaCpp,
             }),
             page_cache_gbs: a.page_cache_gbs,
+            fault_gbs: a.fault_gbs,
         }
     }
 }

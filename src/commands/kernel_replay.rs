@@ -10,7 +10,7 @@ use moe_spill_policies::registry::PolicySpec;
 use crate::costing::CostInputs;
 use crate::drive::DriveCurve;
 use crate::error::{printable_path, Error, Result};
-use crate::io_engine::{EngineChoice, EngineKind};
+use crate::io_engine::{EngineChoice, EngineKind, PageCacheRates};
 use crate::kernel::{
     page_model, pagemodel, policy_run, truncate_trace, Advice, ExpertFileLayout, GgufLayout,
     KernelOptions, KernelRun, KernelSession, PageModelConfig, PageModelRun, PAGE_MODEL,
@@ -115,21 +115,21 @@ struct Comparison<'a> {
     model_eb: Option<u64>,
     /// The drive and page-cache figures of the profile, for the page model's predicted
     /// wall time (I/O model, docs/VALIDATION.md).
-    drive: Option<(DriveCurve, f64)>,
+    drive: Option<(DriveCurve, PageCacheRates)>,
     /// The laid-out file's layout, and the bytes one expert counts for in it.
     layout: &'a ExpertFileLayout,
 }
 
 /// The wall time per token the I/O model gives the page model's reads (ms): the one
-/// thread of the replay faults its windows (or, under `willneed`, has a layer's slices
-/// in flight at once) and pays the page cache's CPU time for every byte. The engine is
-/// `--io mmap` with the run's advice and the device's read_ahead_kb the file was opened
-/// with, as `simulate` would price it.
+/// thread of the replay faults its windows (or, under `willneed`, advises an expert's
+/// slices and then touches them: one expert's slices in flight at once) and pays the
+/// page cache's CPU time for every byte. The engine is `--io mmap` with the run's
+/// advice and the device's read_ahead_kb the file was opened with, as `simulate` would
+/// price it.
 fn predicted_wall_ms(
-    (drive, page_cache_gbs): (&DriveCurve, f64),
+    (drive, page_cache): (&DriveCurve, PageCacheRates),
     pm: &PageModelRun,
     slices: &[u64],
-    layers: f64,
     read_ahead_kb: u64,
     advice: Advice,
 ) -> Vec<f64> {
@@ -141,14 +141,14 @@ fn predicted_wall_ms(
         serial_reads: false,
     }
     .engine(1);
-    let expert: u64 = slices.iter().sum();
+    // The replay reads one expert at a time (`simulate` has a layer's misses at once).
+    let misses = 1.0;
     pm.read_pages
         .iter()
         .map(|&p| {
             let bytes = (p * pagemodel::PAGE) as f64;
-            let misses = bytes / expert as f64 / layers;
             let s = engine.device_seconds(bytes, slices, misses, drive)
-                + engine.page_cache_seconds(bytes, slices, misses, page_cache_gbs);
+                + engine.page_cache_seconds(bytes, slices, misses, page_cache);
             s * 1e3
         })
         .collect()
@@ -230,15 +230,13 @@ impl Comparison<'_> {
         pr.resident_experts = pm.resident_experts();
         pr.resident_overlap = overlap(&pm.resident_ids());
         pr.read_bytes = Some(pm.total_read_bytes());
-        if let Some((drive, page_cache_gbs)) = &self.drive {
+        if let Some((drive, page_cache)) = &self.drive {
             let l = self.layout;
             let slices = vec![l.expert_bytes / l.slices as u64; l.slices as usize];
-            let layers = (self.plan.per_token / self.plan.top_k.max(1)).max(1) as f64;
             let wall = predicted_wall_ms(
-                (drive, *page_cache_gbs),
+                (drive, *page_cache),
                 &pm,
                 &slices,
-                layers,
                 k.read_ahead_kb,
                 self.a.advice,
             );
@@ -359,7 +357,7 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
         model_eb,
         drive: econ
             .as_ref()
-            .map(|e| (e.hw.ssd.curve(), e.hw.ram.page_cache_gbs())),
+            .map(|e| (e.hw.ssd.curve(), e.hw.ram.page_cache())),
         layout: &layout,
     };
     let mut noted = false;

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""The CPU time page faults cost the faulting thread, per GB brought in from a file.
+
+Maps FILE, then touches every page of random regions of REGION bytes (as a matmul
+touches an expert's slice) until GB gigabytes were touched, under llama.cpp's
+advice (`sequential`: POSIX_FADV_SEQUENTIAL on the file; `willneed`: MADV_WILLNEED
+on each region first; `normal`: none). Prints the system CPU seconds per GB the drive
+read for it (/proc/self/io's read_bytes: the touched pages and the readahead around
+them, the bytes the I/O model prices) on stdout, and a line with the wall rate and
+the faults on stderr.
+
+It drops the file's cached pages first (fsync, POSIX_FADV_DONTNEED; pages other
+processes have mapped stay). Run it inside a memory cgroup smaller than the file when
+reclaim should be counted, as scripts/local_check.sh does. The user time
+of this loop is Python's, not the kernel's, and is not counted.
+
+Usage: fault_cost.py FILE [--region BYTES] [--gb GB] [--advice ADVICE] [--seed N]
+"""
+import argparse
+import mmap
+import os
+import random
+import resource
+import sys
+import time
+
+PAGE = mmap.PAGESIZE
+
+
+def die(msg):
+    print(f"fault_cost.py: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def read_bytes():
+    """Bytes this process had read from storage so far."""
+    with open("/proc/self/io") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("read_bytes:"))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("file")
+    ap.add_argument("--region", type=int, default=1 << 20, help="bytes per region (default 1 MiB)")
+    ap.add_argument("--gb", type=float, default=2.0, help="GB touched in all (default 2)")
+    ap.add_argument("--advice", choices=["sequential", "willneed", "normal"], default="sequential")
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args()
+    if a.region < PAGE or a.gb <= 0:
+        die(f"--region must be at least {PAGE} and --gb positive")
+    region = a.region // PAGE * PAGE
+    try:
+        fd = os.open(a.file, os.O_RDONLY)
+    except OSError as e:
+        die(f"{a.file}: {e.strerror}")
+    size = os.fstat(fd).st_size
+    if size < 4 * region:
+        die(f"{a.file}: {size} bytes, smaller than four regions")
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    if a.advice == "sequential":
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    m = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+    rng = random.Random(a.seed)
+    regions = size // region
+    total = int(a.gb * 1e9)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    read0 = read_bytes()
+    t0 = time.monotonic()
+    done = acc = 0
+    while done < total:
+        off = rng.randrange(regions) * region
+        if a.advice == "willneed":
+            m.madvise(mmap.MADV_WILLNEED, off, region)
+        for p in range(off, off + region, PAGE):
+            acc += m[p]
+        done += region
+    wall = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    gb = done / 1e9
+    read_gb = (read_bytes() - read0) / 1e9
+    if read_gb <= 0.01 * gb:
+        die(f"{a.file}: the drive read nothing (a file in memory, or mapped by another process)")
+    sys_s = after.ru_stime - before.ru_stime
+    print(f"{sys_s / read_gb:.4f}")
+    print(
+        f"fault_cost.py: {a.advice}, {region} B regions: {gb:.2f} GB touched at {gb / wall:.2f} GB/s, "
+        f"{read_gb:.2f} GB read, {sys_s / read_gb:.3f} s of system CPU per GB read, "
+        f"{after.ru_majflt - before.ru_majflt} major and {after.ru_minflt - before.ru_minflt} minor faults",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    main()
