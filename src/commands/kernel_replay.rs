@@ -122,8 +122,8 @@ struct Comparison<'a> {
 
 /// The wall time per token the I/O model gives the page model's reads (ms): the one
 /// thread of the replay faults its windows (or, under `willneed`, advises an expert's
-/// slices and then touches them: one expert's slices in flight at once) and pays the
-/// page cache's CPU time for every byte. The engine is `--io mmap` with the run's
+/// slices and then touches them: one expert's slices in flight at once), in the
+/// requests the page model issued, and pays the page cache's CPU time for every byte. The engine is `--io mmap` with the run's
 /// advice and the device's read_ahead_kb the file was opened with, as `simulate` would
 /// price it.
 fn predicted_wall_ms(
@@ -143,11 +143,16 @@ fn predicted_wall_ms(
     .engine(1);
     // The replay reads one expert at a time (`simulate` has a layer's misses at once).
     let misses = 1.0;
+    let in_flight = engine.requests(slices, misses, drive).in_flight;
     pm.read_pages
         .iter()
-        .map(|&p| {
+        .zip(&pm.read_requests)
+        .map(|(&p, &n)| {
             let bytes = (p * pagemodel::PAGE) as f64;
-            let s = engine.device_seconds(bytes, slices, misses, drive)
+            // The requests the page model issued, at their mean size: the windows, and
+            // the pieces of those a cached page cut short.
+            let block = (bytes / n.max(1) as f64).min(drive.max_request);
+            let s = drive.read_seconds(bytes, block, in_flight)
                 + engine.page_cache_seconds(bytes, slices, misses, page_cache);
             s * 1e3
         })

@@ -155,6 +155,9 @@ pub struct PageModelRun {
     pub expert_bytes: u64,
     /// Pages read per token.
     pub read_pages: Vec<u64>,
+    /// Read requests per token: runs of consecutive pages one readahead, fault or
+    /// WILLNEED call brings in.
+    pub read_requests: Vec<u64>,
     /// Cached pages of every expert at the end (a page shared by two experts' slices
     /// counts for both, as mincore does in kernel-replay).
     pub resident_pages: Vec<u32>,
@@ -247,6 +250,10 @@ struct Sim {
     ra_async: u32,
     ra_order: u32,
     read: u64,
+    /// Requests so far, and the page the current one last brought in (`NO_PAGE` when
+    /// the next page starts a new one).
+    requests: u64,
+    last_read: u32,
     kernel_reclaim: bool,
     /// The flushed refault activations at the end of the last reclaim
     /// (`snapshot_refaults`).
@@ -255,10 +262,17 @@ struct Sim {
     flushed: Flushed,
 }
 
+/// No page: the next page read starts a request.
+const NO_PAGE: u32 = u32::MAX;
+
 impl Sim {
     /// Read page `p` into the cache (unreferenced), reclaiming first when it is full.
     fn bring_in(&mut self, p: u32) {
         self.read += 1;
+        if self.last_read == NO_PAGE || p != self.last_read + 1 {
+            self.requests += 1;
+        }
+        self.last_read = p;
         if self.budget == 0 {
             return;
         }
@@ -366,6 +380,7 @@ impl Sim {
     /// brings it in, one page per folio (WILLNEED's `force_page_cache_ra`, and the
     /// fallback of `page_cache_ra_order`).
     fn read_range(&mut self, start: u32, size: u32, mark: Option<u32>) {
+        self.last_read = NO_PAGE;
         let end = start.saturating_add(size).min(self.n_pages);
         for p in start..end {
             if !self.lru.is_resident(p) {
@@ -393,6 +408,7 @@ impl Sim {
         };
         let new_order = order.min(MAX_FOLIO_ORDER).min(size.ilog2());
         self.ra_order = new_order;
+        self.last_read = NO_PAGE;
         let mut index = start;
         while index <= limit {
             let mut o = new_order.min(index.trailing_zeros());
@@ -562,6 +578,8 @@ pub fn page_model(
         ra_async: 0,
         ra_order: 0,
         read: 0,
+        requests: 0,
+        last_read: NO_PAGE,
         kernel_reclaim: cfg.kernel_reclaim,
         refaults_seen: 0,
         flushed: Flushed::default(),
@@ -570,8 +588,10 @@ pub fn page_model(
     let slices = layout.slices as usize;
     let n_tokens = stream.len().checked_div(per_token).unwrap_or(0);
     let mut read_pages = Vec::with_capacity(n_tokens);
+    let mut read_requests = Vec::with_capacity(n_tokens);
     for token in stream.chunks_exact(per_token.max(1)).take(n_tokens) {
         let before = sim.read;
+        let requests_before = sim.requests;
         sim.flush_stats();
         for &id in token {
             let ext = &ranges[id as usize][..slices];
@@ -591,6 +611,7 @@ pub fn page_model(
             }
         }
         read_pages.push(sim.read - before);
+        read_requests.push(sim.requests - requests_before);
     }
     let resident_pages = ranges
         .iter()
@@ -604,6 +625,7 @@ pub fn page_model(
     PageModelRun {
         expert_bytes: layout.expert_bytes,
         read_pages,
+        read_requests,
         resident_pages,
         pages_per_expert: if layout.gguf.is_none() {
             ranges
@@ -760,6 +782,8 @@ mod tests {
         // no mark (3 was not read now).
         let run = page_model(&[1, 2, 0], 1, 8, &c);
         assert_eq!(run.read_pages, vec![9, 8, 3]);
+        // One request per window, [0, 4) without the cached 3 one.
+        assert_eq!(run.read_requests, vec![4, 2, 1]);
         assert_eq!(run.expert_misses(), 20.0 / 4.0);
         // Expert 0: [0, 4) marking 3, then the folios [4, 8) and [8, 12), each marked.
         // Expert 5 (21-24): [19, 23), [23, 24), [24, 26), [26, 28). Expert 1 (5-8): 8
@@ -801,6 +825,8 @@ mod tests {
             ..cfg(layout(2, 8 * PAGE, 1), 4, true, 32)
         };
         assert_eq!(page_model(&[0], 1, 2, &c).read_pages, vec![11]);
+        // WILLNEED's 4 pages, the fault's window and three async windows.
+        assert_eq!(page_model(&[0], 1, 2, &c).read_requests, vec![5]);
         let c = PageModelConfig {
             willneed_max_pages: 0,
             ..c
