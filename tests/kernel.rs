@@ -255,6 +255,17 @@ fn replay(trace: &Trace, tokens: usize, advice: Advice, policy: &str) -> Replay 
         (resident - CAPACITY as f64).abs() <= charge_slack() as f64,
         "{resident:.2} experts resident at the end, budget {CAPACITY}"
     );
+    // The device completed at least the requests the bytes need at its largest size
+    // (more when other processes read from it too).
+    if let Some(d) = &run.device_reads {
+        let largest = run.max_io_kb.max(4) * 1024;
+        let requests: u64 = d.iter().sum();
+        assert!(
+            requests >= run.total_read_bytes() / largest,
+            "{requests} device reads for {} bytes",
+            run.total_read_bytes()
+        );
+    }
     // The first token's 32 accesses are cold misses, read exactly.
     let first = run.read_bytes[0] as f64 / EXPERT_BYTES as f64;
     assert!(

@@ -203,6 +203,10 @@ impl Comparison<'_> {
         kr.resident_experts = k.resident_experts();
         kr.read_bytes = Some(k.total_read_bytes());
         kr.major_faults_per_token = Some(k.major_faults.iter().sum::<u64>() as f64 / n as f64);
+        kr.read_requests_per_token = k
+            .device_reads
+            .as_ref()
+            .map(|d| d.iter().sum::<u64>() as f64 / n as f64);
         kr.wall_ms_per_token = Some(walls.iter().sum::<f64>() / n as f64);
         let kr_wall = kr.wall_ms_per_token.filter(|&w| w > 0.0);
         kr.wall_ms_p50 = Some(percentile(&walls, 50.0));
@@ -235,6 +239,7 @@ impl Comparison<'_> {
         pr.resident_experts = pm.resident_experts();
         pr.resident_overlap = overlap(&pm.resident_ids());
         pr.read_bytes = Some(pm.total_read_bytes());
+        pr.read_requests_per_token = Some(pm.read_requests.iter().sum::<u64>() as f64 / n as f64);
         if let Some((drive, page_cache)) = &self.drive {
             let l = self.layout;
             let slices = vec![l.expert_bytes / l.slices as u64; l.slices as usize];
@@ -348,8 +353,10 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
         "major_faults",
         "minor_faults",
         "wall_us",
+        "device_reads",
         "kernel_experts",
         "page_model_experts",
+        "page_model_requests",
     ]);
     per_token.header.extend(specs.iter().map(|s| s.to_string()));
     let n = plan.n_tokens;
@@ -398,12 +405,16 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
                     k.major_faults[t].to_string(),
                     k.minor_faults[t].to_string(),
                     (k.wall_ns[t] / 1000).to_string(),
+                    k.device_reads
+                        .as_ref()
+                        .map_or(String::new(), |d| d[t].to_string()),
                     format!("{:.4}", k.read_bytes[t] as f64 / expert_bytes as f64),
                     format!(
                         "{:.4}",
                         (at.page_model.read_pages[t] * pagemodel::PAGE) as f64
                             / expert_bytes as f64
                     ),
+                    at.page_model.read_requests[t].to_string(),
                 ];
                 cells.extend(
                     at.policy_misses

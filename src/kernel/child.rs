@@ -7,7 +7,9 @@
 //!
 //! Protocol (little-endian u64 words on fd 3): a READY record `[READY, fixed_overhead,
 //! page_table_bytes, limit, window_kb, read_ahead_kb]`, then per token `[read_bytes, major_faults,
-//! minor_faults, wall_ns]`, then `[DONE, non_file_bytes, limit]`.
+//! minor_faults, wall_ns, device_reads]`, then `[DONE, non_file_bytes, limit]`. `device_reads`
+//! is the read requests the file's device completed (its sysfs `stat`, every process's),
+//! [`NO_COUNT`] where there is none.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -29,7 +31,9 @@ pub const SPEC_ENV: &str = "MOE_SPILL_KERNEL_CHILD";
 pub const REPORT_FD: i32 = 3;
 pub const READY: u64 = 0x5944_4145_5200_0001;
 pub const DONE: u64 = 0x454e_4f44_0000_0002;
-pub const TOKEN_WORDS: usize = 4;
+pub const TOKEN_WORDS: usize = 5;
+/// A count the child could not read.
+pub const NO_COUNT: u64 = u64::MAX;
 /// Words of the READY record.
 pub const READY_WORDS: usize = 6;
 
@@ -43,6 +47,8 @@ pub struct ChildSpec {
     pub read_ahead_kb: Option<u64>,
     /// sysfs file of the device's read_ahead_kb.
     pub bdi_read_ahead: Option<PathBuf>,
+    /// sysfs `stat` of the file's block device (its read requests).
+    pub device_stat: Option<PathBuf>,
     pub cgroup_dir: PathBuf,
     pub cgroup_version: Version,
     /// Bytes of page cache the budget allows (capacity x expert bytes).
@@ -153,6 +159,17 @@ pub fn child_main() -> Result<()> {
     // everything charged to the cgroup that is not page cache of the file.
     let _ = io_file.field("read_bytes");
     let _ = sys::thread_faults();
+    let mut device = spec
+        .device_stat
+        .as_ref()
+        .and_then(|p| ProcFile::open(&p.to_string_lossy()).ok());
+    let mut device_reads = move || {
+        device
+            .as_mut()
+            .and_then(|d| d.first_number().ok().flatten())
+            .unwrap_or(NO_COUNT)
+    };
+    let _ = device_reads();
     let mut nonfile = || -> io::Result<u64> {
         let used = usage.field("")?.unwrap_or(0);
         let file = stat.field(file_key)?.unwrap_or(0);
@@ -172,6 +189,7 @@ pub fn child_main() -> Result<()> {
             .read_exact(&mut ids)
             .map_err(|e| err("reading expert ids", e))?;
         let rb0 = io_file.field("read_bytes").ok().flatten().unwrap_or(0);
+        let dr0 = device_reads();
         let (maj0, min0) = sys::thread_faults();
         let t0 = Instant::now();
         for pair in ids.chunks_exact(2) {
@@ -189,6 +207,12 @@ pub fn child_main() -> Result<()> {
         let wall = t0.elapsed().as_nanos() as u64;
         let (maj1, min1) = sys::thread_faults();
         let rb1 = io_file.field("read_bytes").ok().flatten().unwrap_or(0);
+        let dr1 = device_reads();
+        let dr = if dr0 == NO_COUNT || dr1 == NO_COUNT {
+            NO_COUNT
+        } else {
+            dr1.saturating_sub(dr0)
+        };
         // Page tables and the page cache's own index (xarray nodes, which also keep
         // the shadow entries of evicted pages) grow as the file is touched; the limit
         // follows them so the file's page cache keeps exactly the budget.
@@ -198,7 +222,7 @@ pub fn child_main() -> Result<()> {
             set_limit(&mut limit_file, &mut limit_text, limit)
                 .map_err(|e| err("raising the cgroup limit", e))?;
         }
-        for (i, w) in [rb1 - rb0, maj1 - maj0, min1 - min0, wall]
+        for (i, w) in [rb1 - rb0, maj1 - maj0, min1 - min0, wall, dr]
             .iter()
             .enumerate()
         {

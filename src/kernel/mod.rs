@@ -175,6 +175,9 @@ pub struct KernelRun {
     pub major_faults: Vec<u64>,
     pub minor_faults: Vec<u64>,
     pub wall_ns: Vec<u64>,
+    /// Read requests the file's device completed during each token (any process's);
+    /// None where the device has no `stat`.
+    pub device_reads: Option<Vec<u64>>,
     /// Resident pages of every expert at the end (mincore).
     pub resident_pages: Vec<u32>,
     pub pages_per_expert: u32,
@@ -259,6 +262,7 @@ pub struct KernelSession {
     opts: KernelOptions,
     child: ChildCommand,
     bdi_read_ahead: Option<PathBuf>,
+    device_stat: Option<PathBuf>,
     max_io_kb: u64,
 }
 
@@ -363,6 +367,13 @@ fn max_io_kb(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// The sysfs `stat` of the block device under `path` (a partition's own).
+fn device_stat(path: &Path) -> Option<PathBuf> {
+    let (maj, min) = sys::dev_of(path).ok()?;
+    let p = PathBuf::from(format!("/sys/dev/block/{maj}:{min}/stat"));
+    p.is_file().then_some(p)
+}
+
 /// The sysfs read_ahead_kb of the device under `path` (its backing device info).
 fn bdi_read_ahead(path: &Path) -> Option<PathBuf> {
     let (maj, min) = sys::dev_of(path).ok()?;
@@ -427,11 +438,13 @@ impl KernelSession {
             ));
         }
         let max_io_kb = max_io_kb(&file.path);
+        let device_stat = device_stat(&file.path);
         Ok(KernelSession {
             file,
             opts,
             child,
             bdi_read_ahead,
+            device_stat,
             max_io_kb,
         })
     }
@@ -476,6 +489,7 @@ impl KernelSession {
             advice: self.opts.advice,
             read_ahead_kb: self.opts.read_ahead_kb,
             bdi_read_ahead: self.bdi_read_ahead.clone(),
+            device_stat: self.device_stat.clone(),
             cgroup_dir: cg.dir.clone(),
             cgroup_version: cg.version,
             budget_bytes,
@@ -524,6 +538,7 @@ impl KernelSession {
             major_faults: Vec::with_capacity(n),
             minor_faults: Vec::with_capacity(n),
             wall_ns: Vec::with_capacity(n),
+            device_reads: Some(Vec::with_capacity(n)),
             resident_pages: resident,
             pages_per_expert: self.file.pages_per_expert(),
             global_reclaim_pages: reclaim1.saturating_sub(reclaim0),
@@ -536,6 +551,12 @@ impl KernelSession {
             run.major_faults.push(t[1]);
             run.minor_faults.push(t[2]);
             run.wall_ns.push(t[3]);
+            if t[4] == child::NO_COUNT {
+                run.device_reads = None;
+            }
+            if let Some(d) = &mut run.device_reads {
+                d.push(t[4]);
+            }
         }
         run.seconds = started.elapsed().as_secs_f64();
         Ok(run)
@@ -786,6 +807,7 @@ mod tests {
             major_faults: vec![0; 5],
             minor_faults: vec![0; 5],
             wall_ns: vec![0; 5],
+            device_reads: None,
             resident_pages: vec![],
             pages_per_expert: 1,
             global_reclaim_pages: 0,

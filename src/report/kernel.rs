@@ -34,6 +34,9 @@ pub struct CompareRow {
     /// Share of the policy's resident experts the kernel also holds (>= half the pages).
     pub resident_overlap: Option<f64>,
     pub read_bytes: Option<u64>,
+    /// Read requests per token: the device's completed reads (kernel; any process's),
+    /// the page model's windows and pieces of them.
+    pub read_requests_per_token: Option<f64>,
     pub major_faults_per_token: Option<f64>,
     pub wall_ms_per_token: Option<f64>,
     pub wall_ms_p50: Option<f64>,
@@ -66,6 +69,7 @@ pub fn compare_table(rows: &[CompareRow]) -> String {
         "resident",
         "overlap",
         "majflt/token",
+        "KiB/request",
         "ms/token",
         "ms_err",
         "limit_MiB",
@@ -86,6 +90,12 @@ pub fn compare_table(rows: &[CompareRow]) -> String {
             r.resident_overlap
                 .map_or("-".into(), |o| format!("{:.1}%", 100.0 * o)),
             r.major_faults_per_token.map_or("-".into(), |v| fixed(v, 1)),
+            r.read_bytes
+                .zip(r.read_requests_per_token)
+                .filter(|&(_, q)| q > 0.0)
+                .map_or("-".into(), |(b, q)| {
+                    fixed(b as f64 / (r.tokens.max(1) as f64 * q) / 1024.0, 0)
+                }),
             r.wall_ms_per_token.map_or("-".into(), |v| fixed(v, 2)),
             r.wall_rel_err
                 .map_or("-".into(), |e| format!("{:+.1}%", 100.0 * e)),
