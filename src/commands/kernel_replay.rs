@@ -353,6 +353,7 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
         "major_faults",
         "minor_faults",
         "wall_us",
+        "sys_us",
         "device_reads",
         "kernel_experts",
         "page_model_experts",
@@ -405,6 +406,7 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
                     k.major_faults[t].to_string(),
                     k.minor_faults[t].to_string(),
                     (k.wall_ns[t] / 1000).to_string(),
+                    (k.sys_ns[t] / 1000).to_string(),
                     k.device_reads
                         .as_ref()
                         .map_or(String::new(), |d| d[t].to_string()),

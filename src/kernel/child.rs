@@ -7,9 +7,9 @@
 //!
 //! Protocol (little-endian u64 words on fd 3): a READY record `[READY, fixed_overhead,
 //! page_table_bytes, limit, window_kb, read_ahead_kb]`, then per token `[read_bytes, major_faults,
-//! minor_faults, wall_ns, device_reads]`, then `[DONE, non_file_bytes, limit]`. `device_reads`
+//! minor_faults, wall_ns, device_reads, sys_ns]`, then `[DONE, non_file_bytes, limit]`. `device_reads`
 //! is the read requests the file's device completed (its sysfs `stat`, every process's),
-//! [`NO_COUNT`] where there is none.
+//! [`NO_COUNT`] where there is none; `sys_ns` the thread's system CPU time.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -31,7 +31,7 @@ pub const SPEC_ENV: &str = "MOE_SPILL_KERNEL_CHILD";
 pub const REPORT_FD: i32 = 3;
 pub const READY: u64 = 0x5944_4145_5200_0001;
 pub const DONE: u64 = 0x454e_4f44_0000_0002;
-pub const TOKEN_WORDS: usize = 5;
+pub const TOKEN_WORDS: usize = 6;
 /// A count the child could not read.
 pub const NO_COUNT: u64 = u64::MAX;
 /// Words of the READY record.
@@ -190,7 +190,7 @@ pub fn child_main() -> Result<()> {
             .map_err(|e| err("reading expert ids", e))?;
         let rb0 = io_file.field("read_bytes").ok().flatten().unwrap_or(0);
         let dr0 = device_reads();
-        let (maj0, min0) = sys::thread_faults();
+        let (maj0, min0, sys0) = sys::thread_faults();
         let t0 = Instant::now();
         for pair in ids.chunks_exact(2) {
             let id = u16::from_le_bytes([pair[0], pair[1]]) as usize;
@@ -205,7 +205,7 @@ pub fn child_main() -> Result<()> {
             }
         }
         let wall = t0.elapsed().as_nanos() as u64;
-        let (maj1, min1) = sys::thread_faults();
+        let (maj1, min1, sys1) = sys::thread_faults();
         let rb1 = io_file.field("read_bytes").ok().flatten().unwrap_or(0);
         let dr1 = device_reads();
         let dr = if dr0 == NO_COUNT || dr1 == NO_COUNT {
@@ -222,7 +222,7 @@ pub fn child_main() -> Result<()> {
             set_limit(&mut limit_file, &mut limit_text, limit)
                 .map_err(|e| err("raising the cgroup limit", e))?;
         }
-        for (i, w) in [rb1 - rb0, maj1 - maj0, min1 - min0, wall, dr]
+        for (i, w) in [rb1 - rb0, maj1 - maj0, min1 - min0, wall, dr, sys1 - sys0]
             .iter()
             .enumerate()
         {

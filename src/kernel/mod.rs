@@ -178,6 +178,8 @@ pub struct KernelRun {
     /// Read requests the file's device completed during each token (any process's);
     /// None where the device has no `stat`.
     pub device_reads: Option<Vec<u64>>,
+    /// The thread's system CPU time per token (faults, reclaim, advice), ns.
+    pub sys_ns: Vec<u64>,
     /// Resident pages of every expert at the end (mincore).
     pub resident_pages: Vec<u32>,
     pub pages_per_expert: u32,
@@ -539,6 +541,7 @@ impl KernelSession {
             minor_faults: Vec::with_capacity(n),
             wall_ns: Vec::with_capacity(n),
             device_reads: Some(Vec::with_capacity(n)),
+            sys_ns: Vec::with_capacity(n),
             resident_pages: resident,
             pages_per_expert: self.file.pages_per_expert(),
             global_reclaim_pages: reclaim1.saturating_sub(reclaim0),
@@ -551,6 +554,7 @@ impl KernelSession {
             run.major_faults.push(t[1]);
             run.minor_faults.push(t[2]);
             run.wall_ns.push(t[3]);
+            run.sys_ns.push(t[5]);
             if t[4] == child::NO_COUNT {
                 run.device_reads = None;
             }
@@ -808,6 +812,7 @@ mod tests {
             minor_faults: vec![0; 5],
             wall_ns: vec![0; 5],
             device_reads: None,
+            sys_ns: vec![0; 5],
             resident_pages: vec![],
             pages_per_expert: 1,
             global_reclaim_pages: 0,

@@ -118,13 +118,14 @@ impl SharedMapping {
     }
 }
 
-/// (major, minor) page faults of the calling thread.
-pub fn thread_faults() -> (u64, u64) {
+/// (major, minor) page faults and system CPU time (ns) of the calling thread.
+pub fn thread_faults() -> (u64, u64, u64) {
     // SAFETY: getrusage fills the struct we pass.
     unsafe {
         let mut ru: libc::rusage = std::mem::zeroed();
         libc::getrusage(libc::RUSAGE_THREAD, &mut ru);
-        (ru.ru_majflt as u64, ru.ru_minflt as u64)
+        let sys_ns = ru.ru_stime.tv_sec as u64 * 1_000_000_000 + ru.ru_stime.tv_usec as u64 * 1000;
+        (ru.ru_majflt as u64, ru.ru_minflt as u64, sys_ns)
     }
 }
 
