@@ -14,6 +14,9 @@ processes have mapped stay). Run it inside a memory cgroup smaller than the file
 reclaim should be counted, as scripts/local_check.sh does. The user time
 of this loop is Python's, not the kernel's, and is not counted.
 
+A profile's `fault_gbs` is 1 / (this cost - the system time per GB of O_DIRECT reads
+of the same drive), as scripts/local_check.sh computes it.
+
 Usage: fault_cost.py FILE [--region BYTES] [--gb GB] [--advice ADVICE] [--seed N]
 """
 import argparse
@@ -39,15 +42,19 @@ def read_bytes():
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        description="The system CPU seconds page faults cost per GB read from FILE (stdout)."
+    )
     ap.add_argument("file")
     ap.add_argument("--region", type=int, default=1 << 20, help="bytes per region (default 1 MiB)")
     ap.add_argument("--gb", type=float, default=2.0, help="GB touched in all (default 2)")
     ap.add_argument("--advice", choices=["sequential", "willneed", "normal"], default="sequential")
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
-    if a.region < PAGE or a.gb <= 0:
-        die(f"--region must be at least {PAGE} and --gb positive")
+    if a.region < PAGE or not 0 < a.gb < float("inf"):
+        die(f"--region must be at least {PAGE} and --gb a positive number")
+    if os.path.isdir(a.file):
+        die(f"{a.file}: is a directory")
     region = a.region // PAGE * PAGE
     try:
         fd = os.open(a.file, os.O_RDONLY)
@@ -81,6 +88,12 @@ def main():
     read_gb = (read_bytes() - read0) / 1e9
     if read_gb <= 0.01 * gb:
         die(f"{a.file}: the drive read nothing (a file in memory, or mapped by another process)")
+    if read_gb < 0.5 * gb:
+        print(
+            f"fault_cost.py: warning: {read_gb:.2f} GB read for {gb:.2f} GB touched: most touches hit "
+            "the cache (a file not much larger than --gb, or than the memory the process may use)",
+            file=sys.stderr,
+        )
     sys_s = after.ru_stime - before.ru_stime
     print(f"{sys_s / read_gb:.4f}")
     print(

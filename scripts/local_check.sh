@@ -11,7 +11,7 @@
 #                               [-T TRACE] [-P PROFILE]
 #   -d DIR      working folder (default ./local-check): fio file, model file, CSVs
 #   -t TOKENS   tokens replayed per budget (default 200)
-#   -c LIST     cache sizes in experts (default 416,832,1248: 10 %, 50 %, 75 % of 1664)
+#   -c LIST     cache sizes in experts (default 416,832,1248: 25 %, 50 %, 75 % of 1664)
 #   -a LIST     advice (default "sequential willneed")
 #   -T TRACE    trace (default ../shared/traces/deepseek-v2-lite/csv beside the repo)
 #   -P FILE     use this profile instead of measuring (skips fio)
