@@ -454,17 +454,19 @@ const RAM_GBS: Limit = limit(
     20_000.0,
     "GB/s (67 for dual-channel DDR5-5600)",
 );
+// The lower ends: 5 s of CPU per GB, several times the slowest page cache measured (a
+// figure in seconds per GB, as scripts/fault_cost.py prints, lands below it).
 const PAGE_CACHE_GBS: Limit = limit(
     "RAM page_cache_gbs",
-    0.0,
+    0.2,
     1_000.0,
-    "GB/s per core (4 by default)",
+    "GB/s per core, 1 / (seconds of CPU per GB) (4 by default)",
 );
 const FAULT_GBS: Limit = limit(
     "RAM fault_gbs",
-    0.0,
+    0.2,
     1_000.0,
-    "GB/s per core (page_cache_gbs by default)",
+    "GB/s per core, 1 / (seconds of CPU per GB) (page_cache_gbs by default)",
 );
 const SSD_GBS: Limit = limit(
     "SSD bandwidth_gbs",
@@ -958,5 +960,12 @@ mod tests {
             .validate()
             .unwrap_err()
             .starts_with("RAM fault_gbs = 4000 is more"));
+        // Seconds per GB (what scripts/fault_cost.py prints) in place of GB/s.
+        h.ram.fault_gbs = Some(0.0903);
+        let e = h.validate().unwrap_err();
+        assert!(
+            e.contains("is less than") && e.contains("1 / (seconds of CPU per GB)"),
+            "{e}"
+        );
     }
 }
