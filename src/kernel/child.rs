@@ -166,7 +166,8 @@ pub fn child_main() -> Result<()> {
     let mut device_reads = move || {
         device
             .as_mut()
-            .and_then(|d| d.first_number().ok().flatten())
+            // The first field of a block device's `stat`: reads completed.
+            .and_then(|d| d.field("").ok().flatten())
             .unwrap_or(NO_COUNT)
     };
     let _ = device_reads();

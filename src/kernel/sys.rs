@@ -143,21 +143,6 @@ impl ProcFile {
         })
     }
 
-    /// The file's first number (the first field of a block device's `stat`: reads
-    /// completed), or None.
-    pub fn first_number(&mut self) -> io::Result<Option<u64>> {
-        let n = self.file.read_at(&mut self.buf, 0)?;
-        let digits: Vec<u8> = self.buf[..n]
-            .iter()
-            .copied()
-            .skip_while(|b| !b.is_ascii_digit())
-            .take_while(|b| b.is_ascii_digit())
-            .collect();
-        Ok(std::str::from_utf8(&digits)
-            .ok()
-            .and_then(|s| s.parse().ok()))
-    }
-
     /// The number after `key` (a line `key value [kB]`), or None.
     pub fn field(&mut self, key: &str) -> io::Result<Option<u64>> {
         let n = self.file.read_at(&mut self.buf, 0)?;
