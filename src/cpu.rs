@@ -106,10 +106,7 @@ pub fn published_gemm_rate(t: &QuantType, kernels: Kernels) -> Option<(f64, &'st
         "f16" => "bf16",
         name => name,
     };
-    MEASURED
-        .iter()
-        .find(|(n, ..)| *n == like)
-        .map(|&(n, llama, ik)| (kernels.pick(llama, ik) * FLOP_PER_TOKEN / 16.0 / 1e9, n))
+    measured(MEASURED, like, kernels).map(|(r, n)| (r * FLOP_PER_TOKEN / 16.0 / 1e9, n))
 }
 
 /// The published per-thread rate of a type (GB/s), with the type whose figure it is.
@@ -141,7 +138,17 @@ pub fn published_rate(t: &QuantType, kernels: Kernels) -> Option<(f64, &'static 
         "q4_1" | "q5_0" | "q5_1" => "q4_0",
         name => name,
     };
-    MEASURED
+    measured(MEASURED, like, kernels)
+}
+
+/// The figure `kernels` measured for type `like` in a table of (type, llama.cpp,
+/// ik_llama.cpp), with the type's name.
+fn measured(
+    table: &'static [(&'static str, f64, f64)],
+    like: &str,
+    kernels: Kernels,
+) -> Option<(f64, &'static str)> {
+    table
         .iter()
         .find(|(n, ..)| *n == like)
         .map(|&(n, llama, ik)| (kernels.pick(llama, ik), n))
