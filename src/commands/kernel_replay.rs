@@ -123,9 +123,9 @@ struct Comparison<'a> {
 /// The wall time per token the I/O model gives the page model's reads (ms): the one
 /// thread of the replay faults its windows (or, under `willneed`, advises an expert's
 /// slices and then touches them: one expert's slices in flight at once), in the
-/// requests the page model issued, and pays the page cache's CPU time for every byte. The engine is `--io mmap` with the run's
-/// advice and the device's read_ahead_kb the file was opened with, as `simulate` would
-/// price it.
+/// requests the page model issued, and pays the page cache's CPU time for every byte.
+/// The engine is `--io mmap` with the run's advice and the device's read_ahead_kb the
+/// file was opened with, as `simulate` would price it.
 fn predicted_wall_ms(
     (drive, page_cache): (&DriveCurve, PageCacheRates),
     pm: &PageModelRun,

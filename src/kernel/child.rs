@@ -158,7 +158,7 @@ pub fn child_main() -> Result<()> {
     // Warm every code path and buffer once, then measure what the process itself costs:
     // everything charged to the cgroup that is not page cache of the file.
     let _ = io_file.field("read_bytes");
-    let _ = sys::thread_faults();
+    let _ = sys::thread_usage();
     let mut device = spec
         .device_stat
         .as_ref()
@@ -191,7 +191,7 @@ pub fn child_main() -> Result<()> {
             .map_err(|e| err("reading expert ids", e))?;
         let rb0 = io_file.field("read_bytes").ok().flatten().unwrap_or(0);
         let dr0 = device_reads();
-        let (maj0, min0, sys0) = sys::thread_faults();
+        let (maj0, min0, sys0) = sys::thread_usage();
         let t0 = Instant::now();
         for pair in ids.chunks_exact(2) {
             let id = u16::from_le_bytes([pair[0], pair[1]]) as usize;
@@ -206,7 +206,7 @@ pub fn child_main() -> Result<()> {
             }
         }
         let wall = t0.elapsed().as_nanos() as u64;
-        let (maj1, min1, sys1) = sys::thread_faults();
+        let (maj1, min1, sys1) = sys::thread_usage();
         let rb1 = io_file.field("read_bytes").ok().flatten().unwrap_or(0);
         let dr1 = device_reads();
         let dr = if dr0 == NO_COUNT || dr1 == NO_COUNT {

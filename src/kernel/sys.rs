@@ -119,7 +119,7 @@ impl SharedMapping {
 }
 
 /// (major, minor) page faults and system CPU time (ns) of the calling thread.
-pub fn thread_faults() -> (u64, u64, u64) {
+pub fn thread_usage() -> (u64, u64, u64) {
     // SAFETY: getrusage fills the struct we pass.
     unsafe {
         let mut ru: libc::rusage = std::mem::zeroed();
