@@ -100,7 +100,7 @@ fn load_and_settle(input: &TraceSource) -> Result<Loaded> {
     for arg in &input.traces {
         files.extend(format::trace_files(arg)?);
     }
-    let bar = crate::progress::bar(
+    let bar = crate::progress::bar_before_checks(
         files.len() as u64,
         "reading",
         input.quiet || files.len() < 50,

@@ -10,13 +10,11 @@
 //! `hardware` (with `drive` and `cpu`), `quant`, `units` -> the policies crate (the
 //! policies and their one-pass miss curves).
 
-/// A line on stderr that never fails the run: a note or progress message is not worth
-/// a panic when stderr cannot be written (`2>/dev/full`, a closed pipe).
+/// A note on stderr: held until the command's checks pass (`notes`), then printed.
 #[macro_export]
 macro_rules! note {
     ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
+        $crate::notes::note(format!($($arg)*));
     }};
 }
 
@@ -36,6 +34,7 @@ pub mod input;
 pub mod io_engine;
 pub mod kernel;
 pub mod model;
+pub mod notes;
 pub mod progress;
 pub mod quant;
 pub mod record;

@@ -18,14 +18,19 @@ fn main() -> ExitCode {
     let cli = match moe_spill::cli::parse() {
         Ok(cli) => cli,
         Err(usage) => {
-            moe_spill::note!("moe-spill: {usage}");
+            moe_spill::notes::print(&format!("moe-spill: {usage}"));
             return ExitCode::from(2);
         }
     };
     match moe_spill::cli::dispatch(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            moe_spill::notes::release();
+            ExitCode::SUCCESS
+        }
         Err(e) => {
-            moe_spill::note!("moe-spill: {e}");
+            // The error alone, unless the work had started (its notes are out).
+            moe_spill::notes::drop_held();
+            moe_spill::notes::print(&format!("moe-spill: {e}"));
             ExitCode::from(2)
         }
     }

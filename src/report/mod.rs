@@ -141,6 +141,8 @@ pub fn emit(text: &str, path: Option<&Path>) -> Result<()> {
                     "stdout is closed: the results have nowhere to go (give -o FILE)",
                 ));
             }
+            // The notes on what the results rest on, before them.
+            crate::notes::release();
             let mut out = io::stdout().lock();
             match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
                 Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
