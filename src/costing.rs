@@ -217,7 +217,10 @@ pub fn make_row(
                 }
             }
         } else {
+            // `--io rated`: the missed expert bytes over the rated bandwidth, no compute.
             let t = token_time(&e.placement, &e.hw, mean);
+            row.io = Some("rated");
+            row.device_bytes_per_token = Some(mean);
             row.t_vram_ms = Some(t.t_vram * 1e3);
             row.t_ram_ms = Some(t.t_ram * 1e3);
             row.t_ssd_ms = Some(t.t_ssd * 1e3);

@@ -600,6 +600,16 @@ fn check_batching(
 
 /// A note for people on what the numbers rest on.
 pub fn context_line(study: &ReplaySetup, econ: Option<&CostInputs>) -> String {
+    context_line_with(study, econ, false)
+}
+
+/// The note, for rows whose VRAM varies (`sweep --vrams`): the rows' own columns give
+/// the VRAM and the MoE layers in it, not the first row's.
+pub fn context_line_with(
+    study: &ReplaySetup,
+    econ: Option<&CostInputs>,
+    vram_per_row: bool,
+) -> String {
     let tr = &study.loaded.trace;
     let mut s = format!(
         "trace: {} responses, {} tokens replayed ({}); ",
@@ -615,7 +625,7 @@ pub fn context_line(study: &ReplaySetup, econ: Option<&CostInputs>) -> String {
     }
     match (&study.deployment, econ) {
         (Some(m), Some(e)) => s.push_str(&format!(
-            "model {} at {} ({} B per expert{}), non-expert {}; machine {}: {}; {} of {} MoE layers in VRAM{}; U = {:.1}, D = {:.1} per {CHUNK_TOKENS}-token chunk",
+            "model {} at {} ({} B per expert{}), non-expert {}; machine {}: {}; {}; io {}; U = {:.1}, D = {:.1} per {CHUNK_TOKENS}-token chunk",
             m.model.name,
             m.quant_label(),
             e.placement.expert_bytes,
@@ -630,13 +640,21 @@ pub fn context_line(study: &ReplaySetup, econ: Option<&CostInputs>) -> String {
             },
             e.hw.name,
             e.hw.describe(),
-            e.placement.gpu_layers,
-            e.placement.n_layers,
-            if e.placement.cpu_first == 0 && e.placement.gpu_layers > 0 {
-                " (the last ones: --n-cpu-moe)"
+            if vram_per_row {
+                "VRAM per row (vram_gib; gpu_layers: its MoE layers)".to_string()
             } else {
-                ""
+                format!(
+                    "{} of {} MoE layers in VRAM{}",
+                    e.placement.gpu_layers,
+                    e.placement.n_layers,
+                    if e.placement.cpu_first == 0 && e.placement.gpu_layers > 0 {
+                        " (the last ones: --n-cpu-moe)"
+                    } else {
+                        ""
+                    }
+                )
             },
+            e.io.as_ref().map_or("rated", |io| io.engine.name()),
             study.u_d().0,
             study.u_d().1
         )),

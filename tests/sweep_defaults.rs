@@ -109,7 +109,7 @@ fn budgets_beyond_the_limit_are_refused_before_allocating() {
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("--points 1000000000000: at most 100000 budgets"));
+        .contains("--points 1000000000000: at most 10000 budgets"));
 }
 
 #[test]
@@ -225,4 +225,66 @@ fn budgets_left_out_are_a_note_silenced_by_quiet() {
     assert!(quiet.status.success());
     assert!(quiet.stderr.is_empty());
     assert_eq!(quiet.stdout, out.stdout);
+}
+
+/// Budgets closer than one expert hold the same cache: each keeps its row, with the
+/// counts of the one replay they share.
+#[test]
+fn budgets_closer_than_an_expert_share_a_replay() {
+    let out = run(&[
+        "sweep",
+        "--policies",
+        "clock",
+        "--ram",
+        "64GiB..64.001GiB",
+        "--points",
+        "3",
+        "-q",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut r = csv::Reader::from_reader(text.as_bytes());
+    let h = r.headers().unwrap().clone();
+    let col = |name: &str| h.iter().position(|x| x == name).unwrap();
+    let rows: Vec<csv::StringRecord> = r.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 3);
+    let rams: Vec<&str> = rows.iter().map(|r| &r[col("ram_gib")]).collect();
+    assert_eq!(rams, ["64", "64.0005", "64.001"]);
+    for r in &rows[1..] {
+        assert_eq!(r[col("cache_experts")], rows[0][col("cache_experts")]);
+        assert_eq!(r[col("misses")], rows[0][col("misses")]);
+    }
+}
+
+/// With --vrams the table shows each row's MoE layers on the GPU, not the first's.
+#[test]
+fn vram_rows_show_their_gpu_layers() {
+    let out = run(&[
+        "sweep",
+        "--policies",
+        "lru",
+        "--vrams",
+        "24,96",
+        "--ram",
+        "128GiB..128GiB",
+        "--points",
+        "1",
+        "-q",
+        "--format",
+        "table",
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("VRAM per row (vram_gib; gpu_layers"),
+        "{text}"
+    );
+    assert!(!text.contains("MoE layers in VRAM"), "{text}");
+    let layers: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" lru "))
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(layers, ["0", "15"], "{text}");
 }

@@ -17,7 +17,7 @@ use crate::kernel::sweep::{KernelSweep, KernelSweepOptions};
 use crate::replay::{ReplayPlan, Strategy};
 use crate::report::rows::{render_rows, Row};
 use crate::report::{emit, refuse_input_as_output, write_atomic, OutputFormat};
-use crate::setup::{context_line, ReplaySetup, SetupOptions};
+use crate::setup::{context_line_with, ReplaySetup, SetupOptions};
 use crate::timemodel::Placement;
 use crate::units::parse_size_gib;
 
@@ -71,8 +71,9 @@ fn parse_range<T: PartialOrd + Copy + std::fmt::Display>(
     Ok((a, b))
 }
 
-/// Budgets a sweep takes at most: refused before anything is allocated for them.
-const MAX_BUDGETS: usize = 100_000;
+/// Budgets a sweep takes at most (each is a row, and for most policies a replay):
+/// refused before anything is allocated for them.
+const MAX_BUDGETS: usize = 10_000;
 
 /// Evenly spaced values from..=to: `points` of them, or every `step`.
 fn spaced(from: f64, to: f64, points: usize, step: Option<f64>) -> Result<Vec<f64>> {
@@ -253,10 +254,20 @@ fn plan_jobs(
                     budgets: fits,
                 });
             } else {
-                jobs.extend(fits.into_iter().map(|b| Job {
+                // Budgets closer than one expert hold the same cache: one replay gives
+                // the rows of them all.
+                let mut groups: Vec<Vec<usize>> = Vec::new();
+                for b in fits {
+                    let cap = budget_sets[v][b].capacity;
+                    match groups.last_mut() {
+                        Some(g) if budget_sets[v][g[0]].capacity == cap => g.push(b),
+                        _ => groups.push(vec![b]),
+                    }
+                }
+                jobs.extend(groups.into_iter().map(|budgets| Job {
                     vram: v,
                     policy: p,
-                    budgets: vec![b],
+                    budgets,
                 }));
             }
         }
@@ -353,6 +364,11 @@ fn run_jobs(
 }
 
 pub fn run(a: SweepOptions) -> Result<()> {
+    if a.jobs == Some(0) {
+        return Err(Error::new(
+            "-j 0: give at least one worker thread (default: all cores)",
+        ));
+    }
     let specs: Vec<PolicySpec> = a
         .policies
         .iter()
@@ -441,8 +457,7 @@ pub fn run(a: SweepOptions) -> Result<()> {
     study.note_batching();
     let threads = a
         .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut results = run_jobs(&jobs, threads, a.study.input.quiet, |job| {
         let set = &budget_sets[job.vram];
         let bs: Vec<Budget> = job.budgets.iter().map(|&b| set[b]).collect();
@@ -476,7 +491,8 @@ pub fn run(a: SweepOptions) -> Result<()> {
     let mut text = render_rows(&rows, format);
     if format == OutputFormat::Table {
         let econ = setups[0].as_ref().map(|s| study.cost_inputs_of(s));
-        text = format!("{}\n\n{text}", context_line(&study, econ.as_ref()));
+        let line = context_line_with(&study, econ.as_ref(), !a.vrams.is_empty());
+        text = format!("{line}\n\n{text}");
     }
     match &a.output {
         Some(path) => {

@@ -138,18 +138,21 @@ pub fn run_many(
         return Ok(lru_all(plan, &inner, partition, warmup, Some(&pinned)));
     }
     let trivial = matches!(spec, PolicySpec::Base(_)) && partition == Partition::Global;
-    capacities
-        .iter()
-        .map(|&c| {
-            if trivial && c == 0 {
-                Ok(plan.all_miss(warmup))
-            } else if trivial && c >= plan.distinct() {
-                Ok(plan.cold_only(warmup))
-            } else {
-                run_policy(plan, spec, c, partition, profile, warmup)
-            }
-        })
-        .collect()
+    let mut out: Vec<Misses> = Vec::with_capacity(capacities.len());
+    for (i, &c) in capacities.iter().enumerate() {
+        let m = if i > 0 && capacities[i - 1] == c {
+            // The same cache again (budgets closer than one expert).
+            out[i - 1].clone()
+        } else if trivial && c == 0 {
+            plan.all_miss(warmup)
+        } else if trivial && c >= plan.distinct() {
+            plan.cold_only(warmup)
+        } else {
+            run_policy(plan, spec, c, partition, profile, warmup)?
+        };
+        out.push(m);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

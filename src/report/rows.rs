@@ -111,7 +111,7 @@ pub fn rows_table(rows: &[Row]) -> String {
     let with_batch = rows.iter().any(|r| r.batch.is_some());
     let mut head = vec![];
     if with_vram {
-        head.push("vram_gib");
+        head.extend(["vram_gib", "gpu_layers"]);
     }
     head.extend([
         "policy",
@@ -154,6 +154,7 @@ pub fn rows_table(rows: &[Row]) -> String {
         let mut cells = vec![];
         if with_vram {
             cells.push(r.vram_gib.map_or("-".into(), |v| format!("{v}")));
+            cells.push(r.gpu_layers.to_string());
         }
         cells.extend([
             r.policy.clone(),
