@@ -133,6 +133,10 @@ pub const DEFAULT_STREAM_GBS: f64 = 2.37;
 /// raspberrypi/rpi-eeprom#619), 2 MiB on a PM981a (docs/VALIDATION.md).
 pub const DEFAULT_MAX_SECTORS_KB: u64 = 1280;
 
+/// VRAM a GPU added by `--gpus` keeps for its KV cache, CUDA context and buffers (the
+/// presets' 24 GB cards keep 3 GiB).
+pub const DEFAULT_VRAM_RESERVE_GIB: f64 = 3.0;
+
 /// Threads when the profile names no CPU (llama.cpp's default is the physical cores; 8
 /// is a common desktop's).
 pub const DEFAULT_THREADS: u32 = 8;
@@ -268,7 +272,10 @@ impl Hardware {
                 Error::at_line(path, line, e.message())
             })?
         };
-        hw.validate().map_err(|m| Error::in_file(path, m))?;
+        hw.validate().map_err(|m| match line_of_field(&text, &m) {
+            Some(line) => Error::at_line(path, line, m),
+            None => Error::in_file(path, m),
+        })?;
         Ok(hw)
     }
 
@@ -408,6 +415,57 @@ impl Hardware {
     }
 }
 
+/// The line of a profile (TOML or JSON) that holds the field a [`Hardware::validate`]
+/// message names (`RAM fault_gbs ...`, `CPU gbs_per_thread.q4_0 ...`, `CPU
+/// gbs_per_thread: unknown quant type `x``): its section, then each key in turn after
+/// it. None when the field is not written out (a default).
+fn line_of_field(text: &str, message: &str) -> Option<u64> {
+    let mut words = message.split_whitespace();
+    let section = match words.next()? {
+        "GPU" => "gpus",
+        "RAM" => "ram",
+        "SSD" => "ssd",
+        "CPU" => "cpu",
+        _ => return None,
+    };
+    let field = words.next()?.trim_end_matches(':');
+    let mut keys = vec![section];
+    if field == "drive" {
+        keys.push("points");
+    } else {
+        keys.extend(field.split('.'));
+    }
+    // A name the message quotes (an unknown quant type) is the key itself.
+    if let Some(quoted) = message.split('`').nth(1) {
+        keys.push(quoted);
+    }
+    let mut at = 0;
+    for key in keys {
+        at = find_key(text, at, key)?;
+    }
+    Some(text[..at].matches('\n').count() as u64 + 1)
+}
+
+/// Where `key` is next written as a key at or after byte `from`: a whole word, not in a
+/// comment, followed (past quotes and brackets) by `=`, `:`, `.` or the line's end.
+fn find_key(text: &str, from: usize, key: &str) -> Option<usize> {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut start = from;
+    while let Some(i) = text[start..].find(key).map(|i| i + start) {
+        start = i + key.len();
+        let before = text[..i].chars().next_back();
+        let line_start = text[..i].rfind('\n').map_or(0, |n| n + 1);
+        let in_comment = text[line_start..i].contains('#');
+        let after = text[start..].trim_start_matches(['"', ']']);
+        let after = after.trim_start_matches([' ', '\t']);
+        let ends_key = after.is_empty() || after.starts_with(['=', ':', '.', '\n', '\r']);
+        if !before.is_some_and(word) && !in_comment && ends_key {
+            return Some(i);
+        }
+    }
+    None
+}
+
 /// The range a profile's figure must fall in: no machine has less or more, so a figure
 /// outside is one in another unit. `hint` says which unit the field is in.
 pub struct Limit {
@@ -427,7 +485,9 @@ const fn limit(field: &'static str, min: f64, max: f64, hint: &'static str) -> L
 }
 
 // Upper ends well above the fastest parts there are (HBM3e GPUs 8 TB/s and 288 GB,
-// PCIe 6.0 x4 drives 28 GB/s, NVLink-C2C 450 GB/s, a GB200's 20 PFLOP/s of FP4).
+// PCIe 6.0 x4 drives 28 GB/s, NVLink-C2C 450 GB/s, a GB200's 20 PFLOP/s of FP4); lower
+// ends well below the slowest (a GT 710's 14 GB/s, single-channel DDR3's 8.5, an SD
+// card's 20 MB/s), so a figure in TB/s for GB/s is caught too.
 const VRAM_GIB: Limit = limit(
     "GPU vram_gib",
     0.0,
@@ -436,21 +496,21 @@ const VRAM_GIB: Limit = limit(
 );
 const VRAM_GBS: Limit = limit(
     "GPU bandwidth_gbs",
-    0.0,
+    5.0,
     20_000.0,
     "GB/s (936 for an RTX 3090)",
 );
 const GPU_TFLOPS: Limit = limit(
     "GPU gemm_tflops",
-    0.0,
+    0.1,
     20_000.0,
     "TFLOP/s (67 for an RTX 3090)",
 );
-const H2D_GBS: Limit = limit("GPU h2d_gbs", 0.0, 1_000.0, "GB/s (25 for PCIe 4.0 x16)");
+const H2D_GBS: Limit = limit("GPU h2d_gbs", 0.1, 1_000.0, "GB/s (25 for PCIe 4.0 x16)");
 const RAM_GIB: Limit = limit("RAM size_gib", 0.0, 65_536.0, "GiB (128 for 128 GiB)");
 const RAM_GBS: Limit = limit(
     "RAM bandwidth_gbs",
-    0.0,
+    1.0,
     20_000.0,
     "GB/s (67 for dual-channel DDR5-5600)",
 );
@@ -470,16 +530,17 @@ const FAULT_GBS: Limit = limit(
 );
 const SSD_GBS: Limit = limit(
     "SSD bandwidth_gbs",
-    0.0,
+    0.01,
     200.0,
     "GB/s per drive (7 for a 7,000 MB/s drive)",
 );
-const SSD_STREAM_GBS: Limit = limit("SSD stream_gbs", 0.0, 200.0, "GB/s (2.37 by default)");
-// One request: from an Optane's 7 us to a hard disk's 20 ms, with room either side.
+const SSD_STREAM_GBS: Limit = limit("SSD stream_gbs", 0.01, 200.0, "GB/s (2.37 by default)");
+// One request: from an Optane's 7 us to a hard disk's 20 ms, with room either side
+// (96000 is nanoseconds).
 const SSD_LATENCY_US: Limit = limit(
     "SSD latency_us",
     0.5,
-    100_000.0,
+    50_000.0,
     "microseconds (96 by default; 0.096 ms is 96)",
 );
 const MAX_SECTORS_KB: Limit = limit(
@@ -503,13 +564,13 @@ const POINT_KIB: Limit = limit(
 const THREADS: Limit = limit("CPU threads", 1.0, 16_384.0, "threads");
 const CPU_GBS: Limit = limit(
     "CPU gbs_per_thread",
-    0.0,
+    0.01,
     1_000.0,
     "GB/s per thread (26 for Q4_0 on a Ryzen 9 7950X)",
 );
 const CPU_GFLOPS: Limit = limit(
     "CPU gemm_gflops_per_thread",
-    0.0,
+    0.1,
     100_000.0,
     "GFLOP/s per thread (134 for Q4_0 on a Ryzen 9 7950X)",
 );
@@ -700,26 +761,55 @@ impl HardwareOverrides {
     /// installed RAM (`--ram`).
     pub fn resolve(&self, ram_gib: Option<f64>) -> Result<Hardware> {
         let mut h = Hardware::resolve(&self.hw)?;
-        if let Some(n) = self.gpus {
-            if n == 0 {
-                h.gpus.clear();
-            } else {
-                let base = h
-                    .gpus
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(|| gpu(1, 24.0, 936.0, 3.0));
+        let gpu_flags: Vec<&str> = [
+            ("--vram", self.vram.is_some()),
+            ("--vram-bw", self.vram_bw.is_some()),
+            ("--vram-reserve", self.vram_reserve.is_some()),
+            ("--h2d-gbs", self.h2d_gbs.is_some()),
+            ("--gemm-tflops", self.gemm_tflops.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect();
+        let describe = if gpu_flags.len() == 1 {
+            "describes"
+        } else {
+            "describe"
+        };
+        if self.vram == Some(0.0) {
+            return Err(Error::new(
+                "--vram 0: a GPU has VRAM; for a machine without one give --gpus 0",
+            ));
+        }
+        match self.gpus {
+            Some(0) if !gpu_flags.is_empty() => {
+                return Err(Error::new(format!(
+                    "{} {describe} a GPU, and --gpus 0 leaves none",
+                    gpu_flags.join(", ")
+                )));
+            }
+            Some(0) => h.gpus.clear(),
+            Some(n) => {
+                let base = match (h.gpus.first(), self.vram, self.vram_bw) {
+                    (Some(g), _, _) => g.clone(),
+                    // New GPUs share the figures given: without a GPU in the profile,
+                    // both must be.
+                    (None, Some(vram), Some(bw)) => gpu(1, vram, bw, DEFAULT_VRAM_RESERVE_GIB),
+                    (None, _, _) => {
+                        return Err(Error::new(format!(
+                            "--gpus {n}: `{}` has no GPU whose figures they could share: give --vram and --vram-bw too",
+                            h.name
+                        )));
+                    }
+                };
                 h.gpus = vec![Gpu { count: n, ..base }];
             }
+            None => {}
         }
-        let any_gpu_override = self.vram.is_some()
-            || self.vram_bw.is_some()
-            || self.vram_reserve.is_some()
-            || self.h2d_gbs.is_some()
-            || self.gemm_tflops.is_some();
-        if any_gpu_override && h.gpus.is_empty() {
+        if !gpu_flags.is_empty() && h.gpus.is_empty() {
             return Err(Error::new(format!(
-                "--vram, --vram-bw, --vram-reserve, --h2d-gbs and --gemm-tflops need a GPU: `{}` has none (add --gpus 1)",
+                "{} {describe} a GPU: `{}` has none (add --gpus 1)",
+                gpu_flags.join(", "),
                 h.name
             )));
         }
@@ -921,6 +1011,26 @@ mod tests {
         let e = Hardware::resolve(bad.to_str().unwrap()).unwrap_err();
         assert!(e.0.contains("bad.toml:5:") && e.0.contains("speed"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_value_error_names_the_line_of_its_field() {
+        let toml = "name = \"box\" # ram = 1\n[[gpus]]\nvram_gib = 16\nbandwidth_gbs = 500\n[ram]\nsize_gib = 64\nbandwidth_gbs = 60\nfault_gbs = 0.05\n[ssd]\nbandwidth_gbs = 5000\n[cpu]\nthreads = 8\n[cpu.gbs_per_thread]\nq4_0 = 26\niq9_z = 3\n";
+        let line = |m: &str| line_of_field(toml, m);
+        assert_eq!(line("GPU bandwidth_gbs = 500 is"), Some(4));
+        assert_eq!(line("RAM bandwidth_gbs = 60 is"), Some(7));
+        assert_eq!(line("RAM fault_gbs = 0.05 is less"), Some(8));
+        assert_eq!(line("SSD bandwidth_gbs = 5000 is more"), Some(10));
+        assert_eq!(line("CPU gbs_per_thread.q4_0 must be"), Some(14));
+        assert_eq!(
+            line("CPU gbs_per_thread: unknown quant type `iq9_z`"),
+            Some(15)
+        );
+        // A field left to its default is on no line.
+        assert_eq!(line("RAM page_cache_gbs = 0.1 is less"), None);
+        let json = "{\n  \"name\": \"box\",\n  \"ram\": {\n    \"size_gib\": 64,\n    \"bandwidth_gbs\": 96000\n  },\n  \"ssd\": {\"bandwidth_gbs\": 7}\n}";
+        assert_eq!(line_of_field(json, "RAM bandwidth_gbs = 96000 is"), Some(5));
+        assert_eq!(line_of_field(json, "SSD bandwidth_gbs = 7000 is"), Some(7));
     }
 
     #[test]

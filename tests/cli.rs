@@ -810,9 +810,22 @@ fn sweep_per_layer_and_vram_sizes() {
 fn bad_time_model_inputs() {
     let csv = deepseek_csv();
     let c = csv.to_str().unwrap();
-    fails(
-        &["simulate", c, "--ram", "4GiB", "--hw", "3090-ddr5"],
-        "below the RAM reserve",
+    // Below the reserve nothing is cached, as in a sweep's budgets from 0 GiB.
+    let low = ok(&[
+        "simulate",
+        c,
+        "--ram",
+        "4GiB",
+        "--hw",
+        "3090-ddr5",
+        "--format",
+        "csv",
+        "-q",
+    ]);
+    let r = &csv_rows(&low)[0];
+    assert_eq!(
+        (r["cache_experts"].as_str(), r["hits"].as_str()),
+        ("0", "0")
     );
     fails(
         &["simulate", c, "--ram", "64GiB", "--hw", "nope"],
@@ -1102,4 +1115,115 @@ fn simulate_takes_the_profile_ram_without_ram() {
     assert_eq!(ok(&base), ok(&with));
     let out = run(&["simulate", "--hw", "4090-ddr5", "--format", "csv"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no --ram: the 96 GiB of `4090-ddr5`"));
+}
+
+/// An error after a note (the embedded default trace, the profile's RAM) is still the
+/// one line: notes wait until the checks pass.
+#[test]
+fn argument_errors_are_one_line_after_notes() {
+    for (args, want) in [
+        (&["simulate", "--ubatch", "0"][..], "--ubatch 0"),
+        (&["simulate", "--parallel", "0"], "--parallel 0"),
+        (&["sweep", "--parallel", "0"], "--parallel 0"),
+        (&["simulate", "--quant", "q4_k_m"], "--quant Q4_K_M"),
+        (&["sweep", "-j", "0"], "-j 0: give at least one worker"),
+        (
+            &["simulate", "--gpus", "0", "--vram", "24"],
+            "--vram describes a GPU, and --gpus 0 leaves none",
+        ),
+        (
+            &["simulate", "--hw", "desktop-cpu", "--gpus", "1"],
+            "`desktop-cpu` has no GPU whose figures they could share: give --vram and --vram-bw",
+        ),
+        (
+            &["simulate", "--vram", "0"],
+            "for a machine without one give --gpus 0",
+        ),
+        (
+            &["simulate", "--hw", "desktop-cpu", "--vram", "24"],
+            "--vram describes a GPU: `desktop-cpu` has none (add --gpus 1)",
+        ),
+        (
+            &["simulate", "--ram-bw", "0.05"],
+            "RAM bandwidth_gbs = 0.05 is less than any machine has",
+        ),
+        (
+            &["simulate", "--ssd-latency-us", "96000"],
+            "SSD latency_us = 96000 is more than",
+        ),
+        (
+            &["simulate", "--ssd-bw", "0.001"],
+            "SSD bandwidth_gbs = 0.001 is less",
+        ),
+        (
+            &["estimate", "--u", "100", "--d", "200"],
+            "--d 200 is more than --u 100",
+        ),
+        (
+            &[
+                "estimate",
+                "--u",
+                "13190",
+                "--d",
+                "2412",
+                "--model",
+                "deepseek-v2-lite",
+            ],
+            "--u 13190 is more than a 128-token chunk of deepseek-v2-lite can route to (1664",
+        ),
+    ] {
+        fails(args, want);
+    }
+    // A GPU added to a CPU preset takes the figures given.
+    let out = ok(&[
+        "simulate",
+        "--hw",
+        "desktop-cpu",
+        "--gpus",
+        "1",
+        "--vram",
+        "16",
+        "--vram-bw",
+        "448",
+        "--format",
+        "csv",
+        "-q",
+    ]);
+    let t_vram: f64 = csv_rows(&out)[0]["t_vram_ms"].parse().unwrap();
+    assert!(t_vram > 0.0, "{out}");
+}
+
+/// A profile's implausible value names the file and the line of its field.
+#[test]
+fn profile_value_errors_name_the_line() {
+    let d = tmp();
+    let profile = |name: &str, body: &str| {
+        let p = d.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let base = "name = \"box\"\n[ram]\nsize_gib = 64\nbandwidth_gbs = 60\n";
+    let f = profile(
+        "f.toml",
+        &format!("{base}fault_gbs = 0.09\n[ssd]\nbandwidth_gbs = 7\n"),
+    );
+    fails(
+        &["simulate", "--hw", &f, "-q"],
+        "f.toml:5: RAM fault_gbs = 0.09 is less than any machine has",
+    );
+    let s = profile("s.toml", &format!("{base}[ssd]\nbandwidth_gbs = 12400\n"));
+    fails(
+        &["simulate", "--hw", &s, "-q"],
+        "s.toml:6: SSD bandwidth_gbs = 12400 is more",
+    );
+    let c = profile(
+        "c.toml",
+        &format!(
+            "{base}[ssd]\nbandwidth_gbs = 7\n[cpu]\nthreads = 8\n[cpu.gbs_per_thread]\niq9_z = 3\n"
+        ),
+    );
+    fails(
+        &["simulate", "--hw", &c, "-q"],
+        "c.toml:10: CPU gbs_per_thread",
+    );
 }

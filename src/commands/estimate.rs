@@ -34,6 +34,25 @@ pub struct EstimateOptions {
     pub format: Option<OutputFormat>,
 }
 
+/// U and D a trace of `model` could give: U at most the experts a chunk can route to
+/// (every MoE layer's, and top-k per layer and token), D at most U.
+fn check_u_d(model: &Model, u: f64, d: f64, chunk: u32) -> Result<()> {
+    let layers = model.n_moe_layers as f64;
+    let most = (layers * model.n_experts as f64).min(layers * model.top_k as f64 * chunk as f64);
+    if u > most {
+        return Err(Error::new(format!(
+            "--u {u} is more than a {chunk}-token chunk of {} can route to ({most}: {} MoE layers x {} experts, top-{})",
+            model.name, model.n_moe_layers, model.n_experts, model.top_k
+        )));
+    }
+    if d > u {
+        return Err(Error::new(format!(
+            "--d {d} is more than --u {u}: the experts new in a chunk are among its distinct ones"
+        )));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Serialize)]
 pub struct Estimate {
     pub model: String,
@@ -110,6 +129,9 @@ pub fn run(a: EstimateOptions) -> Result<()> {
             (model, loaded.gguf, u, d)
         }
     };
+    if a.u.is_some() {
+        check_u_d(model, u, d, a.chunk)?;
+    }
     let weights = weights_of(model, file.as_ref(), a.quant.as_deref())?;
     let neq = quant_type(&a.non_expert_quant)
         .map_err(|e| Error::new(format!("--non-expert-quant: {}", e.0)))?;

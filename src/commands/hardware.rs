@@ -14,11 +14,13 @@ pub fn run(format: Option<OutputFormat>) -> Result<()> {
                 "vram_gib",
                 "vram_gbs",
                 "vram_reserve_gib",
-                "gpu_tflops",
+                "gemm_tflops",
                 "h2d_gbs",
                 "ram_gib",
                 "ram_gbs",
                 "ram_reserve_gib",
+                "page_cache_gbs",
+                "fault_gbs",
                 "ssd_gbs",
                 "ssd_drives",
                 "threads",
@@ -37,6 +39,8 @@ pub fn run(format: Option<OutputFormat>) -> Result<()> {
                     h.ram.size_gib.to_string(),
                     h.ram.bandwidth_gbs.to_string(),
                     h.ram.reserve_gib.to_string(),
+                    h.ram.page_cache().read_gbs.to_string(),
+                    h.ram.page_cache().fault_gbs.to_string(),
                     h.ssd.bandwidth_gbs.to_string(),
                     h.ssd.drives.to_string(),
                     h.cpu.as_ref().map_or("-".into(), |c| c.threads.to_string()),
@@ -49,7 +53,7 @@ pub fn run(format: Option<OutputFormat>) -> Result<()> {
                 t.render()
             };
             if f == OutputFormat::Table {
-                s.push_str("\nSizes in GiB, bandwidths in GB/s (10^9 B/s); gpu_tflops: the GPU's rate on batches (prompt processing), h2d_gbs: its copies from RAM (docs/batches.md). Your own machine: --hw FILE.toml (or .json) with the\nfields of `moe-spill hardware --format json`; or override a preset with --vram, --vram-bw, --ram-bw, --ssd-bw, ...\n");
+                s.push_str("\nSizes in GiB, bandwidths in GB/s (10^9 B/s); gemm_tflops: the GPU's rate on batches (prompt processing), h2d_gbs: its copies from RAM (docs/batches.md); page_cache_gbs and fault_gbs: GB/s per core through the page cache by buffered reads and by page faults (scripts/fault_cost.py measures a fault's). Your own machine: --hw FILE.toml (or .json) with the\nfields of `moe-spill hardware --format json`; or override a preset with --vram, --vram-bw, --ram-bw, --ssd-bw, ...\n");
             }
             s
         }

@@ -38,9 +38,10 @@ pub fn run(a: SimulateOptions) -> Result<()> {
             Some(hw.ram.size_gib)
         }
         (None, None, None) => {
-            return Err(Error::new(
-                "give --ram SIZE (with a model preset to size experts) or --cache-experts N",
-            ))
+            return Err(Error::new(format!(
+                "no model preset matches the trace ({}): give --model NAME to size RAM budgets and price them, or --cache-experts N for the counts alone",
+                study.loaded.trace.geometry.describe()
+            )))
         }
         (ram, _, _) => ram,
     };
@@ -54,14 +55,14 @@ pub fn run(a: SimulateOptions) -> Result<()> {
                 Error::new("--ram needs a model preset to size experts: pass --model (or use --cache-experts N)")
             })?;
             let reserve = hw.ram.reserve_gib;
-            if ram < reserve {
-                return Err(Error::new(format!(
-                    "--ram {ram} GiB is below the RAM reserve of {reserve} GiB of `{}` (set --ram-reserve)",
-                    hw.name
-                )));
-            }
             let paged = placement.paged_non_expert_bytes(ram, reserve);
-            if paged > 0.0 && !a.study.input.quiet {
+            // As a sweep's budgets from 0 GiB: no page cache, every access misses.
+            if ram < reserve && !a.study.input.quiet {
+                crate::note!(
+                    "moe-spill: note: --ram {ram} GiB is below the {reserve} GiB RAM reserve of `{}` (--ram-reserve): no page cache, so every non-expert weight off the GPU and every expert is read from the drive every token",
+                    hw.name
+                );
+            } else if paged > 0.0 && !a.study.input.quiet {
                 crate::note!(
                     "moe-spill: note: at {ram} GiB the non-expert weights do not fit beside the {reserve} GiB reserve: {:.2} GB of them are read from the drive every token (in device_bytes_per_token), and no expert is cached; they fit from {:.1} GiB",
                     paged / 1e9,

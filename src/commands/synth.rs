@@ -221,8 +221,20 @@ pub fn run(a: SynthOptions) -> Result<()> {
         };
         (ud.join().expect("U and D"), written)
     });
+    // U needs a whole chunk of generated tokens in a response, D two of them.
+    let longest = (0..trace.n_responses())
+        .map(|r| trace.response(r).filter(|&t| !trace.prompt[t]).count())
+        .max()
+        .unwrap_or(0);
+    let ud = if longest < chunk {
+        format!("U and D undefined: no response has a whole {chunk}-token chunk")
+    } else if longest < 2 * chunk {
+        format!("U = {u:.2} per {chunk}-token chunk, D undefined: no response has two")
+    } else {
+        format!("U = {u:.2}, D = {d:.2} per {chunk}-token chunk")
+    };
     say(format!(
-        "generated {} responses, {} tokens, {} accesses in {:.3} s ({:.1} M accesses/s); U = {u:.2}, D = {d:.2} per {chunk}-token chunk",
+        "generated {} responses, {} tokens, {} accesses in {:.3} s ({:.1} M accesses/s); {ud}",
         trace.n_responses(),
         trace.n_tokens(),
         trace.n_accesses(),
