@@ -35,6 +35,13 @@ def die(msg):
     sys.exit(2)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit 2, like die()."""
+
+    def error(self, message):
+        die(" ".join(message.split()) + " (see --help)")
+
+
 def read_bytes():
     """Bytes this process had read from storage so far."""
     with open("/proc/self/io") as f:
@@ -42,14 +49,48 @@ def read_bytes():
 
 
 def main():
-    ap = argparse.ArgumentParser(
-        description="The system CPU seconds page faults cost per GB read from FILE (stdout)."
+    ap = Parser(
+        prog="fault_cost.py",
+        description=__doc__.split("\nUsage:")[0].strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Exit status: 0 with the figure on stdout, 2 on bad input or when the drive "
+        "read nothing.",
     )
-    ap.add_argument("file")
-    ap.add_argument("--region", type=int, default=1 << 20, help="bytes per region (default 1 MiB)")
-    ap.add_argument("--gb", type=float, default=2.0, help="GB touched in all (default 2)")
-    ap.add_argument("--advice", choices=["sequential", "willneed", "normal"], default="sequential")
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "file",
+        metavar="FILE",
+        help="a file on the drive to measure, larger than the memory the process may use "
+        "when reclaim should count",
+    )
+    ap.add_argument(
+        "--region",
+        type=int,
+        default=1 << 20,
+        metavar="BYTES",
+        help=f"bytes per region touched, rounded down to pages of {PAGE} B; one expert's "
+        "slice (default 1 MiB)",
+    )
+    ap.add_argument(
+        "--gb",
+        type=float,
+        default=2.0,
+        metavar="GB",
+        help="GB (10^9 B) touched in all; more gives a steadier figure (default %(default)g)",
+    )
+    ap.add_argument(
+        "--advice",
+        choices=["sequential", "willneed", "normal"],
+        default="sequential",
+        help="llama.cpp's advice: POSIX_FADV_SEQUENTIAL on the file, MADV_WILLNEED on each "
+        "region before touching it, or none (default %(default)s)",
+    )
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        metavar="N",
+        help="seed of the random region order (default %(default)s)",
+    )
     a = ap.parse_args()
     if a.region < PAGE or not 0 < a.gb < float("inf"):
         die(f"--region must be at least {PAGE} and --gb a positive number")
@@ -95,6 +136,25 @@ def main():
             file=sys.stderr,
         )
     sys_s = after.ru_stime - before.ru_stime
+    # The kernel splits a process's CPU time into user and system time by the clock ticks
+    # it sampled in each, so system time is good to about one tick: under 20 ticks (0.2 s
+    # at 100 Hz) the figure is off by 5 % or more. And the cost is a mean over randomly
+    # placed regions (whose readahead may overlap): its spread falls as 1/sqrt(regions),
+    # 25 % at 16, so fewer are too few. Either way the figure is printed, with a warning
+    # saying what to raise.
+    ticks = sys_s * os.sysconf("SC_CLK_TCK")
+    touched = done // region
+    small = []
+    if ticks < 20:
+        small.append(f"{sys_s * 1e3:.1f} ms of system CPU ({ticks:.1f} clock ticks, under 20)")
+    if touched < 16:
+        small.append(f"{touched} of the 16 regions it takes touched")
+    if small:
+        print(
+            f"fault_cost.py: warning: a small sample, {' and '.join(small)}: the figure is "
+            "rough; increase --gb",
+            file=sys.stderr,
+        )
     print(f"{sys_s / read_gb:.4f}")
     print(
         f"fault_cost.py: {a.advice}, {region} B regions: {gb:.2f} GB touched at {gb / wall:.2f} GB/s, "
