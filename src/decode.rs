@@ -14,7 +14,8 @@
 //!             (`[ram] fault_gbs` for faults, `page_cache_gbs` for buffered reads)
 //! mmap:           t = t_vram + t_cpu_ne + the experts' faults and products, overlapped
 //!                 between the threads (fault_overlap.rs): from max(t_io, t_cpu_exp) to
-//!                 t_io + t_cpu_exp (one thread)
+//!                 t_io + t_cpu_exp (one thread), plus the wait for the slowest thread
+//!                 at the barrier that ends each faulting expert product
 //! pread, direct:  t = t_vram + t_cpu_ne + max(t_io, h t_cpu_exp) + (1 - h) t_cpu_exp
 //! ```
 //! A fault stalls the thread that touches the page, but not the others: each of ggml's
@@ -69,10 +70,12 @@ impl IoSetup {
     /// (device bytes, with the slices they come from) faulted in by the compute threads,
     /// each multiplying its share of the work between faults (`work_at(j)`: the work's
     /// seconds with `j` threads at it), one thread's products running while another
-    /// waits (`fault_overlap.rs`). None for the other engines.
+    /// waits, and meeting at `barriers` barriers, the ops that fault
+    /// (`fault_overlap.rs`). None for the other engines.
     pub fn faulting_seconds(
         &self,
         reads: &[(f64, Vec<u64>)],
+        barriers: f64,
         work_at: &dyn Fn(f64) -> f64,
     ) -> Option<f64> {
         let (window, threads) = self.engine.faulting()?;
@@ -86,6 +89,7 @@ impl IoSetup {
         Some(fault_overlap::token_seconds(
             threads,
             bytes / window as f64,
+            barriers,
             &[
                 Station::Shared(&drive_at),
                 Station::Own(bytes / (self.engine.page_cache_gbs(self.page_cache) * GB)),
@@ -158,6 +162,9 @@ pub fn decode_time(
     // Device bytes per token of each group, with its slices (and of the paged non-expert
     // weights), for the faulting threads' overlap.
     let mut reads: Vec<(f64, Vec<u64>)> = Vec::new();
+    // The expert products that fault (one op per slice of a layer with a miss), each
+    // ending at a barrier of the compute threads.
+    let mut barriers = 0.0;
     for &(slices, g) in &groups {
         let bytes: Vec<u64> = slices.iter().map(|s| s.bytes).collect();
         let mut group_bytes = 0.0;
@@ -165,9 +172,12 @@ pub fn decode_time(
             let r = io.layer_reads(&bytes, m as f64 / layers, resident);
             io_s += n as f64 * g as f64 * r.seconds;
             group_bytes += n as f64 * g as f64 * r.device_bytes;
+            let faulting = fault_overlap::layers_with_a_miss(layers, m as f64) * g as f64 / layers;
+            barriers += n as f64 * faulting * bytes.len() as f64;
         }
         reads.push((per(group_bytes), bytes));
     }
+    let barriers = per(barriers);
     let mut t_io = per(io_s);
     // Non-expert weights beyond the RAM left after the reserve are read every token.
     let paged = p.paged_non_expert_bytes(ram_gib, hw.ram.reserve_gib);
@@ -179,7 +189,7 @@ pub fn decode_time(
     let device_bytes: f64 = reads.iter().map(|r| r.0).sum();
     let threads = hw.threads() as f64;
     let cpu_at = |j: f64| t_ram_exp.max(t_compute_exp * threads / j);
-    let total = if let Some(faulting) = io.faulting_seconds(&reads, &cpu_at) {
+    let total = if let Some(faulting) = io.faulting_seconds(&reads, barriers, &cpu_at) {
         base.t_vram + t_cpu_ne + faulting
     } else if io.overlaps_compute() {
         let h = hit_rate.clamp(0.0, 1.0);

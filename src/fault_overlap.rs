@@ -19,6 +19,15 @@
 //! load-dependent stations (Reiser and Lavenberg, 1980) gives its throughput exactly for
 //! exponential service times. One thread gives the sum of the three, as before this
 //! overlap was priced; so does a step whose faults are taken by one thread (op offload).
+//!
+//! The drift has an end: ggml's threads meet at a barrier after every operation of the
+//! graph, and an expert product (one op per expert matrix) ends when its slowest thread
+//! does. When the op's rows run out, each thread is somewhere in its current cycle of
+//! fault and products; with their phases spread evenly over the cycle time `C`, the last
+//! one ends `C N / (N + 1)` later, where the network's throughput would have done the
+//! remaining work in `C / 2`: each barrier costs `C (N - 1) / (2 (N + 1))`. The token
+//! takes at most what the threads take in lock step (all fault, then all multiply: no
+//! overlap), which is where barriers come faster than the cycles.
 
 /// One station of the cycle: the seconds a whole token's work takes there.
 pub enum Station<'a> {
@@ -33,18 +42,20 @@ pub enum Station<'a> {
 const MAX_THREADS: u32 = 1024;
 
 /// Seconds for a token's work split into `cycles` equal cycles through `stations`, with
-/// `threads` threads cycling. Zero cycles: the token's seconds at the shared stations
-/// with every thread there (no reads to overlap).
-pub fn token_seconds(threads: u32, cycles: f64, stations: &[Station]) -> f64 {
+/// `threads` threads cycling and meeting at `barriers` barriers. Zero cycles: the token's
+/// seconds at the shared stations with every thread there (no reads to overlap).
+pub fn token_seconds(threads: u32, cycles: f64, barriers: f64, stations: &[Station]) -> f64 {
+    let all = threads.max(1) as f64;
+    // Every thread at each station in turn: lock step, nothing overlapped.
+    let lock_step: f64 = stations
+        .iter()
+        .map(|s| match s {
+            Station::Shared(f) => f(all),
+            Station::Own(t) => t / all,
+        })
+        .sum();
     if cycles <= 0.0 {
-        let all = threads.max(1) as f64;
-        return stations
-            .iter()
-            .map(|s| match s {
-                Station::Shared(f) => f(all),
-                Station::Own(t) => t / all,
-            })
-            .sum();
+        return lock_step;
     }
     let n_threads = threads.clamp(1, MAX_THREADS) as usize;
     // p[k][j]: the chance that j threads are at shared station k (population so far).
@@ -85,7 +96,21 @@ pub fn token_seconds(threads: u32, cycles: f64, stations: &[Station]) -> f64 {
             }
         }
     }
-    cycles / throughput
+    let drifting = cycles / throughput;
+    // Each barrier: the last thread's residual cycle against the mean's half of one.
+    let cycle = n_threads as f64 / throughput;
+    let n = n_threads as f64;
+    let tails = barriers.max(0.0) * cycle * (n - 1.0) / (2.0 * (n + 1.0));
+    (drifting + tails).min(lock_step.max(drifting))
+}
+
+/// The layers (of `layers`) with at least one of a token's `misses`, spread over them at
+/// random: the expert products whose threads fault before their barrier.
+pub fn layers_with_a_miss(layers: f64, misses: f64) -> f64 {
+    if layers <= 0.0 || misses <= 0.0 {
+        return 0.0;
+    }
+    layers * (1.0 - (1.0 - 1.0 / layers.max(1.0)).powf(misses))
 }
 
 #[cfg(test)]
@@ -103,6 +128,7 @@ mod tests {
         let t = token_seconds(
             1,
             100.0,
+            0.0,
             &[
                 Station::Shared(&drive),
                 Station::Own(0.5),
@@ -110,6 +136,42 @@ mod tests {
             ],
         );
         assert!(close(t, 2.0 + 0.5 + 3.0), "{t}");
+    }
+
+    #[test]
+    fn a_barrier_costs_the_last_threads_residual_cycle() {
+        let drive = |q: f64| 2.0 * (0.3 + 0.7 / q);
+        let cpu = |j: f64| (1.0f64).max(4.0 / j);
+        let st = [
+            Station::Shared(&drive),
+            Station::Own(0.2),
+            Station::Shared(&cpu),
+        ];
+        let cycles = 1000.0;
+        // One thread has no one to wait for.
+        assert_eq!(
+            token_seconds(1, cycles, 50.0, &st),
+            token_seconds(1, cycles, 0.0, &st)
+        );
+        // Eight threads, each cycle C = 8 t0 / cycles: 8 barriers cost 8 C 7 / 18.
+        let t0 = token_seconds(8, cycles, 0.0, &st);
+        let c = 8.0 * t0 / cycles;
+        let t = token_seconds(8, cycles, 8.0, &st);
+        assert!(close(t, t0 + 8.0 * c * 7.0 / 18.0), "{t} vs {t0}");
+        // Barriers faster than the cycles: the threads in lock step, no overlap.
+        let lock = drive(8.0) + 0.2 / 8.0 + cpu(8.0);
+        assert!(close(token_seconds(8, cycles, 1e6, &st), lock));
+        assert!(t < lock);
+    }
+
+    #[test]
+    fn misses_spread_over_layers() {
+        assert_eq!(layers_with_a_miss(60.0, 0.0), 0.0);
+        assert!(close(layers_with_a_miss(60.0, 1.0), 1.0));
+        // Two misses: the second lands in the first's layer once in 60 times.
+        assert!(close(layers_with_a_miss(60.0, 2.0), 2.0 - 1.0 / 60.0));
+        let many = layers_with_a_miss(60.0, 600.0);
+        assert!(many < 60.0 && many > 59.99, "{many}");
     }
 
     #[test]
@@ -122,8 +184,8 @@ mod tests {
             Station::Shared(&cpu),
         ];
         let (a, b) = (
-            token_seconds(1024, 1e4, &st),
-            token_seconds(16_384, 1e4, &st),
+            token_seconds(1024, 1e4, 0.0, &st),
+            token_seconds(16_384, 1e4, 0.0, &st),
         );
         assert_eq!(a, b);
         // Saturated: the busier shared station alone, within a hair.
@@ -135,7 +197,12 @@ mod tests {
     fn no_reads_is_the_compute_of_all_threads() {
         let drive = |_: f64| 0.0;
         let cpu = |j: f64| 8.0 / j;
-        let t = token_seconds(8, 0.0, &[Station::Shared(&drive), Station::Shared(&cpu)]);
+        let t = token_seconds(
+            8,
+            0.0,
+            0.0,
+            &[Station::Shared(&drive), Station::Shared(&cpu)],
+        );
         assert!(close(t, 1.0), "{t}");
     }
 
@@ -149,7 +216,12 @@ mod tests {
         let fa = |_: f64| a;
         let fb = |_: f64| b;
         for n in 1..=6u32 {
-            let t = token_seconds(n, cycles, &[Station::Shared(&fa), Station::Shared(&fb)]);
+            let t = token_seconds(
+                n,
+                cycles,
+                0.0,
+                &[Station::Shared(&fa), Station::Shared(&fb)],
+            );
             // k threads at A, n - k at B: A serves at 1 / sa while k > 0, B at 1 / sb
             // while k < n, so P(k) is proportional to (sa / sb)^k.
             let r = sa / sb;
@@ -169,6 +241,7 @@ mod tests {
         let t16 = token_seconds(
             16,
             1000.0,
+            0.0,
             &[
                 Station::Shared(&drive),
                 Station::Own(0.2),
@@ -182,6 +255,7 @@ mod tests {
         let t4 = token_seconds(
             4,
             1000.0,
+            0.0,
             &[
                 Station::Shared(&drive),
                 Station::Own(0.2),

@@ -140,8 +140,13 @@ impl BatchMachine<'_> {
             },
             _ => self.io.clone(),
         };
+        // The expert products that fault, each ending at a barrier of the threads
+        // (decode.rs).
+        let mut barriers = 0.0;
         for (slices, g) in p.cpu_groups() {
             let g = g as f64;
+            barriers += crate::fault_overlap::layers_with_a_miss(layers, s.misses) * g / layers
+                * slices.len() as f64;
             for sl in slices {
                 let touched = g * u * sl.bytes as f64;
                 let pair_bytes = g * pairs * sl.bytes as f64;
@@ -212,7 +217,7 @@ impl BatchMachine<'_> {
                 cpu.seconds_on(j, threads)
             }
         };
-        let total = if let Some(faulting) = io.faulting_seconds(&reads, &work_at) {
+        let total = if let Some(faulting) = io.faulting_seconds(&reads, barriers, &work_at) {
             t_vram + t_ne + faulting
         } else if io.overlaps_compute() {
             let h = if s.union > 0.0 {

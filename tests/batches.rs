@@ -29,7 +29,8 @@ const POLICIES: &str =
 const BASE: &str = "lru,fifo,clock,arc,opt,lfu,sieve,s3fifo,linux,linux-eager";
 
 /// The golden sweeps: arguments, and the file the build before batches wrote for them
-/// (`moe-spill ARGS --format csv -q -j 1 > tests/data/FILE`).
+/// (`moe-spill ARGS --format csv -q -j 1 > tests/data/FILE`; written again when the time
+/// model changes, the counts never).
 fn goldens() -> Vec<(Vec<&'static str>, &'static str)> {
     vec![
         (
