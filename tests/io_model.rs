@@ -456,17 +456,15 @@ fn the_fault_cost_script_measures_a_cost() {
     let cost: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert!(cost > 0.0 && cost < 10.0, "{cost} {err}");
     assert!(err.contains("major") && err.contains("GB read"), "{err}");
-    let bad = Command::new("python3")
-        .arg(&script)
-        .arg(root.join("no-such-file.dat"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&bad.stderr);
-    assert_eq!(bad.status.code(), Some(2), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("no-such-file.dat: No such file"), "{err}");
-    // argparse's usage errors are one line and exit 2 as well; --help still works.
-    for args in [&["x.dat", "--gb", "abc"][..], &["x.dat", "--gbb", "1"], &[]] {
+    // A missing file, and argparse's usage errors: one line, exit 2.
+    let missing = root.join("no-such-file.dat");
+    let missing = missing.to_str().unwrap();
+    for (args, want) in [
+        (&[missing][..], "no-such-file.dat: No such file"),
+        (&["x.dat", "--gb", "abc"], "--gb: invalid float value"),
+        (&["x.dat", "--gbb", "1"], "unrecognized arguments: --gbb"),
+        (&[], "required: FILE"),
+    ] {
         let bad = Command::new("python3")
             .arg(&script)
             .args(args)
@@ -475,7 +473,10 @@ fn the_fault_cost_script_measures_a_cost() {
         let err = String::from_utf8_lossy(&bad.stderr);
         assert_eq!(bad.status.code(), Some(2), "{args:?} {err}");
         assert_eq!(err.trim().lines().count(), 1, "{args:?} {err}");
-        assert!(err.starts_with("fault_cost.py: "), "{args:?} {err}");
+        assert!(
+            err.starts_with("fault_cost.py: ") && err.contains(want),
+            "{args:?} {err}"
+        );
     }
     let help = Command::new("python3")
         .arg(&script)
