@@ -14,8 +14,8 @@
 //!             (`[ram] fault_gbs` for faults, `page_cache_gbs` for buffered reads)
 //! mmap:           t = t_vram + t_cpu_ne + the experts' faults and products, overlapped
 //!                 between the threads (fault_overlap.rs): from max(t_io, t_cpu_exp) to
-//!                 t_io + t_cpu_exp (one thread), plus the wait for the slowest thread
-//!                 at the barrier that ends each faulting expert product
+//!                 t_io + t_cpu_exp (one thread), each faulting expert product started
+//!                 by all threads at once and ended by the last
 //! pread, direct:  t = t_vram + t_cpu_ne + max(t_io, h t_cpu_exp) + (1 - h) t_cpu_exp
 //! ```
 //! A fault stalls the thread that touches the page, but not the others: each of ggml's
@@ -28,11 +28,13 @@
 
 use serde::Serialize;
 
+use crate::cpu::Kernels;
 use crate::drive::DriveCurve;
-use crate::fault_overlap::{self, Station};
+use crate::fault_overlap;
 use crate::hardware::Hardware;
 use crate::io_engine::{IoEngine, LayerReads, PageCacheRates};
 use crate::timemodel::{token_time, Placement, GB};
+use crate::weights::{Proj, Slice};
 
 /// How the engine reads and what the drive does.
 #[derive(Clone, Debug, PartialEq)]
@@ -70,7 +72,7 @@ impl IoSetup {
     /// (device bytes, with the slices they come from) faulted in by the compute threads,
     /// each multiplying its share of the work between faults (`work_at(j)`: the work's
     /// seconds with `j` threads at it), one thread's products running while another
-    /// waits, and meeting at `barriers` barriers, the ops that fault
+    /// waits, in `barriers` ops that start and end at a barrier of the threads
     /// (`fault_overlap.rs`). None for the other engines.
     pub fn faulting_seconds(
         &self,
@@ -86,17 +88,34 @@ impl IoSetup {
                 .sum::<f64>()
         };
         let bytes: f64 = reads.iter().map(|r| r.0).sum();
-        Some(fault_overlap::token_seconds(
+        Some(fault_overlap::ops_seconds(
             threads,
             bytes / window as f64,
             barriers,
-            &[
-                Station::Shared(&drive_at),
-                Station::Own(bytes / (self.engine.page_cache_gbs(self.page_cache) * GB)),
-                Station::Shared(work_at),
-            ],
+            &drive_at,
+            bytes / (self.engine.page_cache_gbs(self.page_cache) * GB),
+            work_at,
         ))
     }
+}
+
+/// The ops that multiply a layer's experts, each between two barriers of the threads:
+/// one per slice (gate, up, down; a merged gate_up tensor is one), except that
+/// ik_llama.cpp fuses gate and up of one type into one op (`-fmoe`, its default).
+pub fn expert_ops(slices: &[Slice], hw: &Hardware) -> f64 {
+    let fused = hw
+        .cpu
+        .as_ref()
+        .is_some_and(|c| c.kernels == Kernels::IkLlamaCpp)
+        && slices.iter().any(|s| s.proj == Proj::Gate)
+        && slices
+            .iter()
+            .filter(|s| matches!(s.proj, Proj::Gate | Proj::Up))
+            .map(|s| s.ty)
+            .collect::<Vec<_>>()
+            .windows(2)
+            .all(|w| w[0] == w[1]);
+    slices.len() as f64 - if fused { 1.0 } else { 0.0 }
 }
 
 /// Seconds per token by part, and the device bytes.
@@ -162,8 +181,8 @@ pub fn decode_time(
     // Device bytes per token of each group, with its slices (and of the paged non-expert
     // weights), for the faulting threads' overlap.
     let mut reads: Vec<(f64, Vec<u64>)> = Vec::new();
-    // The expert products that fault (one op per slice of a layer with a miss), each
-    // ending at a barrier of the compute threads.
+    // The expert products that fault (the ops of the layers with a miss), each between
+    // two barriers of the compute threads.
     let mut barriers = 0.0;
     for &(slices, g) in &groups {
         let bytes: Vec<u64> = slices.iter().map(|s| s.bytes).collect();
@@ -173,7 +192,7 @@ pub fn decode_time(
             io_s += n as f64 * g as f64 * r.seconds;
             group_bytes += n as f64 * g as f64 * r.device_bytes;
             let faulting = fault_overlap::layers_with_a_miss(layers, m as f64) * g as f64 / layers;
-            barriers += n as f64 * faulting * bytes.len() as f64;
+            barriers += n as f64 * faulting * expert_ops(slices, hw);
         }
         reads.push((per(group_bytes), bytes));
     }

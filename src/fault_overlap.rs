@@ -20,14 +20,15 @@
 //! exponential service times. One thread gives the sum of the three, as before this
 //! overlap was priced; so does a step whose faults are taken by one thread (op offload).
 //!
-//! The drift has an end: ggml's threads meet at a barrier after every operation of the
-//! graph, and an expert product (one op per expert matrix) ends when its slowest thread
-//! does. When the op's rows run out, each thread is somewhere in its current cycle of
-//! fault and products; with their phases spread evenly over the cycle time `C`, the last
-//! one ends `C N / (N + 1)` later, where the network's throughput would have done the
-//! remaining work in `C / 2`: each barrier costs `C (N - 1) / (2 (N + 1))`. The token
-//! takes at most what the threads take in lock step (all fault, then all multiply: no
-//! overlap), which is where barriers come faster than the cycles.
+//! The drift has a start and an end: ggml's threads meet at a barrier after every op of
+//! the graph, and `mul_mat_id` meets once more before it touches a weight, so each
+//! expert product (one op per expert matrix) starts with every thread faulting at once
+//! and ends when its last thread does. An op of `K` windows is a finite run of that
+//! network: `N` threads start together at the drive, each takes the next window while
+//! any is left (ggml's chunk counter), and the op ends when the last one is through.
+//! [`ops_seconds`] solves that chain exactly for its expected time (exponential service,
+//! as the mean value analysis assumes): with few windows per thread it is close to lock
+//! step (all fault, then all multiply), with many it is the steady drift.
 
 /// One station of the cycle: the seconds a whole token's work takes there.
 pub enum Station<'a> {
@@ -42,20 +43,18 @@ pub enum Station<'a> {
 const MAX_THREADS: u32 = 1024;
 
 /// Seconds for a token's work split into `cycles` equal cycles through `stations`, with
-/// `threads` threads cycling and meeting at `barriers` barriers. Zero cycles: the token's
-/// seconds at the shared stations with every thread there (no reads to overlap).
-pub fn token_seconds(threads: u32, cycles: f64, barriers: f64, stations: &[Station]) -> f64 {
-    let all = threads.max(1) as f64;
-    // Every thread at each station in turn: lock step, nothing overlapped.
-    let lock_step: f64 = stations
-        .iter()
-        .map(|s| match s {
-            Station::Shared(f) => f(all),
-            Station::Own(t) => t / all,
-        })
-        .sum();
+/// `threads` threads cycling in steady state. Zero cycles: the token's seconds at the
+/// shared stations with every thread there (no reads to overlap).
+pub fn token_seconds(threads: u32, cycles: f64, stations: &[Station]) -> f64 {
     if cycles <= 0.0 {
-        return lock_step;
+        let all = threads.max(1) as f64;
+        return stations
+            .iter()
+            .map(|s| match s {
+                Station::Shared(f) => f(all),
+                Station::Own(t) => t / all,
+            })
+            .sum();
     }
     let n_threads = threads.clamp(1, MAX_THREADS) as usize;
     // p[k][j]: the chance that j threads are at shared station k (population so far).
@@ -96,12 +95,172 @@ pub fn token_seconds(threads: u32, cycles: f64, barriers: f64, stations: &[Stati
             }
         }
     }
-    let drifting = cycles / throughput;
-    // Each barrier: the last thread's residual cycle against the mean's half of one.
-    let cycle = n_threads as f64 / throughput;
-    let n = n_threads as f64;
-    let tails = barriers.max(0.0) * cycle * (n - 1.0) / (2.0 * (n + 1.0));
-    (drifting + tails).min(lock_step.max(drifting))
+    cycles / throughput
+}
+
+/// The most threads an op's chain follows: its drain has threads^3 / 6 states. Far below
+/// that the drive (at most a slice's windows in flight) and the RAM are saturated.
+const MAX_OP_THREADS: usize = 256;
+
+/// Levels of an op's chain followed before its steps are taken as settled (they settle
+/// within a few times the threads; this only bounds the work).
+const MAX_LEVELS: usize = 1 << 14;
+
+/// Seconds for a token's faults and products run as `ops` ops of `cycles / ops` windows
+/// each (at least one), every op started by `threads` threads together and ended at a
+/// barrier: the drive (`drive(j)`: the token's seconds with `j` windows in flight), each
+/// thread's page-cache work (`own`: the token's seconds for one thread) and the products
+/// (`work(j)`: the token's seconds with `j` threads at them). No ops: the steady drift.
+pub fn ops_seconds(
+    threads: u32,
+    cycles: f64,
+    ops: f64,
+    drive: &dyn Fn(f64) -> f64,
+    own: f64,
+    work: &dyn Fn(f64) -> f64,
+) -> f64 {
+    let stations = [
+        Station::Shared(drive),
+        Station::Own(own),
+        Station::Shared(work),
+    ];
+    if cycles <= 0.0 || ops.is_nan() || ops <= 0.0 || threads <= 1 {
+        return token_seconds(threads, cycles, &stations);
+    }
+    let k = (cycles / ops).max(1.0);
+    let n = (threads as usize).min(MAX_OP_THREADS);
+    // Seconds per visit of one window, with j there; a station that takes no time is
+    // given a sliver of one so that the chain stays finite.
+    let total = drive(1.0) + own + work(1.0);
+    let floor = 1e-12 * total.max(f64::MIN_POSITIVE);
+    let per_visit = |t: f64| t.max(floor) / cycles;
+    let r_drive: Vec<f64> = (0..=n).map(|j| 1.0 / per_visit(drive(j as f64))).collect();
+    let r_work: Vec<f64> = (0..=n).map(|j| 1.0 / per_visit(work(j as f64))).collect();
+    let r_own = 1.0 / per_visit(own);
+    cycles / k * op_seconds(n, k, &r_drive, r_own, &r_work)
+}
+
+/// Expected seconds of one op of `k` windows (interpolated between the whole numbers
+/// around it): `n` threads start at the drive together; a thread through the drive (rate
+/// `r_drive[j]` with j there), its own page-cache work (`r_own` each) and the products
+/// (`r_work[j]`) takes the next window, or stops when none is left. A continuous-time
+/// chain on the threads at each station and the windows not yet started; every move
+/// takes a thread one station on, so the expected time to the end follows in one pass.
+fn op_seconds(n: usize, k: f64, r_drive: &[f64], r_own: f64, r_work: &[f64]) -> f64 {
+    // The drain (no window left): a threads at the drive, b at their own work, c at the
+    // products, a + b + c <= n, in a triangular table.
+    let mut start = vec![vec![0usize; n + 1]; n + 1];
+    let mut len = 0;
+    for (a, row) in start.iter_mut().enumerate() {
+        for (b, off) in row.iter_mut().enumerate().take(n - a + 1) {
+            *off = len;
+            len += n - a - b + 1;
+        }
+    }
+    let mut drain = vec![0.0f64; len];
+    let at = |a: usize, b: usize, c: usize| start[a][b] + c;
+    for a in 0..=n {
+        for b in 0..=n - a {
+            for c in 0..=n - a - b {
+                if a + b + c == 0 {
+                    continue;
+                }
+                let (ra, rb, rc) = (r_drive[a], b as f64 * r_own, r_work[c]);
+                let mut sum = 1.0;
+                let mut rate = 0.0;
+                if a > 0 {
+                    sum += ra * drain[at(a - 1, b + 1, c)];
+                    rate += ra;
+                }
+                if b > 0 {
+                    sum += rb * drain[at(a, b - 1, c + 1)];
+                    rate += rb;
+                }
+                if c > 0 {
+                    sum += rc * drain[at(a, b, c - 1)];
+                    rate += rc;
+                }
+                drain[at(a, b, c)] = sum / rate;
+            }
+        }
+    }
+    // An op of m windows, m <= n: m threads start, the rest wait at the barrier.
+    let (lo, hi) = (k.floor() as usize, k.ceil() as usize);
+    let frac = k - lo as f64;
+    if hi <= n {
+        return (1.0 - frac) * drain[at(lo, 0, 0)] + frac * drain[at(hi, 0, 0)];
+    }
+    // Windows left to start: level p holds the states with every thread busy
+    // (a + b + c = n) and p windows not yet started; a thread through the products
+    // takes one, so level p leans on level p - 1, the drain at p = 0.
+    let idx = |a: usize, b: usize| a * (n + 1) + b;
+    let mut prev: Vec<f64> = vec![0.0; (n + 1) * (n + 1)];
+    for a in 0..=n {
+        for b in 0..=n - a {
+            prev[idx(a, b)] = drain[at(a, b, n - a - b)];
+        }
+    }
+    let mut cur = prev.clone();
+    let mut step_prev: Option<Vec<f64>> = None;
+    let mut values = [drain[at(n, 0, 0)], 0.0];
+    let (want_lo, want_hi) = (lo.saturating_sub(n), hi - n);
+    if want_lo == 0 {
+        values[0] = prev[idx(n, 0)];
+    }
+    let mut level = 0;
+    while level < want_hi {
+        level += 1;
+        for a in 0..=n {
+            for b in 0..=n - a {
+                let c = n - a - b;
+                let (ra, rb, rc) = (r_drive[a], b as f64 * r_own, r_work[c]);
+                let mut sum = 1.0;
+                let mut rate = 0.0;
+                if a > 0 {
+                    sum += ra * cur[idx(a - 1, b + 1)];
+                    rate += ra;
+                }
+                if b > 0 {
+                    sum += rb * cur[idx(a, b - 1)];
+                    rate += rb;
+                }
+                if c > 0 {
+                    sum += rc * prev[idx(a + 1, b)];
+                    rate += rc;
+                }
+                cur[idx(a, b)] = sum / rate;
+            }
+        }
+        let here = cur[idx(n, 0)];
+        if level == want_lo {
+            values[0] = here;
+        }
+        if level == want_hi {
+            values[1] = here;
+            break;
+        }
+        // Far from the end every level adds the same time to every state (the steady
+        // drift's time per window): the rest follows in one step.
+        let step: Vec<f64> = cur.iter().zip(&prev).map(|(x, y)| x - y).collect();
+        if let Some(sp) = &step_prev {
+            let settled = level >= MAX_LEVELS
+                || step
+                    .iter()
+                    .zip(sp)
+                    .all(|(d, e)| (d - e).abs() <= 1e-13 * here.abs());
+            if settled {
+                let d = step[idx(n, 0)];
+                if want_lo > level {
+                    values[0] = here + (want_lo - level) as f64 * d;
+                }
+                values[1] = here + (want_hi - level) as f64 * d;
+                break;
+            }
+        }
+        step_prev = Some(step);
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    (1.0 - frac) * values[0] + frac * values[1]
 }
 
 /// The layers (of `layers`) with at least one of a token's `misses`, spread over them at
@@ -128,7 +287,6 @@ mod tests {
         let t = token_seconds(
             1,
             100.0,
-            0.0,
             &[
                 Station::Shared(&drive),
                 Station::Own(0.5),
@@ -138,30 +296,126 @@ mod tests {
         assert!(close(t, 2.0 + 0.5 + 3.0), "{t}");
     }
 
+    /// The op's chain by simulation: threads at each station, windows left; exponential
+    /// holding times, a seeded generator (an xorshift, so the test needs no crate).
+    fn simulated_op(
+        n: usize,
+        k: usize,
+        r_drive: &[f64],
+        r_own: f64,
+        r_work: &[f64],
+        runs: usize,
+    ) -> f64 {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut uniform = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        };
+        let mut total = 0.0;
+        for _ in 0..runs {
+            let first = k.min(n);
+            let (mut a, mut b, mut c, mut left) = (first, 0usize, 0usize, k - first);
+            let mut t = 0.0;
+            while a + b + c > 0 {
+                let (ra, rb, rc) = (
+                    if a > 0 { r_drive[a] } else { 0.0 },
+                    b as f64 * r_own,
+                    if c > 0 { r_work[c] } else { 0.0 },
+                );
+                let rate = ra + rb + rc;
+                t += -uniform().ln() / rate;
+                let u = uniform() * rate;
+                if u < ra {
+                    a -= 1;
+                    b += 1;
+                } else if u < ra + rb {
+                    b -= 1;
+                    c += 1;
+                } else {
+                    c -= 1;
+                    if left > 0 {
+                        left -= 1;
+                        a += 1;
+                    }
+                }
+            }
+            total += t;
+        }
+        total / runs as f64
+    }
+
+    /// A drive that gains with depth up to its rated rate, products capped by RAM.
+    fn rates(n: usize) -> (Vec<f64>, f64, Vec<f64>) {
+        let drive: Vec<f64> = (0..=n)
+            .map(|j| 1.0 / (0.3 + 0.7 / (j.max(1) as f64)))
+            .collect();
+        let work: Vec<f64> = (0..=n).map(|j| (j as f64).min(3.0) / 1.5).collect();
+        (drive, 5.0, work)
+    }
+
     #[test]
-    fn a_barrier_costs_the_last_threads_residual_cycle() {
-        let drive = |q: f64| 2.0 * (0.3 + 0.7 / q);
+    fn an_op_takes_what_its_simulation_takes() {
+        for (n, k) in [(1, 7), (4, 3), (4, 4), (8, 5), (8, 40), (16, 51)] {
+            let (d, o, w) = rates(n);
+            let exact = op_seconds(n, k as f64, &d, o, &w);
+            let sim = simulated_op(n, k, &d, o, &w, 40_000);
+            assert!(
+                (exact / sim - 1.0).abs() < 0.01,
+                "{n} threads, {k} windows: {exact} vs {sim}"
+            );
+        }
+        // One thread: the sum of its visits, window after window.
+        let (d, o, w) = rates(1);
+        let one = 7.0 * (1.0 / d[1] + 1.0 / o + 1.0 / w[1]);
+        assert!(close(op_seconds(1, 7.0, &d, o, &w), one));
+        // Between whole numbers of windows: between their times.
+        let (d, o, w) = rates(8);
+        let (a, b) = (
+            op_seconds(8, 12.0, &d, o, &w),
+            op_seconds(8, 13.0, &d, o, &w),
+        );
+        assert!(close(op_seconds(8, 12.25, &d, o, &w), 0.75 * a + 0.25 * b));
+    }
+
+    #[test]
+    fn long_ops_drift_and_short_ones_go_in_lock_step() {
+        let drive = |q: f64| 2.0 * (0.3 + 0.7 / q.min(16.0));
         let cpu = |j: f64| (1.0f64).max(4.0 / j);
+        let cycles = 4000.0;
         let st = [
             Station::Shared(&drive),
             Station::Own(0.2),
             Station::Shared(&cpu),
         ];
-        let cycles = 1000.0;
-        // One thread has no one to wait for.
-        assert_eq!(
-            token_seconds(1, cycles, 50.0, &st),
-            token_seconds(1, cycles, 0.0, &st)
+        let drift = token_seconds(16, cycles, &st);
+        let lock = drive(16.0) + 0.2 / 16.0 + cpu(16.0);
+        // Four ops of a thousand windows: the start and the end are a sliver of each.
+        let long = ops_seconds(16, cycles, 4.0, &drive, 0.2, &cpu);
+        assert!(long > drift && long < 1.01 * drift, "{long} vs {drift}");
+        // One window per thread per op: every op is one round, all fault then all
+        // multiply, and the drive's completions spread them a little.
+        let short = ops_seconds(16, cycles, cycles / 16.0, &drive, 0.2, &cpu);
+        assert!(
+            short > drift + 0.5 * (lock - drift) && short < 1.1 * lock,
+            "{short} vs lock step {lock}, drift {drift}"
         );
-        // Eight threads, each cycle C = 8 t0 / cycles: 8 barriers cost 8 C 7 / 18.
-        let t0 = token_seconds(8, cycles, 0.0, &st);
-        let c = 8.0 * t0 / cycles;
-        let t = token_seconds(8, cycles, 8.0, &st);
-        assert!(close(t, t0 + 8.0 * c * 7.0 / 18.0), "{t} vs {t0}");
-        // Barriers faster than the cycles: the threads in lock step, no overlap.
-        let lock = drive(8.0) + 0.2 / 8.0 + cpu(8.0);
-        assert!(close(token_seconds(8, cycles, 1e6, &st), lock));
-        assert!(t < lock);
+        // More ops, never faster; fewer threads, never faster.
+        let mut last = 0.0;
+        for ops in [1.0, 10.0, 50.0, 125.0, 250.0] {
+            let t = ops_seconds(16, cycles, ops, &drive, 0.2, &cpu);
+            assert!(t >= last, "{ops} ops: {t} < {last}");
+            last = t;
+        }
+        assert!(
+            ops_seconds(8, cycles, 125.0, &drive, 0.2, &cpu)
+                > ops_seconds(16, cycles, 125.0, &drive, 0.2, &cpu)
+        );
+        // No ops, or one thread: the steady network as before.
+        assert_eq!(ops_seconds(16, cycles, 0.0, &drive, 0.2, &cpu), drift);
+        let one = ops_seconds(1, cycles, 100.0, &drive, 0.2, &cpu);
+        assert!(close(one, drive(1.0) + 0.2 + cpu(1.0)), "{one}");
     }
 
     #[test]
@@ -184,8 +438,8 @@ mod tests {
             Station::Shared(&cpu),
         ];
         let (a, b) = (
-            token_seconds(1024, 1e4, 0.0, &st),
-            token_seconds(16_384, 1e4, 0.0, &st),
+            token_seconds(1024, 1e4, &st),
+            token_seconds(16_384, 1e4, &st),
         );
         assert_eq!(a, b);
         // Saturated: the busier shared station alone, within a hair.
@@ -197,12 +451,7 @@ mod tests {
     fn no_reads_is_the_compute_of_all_threads() {
         let drive = |_: f64| 0.0;
         let cpu = |j: f64| 8.0 / j;
-        let t = token_seconds(
-            8,
-            0.0,
-            0.0,
-            &[Station::Shared(&drive), Station::Shared(&cpu)],
-        );
+        let t = token_seconds(8, 0.0, &[Station::Shared(&drive), Station::Shared(&cpu)]);
         assert!(close(t, 1.0), "{t}");
     }
 
@@ -216,12 +465,7 @@ mod tests {
         let fa = |_: f64| a;
         let fb = |_: f64| b;
         for n in 1..=6u32 {
-            let t = token_seconds(
-                n,
-                cycles,
-                0.0,
-                &[Station::Shared(&fa), Station::Shared(&fb)],
-            );
+            let t = token_seconds(n, cycles, &[Station::Shared(&fa), Station::Shared(&fb)]);
             // k threads at A, n - k at B: A serves at 1 / sa while k > 0, B at 1 / sb
             // while k < n, so P(k) is proportional to (sa / sb)^k.
             let r = sa / sb;
@@ -241,7 +485,6 @@ mod tests {
         let t16 = token_seconds(
             16,
             1000.0,
-            0.0,
             &[
                 Station::Shared(&drive),
                 Station::Own(0.2),
@@ -255,7 +498,6 @@ mod tests {
         let t4 = token_seconds(
             4,
             1000.0,
-            0.0,
             &[
                 Station::Shared(&drive),
                 Station::Own(0.2),

@@ -140,13 +140,13 @@ impl BatchMachine<'_> {
             },
             _ => self.io.clone(),
         };
-        // The expert products that fault, each ending at a barrier of the threads
+        // The expert products that fault, each between two barriers of the threads
         // (decode.rs).
         let mut barriers = 0.0;
         for (slices, g) in p.cpu_groups() {
             let g = g as f64;
             barriers += crate::fault_overlap::layers_with_a_miss(layers, s.misses) * g / layers
-                * slices.len() as f64;
+                * crate::decode::expert_ops(slices, self.hw);
             for sl in slices {
                 let touched = g * u * sl.bytes as f64;
                 let pair_bytes = g * pairs * sl.bytes as f64;
