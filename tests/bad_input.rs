@@ -248,6 +248,40 @@ fn csv_header_names_what_is_wrong() {
     ok(&["info", s(&c)]);
 }
 
+/// CRLF line ends (the DeepSeek recording's) number the lines as LF ends do, including
+/// past a blank line and for a short row.
+#[test]
+fn csv_lines_are_numbered_alike_with_crlf() {
+    let d = tempfile::tempdir().unwrap();
+    for (end, name) in [("\n", "lf.csv"), ("\r\n", "crlf.csv")] {
+        let body = [
+            "1,0,0,\"[1, 2]\"",
+            "",
+            "1,0,1,\"[1, 2]\"",
+            "1,0,2,\"[1, x]\"",
+        ]
+        .join(end);
+        let c = write(
+            d.path(),
+            name,
+            format!("{}{end}{body}{end}", CSV_HEADER.trim_end()),
+        );
+        fails(
+            &["info", s(&c)],
+            &format!("{name}:5: Activated Expert IDs `[1, x]`"),
+        );
+        let short = format!(
+            "{}{end}1,0,0,\"[1, 2]\"{end}1,0,2{end}",
+            CSV_HEADER.trim_end()
+        );
+        let c = write(d.path(), name, short);
+        fails(
+            &["info", s(&c)],
+            &format!("{name}:3: expected 4 fields, found 3"),
+        );
+    }
+}
+
 // Item 13: a dangling link is an error; tabs get their line, whatever line they are on.
 #[cfg(unix)]
 #[test]

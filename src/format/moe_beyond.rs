@@ -11,7 +11,7 @@
 //! router's top-k order. The recording is a prefill pass, but routing is causal, so the
 //! tokens are what decoding the same text would route: they are read as decode tokens.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::Path;
 
 use super::{expert_out_of_range, layer_out_of_range, show, ExpertLimit, MAX_EXPERT_ID};
@@ -67,6 +67,15 @@ fn check_header(path: &Path, header: &csv::ByteRecord) -> Result<()> {
 
 /// Read one MoE-Beyond CSV (one response); `limit` is the chosen model's expert count.
 pub fn read(path: &Path, reader: impl Read, limit: Option<ExpertLimit>) -> Result<Trace> {
+    // The csv crate numbers the lines after a header that ends in CRLF one too low
+    // (BurntSushi/rust-csv#395), as the DeepSeek recording's files do: add it back.
+    let mut reader = std::io::BufReader::new(reader);
+    let head = reader.fill_buf().map_err(|e| Error::io(path, e))?;
+    let crlf = head
+        .iter()
+        .position(|&b| b == b'\n')
+        .is_some_and(|i| i > 0 && head[i - 1] == b'\r');
+    let fix = u64::from(crlf);
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
@@ -79,16 +88,19 @@ pub fn read(path: &Path, reader: impl Read, limit: Option<ExpertLimit>) -> Resul
     let mut max_expert: u16 = 0;
     let mut rec = csv::ByteRecord::new();
     let mut experts: Vec<u16> = Vec::with_capacity(16);
-    let header = rdr.byte_headers().map_err(|e| csv_error(path, &e))?.clone();
+    let header = rdr
+        .byte_headers()
+        .map_err(|e| csv_error(path, &e, 0))?
+        .clone();
     check_header(path, &header)?;
     loop {
         let more = rdr
             .read_byte_record(&mut rec)
-            .map_err(|e| csv_error(path, &e))?;
+            .map_err(|e| csv_error(path, &e, fix))?;
         if !more {
             break;
         }
-        let line = rec.position().map_or(0, |p| p.line());
+        let line = rec.position().map_or(0, |p| p.line() + fix);
         if rec.len() != 4 {
             return Err(Error::at_line(
                 path,
@@ -194,9 +206,10 @@ pub fn read(path: &Path, reader: impl Read, limit: Option<ExpertLimit>) -> Resul
     Ok(trace)
 }
 
-fn csv_error(path: &Path, e: &csv::Error) -> Error {
+/// A csv crate error at its line (`fix` added after a CRLF header, as in `read`).
+fn csv_error(path: &Path, e: &csv::Error, fix: u64) -> Error {
     match e.position() {
-        Some(p) => Error::at_line(path, p.line(), csv_kind(e)),
+        Some(p) => Error::at_line(path, p.line() + fix, csv_kind(e)),
         None => Error::in_file(path, csv_kind(e)),
     }
 }
