@@ -24,10 +24,13 @@ import mmap
 import os
 import random
 import resource
+import stat
 import sys
 import time
 
 PAGE = mmap.PAGESIZE
+# The most --gb takes: a million GB touched is days of faulting, and its bytes fit an int.
+MAX_GB = 1e6
 
 
 def die(msg):
@@ -44,8 +47,11 @@ class Parser(argparse.ArgumentParser):
 
 def read_bytes():
     """Bytes this process had read from storage so far."""
-    with open("/proc/self/io") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("read_bytes:"))
+    try:
+        with open("/proc/self/io") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("read_bytes:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        die("/proc/self/io: no read_bytes (a kernel without per-task I/O accounting?)")
 
 
 def main():
@@ -75,7 +81,8 @@ def main():
         type=float,
         default=2.0,
         metavar="GB",
-        help="GB (10^9 B) touched in all; more gives a steadier figure (default %(default)g)",
+        help="GB (10^9 B) touched in all, at most %g; more gives a steadier figure "
+        "(default %%(default)g)" % MAX_GB,
     )
     ap.add_argument(
         "--advice",
@@ -92,26 +99,43 @@ def main():
         help="seed of the random region order (default %(default)s)",
     )
     a = ap.parse_args()
-    if a.region < PAGE or not 0 < a.gb < float("inf"):
-        die(f"--region must be at least {PAGE} and --gb a positive number")
-    if os.path.isdir(a.file):
-        die(f"{a.file}: is a directory")
+    if a.region < PAGE:
+        die(f"--region {a.region}: must be at least {PAGE} (one page)")
+    if not 0 < a.gb <= MAX_GB:
+        die(f"--gb {a.gb:g}: must be a number of GB above 0 and at most {MAX_GB:g}")
     region = a.region // PAGE * PAGE
+    # A FIFO, socket or device would block the open or the reads, or cannot be mapped:
+    # only a regular file (after symlinks) is measured. O_NONBLOCK, and the fstat after
+    # the open, cover a file swapped for a FIFO in between; on a regular file it changes
+    # nothing.
     try:
-        fd = os.open(a.file, os.O_RDONLY)
+        mode = os.stat(a.file).st_mode
+    except (OSError, ValueError) as e:
+        die(f"{a.file}: {getattr(e, 'strerror', None) or e}")
+    if stat.S_ISDIR(mode):
+        die(f"{a.file}: is a directory")
+    if not stat.S_ISREG(mode):
+        die(f"{a.file}: not a regular file")
+    try:
+        fd = os.open(a.file, os.O_RDONLY | os.O_NONBLOCK)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            die(f"{a.file}: not a regular file")
+        size = st.st_size
+        if size < 4 * region:
+            die(f"{a.file}: {size} bytes, smaller than four regions")
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        if a.advice == "sequential":
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        m = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
     except OSError as e:
-        die(f"{a.file}: {e.strerror}")
-    size = os.fstat(fd).st_size
-    if size < 4 * region:
-        die(f"{a.file}: {size} bytes, smaller than four regions")
-    os.fsync(fd)
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    if a.advice == "sequential":
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-    m = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+        die(f"{a.file}: {e.strerror or e}")
     rng = random.Random(a.seed)
     regions = size // region
-    total = int(a.gb * 1e9)
+    # At least one byte, so at least one region is touched (--gb under 1e-9 would touch
+    # none); at most MAX_GB * 1e9, a finite float, so int() cannot overflow.
+    total = max(1, int(a.gb * 1e9))
     before = resource.getrusage(resource.RUSAGE_SELF)
     read0 = read_bytes()
     t0 = time.monotonic()
@@ -123,7 +147,8 @@ def main():
         for p in range(off, off + region, PAGE):
             acc += m[p]
         done += region
-    wall = time.monotonic() - t0
+    # At least a nanosecond: a coarse clock must not divide the rate by zero.
+    wall = max(time.monotonic() - t0, 1e-9)
     after = resource.getrusage(resource.RUSAGE_SELF)
     gb = done / 1e9
     read_gb = (read_bytes() - read0) / 1e9

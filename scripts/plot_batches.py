@@ -23,17 +23,54 @@ def fail(msg):
     sys.exit(2)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit 2, like fail()."""
+
+    def error(self, message):
+        fail(" ".join(message.split()) + " (see --help)")
+
+
+# How the columns read are parsed: ubatch and parallel as integers, ram_gib as a number
+# (a colour each), the others as numbers or empty (no point).
+INTS = {"ubatch", "parallel"}
+REQUIRED_NUMBERS = {"ram_gib"}
+
+
 def read(path, need):
+    rows, lines = [], []
     try:
         with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            for r in reader:
+                rows.append(r)
+                lines.append(reader.line_num)
     except OSError as e:
-        fail(f"{path}: {e.strerror}")
+        fail(f"{path}: {e.strerror or e}")
+    except (UnicodeDecodeError, csv.Error) as e:
+        fail(f"{path}: not a sweep CSV ({e})")
     if not rows:
         fail(f"{path}: no rows")
     missing = [c for c in need if c not in rows[0]]
     if missing:
         fail(f"{path}: missing columns {', '.join(missing)} (a sweep with the I/O model and batches?)")
+    header = len(rows[0])
+    for line, r in zip(lines, rows):
+        if None in r or None in r.values():
+            fields = header + len(r[None]) if None in r else sum(v is not None for v in r.values())
+            fail(f"{path}: line {line}: {fields} fields, the header has {header}")
+        for c in need:
+            v = r[c]
+            try:
+                if c in INTS:
+                    int(v)
+                elif c in REQUIRED_NUMBERS:
+                    if math.isnan(float(v)):
+                        raise ValueError
+                elif c != "policy":
+                    num(v)
+            except ValueError:
+                what = "an integer" if c in INTS else "a number"
+                fail(f"{path}: line {line}: {c} is {v!r}, not {what}")
     return rows
 
 
@@ -47,7 +84,7 @@ def title(rows):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = Parser(prog="plot_batches.py", description=__doc__.splitlines()[0])
     ap.add_argument("prefill", help="sweep CSV with prompt_len rows")
     ap.add_argument("parallel", help="sweep CSV at several --parallel values")
     ap.add_argument("-o", "--output", required=True, help="figure file (.png, .svg, .pdf)")
@@ -55,8 +92,13 @@ def main():
     ext = os.path.splitext(a.output)[1].lower()
     if ext not in (".png", ".svg", ".pdf"):
         fail(f"{a.output}: the figure's name must end in .png, .svg or .pdf")
-    pre = read(a.prefill, ["ram_gib", "ubatch", "prompt_len", "prefill_tok_s"])
-    par = read(a.parallel, ["ram_gib", "parallel", "decode_tok_s", "decode_tok_s_per_seq"])
+    out_dir = os.path.dirname(os.path.abspath(a.output))
+    if not os.path.isdir(out_dir):
+        fail(f"{a.output}: no directory {out_dir}")
+    if os.path.isdir(a.output):
+        fail(f"{a.output}: is a directory")
+    pre = read(a.prefill, ["ram_gib", "ubatch", "prompt_len", "prefill_tok_s", "policy"])
+    par = read(a.parallel, ["ram_gib", "parallel", "decode_tok_s", "decode_tok_s_per_seq", "policy"])
     try:
         import matplotlib
 
@@ -112,7 +154,7 @@ def main():
     except (OSError, ValueError) as e:
         if os.path.exists(tmp):
             os.remove(tmp)
-        fail(f"{a.output}: {e}")
+        fail(f"{a.output}: {getattr(e, 'strerror', None) or e}")
 
 
 if __name__ == "__main__":

@@ -29,18 +29,49 @@ def fail(msg):
     sys.exit(2)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit 2, like fail()."""
+
+    def error(self, message):
+        fail(" ".join(message.split()) + " (see --help)")
+
+
+# Columns read as numbers, when present (misses_layer_* too).
+NUMERIC = ["cache_experts", "ram_gib", "accesses", "ssd_bytes_per_token", "analytic_ssd_bytes_per_token",
+           "est_tok_s", "analytic_tok_s"]
+
+
 def read_rows(path):
+    rows, lines = [], []
     try:
         with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            for r in reader:
+                rows.append(r)
+                lines.append(reader.line_num)
     except OSError as e:
-        fail(f"{path}: {e.strerror}")
+        fail(f"{path}: {e.strerror or e}")
+    except (UnicodeDecodeError, csv.Error) as e:
+        fail(f"{path}: not a moe-spill sweep CSV ({e})")
     if not rows:
         fail(f"{path}: no rows")
     need = {"policy", "cache_experts", "misses", "tokens"}
+    if any(c.startswith("misses_layer_") for c in rows[0]):
+        need.add("accesses")  # the heatmap's denominator
     missing = need - set(rows[0])
     if missing:
         fail(f"{path}: not a moe-spill sweep CSV (missing columns {', '.join(sorted(missing))})")
+    header = len(rows[0])
+    cols = [c for c in rows[0] if c in NUMERIC or c.startswith("misses_layer_")]
+    for line, r in zip(lines, rows):
+        if None in r or None in r.values():
+            fields = header + len(r[None]) if None in r else sum(v is not None for v in r.values())
+            fail(f"{path}: line {line}: {fields} fields, the header has {header}")
+        for c in cols:
+            try:
+                num(r[c])
+            except ValueError:
+                fail(f"{path}: line {line}: {c} is {r[c]!r}, not a number")
     return rows
 
 
@@ -152,7 +183,7 @@ def panel_heatmap(fig, ax, rows, policy):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(prog="plot_sweep.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("csv", help="a moe-spill sweep CSV")
     ap.add_argument("-o", "--output", required=True, help="figure file (.png, .svg, .pdf)")
     ap.add_argument("--panel", choices=["all", "ssd", "toks", "heatmap"], default="all")
@@ -162,9 +193,17 @@ def main():
     ext = os.path.splitext(args.output)[1].lower()
     if ext not in (".png", ".svg", ".pdf"):
         fail(f"{args.output}: use a .png, .svg or .pdf name")
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(out_dir):
+        fail(f"{args.output}: no directory {out_dir}")
+    if os.path.isdir(args.output):
+        fail(f"{args.output}: is a directory")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        fail("needs matplotlib (pip install -r scripts/requirements.txt)")
 
     panels = ["ssd", "toks", "heatmap"] if args.panel == "all" else [args.panel]
     if args.panel == "all" and not any(c.startswith("misses_layer_") for c in rows[0]):
@@ -181,10 +220,12 @@ def main():
             panel_heatmap(fig, ax, rows, args.policy)
     fig.suptitle(title_of(rows), fontsize=11)
     fig.tight_layout()
-    tmp = os.path.join(os.path.dirname(os.path.abspath(args.output)), f".{os.path.basename(args.output)}.{os.getpid()}.tmp{ext}")
+    tmp = os.path.join(out_dir, f".{os.path.basename(args.output)}.{os.getpid()}.tmp{ext}")
     try:
         fig.savefig(tmp, dpi=110)
         os.replace(tmp, args.output)
+    except OSError as e:
+        fail(f"{args.output}: {e.strerror or e}")
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -117,6 +117,26 @@ def main():
 
         check("bad inputs", bad_inputs)
 
+        def one_line_errors():
+            # usage errors and an -o in no directory: one line naming the problem, exit
+            # 2, no traceback, nothing written
+            cases = [
+                ([CSV, "-o", os.path.join(d, "no-dir", "z.png")], "no-dir"),
+                ([CSV], "required: -o/--output"),
+                ([], "required: csv"),
+                ([CSV, "-o", os.path.join(d, "z.png"), "--bogus"], "unrecognized arguments: --bogus"),
+            ]
+            for args, want in cases:
+                r = plot(*args)
+                lines = r.stderr.strip().splitlines()
+                assert r.returncode == 2, (args, r.returncode, r.stderr)
+                assert len(lines) == 1 and lines[0].startswith("plot_sweep.py: "), (args, r.stderr)
+                assert want in r.stderr, (args, r.stderr)
+            assert not os.path.exists(os.path.join(d, "no-dir")), "made the directory"
+            assert not os.path.exists(os.path.join(d, "z.png")), "partial output"
+
+        check("one-line errors", one_line_errors)
+
         def batches_figure():
             for ext in [".png", ".svg"]:
                 out = os.path.join(d, "batches" + ext)
@@ -142,6 +162,19 @@ def main():
             assert r.returncode == 2 and ".png, .svg or .pdf" in r.stderr, r.stderr
 
         check("batches bad inputs", batches_bad_inputs)
+
+        def batches_one_line_errors():
+            for args, want in [
+                ([PREFILL, PARALLEL, "-o", os.path.join(d, "no-dir", "b.png")], "no-dir"),
+                ([PREFILL], "required: parallel"),
+            ]:
+                r = plot(*args, script=BATCHES)
+                lines = r.stderr.strip().splitlines()
+                assert r.returncode == 2, (args, r.returncode, r.stderr)
+                assert len(lines) == 1 and lines[0].startswith("plot_batches.py: "), (args, r.stderr)
+                assert want in r.stderr, (args, r.stderr)
+
+        check("batches one-line errors", batches_one_line_errors)
     print(f"plots: {passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 

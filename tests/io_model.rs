@@ -463,6 +463,8 @@ fn the_fault_cost_script_measures_a_cost() {
         (&[missing][..], "no-such-file.dat: No such file"),
         (&["x.dat", "--gb", "abc"], "--gb: invalid float value"),
         (&["x.dat", "--gbb", "1"], "unrecognized arguments: --gbb"),
+        (&["x.dat", "--gb", "1e300"], "--gb 1e+300: must be"),
+        (&["/dev/null"], "/dev/null: not a regular file"),
         (&[], "required: FILE"),
     ] {
         let bad = Command::new("python3")
@@ -478,6 +480,39 @@ fn the_fault_cost_script_measures_a_cost() {
             "{args:?} {err}"
         );
     }
+    // A FIFO is refused before it is opened (opening one for reading would block until a
+    // writer came); a deadline turns a hang into a failure.
+    let fifo = root
+        .join("target")
+        .join(format!("fault-cost-{}.fifo", std::process::id()));
+    let _ = std::fs::remove_file(&fifo);
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .arg(&fifo)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            std::fs::remove_file(&fifo).unwrap();
+            panic!("fault_cost.py hung on a FIFO");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let bad = child.wait_with_output().unwrap();
+    std::fs::remove_file(&fifo).unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains(".fifo: not a regular file"), "{err}");
     let help = Command::new("python3")
         .arg(&script)
         .arg("--help")
