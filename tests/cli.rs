@@ -1156,8 +1156,20 @@ fn argument_errors_are_one_line_after_notes() {
             "SSD bandwidth_gbs = 0.001 is less",
         ),
         (
-            &["estimate", "--u", "100", "--d", "200"],
-            "--d 200 is more than --u 100",
+            &["estimate", "--u", "700", "--d", "800"],
+            "--d 800 is more than --u 700",
+        ),
+        (
+            &["estimate", "--u", "100", "--d", "10"],
+            "--u 100 is fewer than one token of glm-5 routes to (600",
+        ),
+        (
+            &["sweep", "-o", "/nonexistent-dir/x.csv"],
+            "/nonexistent-dir is not a directory; choose another -o",
+        ),
+        (
+            &["synth", "--model", "glm-5", "-o", "/nonexistent-dir/a.mst"],
+            "/nonexistent-dir is not a directory",
         ),
         (
             &[

@@ -34,8 +34,9 @@ pub struct EstimateOptions {
     pub format: Option<OutputFormat>,
 }
 
-/// U and D a trace of `model` could give: U at most the experts a chunk can route to
-/// (every MoE layer's, and top-k per layer and token), D at most U.
+/// U and D a trace of `model` could give: U at least one token's experts and at most
+/// what a chunk can route to (every MoE layer's, and top-k per layer and token), D at
+/// most U.
 fn check_u_d(model: &Model, u: f64, d: f64, chunk: u32) -> Result<()> {
     let layers = model.n_moe_layers as f64;
     let most = (layers * model.n_experts as f64).min(layers * model.top_k as f64 * chunk as f64);
@@ -43,6 +44,14 @@ fn check_u_d(model: &Model, u: f64, d: f64, chunk: u32) -> Result<()> {
         return Err(Error::new(format!(
             "--u {u} is more than a {chunk}-token chunk of {} can route to ({most}: {} MoE layers x {} experts, top-{})",
             model.name, model.n_moe_layers, model.n_experts, model.top_k
+        )));
+    }
+    // A chunk has a token at least, which routes to top-k experts of every layer.
+    let least = layers * model.top_k as f64;
+    if u < least {
+        return Err(Error::new(format!(
+            "--u {u} is fewer than one token of {} routes to ({least}: {} MoE layers x top-{})",
+            model.name, model.n_moe_layers, model.top_k
         )));
     }
     if d > u {

@@ -18,7 +18,7 @@ use crate::kernel::{
 use crate::replay::stats::percentile;
 use crate::replay::{Misses, Partition, ReplayPlan};
 use crate::report::kernel::{compare_csv, compare_table, CompareRow};
-use crate::report::{emit, write_atomic, OutputFormat, Table};
+use crate::report::{emit, refuse_input_as_output, write_atomic, OutputFormat, Table};
 use crate::setup::{context_line, ReplaySetup, SetupOptions};
 
 #[derive(Debug)]
@@ -285,6 +285,9 @@ impl Comparison<'_> {
 /// `moe-spill kernel-replay`.
 pub fn run(a: KernelReplayOptions) -> Result<()> {
     let specs = plain_policies(&a.policies)?;
+    for out in [&a.output, &a.per_token].into_iter().flatten() {
+        refuse_input_as_output(out, &a.study.input.traces)?;
+    }
     if a.study.partition != Partition::Global {
         return Err(Error::new(
             "kernel-replay: the page cache is one global cache (--partition global)",

@@ -240,6 +240,14 @@ fn plan_jobs(
                 );
             }
             if fits.is_empty() {
+                // Other policies may still give rows: say why this one has none (with
+                // no row at all, `no_rows` says it as the error).
+                if !quiet {
+                    let largest = budget_sets[v].iter().map(|b| b.capacity).max().unwrap_or(0);
+                    crate::note!(
+                        "moe-spill: note: {spec} pins {min} experts and the largest budget holds {largest}: it has no rows"
+                    );
+                }
                 unheld.push(Unheld {
                     vram: v,
                     policy: p,

@@ -128,6 +128,10 @@ pub fn run(a: SynthOptions) -> Result<()> {
             "synth: give -o PATH (FILE.mst for the binary format, otherwise a directory of forum-format files)",
         ));
     }
+    if let Some(out) = &a.output {
+        let inputs: Vec<PathBuf> = a.fit.iter().cloned().collect();
+        crate::report::refuse_input_as_output(out, &inputs)?;
+    }
     let say = |s: String| {
         if !a.quiet {
             crate::note!("moe-spill: {s}");

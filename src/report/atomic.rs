@@ -55,9 +55,22 @@ pub fn write_atomic(
     result.map_err(|e| Error::io(path, e))
 }
 
-/// Refuse an output that is one of the inputs: writing it would destroy the trace
-/// being read.
+/// Refuse an output before the work that makes it: one in a directory that is not there,
+/// or one of the inputs (writing it would destroy the trace being read).
 pub fn refuse_input_as_output(output: &Path, inputs: &[PathBuf]) -> Result<()> {
+    // Checked before the work, not after it: a file in a directory that is not there.
+    let parent = output.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(dir) = parent {
+        if !dir.is_dir() {
+            return Err(Error::in_file(
+                output,
+                format!(
+                    "{} is not a directory; choose another -o",
+                    crate::error::printable_path(dir)
+                ),
+            ));
+        }
+    }
     let Ok(out) = fs::canonicalize(output) else {
         return Ok(()); // does not exist yet: not an input
     };
