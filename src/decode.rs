@@ -205,7 +205,8 @@ pub fn decode_time(
         t_io += r.seconds;
         reads.push((r.device_bytes, vec![paged as u64]));
     }
-    let device_bytes: f64 = reads.iter().map(|r| r.0).sum();
+    // A sum of nothing is -0.0 in Rust's f64 `sum`: printed as "-0".
+    let device_bytes: f64 = reads.iter().map(|r| r.0).sum::<f64>() + 0.0;
     let threads = hw.threads() as f64;
     let cpu_at = |j: f64| t_ram_exp.max(t_compute_exp * threads / j);
     let total = if let Some(faulting) = io.faulting_seconds(&reads, barriers, &cpu_at) {

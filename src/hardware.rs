@@ -287,6 +287,19 @@ impl Hardware {
         for (v, limit) in self.limits() {
             plausible(v, limit)?;
         }
+        // A drive measured at 1.5x its rated read: a figure in another unit, or the rated
+        // one is wrong.
+        if let Some(p) = self
+            .ssd
+            .points
+            .iter()
+            .find(|p| p.gbs > 1.5 * self.ssd.bandwidth_gbs)
+        {
+            return Err(format!(
+                "SSD drive point gbs = {} at {} KiB, queue depth {} is more than 1.5x the rated bandwidth_gbs = {}: both are GB/s per drive",
+                p.gbs, p.block_kib, p.queue_depth, self.ssd.bandwidth_gbs
+            ));
+        }
         Ok(())
     }
 
@@ -300,6 +313,7 @@ impl Hardware {
             out.extend(g.h2d_gbs.map(|b| (b, &H2D_GBS)));
         }
         out.push((self.ram.size_gib, &RAM_GIB));
+        out.push((self.ram.reserve_gib, &RAM_RESERVE_GIB));
         out.push((self.ram.bandwidth_gbs, &RAM_GBS));
         out.extend(self.ram.page_cache_gbs.map(|g| (g, &PAGE_CACHE_GBS)));
         out.extend(self.ram.fault_gbs.map(|g| (g, &FAULT_GBS)));
@@ -320,6 +334,12 @@ impl Hardware {
     }
 
     fn validate_signs(&self) -> std::result::Result<(), String> {
+        if self.name.chars().any(char::is_control) {
+            return Err(format!(
+                "name {} has control characters",
+                crate::error::printable(&self.name)
+            ));
+        }
         let pos = crate::drive::check_positive;
         let nonneg = |v: f64, what: &str| {
             if v.is_finite() && v >= 0.0 {
@@ -340,6 +360,12 @@ impl Hardware {
             }
             if g.count == 0 {
                 return Err("GPU count must be at least 1 (leave the GPU out for none)".into());
+            }
+            if g.reserve_gib >= g.vram_gib {
+                return Err(format!(
+                    "GPU reserve_gib = {} leaves nothing of vram_gib = {}: the reserve is the part of the VRAM the KV cache and buffers take, in GiB (3 for a 24 GB card)",
+                    g.reserve_gib, g.vram_gib
+                ));
             }
         }
         nonneg(self.ram.size_gib, "RAM size_gib")?;
@@ -508,6 +534,12 @@ const GPU_TFLOPS: Limit = limit(
 );
 const H2D_GBS: Limit = limit("GPU h2d_gbs", 0.1, 1_000.0, "GB/s (25 for PCIe 4.0 x16)");
 const RAM_GIB: Limit = limit("RAM size_gib", 0.0, 65_536.0, "GiB (128 for 128 GiB)");
+const RAM_RESERVE_GIB: Limit = limit(
+    "RAM reserve_gib",
+    0.0,
+    65_536.0,
+    "GiB (6 for the OS and buffers of a desktop)",
+);
 const RAM_GBS: Limit = limit(
     "RAM bandwidth_gbs",
     1.0,
@@ -555,10 +587,11 @@ const POINT_GBS: Limit = limit(
     200.0,
     "GB/s (fio's MB/s / 1000)",
 );
+// fio's block sizes stop well below 64 MiB; a size in bytes lands above.
 const POINT_KIB: Limit = limit(
     "SSD drive point block_kib",
     0.0,
-    1_048_576.0,
+    65_536.0,
     "KiB (256 for 256 KiB reads)",
 );
 const THREADS: Limit = limit("CPU threads", 1.0, 16_384.0, "threads");
@@ -574,6 +607,16 @@ const CPU_GFLOPS: Limit = limit(
     100_000.0,
     "GFLOP/s per thread (134 for Q4_0 on a Ryzen 9 7950X)",
 );
+
+/// A RAM size a sweep's budgets reach, within what any machine has.
+pub fn plausible_ram_gib(v: f64) -> std::result::Result<(), String> {
+    plausible(v, &RAM_GIB)
+}
+
+/// A VRAM size per GPU (`sweep --vrams`), within what any GPU has.
+pub fn plausible_vram_gib(v: f64) -> std::result::Result<(), String> {
+    plausible(v, &VRAM_GIB)
+}
 
 /// `v` within its limit, else a one-line error saying the unit.
 fn plausible(v: f64, l: &Limit) -> std::result::Result<(), String> {
@@ -871,6 +914,11 @@ impl HardwareOverrides {
         vec![
             ("RAM size_gib", "--ram", ram),
             ("GPU vram_gib", "--vram", self.vram.is_some()),
+            (
+                "GPU reserve_gib",
+                "--vram-reserve",
+                self.vram_reserve.is_some(),
+            ),
             ("GPU bandwidth_gbs", "--vram-bw", self.vram_bw.is_some()),
             ("GPU h2d_gbs", "--h2d-gbs", self.h2d_gbs.is_some()),
             (

@@ -205,7 +205,7 @@ impl BatchMachine<'_> {
             t_io += r.seconds;
             reads.push((r.device_bytes, vec![paged as u64]));
         }
-        let device_bytes: f64 = reads.iter().map(|r| r.0).sum();
+        let device_bytes: f64 = reads.iter().map(|r| r.0).sum::<f64>() + 0.0;
         t_gpu += t_vram;
         // The threads that fault multiply what they faulted in (the CPU's threads, or
         // under op offload the one copying thread, which then copies).

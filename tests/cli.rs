@@ -1164,6 +1164,28 @@ fn argument_errors_are_one_line_after_notes() {
             "--u 100 is fewer than one token of glm-5 routes to (600",
         ),
         (
+            &["sweep", "--vrams", "24576"],
+            "GPU vram_gib = 24576 is more than any machine has",
+        ),
+        (
+            &["sweep", "--ram", "0..131072"],
+            "RAM size_gib = 131072 is more than any machine has",
+        ),
+        (
+            &[
+                "sweep",
+                "--cache-experts",
+                "0..18446744073709551615",
+                "--step",
+                "1",
+            ],
+            "--step gives 18446744073709551616 budgets; at most 10000",
+        ),
+        (
+            &["simulate", "--vram-reserve", "30"],
+            "GPU reserve_gib = 30 leaves nothing of vram_gib = 24",
+        ),
+        (
             &["sweep", "-o", "/nonexistent-dir/x.csv"],
             "/nonexistent-dir is not a directory; choose another -o",
         ),
@@ -1203,6 +1225,13 @@ fn argument_errors_are_one_line_after_notes() {
     ]);
     let t_vram: f64 = csv_rows(&out)[0]["t_vram_ms"].parse().unwrap();
     assert!(t_vram > 0.0, "{out}");
+    // Every expert in VRAM: nothing from the drive, written as 0 (not -0).
+    let all = ok(&["simulate", "--vram", "1000", "--format", "csv", "-q"]);
+    assert_eq!(csv_rows(&all)[0]["device_bytes_per_token"], "0");
+    // estimate takes a RAM below the reserve as simulate does: no page cache.
+    ok(&[
+        "estimate", "--u", "13190", "--d", "2412", "--ram", "4GiB", "-q",
+    ]);
 }
 
 /// A profile's implausible value names the file and the line of its field.

@@ -267,6 +267,14 @@ fn bad_drive_curves_in_a_profile_are_refused() {
             "points=[{block_kib=256, queue_depth=1, gbs=1060}, {block_kib=256, queue_depth=16, gbs=5220}]\n",
             "SSD drive point gbs = 1060 is more than any machine has (at most 200): the field is in GB/s (fio's MB/s / 1000)",
         ),
+        (
+            "points=[{block_kib=262144, queue_depth=1, gbs=1}, {block_kib=256, queue_depth=16, gbs=5}]\n",
+            "SSD drive point block_kib = 262144 is more than any machine has",
+        ),
+        (
+            "points=[{block_kib=256, queue_depth=1, gbs=2}, {block_kib=256, queue_depth=16, gbs=11}]\n",
+            "hw.toml:7: SSD drive point gbs = 11 at 256 KiB, queue depth 16 is more than 1.5x the rated bandwidth_gbs = 7",
+        ),
     ] {
         let p = dir.path().join("hw.toml");
         std::fs::write(&p, format!("{base}{extra}")).unwrap();

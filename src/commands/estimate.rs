@@ -145,11 +145,14 @@ pub fn run(a: EstimateOptions) -> Result<()> {
     let neq = quant_type(&a.non_expert_quant)
         .map_err(|e| Error::new(format!("--non-expert-quant: {}", e.0)))?;
     let hw = a.hw.resolve(a.ram)?;
-    if hw.ram.size_gib < hw.ram.reserve_gib {
-        return Err(Error::new(format!(
-            "RAM {} GiB is below the reserve of {} GiB",
-            hw.ram.size_gib, hw.ram.reserve_gib
-        )));
+    // As simulate and sweep take such a budget: no page cache.
+    if hw.ram.size_gib < hw.ram.reserve_gib && !a.input.quiet {
+        crate::note!(
+            "moe-spill: note: RAM {} GiB is below the {} GiB reserve of `{}` (--ram-reserve): no page cache",
+            hw.ram.size_gib,
+            hw.ram.reserve_gib,
+            hw.name
+        );
     }
     let p = Placement::new(model, &weights, neq, &hw)?;
     let c = p.ram_capacity(hw.ram.size_gib, hw.ram.reserve_gib);

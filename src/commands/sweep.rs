@@ -82,13 +82,15 @@ fn spaced(from: f64, to: f64, points: usize, step: Option<f64>) -> Result<Vec<f6
             if st.is_nan() || st <= 0.0 {
                 return Err(Error::new("--step must be positive"));
             }
-            let n = ((to - from) / st + 1e-9).floor() as usize;
-            if n >= MAX_BUDGETS {
+            // In floating point first: a range of 2^64 would wrap an integer count.
+            let n = ((to - from) / st + 1e-9).floor();
+            if n.is_nan() || n >= MAX_BUDGETS as f64 {
                 return Err(Error::new(format!(
-                    "--step gives {} budgets; at most {MAX_BUDGETS}",
-                    n + 1
+                    "--step gives {:.0} budgets; at most {MAX_BUDGETS}",
+                    n + 1.0
                 )));
             }
+            let n = n as usize;
             Ok((0..=n).map(|i| from + i as f64 * st).collect())
         }
         None => {
@@ -145,7 +147,12 @@ fn budgets(
         Error::new("RAM budgets need a model preset to size experts: pass --model, or sweep --cache-experts FROM..TO")
     })?;
     let (from, to) = match &a.ram {
-        Some(r) => parse_range(r, "ram", parse_size_gib)?,
+        Some(r) => {
+            let (from, to) = parse_range(r, "ram", parse_size_gib)?;
+            crate::hardware::plausible_ram_gib(to)
+                .map_err(|m| Error::new(format!("--ram {r}: {m}")))?;
+            (from, to)
+        }
         None => {
             let every_cpu_expert = plan.n_slots() * plan.n_experts;
             (
@@ -415,6 +422,10 @@ pub fn run(a: SweepOptions) -> Result<()> {
         .any(|v| !(v.is_finite() && *v >= 0.0))
     {
         return Err(Error::new("--vrams: sizes must be zero or positive"));
+    }
+    for &v in &a.vrams {
+        crate::hardware::plausible_vram_gib(v)
+            .map_err(|m| Error::new(format!("--vrams {v}: {m}")))?;
     }
     // One replay per VRAM size and --prompt-tokens length (prompt runs cut to it): the
     // jobs' `vram` indexes these variants.

@@ -41,13 +41,11 @@ pub struct Row {
     /// Misses per MoE layer (model layer number, misses), with --per-layer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub per_layer_misses: Option<Vec<(u16, u64)>>,
-    /// With --io: the engine, the bytes the device reads per token (readahead and
-    /// paged non-expert weights included), and the CPU's matmul time.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The time model (`--io`, or `rated`), the bytes the device reads per token
+    /// (readahead and paged non-expert weights included), and the CPU's matmul time
+    /// (none under `rated`); all none without a model. Every row has the keys.
     pub io: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub device_bytes_per_token: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub t_compute_ms: Option<f64>,
     /// With --ubatch or --parallel (or prompt tokens replayed in ubatches): the batches
     /// and the prompt and decode totals.
