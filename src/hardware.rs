@@ -236,9 +236,13 @@ impl Hardware {
     pub fn from_file(path: &Path) -> Result<Hardware> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let start = text.trim_start();
-        let is_json = path.extension().is_some_and(|e| e == "json")
-            || start.starts_with('{')
-            || start.starts_with('[');
+        // JSON by its extension or its first bracket: `{`, or `[` opening a list of
+        // objects (a TOML file may open with a `[ram]` or `[[gpus]]` table instead).
+        let ext = |x: &str| path.extension().is_some_and(|e| e.eq_ignore_ascii_case(x));
+        let json_list = start
+            .strip_prefix('[')
+            .is_some_and(|r| r.trim_start().starts_with(['{', ']']));
+        let is_json = ext("json") || (!ext("toml") && (start.starts_with('{') || json_list));
         let hw: Hardware = if is_json {
             let json_error = |e: serde_json::Error| {
                 Error::at_line(
@@ -838,10 +842,15 @@ impl HardwareOverrides {
                     // New GPUs share the figures given: without a GPU in the profile,
                     // both must be.
                     (None, Some(vram), Some(bw)) => gpu(1, vram, bw, DEFAULT_VRAM_RESERVE_GIB),
-                    (None, _, _) => {
+                    (None, vram, bw) => {
+                        let missing: Vec<&str> = [("--vram", vram), ("--vram-bw", bw)]
+                            .into_iter()
+                            .filter_map(|(f, v)| v.is_none().then_some(f))
+                            .collect();
                         return Err(Error::new(format!(
-                            "--gpus {n}: `{}` has no GPU whose figures they could share: give --vram and --vram-bw too",
-                            h.name
+                            "--gpus {n}: `{}` has no GPU whose figures they could share: give {} too",
+                            h.name,
+                            missing.join(" and ")
                         )));
                     }
                 };

@@ -136,6 +136,7 @@ impl ExpertQuant {
             return Ok(Self::uniform(quant_type(spec)?));
         }
         let mut q = Self::uniform(default);
+        let mut named: Vec<&str> = Vec::new();
         for part in spec.split(',') {
             let (k, v) = part.split_once('=').ok_or_else(|| {
                 Error::new(format!(
@@ -143,6 +144,20 @@ impl ExpertQuant {
                 ))
             })?;
             let t = quant_type(v)?;
+            // gate_up names both; a projection named twice would keep the last silently.
+            let projs: &[&str] = match k.trim() {
+                "gate_up" | "gate+up" => &["gate", "up"],
+                "gate" => &["gate"],
+                "up" => &["up"],
+                "down" => &["down"],
+                _ => &[],
+            };
+            if let Some(p) = projs.iter().find(|p| named.contains(p)) {
+                return Err(Error::new(format!(
+                    "--quant: `{p}` is given twice in `{spec}`"
+                )));
+            }
+            named.extend(projs);
             match k.trim() {
                 "gate" => q.gate = t,
                 "up" => q.up = t,

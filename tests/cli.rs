@@ -1164,6 +1164,22 @@ fn argument_errors_are_one_line_after_notes() {
             "--u 100 is fewer than one token of glm-5 routes to (600",
         ),
         (
+            &["simulate", "--quant", "gate=iq3_s,gate=q8_0"],
+            "--quant: `gate` is given twice",
+        ),
+        (
+            &[
+                "simulate",
+                "--hw",
+                "desktop-cpu",
+                "--gpus",
+                "2",
+                "--vram",
+                "24",
+            ],
+            "no GPU whose figures they could share: give --vram-bw too",
+        ),
+        (
             &["sweep", "--vrams", "24576"],
             "GPU vram_gib = 24576 is more than any machine has",
         ),
@@ -1266,5 +1282,14 @@ fn profile_value_errors_name_the_line() {
     fails(
         &["simulate", "--hw", &c, "-q"],
         "c.toml:10: CPU gbs_per_thread",
+    );
+    // A TOML profile that opens with a table is TOML, not a JSON list.
+    let t = profile(
+        "t.toml",
+        "[ram]\nsize_gib = 64\nbandwidth_gbs = 60\n[ssd]\nbandwidth_gbs = 7\n",
+    );
+    fails(
+        &["simulate", "--hw", &t, "-q"],
+        "t.toml:1: missing field `name`",
     );
 }
