@@ -362,8 +362,11 @@ impl Hardware {
             if let Some(b) = g.h2d_gbs {
                 pos(b, "GPU h2d_gbs")?;
             }
-            if g.count == 0 {
-                return Err("GPU count must be at least 1 (leave the GPU out for none)".into());
+            if g.count == 0 || g.count > 64 {
+                return Err(format!(
+                    "GPU count must be 1 to 64 (leave the GPU out for none), got {}",
+                    g.count
+                ));
             }
             if g.reserve_gib >= g.vram_gib {
                 return Err(format!(
@@ -382,8 +385,11 @@ impl Hardware {
             pos(g, "RAM fault_gbs")?;
         }
         pos(self.ssd.bandwidth_gbs, "SSD bandwidth_gbs")?;
-        if self.ssd.drives == 0 {
-            return Err("SSD drives must be at least 1".into());
+        if self.ssd.drives == 0 || self.ssd.drives > 256 {
+            return Err(format!(
+                "SSD drives must be 1 to 256 (drives in RAID0), got {}",
+                self.ssd.drives
+            ));
         }
         if let Some(l) = self.ssd.latency_us {
             pos(l, "SSD latency_us")?;

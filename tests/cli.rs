@@ -1164,6 +1164,24 @@ fn argument_errors_are_one_line_after_notes() {
             "--u 100 is fewer than one token of glm-5 routes to (600",
         ),
         (
+            &["simulate", "--ssd-drives", "100000"],
+            "100000 is not in 1..=256",
+        ),
+        (
+            &["simulate", "--gpus", "4294967295"],
+            "4294967295 is not in 0..=64",
+        ),
+        (
+            &[
+                "kernel-replay",
+                "--hw",
+                "desktop-cpu",
+                "--cache-experts",
+                "0",
+            ],
+            "--cache-experts 0: the page cache needs room for one expert",
+        ),
+        (
             &["simulate", "--quant", "gate=iq3_s,gate=q8_0"],
             "--quant: `gate` is given twice",
         ),

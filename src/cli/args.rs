@@ -120,7 +120,7 @@ pub struct HardwareArgs {
     #[arg(long = "hw", value_name = "NAME|FILE", default_value = "3090-ddr5")]
     pub hw: String,
     /// Override: number of GPUs (0 for CPU only); they share the first GPU's numbers.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=64))]
     pub gpus: Option<u32>,
     /// Override: VRAM per GPU, GiB.
     #[arg(long, value_name = "GIB")]
@@ -148,7 +148,7 @@ pub struct HardwareArgs {
     #[arg(long, value_name = "GB/S")]
     pub ssd_bw: Option<f64>,
     /// Override: SSD drives in RAID0.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub ssd_drives: Option<u32>,
     /// Override: fixed cost of one SSD read request, microseconds (I/O model).
     #[arg(long, value_name = "US")]
@@ -246,7 +246,7 @@ pub struct IoArgs {
     #[arg(long, value_enum, value_name = "ENGINE", default_value_t = EngineArg::Mmap)]
     pub io: EngineArg,
     /// Reader threads of pread and direct
-    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub io_workers: u32,
     /// pread and direct: the engine waits for a layer's reads before it multiplies any of
     /// its experts (colibri before its PIPE pool, Flash-MoE); by default the reads overlap
@@ -369,7 +369,7 @@ pub struct SweepArgs {
     /// Budgets, evenly spaced over the range, ends included.
     #[arg(long, value_name = "N", default_value_t = 33, conflicts_with = "step")]
     pub points: usize,
-    /// Distance between budgets instead of --points (a size for --ram, experts for --cache-experts).
+    /// Distance between budgets instead of --points (a size for --ram, experts for --cache-experts); TO is a budget only if the steps reach it.
     #[arg(long, value_name = "STEP")]
     pub step: Option<String>,
     /// VRAM sizes per GPU to sweep as well, GiB, comma-separated (0 = no GPU).

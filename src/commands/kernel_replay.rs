@@ -83,6 +83,12 @@ fn budgets(
     econ: Option<&CostInputs>,
 ) -> Result<Vec<(Option<f64>, usize)>> {
     Ok(if !a.cache_experts.is_empty() {
+        // A memory cgroup of nothing: the replay could not make progress.
+        if a.cache_experts.contains(&0) {
+            return Err(Error::new(
+                "--cache-experts 0: the page cache needs room for one expert at least",
+            ));
+        }
         a.cache_experts.iter().map(|&c| (None, c)).collect()
     } else {
         let e = econ.ok_or_else(|| {

@@ -158,7 +158,12 @@ pub fn rows_table(rows: &[Row]) -> String {
             r.policy.clone(),
             r.ram_gib.map_or("-".into(), |v| fixed(v, 1)),
             r.cache_experts.to_string(),
-            fixed(r.hit_rate, 4),
+            // No access on the CPU side (every MoE layer in VRAM): no rate to show.
+            if r.accesses == 0 {
+                "-".into()
+            } else {
+                fixed(r.hit_rate, 4)
+            },
             fixed(r.misses_per_token, 2),
             mib(r.ssd_bytes_per_token),
             mib_u(r.ssd_bytes_per_token_p50),
