@@ -9,8 +9,19 @@ use std::sync::Mutex;
 /// Notes not yet printed; `None` once they go out as they come.
 static HELD: Mutex<Option<Vec<String>>> = Mutex::new(Some(Vec::new()));
 
-/// Print `line` (once the checks have passed) or hold it until they have.
+/// Every note given so far: one said twice (a sweep's note per VRAM size) goes out once.
+static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Print `line` (once the checks have passed) or hold it until they have; a line
+/// already given is dropped.
 pub fn note(line: String) {
+    {
+        let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(&line) {
+            return;
+        }
+        seen.push(line.clone());
+    }
     let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
     match held.as_mut() {
         Some(lines) => lines.push(line),
@@ -49,6 +60,8 @@ mod tests {
         note("one".into());
         drop_held();
         assert_eq!(HELD.lock().unwrap().as_ref().map(Vec::len), Some(0));
+        note("two".into());
+        // The same note again is dropped.
         note("two".into());
         assert_eq!(HELD.lock().unwrap().as_ref().map(Vec::len), Some(1));
         release();

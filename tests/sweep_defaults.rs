@@ -258,6 +258,31 @@ fn budgets_closer_than_an_expert_share_a_replay() {
     }
 }
 
+/// A VRAM size named twice runs once, and sizes take units as --ram does.
+#[test]
+fn vram_sizes_run_once_and_take_units() {
+    let rows = |vrams: &str| {
+        let out = run(&[
+            "sweep",
+            "--policies",
+            "lru",
+            "--vrams",
+            vrams,
+            "--ram",
+            "128GiB..128GiB",
+            "--points",
+            "1",
+            "-q",
+            "--format",
+            "csv",
+        ]);
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(rows("24,24GiB,48"), rows("24,48"));
+    assert_eq!(rows("24,48").lines().count(), 3);
+}
+
 /// With --vrams the table shows each row's MoE layers on the GPU, not the first's.
 #[test]
 fn vram_rows_show_their_gpu_layers() {

@@ -122,14 +122,14 @@ pub struct HardwareArgs {
     /// Override: number of GPUs (0 for CPU only); they share the first GPU's numbers.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=64))]
     pub gpus: Option<u32>,
-    /// Override: VRAM per GPU, GiB.
-    #[arg(long, value_name = "GIB")]
+    /// Override: VRAM per GPU (24 or 24GiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_gib)]
     pub vram: Option<f64>,
     /// Override: VRAM bandwidth per GPU, GB/s.
     #[arg(long, value_name = "GB/S")]
     pub vram_bw: Option<f64>,
-    /// Override: VRAM reserve per GPU (KV cache, buffers), GiB.
-    #[arg(long, value_name = "GIB")]
+    /// Override: VRAM reserve per GPU (KV cache, buffers; 3 or 3GiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_gib)]
     pub vram_reserve: Option<f64>,
     /// Override: host-to-device GB/s of the GPUs' links, for the experts op offload
     /// copies (a prompt ubatch of 32 tokens or more; docs/VALIDATION.md, Prefill)
@@ -141,8 +141,8 @@ pub struct HardwareArgs {
     /// Override: effective RAM bandwidth, GB/s.
     #[arg(long, value_name = "GB/S")]
     pub ram_bw: Option<f64>,
-    /// Override: RAM the page cache cannot use (OS, buffers), GiB.
-    #[arg(long, value_name = "GIB")]
+    /// Override: RAM the page cache cannot use (OS, buffers; 6 or 6GiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_gib)]
     pub ram_reserve: Option<f64>,
     /// Override: SSD read bandwidth per drive, GB/s.
     #[arg(long, value_name = "GB/S")]
@@ -372,8 +372,8 @@ pub struct SweepArgs {
     /// Distance between budgets instead of --points (a size for --ram, experts for --cache-experts); TO is a budget only if the steps reach it.
     #[arg(long, value_name = "STEP")]
     pub step: Option<String>,
-    /// VRAM sizes per GPU to sweep as well, GiB, comma-separated (0 = no GPU).
-    #[arg(long, value_name = "GIB,...", value_delimiter = ',')]
+    /// VRAM sizes per GPU to sweep as well, comma-separated (24 or 24GiB; 0 = no GPU).
+    #[arg(long, value_name = "SIZE,...", value_parser = parse_size_gib, value_delimiter = ',')]
     pub vrams: Vec<f64>,
     /// Worker threads (default: all cores).
     #[arg(short = 'j', long, value_name = "N")]

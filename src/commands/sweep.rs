@@ -414,7 +414,18 @@ pub fn run(a: SweepOptions) -> Result<()> {
     let vrams: Vec<Option<f64>> = if a.vrams.is_empty() {
         vec![None]
     } else {
-        a.vrams.iter().map(|&v| Some(v)).collect()
+        // A size named twice would give the same rows twice, as a policy would.
+        let mut sizes: Vec<Option<f64>> = Vec::with_capacity(a.vrams.len());
+        for &v in &a.vrams {
+            if sizes.contains(&Some(v)) {
+                if !a.study.input.quiet {
+                    crate::note!("moe-spill: note: --vrams names {v} more than once; it runs once");
+                }
+            } else {
+                sizes.push(Some(v));
+            }
+        }
+        sizes
     };
     if vrams
         .iter()
