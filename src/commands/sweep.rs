@@ -71,6 +71,22 @@ fn parse_range<T: PartialOrd + Copy + std::fmt::Display>(
     Ok((a, b))
 }
 
+/// `items` in order, each once: one named twice would give the same rows twice, which a
+/// note says (`flag` names the option).
+fn once<T: std::fmt::Display>(items: Vec<T>, flag: &str, quiet: bool) -> Vec<T> {
+    let mut unique: Vec<T> = Vec::with_capacity(items.len());
+    for item in items {
+        if unique.iter().any(|u| u.to_string() == item.to_string()) {
+            if !quiet {
+                crate::note!("moe-spill: note: {flag} names {item} more than once; it runs once");
+            }
+        } else {
+            unique.push(item);
+        }
+    }
+    unique
+}
+
 /// Budgets a sweep takes at most (each is a row, and for most policies a replay):
 /// refused before anything is allocated for them.
 const MAX_BUDGETS: usize = 10_000;
@@ -392,18 +408,7 @@ pub fn run(a: SweepOptions) -> Result<()> {
     if specs.is_empty() {
         return Err(Error::new("--policies: name at least one policy"));
     }
-    // A policy named twice would give the same rows twice.
-    let mut unique: Vec<PolicySpec> = Vec::with_capacity(specs.len());
-    for s in specs {
-        if unique.iter().any(|u| u.to_string() == s.to_string()) {
-            if !a.study.input.quiet {
-                crate::note!("moe-spill: note: --policies names {s} more than once; it runs once");
-            }
-        } else {
-            unique.push(s);
-        }
-    }
-    let specs = unique;
+    let specs = once(specs, "--policies", a.study.input.quiet);
     if let Some(o) = &a.output {
         if o.is_dir() {
             return Err(Error::in_file(o, "is a directory; -o takes a file name"));
@@ -411,33 +416,19 @@ pub fn run(a: SweepOptions) -> Result<()> {
         refuse_input_as_output(o, &a.study.input.traces)?;
     }
     let study = ReplaySetup::new(&a.study, None, specs.iter().any(|s| s.needs_profile()))?;
-    let vrams: Vec<Option<f64>> = if a.vrams.is_empty() {
-        vec![None]
-    } else {
-        // A size named twice would give the same rows twice, as a policy would.
-        let mut sizes: Vec<Option<f64>> = Vec::with_capacity(a.vrams.len());
-        for &v in &a.vrams {
-            if sizes.contains(&Some(v)) {
-                if !a.study.input.quiet {
-                    crate::note!("moe-spill: note: --vrams names {v} more than once; it runs once");
-                }
-            } else {
-                sizes.push(Some(v));
-            }
-        }
-        sizes
-    };
-    if vrams
-        .iter()
-        .flatten()
-        .any(|v| !(v.is_finite() && *v >= 0.0))
-    {
-        return Err(Error::new("--vrams: sizes must be zero or positive"));
-    }
+    // Sizes are finite and not negative (parse_size_gib); within what a GPU has here.
     for &v in &a.vrams {
         crate::hardware::plausible_vram_gib(v)
             .map_err(|m| Error::new(format!("--vrams {v}: {m}")))?;
     }
+    let vrams: Vec<Option<f64>> = if a.vrams.is_empty() {
+        vec![None]
+    } else {
+        once(a.vrams.clone(), "--vrams", a.study.input.quiet)
+            .into_iter()
+            .map(Some)
+            .collect()
+    };
     // One replay per VRAM size and --prompt-tokens length (prompt runs cut to it): the
     // jobs' `vram` indexes these variants.
     let cuts = study.prompt_cuts();
