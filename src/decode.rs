@@ -103,18 +103,12 @@ impl IoSetup {
 /// one per slice (gate, up, down; a merged gate_up tensor is one), except that
 /// ik_llama.cpp fuses gate and up of one type into one op (`-fmoe`, its default).
 pub fn expert_ops(slices: &[Slice], hw: &Hardware) -> f64 {
-    let fused = hw
+    let ty = |p: Proj| slices.iter().find(|s| s.proj == p).map(|s| s.ty);
+    let ik = hw
         .cpu
         .as_ref()
-        .is_some_and(|c| c.kernels == Kernels::IkLlamaCpp)
-        && slices.iter().any(|s| s.proj == Proj::Gate)
-        && slices
-            .iter()
-            .filter(|s| matches!(s.proj, Proj::Gate | Proj::Up))
-            .map(|s| s.ty)
-            .collect::<Vec<_>>()
-            .windows(2)
-            .all(|w| w[0] == w[1]);
+        .is_some_and(|c| c.kernels == Kernels::IkLlamaCpp);
+    let fused = ik && ty(Proj::Gate).is_some() && ty(Proj::Gate) == ty(Proj::Up);
     slices.len() as f64 - if fused { 1.0 } else { 0.0 }
 }
 
@@ -186,13 +180,14 @@ pub fn decode_time(
     let mut barriers = 0.0;
     for &(slices, g) in &groups {
         let bytes: Vec<u64> = slices.iter().map(|s| s.bytes).collect();
+        let ops = expert_ops(slices, hw);
         let mut group_bytes = 0.0;
         for &(m, n) in misses {
             let r = io.layer_reads(&bytes, m as f64 / layers, resident);
             io_s += n as f64 * g as f64 * r.seconds;
             group_bytes += n as f64 * g as f64 * r.device_bytes;
             let faulting = fault_overlap::layers_with_a_miss(layers, m as f64) * g as f64 / layers;
-            barriers += n as f64 * faulting * expert_ops(slices, hw);
+            barriers += n as f64 * faulting * ops;
         }
         reads.push((per(group_bytes), bytes));
     }

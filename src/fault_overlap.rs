@@ -165,22 +165,11 @@ fn op_seconds(n: usize, k: f64, r_drive: &[f64], r_own: f64, r_work: &[f64]) -> 
                 if a + b + c == 0 {
                     continue;
                 }
-                let (ra, rb, rc) = (r_drive[a], b as f64 * r_own, r_work[c]);
-                let mut sum = 1.0;
-                let mut rate = 0.0;
-                if a > 0 {
-                    sum += ra * drain[at(a - 1, b + 1, c)];
-                    rate += ra;
-                }
-                if b > 0 {
-                    sum += rb * drain[at(a, b - 1, c + 1)];
-                    rate += rb;
-                }
-                if c > 0 {
-                    sum += rc * drain[at(a, b, c - 1)];
-                    rate += rc;
-                }
-                drain[at(a, b, c)] = sum / rate;
+                drain[at(a, b, c)] = expected_time([
+                    (a > 0).then(|| (r_drive[a], drain[at(a - 1, b + 1, c)])),
+                    (b > 0).then(|| (b as f64 * r_own, drain[at(a, b - 1, c + 1)])),
+                    (c > 0).then(|| (r_work[c], drain[at(a, b, c - 1)])),
+                ]);
             }
         }
     }
@@ -213,22 +202,11 @@ fn op_seconds(n: usize, k: f64, r_drive: &[f64], r_own: f64, r_work: &[f64]) -> 
         for a in 0..=n {
             for b in 0..=n - a {
                 let c = n - a - b;
-                let (ra, rb, rc) = (r_drive[a], b as f64 * r_own, r_work[c]);
-                let mut sum = 1.0;
-                let mut rate = 0.0;
-                if a > 0 {
-                    sum += ra * cur[idx(a - 1, b + 1)];
-                    rate += ra;
-                }
-                if b > 0 {
-                    sum += rb * cur[idx(a, b - 1)];
-                    rate += rb;
-                }
-                if c > 0 {
-                    sum += rc * prev[idx(a + 1, b)];
-                    rate += rc;
-                }
-                cur[idx(a, b)] = sum / rate;
+                cur[idx(a, b)] = expected_time([
+                    (a > 0).then(|| (r_drive[a], cur[idx(a - 1, b + 1)])),
+                    (b > 0).then(|| (b as f64 * r_own, cur[idx(a, b - 1)])),
+                    (c > 0).then(|| (r_work[c], prev[idx(a + 1, b)])),
+                ]);
             }
         }
         let here = cur[idx(n, 0)];
@@ -261,6 +239,15 @@ fn op_seconds(n: usize, k: f64, r_drive: &[f64], r_own: f64, r_work: &[f64]) -> 
         std::mem::swap(&mut prev, &mut cur);
     }
     (1.0 - frac) * values[0] + frac * values[1]
+}
+
+/// A state's expected time to the op's end: its mean holding time, then one of the
+/// moves open to it (a thread through the drive, its own work, the products: none where
+/// no thread is there) in proportion to its rate, each given as (rate, the expected time
+/// from the state it leads to).
+fn expected_time(moves: [Option<(f64, f64)>; 3]) -> f64 {
+    let rate = moves.iter().flatten().fold(0.0, |r, m| r + m.0);
+    moves.iter().flatten().fold(1.0, |t, m| t + m.0 * m.1) / rate
 }
 
 /// The layers (of `layers`) with at least one of a token's `misses`, spread over them at
