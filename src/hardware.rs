@@ -133,6 +133,11 @@ pub const DEFAULT_STREAM_GBS: f64 = 2.37;
 /// raspberrypi/rpi-eeprom#619), 2 MiB on a PM981a (docs/VALIDATION.md).
 pub const DEFAULT_MAX_SECTORS_KB: u64 = 1280;
 
+/// The most GPUs of one kind and drives in RAID0 a machine has (`--gpus` and
+/// `--ssd-drives` take the same bounds).
+pub const MAX_GPUS: u32 = 64;
+pub const MAX_DRIVES: u32 = 256;
+
 /// VRAM a GPU added by `--gpus` keeps for its KV cache, CUDA context and buffers (the
 /// presets' 24 GB cards keep 3 GiB).
 pub const DEFAULT_VRAM_RESERVE_GIB: f64 = 3.0;
@@ -362,9 +367,9 @@ impl Hardware {
             if let Some(b) = g.h2d_gbs {
                 pos(b, "GPU h2d_gbs")?;
             }
-            if g.count == 0 || g.count > 64 {
+            if g.count == 0 || g.count > MAX_GPUS {
                 return Err(format!(
-                    "GPU count must be 1 to 64 (leave the GPU out for none), got {}",
+                    "GPU count must be 1 to {MAX_GPUS} (leave the GPU out for none), got {}",
                     g.count
                 ));
             }
@@ -385,9 +390,9 @@ impl Hardware {
             pos(g, "RAM fault_gbs")?;
         }
         pos(self.ssd.bandwidth_gbs, "SSD bandwidth_gbs")?;
-        if self.ssd.drives == 0 || self.ssd.drives > 256 {
+        if self.ssd.drives == 0 || self.ssd.drives > MAX_DRIVES {
             return Err(format!(
-                "SSD drives must be 1 to 256 (drives in RAID0), got {}",
+                "SSD drives must be 1 to {MAX_DRIVES} (drives in RAID0), got {}",
                 self.ssd.drives
             ));
         }

@@ -12,7 +12,7 @@ use crate::commands::{
     simulate::SimulateOptions, sweep::SweepOptions, synth::SynthOptions,
 };
 use crate::cpu::Kernels;
-use crate::hardware::HardwareOverrides;
+use crate::hardware::{HardwareOverrides, MAX_DRIVES, MAX_GPUS};
 use crate::input::TraceSource;
 use crate::io_engine::{EngineChoice, EngineKind};
 use crate::kernel::sweep::KernelSweepOptions;
@@ -120,7 +120,7 @@ pub struct HardwareArgs {
     #[arg(long = "hw", value_name = "NAME|FILE", default_value = "3090-ddr5")]
     pub hw: String,
     /// Override: number of GPUs (0 for CPU only); they share the first GPU's numbers.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=64))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=MAX_GPUS as i64))]
     pub gpus: Option<u32>,
     /// Override: VRAM per GPU (24 or 24GiB).
     #[arg(long, value_name = "SIZE", value_parser = parse_size_gib)]
@@ -148,7 +148,7 @@ pub struct HardwareArgs {
     #[arg(long, value_name = "GB/S")]
     pub ssd_bw: Option<f64>,
     /// Override: SSD drives in RAID0.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_DRIVES as i64))]
     pub ssd_drives: Option<u32>,
     /// Override: fixed cost of one SSD read request, microseconds (I/O model).
     #[arg(long, value_name = "US")]
