@@ -258,27 +258,30 @@ fn budgets_closer_than_an_expert_share_a_replay() {
     }
 }
 
+/// An LRU sweep of one budget, 128 GiB, at each of `vrams`, as `format`.
+fn lru_at_vrams(vrams: &str, format: &str) -> String {
+    let out = run(&[
+        "sweep",
+        "--policies",
+        "lru",
+        "--vrams",
+        vrams,
+        "--ram",
+        "128GiB..128GiB",
+        "--points",
+        "1",
+        "-q",
+        "--format",
+        format,
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// A VRAM size named twice runs once, and sizes take units as --ram does.
 #[test]
 fn vram_sizes_run_once_and_take_units() {
-    let rows = |vrams: &str| {
-        let out = run(&[
-            "sweep",
-            "--policies",
-            "lru",
-            "--vrams",
-            vrams,
-            "--ram",
-            "128GiB..128GiB",
-            "--points",
-            "1",
-            "-q",
-            "--format",
-            "csv",
-        ]);
-        assert_eq!(out.status.code(), Some(0));
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let rows = |vrams: &str| lru_at_vrams(vrams, "csv");
     assert_eq!(rows("24,24GiB,48"), rows("24,48"));
     assert_eq!(rows("24,48").lines().count(), 3);
 }
@@ -286,21 +289,7 @@ fn vram_sizes_run_once_and_take_units() {
 /// With --vrams the table shows each row's MoE layers on the GPU, not the first's.
 #[test]
 fn vram_rows_show_their_gpu_layers() {
-    let out = run(&[
-        "sweep",
-        "--policies",
-        "lru",
-        "--vrams",
-        "24,96",
-        "--ram",
-        "128GiB..128GiB",
-        "--points",
-        "1",
-        "-q",
-        "--format",
-        "table",
-    ]);
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = lru_at_vrams("24,96", "table");
     assert!(
         text.contains("VRAM per row (vram_gib; gpu_layers"),
         "{text}"
