@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The I/O model against this machine: measure the disk (fio, O_DIRECT random reads over
-# block size x queue depth) and the CPU cost of the page cache, for buffered reads and
-# for page faults (system time per GB minus O_DIRECT's, in a memory cgroup as
-# kernel-replay's; faults by scripts/fault_cost.py on slices of the replay's size with
-# its read_ahead_kb), write them as a hardware profile, then run kernel-replay on the DeepSeek-V2-Lite recording and print, for each
+# block size x queue depth) and the CPU cost of the page cache, for buffered reads, for
+# page faults and for MADV_WILLNEED (system time per GB minus O_DIRECT's, in a memory
+# cgroup as kernel-replay's; faults and WILLNEED by scripts/fault_cost.py on slices of the
+# replay's size with its read_ahead_kb), write them as a hardware profile, then run kernel-replay on the DeepSeek-V2-Lite recording and print, for each
 # advice and budget, the wall time per token the kernel took beside the one the page
 # model's reads take through the profile (the `page-model` row's ms/token).
 #
@@ -76,8 +76,11 @@ if [[ -z $PROFILE ]]; then
   [[ -f $RA ]] || { echo "local_check.sh: cannot find the read_ahead_kb of $DIR's device" >&2; exit 2; }
   RA_OLD=$(cat "$RA"); echo 128 > "$RA"
   sync; echo 3 > /proc/sys/vm/drop_caches
-  sh -c "echo \$\$ > $CG/cgroup.procs; exec python3 $ROOT/scripts/fault_cost.py $DIR/fio.dat \
-    --region 1564672 --gb 3 --advice sequential" > "$DIR/fio_json/fault_cost.txt"
+  for advice in sequential willneed; do
+    sync; echo 3 > /proc/sys/vm/drop_caches
+    sh -c "echo \$\$ > $CG/cgroup.procs; exec python3 $ROOT/scripts/fault_cost.py $DIR/fio.dat \
+      --region 1564672 --gb 3 --advice $advice" > "$DIR/fio_json/fault_cost_$advice.txt"
+  done
   echo "$RA_OLD" > "$RA"
   python3 - "$DIR" "$PROFILE" <<'EOF'
 import csv, json, sys
@@ -87,21 +90,24 @@ def sys_s_per_gb(path):
     return j["sys_cpu"] / 100 * j["job_runtime"] / 1e3 / (j["read"]["io_bytes"] / 1e9)
 direct = sys_s_per_gb(f"{d}/fio_json/page_cache_d1.json")
 cost = sys_s_per_gb(f"{d}/fio_json/page_cache_d0.json") - direct
-fault = float(open(f"{d}/fio_json/fault_cost.txt").read()) - direct
-if cost <= 0 or fault <= 0:
-    sys.exit("local_check.sh: buffered reads or faults cost no more CPU than O_DIRECT: cannot size the page cache")
+fault = float(open(f"{d}/fio_json/fault_cost_sequential.txt").read()) - direct
+willneed = float(open(f"{d}/fio_json/fault_cost_willneed.txt").read()) - direct
+if cost <= 0 or fault <= 0 or willneed <= 0:
+    sys.exit("local_check.sh: buffered reads, faults or WILLNEED cost no more CPU than O_DIRECT: cannot size the page cache")
 rows = [r for r in csv.DictReader(open(f"{d}/fio_curve.csv")) if r["direct"] == "1" and r["jobs"] == "1"]
 mem_gib = int(next(l for l in open("/proc/meminfo") if l.startswith("MemTotal")).split()[1]) / 2**20
 with open(out, "w") as f:
     f.write('name = "local"\ndescription = "this machine: fio curve and page-cache cost (scripts/local_check.sh)"\n')
     f.write(f"[ram]\nsize_gib = {mem_gib:.1f}\nbandwidth_gbs = 10.0\nreserve_gib = 0.0\n"
-            f"page_cache_gbs = {1 / cost:.3f}\nfault_gbs = {1 / fault:.3f}\n")
+            f"page_cache_gbs = {1 / cost:.3f}\nfault_gbs = {1 / fault:.3f}\n"
+            f"willneed_gbs = {1 / willneed:.3f}\n")
     f.write(f"[ssd]\nbandwidth_gbs = {max(float(r['gbs']) for r in rows):.3f}\npoints = [\n")
     for r in rows:
         f.write(f"  {{ block_kib = {int(r['block_bytes']) // 1024}, queue_depth = {r['queue_depth']}, gbs = {float(r['gbs']):.4f} }},\n")
     f.write("]\n")
 print(f"page cache: {cost:.3f} s of CPU per GB read ({1 / cost:.2f} GB/s per core), {fault:.3f} per GB "
-      f"faulted in ({1 / fault:.2f} GB/s per core); profile {out}", file=sys.stderr)
+      f"faulted in ({1 / fault:.2f} GB/s per core), {willneed:.3f} per GB brought in by MADV_WILLNEED "
+      f"({1 / willneed:.2f} GB/s per core); profile {out}", file=sys.stderr)
 EOF
 fi
 

@@ -342,6 +342,7 @@ pub(crate) mod tests {
         io.page_cache = PageCacheRates {
             read_gbs: 0.5,
             fault_gbs: 8.0,
+            willneed_gbs: 8.0,
         };
         let f = decode_time(&p, &hw, &io, 10.0, &[(2, 1), (0, 1)], 0.5, 1.0);
         assert!(close(f.t_io, io_s + GIB / 8e9));

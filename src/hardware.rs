@@ -76,6 +76,11 @@ pub struct Ram {
     /// `scripts/fault_cost.py` measures it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault_gbs: Option<f64>,
+    /// GB/s one core brings in through the page cache by `MADV_WILLNEED` (`--mmap-advice
+    /// willneed`), in order-0 pages, and the faults that map them (default: `fault_gbs`;
+    /// `scripts/fault_cost.py --advice willneed` measures it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub willneed_gbs: Option<f64>,
 }
 
 impl Ram {
@@ -83,12 +88,14 @@ impl Ram {
         self.page_cache_gbs.unwrap_or(DEFAULT_PAGE_CACHE_GBS)
     }
 
-    /// The page cache's rates for reads and for faults.
+    /// The page cache's rates for reads, for faults and for `MADV_WILLNEED`.
     pub fn page_cache(&self) -> PageCacheRates {
         let read_gbs = self.page_cache_gbs();
+        let fault_gbs = self.fault_gbs.unwrap_or(read_gbs);
         PageCacheRates {
             read_gbs,
-            fault_gbs: self.fault_gbs.unwrap_or(read_gbs),
+            fault_gbs,
+            willneed_gbs: self.willneed_gbs.unwrap_or(fault_gbs),
         }
     }
 }
@@ -326,6 +333,7 @@ impl Hardware {
         out.push((self.ram.bandwidth_gbs, &RAM_GBS));
         out.extend(self.ram.page_cache_gbs.map(|g| (g, &PAGE_CACHE_GBS)));
         out.extend(self.ram.fault_gbs.map(|g| (g, &FAULT_GBS)));
+        out.extend(self.ram.willneed_gbs.map(|g| (g, &WILLNEED_GBS)));
         out.push((self.ssd.bandwidth_gbs, &SSD_GBS));
         out.extend(self.ssd.stream_gbs.map(|s| (s, &SSD_STREAM_GBS)));
         out.extend(self.ssd.latency_us.map(|l| (l, &SSD_LATENCY_US)));
@@ -388,6 +396,9 @@ impl Hardware {
         }
         if let Some(g) = self.ram.fault_gbs {
             pos(g, "RAM fault_gbs")?;
+        }
+        if let Some(g) = self.ram.willneed_gbs {
+            pos(g, "RAM willneed_gbs")?;
         }
         pos(self.ssd.bandwidth_gbs, "SSD bandwidth_gbs")?;
         if self.ssd.drives == 0 || self.ssd.drives > MAX_DRIVES {
@@ -575,6 +586,12 @@ const FAULT_GBS: Limit = limit(
     1_000.0,
     "GB/s per core, 1 / (seconds of CPU per GB) (page_cache_gbs by default)",
 );
+const WILLNEED_GBS: Limit = limit(
+    "RAM willneed_gbs",
+    0.2,
+    1_000.0,
+    "GB/s per core, 1 / (seconds of CPU per GB) (fault_gbs by default)",
+);
 const SSD_GBS: Limit = limit(
     "SSD bandwidth_gbs",
     0.01,
@@ -689,6 +706,7 @@ fn hw(
             reserve_gib: ram.2,
             page_cache_gbs: None,
             fault_gbs: None,
+            willneed_gbs: None,
         },
         ssd: Ssd {
             bandwidth_gbs: ssd.0,
@@ -812,6 +830,8 @@ pub struct HardwareOverrides {
     pub page_cache_gbs: Option<f64>,
     /// Override: GB/s one core brings in through the page cache by page faults.
     pub fault_gbs: Option<f64>,
+    /// Override: GB/s one core brings in through the page cache by `MADV_WILLNEED`.
+    pub willneed_gbs: Option<f64>,
 }
 
 impl HardwareOverrides {
@@ -895,6 +915,9 @@ impl HardwareOverrides {
         if self.fault_gbs.is_some() {
             h.ram.fault_gbs = self.fault_gbs;
         }
+        if self.willneed_gbs.is_some() {
+            h.ram.willneed_gbs = self.willneed_gbs;
+        }
         h.ram.size_gib = ram_gib.unwrap_or(h.ram.size_gib);
         h.ssd.bandwidth_gbs = self.ssd_bw.unwrap_or(h.ssd.bandwidth_gbs);
         h.ssd.drives = self.ssd_drives.unwrap_or(h.ssd.drives);
@@ -958,6 +981,11 @@ impl HardwareOverrides {
                 self.page_cache_gbs.is_some(),
             ),
             ("RAM fault_gbs", "--fault-gbs", self.fault_gbs.is_some()),
+            (
+                "RAM willneed_gbs",
+                "--willneed-gbs",
+                self.willneed_gbs.is_some(),
+            ),
             ("SSD bandwidth_gbs", "--ssd-bw", self.ssd_bw.is_some()),
             (
                 "SSD latency_us",
@@ -1115,9 +1143,24 @@ mod tests {
             h.ram.page_cache(),
             PageCacheRates {
                 read_gbs: 2.5,
-                fault_gbs: 11.0
+                fault_gbs: 11.0,
+                willneed_gbs: 11.0
             }
         );
+        h.ram.willneed_gbs = Some(3.0);
+        assert_eq!(h.ram.page_cache().willneed_gbs, 3.0);
+        assert_eq!(h.ram.page_cache().fault_gbs, 11.0);
+        let w = HardwareOverrides {
+            hw: "3090-ddr5".into(),
+            willneed_gbs: Some(0.1),
+            ..Default::default()
+        };
+        let e = w.resolve(None).unwrap_err().0;
+        assert!(
+            e.contains("RAM willneed_gbs = 0.1 is less") && e.contains("(from --willneed-gbs)"),
+            "{e}"
+        );
+        h.ram.willneed_gbs = None;
         let o = HardwareOverrides {
             hw: "3090-ddr5".into(),
             fault_gbs: Some(12.0),

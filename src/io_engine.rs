@@ -47,20 +47,23 @@
 use crate::drive::DriveCurve;
 
 /// GB/s one core moves through the page cache: by buffered reads, which allocate and
-/// insert the pages, copy them out and reclaim as many, and by page faults, which map
-/// them instead of copying (`[ram] page_cache_gbs` and `fault_gbs`).
+/// insert the pages, copy them out and reclaim as many, by page faults, which map them
+/// instead of copying, and by `MADV_WILLNEED` and the faults that then map its pages
+/// (`[ram] page_cache_gbs`, `fault_gbs` and `willneed_gbs`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PageCacheRates {
     pub read_gbs: f64,
     pub fault_gbs: f64,
+    pub willneed_gbs: f64,
 }
 
 impl PageCacheRates {
-    /// Reads and faults at one rate.
+    /// Reads, faults and `MADV_WILLNEED` at one rate.
     pub fn same(gbs: f64) -> PageCacheRates {
         PageCacheRates {
             read_gbs: gbs,
             fault_gbs: gbs,
+            willneed_gbs: gbs,
         }
     }
 }
@@ -284,9 +287,14 @@ impl IoEngine {
     }
 
     /// What one core moves through the page cache under this engine: faults map the
-    /// pages, buffered reads copy them out.
+    /// pages, buffered reads copy them out. `MADV_WILLNEED` (a window of 0) has its own
+    /// rate: it reads order-0 pages (`force_page_cache_ra`), where a fault's readahead
+    /// brings large folios in (Linux 6.x), so each page costs its own allocation,
+    /// insertion and reclaim (on the development VM 0.33 s of CPU per GB against a
+    /// fault's 0.10, docs/VALIDATION.md).
     pub fn page_cache_gbs(&self, rates: PageCacheRates) -> f64 {
         match self {
+            IoEngine::Mmap { window: 0, .. } => rates.willneed_gbs,
             IoEngine::Mmap { .. } => rates.fault_gbs,
             IoEngine::Pread { .. } | IoEngine::Direct { .. } => rates.read_gbs,
         }
@@ -608,6 +616,7 @@ mod tests {
         let rates = PageCacheRates {
             read_gbs: 2.0,
             fault_gbs: 8.0,
+            willneed_gbs: 8.0,
         };
         assert!(close(e.page_cache_seconds(8e9, &slices, 1.0, rates), 4.0));
         let m = IoEngine::Mmap {

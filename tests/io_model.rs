@@ -436,6 +436,22 @@ fn faults_and_buffered_reads_have_their_own_page_cache_rates() {
     assert_eq!(tok_s(&["--io", "pread", "--fault-gbs", "20"]), pread);
     assert!(tok_s(&["--io", "pread", "--page-cache-gbs", "20"]) > pread);
     refused(&run(&["simulate", "--fault-gbs", "0"]), "RAM fault_gbs");
+    // MADV_WILLNEED goes at --willneed-gbs, which faults under the other advice ignore;
+    // without it, at the fault rate.
+    let willneed = ["--io", "mmap", "--mmap-advice", "willneed"];
+    let wn = tok_s(&willneed);
+    assert!(tok_s(&[&willneed[..], &["--willneed-gbs", "1"]].concat()) < wn);
+    assert!(tok_s(&[&willneed[..], &["--fault-gbs", "1"]].concat()) < wn);
+    assert_eq!(
+        tok_s(&[&willneed[..], &["--fault-gbs", "1", "--willneed-gbs", "4"]].concat()),
+        wn
+    );
+    assert_eq!(tok_s(&["--io", "mmap", "--willneed-gbs", "1"]), mmap);
+    assert_eq!(tok_s(&["--io", "pread", "--willneed-gbs", "1"]), pread);
+    refused(
+        &run(&["simulate", "--willneed-gbs", "0.1"]),
+        "RAM willneed_gbs = 0.1 is less",
+    );
 }
 
 /// scripts/fault_cost.py measures the CPU a fault costs per GB on a file on disk, from a

@@ -176,6 +176,11 @@ pub struct HardwareArgs {
     /// rate for reads).
     #[arg(long, value_name = "GB/S")]
     pub fault_gbs: Option<f64>,
+    /// Override: GB/s one core brings in through the page cache by MADV_WILLNEED and
+    /// the faults that map its pages (I/O model, `--mmap-advice willneed`: order-0 pages;
+    /// default: the rate for faults).
+    #[arg(long, value_name = "GB/S")]
+    pub willneed_gbs: Option<f64>,
 }
 
 /// The weights' types, when a model preset is priced (a GGUF file says its own).
@@ -695,6 +700,7 @@ impl From<HardwareArgs> for HardwareOverrides {
             }),
             page_cache_gbs: a.page_cache_gbs,
             fault_gbs: a.fault_gbs,
+            willneed_gbs: a.willneed_gbs,
         }
     }
 }

@@ -21,6 +21,7 @@ pub fn run(format: Option<OutputFormat>) -> Result<()> {
                 "ram_reserve_gib",
                 "page_cache_gbs",
                 "fault_gbs",
+                "willneed_gbs",
                 "ssd_gbs",
                 "ssd_drives",
                 "threads",
@@ -41,6 +42,7 @@ pub fn run(format: Option<OutputFormat>) -> Result<()> {
                     h.ram.reserve_gib.to_string(),
                     h.ram.page_cache().read_gbs.to_string(),
                     h.ram.page_cache().fault_gbs.to_string(),
+                    h.ram.page_cache().willneed_gbs.to_string(),
                     h.ssd.bandwidth_gbs.to_string(),
                     h.ssd.drives.to_string(),
                     h.cpu.as_ref().map_or("-".into(), |c| c.threads.to_string()),
@@ -53,7 +55,7 @@ pub fn run(format: Option<OutputFormat>) -> Result<()> {
                 t.render()
             };
             if f == OutputFormat::Table {
-                s.push_str("\nSizes in GiB, bandwidths in GB/s (10^9 B/s); gemm_tflops: the GPU's rate on batches (prompt processing), h2d_gbs: its copies from RAM (docs/batches.md); page_cache_gbs and fault_gbs: GB/s per core through the page cache by buffered reads and by page faults (scripts/fault_cost.py measures a fault's). Your own machine: --hw FILE.toml (or .json) with the\nfields of `moe-spill hardware --format json`; or override a preset with --vram, --vram-bw, --ram-bw, --ssd-bw, ...\n");
+                s.push_str("\nSizes in GiB, bandwidths in GB/s (10^9 B/s); gemm_tflops: the GPU's rate on batches (prompt processing), h2d_gbs: its copies from RAM (docs/batches.md); page_cache_gbs, fault_gbs and willneed_gbs: GB/s per core through the page cache by buffered reads, by page faults and by MADV_WILLNEED (scripts/fault_cost.py measures the last two). Your own machine: --hw FILE.toml (or .json) with the\nfields of `moe-spill hardware --format json`; or override a preset with --vram, --vram-bw, --ram-bw, --ssd-bw, ...\n");
             }
             s
         }
