@@ -129,6 +129,44 @@ fn synth_sizes_beyond_memory_are_refused_before_allocating() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("GB of memory for their ids"), "{err}");
     assert!(!o.exists());
+    // An opening longer than the responses would be generated whole first.
+    for extra in [
+        &["--tokens", "20"][..],
+        &["--tokens", "20", "--target-u", "30", "--target-d", "5"],
+    ] {
+        let mut args = vec!["synth", "--model", "glm-5", "--opening", "1000000000000"];
+        args.extend(extra);
+        args.extend(["-o", o.to_str().unwrap()]);
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("--opening 1000000000000: longer than the responses (20 tokens)"),
+            "{err}"
+        );
+        assert!(!o.exists());
+    }
+    // As long as the responses is fine: every response is the opening.
+    let out = run(&[
+        "synth",
+        "--model",
+        "glm-5",
+        "--opening",
+        "20",
+        "--tokens",
+        "20",
+        "--responses",
+        "2",
+        "-q",
+        "-o",
+        o.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -111,6 +111,23 @@ fn overrides(a: &SynthOptions, p: &mut Params) -> Result<()> {
     Ok(())
 }
 
+/// A shared opening (`--opening`) no longer than the longest response: every response
+/// starts with it, and it is generated whole before them.
+fn check_opening(opening: Option<usize>, shape: &Shape) -> Result<()> {
+    let longest = shape
+        .responses
+        .iter()
+        .map(|&(p, d)| p + d)
+        .max()
+        .unwrap_or(0);
+    match opening {
+        Some(n) if n > longest => Err(Error::new(format!(
+            "--opening {n}: longer than the responses ({longest} tokens); every response starts with the opening, so at most {longest}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The `synth` subcommand.
 pub fn run(a: SynthOptions) -> Result<()> {
     for (name, v) in [("tokens", a.tokens), ("responses", a.responses)] {
@@ -167,6 +184,7 @@ pub fn run(a: SynthOptions) -> Result<()> {
                 t0.elapsed().as_secs_f64()
             ));
             let shape = resize(&f.shape, a.responses, a.tokens, a.prompt_tokens);
+            check_opening(a.opening, &shape)?;
             (rec.geometry.clone(), p, shape, f.chunk, Some(rec))
         } else {
             let name = a.model.as_deref().ok_or_else(|| {
@@ -186,6 +204,12 @@ pub fn run(a: SynthOptions) -> Result<()> {
             let mut p = preset_params(m);
             overrides(&a, &mut p)?;
             let prompt = a.prompt_tokens.unwrap_or(0);
+            let shape = Shape::uniform(
+                a.responses.unwrap_or(DEFAULT_RESPONSES),
+                a.tokens.unwrap_or(DEFAULT_TOKENS),
+                prompt,
+            );
+            check_opening(a.opening, &shape)?;
             if let (Some(u), Some(d)) = (a.target_u, a.target_d) {
                 let t0 = Instant::now();
                 let (q, reached) = fit::calibrate(&g, &p, prompt, u, d, CALIBRATION_SEED)?;
@@ -197,11 +221,6 @@ pub fn run(a: SynthOptions) -> Result<()> {
                     t0.elapsed().as_secs_f64()
                 ));
             }
-            let shape = Shape::uniform(
-                a.responses.unwrap_or(DEFAULT_RESPONSES),
-                a.tokens.unwrap_or(DEFAULT_TOKENS),
-                prompt,
-            );
             (g, p, shape, CHUNK_TOKENS, None)
         };
     if g.n_ids() > 1 << 16 {
