@@ -1028,6 +1028,12 @@ fn kernel_replay_takes_its_advice_from_advice_only() {
         ],
         "--mmap-advice is for simulate and sweep",
     );
+    for io in ["pread", "direct", "rated"] {
+        fails(
+            &["kernel-replay", "--cache-experts", "10", "--io", io, "-q"],
+            &format!("--io {io} is for simulate and sweep"),
+        );
+    }
 }
 
 /// The mistakes a new user makes first end in a line that says what to type instead.

@@ -556,6 +556,84 @@ fn kernel_replay_sets_the_device_read_ahead() {
     assert_no_cgroups_left();
 }
 
+/// `kernel-replay --warmup-tokens W`: every row counts the tokens after the first W (the
+/// cache still saw them), as `simulate` does; the per-token CSV keeps every token. A
+/// warm-up as long as the replay is refused.
+#[test]
+fn kernel_replay_leaves_the_warmup_tokens_out() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !kernel_available() {
+        return;
+    }
+    let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let trace_path = d.path().join("t.mst");
+    let trace = kernel::truncate_trace(&synthetic(30), false, 30);
+    let mut out = std::fs::File::create(&trace_path).unwrap();
+    moe_spill::format::binary::write(&trace, &mut out).unwrap();
+    drop(out);
+    let (csv, per_token) = (d.path().join("r.csv"), d.path().join("t.csv"));
+    let replay = |warmup: &str| {
+        Command::new(env!("CARGO_BIN_EXE_moe-spill"))
+            .arg("kernel-replay")
+            .arg(&trace_path)
+            .args(["--cache-experts", "96", "--expert-bytes", "256KiB"])
+            .args(["--policies", "lru", "--warmup-tokens", warmup, "-q"])
+            .arg("-o")
+            .arg(&csv)
+            .arg("--per-token")
+            .arg(&per_token)
+            .arg("--file")
+            .arg(d.path().join("m.bin"))
+            .output()
+            .unwrap()
+    };
+    let out = replay("10");
+    assert!(
+        out.status.success(),
+        "kernel-replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = |p: &PathBuf| -> (Vec<String>, Vec<Vec<String>>) {
+        let text = std::fs::read_to_string(p).unwrap();
+        let mut lines = text.lines();
+        let head = lines.next().unwrap().split(',').map(String::from).collect();
+        let rows = lines
+            .map(|l| l.split(',').map(String::from).collect())
+            .collect();
+        (head, rows)
+    };
+    let (h, rows) = table(&csv);
+    let col = |h: &[String], n: &str| h.iter().position(|x| x == n).unwrap();
+    let (ph, pt) = table(&per_token);
+    assert_eq!(pt.len(), 30, "every token in the per-token CSV");
+    let sum_after = |c: &str| -> f64 {
+        pt[10..]
+            .iter()
+            .map(|r| r[col(&ph, c)].parse::<f64>().unwrap())
+            .sum()
+    };
+    for r in &rows {
+        assert_eq!(r[col(&h, "tokens")], "20", "{r:?}");
+    }
+    let row = |source: &str| {
+        rows.iter()
+            .find(|r| r[col(&h, "source")] == source)
+            .unwrap()
+    };
+    let kernel = row("kernel");
+    assert_eq!(
+        kernel[col(&h, "read_bytes")].parse::<f64>().unwrap(),
+        sum_after("read_bytes")
+    );
+    let lru: f64 = row("lru")[col(&h, "misses")].parse().unwrap();
+    assert_eq!(lru, sum_after("lru"));
+    let out = replay("30");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("--warmup-tokens 30 leaves no token to count"));
+    assert_no_cgroups_left();
+}
+
 /// `sweep --kernel` without --kernel-file lays out a temporary model file in the current
 /// directory, which lives until the kernel rows are done: a signal during the policies
 /// (here as soon as the file is in place) removes it, as it removes `-o` temporaries.

@@ -173,10 +173,14 @@ struct AtBudget {
 }
 
 impl Comparison<'_> {
-    /// The kernel's row (from its measured run `k`), then the page-level model's with the
-    /// window the kernel run had, then each policy's, at capacity `cap`.
-    fn at(&self, ram_gib: Option<f64>, cap: usize, k: &KernelRun) -> Result<AtBudget> {
-        let n = self.plan.n_tokens;
+    /// The kernel's row (from its measured run), then the page-level model's with the
+    /// window the kernel run had, then each policy's, at capacity `cap`: their figures
+    /// over the tokens after `--warmup-tokens` (the per-token numbers returned are of
+    /// every token).
+    fn at(&self, ram_gib: Option<f64>, cap: usize, run: &KernelRun) -> Result<AtBudget> {
+        let w = self.study.warmup;
+        let n = self.plan.n_tokens - w;
+        let k = &run.counted_from(w);
         let mut rows = Vec::new();
         let base = |source: String| CompareRow {
             trace: self.study.trace_label.clone(),
@@ -232,7 +236,8 @@ impl Comparison<'_> {
         // The page-level model with the window the kernel run had.
         let pcfg = PageModelConfig::for_advice(self.layout.clone(), self.a.advice, k.window_kb)
             .with_io_limit(k.max_io_kb, k.read_ahead_kb);
-        let pm = page_model(&self.plan.stream, self.plan.per_token, cap, &pcfg);
+        let pm_all = page_model(&self.plan.stream, self.plan.per_token, cap, &pcfg);
+        let pm = pm_all.counted_from(w);
         let pmiss = pm.expert_misses();
         let pper = sorted(pm.misses_per_token());
         let mut pr = base(PAGE_MODEL.into());
@@ -266,8 +271,9 @@ impl Comparison<'_> {
         let mut policy_misses = Vec::new();
         for spec in self.specs {
             let (c, res) = policy_run(self.plan, spec, cap)?;
-            let m: u64 = c.misses_per_step.iter().map(|&x| x as u64).sum();
-            let per = sorted(c.misses_per_step.iter().map(|&x| x as f64).collect());
+            let counted = &c.misses_per_step[w..];
+            let m: u64 = counted.iter().map(|&x| x as u64).sum();
+            let per = sorted(counted.iter().map(|&x| x as f64).collect());
             let mut r = base(spec.to_string());
             r.misses = m as f64;
             r.misses_per_token = m as f64 / n as f64;
@@ -282,7 +288,7 @@ impl Comparison<'_> {
         }
         Ok(AtBudget {
             rows,
-            page_model: pm,
+            page_model: pm_all,
             policy_misses,
         })
     }
@@ -307,6 +313,19 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
             "kernel-replay: --advice sets the kernel run's advice and prices the page model's reads; --mmap-advice is for simulate and sweep",
         ));
     }
+    match &a.study.io {
+        Some(e) if e.kind == EngineKind::Mmap => {}
+        other => {
+            let name = other.map_or("rated", |e| match e.kind {
+                EngineKind::Pread => "pread",
+                EngineKind::Direct => "direct",
+                EngineKind::Mmap => "mmap",
+            });
+            return Err(Error::new(format!(
+                "kernel-replay: the kernel run reads by page faults through a mapping, which its predicted wall time prices as --io mmap; --io {name} is for simulate and sweep"
+            )));
+        }
+    }
     let study = ReplaySetup::new(&a.study, None, false)?;
     study.require_token_by_token("kernel-replay")?;
     let econ = study.cost_inputs(None)?;
@@ -322,6 +341,12 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
         .as_ref()
         .map_or(0..trace.geometry.n_layers(), |e| e.placement.cpu_range());
     let mut plan = ReplayPlan::for_slots(trace, study.include_prompt, slots);
+    if study.warmup >= plan.n_tokens {
+        return Err(Error::new(format!(
+            "--warmup-tokens {} leaves no token to count (the replay has {})",
+            study.warmup, plan.n_tokens
+        )));
+    }
     // With --gguf the file is laid out as the GGUF is (every slice at its offset, the
     // model's own sizes); otherwise experts are scaled to --expert-bytes.
     let gguf = study

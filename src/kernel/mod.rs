@@ -193,6 +193,21 @@ pub struct KernelRun {
 }
 
 impl KernelRun {
+    /// The run with its first `w` tokens left out of the per-token figures
+    /// (`--warmup-tokens`: the cache saw them).
+    pub fn counted_from(&self, w: usize) -> KernelRun {
+        let skip = |v: &Vec<u64>| v[w.min(v.len())..].to_vec();
+        KernelRun {
+            read_bytes: skip(&self.read_bytes),
+            major_faults: skip(&self.major_faults),
+            minor_faults: skip(&self.minor_faults),
+            wall_ns: skip(&self.wall_ns),
+            device_reads: self.device_reads.as_ref().map(skip),
+            sys_ns: skip(&self.sys_ns),
+            ..self.clone()
+        }
+    }
+
     pub fn total_read_bytes(&self) -> u64 {
         self.read_bytes.iter().sum()
     }

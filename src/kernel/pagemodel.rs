@@ -166,6 +166,16 @@ pub struct PageModelRun {
 }
 
 impl PageModelRun {
+    /// The run with its first `w` tokens left out of the per-token figures.
+    pub fn counted_from(&self, w: usize) -> PageModelRun {
+        let w_of = |n: usize| w.min(n);
+        PageModelRun {
+            read_pages: self.read_pages[w_of(self.read_pages.len())..].to_vec(),
+            read_requests: self.read_requests[w_of(self.read_requests.len())..].to_vec(),
+            ..self.clone()
+        }
+    }
+
     pub fn total_read_bytes(&self) -> u64 {
         self.read_pages.iter().sum::<u64>() * PAGE
     }
