@@ -3,32 +3,37 @@
 # block size x queue depth) and the CPU cost of the page cache, for buffered reads, for
 # page faults and for MADV_WILLNEED (system time per GB minus O_DIRECT's, in a memory
 # cgroup as kernel-replay's; faults and WILLNEED by scripts/fault_cost.py on slices of the
-# replay's size with its read_ahead_kb), write them as a hardware profile, then run kernel-replay on the DeepSeek-V2-Lite recording and print, for each
-# advice and budget, the wall time per token the kernel took beside the one the page
-# model's reads take through the profile (the `page-model` row's ms/token).
+# replay's size with its read_ahead_kb), write them as a hardware profile, then run
+# kernel-replay on the DeepSeek-V2-Lite recording and print, for each advice and budget,
+# the wall time per token the kernel took beside the one predicted: the page model's
+# reads through the profile (the `page-model` row's ms/token) plus the replay's touches
+# of cached pages, timed with every expert cached.
 #
-# Usage: scripts/local_check.sh [-d DIR] [-t TOKENS] [-c EXPERTS,...] [-a "ADVICE..."]
+# Usage: scripts/local_check.sh [-d DIR] [-t TOKENS] [-w WARMUP] [-c EXPERTS,...] [-a "ADVICE..."]
 #                               [-T TRACE] [-P PROFILE]
 #   -d DIR      working folder (default ./local-check): fio file, model file, CSVs
-#   -t TOKENS   tokens replayed per budget (default 200)
+#   -t TOKENS   tokens counted per budget (default 200)
+#   -w WARMUP   tokens replayed first and left out (default 50): the cache fills in them
 #   -c LIST     cache sizes in experts (default 416,832,1248: 25 %, 50 %, 75 % of 1664)
 #   -a LIST     advice (default "sequential willneed")
 #   -T TRACE    trace (default ../shared/traces/deepseek-v2-lite/csv beside the repo)
 #   -P FILE     use this profile instead of measuring (skips fio)
 # Needs root (memory cgroups, drop_caches), fio, python3, and about 16 GB free in DIR.
-# Takes about 15 minutes. Wall times depend on load: run it on an idle machine (the
+# Takes about 20 minutes. Wall times depend on load: run it on an idle machine (the
 # load average is printed with every run).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DIR=./local-check
 TOKENS=200
+WARMUP=50
 BUDGETS=416,832,1248
 ADVICE="sequential willneed"
 TRACE=$ROOT/../shared/traces/deepseek-v2-lite/csv
 PROFILE=
-while getopts "d:t:c:a:T:P:h" opt; do
+while getopts "d:t:w:c:a:T:P:h" opt; do
   case "$opt" in
-    d) DIR=$OPTARG ;; t) TOKENS=$OPTARG ;; c) BUDGETS=$OPTARG ;; a) ADVICE=$OPTARG ;;
+    d) DIR=$OPTARG ;; t) TOKENS=$OPTARG ;; w) WARMUP=$OPTARG ;; c) BUDGETS=$OPTARG ;;
+    a) ADVICE=$OPTARG ;;
     T) TRACE=$OPTARG ;; P) PROFILE=$OPTARG ;;
     h) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "usage: see $0 -h" >&2; exit 2 ;;
@@ -114,15 +119,28 @@ fi
 for advice in $ADVICE; do
   echo "kernel-replay --advice $advice, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
   "$BIN" kernel-replay "$TRACE" --model deepseek-v2-lite --hw "$PROFILE" --cache-experts "$BUDGETS" \
-    --tokens "$TOKENS" --read-ahead-kb 128 --expert-bytes 4685824 --slices 3 --advice "$advice" \
+    --tokens $((TOKENS + WARMUP)) --warmup-tokens "$WARMUP" --read-ahead-kb 128 --expert-bytes 4685824 --slices 3 --advice "$advice" \
     --policies linux --file "$DIR/model.bin" -o "$DIR/kernel_$advice.csv" > "$DIR/kernel_$advice.txt"
 done
+# The replay's own work besides its reads: touching the pages of every routed expert,
+# timed with all 1664 experts of the recording cached, on the tokens that read nothing.
+echo "kernel-replay with every expert cached (the touches alone), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+"$BIN" kernel-replay "$TRACE" --model deepseek-v2-lite --hw "$PROFILE" --cache-experts 1664 \
+  --tokens $((TOKENS + WARMUP)) --warmup-tokens "$WARMUP" --read-ahead-kb 128 --expert-bytes 4685824 --slices 3 \
+  --advice sequential --policies linux --file "$DIR/model.bin" --per-token "$DIR/touch.csv" -q > /dev/null
 rm -f "$DIR/model.bin"
 
-python3 - "$DIR" $ADVICE <<'EOF'
-import csv, sys
-d, advice = sys.argv[1], sys.argv[2:]
-print("| advice | window KiB | cache experts | kernel MB/token | model MB/token | kernel ms/token | predicted ms/token | error |")
+python3 - "$DIR" "$WARMUP" $ADVICE <<'EOF'
+import csv, statistics, sys
+d, warmup, advice = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+idle = [int(r["wall_us"]) / 1e3 for r in csv.DictReader(open(f"{d}/touch.csv"))
+        if int(r["token"]) >= warmup and r["read_bytes"] == "0"]
+if not idle:
+    sys.exit("local_check.sh: with every expert cached no token read nothing: cannot time the touches")
+touch = statistics.median(idle)
+print(f"The replay's touches of cached pages: {touch:.1f} ms per token (median of the {len(idle)} tokens "
+      f"that read nothing with every expert cached), added to the I/O model's time.\n")
+print("| advice | window KiB | cache experts | kernel MB/token | model MB/token | kernel ms/token (median) | predicted ms/token (median) | error |")
 print("|---|---|---|---|---|---|---|---|")
 errs = []
 for a in advice:
@@ -130,10 +148,11 @@ for a in advice:
     for k in (r for r in rows if r["source"] == "kernel"):
         p = next(r for r in rows if r["source"] == "page-model" and r["cache_experts"] == k["cache_experts"])
         n = float(k["tokens"])
-        e = float(p["wall_rel_err"])
+        kernel, predicted = float(k["wall_ms_per_token"]), float(p["wall_ms_per_token"]) + touch
+        e = predicted / kernel - 1
         errs.append(abs(e))
         print(f"| {a} | {k['window_kb']} | {k['cache_experts']} | {float(k['read_bytes']) / n / 1e6:.0f} | "
-              f"{float(p['read_bytes']) / n / 1e6:.0f} | {float(k['wall_ms_per_token']):.0f} | "
-              f"{float(p['wall_ms_per_token']):.0f} | {100 * e:+.0f} % |")
+              f"{float(p['read_bytes']) / n / 1e6:.0f} | {kernel:.0f} ({float(k['wall_ms_p50']):.0f}) | "
+              f"{predicted:.0f} ({float(p['wall_ms_p50']) + touch:.0f}) | {100 * e:+.0f} % |")
 print(f"\n{sum(e <= 0.25 for e in errs)} of {len(errs)} within 25 %; largest |error| {100 * max(errs):.0f} %")
 EOF

@@ -290,8 +290,8 @@ impl IoEngine {
     /// pages, buffered reads copy them out. `MADV_WILLNEED` (a window of 0) has its own
     /// rate: it reads order-0 pages (`force_page_cache_ra`), where a fault's readahead
     /// brings large folios in (Linux 6.x), so each page costs its own allocation,
-    /// insertion and reclaim (on the development VM 0.33 s of CPU per GB against a
-    /// fault's 0.10, docs/VALIDATION.md).
+    /// insertion and reclaim (on the development VM 0.22 to 0.33 s of CPU per GB against
+    /// a fault's 0.10, docs/VALIDATION.md).
     pub fn page_cache_gbs(&self, rates: PageCacheRates) -> f64 {
         match self {
             IoEngine::Mmap { window: 0, .. } => rates.willneed_gbs,
