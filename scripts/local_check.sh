@@ -18,7 +18,8 @@
 #   -a LIST     advice (default "sequential willneed")
 #   -T TRACE    trace (default ../shared/traces/deepseek-v2-lite/csv beside the repo)
 #   -P FILE     use this profile instead of measuring (skips fio)
-# Needs root (memory cgroups, drop_caches), fio, python3, and about 16 GB free in DIR.
+# Needs root (memory cgroups, drop_caches), fio, python3, about 16 GB free in DIR and
+# 8 GiB of free RAM (every expert of the recording cached).
 # Takes about 20 minutes. Wall times depend on load: run it on an idle machine (the
 # load average is printed with every run).
 set -euo pipefail
@@ -76,11 +77,10 @@ if [[ -z $PROFILE ]]; then
       --rw=randread --bs=1m --direct=$direct --ioengine=psync --runtime=8 --time_based=1 \
       --randrepeat=0 --norandommap=1 --output-format=json" > "$DIR/fio_json/page_cache_d$direct.json"
   done
-  # Faults: the replay's slices (4,685,824 B / 3, whole pages) with its read_ahead_kb.
+  # Faults and MADV_WILLNEED: the replay's slices (4,685,824 B / 3, whole pages) with its read_ahead_kb.
   RA=/sys/class/bdi/$(stat -c %Hd:%Ld "$DIR/fio.dat")/read_ahead_kb
   [[ -f $RA ]] || { echo "local_check.sh: cannot find the read_ahead_kb of $DIR's device" >&2; exit 2; }
   RA_OLD=$(cat "$RA"); echo 128 > "$RA"
-  sync; echo 3 > /proc/sys/vm/drop_caches
   for advice in sequential willneed; do
     sync; echo 3 > /proc/sys/vm/drop_caches
     sh -c "echo \$\$ > $CG/cgroup.procs; exec python3 $ROOT/scripts/fault_cost.py $DIR/fio.dat \
@@ -121,25 +121,34 @@ for advice in $ADVICE; do
   "$BIN" kernel-replay "$TRACE" --model deepseek-v2-lite --hw "$PROFILE" --cache-experts "$BUDGETS" \
     --tokens $((TOKENS + WARMUP)) --warmup-tokens "$WARMUP" --read-ahead-kb 128 --expert-bytes 4685824 --slices 3 --advice "$advice" \
     --policies linux --file "$DIR/model.bin" -o "$DIR/kernel_$advice.csv" > "$DIR/kernel_$advice.txt"
+  # The replay's own work besides its reads (touching the pages of every routed expert,
+  # and under willneed advising each one), timed with all 1664 experts of the recording
+  # cached (7.3 GiB of page cache), on the tokens that read nothing.
+  echo "kernel-replay --advice $advice with every expert cached, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+  "$BIN" kernel-replay "$TRACE" --model deepseek-v2-lite --hw "$PROFILE" --cache-experts 1664 \
+    --tokens $((TOKENS + WARMUP)) --warmup-tokens "$WARMUP" --read-ahead-kb 128 --expert-bytes 4685824 --slices 3 \
+    --advice "$advice" --policies linux --file "$DIR/model.bin" -q -o "$DIR/cached_$advice.csv" \
+    --per-token "$DIR/cached_${advice}_tokens.csv" > /dev/null
 done
-# The replay's own work besides its reads: touching the pages of every routed expert,
-# timed with all 1664 experts of the recording cached, on the tokens that read nothing.
-echo "kernel-replay with every expert cached (the touches alone), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-"$BIN" kernel-replay "$TRACE" --model deepseek-v2-lite --hw "$PROFILE" --cache-experts 1664 \
-  --tokens $((TOKENS + WARMUP)) --warmup-tokens "$WARMUP" --read-ahead-kb 128 --expert-bytes 4685824 --slices 3 \
-  --advice sequential --policies linux --file "$DIR/model.bin" --per-token "$DIR/touch.csv" -q > /dev/null
 rm -f "$DIR/model.bin"
 
 python3 - "$DIR" "$WARMUP" $ADVICE <<'EOF'
 import csv, statistics, sys
 d, warmup, advice = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-idle = [int(r["wall_us"]) / 1e3 for r in csv.DictReader(open(f"{d}/touch.csv"))
-        if int(r["token"]) >= warmup and r["read_bytes"] == "0"]
-if not idle:
-    sys.exit("local_check.sh: with every expert cached no token read nothing: cannot time the touches")
-touch = statistics.median(idle)
-print(f"The replay's touches of cached pages: {touch:.1f} ms per token (median of the {len(idle)} tokens "
-      f"that read nothing with every expert cached), added to the I/O model's time.\n")
+def cached_ms(a):
+    """Median wall time of the tokens that read nothing with every expert cached."""
+    k = next(r for r in csv.DictReader(open(f"{d}/cached_{a}.csv")) if r["source"] == "kernel")
+    if float(k["global_reclaim_pages"]) > 0:
+        sys.exit(f"local_check.sh: global memory pressure reclaimed pages while every expert was cached ({a}): too little free RAM")
+    idle = [int(r["wall_us"]) / 1e3 for r in csv.DictReader(open(f"{d}/cached_{a}_tokens.csv"))
+            if int(r["token"]) >= warmup and r["read_bytes"] == "0"]
+    if not idle:
+        sys.exit(f"local_check.sh: with every expert cached no token read nothing ({a}): cannot time the touches")
+    return statistics.median(idle), len(idle)
+touch = {a: cached_ms(a) for a in advice}
+print("The replay's own work on cached pages, added to the I/O model's time: "
+      + ", ".join(f"{t:.1f} ms per token under {a} (median of {n} tokens)" for a, (t, n) in touch.items())
+      + ", with every expert cached.\n")
 print("| advice | window KiB | cache experts | kernel MB/token | model MB/token | kernel ms/token (median) | predicted ms/token (median) | error |")
 print("|---|---|---|---|---|---|---|---|")
 errs = []
@@ -148,11 +157,12 @@ for a in advice:
     for k in (r for r in rows if r["source"] == "kernel"):
         p = next(r for r in rows if r["source"] == "page-model" and r["cache_experts"] == k["cache_experts"])
         n = float(k["tokens"])
-        kernel, predicted = float(k["wall_ms_per_token"]), float(p["wall_ms_per_token"]) + touch
+        t = touch[a][0]
+        kernel, predicted = float(k["wall_ms_per_token"]), float(p["wall_ms_per_token"]) + t
         e = predicted / kernel - 1
         errs.append(abs(e))
         print(f"| {a} | {k['window_kb']} | {k['cache_experts']} | {float(k['read_bytes']) / n / 1e6:.0f} | "
               f"{float(p['read_bytes']) / n / 1e6:.0f} | {kernel:.0f} ({float(k['wall_ms_p50']):.0f}) | "
-              f"{predicted:.0f} ({float(p['wall_ms_p50']) + touch:.0f}) | {100 * e:+.0f} % |")
+              f"{predicted:.0f} ({float(p['wall_ms_p50']) + t:.0f}) | {100 * e:+.0f} % |")
 print(f"\n{sum(e <= 0.25 for e in errs)} of {len(errs)} within 25 %; largest |error| {100 * max(errs):.0f} %")
 EOF

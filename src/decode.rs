@@ -11,7 +11,8 @@
 //!             engine and the drive's curve (io_engine.rs, drive.rs), plus the non-expert
 //!             bytes that do not fit in RAM, read again every token; through the page
 //!             cache (mmap, pread) each byte also costs the reading thread CPU time
-//!             (`[ram] fault_gbs` for faults, `page_cache_gbs` for buffered reads)
+//!             (`[ram] fault_gbs` for faults, `willneed_gbs` for MADV_WILLNEED,
+//!             `page_cache_gbs` for buffered reads)
 //! mmap:           t = t_vram + t_cpu_ne + the experts' faults and products, overlapped
 //!                 between the threads (fault_overlap.rs): from max(t_io, t_cpu_exp) to
 //!                 t_io + t_cpu_exp (one thread), each faulting expert product started

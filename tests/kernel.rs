@@ -627,10 +627,36 @@ fn kernel_replay_leaves_the_warmup_tokens_out() {
     );
     let lru: f64 = row("lru")[col(&h, "misses")].parse().unwrap();
     assert_eq!(lru, sum_after("lru"));
+    // The page model's bytes (expert-equivalents to 4 decimals per token) and the
+    // kernel's wall time (whole microseconds per token) over the same tokens.
+    let page: f64 = row(PAGE_MODEL_ROW)[col(&h, "read_bytes")].parse().unwrap();
+    let want = sum_after("page_model_experts") * 256.0 * 1024.0;
+    assert!((page - want).abs() <= 20.0 * 26.3, "{page} vs {want}");
+    let wall: f64 = kernel[col(&h, "wall_ms_per_token")].parse().unwrap();
+    let want = sum_after("wall_us") / 20.0 / 1e3;
+    assert!((wall - want).abs() <= 1e-3, "{wall} vs {want}");
     let out = replay("30");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("--warmup-tokens 30 leaves no token to count"));
+    // With --tokens the replay is the shorter: a warm-up as long as it is refused.
+    let out = Command::new(env!("CARGO_BIN_EXE_moe-spill"))
+        .arg("kernel-replay")
+        .arg(&trace_path)
+        .args([
+            "--cache-experts",
+            "96",
+            "--tokens",
+            "10",
+            "--warmup-tokens",
+            "10",
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("--warmup-tokens 10 leaves no token to count (the replay has 10)"));
     assert_no_cgroups_left();
 }
 

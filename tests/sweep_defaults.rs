@@ -147,6 +147,25 @@ fn synth_sizes_beyond_memory_are_refused_before_allocating() {
         );
         assert!(!o.exists());
     }
+    // A fit is refused before it starts: the recording's one response has 40 tokens.
+    let rec = two_layers(d.path());
+    let out = run(&[
+        "synth",
+        "--fit",
+        rec.to_str().unwrap(),
+        "--opening",
+        "41",
+        "-o",
+        o.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--opening 41: longer than the responses (40 tokens)"),
+        "{err}"
+    );
+    assert!(!err.contains("fitted"), "{err}");
+    assert!(!o.exists());
     // As long as the responses is fine: every response is the opening.
     let out = run(&[
         "synth",

@@ -410,8 +410,12 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
     let mut noted = false;
     for &(ram_gib, cap) in &budgets {
         if !quiet {
+            let counted = match study.warmup {
+                0 => String::new(),
+                w => format!(", the first {w} left out of the rows"),
+            };
             crate::note!(
-                "moe-spill: kernel replay of {n} tokens at {cap} experts ({:.1} MiB of page cache) ...",
+                "moe-spill: kernel replay of {n} tokens at {cap} experts ({:.1} MiB of page cache{counted}) ...",
                 (cap as u64 * expert_bytes) as f64 / (1u64 << 20) as f64
             );
         }
@@ -475,9 +479,13 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
         OutputFormat::Table => {
             let window = rows.first().map_or(0, |r| r.window_kb);
             format!(
-                "{}\nkernel replay: {} tokens, experts of {} B ({}), advice {}, mmap read-around window {} KiB (device read_ahead_kb {}), file {}\n\n{}",
+                "{}\nkernel replay: {} tokens{}, experts of {} B ({}), advice {}, mmap read-around window {} KiB (device read_ahead_kb {}), file {}\n\n{}",
                 context_line(&study, econ.as_ref()),
                 n,
+                match study.warmup {
+                    0 => String::new(),
+                    w => format!(" (the rows count the last {})", n - w),
+                },
                 expert_bytes,
                 match &layout.gguf {
                     Some(g) => format!("laid out as the GGUF's {} bytes", g.len),

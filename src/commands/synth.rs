@@ -165,6 +165,8 @@ pub fn run(a: SynthOptions) -> Result<()> {
             }
             .load()?;
             let rec = loaded.trace;
+            let shape = resize(&fit::shape_of(&rec), a.responses, a.tokens, a.prompt_tokens);
+            check_opening(a.opening, &shape)?;
             let mut base = fit_base(rec.geometry.n_layers());
             overrides(&a, &mut base)?;
             let t0 = Instant::now();
@@ -183,8 +185,6 @@ pub fn run(a: SynthOptions) -> Result<()> {
                 f.reached.1,
                 t0.elapsed().as_secs_f64()
             ));
-            let shape = resize(&f.shape, a.responses, a.tokens, a.prompt_tokens);
-            check_opening(a.opening, &shape)?;
             (rec.geometry.clone(), p, shape, f.chunk, Some(rec))
         } else {
             let name = a.model.as_deref().ok_or_else(|| {
