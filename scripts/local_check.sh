@@ -117,17 +117,16 @@ EOF
 fi
 
 for advice in $ADVICE; do
+  replay=("$BIN" kernel-replay "$TRACE" --model deepseek-v2-lite --hw "$PROFILE"
+    --tokens $((TOKENS + WARMUP)) --warmup-tokens "$WARMUP" --read-ahead-kb 128
+    --expert-bytes 4685824 --slices 3 --advice "$advice" --policies linux --file "$DIR/model.bin")
   echo "kernel-replay --advice $advice, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-  "$BIN" kernel-replay "$TRACE" --model deepseek-v2-lite --hw "$PROFILE" --cache-experts "$BUDGETS" \
-    --tokens $((TOKENS + WARMUP)) --warmup-tokens "$WARMUP" --read-ahead-kb 128 --expert-bytes 4685824 --slices 3 --advice "$advice" \
-    --policies linux --file "$DIR/model.bin" -o "$DIR/kernel_$advice.csv" > "$DIR/kernel_$advice.txt"
+  "${replay[@]}" --cache-experts "$BUDGETS" -o "$DIR/kernel_$advice.csv" > "$DIR/kernel_$advice.txt"
   # The replay's own work besides its reads (touching the pages of every routed expert,
   # and under willneed advising each one), timed with all 1664 experts of the recording
   # cached (7.3 GiB of page cache), on the tokens that read nothing.
   echo "kernel-replay --advice $advice with every expert cached, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-  "$BIN" kernel-replay "$TRACE" --model deepseek-v2-lite --hw "$PROFILE" --cache-experts 1664 \
-    --tokens $((TOKENS + WARMUP)) --warmup-tokens "$WARMUP" --read-ahead-kb 128 --expert-bytes 4685824 --slices 3 \
-    --advice "$advice" --policies linux --file "$DIR/model.bin" -q -o "$DIR/cached_$advice.csv" \
+  "${replay[@]}" --cache-experts 1664 -q -o "$DIR/cached_$advice.csv" \
     --per-token "$DIR/cached_${advice}_tokens.csv" > /dev/null
 done
 rm -f "$DIR/model.bin"

@@ -183,12 +183,7 @@ impl ReplaySetup {
                 "the trace has no tokens to replay (only prompt tokens? use --phase all)",
             ));
         }
-        if a.warmup_tokens > 0 && a.warmup_tokens >= n_replayed {
-            return Err(Error::new(format!(
-                "--warmup-tokens {} leaves no token to count (the run has {n_replayed})",
-                a.warmup_tokens
-            )));
-        }
+        check_warmup(a.warmup_tokens, n_replayed)?;
         if a.cpu_moe && a.n_cpu_moe.is_some() {
             return Err(Error::new(
                 "give --cpu-moe or --n-cpu-moe N, not both (--cpu-moe is every layer's experts on the CPU)",
@@ -564,6 +559,16 @@ fn check_prompt_lengths(
         };
         return Err(Error::new(format!(
             "{flag}: the trace's longest prompt is {longest} tokens; `moe-spill synth --prompt-tokens {longest_asked}` generates prompts that long{tag}"
+        )));
+    }
+    Ok(())
+}
+
+/// A warm-up (`--warmup-tokens`) that leaves a token of the `n_replayed` to count.
+pub fn check_warmup(warmup: usize, n_replayed: usize) -> Result<()> {
+    if warmup > 0 && warmup >= n_replayed {
+        return Err(Error::new(format!(
+            "--warmup-tokens {warmup} leaves no token to count (the run has {n_replayed})"
         )));
     }
     Ok(())

@@ -656,7 +656,7 @@ fn kernel_replay_leaves_the_warmup_tokens_out() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("--warmup-tokens 10 leaves no token to count (the replay has 10)"));
+        .contains("--warmup-tokens 10 leaves no token to count (the run has 10)"));
     assert_no_cgroups_left();
 }
 

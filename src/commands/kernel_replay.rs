@@ -19,7 +19,7 @@ use crate::replay::stats::percentile;
 use crate::replay::{Misses, Partition, ReplayPlan};
 use crate::report::kernel::{compare_csv, compare_table, CompareRow};
 use crate::report::{emit, refuse_input_as_output, write_atomic, OutputFormat, Table};
-use crate::setup::{context_line, ReplaySetup, SetupOptions};
+use crate::setup::{check_warmup, context_line, ReplaySetup, SetupOptions};
 
 #[derive(Debug)]
 pub struct KernelReplayOptions {
@@ -316,11 +316,7 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
     match &a.study.io {
         Some(e) if e.kind == EngineKind::Mmap => {}
         other => {
-            let name = other.map_or("rated", |e| match e.kind {
-                EngineKind::Pread => "pread",
-                EngineKind::Direct => "direct",
-                EngineKind::Mmap => "mmap",
-            });
+            let name = other.map_or("rated", |e| e.engine(1).name());
             return Err(Error::new(format!(
                 "kernel-replay: the kernel run reads by page faults through a mapping, which its predicted wall time prices as --io mmap; --io {name} is for simulate and sweep"
             )));
@@ -341,12 +337,8 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
         .as_ref()
         .map_or(0..trace.geometry.n_layers(), |e| e.placement.cpu_range());
     let mut plan = ReplayPlan::for_slots(trace, study.include_prompt, slots);
-    if study.warmup >= plan.n_tokens {
-        return Err(Error::new(format!(
-            "--warmup-tokens {} leaves no token to count (the replay has {})",
-            study.warmup, plan.n_tokens
-        )));
-    }
+    // The replay cut by --tokens may be shorter than the trace setup checked against.
+    check_warmup(study.warmup, plan.n_tokens)?;
     // With --gguf the file is laid out as the GGUF is (every slice at its offset, the
     // model's own sizes); otherwise experts are scaled to --expert-bytes.
     let gguf = study
