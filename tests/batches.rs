@@ -462,18 +462,7 @@ fn bad_batches() {
         &["simulate", p, "--cache-experts", "2"],
         "the trace has no tokens to replay",
     );
-    // The kernel replays token by token.
-    fails(
-        &[
-            "kernel-replay",
-            s,
-            "--cache-experts",
-            "10",
-            "--parallel",
-            "2",
-        ],
-        "kernel-replay replays token by token, but this replay has steps of several tokens (--parallel 2)",
-    );
+    // The kernel replays token by token (kernel-replay has no --parallel).
     fails(
         &[
             "sweep",
@@ -489,12 +478,13 @@ fn bad_batches() {
     // --phase all on prompt tokens batches by default: one line, no note before it.
     fails(
         &[
-            "kernel-replay",
+            "sweep",
             s,
             "--phase",
             "all",
             "--cache-experts",
-            "10",
+            "0..10",
+            "--kernel",
         ],
         "(prompt tokens in ubatches of 512, the default with --phase all)",
     );

@@ -1015,24 +1015,26 @@ fn synth_top_k_gives_a_reduced_routing_that_simulate_prices() {
     fails(&["synth", "--fit", t, "--top-k", "4", "-o", o], "--top-k");
 }
 
+/// kernel-replay runs token by token through the page cache, faulting through a mapping
+/// with `--advice`: the options of the simulated engines and batches are not its own.
 #[test]
-fn kernel_replay_takes_its_advice_from_advice_only() {
-    fails(
-        &[
-            "kernel-replay",
-            "--cache-experts",
-            "10",
-            "--mmap-advice",
-            "willneed",
-            "-q",
-        ],
-        "--mmap-advice is for simulate and sweep",
-    );
-    for io in ["pread", "direct", "rated"] {
-        fails(
-            &["kernel-replay", "--cache-experts", "10", "--io", io, "-q"],
-            &format!("--io {io} is for simulate and sweep"),
-        );
+fn kernel_replay_has_no_simulate_only_options() {
+    for extra in [
+        &["--mmap-advice", "willneed"][..],
+        &["--io", "pread"],
+        &["--io-workers", "3"],
+        &["--no-read-overlap"],
+        &["--partition", "per-layer"],
+        &["--pin-profile", "x.mst"],
+        &["--per-layer"],
+        &["--ubatch", "4"],
+        &["--parallel", "2"],
+        &["--prompt-tokens", "5"],
+        &["--no-op-offload"],
+    ] {
+        let mut args = vec!["kernel-replay", "--cache-experts", "10", "-q"];
+        args.extend_from_slice(extra);
+        fails(&args, &format!("unexpected argument '{}'", extra[0]));
     }
 }
 

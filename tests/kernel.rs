@@ -660,6 +660,63 @@ fn kernel_replay_leaves_the_warmup_tokens_out() {
     assert_no_cgroups_left();
 }
 
+/// `kernel-replay --phase all` replays the prompt tokens one by one as the kernel run
+/// faults them (it has no --ubatch): its policy rows equal `simulate --ubatch 1`'s.
+#[test]
+fn kernel_replay_takes_prompt_tokens_one_by_one() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !kernel_available() {
+        return;
+    }
+    let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let trace_path = d.path().join("t.mst");
+    let mut trace = kernel::truncate_trace(&synthetic(30), false, 30);
+    trace.prompt[..12].fill(true);
+    let mut out = std::fs::File::create(&trace_path).unwrap();
+    moe_spill::format::binary::write(&trace, &mut out).unwrap();
+    drop(out);
+    let csv = d.path().join("r.csv");
+    let out = Command::new(env!("CARGO_BIN_EXE_moe-spill"))
+        .arg("kernel-replay")
+        .arg(&trace_path)
+        .args(["--phase", "all", "--cache-experts", "96"])
+        .args(["--expert-bytes", "256KiB", "--policies", "lru", "-q", "-o"])
+        .arg(&csv)
+        .arg("--file")
+        .arg(d.path().join("m.bin"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kernel-replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    let head: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |n: &str| head.iter().position(|&x| x == n).unwrap();
+    let lru: Vec<&str> = lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|r| r[col("source")] == "lru")
+        .unwrap();
+    assert_eq!(lru[col("tokens")], "30");
+    let sim = Command::new(env!("CARGO_BIN_EXE_moe-spill"))
+        .arg("simulate")
+        .arg(&trace_path)
+        .args(["--phase", "all", "--ubatch", "1", "--cache-experts", "96"])
+        .args(["--policy", "lru", "--format", "csv", "-q"])
+        .output()
+        .unwrap();
+    assert!(sim.status.success());
+    let text = String::from_utf8(sim.stdout).unwrap();
+    let mut lines = text.lines();
+    let head: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let row: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let misses = row[head.iter().position(|&x| x == "misses").unwrap()];
+    assert_eq!(lru[col("misses")], misses);
+    assert_no_cgroups_left();
+}
+
 /// `sweep --kernel` without --kernel-file lays out a temporary model file in the current
 /// directory, which lives until the kernel rows are done: a signal during the policies
 /// (here as soon as the file is in place) removes it, as it removes `-o` temporaries.

@@ -200,20 +200,44 @@ pub struct QuantArgs {
     pub non_expert_quant: String,
 }
 
+/// What every replay takes, kernel-replay's too: the trace, the weights, the machine,
+/// where the experts sit, and the warm-up.
 #[derive(Args, Debug, Clone)]
-pub struct SetupArgs {
+pub struct ReplayArgs {
     #[command(flatten)]
     pub input: TraceArgs,
     #[command(flatten)]
     pub weights: QuantArgs,
     #[command(flatten)]
     pub hw: HardwareArgs,
-    /// One global cache (the page cache) or one cache per MoE layer.
-    #[arg(long, value_enum, default_value_t = PartitionArg::Global)]
-    pub partition: PartitionArg,
+    #[command(flatten)]
+    pub placement: PlacementArgs,
     /// Leave the first N replayed tokens out of the statistics (the cache still sees them).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub warmup_tokens: usize,
+}
+
+/// Where the experts sit beside today's first-layers-in-VRAM (docs/placement.md).
+#[derive(Args, Debug, Clone)]
+pub struct PlacementArgs {
+    /// Every MoE layer's experts on the CPU, whatever VRAM is left (llama.cpp --cpu-moe,
+    /// -ot exps=CPU)
+    #[arg(long)]
+    pub cpu_moe: bool,
+    /// The experts of the first N model layers on the CPU, every later MoE layer's in
+    /// VRAM (llama.cpp --n-cpu-moe N with all layers offloaded; docs/placement.md)
+    #[arg(long, value_name = "N")]
+    pub n_cpu_moe: Option<u32>,
+}
+
+/// simulate's and sweep's: a replay through the simulated policies and the I/O model.
+#[derive(Args, Debug, Clone)]
+pub struct SetupArgs {
+    #[command(flatten)]
+    pub replay: ReplayArgs,
+    /// One global cache (the page cache) or one cache per MoE layer.
+    #[arg(long, value_enum, default_value_t = PartitionArg::Global)]
+    pub partition: PartitionArg,
     /// Profile trace for pin-hot (without it the replayed trace itself is used: an oracle).
     #[arg(long, value_name = "TRACE")]
     pub pin_profile: Option<PathBuf>,
@@ -259,24 +283,13 @@ pub struct IoArgs {
     /// thread's products overlap another's faults.)
     #[arg(long)]
     pub no_read_overlap: bool,
-    /// The drive's read_ahead_kb (mmap read-around, buffered read chunks) [default: 128]
-    // An Option, so that kernel-replay knows whether it was given (it then sets the
-    // device's, src/cli/mod.rs); the I/O model takes DEFAULT_READ_AHEAD_KB otherwise.
-    #[arg(long, value_name = "KB", value_parser = clap::value_parser!(u64).range(4..))]
-    pub read_ahead_kb: Option<u64>,
+    /// The drive's read_ahead_kb (mmap read-around, buffered read chunks)
+    #[arg(long, value_name = "KB", default_value_t = DEFAULT_READ_AHEAD_KB, value_parser = clap::value_parser!(u64).range(4..))]
+    pub read_ahead_kb: u64,
     /// Advice on the mapping (mmap): llama.cpp sets sequential; --numa gives random;
-    /// a per-expert prefetch (ik_llama.cpp, --lazy-experts) is willneed [default: sequential]
-    // An Option, so that kernel-replay (whose run takes --advice) can refuse it.
-    #[arg(long, value_enum)]
-    pub mmap_advice: Option<AdviceArg>,
-    /// Every MoE layer's experts on the CPU, whatever VRAM is left (llama.cpp --cpu-moe,
-    /// -ot exps=CPU)
-    #[arg(long)]
-    pub cpu_moe: bool,
-    /// The experts of the first N model layers on the CPU, every later MoE layer's in
-    /// VRAM (llama.cpp --n-cpu-moe N with all layers offloaded; docs/placement.md)
-    #[arg(long, value_name = "N")]
-    pub n_cpu_moe: Option<u32>,
+    /// a per-expert prefetch (ik_llama.cpp, --lazy-experts) is willneed
+    #[arg(long, value_enum, default_value_t = AdviceArg::Sequential)]
+    pub mmap_advice: AdviceArg,
 }
 
 /// The I/O model's read_ahead_kb without `--read-ahead-kb`: the kernel's default
@@ -330,8 +343,8 @@ impl From<&IoArgs> for Option<EngineChoice> {
         Some(EngineChoice {
             kind,
             workers: a.io_workers,
-            read_ahead_kb: a.read_ahead_kb.unwrap_or(DEFAULT_READ_AHEAD_KB),
-            advice: Advice::from(a.mmap_advice.unwrap_or(AdviceArg::Sequential)).into(),
+            read_ahead_kb: a.read_ahead_kb,
+            advice: Advice::from(a.mmap_advice).into(),
             serial_reads: a.no_read_overlap,
         })
     }
@@ -521,7 +534,7 @@ pub struct SynthArgs {
 #[derive(Args, Debug)]
 pub struct KernelReplayArgs {
     #[command(flatten)]
-    pub study: SetupArgs,
+    pub replay: ReplayArgs,
     /// Installed RAM of the real machine, one or more (comma-separated): the page cache
     /// holds the experts `simulate --ram` gives it, at the scaled size.
     #[arg(long, value_name = "SIZE,...", value_parser = parse_size_gib, value_delimiter = ',', required_unless_present = "cache_experts", conflicts_with = "cache_experts")]
@@ -548,6 +561,11 @@ pub struct KernelReplayArgs {
     /// Advice on the mapping: llama.cpp's posix_fadvise(SEQUENTIAL) by default.
     #[arg(long, value_enum, default_value_t = AdviceArg::Sequential)]
     pub advice: AdviceArg,
+    /// Set the device's read_ahead_kb to KB while the child opens the file (the open
+    /// file keeps it), restoring it right after; the page model and the predicted wall
+    /// time take the window the run had [default: leave the device alone]
+    #[arg(long, value_name = "KB", value_parser = clap::value_parser!(u64).range(4..))]
+    pub read_ahead_kb: Option<u64>,
     /// Policies to compare, comma-separated (the page-level model, `page-model`, is
     /// always shown).
     #[arg(
@@ -563,6 +581,8 @@ pub struct KernelReplayArgs {
     /// Write per-token kernel numbers and policy misses as CSV to FILE.
     #[arg(long, value_name = "FILE")]
     pub per_token: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: FormatArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -708,22 +728,49 @@ impl From<HardwareArgs> for HardwareOverrides {
 impl From<SetupArgs> for SetupOptions {
     fn from(a: SetupArgs) -> Self {
         SetupOptions {
-            input: a.input.into(),
-            quant: a.weights.quant,
-            non_expert_quant: a.weights.non_expert_quant,
-            hw: a.hw.into(),
             partition: a.partition.into(),
-            warmup_tokens: a.warmup_tokens,
             pin_profile: a.pin_profile,
             per_layer: a.per_layer,
             io: (&a.io).into(),
-            cpu_moe: a.io.cpu_moe,
-            n_cpu_moe: a.io.n_cpu_moe,
             format: a.out.format(),
             ubatch: a.ubatch,
             parallel: a.parallel,
             prompt_tokens: a.prompt_tokens,
             op_offload: !a.no_op_offload,
+            ..SetupOptions::replay(a.replay)
+        }
+    }
+}
+
+impl SetupOptions {
+    /// A replay token by token through one global cache, read by page faults as
+    /// llama.cpp does (kernel-replay's), from the options every replay takes; simulate
+    /// and sweep set the rest from their own flags.
+    fn replay(a: ReplayArgs) -> Self {
+        SetupOptions {
+            input: a.input.into(),
+            quant: a.weights.quant,
+            non_expert_quant: a.weights.non_expert_quant,
+            hw: a.hw.into(),
+            partition: Partition::Global,
+            warmup_tokens: a.warmup_tokens,
+            pin_profile: None,
+            per_layer: false,
+            io: Some(EngineChoice {
+                kind: EngineKind::Mmap,
+                workers: 1,
+                read_ahead_kb: DEFAULT_READ_AHEAD_KB,
+                advice: Advice::Sequential.into(),
+                serial_reads: false,
+            }),
+            cpu_moe: a.placement.cpu_moe,
+            n_cpu_moe: a.placement.n_cpu_moe,
+            format: None,
+            // Token by token, as the kernel run faults (prompt tokens too).
+            ubatch: Some(1),
+            parallel: Some(1),
+            prompt_tokens: Vec::new(),
+            op_offload: true,
         }
     }
 }
@@ -860,13 +907,11 @@ impl From<RecordArgs> for RecordOptions {
 
 impl From<KernelReplayArgs> for KernelReplayOptions {
     fn from(a: KernelReplayArgs) -> Self {
-        // One --read-ahead-kb (the I/O model's, in the study's flattened IoArgs) also
-        // sets the device's while the child opens the file, when it is given.
-        let read_ahead_kb = a.study.io.read_ahead_kb;
-        let mmap_advice_given = a.study.io.mmap_advice.is_some();
         KernelReplayOptions {
-            mmap_advice_given,
-            study: a.study.into(),
+            study: SetupOptions {
+                format: a.out.format(),
+                ..SetupOptions::replay(a.replay)
+            },
             ram: a.ram,
             cache_experts: a.cache_experts,
             expert_bytes: a.expert_bytes,
@@ -874,7 +919,7 @@ impl From<KernelReplayArgs> for KernelReplayOptions {
             file: a.file,
             tokens: a.tokens,
             advice: a.advice.into(),
-            read_ahead_kb,
+            read_ahead_kb: a.read_ahead_kb,
             policies: a.policies,
             output: a.output,
             per_token: a.per_token,

@@ -85,16 +85,11 @@ pub enum Command {
     Record(RecordArgs),
     /// Replay a trace on the real Linux page cache (memory cgroup, mmap'd model-like file)
     /// beside the simulated policies.
-    #[command(mut_arg("read_ahead_kb", |a| a.help(KERNEL_READ_AHEAD_HELP)))]
     KernelReplay(KernelReplayArgs),
     /// Internal: the replay process that kernel-replay starts inside its cgroup.
     #[command(hide = true)]
     KernelReplayChild,
 }
-
-/// kernel-replay's `--read-ahead-kb` (the I/O model's, flattened from IoArgs) sets the
-/// device too: the run's read-around window and the model's follow it.
-const KERNEL_READ_AHEAD_HELP: &str = "Set the device's read_ahead_kb to KB while the child opens the file (the open file keeps it), restoring it right after; the page model and the predicted wall time take the window the run had [default: leave the device alone]";
 
 /// Run the parsed command line.
 pub fn dispatch(cli: Cli) -> Result<()> {
@@ -115,10 +110,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Estimate(a) => commands::estimate::run(a.into()),
         Command::Synth(a) => commands::synth::run(a.into()),
         Command::Record(a) => commands::record::run(a.into()),
-        Command::KernelReplay(a) => {
-            a.study.io.check()?;
-            commands::kernel_replay::run(a.into())
-        }
+        Command::KernelReplay(a) => commands::kernel_replay::run(a.into()),
         Command::KernelReplayChild => crate::kernel::child_main(),
     }
 }

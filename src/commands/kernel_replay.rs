@@ -16,7 +16,7 @@ use crate::kernel::{
     KernelOptions, KernelRun, KernelSession, PageModelConfig, PageModelRun, PAGE_MODEL,
 };
 use crate::replay::stats::percentile;
-use crate::replay::{Misses, Partition, ReplayPlan};
+use crate::replay::{Misses, ReplayPlan};
 use crate::report::kernel::{compare_csv, compare_table, CompareRow};
 use crate::report::{emit, refuse_input_as_output, write_atomic, OutputFormat, Table};
 use crate::setup::{check_warmup, context_line, ReplaySetup, SetupOptions};
@@ -46,8 +46,6 @@ pub struct KernelReplayOptions {
     /// file (the open file keeps it), restoring it right after; None: leave the device
     /// alone. The page model and the predicted wall time take the window the run had.
     pub read_ahead_kb: Option<u64>,
-    /// Whether `--mmap-advice` was given: the run's advice is `--advice`, so it is refused.
-    pub mmap_advice_given: bool,
     /// Policies to compare, comma-separated (the page-level model, `page-model`, is
     /// always shown).
     pub policies: Vec<String>,
@@ -300,27 +298,8 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
     for out in [&a.output, &a.per_token].into_iter().flatten() {
         refuse_input_as_output(out, &a.study.input.traces)?;
     }
-    if a.study.partition != Partition::Global {
-        return Err(Error::new(
-            "kernel-replay: the page cache is one global cache (--partition global)",
-        ));
-    }
     if a.tokens == Some(0) {
         return Err(Error::new("--tokens must be at least 1"));
-    }
-    if a.mmap_advice_given {
-        return Err(Error::new(
-            "kernel-replay: --advice sets the kernel run's advice and prices the page model's reads; --mmap-advice is for simulate and sweep",
-        ));
-    }
-    match &a.study.io {
-        Some(e) if e.kind == EngineKind::Mmap => {}
-        other => {
-            let name = other.map_or("rated", |e| e.engine(1).name());
-            return Err(Error::new(format!(
-                "kernel-replay: the kernel run reads by page faults through a mapping, which its predicted wall time prices as --io mmap; --io {name} is for simulate and sweep"
-            )));
-        }
     }
     let study = ReplaySetup::new(&a.study, None, false)?;
     study.require_token_by_token("kernel-replay")?;
