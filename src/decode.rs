@@ -13,10 +13,12 @@
 //!             cache (mmap, pread) each byte also costs the reading thread CPU time
 //!             (`[ram] fault_gbs` for faults, `willneed_gbs` for MADV_WILLNEED,
 //!             `page_cache_gbs` for buffered reads)
-//! mmap:           t = t_vram + t_cpu_ne + the experts' faults and products, overlapped
-//!                 between the threads (fault_overlap.rs): from max(t_io, t_cpu_exp) to
-//!                 t_io + t_cpu_exp (one thread), each faulting expert product started
-//!                 by all threads at once and ended by the last
+//! mmap:           t = t_vram + t_cpu_ne + the experts' faults and the products of the
+//!                 layers with a miss, overlapped between the threads (fault_overlap.rs):
+//!                 from max(t_io, f t_cpu_exp) to t_io + f t_cpu_exp (one thread), each
+//!                 faulting expert product started by all threads at once and ended by
+//!                 the last; + (1 - f) t_cpu_exp, the products of the layers without a
+//!                 miss (f: the share of layers with one)
 //! pread, direct:  t = t_vram + t_cpu_ne + max(t_io, h t_cpu_exp) + (1 - h) t_cpu_exp
 //! ```
 //! A fault stalls the thread that touches the page, but not the others: each of ggml's
@@ -70,18 +72,23 @@ impl IoSetup {
     }
 
     /// Under page faults in windows ([`IoEngine::faulting`]): the seconds of `reads`
-    /// (device bytes, with the slices they come from) faulted in by the compute threads,
-    /// each multiplying its share of the work between faults (`work_at(j)`: the work's
-    /// seconds with `j` threads at it), one thread's products running while another
-    /// waits, in `barriers` ops that start and end at a barrier of the threads
-    /// (`fault_overlap.rs`). None for the other engines.
+    /// (device bytes, with the slices they come from) faulted in by the compute threads
+    /// and of the expert products (`work_at(j)`: their seconds with `j` threads at them).
+    /// The products of the layers with a miss (share `faulting` of the work) run in
+    /// `barriers` ops that start and end at a barrier of the threads, each thread
+    /// multiplying its share between its faults, one thread's products running while
+    /// another waits (`fault_overlap.rs`); those of the layers without one fault nothing
+    /// and run on every thread. None for the other engines.
     pub fn faulting_seconds(
         &self,
         reads: &[(f64, Vec<u64>)],
         barriers: f64,
+        faulting: f64,
         work_at: &dyn Fn(f64) -> f64,
     ) -> Option<f64> {
         let (window, threads) = self.engine.faulting()?;
+        let faulting = faulting.clamp(0.0, 1.0);
+        let faulting_work = |j: f64| faulting * work_at(j);
         let drive_at = |q: f64| {
             reads
                 .iter()
@@ -89,14 +96,15 @@ impl IoSetup {
                 .sum::<f64>()
         };
         let bytes: f64 = reads.iter().map(|r| r.0).sum();
-        Some(fault_overlap::ops_seconds(
+        let ops = fault_overlap::ops_seconds(
             threads,
             bytes / window as f64,
             barriers,
             &drive_at,
             bytes / (self.engine.page_cache_gbs(self.page_cache) * GB),
-            work_at,
-        ))
+            &faulting_work,
+        );
+        Some(ops + (1.0 - faulting) * work_at(threads as f64))
     }
 }
 
@@ -179,6 +187,10 @@ pub fn decode_time(
     // The expert products that fault (the ops of the layers with a miss), each between
     // two barriers of the compute threads.
     let mut barriers = 0.0;
+    let mut faulting_layers = 0.0;
+    for &(m, n) in misses {
+        faulting_layers += n as f64 * fault_overlap::layers_with_a_miss(layers, m as f64);
+    }
     for &(slices, g) in &groups {
         let bytes: Vec<u64> = slices.iter().map(|s| s.bytes).collect();
         let ops = expert_ops(slices, hw);
@@ -205,14 +217,16 @@ pub fn decode_time(
     let device_bytes: f64 = reads.iter().map(|r| r.0).sum::<f64>() + 0.0;
     let threads = hw.threads() as f64;
     let cpu_at = |j: f64| t_ram_exp.max(t_compute_exp * threads / j);
-    let total = if let Some(faulting) = io.faulting_seconds(&reads, barriers, &cpu_at) {
-        base.t_vram + t_cpu_ne + faulting
-    } else if io.overlaps_compute() {
-        let h = hit_rate.clamp(0.0, 1.0);
-        base.t_vram + t_cpu_ne + t_io.max(h * t_cpu_exp) + (1.0 - h) * t_cpu_exp
-    } else {
-        base.t_vram + t_cpu_ne + t_cpu_exp + t_io
-    };
+    let faulting_share = per(faulting_layers) / layers;
+    let total =
+        if let Some(faulting) = io.faulting_seconds(&reads, barriers, faulting_share, &cpu_at) {
+            base.t_vram + t_cpu_ne + faulting
+        } else if io.overlaps_compute() {
+            let h = hit_rate.clamp(0.0, 1.0);
+            base.t_vram + t_cpu_ne + t_io.max(h * t_cpu_exp) + (1.0 - h) * t_cpu_exp
+        } else {
+            base.t_vram + t_cpu_ne + t_cpu_exp + t_io
+        };
     DecodeTime {
         t_vram: base.t_vram,
         t_ram: t_ram_exp + t_ram_ne,
@@ -319,6 +333,42 @@ pub(crate) mod tests {
                 assert!(t.total < ne + alone, "{threads}: {t:?}");
                 assert!(t.total > ne + drive_alone.max(exp), "{threads}: {t:?}");
             }
+        }
+    }
+
+    /// The products of the layers without a miss fault nothing: they run on every
+    /// thread, not in the ops of the layers with one, so what misses add to a token is
+    /// in proportion to how many there are, however rare (here the ops have fewer
+    /// windows than threads, 64 MiB windows on 8 threads, and the products are bound by
+    /// compute on fewer than 5 threads: in those ops the whole token's products would
+    /// run on fewer threads).
+    #[test]
+    fn what_misses_add_is_in_proportion_to_them() {
+        let (p, mut hw) = setup();
+        hw.ram.bandwidth_gbs = 100.0;
+        hw.cpu.as_mut().unwrap().threads = 8;
+        let io = IoSetup {
+            engine: IoEngine::Mmap {
+                window: 64 << 20,
+                threads: 8,
+            },
+            drive: DriveCurve::from_figures(2.0, 100.0, 1.0),
+            page_cache: PageCacheRates::same(4.0),
+            serial_reads: false,
+        };
+        let none = decode_time(&p, &hw, &io, 10.0, &[(0, 1000)], 1.0, 1.0);
+        let per_miss = |every: u64| {
+            let rare = decode_time(&p, &hw, &io, 10.0, &[(1, 1), (0, every - 1)], 1.0, 1.0);
+            (rare.total - none.total) * every as f64
+        };
+        let one_in_ten = per_miss(10);
+        assert!(one_in_ten > 0.0);
+        for every in [100, 1000, 100_000] {
+            let x = per_miss(every);
+            assert!(
+                (x - one_in_ten).abs() <= 1e-6 * one_in_ten,
+                "{every}: {x} vs {one_in_ten}"
+            );
         }
     }
 

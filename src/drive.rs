@@ -128,12 +128,14 @@ impl DriveCurve {
         self.interpolated(block, qd)
     }
 
-    /// Seconds to read `bytes` in requests of `block` bytes, `qd` in flight.
+    /// Seconds to read `bytes` in requests of `block` bytes, `qd` in flight. `bytes` may
+    /// be a mean over tokens smaller than one request (a rare miss): the requests keep
+    /// their size and the time its share of theirs.
     pub fn read_seconds(&self, bytes: f64, block: f64, qd: f64) -> f64 {
         if bytes <= 0.0 {
             return 0.0;
         }
-        bytes / self.throughput(block.min(bytes).max(1.0), qd)
+        bytes / self.throughput(block.max(1.0), qd)
     }
 
     fn interpolated(&self, block: f64, qd: f64) -> f64 {

@@ -217,7 +217,10 @@ impl BatchMachine<'_> {
                 cpu.seconds_on(j, threads)
             }
         };
-        let total = if let Some(faulting) = io.faulting_seconds(&reads, barriers, &work_at) {
+        let faulting_share = crate::fault_overlap::layers_with_a_miss(layers, s.misses) / layers;
+        let total = if let Some(faulting) =
+            io.faulting_seconds(&reads, barriers, faulting_share, &work_at)
+        {
             t_vram + t_ne + faulting
         } else if io.overlaps_compute() {
             let h = if s.union > 0.0 {
