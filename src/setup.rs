@@ -59,6 +59,23 @@ pub struct SetupOptions {
     pub op_offload: bool,
 }
 
+impl SetupOptions {
+    /// Every file the setup reads, for `-o` to spare: the traces, each part of the GGUF,
+    /// the pin profile and a hardware profile file.
+    pub fn input_files(&self) -> Vec<PathBuf> {
+        let mut files = self.input.traces.clone();
+        if let Some(g) = &self.input.gguf {
+            files.extend(crate::format::gguf::split_parts(g));
+        }
+        files.extend(self.pin_profile.iter().cloned());
+        let hw = std::path::Path::new(&self.hw.hw);
+        if hw.is_file() {
+            files.push(hw.to_path_buf());
+        }
+        files
+    }
+}
+
 /// The trace loaded, the model deployed on the machine, and the checked options every
 /// run of a command shares.
 pub struct ReplaySetup {
@@ -123,6 +140,12 @@ pub fn weights_of(model: &Model, gguf: Option<&GgufModel>, quant: Option<&str>) 
 impl ReplaySetup {
     /// `ram_gib` overrides the installed RAM of the profile (`--ram`).
     pub fn new(a: &SetupOptions, ram_gib: Option<f64>, needs_profile: bool) -> Result<ReplaySetup> {
+        if let (Some(p), false) = (&a.pin_profile, needs_profile) {
+            return Err(Error::in_file(
+                p,
+                "--pin-profile is for pin-hot policies, and none runs here",
+            ));
+        }
         let non_expert_quant = quant_type(&a.non_expert_quant)
             .map_err(|e| Error::new(format!("--non-expert-quant: {}", e.0)))?;
         let hw = a.hw.resolve(ram_gib)?;
@@ -308,12 +331,10 @@ impl ReplaySetup {
 
     /// The economics of a placement already made by `setup` (adds U and D).
     pub fn cost_inputs_of(&self, (placement, hw): &(Placement, Hardware)) -> CostInputs {
-        let (u, d) = self.u_d();
         CostInputs {
             placement: placement.clone(),
             hw: hw.clone(),
-            u,
-            d,
+            u_d: self.u_d(),
             chunk: CHUNK_TOKENS,
             io: self.io.map(|c| IoSetup {
                 engine: c.engine(hw.threads()),
@@ -327,11 +348,13 @@ impl ReplaySetup {
     }
 
     /// U and D of the replayed tokens per chunk, threshold 100% (one pass over the
-    /// trace, made once, by whichever thread asks first).
-    pub fn u_d(&self) -> (f64, f64) {
-        *self
+    /// trace, made once, by whichever thread asks first); None where no response has a
+    /// whole chunk (U, the mean over none, is undefined, and so the analytic estimate).
+    pub fn u_d(&self) -> Option<(f64, f64)> {
+        let (u, d) = *self
             .u_d
-            .get_or_init(|| u_d(&self.loaded.trace, CHUNK_TOKENS, self.include_prompt))
+            .get_or_init(|| u_d(&self.loaded.trace, CHUNK_TOKENS, self.include_prompt));
+        (u > 0.0).then_some((u, d))
     }
 
     /// The machine and the model's placement on it (no trace statistics).
@@ -630,7 +653,7 @@ pub fn context_line_with(
     }
     match (&study.deployment, econ) {
         (Some(m), Some(e)) => s.push_str(&format!(
-            "model {} at {} ({} B per expert{}), non-expert {}; machine {}: {}; {}; io {}; U = {:.1}, D = {:.1} per {CHUNK_TOKENS}-token chunk",
+            "model {} at {} ({} B per expert{}), non-expert {}; machine {}: {}; {}; io {}; {}",
             m.model.name,
             m.quant_label(),
             e.placement.expert_bytes,
@@ -660,8 +683,12 @@ pub fn context_line_with(
                 )
             },
             e.io.as_ref().map_or("rated", |io| io.engine.name()),
-            study.u_d().0,
-            study.u_d().1
+            match study.u_d() {
+                Some((u, d)) => format!("U = {u:.1}, D = {d:.1} per {CHUNK_TOKENS}-token chunk"),
+                None => format!(
+                    "U and D undefined (no response has a whole {CHUNK_TOKENS}-token chunk: no analytic estimate)"
+                ),
+            }
         )),
         _ => s.push_str("no model preset matches the trace (pass --model for bytes and tokens/s)"),
     }

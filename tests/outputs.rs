@@ -40,7 +40,7 @@ fn outputs_that_are_not_plain_new_files() {
     // The input itself: refused, untouched.
     let out = sweep_to(dir, "t.txt");
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is one of the input traces"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is one of the inputs"));
     assert_eq!(std::fs::read(dir.join("t.txt")).unwrap(), trace);
     let out = run(dir, &["convert", "t.txt", "-q", "-o", "t.txt"]);
     assert_eq!(out.status.code(), Some(2));
@@ -79,4 +79,75 @@ fn outputs_that_are_not_plain_new_files() {
         .status
         .success());
     assert!(dir.join("OUT.MST").is_file());
+}
+
+/// Every file a command reads is spared by `-o`, not only the traces named: a trace
+/// inside an input directory (and any new file there, which the next run would read as
+/// a trace), each part of a GGUF, the pin profile, a hardware profile file.
+#[test]
+fn outputs_never_overwrite_an_input() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let trace = std::fs::read("traces/sample/single_response_003.txt").unwrap();
+    std::fs::create_dir(dir.join("d")).unwrap();
+    std::fs::write(dir.join("d/a.txt"), &trace).unwrap();
+    std::fs::write(dir.join("t.txt"), &trace).unwrap();
+    let hw = run(dir, &["hardware", "--format", "json"]);
+    let list: serde_json::Value = serde_json::from_slice(&hw.stdout).unwrap();
+    std::fs::write(dir.join("hw.json"), list[0].to_string()).unwrap();
+    for name in ["m-00001-of-00002.gguf", "m-00002-of-00002.gguf"] {
+        std::fs::write(dir.join(name), b"GGUF model part").unwrap();
+    }
+    let refused = |args: &[&str], out: &str, why: &str| {
+        let before = std::fs::read(dir.join(out)).ok();
+        let mut all = args.to_vec();
+        all.extend(["-q", "-o", out]);
+        let o = run(dir, &all);
+        assert_eq!(o.status.code(), Some(2), "{all:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(why), "{all:?}: {err}");
+        assert_eq!(std::fs::read(dir.join(out)).ok(), before, "{all:?}");
+    };
+    let sweep = ["sweep", "--cache-experts", "0..50", "--points", "2"];
+    let with = |more: &[&'static str]| [&sweep[..], more].concat();
+    refused(&with(&["d"]), "d/a.txt", "is inside the input directory d");
+    refused(
+        &with(&["d"]),
+        "d/new.csv",
+        "is inside the input directory d",
+    );
+    refused(
+        &["convert", "d"],
+        "d/b.mst",
+        "is inside the input directory d",
+    );
+    refused(
+        &with(&["t.txt", "--gguf", "m-00001-of-00002.gguf"]),
+        "m-00002-of-00002.gguf",
+        "is one of the inputs",
+    );
+    refused(
+        &with(&[
+            "t.txt",
+            "--policies",
+            "pin-hot:5",
+            "--pin-profile",
+            "d/a.txt",
+        ]),
+        "d/a.txt",
+        "is one of the inputs",
+    );
+    refused(
+        &with(&["t.txt", "--hw", "hw.json"]),
+        "hw.json",
+        "is one of the inputs",
+    );
+    // A pin profile no policy uses is a mistake, said before the work.
+    let o = run(
+        dir,
+        &["simulate", "t.txt", "--pin-profile", "nowhere.mst", "-q"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("nowhere.mst: --pin-profile is for pin-hot policies, and none runs here"));
 }

@@ -295,8 +295,10 @@ impl Comparison<'_> {
 /// `moe-spill kernel-replay`.
 pub fn run(a: KernelReplayOptions) -> Result<()> {
     let specs = plain_policies(&a.policies)?;
+    let mut inputs = a.study.input_files();
+    inputs.extend(a.file.iter().cloned());
     for out in [&a.output, &a.per_token].into_iter().flatten() {
-        refuse_input_as_output(out, &a.study.input.traces)?;
+        refuse_input_as_output(out, &inputs)?;
     }
     if a.tokens == Some(0) {
         return Err(Error::new("--tokens must be at least 1"));

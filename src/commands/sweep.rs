@@ -413,7 +413,9 @@ pub fn run(a: SweepOptions) -> Result<()> {
         if o.is_dir() {
             return Err(Error::in_file(o, "is a directory; -o takes a file name"));
         }
-        refuse_input_as_output(o, &a.study.input.traces)?;
+        let mut inputs = a.study.input_files();
+        inputs.extend(a.kernel.kernel_file.iter().cloned());
+        refuse_input_as_output(o, &inputs)?;
     }
     let study = ReplaySetup::new(&a.study, None, specs.iter().any(|s| s.needs_profile()))?;
     // Sizes are finite and not negative (parse_size_gib); within what a GPU has here.

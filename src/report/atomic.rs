@@ -56,7 +56,9 @@ pub fn write_atomic(
 }
 
 /// Refuse an output before the work that makes it: one in a directory that is not there,
-/// or one of the inputs (writing it would destroy the trace being read).
+/// one of the files the command reads (`inputs`: traces, GGUF parts, profiles; writing it
+/// would destroy it), or a file inside an input directory of traces (the next run would
+/// read it as a trace).
 pub fn refuse_input_as_output(output: &Path, inputs: &[PathBuf]) -> Result<()> {
     // Checked before the work, not after it: a file in a directory that is not there.
     let parent = output.parent().filter(|p| !p.as_os_str().is_empty());
@@ -71,17 +73,35 @@ pub fn refuse_input_as_output(output: &Path, inputs: &[PathBuf]) -> Result<()> {
             ));
         }
     }
-    let Ok(out) = fs::canonicalize(output) else {
-        return Ok(()); // does not exist yet: not an input
+    // Where the output lands: the file itself, or (not there yet) its directory and name.
+    let out = match fs::canonicalize(output) {
+        Ok(p) => p,
+        Err(_) => match (
+            fs::canonicalize(parent.unwrap_or(Path::new("."))),
+            output.file_name(),
+        ) {
+            (Ok(dir), Some(name)) => dir.join(name),
+            _ => return Ok(()),
+        },
     };
     for i in inputs {
-        if let Ok(inp) = fs::canonicalize(i) {
-            if out == inp {
-                return Err(Error::in_file(
-                    output,
-                    "is one of the input traces; choose another -o",
-                ));
-            }
+        let Ok(inp) = fs::canonicalize(i) else {
+            continue;
+        };
+        if inp.is_dir() && out.starts_with(&inp) {
+            return Err(Error::in_file(
+                output,
+                format!(
+                    "is inside the input directory {}; choose another -o",
+                    crate::error::printable_path(i)
+                ),
+            ));
+        }
+        if out == inp {
+            return Err(Error::in_file(
+                output,
+                "is one of the inputs; choose another -o",
+            ));
         }
     }
     Ok(())
