@@ -18,9 +18,9 @@ use crate::timemodel::{analytic_ssd_bytes_per_token, token_time, Placement, GIB}
 pub struct CostInputs {
     pub placement: Placement,
     pub hw: Hardware,
-    /// U and D per chunk (threshold 100%) of the replayed tokens.
-    pub u: f64,
-    pub d: f64,
+    /// U and D per chunk (threshold 100%) of the replayed tokens (None: no response has
+    /// a whole chunk, no analytic estimate).
+    pub u_d: Option<(f64, f64)>,
     pub chunk: usize,
     /// The I/O model (None: SSD bytes over the rated bandwidth).
     pub io: Option<IoSetup>,
@@ -226,9 +226,11 @@ pub fn make_row(
             row.t_ssd_ms = Some(t.t_ssd * 1e3);
             row.est_tok_s = Some(t.tok_s());
         }
-        let a = analytic_ssd_bytes_per_token(&e.placement, e.u, e.d, budget.capacity, e.chunk);
-        row.analytic_ssd_bytes_per_token = Some(a);
-        row.analytic_tok_s = Some(token_time(&e.placement, &e.hw, a).tok_s());
+        if let Some((u, d)) = e.u_d {
+            let a = analytic_ssd_bytes_per_token(&e.placement, u, d, budget.capacity, e.chunk);
+            row.analytic_ssd_bytes_per_token = Some(a);
+            row.analytic_tok_s = Some(token_time(&e.placement, &e.hw, a).tok_s());
+        }
     }
     row
 }

@@ -545,6 +545,56 @@ fn bad_options() {
         ],
         "pinned:2",
     );
+    // A negative number is a value, refused by the option's own check.
+    fails(
+        &["simulate", "--ssd-bw", "-1", "-q"],
+        "SSD bandwidth_gbs must be a positive number, got -1 (from --ssd-bw)",
+    );
+    fails(
+        &["sweep", "--points", "-3", "-q"],
+        "invalid value '-3' for '--points <N>'",
+    );
+}
+
+/// A trace shorter than one 128-token chunk has no U and D: simulate and sweep leave the
+/// analytic columns empty and say why, rather than price U = D = 0.
+#[test]
+fn no_analytic_estimate_without_a_whole_chunk() {
+    let d = tmp();
+    let t = d.path().join("tiny.mst");
+    let t = t.to_str().unwrap();
+    ok(&[
+        "synth",
+        "--model",
+        "glm-5",
+        "--tokens",
+        "50",
+        "--responses",
+        "2",
+        "-q",
+        "-o",
+        t,
+    ]);
+    let table = ok(&["simulate", t, "--cache-experts", "100", "--format", "table"]);
+    assert!(
+        table.contains("U and D undefined (no response has a whole 128-token chunk"),
+        "{table}"
+    );
+    for (cmd, budget) in [("simulate", "100"), ("sweep", "100..200")] {
+        let rows: serde_json::Value = serde_json::from_str(&ok(&[
+            cmd,
+            t,
+            "--cache-experts",
+            budget,
+            "--format",
+            "json",
+            "-q",
+        ]))
+        .unwrap();
+        assert!(rows[0]["analytic_tok_s"].is_null(), "{cmd}");
+        assert!(rows[0]["analytic_ssd_bytes_per_token"].is_null(), "{cmd}");
+        assert!(rows[0]["est_tok_s"].as_f64().unwrap() > 0.0, "{cmd}");
+    }
 }
 
 /// Without llama.cpp (the default build), `record` says in one line how to get it,

@@ -5,7 +5,7 @@
 pub mod args;
 
 use clap::error::ErrorKind;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::commands;
 use crate::error::Result;
@@ -30,12 +30,26 @@ pub struct Cli {
 /// unknown flag, a bad or missing value) comes back as one line, as every other error does:
 /// clap's message, its tips and the usage, without the blank lines between them.
 pub fn parse() -> std::result::Result<Cli, String> {
-    Cli::try_parse().map_err(|e| match e.kind() {
-        ErrorKind::DisplayHelp
-        | ErrorKind::DisplayVersion
-        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
-        _ => one_line(&e.render().to_string()),
-    })
+    // A negative number is a value (`--ssd-bw -1`), refused by the option's own check
+    // with its reason, not taken for a flag.
+    let command = Cli::command().mut_subcommands(|sc| {
+        sc.mut_args(|a| {
+            if a.get_action().takes_values() {
+                a.allow_negative_numbers(true)
+            } else {
+                a
+            }
+        })
+    });
+    command
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+        .map_err(|e| match e.kind() {
+            ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+            _ => one_line(&e.render().to_string()),
+        })
 }
 
 /// clap's error text in one line: "MESSAGE (TIP; TIP); usage: USAGE".

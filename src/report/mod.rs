@@ -138,7 +138,7 @@ pub fn emit(text: &str, path: Option<&Path>) -> Result<()> {
         None => {
             if STDOUT_CLOSED.load(std::sync::atomic::Ordering::Relaxed) {
                 return Err(Error::new(
-                    "stdout is closed: the results have nowhere to go (give -o FILE)",
+                    "stdout is closed: the results have nowhere to go (redirect it to a file, or give -o FILE to a command that takes it)",
                 ));
             }
             // The notes on what the results rest on, before them.
