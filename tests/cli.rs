@@ -1086,6 +1086,47 @@ fn kernel_replay_has_no_simulate_only_options() {
         args.extend_from_slice(extra);
         fails(&args, &format!("unexpected argument '{}'", extra[0]));
     }
+    // A budget is required: either form, not both.
+    fails(
+        &["kernel-replay", "-q"],
+        "required arguments were not provided: <--ram <SIZE,...>|--cache-experts <N,...>>",
+    );
+    fails(
+        &[
+            "kernel-replay",
+            "--ram",
+            "8GiB",
+            "--cache-experts",
+            "3",
+            "-q",
+        ],
+        "cannot be used with",
+    );
+}
+
+/// `synth --fit` on a recording too short for pairs of 128-token chunks fits at a
+/// smaller chunk; when that fails, the message says so.
+#[test]
+fn a_fit_that_fails_on_short_responses_says_why() {
+    let d = tmp();
+    let (t, o) = (d.path().join("s.mst"), d.path().join("f.mst"));
+    let (t, o) = (t.to_str().unwrap(), o.to_str().unwrap());
+    ok(&[
+        "synth",
+        "--model",
+        "glm-5",
+        "--tokens",
+        "200",
+        "--responses",
+        "3",
+        "-q",
+        "-o",
+        t,
+    ]);
+    fails(
+        &["synth", "--fit", t, "-q", "-o", o],
+        "per 32-token chunk at any topic drift (the longest response has 200 decode tokens, too few for pairs of 128-token chunks",
+    );
 }
 
 /// The mistakes a new user makes first end in a line that says what to type instead.

@@ -532,12 +532,13 @@ pub struct SynthArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("budget").required(true).args(["ram", "cache_experts"])))]
 pub struct KernelReplayArgs {
     #[command(flatten)]
     pub replay: ReplayArgs,
     /// Installed RAM of the real machine, one or more (comma-separated): the page cache
     /// holds the experts `simulate --ram` gives it, at the scaled size.
-    #[arg(long, value_name = "SIZE,...", value_parser = parse_size_gib, value_delimiter = ',', required_unless_present = "cache_experts", conflicts_with = "cache_experts")]
+    #[arg(long, value_name = "SIZE,...", value_parser = parse_size_gib, value_delimiter = ',')]
     pub ram: Vec<f64>,
     /// Cache capacities in experts, exactly (comma-separated).
     #[arg(long, value_name = "N,...", value_delimiter = ',')]

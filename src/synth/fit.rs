@@ -566,9 +566,16 @@ pub fn fit(rec: &Trace, base: &Params, seed: u64) -> Result<Fitted> {
                 .unwrap()
         })
         .ok_or_else(|| {
+            let longest = shape.responses.iter().map(|r| r.1).max().unwrap_or(0);
             Error::new(format!(
-                "--fit: cannot reach U = {:.2}, D = {:.2} at any topic drift",
-                target.0, target.1
+                "--fit: cannot reach U = {:.2}, D = {:.2} per {chunk}-token chunk at any topic drift{}",
+                target.0,
+                target.1,
+                if chunk < CHUNK_TOKENS {
+                    format!(" (the longest response has {longest} decode tokens, too few for pairs of {CHUNK_TOKENS}-token chunks: a recording of longer responses fits better)")
+                } else {
+                    String::new()
+                }
             ))
         })?;
     p = q;
