@@ -556,6 +556,22 @@ fn bad_options() {
     );
 }
 
+/// `info --format json` gives counts as numbers and flags as booleans; the embedded
+/// trace, read from no file, has no load rate.
+#[test]
+fn info_json_has_numbers() {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["info", "traces/golden", "--format", "json"])).unwrap();
+    assert_eq!(v["tokens"], 810);
+    assert_eq!(v["accesses"], 12960);
+    assert_eq!(v["experts_known"], false);
+    assert!(v["load_mb_per_s"].as_f64().unwrap() > 0.0);
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["info", "--format", "json", "-q"])).unwrap();
+    assert_eq!(v["file_bytes"], 0);
+    assert!(v["load_mb_per_s"].is_null());
+}
+
 /// A trace shorter than one 128-token chunk has no U and D: simulate and sweep leave the
 /// analytic columns empty and say why, rather than price U = D = 0.
 #[test]
