@@ -146,15 +146,12 @@ fn records_the_tiny_moe_and_reads_back() {
     let info: serde_json::Value =
         serde_json::from_str(&ok(&["info", s(&a), "--format", "json"])).unwrap();
     assert_eq!(info["geometry"], "3 MoE layers (0..2) x 8 experts, top-2");
-    assert_eq!(info["experts_known"], "true");
-    assert_eq!(info["responses"], PROMPTS.len().to_string());
-    assert_eq!(info["tokens"], tokens.to_string());
-    assert_eq!(info["prompt_tokens"], prompt_tokens.to_string());
-    assert_eq!(
-        info["decode_tokens"],
-        (PROMPTS.len() * GENERATED).to_string()
-    );
-    assert_eq!(info["accesses"], (tokens * 3 * 2).to_string());
+    assert_eq!(info["experts_known"], true);
+    assert_eq!(info["responses"], PROMPTS.len());
+    assert_eq!(info["tokens"], tokens);
+    assert_eq!(info["prompt_tokens"], prompt_tokens);
+    assert_eq!(info["decode_tokens"], PROMPTS.len() * GENERATED);
+    assert_eq!(info["accesses"], tokens * 3 * 2);
 
     // simulate: generated tokens by default, every token with --phase all.
     for (phase, n) in [("decode", PROMPTS.len() * GENERATED), ("all", tokens)] {
