@@ -68,8 +68,12 @@ impl SetupOptions {
             files.extend(crate::format::gguf::split_parts(g));
         }
         files.extend(self.pin_profile.iter().cloned());
+        // A preset's name is read as the preset, even where a file has that name.
         let hw = std::path::Path::new(&self.hw.hw);
-        if hw.is_file() {
+        let preset = crate::hardware::presets()
+            .iter()
+            .any(|h| h.name == self.hw.hw.to_ascii_lowercase());
+        if hw.is_file() && !preset {
             files.push(hw.to_path_buf());
         }
         files

@@ -110,17 +110,24 @@ fn outputs_never_overwrite_an_input() {
     };
     let sweep = ["sweep", "--cache-experts", "0..50", "--points", "2"];
     let with = |more: &[&'static str]| [&sweep[..], more].concat();
-    refused(&with(&["d"]), "d/a.txt", "is inside the input directory d");
-    refused(
-        &with(&["d"]),
-        "d/new.csv",
-        "is inside the input directory d",
-    );
-    refused(
-        &["convert", "d"],
-        "d/b.mst",
-        "is inside the input directory d",
-    );
+    refused(&with(&["d"]), "d/a.txt", "is one of the inputs");
+    let next = "would be read as a trace of the input directory d next time";
+    refused(&with(&["d"]), "d/new.csv", next);
+    refused(&["convert", "d"], "d/b.mst", next);
+    // A trace of the directory that links elsewhere, and a link to a new trace in it.
+    std::fs::create_dir(dir.join("e")).unwrap();
+    std::os::unix::fs::symlink(dir.join("t.txt"), dir.join("e/l.txt")).unwrap();
+    refused(&with(&["e"]), "t.txt", "is one of the inputs");
+    std::os::unix::fs::symlink("d/later.csv", dir.join("to_d.csv")).unwrap();
+    refused(&with(&["d"]), "to_d.csv", next);
+    // What the directory's next run does not read is allowed: a subdirectory, a hidden
+    // file, another extension.
+    std::fs::create_dir(dir.join("d/res")).unwrap();
+    for ok in ["d/res/x.csv", "d/.x.csv", "d/x.json"] {
+        let mut all = with(&["d"]);
+        all.extend(["-q", "-o", ok]);
+        assert!(run(dir, &all).status.success(), "{ok}");
+    }
     refused(
         &with(&["t.txt", "--gguf", "m-00001-of-00002.gguf"]),
         "m-00002-of-00002.gguf",

@@ -298,12 +298,29 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
     let mut inputs = a.study.input_files();
     inputs.extend(a.file.iter().cloned());
     for out in [&a.output, &a.per_token].into_iter().flatten() {
+        if out.is_dir() {
+            return Err(Error::in_file(
+                out,
+                "is a directory; -o and --per-token take a file name",
+            ));
+        }
         refuse_input_as_output(out, &inputs)?;
+    }
+    if let (Some(o), Some(t)) = (&a.output, &a.per_token) {
+        // The same file twice: the per-token numbers would replace the comparison.
+        if crate::report::same_output(o, t) {
+            return Err(Error::in_file(
+                o,
+                "is also --per-token; give them two files",
+            ));
+        }
     }
     if a.tokens == Some(0) {
         return Err(Error::new("--tokens must be at least 1"));
     }
-    let study = ReplaySetup::new(&a.study, None, false)?;
+    let mut study = ReplaySetup::new(&a.study, None, false)?;
+    // Token by token, as the run faults: no batches to describe.
+    study.batch_columns = false;
     study.require_token_by_token("kernel-replay")?;
     let econ = study.cost_inputs(None)?;
     let cut;

@@ -105,6 +105,12 @@ pub fn detect(head: &[u8]) -> Option<Format> {
 
 /// The trace files of a TRACE argument: the file itself, or a directory's files with a
 /// trace extension (.txt, .csv, .mst) in natural name order.
+/// Whether a file in a TRACE directory is read as a trace: `.txt`, `.csv` or `.mst`, not
+/// hidden.
+pub fn is_trace_name(name: &str) -> bool {
+    [".txt", ".csv", ".mst"].iter().any(|x| name.ends_with(x)) && !name.starts_with('.')
+}
+
 pub fn trace_files(arg: &Path) -> Result<Vec<PathBuf>> {
     let meta = std::fs::metadata(arg).map_err(|e| Error::io(arg, e))?;
     if !meta.is_dir() {
@@ -114,10 +120,7 @@ pub fn trace_files(arg: &Path) -> Result<Vec<PathBuf>> {
     for entry in std::fs::read_dir(arg).map_err(|e| Error::io(arg, e))? {
         let entry = entry.map_err(|e| Error::io(arg, e))?;
         let path = entry.path();
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let is_trace = [".txt", ".csv", ".mst"].iter().any(|x| name.ends_with(x));
-        if !is_trace || name.starts_with('.') {
+        if !is_trace_name(&entry.file_name().to_string_lossy()) {
             continue;
         }
         // A trace name that leads nowhere (a dangling link, a file gone since the listing)

@@ -56,9 +56,9 @@ pub fn write_atomic(
 }
 
 /// Refuse an output before the work that makes it: one in a directory that is not there,
-/// one of the files the command reads (`inputs`: traces, GGUF parts, profiles; writing it
-/// would destroy it), or a file inside an input directory of traces (the next run would
-/// read it as a trace).
+/// one of the files the command reads (`inputs`: traces, GGUF parts, profiles, and the
+/// traces of an input directory; writing it would destroy it), or a new trace file in an
+/// input directory (the next run would read it as one).
 pub fn refuse_input_as_output(output: &Path, inputs: &[PathBuf]) -> Result<()> {
     // Checked before the work, not after it: a file in a directory that is not there.
     let parent = output.parent().filter(|p| !p.as_os_str().is_empty());
@@ -73,38 +73,63 @@ pub fn refuse_input_as_output(output: &Path, inputs: &[PathBuf]) -> Result<()> {
             ));
         }
     }
-    // Where the output lands: the file itself, or (not there yet) its directory and name.
-    let out = match fs::canonicalize(output) {
-        Ok(p) => p,
-        Err(_) => match (
-            fs::canonicalize(parent.unwrap_or(Path::new("."))),
-            output.file_name(),
-        ) {
-            (Ok(dir), Some(name)) => dir.join(name),
-            _ => return Ok(()),
-        },
+    let Some(out) = landing(output) else {
+        return Ok(());
     };
+    let one_of = || Error::in_file(output, "is one of the inputs; choose another -o");
     for i in inputs {
         let Ok(inp) = fs::canonicalize(i) else {
             continue;
         };
-        if inp.is_dir() && out.starts_with(&inp) {
+        if !inp.is_dir() {
+            if out == inp {
+                return Err(one_of());
+            }
+            continue;
+        }
+        // A directory of traces: each trace it holds, and a new one in it.
+        let members = crate::format::trace_files(&inp).unwrap_or_default();
+        if members
+            .iter()
+            .any(|m| fs::canonicalize(m).is_ok_and(|m| m == out))
+        {
+            return Err(one_of());
+        }
+        let name = out.file_name().map(|n| n.to_string_lossy().into_owned());
+        if out.parent() == Some(inp.as_path())
+            && name.is_some_and(|n| crate::format::is_trace_name(&n))
+        {
             return Err(Error::in_file(
                 output,
                 format!(
-                    "is inside the input directory {}; choose another -o",
+                    "would be read as a trace of the input directory {} next time; choose another -o",
                     crate::error::printable_path(i)
                 ),
             ));
         }
-        if out == inp {
-            return Err(Error::in_file(
-                output,
-                "is one of the inputs; choose another -o",
-            ));
-        }
     }
     Ok(())
+}
+
+/// Whether two outputs would land on the same file.
+pub fn same_output(a: &Path, b: &Path) -> bool {
+    matches!((landing(a), landing(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// Where writing `output` lands: the file (through a symlink, even a dangling one), or,
+/// not there yet, its canonical directory and its name.
+fn landing(output: &Path) -> Option<PathBuf> {
+    if let Ok(p) = fs::canonicalize(output) {
+        return Some(p);
+    }
+    let target = match fs::read_link(output) {
+        Ok(t) if t.is_absolute() => t,
+        Ok(t) => output.parent().unwrap_or(Path::new("")).join(t),
+        Err(_) => output.to_path_buf(),
+    };
+    let dir = target.parent().filter(|p| !p.as_os_str().is_empty());
+    let dir = fs::canonicalize(dir.unwrap_or(Path::new("."))).ok()?;
+    Some(dir.join(target.file_name()?))
 }
 
 /// Create a directory of files atomically: fill a temporary sibling directory, then

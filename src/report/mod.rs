@@ -10,7 +10,9 @@ pub mod cleanup;
 pub mod kernel;
 pub mod rows;
 
-pub use atomic::{refuse_input_as_output, write_atomic, write_dir_atomic, write_trace};
+pub use atomic::{
+    refuse_input_as_output, same_output, write_atomic, write_dir_atomic, write_trace,
+};
 
 use std::io::{self, IsTerminal, Write};
 use std::path::Path;
