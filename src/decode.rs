@@ -372,6 +372,47 @@ pub(crate) mod tests {
         }
     }
 
+    /// The share of the products in the faulting ops: at one thread the token is the
+    /// sum of its parts whatever the share (the products counted once); at eight, on a
+    /// drive about as fast as the RAM, the faulting layers' products run under their
+    /// faults (a fifth of all products hidden at least), and never is the token longer
+    /// than the sum.
+    #[test]
+    fn the_products_of_the_faulting_layers_run_under_their_faults() {
+        let (p, mut hw) = setup();
+        hw.ram.bandwidth_gbs = 100.0;
+        let io = |threads| IoSetup {
+            engine: IoEngine::Mmap {
+                window: 1 << 20,
+                threads,
+            },
+            drive: DriveCurve::from_figures(200.0, 1.0, 100.0),
+            page_cache: PageCacheRates::same(f64::INFINITY),
+            serial_reads: false,
+        };
+        // CPU seconds at `threads`: the non-expert 0.5 GiB and the experts' 2 GiB, each
+        // bound by the RAM or by q8_0's 21.1 GB/s per thread.
+        let cpu = |bytes: f64, threads: f64| (bytes / 100e9).max(bytes / (21.1e9 * threads));
+        // Every layer with a miss (2 a token), or one in two tokens.
+        let histograms = [&[(2u32, 1u64)][..], &[(1, 1), (0, 1)][..]];
+        hw.cpu.as_mut().unwrap().threads = 1;
+        for misses in histograms {
+            let t = decode_time(&p, &hw, &io(1), 10.0, misses, 0.5, 1.0);
+            let sum = cpu(0.5 * GIB, 1.0) + t.t_io + cpu(2.0 * GIB, 1.0);
+            assert!(close(t.total, sum), "{misses:?}: {t:?}");
+        }
+        hw.cpu.as_mut().unwrap().threads = 8;
+        for misses in histograms {
+            let t = decode_time(&p, &hw, &io(8), 10.0, misses, 0.5, 1.0);
+            let exp = cpu(2.0 * GIB, 8.0);
+            let sum = cpu(0.5 * GIB, 8.0) + t.t_io + exp;
+            assert!(t.total <= sum * (1.0 + 1e-9), "{misses:?}: {t:?}");
+            if misses.len() == 1 {
+                assert!(t.total < sum - 0.2 * exp, "{misses:?}: {t:?}");
+            }
+        }
+    }
+
     #[test]
     fn the_page_cache_costs_the_faulting_thread_cpu_time() {
         let (p, hw) = setup();
