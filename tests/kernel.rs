@@ -74,6 +74,30 @@ fn synthetic(n_tokens: usize) -> Trace {
     t
 }
 
+/// A run of moe-spill that must succeed.
+fn succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "moe-spill failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CSV without quoted fields: its header and rows.
+fn csv_table(text: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut lines = text.lines();
+    let head = lines.next().unwrap().split(',').map(String::from).collect();
+    let rows = lines
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect();
+    (head, rows)
+}
+
+/// The column `name` of a header.
+fn col(head: &[String], name: &str) -> usize {
+    head.iter().position(|h| h == name).unwrap()
+}
+
 fn is_root() -> bool {
     // SAFETY: geteuid has no side effects.
     unsafe { libc::geteuid() == 0 }
@@ -587,23 +611,9 @@ fn kernel_replay_leaves_the_warmup_tokens_out() {
             .output()
             .unwrap()
     };
-    let out = replay("10");
-    assert!(
-        out.status.success(),
-        "kernel-replay failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let table = |p: &PathBuf| -> (Vec<String>, Vec<Vec<String>>) {
-        let text = std::fs::read_to_string(p).unwrap();
-        let mut lines = text.lines();
-        let head = lines.next().unwrap().split(',').map(String::from).collect();
-        let rows = lines
-            .map(|l| l.split(',').map(String::from).collect())
-            .collect();
-        (head, rows)
-    };
+    succeeded(&replay("10"));
+    let table = |p: &PathBuf| csv_table(&std::fs::read_to_string(p).unwrap());
     let (h, rows) = table(&csv);
-    let col = |h: &[String], n: &str| h.iter().position(|x| x == n).unwrap();
     let (ph, pt) = table(&per_token);
     assert_eq!(pt.len(), 30, "every token in the per-token CSV");
     let sum_after = |c: &str| -> f64 {
@@ -686,20 +696,10 @@ fn kernel_replay_takes_prompt_tokens_one_by_one() {
         .arg(d.path().join("m.bin"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "kernel-replay failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = std::fs::read_to_string(&csv).unwrap();
-    let mut lines = text.lines();
-    let head: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let col = |n: &str| head.iter().position(|&x| x == n).unwrap();
-    let lru: Vec<&str> = lines
-        .map(|l| l.split(',').collect::<Vec<_>>())
-        .find(|r| r[col("source")] == "lru")
-        .unwrap();
-    assert_eq!(lru[col("tokens")], "30");
+    succeeded(&out);
+    let (h, rows) = csv_table(&std::fs::read_to_string(&csv).unwrap());
+    let lru = rows.iter().find(|r| r[col(&h, "source")] == "lru").unwrap();
+    assert_eq!(lru[col(&h, "tokens")], "30");
     let sim = Command::new(env!("CARGO_BIN_EXE_moe-spill"))
         .arg("simulate")
         .arg(&trace_path)
@@ -707,13 +707,9 @@ fn kernel_replay_takes_prompt_tokens_one_by_one() {
         .args(["--policy", "lru", "--format", "csv", "-q"])
         .output()
         .unwrap();
-    assert!(sim.status.success());
-    let text = String::from_utf8(sim.stdout).unwrap();
-    let mut lines = text.lines();
-    let head: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let row: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let misses = row[head.iter().position(|&x| x == "misses").unwrap()];
-    assert_eq!(lru[col("misses")], misses);
+    succeeded(&sim);
+    let (sh, srows) = csv_table(&String::from_utf8(sim.stdout).unwrap());
+    assert_eq!(lru[col(&h, "misses")], srows[0][col(&sh, "misses")]);
     assert_no_cgroups_left();
 }
 
@@ -818,22 +814,15 @@ fn page_model_follows_readahead_on_a_synthetic_shape() {
         .arg(&file)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "kernel-replay failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let text = std::fs::read_to_string(&csv).unwrap();
-    let mut lines = text.lines();
-    let head: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let col = |n: &str| head.iter().position(|h| *h == n).unwrap();
-    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let (head, rows) = csv_table(&text);
     let get = |source: &str, c: &str| -> f64 {
         let r = rows
             .iter()
-            .find(|r| r[col("source")] == source)
+            .find(|r| r[col(&head, "source")] == source)
             .unwrap_or_else(|| panic!("no {source} row in\n{text}"));
-        r[col(c)].parse().unwrap()
+        r[col(&head, c)].parse().unwrap()
     };
     let kern = get("kernel", "misses_per_token");
     let (page, linux) = (get(PAGE_MODEL_ROW, "rel_err"), get("linux", "rel_err"));
