@@ -219,7 +219,7 @@ impl BatchMachine<'_> {
         };
         let faulting_share = crate::fault_overlap::layers_with_a_miss(layers, s.misses) / layers;
         let total = if let Some(faulting) =
-            io.faulting_seconds(&reads, barriers, faulting_share, &work_at)
+            io.faulting_seconds(&reads, barriers, faulting_share, t_io, &work_at)
         {
             t_vram + t_ne + faulting
         } else if io.overlaps_compute() {
