@@ -1118,6 +1118,30 @@ fn kernel_replay_has_no_simulate_only_options() {
         ],
         "cannot be used with",
     );
+    // Outputs onto the model file it lays out, or onto each other, before the run.
+    let d = tmp();
+    let f = d.path().join("kf.bin");
+    let f = f.to_str().unwrap();
+    let budget = [
+        "kernel-replay",
+        "traces/golden",
+        "--cache-experts",
+        "5",
+        "-q",
+    ];
+    for out in [["-o", f], ["--per-token", f]] {
+        fails(
+            &[&budget[..], &["--file", f], &out[..]].concat(),
+            "is also the model's --file",
+        );
+    }
+    let (o, t) = (d.path().join("a.csv"), d.path().join("./a.csv"));
+    let (o, t) = (o.to_str().unwrap(), t.to_str().unwrap());
+    fails(
+        &[&budget[..], &["-o", o, "--per-token", t]].concat(),
+        "is also --per-token",
+    );
+    assert!(!d.path().join("kf.bin").exists());
 }
 
 /// `synth --fit` on a recording too short for pairs of 128-token chunks fits at a
@@ -1141,7 +1165,7 @@ fn a_fit_that_fails_on_short_responses_says_why() {
     ]);
     fails(
         &["synth", "--fit", t, "-q", "-o", o],
-        "per 32-token chunk at any topic drift (the longest response has 200 decode tokens, too few for pairs of 128-token chunks",
+        "per 32-token chunk at any topic drift (the recording has 0 pairs of consecutive 128-token chunks, fewer than the 8 a fit at 128 takes",
     );
 }
 

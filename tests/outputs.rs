@@ -120,6 +120,13 @@ fn outputs_never_overwrite_an_input() {
     refused(&with(&["e"]), "t.txt", "is one of the inputs");
     std::os::unix::fs::symlink("d/later.csv", dir.join("to_d.csv")).unwrap();
     refused(&with(&["d"]), "to_d.csv", next);
+    // A link into a directory that is not there: refused before the work.
+    std::os::unix::fs::symlink("nowhere/x.csv", dir.join("dangling.csv")).unwrap();
+    refused(
+        &with(&["t.txt"]),
+        "dangling.csv",
+        "leads into nowhere, which is not a directory",
+    );
     // What the directory's next run does not read is allowed: a subdirectory, a hidden
     // file, another extension.
     std::fs::create_dir(dir.join("d/res")).unwrap();

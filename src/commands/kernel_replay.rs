@@ -315,6 +315,18 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
             ));
         }
     }
+    // The model file the run lays out, even when it is not there yet.
+    for out in [&a.output, &a.per_token].into_iter().flatten() {
+        if a.file
+            .as_ref()
+            .is_some_and(|f| crate::report::same_output(out, f))
+        {
+            return Err(Error::in_file(
+                out,
+                "is also the model's --file; give another",
+            ));
+        }
+    }
     if a.tokens == Some(0) {
         return Err(Error::new("--tokens must be at least 1"));
     }

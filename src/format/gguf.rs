@@ -456,9 +456,18 @@ fn tensor_bytes(dims: &[u64], ty: QuantType) -> std::result::Result<u64, String>
 /// The parts of a split model: `NAME-0000N-of-0000M.gguf` gives every
 /// `NAME-0000i-of-0000M.gguf`, i = 1..=M; any other name is a model of one part.
 pub fn split_parts(path: &Path) -> Vec<PathBuf> {
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-        return vec![path.to_path_buf()];
-    };
+    // A link named otherwise to a part: the parts beside the part it leads to.
+    split_named(path)
+        .or_else(|| {
+            let target = std::fs::canonicalize(path).ok()?;
+            split_named(&target)
+        })
+        .unwrap_or_else(|| vec![path.to_path_buf()])
+}
+
+/// The parts of a split model named as `NAME-0000N-of-0000M.gguf`, if `path` is.
+fn split_named(path: &Path) -> Option<Vec<PathBuf>> {
+    let name = path.file_name().and_then(|n| n.to_str())?;
     let parsed = name.strip_suffix(".gguf").and_then(|stem| {
         let (head, total) = stem.rsplit_once("-of-")?;
         let (base, no) = head.rsplit_once('-')?;
@@ -466,10 +475,12 @@ pub fn split_parts(path: &Path) -> Vec<PathBuf> {
         (digits(no) && digits(total)).then_some((base, total.parse::<u32>().ok()?))
     });
     match parsed {
-        Some((base, total)) if total >= 1 => (1..=total)
-            .map(|i| path.with_file_name(format!("{base}-{i:05}-of-{total:05}.gguf")))
-            .collect(),
-        _ => vec![path.to_path_buf()],
+        Some((base, total)) if total >= 1 => Some(
+            (1..=total)
+                .map(|i| path.with_file_name(format!("{base}-{i:05}-of-{total:05}.gguf")))
+                .collect(),
+        ),
+        _ => None,
     }
 }
 
@@ -544,6 +555,20 @@ mod tests {
         ] {
             assert_eq!(split_parts(Path::new(one)), vec![PathBuf::from(one)]);
         }
+        // A link named otherwise to a part: the parts beside the part it leads to.
+        let d = tempfile::tempdir().unwrap();
+        let part = d.path().join("m-00002-of-00002.gguf");
+        std::fs::write(&part, b"").unwrap();
+        let link = d.path().join("model.gguf");
+        std::os::unix::fs::symlink(&part, &link).unwrap();
+        let dir = d.path().canonicalize().unwrap();
+        assert_eq!(
+            split_parts(&link),
+            vec![
+                dir.join("m-00001-of-00002.gguf"),
+                dir.join("m-00002-of-00002.gguf")
+            ]
+        );
     }
 
     #[test]

@@ -73,6 +73,22 @@ pub fn refuse_input_as_output(output: &Path, inputs: &[PathBuf]) -> Result<()> {
             ));
         }
     }
+    // A symlink leading into a directory that is not there.
+    if let Ok(target) = fs::read_link(output) {
+        let target = output.parent().unwrap_or(Path::new("")).join(target);
+        if let Some(dir) = target
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
+        {
+            return Err(Error::in_file(
+                output,
+                format!(
+                    "leads into {}, which is not a directory; choose another -o",
+                    crate::error::printable_path(dir)
+                ),
+            ));
+        }
+    }
     let Some(out) = landing(output) else {
         return Ok(());
     };

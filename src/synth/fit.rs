@@ -476,6 +476,9 @@ pub fn shape_of(trace: &Trace) -> Shape {
     }
 }
 
+/// Pairs of consecutive chunks a fit takes at a chunk size (else it halves the chunk).
+const MIN_PAIRS: u64 = 8;
+
 /// Fit the generator to a recording: its geometry and shape, its shared opening, the
 /// per-layer skew (from the per-layer entropy), and U and D.
 pub fn fit(rec: &Trace, base: &Params, seed: u64) -> Result<Fitted> {
@@ -491,7 +494,7 @@ pub fn fit(rec: &Trace, base: &Params, seed: u64) -> Result<Fitted> {
     let mut chunk = CHUNK_TOKENS;
     while chunk > 4 {
         let a = analyze(rec, chunk, false, false);
-        if a.chunk_pairs >= 8 {
+        if a.chunk_pairs >= MIN_PAIRS {
             break;
         }
         chunk /= 2;
@@ -566,13 +569,13 @@ pub fn fit(rec: &Trace, base: &Params, seed: u64) -> Result<Fitted> {
                 .unwrap()
         })
         .ok_or_else(|| {
-            let longest = shape.responses.iter().map(|r| r.1).max().unwrap_or(0);
+            let pairs = analyze(rec, CHUNK_TOKENS, false, false).chunk_pairs;
             Error::new(format!(
                 "--fit: cannot reach U = {:.2}, D = {:.2} per {chunk}-token chunk at any topic drift{}",
                 target.0,
                 target.1,
                 if chunk < CHUNK_TOKENS {
-                    format!(" (the longest response has {longest} decode tokens, too few for pairs of {CHUNK_TOKENS}-token chunks: a recording of longer responses fits better)")
+                    format!(" (the recording has {pairs} pairs of consecutive {CHUNK_TOKENS}-token chunks, fewer than the {MIN_PAIRS} a fit at {CHUNK_TOKENS} takes: a recording of more or longer responses fits better)")
                 } else {
                     String::new()
                 }
