@@ -18,7 +18,8 @@
 //!                 from max(t_io, f t_cpu_exp) to t_io + f t_cpu_exp (one thread), each
 //!                 faulting expert product started by all threads at once and ended by
 //!                 the last; + (1 - f) t_cpu_exp, the products of the layers without a
-//!                 miss (f: the share of layers with one)
+//!                 miss (f: the share of layers with one); never more than
+//!                 t_io + t_cpu_exp (lock step)
 //! pread, direct:  t = t_vram + t_cpu_ne + max(t_io, h t_cpu_exp) + (1 - h) t_cpu_exp
 //! ```
 //! A fault stalls the thread that touches the page, but not the others: each of ggml's
