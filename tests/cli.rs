@@ -545,6 +545,12 @@ fn bad_options() {
         ],
         "pinned:2",
     );
+    // An option a command does not have: no tip to pass it as a value.
+    let line = fails(
+        &["kernel-replay", "--cache-experts", "3", "--io", "pread"],
+        "unexpected argument '--io' found; usage: moe-spill kernel-replay",
+    );
+    assert!(!line.contains("to pass"), "{line}");
     // A negative number is a value, refused by the option's own check.
     fails(
         &["simulate", "--ssd-bw", "-1", "-q"],

@@ -58,6 +58,8 @@ fn one_line(text: &str) -> String {
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         if let Some(u) = line.strip_prefix("Usage: ") {
             usage = Some(u);
+        } else if line.starts_with("tip: to pass '") {
+            // "use '-- X'": no option of moe-spill takes a value that starts with '-'.
         } else if line.starts_with("tip: ") {
             tips.push(line);
         } else if !line.starts_with("For more information") {
