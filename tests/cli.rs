@@ -551,6 +551,11 @@ fn bad_options() {
         "unexpected argument '--io' found; usage: moe-spill kernel-replay",
     );
     assert!(!line.contains("to pass"), "{line}");
+    // A pin that does not fit a RAM budget says from which RAM it would.
+    fails(
+        &["simulate", "--policy", "pinned:3", "--ram", "6GiB", "-q"],
+        "policy pinned:3 pins 768 experts, more than a cache of 0: --ram 6 GiB leaves 0 after the 6 GiB reserve and the non-expert weights; it fits from 20.3 GiB",
+    );
     // A negative number is a value, refused by the option's own check.
     fails(
         &["simulate", "--ssd-bw", "-1", "-q"],
@@ -939,7 +944,7 @@ fn bad_time_model_inputs() {
             "--policy",
             "pinned:3",
         ],
-        "do not fit in a cache of 100",
+        "policy pinned:3 pins 192 experts, more than a cache of 100",
     );
     fails(
         &["simulate", c, "--ram", "64GiB", "--model", "glm-5"],

@@ -84,7 +84,23 @@ pub fn run(a: SimulateOptions) -> Result<()> {
     let mut econ = None;
     for cut in study.prompt_cuts() {
         let plan = study.plan_cut(placement, cut);
-        study.min_capacity(&plan, &spec)?;
+        let pinned = study.min_capacity(&plan, &spec)?;
+        if budget.capacity < pinned {
+            // Say which RAM would hold what the policy pins, not only the cache's size.
+            let fits = match (budget.ram_gib, setup.as_ref()) {
+                (Some(ram), Some((placement, hw))) => format!(
+                    ": --ram {ram} GiB leaves {} after the {} GiB reserve and the non-expert weights; it fits from {:.1} GiB",
+                    budget.capacity,
+                    hw.ram.reserve_gib,
+                    placement.ram_for_capacity(pinned, hw.ram.reserve_gib)
+                ),
+                _ => String::new(),
+            };
+            return Err(Error::new(format!(
+                "policy {spec} pins {pinned} experts, more than a cache of {}{fits}",
+                budget.capacity
+            )));
+        }
         // The trace statistics the rows need (U and D, cold misses) are independent of
         // the replay: the second core computes them meanwhile.
         let profile = study.profile();
