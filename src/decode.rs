@@ -279,6 +279,17 @@ pub(crate) mod tests {
         (p, hw)
     }
 
+    /// The tests' mmap engine: `threads` faulting in windows of `window` bytes on
+    /// `drive`, the page cache at `page_cache_gbs` per core for every path.
+    fn mmap(window: u64, threads: u32, drive: DriveCurve, page_cache_gbs: f64) -> IoSetup {
+        IoSetup {
+            engine: IoEngine::Mmap { window, threads },
+            drive,
+            page_cache: PageCacheRates::same(page_cache_gbs),
+            serial_reads: false,
+        }
+    }
+
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1e-12)
     }
@@ -287,15 +298,7 @@ pub(crate) mod tests {
     fn mmap_adds_the_faults_to_the_cpu_time() {
         let (p, hw) = setup();
         let drive = DriveCurve::from_figures(2.0, 100.0, 1.0);
-        let io = IoSetup {
-            engine: IoEngine::Mmap {
-                window: 1 << 20,
-                threads: 1,
-            },
-            drive: drive.clone(),
-            page_cache: PageCacheRates::same(f64::INFINITY),
-            serial_reads: false,
-        };
+        let io = mmap(1 << 20, 1, drive.clone(), f64::INFINITY);
         // Two tokens, one with 2 misses, one with none: 1 miss per token, half a miss
         // per layer, the neighbours all cached.
         let t = decode_time(&p, &hw, &io, 10.0, &[(2, 1), (0, 1)], 0.5, 1.0);
@@ -314,15 +317,7 @@ pub(crate) mod tests {
     fn faulting_threads_overlap_their_reads_and_products() {
         let (p, mut hw) = setup();
         let drive = DriveCurve::from_figures(2.0, 100.0, 1.0);
-        let io = |threads| IoSetup {
-            engine: IoEngine::Mmap {
-                window: 1 << 20,
-                threads,
-            },
-            drive: drive.clone(),
-            page_cache: PageCacheRates::same(4.0),
-            serial_reads: false,
-        };
+        let io = |threads| mmap(1 << 20, threads, drive.clone(), 4.0);
         let misses = [(2, 1), (0, 1)];
         for threads in [1, 2, 8] {
             hw.cpu.as_mut().unwrap().threads = threads;
@@ -356,15 +351,7 @@ pub(crate) mod tests {
         let (p, mut hw) = setup();
         hw.ram.bandwidth_gbs = 100.0;
         hw.cpu.as_mut().unwrap().threads = 8;
-        let io = IoSetup {
-            engine: IoEngine::Mmap {
-                window: 64 << 20,
-                threads: 8,
-            },
-            drive: DriveCurve::from_figures(2.0, 100.0, 1.0),
-            page_cache: PageCacheRates::same(4.0),
-            serial_reads: false,
-        };
+        let io = mmap(64 << 20, 8, DriveCurve::from_figures(2.0, 100.0, 1.0), 4.0);
         let none = decode_time(&p, &hw, &io, 10.0, &[(0, 1000)], 1.0, 1.0);
         let per_miss = |every: u64| {
             let rare = decode_time(&p, &hw, &io, 10.0, &[(1, 1), (0, every - 1)], 1.0, 1.0);
@@ -390,14 +377,13 @@ pub(crate) mod tests {
     fn the_products_of_the_faulting_layers_run_under_their_faults() {
         let (p, mut hw) = setup();
         hw.ram.bandwidth_gbs = 100.0;
-        let io = |threads| IoSetup {
-            engine: IoEngine::Mmap {
-                window: 1 << 20,
+        let io = |threads| {
+            mmap(
+                1 << 20,
                 threads,
-            },
-            drive: DriveCurve::from_figures(200.0, 1.0, 100.0),
-            page_cache: PageCacheRates::same(f64::INFINITY),
-            serial_reads: false,
+                DriveCurve::from_figures(200.0, 1.0, 100.0),
+                f64::INFINITY,
+            )
         };
         // CPU seconds at `threads`: the non-expert 0.5 GiB and the experts' 2 GiB, each
         // bound by the RAM or by q8_0's 21.1 GB/s per thread.
@@ -439,15 +425,12 @@ pub(crate) mod tests {
         p.layers = crate::timemodel::tests::layers(26, [(q, slice), (q, slice), (q, slice)]);
         hw.ram.bandwidth_gbs = 67.2;
         hw.cpu.as_mut().unwrap().threads = 16;
-        let io = IoSetup {
-            engine: IoEngine::Mmap {
-                window: 256 << 10,
-                threads: 16,
-            },
-            drive: DriveCurve::from_figures(7.0, 96.0, 2.37),
-            page_cache: PageCacheRates::same(1000.0),
-            serial_reads: false,
-        };
+        let io = mmap(
+            256 << 10,
+            16,
+            DriveCurve::from_figures(7.0, 96.0, 2.37),
+            1000.0,
+        );
         for misses in [13, 26, 52] {
             let t = decode_time(&p, &hw, &io, 64.0, &[(misses, 1)], 0.8, 0.8);
             let ne = (0.5 * GIB / 67.2e9).max(0.5 * GIB / (21.1e9 * 16.0));
@@ -461,15 +444,7 @@ pub(crate) mod tests {
     fn the_page_cache_costs_the_faulting_thread_cpu_time() {
         let (p, hw) = setup();
         let drive = DriveCurve::from_figures(2.0, 100.0, 1.0);
-        let mut io = IoSetup {
-            engine: IoEngine::Mmap {
-                window: 1 << 20,
-                threads: 1,
-            },
-            drive: drive.clone(),
-            page_cache: PageCacheRates::same(2.0),
-            serial_reads: false,
-        };
+        let mut io = mmap(1 << 20, 1, drive.clone(), 2.0);
         let t = decode_time(&p, &hw, &io, 10.0, &[(2, 1), (0, 1)], 0.5, 1.0);
         let io_s = drive.read_seconds(GIB, (1 << 20) as f64, 1.0);
         assert!(close(t.t_io, io_s + GIB / 2e9));
@@ -539,15 +514,12 @@ pub(crate) mod tests {
                 .for_each(|s| s.ty = quant_type("iq2_xxs").unwrap());
         }
         hw.ram.bandwidth_gbs = 100.0;
-        let io = IoSetup {
-            engine: IoEngine::Mmap {
-                window: 1 << 20,
-                threads: 1,
-            },
-            drive: DriveCurve::from_figures(2.0, 100.0, 1.0),
-            page_cache: PageCacheRates::same(f64::INFINITY),
-            serial_reads: false,
-        };
+        let io = mmap(
+            1 << 20,
+            1,
+            DriveCurve::from_figures(2.0, 100.0, 1.0),
+            f64::INFINITY,
+        );
         let t = decode_time(&p, &hw, &io, 10.0, &[(0, 1)], 1.0, 1.0);
         // 2 GiB of IQ2_XXS at 6.5 GB/s on one thread beats 100 GB/s of RAM.
         let compute_exp = 2.0 * GIB / 6.5e9;
@@ -560,15 +532,12 @@ pub(crate) mod tests {
     #[test]
     fn non_expert_weights_beyond_ram_are_read_every_token() {
         let (p, hw) = setup();
-        let io = IoSetup {
-            engine: IoEngine::Mmap {
-                window: 1 << 20,
-                threads: 1,
-            },
-            drive: DriveCurve::from_figures(2.0, 100.0, 1.0),
-            page_cache: PageCacheRates::same(f64::INFINITY),
-            serial_reads: false,
-        };
+        let io = mmap(
+            1 << 20,
+            1,
+            DriveCurve::from_figures(2.0, 100.0, 1.0),
+            f64::INFINITY,
+        );
         // 1.25 GiB installed, 1 GiB reserve: 0.25 GiB of the 0.5 GiB stays out.
         let t = decode_time(&p, &hw, &io, 1.25, &[(0, 1)], 0.0, 0.0);
         assert!(close(t.device_bytes, 0.25 * GIB + 2.0 * (1 << 20) as f64));
