@@ -393,9 +393,7 @@ fn sweep_adds_the_kernel_at_every_budget() {
     let file = dir.join(format!("kernel-sweep-{pid}.bin"));
     let _cleanup = RemoveOnDrop(vec![trace_path.clone(), file.clone()]);
     let trace = kernel::truncate_trace(&synthetic(300), false, 100);
-    let mut out = std::fs::File::create(&trace_path).unwrap();
-    moe_spill::format::binary::write(&trace, &mut out).unwrap();
-    drop(out);
+    moe_spill::report::write_trace(&trace, &trace_path).unwrap();
     let args = |extra: &[&str]| {
         let mut v: Vec<String> = vec![
             trace_path.to_string_lossy().into_owned(),
@@ -545,9 +543,7 @@ fn kernel_replay_sets_the_device_read_ahead() {
     let file = dir.join(format!("kernel-ra-{pid}.bin"));
     let _cleanup = RemoveOnDrop(vec![trace_path.clone(), file.clone()]);
     let trace = kernel::truncate_trace(&synthetic(20), false, 20);
-    let mut out = std::fs::File::create(&trace_path).unwrap();
-    moe_spill::format::binary::write(&trace, &mut out).unwrap();
-    drop(out);
+    moe_spill::report::write_trace(&trace, &trace_path).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_moe-spill"))
         .arg("kernel-replay")
         .arg(&trace_path)
@@ -592,9 +588,7 @@ fn kernel_replay_leaves_the_warmup_tokens_out() {
     let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let trace_path = d.path().join("t.mst");
     let trace = kernel::truncate_trace(&synthetic(30), false, 30);
-    let mut out = std::fs::File::create(&trace_path).unwrap();
-    moe_spill::format::binary::write(&trace, &mut out).unwrap();
-    drop(out);
+    moe_spill::report::write_trace(&trace, &trace_path).unwrap();
     let (csv, per_token) = (d.path().join("r.csv"), d.path().join("t.csv"));
     let replay = |warmup: &str| {
         Command::new(env!("CARGO_BIN_EXE_moe-spill"))
@@ -682,9 +676,7 @@ fn kernel_replay_takes_prompt_tokens_one_by_one() {
     let trace_path = d.path().join("t.mst");
     let mut trace = kernel::truncate_trace(&synthetic(30), false, 30);
     trace.prompt[..12].fill(true);
-    let mut out = std::fs::File::create(&trace_path).unwrap();
-    moe_spill::format::binary::write(&trace, &mut out).unwrap();
-    drop(out);
+    moe_spill::report::write_trace(&trace, &trace_path).unwrap();
     let csv = d.path().join("r.csv");
     let out = Command::new(env!("CARGO_BIN_EXE_moe-spill"))
         .arg("kernel-replay")
@@ -725,9 +717,7 @@ fn a_signal_removes_the_temporary_model_file() {
     }
     let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let trace_path = d.path().join("t.mst");
-    let mut out = std::fs::File::create(&trace_path).unwrap();
-    moe_spill::format::binary::write(&synthetic(100_000), &mut out).unwrap();
-    drop(out);
+    moe_spill::report::write_trace(&synthetic(100_000), &trace_path).unwrap();
     let ours = |dir: &std::path::Path| -> Vec<String> {
         std::fs::read_dir(dir)
             .unwrap()
