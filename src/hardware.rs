@@ -220,11 +220,14 @@ impl Hardware {
     }
 
     /// A preset by name, or a TOML/JSON profile file.
+    /// The preset called `name` (case-insensitive), if there is one.
+    pub fn preset(name: &str) -> Option<Hardware> {
+        let lower = name.to_ascii_lowercase();
+        presets().into_iter().find(|h| h.name == lower)
+    }
+
     pub fn resolve(name_or_file: &str) -> Result<Hardware> {
-        if let Some(h) = presets()
-            .into_iter()
-            .find(|h| h.name == name_or_file.to_ascii_lowercase())
-        {
+        if let Some(h) = Self::preset(name_or_file) {
             return Ok(h);
         }
         // A file, or a name that looks like one (reading it says it is missing).

@@ -70,10 +70,7 @@ impl SetupOptions {
         files.extend(self.pin_profile.iter().cloned());
         // A preset's name is read as the preset, even where a file has that name.
         let hw = std::path::Path::new(&self.hw.hw);
-        let preset = crate::hardware::presets()
-            .iter()
-            .any(|h| h.name == self.hw.hw.to_ascii_lowercase());
-        if hw.is_file() && !preset {
+        if hw.is_file() && Hardware::preset(&self.hw.hw).is_none() {
             files.push(hw.to_path_buf());
         }
         files

@@ -143,10 +143,11 @@ impl BatchMachine<'_> {
         // The expert products that fault, each between two barriers of the threads
         // (decode.rs).
         let mut barriers = 0.0;
+        // The CPU layers with a miss, whose products fault.
+        let faulting = crate::fault_overlap::layers_with_a_miss(layers, s.misses);
         for (slices, g) in p.cpu_groups() {
             let g = g as f64;
-            barriers += crate::fault_overlap::layers_with_a_miss(layers, s.misses) * g / layers
-                * crate::decode::expert_ops(slices, self.hw);
+            barriers += faulting * g / layers * crate::decode::expert_ops(slices, self.hw);
             for sl in slices {
                 let touched = g * u * sl.bytes as f64;
                 let pair_bytes = g * pairs * sl.bytes as f64;
@@ -217,11 +218,10 @@ impl BatchMachine<'_> {
                 cpu.seconds_on(j, threads)
             }
         };
-        let faulting_share = crate::fault_overlap::layers_with_a_miss(layers, s.misses) / layers;
-        let total = if let Some(faulting) =
-            io.faulting_seconds(&reads, barriers, faulting_share, t_io, &work_at)
+        let total = if let Some(ops) =
+            io.faulting_seconds(&reads, barriers, faulting / layers, t_io, &work_at)
         {
-            t_vram + t_ne + faulting
+            t_vram + t_ne + ops
         } else if io.overlaps_compute() {
             let h = if s.union > 0.0 {
                 (1.0 - s.misses / s.union).clamp(0.0, 1.0)

@@ -295,13 +295,22 @@ impl Comparison<'_> {
 /// `moe-spill kernel-replay`.
 pub fn run(a: KernelReplayOptions) -> Result<()> {
     let specs = plain_policies(&a.policies)?;
-    let mut inputs = a.study.input_files();
-    inputs.extend(a.file.iter().cloned());
+    let inputs = a.study.input_files();
     for out in [&a.output, &a.per_token].into_iter().flatten() {
         if out.is_dir() {
             return Err(Error::in_file(
                 out,
                 "is a directory; -o and --per-token take a file name",
+            ));
+        }
+        // The model file the run lays out, even when it is not there yet.
+        if a.file
+            .as_ref()
+            .is_some_and(|f| crate::report::same_output(out, f))
+        {
+            return Err(Error::in_file(
+                out,
+                "is also the model's --file; give another",
             ));
         }
         refuse_input_as_output(out, &inputs)?;
@@ -312,18 +321,6 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
             return Err(Error::in_file(
                 o,
                 "is also --per-token; give them two files",
-            ));
-        }
-    }
-    // The model file the run lays out, even when it is not there yet.
-    for out in [&a.output, &a.per_token].into_iter().flatten() {
-        if a.file
-            .as_ref()
-            .is_some_and(|f| crate::report::same_output(out, f))
-        {
-            return Err(Error::in_file(
-                out,
-                "is also the model's --file; give another",
             ));
         }
     }
