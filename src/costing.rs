@@ -80,7 +80,8 @@ pub fn make_row(
         hw: econ.map(|e| e.hw.name.clone()),
         policy,
         partition: partition.name(),
-        vram_gib,
+        // The row's VRAM per GPU (a sweep's --vrams), else the machine's (0: no GPU).
+        vram_gib: vram_gib.or_else(|| econ.map(|e| e.hw.gpus.first().map_or(0.0, |g| g.vram_gib))),
         gpu_layers: plan.gpu_slots(),
         ram_gib: budget.ram_gib,
         ram_bytes: None,

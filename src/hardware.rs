@@ -435,20 +435,26 @@ impl Hardware {
 
     /// One line for tables and titles.
     pub fn describe(&self) -> String {
+        self.describe_with(false)
+    }
+
+    /// One line for tables and titles; with `vram_per_row` the GPUs' VRAM is the rows'
+    /// (a sweep over `--vrams`) and the line names only their count and bandwidth.
+    pub fn describe_with(&self, vram_per_row: bool) -> String {
         let gpus: Vec<String> = self
             .gpus
             .iter()
             .map(|g| {
-                format!(
-                    "{}{} GiB @ {} GB/s",
-                    if g.count > 1 {
-                        format!("{}x ", g.count)
-                    } else {
-                        String::new()
-                    },
-                    g.vram_gib,
-                    g.bandwidth_gbs
-                )
+                let count = if g.count > 1 {
+                    format!("{}x ", g.count)
+                } else {
+                    String::new()
+                };
+                if vram_per_row {
+                    format!("{count}GPU @ {} GB/s", g.bandwidth_gbs)
+                } else {
+                    format!("{count}{} GiB @ {} GB/s", g.vram_gib, g.bandwidth_gbs)
+                }
             })
             .collect();
         format!(

@@ -668,7 +668,12 @@ pub fn context_line_with(
                 NonExpert::Bytes { bytes, .. } => format!("{bytes} B from the file"),
             },
             e.hw.name,
-            e.hw.describe(),
+            if vram_per_row {
+                // The machine before a row's VRAM replaced its GPUs' (or took them away).
+                m.hw.describe_with(true)
+            } else {
+                e.hw.describe()
+            },
             if vram_per_row {
                 "VRAM per row (vram_gib; gpu_layers: its MoE layers)".to_string()
             } else {

@@ -359,3 +359,16 @@ fn vram_rows_show_their_gpu_layers() {
         .collect();
     assert_eq!(layers, ["0", "15"], "{text}");
 }
+
+/// The machine in the table's header has the GPU of the rows, whose VRAM they give, even
+/// when the first row has none.
+#[test]
+fn vram_rows_keep_the_gpu_in_the_header() {
+    let text = lru_at_vrams("0,48", "table");
+    let header = text.lines().next().unwrap();
+    assert!(
+        header.contains("machine 3090-ddr5: GPU @ 936 GB/s, 128 GiB RAM"),
+        "{header}"
+    );
+    assert!(!header.contains("no GPU"), "{header}");
+}

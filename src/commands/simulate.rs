@@ -126,7 +126,7 @@ pub fn run(a: SimulateOptions) -> Result<()> {
         );
     }
     let format = OutputFormat::resolve(a.study.format, false);
-    let mut text = render_rows(&rows, format);
+    let mut text = render_rows(&rows, format, false);
     if format == OutputFormat::Table {
         text = format!("{}\n\n{text}", context_line(&study, econ.as_ref()));
     }

@@ -511,7 +511,7 @@ pub fn run(a: SweepOptions) -> Result<()> {
         return Err(no_rows(&specs, &unheld, &setups, &budget_sets, &vrams));
     }
     let format = OutputFormat::for_output(a.study.format, a.output.as_deref());
-    let mut text = render_rows(&rows, format);
+    let mut text = render_rows(&rows, format, !a.vrams.is_empty());
     if format == OutputFormat::Table {
         let econ = setups[0].as_ref().map(|s| study.cost_inputs_of(s));
         let line = context_line_with(&study, econ.as_ref(), !a.vrams.is_empty());

@@ -101,11 +101,11 @@ fn batch_cells(b: Option<&BatchColumns>) -> Vec<String> {
     }
 }
 
-/// Rows as a people table: the columns that matter, in readable units.
-pub fn rows_table(rows: &[Row]) -> String {
+/// Rows as a people table: the columns that matter, in readable units; `with_vram`: the
+/// rows' VRAM and MoE layers on the GPU (they differ by row, a sweep over --vrams).
+pub fn rows_table(rows: &[Row], with_vram: bool) -> String {
     let mib = |b: Option<f64>| b.map_or("-".into(), |v| fixed(v / (1u64 << 20) as f64, 1));
     let mib_u = |b: Option<u64>| mib(b.map(|v| v as f64));
-    let with_vram = rows.iter().any(|r| r.vram_gib.is_some());
     let with_batch = rows.iter().any(|r| r.batch.is_some());
     let mut head = vec![];
     if with_vram {
@@ -257,12 +257,14 @@ pub fn rows_csv(rows: &[Row]) -> String {
     serde_csv(rows, &skip, extra, cells)
 }
 
-pub fn render_rows(rows: &[Row], format: OutputFormat) -> String {
+/// Rows in `format`; `vram_per_row`: the table shows each row's VRAM (CSV and JSON
+/// always have it).
+pub fn render_rows(rows: &[Row], format: OutputFormat, vram_per_row: bool) -> String {
     match format {
         OutputFormat::Json => serde_json::to_string_pretty(rows).expect("json") + "\n",
         OutputFormat::Csv => rows_csv(rows),
         OutputFormat::Table => {
-            let mut s = rows_table(rows);
+            let mut s = rows_table(rows, vram_per_row);
             if let Some(pl) = rows.first().and_then(|r| r.per_layer_misses.as_ref()) {
                 let mut t = Table::new(&["layer", "misses", "misses/token"]);
                 for (l, m) in pl {
