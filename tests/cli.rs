@@ -565,6 +565,19 @@ fn bad_options() {
         &["sweep", "--points", "-3", "-q"],
         "invalid value '-3' for '--points <N>'",
     );
+    // So is a range or list that starts with one, not the flags `-1`, `-2`.
+    fails(
+        &["sweep", "--ram", "-1..8", "-q"],
+        "--ram: `-1`: a size must be zero or positive",
+    );
+    fails(
+        &["sweep", "--vrams", "-24,48", "-q"],
+        "invalid value '-24' for '--vrams <SIZE,...>'",
+    );
+    fails(
+        &["sweep", "-j", "-2", "-q"],
+        "invalid value '-2' for '--jobs <N>'",
+    );
 }
 
 /// `info --format json` gives counts as numbers and flags as booleans; the embedded

@@ -42,7 +42,11 @@ pub fn parse() -> std::result::Result<Cli, String> {
         })
     });
     command
-        .try_get_matches()
+        .clone()
+        .try_get_matches_from(join_negative_values(
+            &command,
+            std::env::args_os().collect(),
+        ))
         .and_then(|m| Cli::from_arg_matches(&m))
         .map_err(|e| match e.kind() {
             ErrorKind::DisplayHelp
@@ -50,6 +54,56 @@ pub fn parse() -> std::result::Result<Cli, String> {
             | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
             _ => one_line(&e.render().to_string()),
         })
+}
+
+/// `--ram -1..8` as `--ram=-1..8`: a value that starts with '-' and a digit or a dot
+/// (a negative range or list; clap takes a lone negative number itself) goes to the
+/// option before it, to be refused with that option's reason, not read as flags `-1`.
+fn join_negative_values(
+    command: &clap::Command,
+    args: Vec<std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let Some(sub) = args
+        .get(1)
+        .and_then(|a| a.to_str())
+        .and_then(|name| command.find_subcommand(name))
+    else {
+        return args;
+    };
+    let takes_value = |flag: &str| {
+        sub.get_arguments().any(|a| {
+            a.get_action().takes_values()
+                && match flag.strip_prefix("--") {
+                    Some(long) => a.get_long() == Some(long),
+                    None => {
+                        let mut c = flag.chars().skip(1);
+                        flag.len() == 2 && c.next() == a.get_short()
+                    }
+                }
+        })
+    };
+    let negative = |v: &str| {
+        let mut c = v.chars();
+        c.next() == Some('-') && c.next().is_some_and(|c| c.is_ascii_digit() || c == '.')
+    };
+    let mut out: Vec<std::ffi::OsString> = Vec::with_capacity(args.len());
+    let mut rest = args.into_iter();
+    while let Some(a) = rest.next() {
+        if a == "--" {
+            out.push(a);
+            out.extend(rest.by_ref());
+            break;
+        }
+        let flag = a.to_str().filter(|f| f.starts_with('-') && takes_value(f));
+        match (flag, rest.as_slice().first().and_then(|v| v.to_str())) {
+            (Some(f), Some(v)) if negative(v) => {
+                out.push(format!("{f}={v}").into());
+                rest.next();
+            }
+            _ => out.push(a),
+        }
+    }
+    out
 }
 
 /// clap's error text in one line: "MESSAGE (TIP; TIP); usage: USAGE".
