@@ -207,8 +207,15 @@ pub fn make_row(
                 // Token by token the decode model prices the row (the same sums, in the
                 // order of the rows without batches).
                 None => {
-                    let t =
-                        decode_time(p, &e.hw, io, ram_gib, &hist.pairs(), row.hit_rate, resident);
+                    let t = decode_time(
+                        p,
+                        &e.hw,
+                        io,
+                        ram_gib,
+                        &hist.pairs(),
+                        plan.per_token as f64,
+                        resident,
+                    );
                     row.t_vram_ms = Some(t.t_vram * 1e3);
                     row.t_ram_ms = Some(t.t_ram * 1e3);
                     row.t_compute_ms = Some(t.t_compute * 1e3);

@@ -142,107 +142,153 @@ pub struct DecodeTime {
     pub device_bytes: f64,
 }
 
-/// One decode token's time. `misses` lists (misses in a token, tokens with that many)
-/// for the CPU-side layers; `hit_rate` is the run's; `resident` the share of the CPU
-/// layers' experts the cache holds (the chance a neighbour of a missed slice is cached).
+/// A decode token's time, the mean over the run's tokens. `misses` lists (misses in a
+/// token, tokens with that many) for the CPU-side layers; `accesses` is the CPU-side
+/// layers' accesses per token; `resident` the share of the CPU layers' experts the cache
+/// holds (the chance a neighbour of a missed slice is cached). Each count of misses is
+/// priced as a token of its own and the times averaged: tokens run one after another, so
+/// the run takes the sum of their times (its reads and products are not linear in the
+/// misses: the time of the mean token is not the mean time).
 pub fn decode_time(
     p: &Placement,
     hw: &Hardware,
     io: &IoSetup,
     ram_gib: f64,
     misses: &[(u32, u64)],
-    hit_rate: f64,
+    accesses: f64,
     resident: f64,
 ) -> DecodeTime {
-    let base = token_time(p, hw, 0.0);
-    // The CPU-side layers in groups of alike slices: each group's bytes priced once.
-    let groups = p.cpu_groups();
-    let mut t_compute_exp = 0.0;
-    let mut known = true;
-    let mut t_compute_ne = 0.0;
-    if let Some(cpu) = &hw.cpu {
-        for &(slices, n) in &groups {
-            let e = p.top_k as f64 * n as f64;
-            for s in slices {
-                match cpu.matmul_seconds(&s.ty, e * s.bytes as f64) {
-                    Some(x) => t_compute_exp += x,
-                    None => known = false,
+    let token = TokenCost::new(p, hw, io, ram_gib, resident);
+    let tokens: u64 = misses.iter().map(|&(_, n)| n).sum();
+    if tokens == 0 {
+        return token.time(0.0, accesses);
+    }
+    let mut mean = DecodeTime::default();
+    for &(m, n) in misses {
+        let t = token.time(m as f64, accesses);
+        let w = n as f64 / tokens as f64;
+        mean.t_io += w * t.t_io;
+        mean.total += w * t.total;
+        mean.device_bytes += w * t.device_bytes;
+        (mean.t_vram, mean.t_ram, mean.t_compute) = (t.t_vram, t.t_ram, t.t_compute);
+    }
+    mean
+}
+
+/// What every token of a run shares (the placement's CPU work, the machine), for the
+/// time of a token with a given number of misses.
+struct TokenCost<'a> {
+    p: &'a Placement,
+    hw: &'a Hardware,
+    io: &'a IoSetup,
+    resident: f64,
+    t_vram: f64,
+    t_ram_exp: f64,
+    t_ram_ne: f64,
+    t_compute_exp: f64,
+    t_compute_ne: f64,
+    /// Non-expert bytes that do not fit in RAM: read every token.
+    paged: f64,
+}
+
+impl<'a> TokenCost<'a> {
+    fn new(
+        p: &'a Placement,
+        hw: &'a Hardware,
+        io: &'a IoSetup,
+        ram_gib: f64,
+        resident: f64,
+    ) -> Self {
+        let mut t_compute_exp = 0.0;
+        let mut known = true;
+        let mut t_compute_ne = 0.0;
+        if let Some(cpu) = &hw.cpu {
+            // The CPU-side layers in groups of alike slices: each group's bytes priced once.
+            for &(slices, n) in &p.cpu_groups() {
+                let e = p.top_k as f64 * n as f64;
+                for s in slices {
+                    match cpu.matmul_seconds(&s.ty, e * s.bytes as f64) {
+                        Some(x) => t_compute_exp += x,
+                        None => known = false,
+                    }
                 }
             }
+            t_compute_ne = cpu
+                .matmul_seconds(&p.non_expert_quant, p.non_expert_ram_bytes)
+                .unwrap_or(0.0);
         }
-        t_compute_ne = cpu
-            .matmul_seconds(&p.non_expert_quant, p.non_expert_ram_bytes)
-            .unwrap_or(0.0);
+        if !known {
+            t_compute_exp = 0.0;
+        }
+        let ram_bw = hw.ram.bandwidth_gbs * GB;
+        TokenCost {
+            p,
+            hw,
+            io,
+            resident,
+            t_vram: token_time(p, hw, 0.0).t_vram,
+            t_ram_exp: p.cpu_expert_bytes_per_token() / ram_bw,
+            t_ram_ne: p.non_expert_ram_bytes / ram_bw,
+            t_compute_exp,
+            t_compute_ne,
+            paged: p.paged_non_expert_bytes(ram_gib, hw.ram.reserve_gib),
+        }
     }
-    if !known {
-        t_compute_exp = 0.0;
-    }
-    let ram_bw = hw.ram.bandwidth_gbs * GB;
-    let t_ram_exp = p.cpu_expert_bytes_per_token() / ram_bw;
-    let t_ram_ne = p.non_expert_ram_bytes / ram_bw;
-    let t_cpu_exp = t_ram_exp.max(t_compute_exp);
-    let t_cpu_ne = t_ram_ne.max(t_compute_ne);
 
-    // The misses, layer by layer: a token's misses spread evenly over its CPU layers,
-    // each layer's read at its own slice sizes.
-    let layers = p.cpu_layers.max(1) as f64;
-    let tokens: u64 = misses.iter().map(|&(_, n)| n).sum();
-    let per = |x: f64| if tokens == 0 { 0.0 } else { x / tokens as f64 };
-    let mut io_s = 0.0;
-    // Device bytes per token of each group, with its slices (and of the paged non-expert
-    // weights), for the faulting threads' overlap.
-    let mut reads: Vec<(f64, Vec<u64>)> = Vec::new();
-    // The expert products that fault (the ops of the layers with a miss), each between
-    // two barriers of the compute threads.
-    let mut barriers = 0.0;
-    let mut faulting_layers = 0.0;
-    for &(m, n) in misses {
-        faulting_layers += n as f64 * fault_overlap::layers_with_a_miss(layers, m as f64);
-    }
-    for &(slices, g) in &groups {
-        let bytes: Vec<u64> = slices.iter().map(|s| s.bytes).collect();
-        let ops = expert_ops(slices, hw);
-        let mut group_bytes = 0.0;
-        for &(m, n) in misses {
-            let r = io.layer_reads(&bytes, m as f64 / layers, resident);
-            io_s += n as f64 * g as f64 * r.seconds;
-            group_bytes += n as f64 * g as f64 * r.device_bytes;
-            let faulting = fault_overlap::layers_with_a_miss(layers, m as f64) * g as f64 / layers;
-            barriers += n as f64 * faulting * ops;
+    /// A token with `misses` over the CPU layers, spread evenly over them, each layer's
+    /// read at its own slice sizes; `accesses`: the CPU layers' per token.
+    fn time(&self, misses: f64, accesses: f64) -> DecodeTime {
+        let (p, hw, io) = (self.p, self.hw, self.io);
+        let t_cpu_exp = self.t_ram_exp.max(self.t_compute_exp);
+        let t_cpu_ne = self.t_ram_ne.max(self.t_compute_ne);
+        let layers = p.cpu_layers.max(1) as f64;
+        let mut t_io = 0.0;
+        // Device bytes of each group, with its slices (and of the paged non-expert
+        // weights), for the faulting threads' overlap.
+        let mut reads: Vec<(f64, Vec<u64>)> = Vec::new();
+        // The expert products that fault (the ops of the layers with a miss), each
+        // between two barriers of the compute threads.
+        let mut barriers = 0.0;
+        let faulting_layers = fault_overlap::layers_with_a_miss(layers, misses);
+        for &(slices, g) in &p.cpu_groups() {
+            let bytes: Vec<u64> = slices.iter().map(|s| s.bytes).collect();
+            let r = io.layer_reads(&bytes, misses / layers, self.resident);
+            t_io += g as f64 * r.seconds;
+            barriers += faulting_layers * g as f64 / layers * expert_ops(slices, hw);
+            reads.push((g as f64 * r.device_bytes, bytes));
         }
-        reads.push((per(group_bytes), bytes));
-    }
-    let barriers = per(barriers);
-    let mut t_io = per(io_s);
-    // Non-expert weights beyond the RAM left after the reserve are read every token.
-    let paged = p.paged_non_expert_bytes(ram_gib, hw.ram.reserve_gib);
-    if paged > 0.0 {
-        let r = io.layer_reads(&[paged as u64], 1.0, 0.0);
-        t_io += r.seconds;
-        reads.push((r.device_bytes, vec![paged as u64]));
-    }
-    // A sum of nothing is -0.0 in Rust's f64 `sum`: printed as "-0".
-    let device_bytes: f64 = reads.iter().map(|r| r.0).sum::<f64>() + 0.0;
-    let threads = hw.threads() as f64;
-    let cpu_at = |j: f64| t_ram_exp.max(t_compute_exp * threads / j);
-    let faulting_share = per(faulting_layers) / layers;
-    let total = if let Some(faulting) =
-        io.faulting_seconds(&reads, barriers, faulting_share, t_io, &cpu_at)
-    {
-        base.t_vram + t_cpu_ne + faulting
-    } else if io.overlaps_compute() {
-        let h = hit_rate.clamp(0.0, 1.0);
-        base.t_vram + t_cpu_ne + t_io.max(h * t_cpu_exp) + (1.0 - h) * t_cpu_exp
-    } else {
-        base.t_vram + t_cpu_ne + t_cpu_exp + t_io
-    };
-    DecodeTime {
-        t_vram: base.t_vram,
-        t_ram: t_ram_exp + t_ram_ne,
-        t_compute: t_compute_exp + t_compute_ne,
-        t_io,
-        total,
-        device_bytes,
+        if self.paged > 0.0 {
+            let r = io.layer_reads(&[self.paged as u64], 1.0, 0.0);
+            t_io += r.seconds;
+            reads.push((r.device_bytes, vec![self.paged as u64]));
+        }
+        // A sum of nothing is -0.0 in Rust's f64 `sum`: printed as "-0".
+        let device_bytes: f64 = reads.iter().map(|r| r.0).sum::<f64>() + 0.0;
+        let threads = hw.threads() as f64;
+        let cpu_at = |j: f64| self.t_ram_exp.max(self.t_compute_exp * threads / j);
+        let total = if let Some(faulting) =
+            io.faulting_seconds(&reads, barriers, faulting_layers / layers, t_io, &cpu_at)
+        {
+            self.t_vram + t_cpu_ne + faulting
+        } else if io.overlaps_compute() {
+            // The hits' products run while the layer's reads do.
+            let h = if accesses > 0.0 {
+                (1.0 - misses / accesses).clamp(0.0, 1.0)
+            } else {
+                1.0
+            };
+            self.t_vram + t_cpu_ne + t_io.max(h * t_cpu_exp) + (1.0 - h) * t_cpu_exp
+        } else {
+            self.t_vram + t_cpu_ne + t_cpu_exp + t_io
+        };
+        DecodeTime {
+            t_vram: self.t_vram,
+            t_ram: self.t_ram_exp + self.t_ram_ne,
+            t_compute: self.t_compute_exp + self.t_compute_ne,
+            t_io,
+            total,
+            device_bytes,
+        }
     }
 }
 
@@ -301,7 +347,7 @@ pub(crate) mod tests {
         let io = mmap(1 << 20, 1, drive.clone(), f64::INFINITY);
         // Two tokens, one with 2 misses, one with none: 1 miss per token, half a miss
         // per layer, the neighbours all cached.
-        let t = decode_time(&p, &hw, &io, 10.0, &[(2, 1), (0, 1)], 0.5, 1.0);
+        let t = decode_time(&p, &hw, &io, 10.0, &[(2, 1), (0, 1)], 2.0, 1.0);
         let bytes = GIB;
         assert!(close(t.device_bytes, bytes));
         let io_s = drive.read_seconds(bytes, (1 << 20) as f64, 1.0);
@@ -321,7 +367,7 @@ pub(crate) mod tests {
         let misses = [(2, 1), (0, 1)];
         for threads in [1, 2, 8] {
             hw.cpu.as_mut().unwrap().threads = threads;
-            let t = decode_time(&p, &hw, &io(threads), 10.0, &misses, 0.5, 1.0);
+            let t = decode_time(&p, &hw, &io(threads), 10.0, &misses, 2.0, 1.0);
             let ne = 0.5 * GIB / 10e9;
             let exp = (2.0 * GIB / 10e9).max(2.0 * GIB / (21.1e9 * threads as f64));
             let alone = t.t_io + exp;
@@ -352,9 +398,9 @@ pub(crate) mod tests {
         hw.ram.bandwidth_gbs = 100.0;
         hw.cpu.as_mut().unwrap().threads = 8;
         let io = mmap(64 << 20, 8, DriveCurve::from_figures(2.0, 100.0, 1.0), 4.0);
-        let none = decode_time(&p, &hw, &io, 10.0, &[(0, 1000)], 1.0, 1.0);
+        let none = decode_time(&p, &hw, &io, 10.0, &[(0, 1000)], 2.0, 1.0);
         let per_miss = |every: u64| {
-            let rare = decode_time(&p, &hw, &io, 10.0, &[(1, 1), (0, every - 1)], 1.0, 1.0);
+            let rare = decode_time(&p, &hw, &io, 10.0, &[(1, 1), (0, every - 1)], 2.0, 1.0);
             (rare.total - none.total) * every as f64
         };
         let one_in_ten = per_miss(10);
@@ -392,13 +438,13 @@ pub(crate) mod tests {
         let histograms = [&[(2u32, 1u64)][..], &[(1, 1), (0, 1)][..]];
         hw.cpu.as_mut().unwrap().threads = 1;
         for misses in histograms {
-            let t = decode_time(&p, &hw, &io(1), 10.0, misses, 0.5, 1.0);
+            let t = decode_time(&p, &hw, &io(1), 10.0, misses, 2.0, 1.0);
             let sum = cpu(0.5 * GIB, 1.0) + t.t_io + cpu(2.0 * GIB, 1.0);
             assert!(close(t.total, sum), "{misses:?}: {t:?}");
         }
         hw.cpu.as_mut().unwrap().threads = 8;
         for misses in histograms {
-            let t = decode_time(&p, &hw, &io(8), 10.0, misses, 0.5, 1.0);
+            let t = decode_time(&p, &hw, &io(8), 10.0, misses, 2.0, 1.0);
             let exp = cpu(2.0 * GIB, 8.0);
             let sum = cpu(0.5 * GIB, 8.0) + t.t_io + exp;
             assert!(t.total <= sum * (1.0 + 1e-9), "{misses:?}: {t:?}");
@@ -432,7 +478,7 @@ pub(crate) mod tests {
             1000.0,
         );
         for misses in [13, 26, 52] {
-            let t = decode_time(&p, &hw, &io, 64.0, &[(misses, 1)], 0.8, 0.8);
+            let t = decode_time(&p, &hw, &io, 64.0, &[(misses, 1)], 156.0, 0.8);
             let ne = (0.5 * GIB / 67.2e9).max(0.5 * GIB / (21.1e9 * 16.0));
             let exp = t.t_compute - 0.5 * GIB / (21.1e9 * 16.0);
             let sum = ne + t.t_io + exp.max(t.t_ram - 0.5 * GIB / 67.2e9);
@@ -440,12 +486,35 @@ pub(crate) mod tests {
         }
     }
 
+    /// A run's token is the mean of its tokens' times, each priced at its own misses
+    /// (eight faulting threads: the time is not linear in the misses, so pricing the
+    /// mean token instead would differ).
+    #[test]
+    fn a_run_takes_the_mean_of_its_tokens_times() {
+        let (p, mut hw) = setup();
+        hw.cpu.as_mut().unwrap().threads = 8;
+        let io = mmap(1 << 20, 8, DriveCurve::from_figures(2.0, 100.0, 1.0), 4.0);
+        let one = |m: u32| decode_time(&p, &hw, &io, 10.0, &[(m, 1)], 2.0, 1.0);
+        let run = decode_time(&p, &hw, &io, 10.0, &[(4, 1), (0, 3)], 2.0, 1.0);
+        let (four, none) = (one(4), one(0));
+        assert!(
+            close(run.total, (four.total + 3.0 * none.total) / 4.0),
+            "{run:?}"
+        );
+        assert!(close(run.t_io, (four.t_io + 3.0 * none.t_io) / 4.0));
+        assert!(close(run.device_bytes, four.device_bytes / 4.0));
+        assert!(
+            !close(run.total, one(1).total),
+            "linear here: the test shows nothing"
+        );
+    }
+
     #[test]
     fn the_page_cache_costs_the_faulting_thread_cpu_time() {
         let (p, hw) = setup();
         let drive = DriveCurve::from_figures(2.0, 100.0, 1.0);
         let mut io = mmap(1 << 20, 1, drive.clone(), 2.0);
-        let t = decode_time(&p, &hw, &io, 10.0, &[(2, 1), (0, 1)], 0.5, 1.0);
+        let t = decode_time(&p, &hw, &io, 10.0, &[(2, 1), (0, 1)], 2.0, 1.0);
         let io_s = drive.read_seconds(GIB, (1 << 20) as f64, 1.0);
         assert!(close(t.t_io, io_s + GIB / 2e9));
         // Faults go at the rate for faults, whatever buffered reads cost; reads of the
@@ -455,22 +524,22 @@ pub(crate) mod tests {
             fault_gbs: 8.0,
             willneed_gbs: 8.0,
         };
-        let f = decode_time(&p, &hw, &io, 10.0, &[(2, 1), (0, 1)], 0.5, 1.0);
+        let f = decode_time(&p, &hw, &io, 10.0, &[(2, 1), (0, 1)], 2.0, 1.0);
         assert!(close(f.t_io, io_s + GIB / 8e9));
         io.engine = IoEngine::Pread {
             workers: 1,
             chunk: 1 << 20,
         };
-        let r = decode_time(&p, &hw, &io, 10.0, &[(2, 1), (0, 1)], 0.5, 1.0);
+        let r = decode_time(&p, &hw, &io, 10.0, &[(2, 1), (0, 1)], 2.0, 1.0);
         io.page_cache = PageCacheRates::same(8.0);
-        let r8 = decode_time(&p, &hw, &io, 10.0, &[(2, 1), (0, 1)], 0.5, 1.0);
+        let r8 = decode_time(&p, &hw, &io, 10.0, &[(2, 1), (0, 1)], 2.0, 1.0);
         assert!(
             close(r.t_io - r8.t_io, GIB / 0.5e9 - GIB / 8e9),
             "{r:?} {r8:?}"
         );
         // O_DIRECT bypasses it.
         io.engine = IoEngine::Direct { workers: 1 };
-        let d = decode_time(&p, &hw, &io, 10.0, &[(2, 1), (0, 1)], 0.5, 1.0);
+        let d = decode_time(&p, &hw, &io, 10.0, &[(2, 1), (0, 1)], 2.0, 1.0);
         assert!(close(
             d.t_io,
             drive.read_seconds(GIB, (1 << 28) as f64 * 4.0 / 3.0, 1.0)
@@ -490,7 +559,7 @@ pub(crate) mod tests {
             page_cache: PageCacheRates::same(f64::INFINITY),
             serial_reads: false,
         };
-        let t = decode_time(&p, &hw, &io, 10.0, &[(1, 1)], 0.5, 1.0);
+        let t = decode_time(&p, &hw, &io, 10.0, &[(1, 1)], 2.0, 1.0);
         let exp = 2.0 * GIB / 10e9;
         let ne = 0.5 * GIB / 10e9;
         assert!(close(t.total, ne + t.t_io.max(0.5 * exp) + 0.5 * exp));
@@ -500,7 +569,7 @@ pub(crate) mod tests {
             serial_reads: true,
             ..io
         };
-        let s = decode_time(&p, &hw, &serial, 10.0, &[(1, 1)], 0.5, 1.0);
+        let s = decode_time(&p, &hw, &serial, 10.0, &[(1, 1)], 2.0, 1.0);
         assert!(close(s.total, ne + exp + t.t_io));
         assert_eq!((s.t_io, s.device_bytes), (t.t_io, t.device_bytes));
     }
@@ -520,7 +589,7 @@ pub(crate) mod tests {
             DriveCurve::from_figures(2.0, 100.0, 1.0),
             f64::INFINITY,
         );
-        let t = decode_time(&p, &hw, &io, 10.0, &[(0, 1)], 1.0, 1.0);
+        let t = decode_time(&p, &hw, &io, 10.0, &[(0, 1)], 2.0, 1.0);
         // 2 GiB of IQ2_XXS at 6.5 GB/s on one thread beats 100 GB/s of RAM.
         let compute_exp = 2.0 * GIB / 6.5e9;
         assert!(close(
@@ -539,9 +608,9 @@ pub(crate) mod tests {
             f64::INFINITY,
         );
         // 1.25 GiB installed, 1 GiB reserve: 0.25 GiB of the 0.5 GiB stays out.
-        let t = decode_time(&p, &hw, &io, 1.25, &[(0, 1)], 0.0, 0.0);
+        let t = decode_time(&p, &hw, &io, 1.25, &[(0, 1)], 2.0, 0.0);
         assert!(close(t.device_bytes, 0.25 * GIB + 2.0 * (1 << 20) as f64));
-        let full = decode_time(&p, &hw, &io, 10.0, &[(0, 1)], 0.0, 0.0);
+        let full = decode_time(&p, &hw, &io, 10.0, &[(0, 1)], 2.0, 0.0);
         assert_eq!(full.device_bytes, 0.0);
     }
 }

@@ -190,6 +190,23 @@ fn op_seconds(n: usize, k: f64, r_drive: &[f64], r_own: f64, r_work: &[f64]) -> 
         }
     }
     let mut cur = prev.clone();
+    // Every level has the same moves out of each state: their rates over the state's
+    // total, and its mean holding time, computed once (a multiply per move, not a
+    // division per state and level).
+    let weights: Vec<[f64; 4]> = (0..(n + 1) * (n + 1))
+        .map(|i| {
+            let (a, b) = (i / (n + 1), i % (n + 1));
+            if a + b > n {
+                return [0.0; 4];
+            }
+            let c = n - a - b;
+            let rd = if a > 0 { r_drive[a] } else { 0.0 };
+            let ro = b as f64 * r_own;
+            let rw = if c > 0 { r_work[c] } else { 0.0 };
+            let rate = rd + ro + rw;
+            [1.0 / rate, rd / rate, ro / rate, rw / rate]
+        })
+        .collect();
     let mut step_prev: Option<Vec<f64>> = None;
     let mut values = [drain[at(n, 0, 0)], 0.0];
     let (want_lo, want_hi) = (lo.saturating_sub(n), hi - n);
@@ -202,11 +219,18 @@ fn op_seconds(n: usize, k: f64, r_drive: &[f64], r_own: f64, r_work: &[f64]) -> 
         for a in 0..=n {
             for b in 0..=n - a {
                 let c = n - a - b;
-                cur[idx(a, b)] = expected_time([
-                    (a > 0).then(|| (r_drive[a], cur[idx(a - 1, b + 1)])),
-                    (b > 0).then(|| (b as f64 * r_own, cur[idx(a, b - 1)])),
-                    (c > 0).then(|| (r_work[c], prev[idx(a + 1, b)])),
-                ]);
+                let [hold, wd, wo, ww] = weights[idx(a, b)];
+                let mut t = hold;
+                if a > 0 {
+                    t += wd * cur[idx(a - 1, b + 1)];
+                }
+                if b > 0 {
+                    t += wo * cur[idx(a, b - 1)];
+                }
+                if c > 0 {
+                    t += ww * prev[idx(a + 1, b)];
+                }
+                cur[idx(a, b)] = t;
             }
         }
         let here = cur[idx(n, 0)];

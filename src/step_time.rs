@@ -394,8 +394,7 @@ mod tests {
                             union: 2.0,
                             misses: misses as f64,
                         });
-                        let h = 1.0 - misses as f64 / 2.0;
-                        let d = decode_time(&p, &hw, &io, ram_gib, &[(misses, 1)], h, 0.5);
+                        let d = decode_time(&p, &hw, &io, ram_gib, &[(misses, 1)], 2.0, 0.5);
                         assert!(
                             close(st.total, d.total),
                             "{gpu} {cpu} {io:?} {misses}: {st:?} {d:?}"
@@ -494,7 +493,7 @@ mod tests {
                 union: 2.0,
                 misses: 1.0,
             });
-            let d = decode_time(&p, &hw, &io, 10.0, &[(1, 1)], 0.5, 0.5);
+            let d = decode_time(&p, &hw, &io, 10.0, &[(1, 1)], 2.0, 0.5);
             assert!(close(st.total, d.total), "{cpu_first}: {st:?} {d:?}");
             // A ubatch reads the VRAM layer's union (as a CPU layer's: 1 expert) once.
             let big = m.step_time(StepLoad {

@@ -661,6 +661,48 @@ fn op_offload_and_parallel_decode_rates() {
     assert!((all - 3.0 * one).abs() < 1e-9 * all, "{all} {one}");
 }
 
+/// Decode one token at a time (`--parallel 1`): the row's tokens/s and its decode
+/// tokens/s price the same tokens, each at its own misses, so they agree; under page
+/// faults on 16 threads (desktop-cpu) a token's time is not linear in its misses.
+#[test]
+fn one_token_steps_decode_at_the_rows_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("ds.mst");
+    let t = trace.to_str().unwrap();
+    ok(&[
+        "synth",
+        "--model",
+        "deepseek-v2-lite",
+        "--tokens",
+        "200",
+        "--responses",
+        "3",
+        "-q",
+        "-o",
+        t,
+    ]);
+    for io in ["mmap", "pread", "direct"] {
+        let r = json_row(&[
+            "simulate",
+            t,
+            "--hw",
+            "desktop-cpu",
+            "--ram",
+            "10GiB",
+            "--parallel",
+            "1",
+            "--io",
+            io,
+            "--format",
+            "json",
+            "-q",
+        ]);
+        let est = r["est_tok_s"].as_f64().unwrap();
+        let decode = r["batch"]["decode_tok_s"].as_f64().unwrap();
+        assert!((est - decode).abs() <= 1e-9 * est, "{io}: {est} {decode}");
+    }
+}
+
 #[test]
 fn bad_prompt_lengths() {
     let dir = tempfile::tempdir().unwrap();
