@@ -1425,6 +1425,12 @@ fn argument_errors_are_one_line_after_notes() {
     // Every expert in VRAM: nothing from the drive, written as 0 (not -0).
     let all = ok(&["simulate", "--vram", "1000", "--format", "csv", "-q"]);
     assert_eq!(csv_rows(&all)[0]["device_bytes_per_token"], "0");
+    // Nor does any access reach the cache: no hit rate (empty, null, "-"), not 0.
+    assert_eq!(csv_rows(&all)[0]["accesses"], "0");
+    assert_eq!(csv_rows(&all)[0]["hit_rate"], "");
+    let json = ok(&["simulate", "--vram", "1000", "--format", "json", "-q"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(v[0]["hit_rate"].is_null(), "{json}");
     // estimate takes a RAM below the reserve as simulate does: no page cache.
     ok(&[
         "estimate", "--u", "13190", "--d", "2412", "--ram", "4GiB", "-q",

@@ -25,7 +25,8 @@ pub struct Row {
     pub hits: u64,
     pub misses: u64,
     pub cold_misses: u64,
-    pub hit_rate: f64,
+    /// None without an access on the CPU side (every MoE layer in VRAM).
+    pub hit_rate: Option<f64>,
     pub misses_per_token: f64,
     pub ssd_bytes: Option<u64>,
     pub ssd_bytes_per_token: Option<f64>,
@@ -158,12 +159,7 @@ pub fn rows_table(rows: &[Row], with_vram: bool) -> String {
             r.policy.clone(),
             r.ram_gib.map_or("-".into(), |v| fixed(v, 1)),
             r.cache_experts.to_string(),
-            // No access on the CPU side (every MoE layer in VRAM): no rate to show.
-            if r.accesses == 0 {
-                "-".into()
-            } else {
-                fixed(r.hit_rate, 4)
-            },
+            r.hit_rate.map_or("-".into(), |h| fixed(h, 4)),
             fixed(r.misses_per_token, 2),
             mib(r.ssd_bytes_per_token),
             mib_u(r.ssd_bytes_per_token_p50),
