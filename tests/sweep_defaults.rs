@@ -246,6 +246,50 @@ fn no_row_at_all_is_an_error_naming_a_budget_that_works() {
     let out = ram("0GiB..20.4GiB");
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    // A policy named beside others that give rows: still an error, not left out, and
+    // nothing but the error on stderr.
+    for quiet in [false, true] {
+        let mut args = vec![
+            "sweep",
+            "--ram",
+            "0GiB..8GiB",
+            "--points",
+            "2",
+            "--policies",
+            "pinned:3,lru",
+        ];
+        if quiet {
+            args.push("-q");
+        }
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("no row for a policy named: pinned:3 pins 768 experts and the largest budget, 8 GiB, holds 107; --ram 0GiB..20.4GiB"),
+            "{err}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+    // With rows at another VRAM size it runs, with a note for the size without.
+    let out = run(&[
+        "sweep",
+        "--ram",
+        "0GiB..24GiB",
+        "--points",
+        "2",
+        "--policies",
+        "pinned:3,lru",
+        "--vrams",
+        "0,96",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("pinned:3 pins 768 experts and the largest budget holds"),
+        "{err}"
+    );
+    assert!(err.contains("it has no rows at one VRAM size"), "{err}");
 }
 
 #[test]

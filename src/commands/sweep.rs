@@ -231,8 +231,9 @@ fn plan_jobs(
     quiet: bool,
     default_policies: bool,
 ) -> Result<(Vec<Job>, Vec<Unheld>)> {
-    let mut jobs = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
     let mut unheld = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
     for v in 0..plans.len() {
         for (p, spec) in specs.iter().enumerate() {
             // Budgets too small for a pinned set are left out (in a single simulate they
@@ -263,13 +264,14 @@ fn plan_jobs(
                 );
             }
             if fits.is_empty() {
-                // Other policies may still give rows: say why this one has none (with
-                // no row at all, `no_rows` says it as the error).
+                // Other policies (or VRAM sizes) may still give rows: say why this one
+                // has none (with no row at all, `no_rows` says it as the error).
                 if !quiet {
                     let largest = budget_sets[v].iter().map(|b| b.capacity).max().unwrap_or(0);
-                    crate::note!(
-                        "moe-spill: note: {spec} pins {min} experts and the largest budget holds {largest}: it has no rows"
-                    );
+                    notes.push(format!(
+                        "moe-spill: note: {spec} pins {min} experts and the largest budget holds {largest}: it has no rows{}",
+                        if plans.len() > 1 { " at one VRAM size" } else { "" }
+                    ));
                 }
                 unheld.push(Unheld {
                     vram: v,
@@ -303,15 +305,31 @@ fn plan_jobs(
             }
         }
     }
+    // A policy named on the command line gives rows, or the sweep is an error
+    // (`unrun`, without these notes); a default one is left out with a note.
+    if default_policies || unrun(specs.len(), &jobs).is_none() {
+        for note in notes {
+            crate::note!("{note}");
+        }
+    }
     // Long jobs first (LRU's pass covers every budget; big budgets run longer for most
     // policies only a little), so the tail of the run stays short.
     jobs.sort_by_key(|j| std::cmp::Reverse(j.budgets.len()));
     Ok((jobs, unheld))
 }
 
-/// The error of a sweep with no row at all: why, and a range of budgets that gives rows
-/// (for the policy that needs the least). An empty output with exit 0 would hide it.
+const NO_ROWS: &str = "no row to write";
+
+/// The first of `policies` without a job: no budget holds its pinned set.
+fn unrun(policies: usize, jobs: &[Job]) -> Option<usize> {
+    (0..policies).find(|&p| !jobs.iter().any(|j| j.policy == p))
+}
+
+/// The error of a sweep with no row at all (`lead`), or none for a policy named: why,
+/// and a range of budgets that gives rows (for the policy of `unheld` that needs the
+/// least). An empty output with exit 0 would hide it.
 fn no_rows(
+    lead: &str,
     specs: &[PolicySpec],
     unheld: &[Unheld],
     setups: &[Option<(Placement, Hardware)>],
@@ -327,7 +345,7 @@ fn no_rows(
         _ => u.pinned as f64,
     };
     let Some(u) = unheld.iter().min_by(|x, y| need(x).total_cmp(&need(y))) else {
-        return Error::new("sweep: no row to write: no policy can run on this trace");
+        return Error::new(format!("sweep: {lead}: no policy can run on this trace"));
     };
     let set = &budget_sets[u.vram];
     let largest = set.iter().max_by_key(|b| b.capacity).expect("budgets");
@@ -346,7 +364,7 @@ fn no_rows(
         None => String::new(),
     };
     Error::new(format!(
-        "sweep: no row to write: {} pins {} experts and {largest}; {range} reaches a budget that holds them{vram}",
+        "sweep: {lead}: {} pins {} experts and {largest}; {range} reaches a budget that holds them{vram}",
         specs[u.policy], u.pinned
     ))
 }
@@ -464,7 +482,26 @@ pub fn run(a: SweepOptions) -> Result<()> {
         a.default_policies,
     )?;
     if jobs.is_empty() && !a.kernel.kernel {
-        return Err(no_rows(&specs, &unheld, &setups, &budget_sets, &vrams));
+        return Err(no_rows(
+            NO_ROWS,
+            &specs,
+            &unheld,
+            &setups,
+            &budget_sets,
+            &vrams,
+        ));
+    }
+    // A policy the user named that gives no row at all is an error, as in simulate.
+    if let (false, Some(p)) = (a.default_policies, unrun(specs.len(), &jobs)) {
+        let mine: Vec<Unheld> = unheld.into_iter().filter(|u| u.policy == p).collect();
+        return Err(no_rows(
+            "no row for a policy named",
+            &specs,
+            &mine,
+            &setups,
+            &budget_sets,
+            &vrams,
+        ));
     }
     // Checked (and the file laid out) before the policies run; the kernel runs after.
     let mut kernel = KernelSweep::new(&a.kernel, &study, &plans[0], a.study.input.quiet)?;
@@ -508,7 +545,14 @@ pub fn run(a: SweepOptions) -> Result<()> {
     let rows: Vec<Row> = results.into_iter().map(|r| r.3).collect();
     if rows.is_empty() {
         // With --kernel, whose rows leave out budgets of 0 experts.
-        return Err(no_rows(&specs, &unheld, &setups, &budget_sets, &vrams));
+        return Err(no_rows(
+            NO_ROWS,
+            &specs,
+            &unheld,
+            &setups,
+            &budget_sets,
+            &vrams,
+        ));
     }
     let format = OutputFormat::for_output(a.study.format, a.output.as_deref());
     let mut text = render_rows(&rows, format, !a.vrams.is_empty());
