@@ -416,3 +416,39 @@ fn vram_rows_keep_the_gpu_in_the_header() {
     );
     assert!(!header.contains("no GPU"), "{header}");
 }
+
+/// A table with --per-layer has every row's per-layer misses, each named by its row (CSV
+/// and JSON carry them in the row).
+#[test]
+fn per_layer_tables_name_their_rows() {
+    let out = run(&[
+        "sweep",
+        "traces/golden",
+        "--cache-experts",
+        "0..64",
+        "--points",
+        "2",
+        "--policies",
+        "lru,fifo",
+        "--per-layer",
+        "--format",
+        "table",
+        "-q",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("Per-layer misses, "))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "lru, 0 experts:",
+            "lru, 64 experts:",
+            "fifo, 0 experts:",
+            "fifo, 64 experts:"
+        ],
+        "{text}"
+    );
+}

@@ -261,16 +261,37 @@ pub fn render_rows(rows: &[Row], format: OutputFormat, vram_per_row: bool) -> St
         OutputFormat::Csv => rows_csv(rows),
         OutputFormat::Table => {
             let mut s = rows_table(rows, vram_per_row);
-            if let Some(pl) = rows.first().and_then(|r| r.per_layer_misses.as_ref()) {
+            // Every row's per-layer misses, each table named by its row.
+            for r in rows {
+                let Some(pl) = &r.per_layer_misses else {
+                    continue;
+                };
                 let mut t = Table::new(&["layer", "misses", "misses/token"]);
                 for (l, m) in pl {
                     t.push(vec![
                         l.to_string(),
                         m.to_string(),
-                        fixed(*m as f64 / rows[0].tokens.max(1) as f64, 3),
+                        fixed(*m as f64 / r.tokens.max(1) as f64, 3),
                     ]);
                 }
-                s.push_str("\nPer-layer misses:\n");
+                let mut name = r.policy.clone();
+                if vram_per_row {
+                    if let Some(v) = r.vram_gib {
+                        name += &format!(", {v} GiB of VRAM");
+                    }
+                }
+                match r.ram_gib {
+                    Some(g) if rows.len() > 1 => {
+                        name +=
+                            &format!(", {} GiB of RAM ({} experts)", fixed(g, 1), r.cache_experts)
+                    }
+                    _ if rows.len() > 1 => name += &format!(", {} experts", r.cache_experts),
+                    _ => {}
+                }
+                if let Some(l) = r.batch.as_ref().and_then(|b| b.prompt_len) {
+                    name += &format!(", prompts of {l} tokens");
+                }
+                s.push_str(&format!("\nPer-layer misses, {name}:\n"));
                 s.push_str(&t.render());
             }
             s
