@@ -50,9 +50,38 @@ pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
     parse_size_gib(t).map(|g| (g * (1u64 << 30) as f64).round() as u64)
 }
 
+/// The most `--read-ahead-kb` takes: 1 GiB, far beyond any device's (the kernel's
+/// default is 128 KiB; a few MiB on RAID arrays).
+pub const MAX_READ_AHEAD_KB: u64 = 1 << 20;
+
+/// A read_ahead_kb: KiB in whole 4 KiB pages (the kernel keeps whole pages of it), from
+/// one page to [`MAX_READ_AHEAD_KB`].
+pub fn parse_read_ahead_kb(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let kb: u64 = t
+        .parse()
+        .map_err(|_| format!("`{t}` is not a whole number of KiB (128 by default)"))?;
+    if !(4..=MAX_READ_AHEAD_KB).contains(&kb) || kb % 4 != 0 {
+        return Err(format!(
+            "`{t}`: read_ahead_kb is KiB in whole 4 KiB pages, from 4 to {MAX_READ_AHEAD_KB} (128 by default)"
+        ));
+    }
+    Ok(kb)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_ahead_is_whole_pages_of_kib() {
+        assert_eq!(parse_read_ahead_kb("128"), Ok(128));
+        assert_eq!(parse_read_ahead_kb("4"), Ok(4));
+        assert_eq!(parse_read_ahead_kb("1048576"), Ok(1 << 20));
+        for bad in ["0", "5", "2", "1048580", "999999999", "-4", "128k", "1.5"] {
+            assert!(parse_read_ahead_kb(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sizes() {

@@ -102,10 +102,12 @@ fn bad_engine_settings_are_refused() {
         &with(&["--io", "pread", "--io-workers", "0"]),
         "--io-workers",
     );
-    refused(
-        &with(&["--io", "mmap", "--read-ahead-kb", "0"]),
-        "--read-ahead-kb",
-    );
+    for kb in ["0", "5", "999999999"] {
+        refused(
+            &with(&["--io", "mmap", "--read-ahead-kb", kb]),
+            "read_ahead_kb is KiB in whole 4 KiB pages, from 4 to 1048576",
+        );
+    }
     refused(
         &with(&["--io", "mmap", "--ssd-latency-us=-5"]),
         "SSD latency_us must be a positive number",

@@ -20,7 +20,7 @@ use crate::kernel::Advice;
 use crate::replay::Partition;
 use crate::report::OutputFormat;
 use crate::setup::SetupOptions;
-use crate::units::{parse_bytes, parse_size_gib};
+use crate::units::{parse_bytes, parse_read_ahead_kb, parse_size_gib};
 
 /// Where traces come from and how they are read.
 #[derive(Args, Debug, Clone)]
@@ -284,7 +284,7 @@ pub struct IoArgs {
     #[arg(long)]
     pub no_read_overlap: bool,
     /// The drive's read_ahead_kb (mmap read-around, buffered read chunks)
-    #[arg(long, value_name = "KB", default_value_t = DEFAULT_READ_AHEAD_KB, value_parser = clap::value_parser!(u64).range(4..))]
+    #[arg(long, value_name = "KB", default_value_t = DEFAULT_READ_AHEAD_KB, value_parser = parse_read_ahead_kb)]
     pub read_ahead_kb: u64,
     /// Advice on the mapping (mmap): llama.cpp sets sequential; --numa gives random;
     /// a per-expert prefetch (ik_llama.cpp, --lazy-experts) is willneed
@@ -565,7 +565,7 @@ pub struct KernelReplayArgs {
     /// Set the device's read_ahead_kb to KB while the child opens the file (the open
     /// file keeps it), restoring it right after; the page model and the predicted wall
     /// time take the window the run had [default: leave the device alone]
-    #[arg(long, value_name = "KB", value_parser = clap::value_parser!(u64).range(4..))]
+    #[arg(long, value_name = "KB", value_parser = parse_read_ahead_kb)]
     pub read_ahead_kb: Option<u64>,
     /// Policies to compare, comma-separated (the page-level model, `page-model`, is
     /// always shown).
@@ -610,7 +610,7 @@ pub struct KernelSweepArgs {
     #[arg(long, value_enum, default_value_t = AdviceArg::Sequential, requires = "kernel")]
     pub kernel_advice: AdviceArg,
     /// --kernel: the device's read_ahead_kb while the child opens the file.
-    #[arg(long, value_name = "KB", requires = "kernel")]
+    #[arg(long, value_name = "KB", requires = "kernel", value_parser = parse_read_ahead_kb)]
     pub kernel_read_ahead_kb: Option<u64>,
     /// --kernel: the model file to write or reuse (default: a temporary file here).
     #[arg(long, value_name = "PATH", requires = "kernel")]
