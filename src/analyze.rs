@@ -226,6 +226,32 @@ pub fn analyze(
     }
 }
 
+/// The most tokens a response of `trace` replays (prompt tokens with `include_prompt`).
+pub fn longest_response(trace: &Trace, include_prompt: bool) -> usize {
+    (0..trace.n_responses())
+        .map(|r| {
+            trace
+                .response(r)
+                .filter(|&t| include_prompt || !trace.prompt[t])
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// The error when no response of `trace` has a whole `chunk`-token chunk (of the tokens
+/// replayed): U and D are undefined, and a table of them would show zeros.
+pub fn no_whole_chunk(trace: &Trace, chunk: usize, include_prompt: bool) -> Option<String> {
+    let longest = longest_response(trace, include_prompt);
+    let prompt_only = !include_prompt && trace.prompt.iter().any(|&p| p);
+    (longest < chunk).then(|| {
+        format!(
+            "no response has a whole {chunk}-token chunk (the longest has {longest} tokens{}): U and D are undefined; give a smaller --chunk",
+            if prompt_only { " besides its prompt: --phase all counts prompts" } else { "" }
+        )
+    })
+}
+
 /// U and D alone (threshold 100%): distinct experts per chunk and those new versus the
 /// previous chunk of the same response. Equal to `analyze(..).u_d()` without the per-chunk
 /// sort that the lower thresholds need.

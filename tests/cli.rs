@@ -635,6 +635,14 @@ fn no_analytic_estimate_without_a_whole_chunk() {
         assert!(rows[0]["analytic_ssd_bytes_per_token"].is_null(), "{cmd}");
         assert!(rows[0]["est_tok_s"].as_f64().unwrap() > 0.0, "{cmd}");
     }
+    // analyze has nothing else to say: an error, as estimate's, not a table of zeros.
+    for format in ["table", "csv", "json"] {
+        fails(
+            &["analyze", t, "--format", format],
+            "no response has a whole 128-token chunk (the longest has 50 tokens): U and D are undefined; give a smaller --chunk",
+        );
+    }
+    assert!(ok(&["analyze", t, "--chunk", "16", "--format", "csv"]).starts_with("threshold,"));
 }
 
 /// Without llama.cpp (the default build), `record` says in one line how to get it,

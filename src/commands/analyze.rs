@@ -1,7 +1,7 @@
 //! `analyze`: the seed's chunk analysis of a trace, as a table, CSV or JSON.
 
 use crate::analyze::analyze;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::input::TraceSource;
 use crate::report::analysis::{analysis_csv, analysis_table};
 use crate::report::{emit, OutputFormat};
@@ -18,13 +18,11 @@ pub struct AnalyzeOptions {
 pub fn run(a: AnalyzeOptions) -> Result<()> {
     let loaded = a.input.load()?;
     let tr = &loaded.trace;
-    let res = analyze(tr, a.chunk as usize, a.input.include_prompt, a.per_layer);
-    if res.chunks == 0 && !a.input.quiet {
-        crate::note!(
-            "moe-spill: note: no response has {} tokens, so there is no chunk to analyse",
-            a.chunk
-        );
+    // No whole chunk: U and D are undefined (the seed's script prints zeros).
+    if let Some(e) = crate::analyze::no_whole_chunk(tr, a.chunk as usize, a.input.include_prompt) {
+        return Err(Error::new(e));
     }
+    let res = analyze(tr, a.chunk as usize, a.input.include_prompt, a.per_layer);
     let text = match OutputFormat::resolve(a.format, false) {
         OutputFormat::Json => serde_json::to_string_pretty(&res).expect("json") + "\n",
         OutputFormat::Csv => analysis_csv(&res),

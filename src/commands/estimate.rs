@@ -115,20 +115,11 @@ pub fn run(a: EstimateOptions) -> Result<()> {
                 ))
             })?;
             let tr = &loaded.trace;
-            let longest = (0..tr.n_responses())
-                .map(|r| {
-                    tr.response(r)
-                        .filter(|&t| a.input.include_prompt || !tr.prompt[t])
-                        .count()
-                })
-                .max()
-                .unwrap_or(0);
             let chunk = a.chunk as usize;
-            if longest < chunk {
-                return Err(Error::new(format!(
-                    "no response has a whole {chunk}-token chunk (the longest has {longest} tokens): U and D are undefined; give a smaller --chunk, or --u N --d N"
-                )));
+            if let Some(e) = crate::analyze::no_whole_chunk(tr, chunk, a.input.include_prompt) {
+                return Err(Error::new(format!("{e}, or --u N --d N")));
             }
+            let longest = crate::analyze::longest_response(tr, a.input.include_prompt);
             if longest < 2 * chunk && !a.input.quiet {
                 crate::note!(
                     "moe-spill: note: no response has two {chunk}-token chunks (the longest has {longest} tokens): D, the experts new against the previous chunk, is 0 for want of a pair"
