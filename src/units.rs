@@ -61,7 +61,7 @@ pub fn parse_read_ahead_kb(s: &str) -> std::result::Result<u64, String> {
     let kb: u64 = t
         .parse()
         .map_err(|_| format!("`{t}` is not a whole number of KiB (128 by default)"))?;
-    if !(4..=MAX_READ_AHEAD_KB).contains(&kb) || kb % 4 != 0 {
+    if !(4..=MAX_READ_AHEAD_KB).contains(&kb) || !kb.is_multiple_of(4) {
         return Err(format!(
             "`{t}`: read_ahead_kb is KiB in whole 4 KiB pages, from 4 to {MAX_READ_AHEAD_KB} (128 by default)"
         ));
