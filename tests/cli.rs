@@ -743,6 +743,35 @@ fn estimate_reproduces_the_seed_figures() {
     ]);
     assert!(table.contains("54.0 ms"), "{table}");
     assert!(table.contains("45/(128*7) = 50 ms"), "{table}");
+    assert!(!table.contains("beyond the RAM"), "{table}");
+    // Non-expert weights beyond the RAM: the analytic model leaves them out, and says so.
+    let out = run(&[
+        "estimate",
+        "--u",
+        "13190",
+        "--d",
+        "2412",
+        "--hw",
+        "desktop-cpu",
+        "--ram",
+        "10GiB",
+        "--format",
+        "table",
+    ]);
+    let (table, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        table.contains(
+            "(19.32 GB of them on the CPU side, 15.02 GB of those beyond the RAM, left out)"
+        ),
+        "{table}"
+    );
+    assert!(
+        err.contains("a real run reads 15.02 GB of them from the drive every token, which the analytic model leaves out"),
+        "{err}"
+    );
 }
 
 #[test]

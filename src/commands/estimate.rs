@@ -147,6 +147,18 @@ pub fn run(a: EstimateOptions) -> Result<()> {
     }
     let p = Placement::new(model, &weights, neq, &hw)?;
     let c = p.ram_capacity(hw.ram.size_gib, hw.ram.reserve_gib);
+    // The seed's model prices expert bytes alone; a real run reads the non-expert
+    // weights beyond the RAM every token (simulate's I/O model counts them).
+    let paged = p.paged_non_expert_bytes(hw.ram.size_gib, hw.ram.reserve_gib);
+    if paged > 0.0 && hw.ram.size_gib >= hw.ram.reserve_gib && !a.input.quiet {
+        crate::note!(
+            "moe-spill: note: at {} GiB the non-expert weights do not fit beside the {} GiB reserve: a real run reads {:.2} GB of them from the drive every token, which the analytic model leaves out (simulate counts them); they fit from {:.1} GiB",
+            hw.ram.size_gib,
+            hw.ram.reserve_gib,
+            paged / GB,
+            p.ram_for_capacity(0, hw.ram.reserve_gib)
+        );
+    }
     let chunk = a.chunk as usize;
     let ssd = analytic_ssd_bytes_per_token(&p, u, d, c, chunk);
     let t = token_time(&p, &hw, ssd);
@@ -196,12 +208,12 @@ fn explain(e: &Estimate, p: &Placement, hw: &Hardware) -> String {
     format!(
         "model {} at {} ({} B = {:.4} MiB per expert{}), {} MoE layers\n\
          machine {}: {}\n\
-         placement: {} MoE layers in VRAM, non-expert weights {:.2} GB ({:.2} GB of them in RAM);\n\
+         placement: {} MoE layers in VRAM, non-expert weights {:.2} GB ({:.2} GB of them on the CPU side{});\n\
          \x20          page cache C = floor(({} GiB - {} GiB reserve - non-expert in RAM) / expert) = {} experts\n\
          U = {:.2}, D = {:.2} per {}-token chunk; CPU side U = {:.2}, D = {:.2}; S = max(0, U - C) = {:.2}\n\n\
          t_vram = {:>7.1} ms\n\
          t_ram  = {:>7.1} ms\n\
-         t_ssd  = {:>7.1} ms   (D + S) x expert / ({} x {} GB/s) = {:.1} MiB per token\n\
+         t_ssd  = {:>7.1} ms   (D + S) x expert / {} = {:.1} MiB per token, over {} GB/s\n\
          total  = {:>7.1} ms   -> {:.2} tok/s (analytic)\n\n\
          At S = 0 the SSD term is D x expert / ({} x SSD bw) = {:.1} ms per token here. The seed's GLM-5 example,\n\
          \"45/(128*7) = 50 ms\", divides GiB of data (2412 x 19.125 MiB = 45.05 GiB) by GB/s; in consistent units\n\
@@ -221,6 +233,10 @@ fn explain(e: &Estimate, p: &Placement, hw: &Hardware) -> String {
         p.gpu_layers,
         p.non_expert_bytes / GB,
         p.non_expert_ram_bytes / GB,
+        match p.paged_non_expert_bytes(hw.ram.size_gib, hw.ram.reserve_gib) {
+            x if x > 0.0 => format!(", {:.2} GB of those beyond the RAM, left out", x / GB),
+            _ => String::new(),
+        },
         hw.ram.size_gib,
         hw.ram.reserve_gib,
         e.cache_experts,
@@ -234,8 +250,8 @@ fn explain(e: &Estimate, p: &Placement, hw: &Hardware) -> String {
         e.t_ram_ms,
         e.t_ssd_ms,
         e.chunk,
-        hw.ssd_bandwidth_gbs(),
         e.analytic_ssd_bytes_per_token / (1u64 << 20) as f64,
+        hw.ssd_bandwidth_gbs(),
         e.t_vram_ms + e.t_ram_ms + e.t_ssd_ms,
         e.analytic_tok_s,
         e.chunk,
