@@ -1517,3 +1517,58 @@ fn profile_value_errors_name_the_line() {
         "t.toml:1: missing field `name`",
     );
 }
+
+/// A forum trace that routes fewer experts than its model (Flash-MoE's K = 4 of 10) reads
+/// with --model as without it: the file's decode tokens tell its top-k, the model's only
+/// splits prompt batches of a file without one; a file that names other layers or
+/// another order says which.
+#[test]
+fn a_named_model_takes_a_forum_trace_of_another_top_k() {
+    let d = tmp();
+    let dir = d.path().join("q4");
+    let dir = dir.to_str().unwrap();
+    ok(&[
+        "synth",
+        "--model",
+        "qwen3.5-397b-a17b",
+        "--top-k",
+        "4",
+        "--tokens",
+        "40",
+        "--responses",
+        "2",
+        "--prompt-tokens",
+        "8",
+        "-q",
+        "-o",
+        dir,
+    ]);
+    let json = |more: &[&str]| {
+        let mut args = vec!["info", dir, "--format", "json", "-q"];
+        args.extend(more);
+        let v: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+        (v["tokens"].clone(), v["geometry"].clone())
+    };
+    assert_eq!(json(&[]), json(&["--model", "qwen3.5-397b-a17b"]));
+    assert_eq!(json(&[]).1, "60 MoE layers (0..59) x 512 experts, top-4");
+    fails(
+        &["info", "traces/sample/single_response_001.txt", "--model", "deepseek-v2-lite"],
+        "geometry 4 MoE layers (1..4) x 32 experts, top-4 differs from 26 MoE layers (1..26), top-6 of the chosen model",
+    );
+    // Layers 2 and 3 swapped in a copy of the recording's first prompt.
+    let text = std::fs::read_to_string(deepseek_csv().join("prompt_1_data.csv")).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let body = lines.split_off(1);
+    let first = |l: &&str| l.split(',').next().unwrap_or("").to_string();
+    let layer = |n: &'static str| body.iter().filter(move |l| first(l) == n);
+    let rest = body
+        .iter()
+        .filter(|l| !["1", "2", "3"].contains(&first(l).as_str()));
+    lines.extend(layer("1").chain(layer("3")).chain(layer("2")).chain(rest));
+    let swapped = d.path().join("swapped.csv");
+    std::fs::write(&swapped, lines.join("\n") + "\n").unwrap();
+    fails(
+        &["info", swapped.to_str().unwrap(), "--model", "deepseek-v2-lite"],
+        "lists its MoE layers in another order than the chosen model: layer 3 comes 2nd where the chosen model has layer 2",
+    );
+}

@@ -141,7 +141,7 @@ fn valid(t: &Trace) -> Result<(), TestCaseError> {
 }
 
 fn read_text(bytes: &[u8], hint: Option<&Layout>) -> Result<Trace, Error> {
-    forum::read(Path::new("f.txt"), bytes, hint, None)
+    forum::read(Path::new("f.txt"), bytes, hint, None, None)
 }
 
 fn read_csv(bytes: &[u8]) -> Result<Trace, Error> {
@@ -432,7 +432,7 @@ proptest! {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(&bytes).unwrap();
         f.flush().unwrap();
-        let filed = format::read_file(f.path(), None, None).map_err(|e| TestCaseError::fail(e.0))?;
+        let filed = format::read_file(f.path(), None, None, None).map_err(|e| TestCaseError::fail(e.0))?;
         prop_assert_eq!(filed, t);
     }
 

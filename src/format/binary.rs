@@ -667,7 +667,8 @@ mod tests {
                         assert_eq!(a, b);
                         assert_eq!(b, t);
                         assert_eq!(b.ids.is_mapped(), even);
-                        let via_file = crate::format::read_file(f.path(), None, None).unwrap();
+                        let via_file =
+                            crate::format::read_file(f.path(), None, None, None).unwrap();
                         assert_eq!(via_file.ids.is_mapped(), even);
                         assert_eq!(via_file, t);
                     }
@@ -709,7 +710,7 @@ mod tests {
             f.write_all(bytes).unwrap();
             f.flush().unwrap();
             let streamed = read(f.path(), bytes, Some(bytes.len() as u64));
-            let filed = crate::format::read_file(f.path(), None, None);
+            let filed = crate::format::read_file(f.path(), None, None, None);
             match (streamed, filed) {
                 (Ok(a), Ok(b)) => {
                     assert_eq!(a, b);

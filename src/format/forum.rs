@@ -46,6 +46,9 @@ struct Line {
 struct Parser<'p> {
     path: &'p Path,
     layout: Option<Layout>,
+    /// The chosen model's layout: prompt batches split by its top-k when the file has no
+    /// decode token to tell its own.
+    fallback: Option<Layout>,
     /// The chosen model's expert count, if any.
     limit: Option<ExpertLimit>,
     /// The largest expert number accepted: [`MAX_EXPERT_ID`], or below the limit.
@@ -63,16 +66,19 @@ struct Parser<'p> {
 }
 
 /// Read one forum-format file (one response). `hint` gives the layout when an earlier
-/// file or the chosen model already fixed it; `limit` the chosen model's expert count.
+/// file already fixed it; `fallback` the chosen model's, for prompt batches when no
+/// decode token tells the file's own top-k; `limit` the chosen model's expert count.
 pub fn read(
     path: &Path,
     reader: impl Read,
     hint: Option<&Layout>,
+    fallback: Option<&Layout>,
     limit: Option<ExpertLimit>,
 ) -> Result<Trace> {
     let mut p = Parser {
         path,
         layout: hint.cloned(),
+        fallback: fallback.cloned(),
         limit,
         max_expert_allowed: limit.map_or(MAX_EXPERT_ID, |l| l.n_experts.saturating_sub(1)) as u32,
         experts: Vec::new(),
@@ -365,6 +371,14 @@ impl Parser<'_> {
             ));
         }
         self.end_group()?;
+        if self.layout.is_none() && !self.pending.is_empty() {
+            if let Some(f) = self.fallback.take() {
+                self.layout = Some(f);
+                for (g, ph) in std::mem::take(&mut self.pending) {
+                    self.emit(&g, ph)?;
+                }
+            }
+        }
         if !self.pending.is_empty() {
             return Err(Error::at_line(
                 self.path,
@@ -528,7 +542,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Trace> {
-        read(Path::new("t.txt"), text.as_bytes(), None, None)
+        read(Path::new("t.txt"), text.as_bytes(), None, None, None)
     }
 
     #[test]

@@ -183,10 +183,16 @@ fn trim_zeros(s: &[u8]) -> &[u8] {
     &s[n.min(s.len().saturating_sub(1))..]
 }
 
-/// Read one trace file of any format. `hint` is the layout fixed by earlier files or the
-/// chosen model, used where a file alone cannot tell it; `limit` the chosen model's
-/// expert count.
-pub fn read_file(path: &Path, hint: Option<&Layout>, limit: Option<ExpertLimit>) -> Result<Trace> {
+/// Read one trace file of any format. `hint` is the layout fixed by earlier files, which
+/// the file must follow; `fallback` the chosen model's, used only where the file alone
+/// cannot tell it (a forum file of prompt batches alone: a run may route fewer experts
+/// per token than the model); `limit` the chosen model's expert count.
+pub fn read_file(
+    path: &Path,
+    hint: Option<&Layout>,
+    fallback: Option<&Layout>,
+    limit: Option<ExpertLimit>,
+) -> Result<Trace> {
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
         return Err(Error::in_file(path, "is a directory"));
@@ -222,7 +228,7 @@ pub fn read_file(path: &Path, hint: Option<&Layout>, limit: Option<ExpertLimit>)
     }
     let reader = io::Cursor::new(head).chain(file);
     match format {
-        Format::Forum => forum::read(path, reader, hint, limit),
+        Format::Forum => forum::read(path, reader, hint, fallback, limit),
         Format::MoeBeyondCsv => moe_beyond::read(path, reader, limit),
         Format::Binary => unreachable!("read above"),
     }
@@ -245,33 +251,27 @@ pub fn load_files(
     limit: Option<ExpertLimit>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Trace> {
-    let mut source = "the chosen model";
-    let mut hint = hint.cloned();
+    let model = hint;
+    let mut earlier: Option<Layout> = None;
     let mut out: Option<Trace> = None;
     for (i, path) in files.iter().enumerate() {
-        let t = read_file(path, hint.as_ref(), limit)?;
-        if let Some(h) = &hint {
-            // The chosen model's top-k may differ: a run with another number of experts
-            // per token (input.rs settles it); files after the first must agree exactly.
-            let same = match i {
-                0 => t.geometry.layers == h.layers,
-                _ => Layout::of(&t.geometry) == *h,
-            };
-            if !same {
-                return Err(Error::in_file(
-                    path,
-                    format!(
-                        "geometry {} differs from {} MoE layers ({}), top-{} of {source}",
-                        t.geometry.describe(),
-                        h.layers.len(),
-                        h.describe_layers(),
-                        h.top_k
-                    ),
-                ));
+        let t = read_file(path, earlier.as_ref(), model, limit)?;
+        // The chosen model's top-k may differ: a run with another number of experts per
+        // token (input.rs settles it); files after the first must agree exactly.
+        let g = &t.geometry;
+        let mismatch = match (&earlier, model) {
+            (Some(h), _) => {
+                (Layout::of(g) != *h).then(|| layout_mismatch(g, h, "the files before it"))
             }
+            (None, Some(m)) => {
+                (g.layers != m.layers).then(|| layout_mismatch(g, m, "the chosen model"))
+            }
+            (None, None) => None,
+        };
+        if let Some(m) = mismatch {
+            return Err(Error::in_file(path, m));
         }
-        hint = Some(Layout::of(&t.geometry));
-        source = "the files before it";
+        earlier = Some(Layout::of(&t.geometry));
         out = Some(match out {
             None => t,
             Some(acc) => Trace::concat(acc, t, &printable_path(path))?,
@@ -279,6 +279,45 @@ pub fn load_files(
         progress(i + 1, files.len());
     }
     out.ok_or_else(|| Error::new("no trace files given"))
+}
+
+/// How a file's geometry differs from the layout `source` fixed.
+fn layout_mismatch(g: &Geometry, h: &Layout, source: &str) -> String {
+    let (mut mine, mut theirs) = (g.layers.clone(), h.layers.clone());
+    mine.sort_unstable();
+    theirs.sort_unstable();
+    if mine == theirs && g.layers != h.layers {
+        let (at, (a, b)) = g
+            .layers
+            .iter()
+            .zip(&h.layers)
+            .enumerate()
+            .find(|(_, (a, b))| a != b)
+            .expect("the orders differ");
+        return format!(
+            "lists its MoE layers in another order than {source}: layer {a} comes {} where {source} has layer {b}",
+            ordinal(at + 1)
+        );
+    }
+    format!(
+        "geometry {} differs from {} MoE layers ({}), top-{} of {source}",
+        g.describe(),
+        h.layers.len(),
+        h.describe_layers(),
+        h.top_k
+    )
+}
+
+/// 1st, 2nd, 3rd, 4th ... 11th, 12th, 13th, 21st.
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
 }
 
 /// The largest expert id the readers accept: the expert count (largest id + 1) is a u16.
