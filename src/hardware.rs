@@ -435,12 +435,14 @@ impl Hardware {
 
     /// One line for tables and titles.
     pub fn describe(&self) -> String {
-        self.describe_with(false)
+        self.describe_with(false, false)
     }
 
     /// One line for tables and titles; with `vram_per_row` the GPUs' VRAM is the rows'
-    /// (a sweep over `--vrams`) and the line names only their count and bandwidth.
-    pub fn describe_with(&self, vram_per_row: bool) -> String {
+    /// (a sweep over `--vrams`) and the line names only their count and bandwidth; with
+    /// `ram_per_row` the RAM's size is the rows' (`ram_gib`: a sweep's budgets, or the RAM
+    /// a cache of `--cache-experts` takes).
+    pub fn describe_with(&self, vram_per_row: bool, ram_per_row: bool) -> String {
         let gpus: Vec<String> = self
             .gpus
             .iter()
@@ -458,13 +460,17 @@ impl Hardware {
             })
             .collect();
         format!(
-            "{}{} GiB RAM @ {} GB/s, SSD {} GB/s{}",
+            "{}{} @ {} GB/s, SSD {} GB/s{}",
             if gpus.is_empty() {
                 "no GPU, ".to_string()
             } else {
                 gpus.join(" + ") + ", "
             },
-            self.ram.size_gib,
+            if ram_per_row {
+                "RAM per row (ram_gib)".to_string()
+            } else {
+                format!("{} GiB RAM", self.ram.size_gib)
+            },
             self.ram.bandwidth_gbs,
             self.ssd_bandwidth_gbs(),
             if self.ssd.drives > 1 {

@@ -628,8 +628,8 @@ fn check_batching(
 }
 
 /// A note for people on what the numbers rest on.
-pub fn context_line(study: &ReplaySetup, econ: Option<&CostInputs>) -> String {
-    context_line_with(study, econ, false)
+pub fn context_line(study: &ReplaySetup, econ: Option<&CostInputs>, ram_per_row: bool) -> String {
+    context_line_with(study, econ, false, ram_per_row)
 }
 
 /// The note, for rows whose VRAM varies (`sweep --vrams`): the rows' own columns give
@@ -638,6 +638,7 @@ pub fn context_line_with(
     study: &ReplaySetup,
     econ: Option<&CostInputs>,
     vram_per_row: bool,
+    ram_per_row: bool,
 ) -> String {
     let tr = &study.loaded.trace;
     let mut s = format!(
@@ -670,9 +671,9 @@ pub fn context_line_with(
             e.hw.name,
             if vram_per_row {
                 // The machine before a row's VRAM replaced its GPUs' (or took them away).
-                m.hw.describe_with(true)
+                m.hw.describe_with(true, ram_per_row)
             } else {
-                e.hw.describe()
+                e.hw.describe_with(false, ram_per_row)
             },
             if vram_per_row {
                 "VRAM per row (vram_gib; gpu_layers: its MoE layers)".to_string()

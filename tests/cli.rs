@@ -1462,6 +1462,18 @@ fn argument_errors_are_one_line_after_notes() {
     // Every expert in VRAM: nothing from the drive, written as 0 (not -0).
     let all = ok(&["simulate", "--vram", "1000", "--format", "csv", "-q"]);
     assert_eq!(csv_rows(&all)[0]["device_bytes_per_token"], "0");
+    // A cache beyond the experts that reach it holds them all: said, and the header's
+    // RAM is the row's.
+    let out = run(&["simulate", "--cache-experts", "99999", "--format", "table"]);
+    let (table, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        err.contains("--cache-experts 99999 is more than the 19200 experts that reach the cache"),
+        "{err}"
+    );
+    assert!(table.contains("RAM per row (ram_gib) @ 96 GB/s"), "{table}");
     // Nor does any access reach the cache: no hit rate (empty, null, "-"), not 0.
     assert_eq!(csv_rows(&all)[0]["accesses"], "0");
     assert_eq!(csv_rows(&all)[0]["hit_rate"], "");
@@ -1553,7 +1565,7 @@ fn a_named_model_takes_a_forum_trace_of_another_top_k() {
     assert_eq!(json(&[]).1, "60 MoE layers (0..59) x 512 experts, top-4");
     fails(
         &["info", "traces/sample/single_response_001.txt", "--model", "deepseek-v2-lite"],
-        "geometry 4 MoE layers (1..4) x 32 experts, top-4 differs from 26 MoE layers (1..26), top-6 of the chosen model",
+        "single_response_001.txt:130: token ends after 16 expert lines (4 layers x top-4); the chosen model has 26 MoE layers (1..26)",
     );
     // Layers 2 and 3 swapped in a copy of the recording's first prompt.
     let text = std::fs::read_to_string(deepseek_csv().join("prompt_1_data.csv")).unwrap();

@@ -346,7 +346,10 @@ fn bad_files_exit_2_with_the_file_and_byte() {
             "--cache-experts",
             "1",
         ],
-        &["other.txt:2:", "expected 6 (3 layers x top-2)"],
+        &[
+            "other.txt:2:",
+            "token ends after 2 expert lines (1 layers x top-2); the chosen model has 3 MoE layers (1..3)",
+        ],
     );
 }
 

@@ -405,13 +405,13 @@ fn vram_rows_show_their_gpu_layers() {
 }
 
 /// The machine in the table's header has the GPU of the rows, whose VRAM they give, even
-/// when the first row has none.
+/// when the first row has none; the RAM's size is the rows' too.
 #[test]
 fn vram_rows_keep_the_gpu_in_the_header() {
     let text = lru_at_vrams("0,48", "table");
     let header = text.lines().next().unwrap();
     assert!(
-        header.contains("machine 3090-ddr5: GPU @ 936 GB/s, 128 GiB RAM"),
+        header.contains("machine 3090-ddr5: GPU @ 936 GB/s, RAM per row (ram_gib) @ 96 GB/s"),
         "{header}"
     );
     assert!(!header.contains("no GPU"), "{header}");

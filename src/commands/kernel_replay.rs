@@ -479,7 +479,7 @@ pub fn run(a: KernelReplayOptions) -> Result<()> {
             let window = rows.first().map_or(0, |r| r.window_kb);
             format!(
                 "{}\nkernel replay: {} tokens{}, experts of {} B ({}), advice {}, mmap read-around window {} KiB (device read_ahead_kb {}), file {}\n\n{}",
-                context_line(&study, econ.as_ref()),
+                context_line(&study, econ.as_ref(), true),
                 n,
                 match study.warmup {
                     0 => String::new(),

@@ -101,6 +101,15 @@ pub fn run(a: SimulateOptions) -> Result<()> {
                 budget.capacity
             )));
         }
+        // A cache larger than the experts that reach it holds them all: the rest of it
+        // is never used (the row's ram_gib is still the RAM the whole capacity takes).
+        let reach = plan.n_slots() * plan.n_experts;
+        if budget.capacity > reach && a.cache_experts.is_some() && !a.study.input.quiet {
+            crate::note!(
+                "moe-spill: note: --cache-experts {} is more than the {reach} experts that reach the cache: it holds them all, as {reach} would",
+                budget.capacity
+            );
+        }
         // The trace statistics the rows need (U and D, cold misses) are independent of
         // the replay: the second core computes them meanwhile.
         let profile = study.profile();
@@ -128,7 +137,11 @@ pub fn run(a: SimulateOptions) -> Result<()> {
     let format = OutputFormat::resolve(a.study.format, false);
     let mut text = render_rows(&rows, format, false);
     if format == OutputFormat::Table {
-        text = format!("{}\n\n{text}", context_line(&study, econ.as_ref()));
+        let ram_per_row = a.cache_experts.is_some();
+        text = format!(
+            "{}\n\n{text}",
+            context_line(&study, econ.as_ref(), ram_per_row)
+        );
     }
     emit(&text, None)
 }

@@ -558,7 +558,7 @@ pub fn run(a: SweepOptions) -> Result<()> {
     let mut text = render_rows(&rows, format, !a.vrams.is_empty());
     if format == OutputFormat::Table {
         let econ = setups[0].as_ref().map(|s| study.cost_inputs_of(s));
-        let line = context_line_with(&study, econ.as_ref(), !a.vrams.is_empty());
+        let line = context_line_with(&study, econ.as_ref(), !a.vrams.is_empty(), true);
         text = format!("{line}\n\n{text}");
     }
     match &a.output {

@@ -214,7 +214,31 @@ impl Parser<'_> {
                 self.pending.push((group, prompt));
                 return Ok(());
             }
-            self.layout = Some(layout_of_token(self.path, &group)?);
+            let layout = layout_of_token(self.path, &group)?;
+            // The chosen model fixes the layers (not top-k): say where the first token
+            // leaves them.
+            if let Some(f) = self.fallback.as_ref().filter(|f| f.layers != layout.layers) {
+                let k = layout.top_k as usize;
+                let slot = (0..layout.layers.len())
+                    .find(|&i| f.layers.get(i) != Some(&layout.layers[i]))
+                    .unwrap_or(layout.layers.len());
+                let msg = match (group.get(slot * k), f.layers.get(slot)) {
+                    (Some(l), Some(want)) => (l.no, format!(
+                        "layer {} where layer {want} was expected (the chosen model's MoE layers are {})",
+                        l.layer,
+                        f.describe_layers()
+                    )),
+                    _ => (group.last().map_or(0, |l| l.no), format!(
+                        "token ends after {} expert lines ({} layers x top-{k}); the chosen model has {} MoE layers ({})",
+                        group.len(),
+                        layout.layers.len(),
+                        f.layers.len(),
+                        f.describe_layers()
+                    )),
+                };
+                return Err(Error::at_line(self.path, msg.0, msg.1));
+            }
+            self.layout = Some(layout);
             for (g, ph) in std::mem::take(&mut self.pending) {
                 self.emit(&g, ph)?;
             }
