@@ -93,8 +93,7 @@ pub fn make_row(
         hits: accesses.saturating_sub(misses),
         misses,
         cold_misses: cold,
-        hit_rate: (accesses > 0)
-            .then(|| accesses.saturating_sub(misses) as f64 / accesses as f64),
+        hit_rate: (accesses > 0).then(|| accesses.saturating_sub(misses) as f64 / accesses as f64),
         misses_per_token: per(misses),
         ssd_bytes: None,
         ssd_bytes_per_token: None,
