@@ -50,6 +50,24 @@ pub fn print(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
+/// `items` in order, each once: one named twice would give the same rows twice, which a
+/// note says (`flag` names the option).
+pub fn once<T: std::fmt::Display>(items: Vec<T>, flag: &str, quiet: bool) -> Vec<T> {
+    let mut unique: Vec<T> = Vec::with_capacity(items.len());
+    for item in items {
+        if unique.iter().any(|u| u.to_string() == item.to_string()) {
+            if !quiet {
+                note(format!(
+                    "moe-spill: note: {flag} names {item} more than once; it runs once"
+                ));
+            }
+        } else {
+            unique.push(item);
+        }
+    }
+    unique
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

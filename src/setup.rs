@@ -250,7 +250,11 @@ impl ReplaySetup {
                 || a.parallel.is_some()
                 || !a.prompt_tokens.is_empty(),
             ubatch_given: a.ubatch.is_some(),
-            prompt_lengths: a.prompt_tokens.clone(),
+            prompt_lengths: crate::notes::once(
+                a.prompt_tokens.clone(),
+                "--prompt-tokens",
+                a.input.quiet,
+            ),
             op_offload: a.op_offload,
             u_d: std::sync::OnceLock::new(),
         })

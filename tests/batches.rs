@@ -580,8 +580,15 @@ fn prompt_lengths_give_a_row_each_and_sweep_equals_simulate() {
     let mut sim = vec!["simulate"];
     sim.extend(common);
     sim.extend(["--policy", "lru", "--ram", "128GiB"]);
-    let rows = csv_rows(&ok(&sim));
+    let text = ok(&sim);
+    let rows = csv_rows(&text);
     assert_eq!(rows.len(), 2);
+    // A length named twice runs once, as a policy or a VRAM size does.
+    let twice: Vec<&str> = sim
+        .iter()
+        .map(|&a| if a == "256,1024" { "256,1024,256" } else { a })
+        .collect();
+    assert_eq!(ok(&twice), text);
     let num = |r: &HashMap<String, String>, k: &str| r[k].parse::<f64>().unwrap();
     assert_eq!(
         (&rows[0]["prompt_len"][..], &rows[1]["prompt_len"][..]),

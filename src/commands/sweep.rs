@@ -71,22 +71,6 @@ fn parse_range<T: PartialOrd + Copy + std::fmt::Display>(
     Ok((a, b))
 }
 
-/// `items` in order, each once: one named twice would give the same rows twice, which a
-/// note says (`flag` names the option).
-fn once<T: std::fmt::Display>(items: Vec<T>, flag: &str, quiet: bool) -> Vec<T> {
-    let mut unique: Vec<T> = Vec::with_capacity(items.len());
-    for item in items {
-        if unique.iter().any(|u| u.to_string() == item.to_string()) {
-            if !quiet {
-                crate::note!("moe-spill: note: {flag} names {item} more than once; it runs once");
-            }
-        } else {
-            unique.push(item);
-        }
-    }
-    unique
-}
-
 /// Budgets a sweep takes at most (each is a row, and for most policies a replay):
 /// refused before anything is allocated for them.
 const MAX_BUDGETS: usize = 10_000;
@@ -426,7 +410,7 @@ pub fn run(a: SweepOptions) -> Result<()> {
     if specs.is_empty() {
         return Err(Error::new("--policies: name at least one policy"));
     }
-    let specs = once(specs, "--policies", a.study.input.quiet);
+    let specs = crate::notes::once(specs, "--policies", a.study.input.quiet);
     if let Some(o) = &a.output {
         if o.is_dir() {
             return Err(Error::in_file(o, "is a directory; -o takes a file name"));
@@ -444,7 +428,7 @@ pub fn run(a: SweepOptions) -> Result<()> {
     let vrams: Vec<Option<f64>> = if a.vrams.is_empty() {
         vec![None]
     } else {
-        once(a.vrams.clone(), "--vrams", a.study.input.quiet)
+        crate::notes::once(a.vrams.clone(), "--vrams", a.study.input.quiet)
             .into_iter()
             .map(Some)
             .collect()

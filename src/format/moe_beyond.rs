@@ -138,8 +138,15 @@ pub fn read(path: &Path, reader: impl Read, limit: Option<ExpertLimit>) -> Resul
         }
         experts.clear();
         parse_list(&rec[3], &mut experts).map_err(|m| Error::at_line(path, line, m))?;
+        if experts.is_empty() {
+            return Err(Error::at_line(
+                path,
+                line,
+                "empty expert list: every row routes its token to at least one expert",
+            ));
+        }
         let k = *top_k.get_or_insert(experts.len());
-        if experts.len() != k || k == 0 {
+        if experts.len() != k {
             return Err(Error::at_line(
                 path,
                 line,
@@ -293,5 +300,12 @@ mod tests {
         let text = "Layer ID,Batch Number,Token,Activated Expert IDs\n1,0,a,\"[8, x]\"\n";
         let e = read(Path::new("p.csv"), text.as_bytes(), None).unwrap_err();
         assert!(e.0.starts_with("p.csv:2: Activated Expert IDs"), "{e}");
+        let text =
+            "Layer ID,Batch Number,Token,Activated Expert IDs\n1,0,a,\"[8, 2]\"\n1,0,b,\"[]\"\n";
+        let e = read(Path::new("p.csv"), text.as_bytes(), None).unwrap_err();
+        assert_eq!(
+            e.0,
+            "p.csv:3: empty expert list: every row routes its token to at least one expert"
+        );
     }
 }
