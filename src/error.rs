@@ -38,12 +38,16 @@ impl Error {
     }
 
     pub fn io(path: &Path, err: std::io::Error) -> Self {
-        let what = match err.kind() {
-            std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
-            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-            _ => err.to_string(),
-        };
-        Error(format!("{}: {}", printable_path(path), what))
+        Error(format!("{}: {}", printable_path(path), io_reason(&err)))
+    }
+}
+
+/// An I/O error's reason as the messages give it (without the OS error number).
+pub fn io_reason(err: &std::io::Error) -> String {
+    match err.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => err.to_string(),
     }
 }
 

@@ -79,6 +79,14 @@ fn outputs_that_are_not_plain_new_files() {
         .status
         .success());
     assert!(dir.join("OUT.MST").is_file());
+    // A file in a directory that takes no new file (written beside, then renamed): the
+    // directory is the reason, not the file that is there.
+    let out = sweep_to(dir, "/proc/version");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "moe-spill: /proc/version: cannot create a file in /proc to write it: no such file or directory"
+    );
 }
 
 /// Every file a command reads is spared by `-o`, not only the traces named: a trace

@@ -40,8 +40,23 @@ pub fn write_atomic(
         }),
         _ => path.to_path_buf(),
     };
+    // Written beside the target and renamed over it: a directory that takes no new
+    // file (/proc, read-only mounts) is named as the reason.
+    let (tmp, file) = Temp::create(temp_name(&target), |p| fs::File::create(p)).map_err(|e| {
+        let dir = target
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Error::in_file(
+            path,
+            format!(
+                "cannot create a file in {} to write it: {}",
+                crate::error::printable_path(dir),
+                crate::error::io_reason(&e)
+            ),
+        )
+    })?;
     let result = (|| {
-        let (tmp, file) = Temp::create(temp_name(&target), |p| fs::File::create(p))?;
         if let Some(m) = &existing {
             file.set_permissions(m.permissions())?;
         }
