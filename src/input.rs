@@ -130,6 +130,10 @@ fn load_and_settle(input: &TraceSource) -> Result<Loaded> {
                 .collect::<Vec<_>>()[..]
             {
                 [m] => Some(reduced(m, g.top_k, input.quiet)),
+                [] => {
+                    note_ids_beyond_a_preset(g, known, input.quiet);
+                    None
+                }
                 _ => None,
             },
             _ => None,
@@ -144,6 +148,28 @@ fn load_and_settle(input: &TraceSource) -> Result<Loaded> {
         model,
         gguf: file,
     })
+}
+
+/// A trace with a preset's MoE layers but expert ids beyond its experts matches no
+/// preset: say which, since a single corrupt id is the likely cause and `--model` names
+/// its line.
+fn note_ids_beyond_a_preset(g: &crate::trace::Geometry, known: bool, quiet: bool) {
+    if quiet || known {
+        return;
+    }
+    let layers_match: Vec<&Model> = MODELS
+        .iter()
+        .filter(|m| g.layers == m.moe_layers() && g.n_experts > m.n_experts)
+        .collect();
+    if let [m] = layers_match[..] {
+        crate::note!(
+            "moe-spill: note: the trace has the MoE layers of {} but expert ids up to {} (it has {} experts per layer), so no model preset matches; --model {} names the line of the first id beyond them",
+            m.name,
+            g.n_experts - 1,
+            m.n_experts,
+            m.name
+        );
+    }
 }
 
 /// `m` routing the trace's `k` experts per token instead of its own top-k, said on stderr.

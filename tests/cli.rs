@@ -1584,3 +1584,25 @@ fn a_named_model_takes_a_forum_trace_of_another_top_k() {
         "lists its MoE layers in another order than the chosen model: layer 3 comes 2nd where the chosen model has layer 2",
     );
 }
+
+/// A recording with one expert id beyond its model's matches no preset: a note says
+/// which preset it would be and how to find the line.
+#[test]
+fn an_id_beyond_the_presets_experts_is_named() {
+    let d = tmp();
+    let text = std::fs::read_to_string(deepseek_csv().join("prompt_1_data.csv")).unwrap();
+    let bad = d.path().join("bad.csv");
+    std::fs::write(&bad, text.replacen("\"[8, 26,", "\"[99, 26,", 1)).unwrap();
+    let bad = bad.to_str().unwrap();
+    let out = run(&["info", bad]);
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the trace has the MoE layers of deepseek-v2-lite but expert ids up to 99 (it has 64 experts per layer), so no model preset matches; --model deepseek-v2-lite names the line"),
+        "{err}"
+    );
+    fails(
+        &["info", bad, "--model", "deepseek-v2-lite"],
+        "bad.csv:2: expert 99 is out of range for deepseek-v2-lite (64 experts per layer)",
+    );
+}
