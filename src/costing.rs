@@ -214,7 +214,8 @@ pub fn make_row(
                     );
                     row.t_vram_ms = Some(t.t_vram * 1e3);
                     row.t_ram_ms = Some(t.t_ram * 1e3);
-                    row.t_compute_ms = Some(t.t_compute * 1e3);
+                    // No CPU in the profile: no matmul rate, the RAM bounds alone.
+                    row.t_compute_ms = e.hw.cpu.as_ref().map(|_| t.t_compute * 1e3);
                     row.t_ssd_ms = Some(t.t_io * 1e3);
                     row.device_bytes_per_token = Some(t.device_bytes);
                     row.est_tok_s = Some(1.0 / t.total);

@@ -231,6 +231,16 @@ impl ReplaySetup {
             }
         }
         check_prompt_lengths(a, &loaded.trace, include_prompt, deployment.is_some())?;
+        // A profile without a CPU: the I/O model still needs threads that fault.
+        if let Some(d) = deployment.as_ref().filter(|d| d.hw.cpu.is_none()) {
+            if a.io.is_some() && !a.input.quiet {
+                crate::note!(
+                    "moe-spill: note: `{}` names no CPU: {} threads fault and read (--threads N sets them), and the CPU's products are priced by RAM bandwidth alone (t_compute_ms empty)",
+                    d.hw.name,
+                    crate::hardware::DEFAULT_THREADS
+                );
+            }
+        }
         Ok(ReplaySetup {
             loaded,
             include_prompt,

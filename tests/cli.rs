@@ -1606,3 +1606,25 @@ fn an_id_beyond_the_presets_experts_is_named() {
         "bad.csv:2: expert 99 is out of range for deepseek-v2-lite (64 experts per layer)",
     );
 }
+
+/// A preset without a CPU: hardware's CSV leaves its figures empty (the table shows
+/// "-"), and simulate says which threads fault and leaves the matmul time empty.
+#[test]
+fn a_profile_without_a_cpu_says_what_stands_in() {
+    let csv = ok(&["hardware", "--format", "csv"]);
+    let p40 = &csv_rows(&csv)[0];
+    assert_eq!(p40["hardware"], "p40x3-ddr4");
+    assert_eq!(p40["threads"], "");
+    let table = ok(&["hardware", "--format", "table"]);
+    let line = table.lines().find(|l| l.starts_with("p40x3-ddr4")).unwrap();
+    assert!(line.contains(" - "), "{line}");
+    let out = run(&["simulate", "--hw", "p40x3-ddr4", "--format", "csv"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`p40x3-ddr4` names no CPU: 8 threads fault and read"),
+        "{err}"
+    );
+    let row = &csv_rows(&String::from_utf8_lossy(&out.stdout))[0];
+    assert_eq!(row["t_compute_ms"], "");
+    assert!(row["est_tok_s"].parse::<f64>().unwrap() > 0.0);
+}

@@ -8,6 +8,14 @@ pub fn run(format: Option<OutputFormat>) -> Result<()> {
     let text = match OutputFormat::resolve(format, false) {
         OutputFormat::Json => serde_json::to_string_pretty(&presets).expect("json") + "\n",
         f => {
+            // A figure the preset has not: "-" for people, an empty cell in CSV.
+            let none = || {
+                if f == OutputFormat::Csv {
+                    String::new()
+                } else {
+                    "-".into()
+                }
+            };
             let mut t = Table::new(&[
                 "hardware",
                 "gpus",
@@ -33,10 +41,10 @@ pub fn run(format: Option<OutputFormat>) -> Result<()> {
                     h.name.clone(),
                     h.n_gpus().to_string(),
                     g.map_or("0".into(), |g| g.vram_gib.to_string()),
-                    g.map_or("-".into(), |g| g.bandwidth_gbs.to_string()),
-                    g.map_or("-".into(), |g| g.reserve_gib.to_string()),
-                    g.map_or("-".into(), |g| g.gemm_tflops().to_string()),
-                    g.map_or("-".into(), |g| g.h2d_gbs().to_string()),
+                    g.map_or(none(), |g| g.bandwidth_gbs.to_string()),
+                    g.map_or(none(), |g| g.reserve_gib.to_string()),
+                    g.map_or(none(), |g| g.gemm_tflops().to_string()),
+                    g.map_or(none(), |g| g.h2d_gbs().to_string()),
                     h.ram.size_gib.to_string(),
                     h.ram.bandwidth_gbs.to_string(),
                     h.ram.reserve_gib.to_string(),
@@ -45,7 +53,7 @@ pub fn run(format: Option<OutputFormat>) -> Result<()> {
                     h.ram.page_cache().willneed_gbs.to_string(),
                     h.ssd.bandwidth_gbs.to_string(),
                     h.ssd.drives.to_string(),
-                    h.cpu.as_ref().map_or("-".into(), |c| c.threads.to_string()),
+                    h.cpu.as_ref().map_or(none(), |c| c.threads.to_string()),
                     h.description.clone(),
                 ]);
             }
