@@ -187,7 +187,10 @@ pub(crate) fn check_positive(v: f64, what: &str) -> Result<(), String> {
     if v.is_finite() && v > 0.0 {
         Ok(())
     } else {
-        Err(format!("{what} must be a positive number, got {v}"))
+        Err(format!(
+            "{what} must be a positive number, got {}",
+            crate::units::shown(v)
+        ))
     }
 }
 

@@ -365,7 +365,10 @@ impl Hardware {
             if v.is_finite() && v >= 0.0 {
                 Ok(())
             } else {
-                Err(format!("{what} must be zero or positive, got {v}"))
+                Err(format!(
+                    "{what} must be zero or positive, got {}",
+                    crate::units::shown(v)
+                ))
             }
         };
         for g in &self.gpus {
@@ -669,13 +672,19 @@ pub fn plausible_vram_gib(v: f64) -> std::result::Result<(), String> {
 fn plausible(v: f64, l: &Limit) -> std::result::Result<(), String> {
     if v > l.max {
         Err(format!(
-            "{} = {v} is more than any machine has (at most {}): the field is in {}",
-            l.field, l.max, l.hint
+            "{} = {} is more than any machine has (at most {}): the field is in {}",
+            l.field,
+            crate::units::shown(v),
+            l.max,
+            l.hint
         ))
     } else if v < l.min {
         Err(format!(
-            "{} = {v} is less than any machine has (at least {}): the field is in {}",
-            l.field, l.min, l.hint
+            "{} = {} is less than any machine has (at least {}): the field is in {}",
+            l.field,
+            crate::units::shown(v),
+            l.min,
+            l.hint
         ))
     } else {
         Ok(())

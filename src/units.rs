@@ -50,6 +50,15 @@ pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
     parse_size_gib(t).map(|g| (g * (1u64 << 30) as f64).round() as u64)
 }
 
+/// A number for a message, short: `1e-300` rather than its 300 digits.
+pub fn shown(v: f64) -> String {
+    if v.is_finite() && v != 0.0 && !(1e-6..1e15).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        v.to_string()
+    }
+}
+
 /// The most `--read-ahead-kb` takes: 1 GiB, far beyond any device's (the kernel's
 /// default is 128 KiB; a few MiB on RAID arrays).
 pub const MAX_READ_AHEAD_KB: u64 = 1 << 20;
@@ -72,6 +81,16 @@ pub fn parse_read_ahead_kb(s: &str) -> std::result::Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_in_messages_stay_short() {
+        assert_eq!(shown(1e-300), "1e-300");
+        assert_eq!(shown(-1e30), "-1e30");
+        assert_eq!(shown(0.2), "0.2");
+        assert_eq!(shown(-1.0), "-1");
+        assert_eq!(shown(0.0), "0");
+        assert_eq!(shown(f64::NAN), "NaN");
+    }
 
     #[test]
     fn read_ahead_is_whole_pages_of_kib() {
