@@ -163,9 +163,10 @@ pub fn decode_time(
     if tokens == 0 {
         return token.time(0.0, accesses);
     }
+    let priced = Priced::new(&token, misses, accesses);
     let mut mean = DecodeTime::default();
     for &(m, n) in misses {
-        let t = token.time(m as f64, accesses);
+        let t = priced.time(m);
         let w = n as f64 / tokens as f64;
         mean.t_io += w * t.t_io;
         mean.total += w * t.total;
@@ -173,6 +174,69 @@ pub fn decode_time(
         (mean.t_vram, mean.t_ram, mean.t_compute) = (t.t_vram, t.t_ram, t.t_compute);
     }
     mean
+}
+
+/// The work of pricing a run's counts of misses under page faults, in threads^3 (the
+/// states of an op's chain) x counts: beyond it, [`Priced`] prices fewer counts.
+const PRICING_BUDGET: f64 = 600.0 * 32.0 * 32.0 * 32.0;
+
+/// Token times by count of misses: each count priced, or, where that is more work than
+/// [`PRICING_BUDGET`] (a hundred threads and more faulting, hundreds of counts), the
+/// times at evenly spaced counts (at least 16, both ends included) and straight lines
+/// between them; a token's time is smooth in its misses.
+struct Priced {
+    /// (misses, time), by misses.
+    points: Vec<(u32, DecodeTime)>,
+}
+
+impl Priced {
+    fn new(token: &TokenCost, misses: &[(u32, u64)], accesses: f64) -> Self {
+        let mut counts: Vec<u32> = misses.iter().map(|&(m, _)| m).collect();
+        counts.sort_unstable();
+        counts.dedup();
+        let n = token
+            .io
+            .engine
+            .faulting()
+            .map_or(0.0, |(_, t)| (t.min(256)) as f64);
+        let work = counts.len() as f64 * n * n * n;
+        if work > PRICING_BUDGET {
+            let (lo, hi) = (counts[0], *counts.last().expect("counts"));
+            let k = ((PRICING_BUDGET / (n * n * n)) as u32).max(16);
+            counts = (0..=k)
+                .map(|i| lo + ((hi - lo) as u64 * i as u64 / k as u64) as u32)
+                .collect();
+            counts.dedup();
+        }
+        Priced {
+            points: counts
+                .into_iter()
+                .map(|m| (m, token.time(m as f64, accesses)))
+                .collect(),
+        }
+    }
+
+    fn time(&self, m: u32) -> DecodeTime {
+        let i = self.points.partition_point(|p| p.0 < m);
+        match (
+            self.points.get(i),
+            i.checked_sub(1).map(|j| &self.points[j]),
+        ) {
+            (Some(p), _) if p.0 == m => p.1,
+            (Some(b), Some(a)) => {
+                let f = (m - a.0) as f64 / (b.0 - a.0) as f64;
+                let mix = |x: f64, y: f64| x + f * (y - x);
+                DecodeTime {
+                    t_io: mix(a.1.t_io, b.1.t_io),
+                    total: mix(a.1.total, b.1.total),
+                    device_bytes: mix(a.1.device_bytes, b.1.device_bytes),
+                    ..a.1
+                }
+            }
+            (Some(p), None) | (None, Some(p)) => p.1,
+            (None, None) => unreachable!("a count priced at least"),
+        }
+    }
 }
 
 /// What every token of a run shares (the placement's CPU work, the machine), for the
@@ -506,6 +570,41 @@ pub(crate) mod tests {
         assert!(
             !close(run.total, one(1).total),
             "linear here: the test shows nothing"
+        );
+    }
+
+    /// Many threads and many counts of misses: fewer counts priced, the rest on straight
+    /// lines between them, within 0.5 % of pricing every count.
+    #[test]
+    fn many_threads_price_fewer_counts_closely() {
+        let (mut p, mut hw) = setup();
+        p.cpu_layers = 60;
+        p.n_layers = 60;
+        p.layers = crate::timemodel::tests::layers(60, [(quant_type("q8_0").unwrap(), 1 << 24); 3]);
+        hw.ram.bandwidth_gbs = 300.0;
+        hw.cpu.as_mut().unwrap().threads = 128;
+        let io = mmap(
+            256 << 10,
+            128,
+            DriveCurve::from_figures(7.0, 96.0, 2.37),
+            4.0,
+        );
+        let misses: Vec<(u32, u64)> = (0..300).map(|m| (m, 1 + (m as u64 % 7))).collect();
+        let tokens: u64 = misses.iter().map(|b| b.1).sum();
+        let run = decode_time(&p, &hw, &io, 512.0, &misses, 480.0, 0.5);
+        let exact: f64 = misses
+            .iter()
+            .map(|&(m, n)| n as f64 * decode_time(&p, &hw, &io, 512.0, &[(m, 1)], 480.0, 0.5).total)
+            .sum::<f64>()
+            / tokens as f64;
+        assert!(
+            (run.total / exact - 1.0).abs() < 0.005,
+            "{} vs {exact}",
+            run.total
+        );
+        assert!(
+            run.total != exact,
+            "every count priced: the test shows nothing"
         );
     }
 

@@ -50,6 +50,12 @@ pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
     parse_size_gib(t).map(|g| (g * (1u64 << 30) as f64).round() as u64)
 }
 
+/// GiB rounded up to a tenth, for "fits from X GiB": X printed with one decimal never
+/// falls below the size it names.
+pub fn tenth_up(gib: f64) -> f64 {
+    (gib * 10.0 - 1e-9).ceil() / 10.0
+}
+
 /// A number for a message, short: `1e-300` rather than its 300 digits.
 pub fn shown(v: f64) -> String {
     if v.is_finite() && v != 0.0 && !(1e-6..1e15).contains(&v.abs()) {
@@ -81,6 +87,13 @@ pub fn parse_read_ahead_kb(s: &str) -> std::result::Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fits_from_rounds_up() {
+        assert_eq!(tenth_up(24.04), 24.1);
+        assert_eq!(tenth_up(24.0), 24.0);
+        assert_eq!(tenth_up(20.31), 20.4);
+    }
 
     #[test]
     fn numbers_in_messages_stay_short() {

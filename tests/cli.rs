@@ -554,7 +554,7 @@ fn bad_options() {
     // A pin that does not fit a RAM budget says from which RAM it would.
     fails(
         &["simulate", "--policy", "pinned:3", "--ram", "6GiB", "-q"],
-        "policy pinned:3 pins 768 experts, more than a cache of 0: --ram 6 GiB leaves 0 after the 6 GiB reserve and the non-expert weights; it fits from 20.3 GiB",
+        "policy pinned:3 pins 768 experts, more than a cache of 0: --ram 6 GiB leaves 0 after the 6 GiB reserve and the non-expert weights; it fits from 20.4 GiB",
     );
     // A negative number is a value, refused by the option's own check.
     fails(

@@ -156,7 +156,7 @@ pub fn run(a: EstimateOptions) -> Result<()> {
             hw.ram.size_gib,
             hw.ram.reserve_gib,
             paged / GB,
-            p.ram_for_capacity(0, hw.ram.reserve_gib)
+            crate::units::tenth_up(p.ram_for_capacity(0, hw.ram.reserve_gib))
         );
     }
     let chunk = a.chunk as usize;

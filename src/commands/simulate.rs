@@ -66,7 +66,7 @@ pub fn run(a: SimulateOptions) -> Result<()> {
                 crate::note!(
                     "moe-spill: note: at {ram} GiB the non-expert weights do not fit beside the {reserve} GiB reserve: {:.2} GB of them are read from the drive every token (in device_bytes_per_token), and no expert is cached; they fit from {:.1} GiB",
                     paged / 1e9,
-                    placement.ram_for_capacity(0, reserve)
+                    crate::units::tenth_up(placement.ram_for_capacity(0, reserve))
                 );
             }
             Budget {
@@ -92,7 +92,7 @@ pub fn run(a: SimulateOptions) -> Result<()> {
                     ": --ram {ram} GiB leaves {} after the {} GiB reserve and the non-expert weights; it fits from {:.1} GiB",
                     budget.capacity,
                     hw.ram.reserve_gib,
-                    placement.ram_for_capacity(pinned, hw.ram.reserve_gib)
+                    crate::units::tenth_up(placement.ram_for_capacity(pinned, hw.ram.reserve_gib))
                 ),
                 _ => String::new(),
             };
