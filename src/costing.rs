@@ -186,6 +186,7 @@ pub fn make_row(
                     ram_gib,
                     op_offload: e.op_offload,
                     resident,
+                    n_experts: plan.n_experts,
                 };
                 time_steps(plan, counts, warmup, &machine, e.prompt_len, b)
             });
@@ -400,6 +401,7 @@ mod tests {
             ram_gib: 10.0,
             op_offload: true,
             resident: 0.25,
+            n_experts: 8,
         };
         // Runs of consecutive prompt tokens in the trace (lengths).
         let mut runs: Vec<usize> = Vec::new();

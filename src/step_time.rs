@@ -53,6 +53,9 @@ pub struct BatchMachine<'a> {
     pub op_offload: bool,
     /// The share of the CPU layers' experts the cache holds (decode.rs).
     pub resident: f64,
+    /// Experts per MoE layer: with no layer on the CPU side (none replayed), a GPU
+    /// layer's union is that of the step's tokens routed uniformly.
+    pub n_experts: usize,
 }
 
 /// Seconds of one step by part, and the bytes the device reads.
@@ -119,8 +122,14 @@ impl BatchMachine<'_> {
         let (gpu_flops, h2d) = self.gpu_rates();
         let vram_spb = self.vram_seconds_per_byte();
         let layers = p.cpu_layers.max(1) as f64;
-        let (u, m) = (s.union / layers, s.misses / layers);
+        let (mut u, m) = (s.union / layers, s.misses / layers);
         let pairs = n as f64 * p.top_k as f64;
+        if p.cpu_layers == 0 {
+            // No replayed layer to take the GPU layers' union from: n tokens of top-k
+            // distinct experts each, uniform over the layer's (exactly top-k for one).
+            let e = self.n_experts.max(p.top_k) as f64;
+            u = e * (1.0 - (1.0 - p.top_k as f64 / e).powi(n as i32));
+        }
 
         // Expert weights of the CPU-side layers.
         let mut cpu = CpuWork::default();
@@ -339,6 +348,7 @@ mod tests {
             ram_gib: 10.0,
             op_offload: true,
             resident,
+            n_experts: 8,
         }
     }
 
@@ -388,6 +398,7 @@ mod tests {
                             ram_gib,
                             op_offload: true,
                             resident: 0.5,
+                            n_experts: 8,
                         };
                         let st = m.step_time(StepLoad {
                             tokens: 1,

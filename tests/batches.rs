@@ -670,7 +670,8 @@ fn op_offload_and_parallel_decode_rates() {
 
 /// Decode one token at a time (`--parallel 1`): the row's tokens/s and its decode
 /// tokens/s price the same tokens, each at its own misses, so they agree; under page
-/// faults on 16 threads (desktop-cpu) a token's time is not linear in its misses.
+/// faults on 16 threads (desktop-cpu) a token's time is not linear in its misses. With
+/// every layer in VRAM each token reads its top-k experts of each layer there.
 #[test]
 fn one_token_steps_decode_at_the_rows_rate() {
     let dir = tempfile::tempdir().unwrap();
@@ -718,6 +719,25 @@ fn one_token_steps_decode_at_the_rows_rate() {
             "{io} {ram}: {est} {decode}"
         );
     }
+    // Every MoE layer in VRAM (3090-ddr5): no layer replayed, the GPU's tokens alone.
+    let r = json_row(&[
+        "simulate",
+        t,
+        "--hw",
+        "3090-ddr5",
+        "--parallel",
+        "1",
+        "--format",
+        "json",
+        "-q",
+    ]);
+    assert_eq!(r["gpu_layers"], 26);
+    let est = r["est_tok_s"].as_f64().unwrap();
+    let decode = r["batch"]["decode_tok_s"].as_f64().unwrap();
+    assert!(
+        (est - decode).abs() <= 1e-9 * est,
+        "GPU only: {est} {decode}"
+    );
 }
 
 #[test]
