@@ -50,10 +50,10 @@ pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
     parse_size_gib(t).map(|g| (g * (1u64 << 30) as f64).round() as u64)
 }
 
-/// GiB rounded up to a tenth, for "fits from X GiB": X printed with one decimal never
-/// falls below the size it names.
+/// GiB rounded up to a tenth, for "fits from X GiB" and a range that reaches it: X
+/// printed with one decimal never falls below the size it names.
 pub fn tenth_up(gib: f64) -> f64 {
-    (gib * 10.0 - 1e-9).ceil() / 10.0
+    (gib * 10.0).ceil() / 10.0
 }
 
 /// A number for a message, short: `1e-300` rather than its 300 digits.

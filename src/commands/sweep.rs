@@ -324,7 +324,7 @@ fn no_rows(
     // budgets; its size in experts for --cache-experts.
     let need = |u: &Unheld| match &setups[u.vram] {
         Some((placement, hw)) if budget_sets[u.vram][0].ram_gib.is_some() => {
-            (placement.ram_for_capacity(u.pinned, hw.ram.reserve_gib) * 10.0).ceil() / 10.0
+            crate::units::tenth_up(placement.ram_for_capacity(u.pinned, hw.ram.reserve_gib))
         }
         _ => u.pinned as f64,
     };
@@ -465,27 +465,18 @@ pub fn run(a: SweepOptions) -> Result<()> {
         a.study.input.quiet,
         a.default_policies,
     )?;
+    // The error for no row at all (NO_ROWS) or none for a policy named, with the pinned
+    // sets no budget holds.
+    let no_rows_of = |lead: &str, unheld: &[Unheld]| {
+        no_rows(lead, &specs, unheld, &setups, &budget_sets, &vrams)
+    };
     if jobs.is_empty() && !a.kernel.kernel {
-        return Err(no_rows(
-            NO_ROWS,
-            &specs,
-            &unheld,
-            &setups,
-            &budget_sets,
-            &vrams,
-        ));
+        return Err(no_rows_of(NO_ROWS, &unheld));
     }
     // A policy the user named that gives no row at all is an error, as in simulate.
     if let (false, Some(p)) = (a.default_policies, unrun(specs.len(), &jobs)) {
         let mine: Vec<Unheld> = unheld.into_iter().filter(|u| u.policy == p).collect();
-        return Err(no_rows(
-            "no row for a policy named",
-            &specs,
-            &mine,
-            &setups,
-            &budget_sets,
-            &vrams,
-        ));
+        return Err(no_rows_of("no row for a policy named", &mine));
     }
     // Checked (and the file laid out) before the policies run; the kernel runs after.
     let mut kernel = KernelSweep::new(&a.kernel, &study, &plans[0], a.study.input.quiet)?;
@@ -529,14 +520,7 @@ pub fn run(a: SweepOptions) -> Result<()> {
     let rows: Vec<Row> = results.into_iter().map(|r| r.3).collect();
     if rows.is_empty() {
         // With --kernel, whose rows leave out budgets of 0 experts.
-        return Err(no_rows(
-            NO_ROWS,
-            &specs,
-            &unheld,
-            &setups,
-            &budget_sets,
-            &vrams,
-        ));
+        return Err(no_rows_of(NO_ROWS, &unheld));
     }
     let format = OutputFormat::for_output(a.study.format, a.output.as_deref());
     let mut text = render_rows(&rows, format, !a.vrams.is_empty());
