@@ -194,11 +194,9 @@ impl Priced {
         let mut counts: Vec<u32> = misses.iter().map(|&(m, _)| m).collect();
         counts.sort_unstable();
         counts.dedup();
-        let n = token
-            .io
-            .engine
-            .faulting()
-            .map_or(0.0, |(_, t)| (t.min(256)) as f64);
+        let n = token.io.engine.faulting().map_or(0.0, |(_, t)| {
+            t.min(fault_overlap::MAX_OP_THREADS as u32) as f64
+        });
         let work = counts.len() as f64 * n * n * n;
         if work > PRICING_BUDGET {
             let (lo, hi) = (counts[0], *counts.last().expect("counts"));
@@ -253,6 +251,9 @@ struct TokenCost<'a> {
     t_compute_ne: f64,
     /// Non-expert bytes that do not fit in RAM: read every token.
     paged: f64,
+    /// The CPU-side layers in groups of alike slices: their slices' bytes, the layers in
+    /// the group and the expert ops of each (the same for every token).
+    groups: Vec<(Vec<u64>, usize, f64)>,
 }
 
 impl<'a> TokenCost<'a> {
@@ -296,6 +297,14 @@ impl<'a> TokenCost<'a> {
             t_compute_exp,
             t_compute_ne,
             paged: p.paged_non_expert_bytes(ram_gib, hw.ram.reserve_gib),
+            groups: p
+                .cpu_groups()
+                .into_iter()
+                .map(|(slices, g)| {
+                    let bytes = slices.iter().map(|s| s.bytes).collect();
+                    (bytes, g, expert_ops(slices, hw))
+                })
+                .collect(),
         }
     }
 
@@ -314,12 +323,11 @@ impl<'a> TokenCost<'a> {
         // between two barriers of the compute threads.
         let mut barriers = 0.0;
         let faulting_layers = fault_overlap::layers_with_a_miss(layers, misses);
-        for &(slices, g) in &p.cpu_groups() {
-            let bytes: Vec<u64> = slices.iter().map(|s| s.bytes).collect();
-            let r = io.layer_reads(&bytes, misses / layers, self.resident);
-            t_io += g as f64 * r.seconds;
-            barriers += faulting_layers * g as f64 / layers * expert_ops(slices, hw);
-            reads.push((g as f64 * r.device_bytes, bytes));
+        for (bytes, g, ops) in &self.groups {
+            let r = io.layer_reads(bytes, misses / layers, self.resident);
+            t_io += *g as f64 * r.seconds;
+            barriers += faulting_layers * *g as f64 / layers * ops;
+            reads.push((*g as f64 * r.device_bytes, bytes.clone()));
         }
         if self.paged > 0.0 {
             let r = io.layer_reads(&[self.paged as u64], 1.0, 0.0);

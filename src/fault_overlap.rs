@@ -100,7 +100,7 @@ pub fn token_seconds(threads: u32, cycles: f64, stations: &[Station]) -> f64 {
 
 /// The most threads an op's chain follows: its drain has threads^3 / 6 states. Far below
 /// that the drive (at most a slice's windows in flight) and the RAM are saturated.
-const MAX_OP_THREADS: usize = 256;
+pub(crate) const MAX_OP_THREADS: usize = 256;
 
 /// Levels of an op's chain followed before its steps are taken as settled (they settle
 /// within a few times the threads; this only bounds the work).
