@@ -196,12 +196,13 @@ pub fn run(a: EstimateOptions) -> Result<()> {
             );
             t.to_csv()
         }
-        OutputFormat::Table => explain(&e, &p, &hw),
+        OutputFormat::Table => explain(&e, &p, &hw, paged),
     };
     emit(&text, None)
 }
 
-fn explain(e: &Estimate, p: &Placement, hw: &Hardware) -> String {
+/// The estimate as text; `paged`: the non-expert bytes beyond the RAM, left out.
+fn explain(e: &Estimate, p: &Placement, hw: &Hardware, paged: f64) -> String {
     let mib = p.expert_bytes as f64 / (1u64 << 20) as f64;
     let s0_ms =
         e.d_cpu * p.expert_bytes as f64 / (e.chunk as f64 * hw.ssd_bandwidth_gbs() * GB) * 1e3;
@@ -233,9 +234,10 @@ fn explain(e: &Estimate, p: &Placement, hw: &Hardware) -> String {
         p.gpu_layers,
         p.non_expert_bytes / GB,
         p.non_expert_ram_bytes / GB,
-        match p.paged_non_expert_bytes(hw.ram.size_gib, hw.ram.reserve_gib) {
-            x if x > 0.0 => format!(", {:.2} GB of those beyond the RAM, left out", x / GB),
-            _ => String::new(),
+        if paged > 0.0 {
+            format!(", {:.2} GB of those beyond the RAM, left out", paged / GB)
+        } else {
+            String::new()
         },
         hw.ram.size_gib,
         hw.ram.reserve_gib,
