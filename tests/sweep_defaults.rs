@@ -188,6 +188,23 @@ fn synth_sizes_beyond_memory_are_refused_before_allocating() {
     );
 }
 
+/// With and without -q: exit status 2, the one line on stderr contains `want`, and
+/// nothing on stdout.
+fn fails_alone(args: &[&str], want: &str) {
+    for quiet in [false, true] {
+        let mut args = args.to_vec();
+        if quiet {
+            args.push("-q");
+        }
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(want), "{err}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
 #[test]
 fn no_row_at_all_is_an_error_naming_a_budget_that_works() {
     let dir = tempfile::tempdir().unwrap();
@@ -195,8 +212,8 @@ fn no_row_at_all_is_an_error_naming_a_budget_that_works() {
     let p = t.to_str().unwrap();
     let o = dir.path().join("r.csv");
     // pinned:1 pins layer 0's 8 experts; no budget up to 4 holds them.
-    for quiet in [false, true] {
-        let mut args = vec![
+    fails_alone(
+        &[
             "sweep",
             p,
             "--cache-experts",
@@ -207,21 +224,10 @@ fn no_row_at_all_is_an_error_naming_a_budget_that_works() {
             "pinned:1:lru",
             "-o",
             o.to_str().unwrap(),
-        ];
-        if quiet {
-            args.push("-q");
-        }
-        let out = run(&args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{err}");
-        assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(
-            err.contains("no row to write: pinned:1 pins 8 experts and the largest budget holds 4; --cache-experts 0..8 reaches a budget that holds them"),
-            "{err}"
-        );
-        assert!(out.stdout.is_empty());
-        assert!(!o.exists());
-    }
+        ],
+        "no row to write: pinned:1 pins 8 experts and the largest budget holds 4; --cache-experts 0..8 reaches a budget that holds them",
+    );
+    assert!(!o.exists());
     // RAM budgets (the embedded GLM-5 trace): the advice is a RAM range, and that range
     // gives the row.
     let ram = |range: &str| {
@@ -248,8 +254,8 @@ fn no_row_at_all_is_an_error_naming_a_budget_that_works() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
     // A policy named beside others that give rows: still an error, not left out, and
     // nothing but the error on stderr.
-    for quiet in [false, true] {
-        let mut args = vec![
+    fails_alone(
+        &[
             "sweep",
             "--ram",
             "0GiB..8GiB",
@@ -257,20 +263,9 @@ fn no_row_at_all_is_an_error_naming_a_budget_that_works() {
             "2",
             "--policies",
             "pinned:3,lru",
-        ];
-        if quiet {
-            args.push("-q");
-        }
-        let out = run(&args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{err}");
-        assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(
-            err.contains("no row for a policy named: pinned:3 pins 768 experts and the largest budget, 8 GiB, holds 107; --ram 0GiB..20.4GiB"),
-            "{err}"
-        );
-        assert!(out.stdout.is_empty());
-    }
+        ],
+        "no row for a policy named: pinned:3 pins 768 experts and the largest budget, 8 GiB, holds 107; --ram 0GiB..20.4GiB",
+    );
     // With rows at another VRAM size it runs, with a note for the size without.
     let out = run(&[
         "sweep",
