@@ -137,10 +137,61 @@ fn bad_engine_settings_are_refused() {
         &with(&["--io", "mmap", "--ssd-latency-us=-5"]),
         "(from --ssd-latency-us)",
     );
+    // A flag the chosen engine would ignore is refused, under simulate and sweep alike.
     for io in ["mmap", "rated"] {
         refused(
             &with(&["--io", io, "--no-read-overlap"]),
             "--no-read-overlap is for --io pread and direct, whose worker threads",
+        );
+        refused(
+            &with(&["--io", io, "--io-workers", "4"]),
+            "--io-workers is for --io pread and direct",
+        );
+    }
+    for io in ["pread", "direct", "rated"] {
+        refused(
+            &with(&["--io", io, "--mmap-advice", "willneed"]),
+            "--mmap-advice is for --io mmap",
+        );
+    }
+    for io in ["direct", "rated"] {
+        refused(
+            &with(&["--io", io, "--read-ahead-kb", "256"]),
+            "--read-ahead-kb is for --io mmap and pread",
+        );
+    }
+    refused(
+        &run(&["sweep", "--io", "pread", "--mmap-advice", "normal", "-q"]),
+        "--mmap-advice is for --io mmap",
+    );
+    // The flags each engine uses are taken, the defaults included.
+    for ok in [
+        &[
+            "--io",
+            "mmap",
+            "--mmap-advice",
+            "sequential",
+            "--read-ahead-kb",
+            "128",
+        ][..],
+        &[
+            "--io",
+            "pread",
+            "--io-workers",
+            "8",
+            "--read-ahead-kb",
+            "128",
+        ],
+        &["--io", "direct", "--io-workers", "8", "--no-read-overlap"],
+    ] {
+        let mut v = s.to_vec();
+        v.extend(ok);
+        v.extend(["--format", "csv"]);
+        let out = run(&v);
+        assert!(
+            out.status.success(),
+            "{ok:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 }

@@ -274,27 +274,30 @@ pub struct IoArgs {
     /// compute; `rated` divides SSD bytes by the rated bandwidth (the analytic model)
     #[arg(long, value_enum, value_name = "ENGINE", default_value_t = EngineArg::Mmap)]
     pub io: EngineArg,
-    /// Reader threads of pread and direct
-    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    pub io_workers: u32,
+    /// Reader threads of pread and direct [default: 8]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub io_workers: Option<u32>,
     /// pread and direct: the engine waits for a layer's reads before it multiplies any of
     /// its experts (colibri before its PIPE pool, Flash-MoE); by default the reads overlap
     /// the compute of the layer's hits. (Under mmap each thread faults in its own rows: one
     /// thread's products overlap another's faults.)
     #[arg(long)]
     pub no_read_overlap: bool,
-    /// The drive's read_ahead_kb (mmap read-around, buffered read chunks)
-    #[arg(long, value_name = "KB", default_value_t = DEFAULT_READ_AHEAD_KB, value_parser = parse_read_ahead_kb)]
-    pub read_ahead_kb: u64,
+    /// The drive's read_ahead_kb (mmap read-around, pread's readahead windows) [default: 128]
+    #[arg(long, value_name = "KB", value_parser = parse_read_ahead_kb)]
+    pub read_ahead_kb: Option<u64>,
     /// Advice on the mapping (mmap): llama.cpp sets sequential; --numa gives random;
-    /// a per-expert prefetch (ik_llama.cpp, --lazy-experts) is willneed
-    #[arg(long, value_enum, default_value_t = AdviceArg::Sequential)]
-    pub mmap_advice: AdviceArg,
+    /// a per-expert prefetch (ik_llama.cpp, --lazy-experts) is willneed [default: sequential]
+    #[arg(long, value_enum)]
+    pub mmap_advice: Option<AdviceArg>,
 }
 
 /// The I/O model's read_ahead_kb without `--read-ahead-kb`: the kernel's default
 /// (VM_READAHEAD_PAGES), common on NVMe drives.
 pub const DEFAULT_READ_AHEAD_KB: u64 = 128;
+
+/// `--io-workers` without the flag.
+const DEFAULT_IO_WORKERS: u32 = 8;
 
 /// `--cpu-kernels`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -321,14 +324,26 @@ pub enum EngineArg {
 }
 
 impl IoArgs {
-    /// Flags that would be ignored are refused: only worker threads can overlap reads.
+    /// Flags the chosen engine would ignore are refused, each with what it is for.
     pub fn check(&self) -> crate::error::Result<()> {
-        if self.no_read_overlap && !matches!(self.io, EngineArg::Pread | EngineArg::Direct) {
-            return Err(crate::error::Error::new(
-                "--no-read-overlap is for --io pread and direct, whose worker threads read while the compute threads multiply",
-            ));
+        let workers = matches!(self.io, EngineArg::Pread | EngineArg::Direct);
+        let refused = if self.no_read_overlap && !workers {
+            Some("--no-read-overlap is for --io pread and direct, whose worker threads read while the compute threads multiply")
+        } else if self.io_workers.is_some() && !workers {
+            Some("--io-workers is for --io pread and direct, whose worker threads read the missed experts (under mmap the threads that multiply fault them in: --threads)")
+        } else if self.mmap_advice.is_some() && self.io != EngineArg::Mmap {
+            Some("--mmap-advice is for --io mmap, the advice on llama.cpp's mapping")
+        } else if self.read_ahead_kb.is_some()
+            && !matches!(self.io, EngineArg::Mmap | EngineArg::Pread)
+        {
+            Some("--read-ahead-kb is for --io mmap and pread, which read through the page cache's readahead (direct bypasses it)")
+        } else {
+            None
+        };
+        match refused {
+            Some(why) => Err(crate::error::Error::new(why)),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -342,9 +357,9 @@ impl From<&IoArgs> for Option<EngineChoice> {
         };
         Some(EngineChoice {
             kind,
-            workers: a.io_workers,
-            read_ahead_kb: a.read_ahead_kb,
-            advice: Advice::from(a.mmap_advice).into(),
+            workers: a.io_workers.unwrap_or(DEFAULT_IO_WORKERS),
+            read_ahead_kb: a.read_ahead_kb.unwrap_or(DEFAULT_READ_AHEAD_KB),
+            advice: Advice::from(a.mmap_advice.unwrap_or(AdviceArg::Sequential)).into(),
             serial_reads: a.no_read_overlap,
         })
     }
