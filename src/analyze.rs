@@ -243,11 +243,14 @@ pub fn longest_response(trace: &Trace, include_prompt: bool) -> usize {
 /// replayed): U and D are undefined, and a table of them would show zeros.
 pub fn no_whole_chunk(trace: &Trace, chunk: usize, include_prompt: bool) -> Option<String> {
     let longest = longest_response(trace, include_prompt);
-    let prompt_only = !include_prompt && trace.prompt.iter().any(|&p| p);
+    let prompts_left_out = !include_prompt && trace.prompt.iter().any(|&p| p);
+    // --phase all is named only where counting the prompts would make a chunk.
+    let prompts_help = prompts_left_out && longest_response(trace, true) >= chunk;
     (longest < chunk).then(|| {
         format!(
-            "no response has a whole {chunk}-token chunk (the longest has {longest} tokens{}): U and D are undefined; give a smaller --chunk",
-            if prompt_only { " besides its prompt: --phase all counts prompts" } else { "" }
+            "no response has a whole {chunk}-token chunk (the longest has {longest} tokens{}{}): U and D are undefined; give a smaller --chunk",
+            if prompts_left_out { " besides its prompt" } else { "" },
+            if prompts_help { ": --phase all counts prompts" } else { "" }
         )
     })
 }
@@ -426,6 +429,28 @@ mod tests {
         assert_eq!(a.rows[3].avg_new, 1.0);
         // U and D.
         assert_eq!(a.u_d(), (2.0, 1.0));
+    }
+
+    #[test]
+    fn no_whole_chunk_names_phase_all_only_where_the_prompts_make_one() {
+        // Three prompt tokens, then two decode tokens.
+        let mut t = trace_of(&[&[0, 1, 2, 3, 0]], 4);
+        t.prompt[..3].fill(true);
+        assert_eq!(no_whole_chunk(&t, 2, false), None);
+        assert_eq!(no_whole_chunk(&t, 5, true), None);
+        let e = no_whole_chunk(&t, 4, false).unwrap();
+        assert!(
+            e.contains("(the longest has 2 tokens besides its prompt: --phase all counts prompts)"),
+            "{e}"
+        );
+        // Prompts and all, five tokens: no chunk of 6 either way, so no hint.
+        let e = no_whole_chunk(&t, 6, false).unwrap();
+        assert!(
+            e.contains("(the longest has 2 tokens besides its prompt):"),
+            "{e}"
+        );
+        let e = no_whole_chunk(&t, 6, true).unwrap();
+        assert!(e.contains("(the longest has 5 tokens):"), "{e}");
     }
 
     #[test]
