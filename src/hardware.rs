@@ -103,6 +103,10 @@ impl Ram {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ssd {
+    /// The drive's model, for descriptions (`--ssd NAME` sets it with the preset's
+    /// figures; in a profile it names the drive and sets nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// Rated sequential read bandwidth of one drive (the datasheet figure).
     pub bandwidth_gbs: f64,
     /// Drives in RAID0 (bandwidths add; one request still goes to one drive).
@@ -139,6 +143,13 @@ pub const DEFAULT_STREAM_GBS: f64 = 2.37;
 /// `max_hw_sectors_kb`) lowers it: 512 KiB on a Samsung 980 PRO (mdts 7,
 /// raspberrypi/rpi-eeprom#619), 2 MiB on a PM981a (docs/VALIDATION.md).
 pub const DEFAULT_MAX_SECTORS_KB: u64 = 1280;
+
+/// The `max_sectors_kb` a drive preset gets under Linux up to 6.16: its largest transfer
+/// (MDTS) capped at [`DEFAULT_MAX_SECTORS_KB`], or that cap where the MDTS is unknown.
+pub fn max_sectors_kb_of(d: &crate::drive_presets::DrivePreset) -> u64 {
+    d.mdts_kib
+        .map_or(DEFAULT_MAX_SECTORS_KB, |m| m.min(DEFAULT_MAX_SECTORS_KB))
+}
 
 /// The most GPUs of one kind and drives in RAID0 a machine has (`--gpus` and
 /// `--ssd-drives` take the same bounds).
@@ -463,7 +474,7 @@ impl Hardware {
             })
             .collect();
         format!(
-            "{}{} @ {} GB/s, SSD {} GB/s{}",
+            "{}{} @ {} GB/s, SSD {}{} GB/s{}",
             if gpus.is_empty() {
                 "no GPU, ".to_string()
             } else {
@@ -475,6 +486,10 @@ impl Hardware {
                 format!("{} GiB RAM", self.ram.size_gib)
             },
             self.ram.bandwidth_gbs,
+            self.ssd.model.as_ref().map_or(String::new(), |m| format!(
+                "{} ",
+                crate::error::printable(m)
+            )),
             self.ssd_bandwidth_gbs(),
             if self.ssd.drives > 1 {
                 format!(" ({} drives RAID0)", self.ssd.drives)
@@ -733,6 +748,7 @@ fn hw(
             willneed_gbs: None,
         },
         ssd: Ssd {
+            model: None,
             bandwidth_gbs: ssd.0,
             drives: ssd.1,
             latency_us: None,
@@ -836,6 +852,9 @@ pub struct HardwareOverrides {
     pub ram_bw: Option<f64>,
     /// Override: RAM the page cache cannot use (OS, buffers), GiB.
     pub ram_reserve: Option<f64>,
+    /// Override: the drive, a preset of `drive_presets.rs` (its rated read and largest
+    /// transfer, the default curve's latency and single-request rate).
+    pub ssd: Option<String>,
     /// Override: SSD read bandwidth per drive, GB/s.
     pub ssd_bw: Option<f64>,
     /// Override: SSD drives in RAID0.
@@ -943,6 +962,19 @@ impl HardwareOverrides {
             h.ram.willneed_gbs = self.willneed_gbs;
         }
         h.ram.size_gib = ram_gib.unwrap_or(h.ram.size_gib);
+        if let Some(name) = &self.ssd {
+            // The drive is replaced, figures and curve; RAID0 keeps its count.
+            let d = crate::drive_presets::find(name).map_err(Error::new)?;
+            h.ssd = Ssd {
+                model: Some(d.name.into()),
+                bandwidth_gbs: d.rated_gbs,
+                drives: h.ssd.drives,
+                latency_us: None,
+                stream_gbs: None,
+                points: Vec::new(),
+                max_sectors_kb: Some(max_sectors_kb_of(d)),
+            };
+        }
         h.ssd.bandwidth_gbs = self.ssd_bw.unwrap_or(h.ssd.bandwidth_gbs);
         h.ssd.drives = self.ssd_drives.unwrap_or(h.ssd.drives);
         if self.ssd_latency_us.is_some() {

@@ -25,6 +25,7 @@ pub mod costing;
 pub mod cpu;
 pub mod decode;
 pub mod drive;
+pub mod drive_presets;
 pub mod error;
 pub mod fault_overlap;
 pub mod format;

@@ -602,3 +602,73 @@ fn the_fault_cost_script_measures_a_cost() {
         "{help}"
     );
 }
+
+/// `--ssd NAME` is the preset's rated read and largest request, nothing else: the same
+/// run as the two flags it stands for, which override it in turn.
+#[test]
+fn a_drive_preset_is_its_rated_read_and_largest_request() {
+    let base = [
+        "simulate",
+        "--policy",
+        "lru",
+        "--cache-experts",
+        "3000",
+        "--io",
+        "pread",
+        "--format",
+        "csv",
+        "-q",
+    ];
+    let est = |extra: &[&str]| {
+        let mut v = base.to_vec();
+        v.extend(extra);
+        let (h, r) = csv(&run(&v));
+        let i = h.iter().position(|c| c == "est_tok_s").unwrap();
+        r[i].parse::<f64>().unwrap()
+    };
+    let preset = est(&["--ssd", "990-evo-plus"]);
+    assert_eq!(
+        preset,
+        est(&["--ssd-bw", "7.25", "--max-sectors-kb", "512"])
+    );
+    assert_ne!(
+        preset,
+        est(&["--ssd-bw", "7.25"]),
+        "the MDTS matters to pread"
+    );
+    assert_eq!(
+        est(&["--ssd", "990-evo-plus", "--ssd-bw", "14"]),
+        est(&["--ssd-bw", "14", "--max-sectors-kb", "512"])
+    );
+    // A preset replaces a profile's own curve, and keeps its RAID0 count.
+    assert_eq!(
+        est(&[
+            "--ssd",
+            "t700",
+            "--ssd-latency-us",
+            "50",
+            "--ssd-drives",
+            "2"
+        ]),
+        est(&[
+            "--ssd-bw",
+            "12.4",
+            "--max-sectors-kb",
+            "512",
+            "--ssd-latency-us",
+            "50",
+            "--ssd-drives",
+            "2"
+        ])
+    );
+    refused(
+        &run(&["simulate", "--cache-experts", "10", "--ssd", "t70", "-q"]),
+        "unknown drive `t70` (--ssd): the presets are 970-evo-plus, p3,",
+    );
+    // The listing, for programs.
+    let out = run(&["hardware", "--drives", "--format", "csv"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("drive,ssd_gbs,mdts_kib,max_sectors_kb,description\n"));
+    assert!(text.contains("\n990-pro,7.45,2048,1280,"), "{text}");
+    assert!(text.contains("\nsn850x,7.3,,1280,"), "{text}");
+}

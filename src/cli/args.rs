@@ -101,6 +101,9 @@ pub struct ConvertArgs {
 
 #[derive(Args, Debug)]
 pub struct HardwareListArgs {
+    /// List the drive presets (--ssd) instead of the machines
+    #[arg(long)]
+    pub drives: bool,
     #[command(flatten)]
     pub out: FormatArgs,
 }
@@ -144,6 +147,10 @@ pub struct HardwareArgs {
     /// Override: RAM the page cache cannot use (OS, buffers; 6 or 6GiB).
     #[arg(long, value_name = "SIZE", value_parser = parse_size_gib)]
     pub ram_reserve: Option<f64>,
+    /// Override: the drive, a preset (moe-spill hardware --drives): its rated read and
+    /// largest request; --ssd-bw and the other SSD flags override it in turn
+    #[arg(long, value_name = "DRIVE")]
+    pub ssd: Option<String>,
     /// Override: SSD read bandwidth per drive, GB/s.
     #[arg(long, value_name = "GB/S")]
     pub ssd_bw: Option<f64>,
@@ -724,6 +731,7 @@ impl From<HardwareArgs> for HardwareOverrides {
             gemm_tflops: a.gemm_tflops,
             ram_bw: a.ram_bw,
             ram_reserve: a.ram_reserve,
+            ssd: a.ssd,
             ssd_bw: a.ssd_bw,
             ssd_drives: a.ssd_drives,
             ssd_latency_us: a.ssd_latency_us,

@@ -168,6 +168,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Analyze(a) => commands::analyze::run(a.into()),
         Command::Convert(a) => commands::convert::run(a.into()),
         Command::Info(a) => commands::info::run(a.into()),
+        Command::Hardware(a) if a.drives => commands::hardware::run_drives(a.out.format()),
         Command::Hardware(a) => commands::hardware::run(a.out.format()),
         Command::Simulate(a) => {
             a.study.io.check()?;

@@ -1,4 +1,4 @@
-//! `hardware`: the hardware presets.
+//! `hardware`: the hardware presets, and with `--drives` the drive presets.
 
 use crate::error::Result;
 use crate::report::{emit, OutputFormat, Table};
@@ -63,9 +63,63 @@ pub fn run(format: Option<OutputFormat>) -> Result<()> {
                 t.render()
             };
             if f == OutputFormat::Table {
-                s.push_str("\nSizes in GiB, bandwidths in GB/s (10^9 B/s); gemm_tflops: the GPU's rate on batches (prompt processing), h2d_gbs: its copies from RAM (docs/batches.md); page_cache_gbs, fault_gbs and willneed_gbs: GB/s per core through the page cache by buffered reads, by page faults and by MADV_WILLNEED (scripts/fault_cost.py measures the last two). Your own machine: --hw FILE.toml (or .json) with the\nfields of `moe-spill hardware --format json`; or override a preset with --vram, --vram-bw, --ram-bw, --ssd-bw, ...\n");
+                s.push_str("\nSizes in GiB, bandwidths in GB/s (10^9 B/s); gemm_tflops: the GPU's rate on batches (prompt processing), h2d_gbs: its copies from RAM (docs/batches.md); page_cache_gbs, fault_gbs and willneed_gbs: GB/s per core through the page cache by buffered reads, by page faults and by MADV_WILLNEED (scripts/fault_cost.py measures the last two). Your own machine: --hw FILE.toml (or .json) with the\nfields of `moe-spill hardware --format json`; or override a preset with --vram, --vram-bw, --ram-bw, --ssd DRIVE (`moe-spill hardware --drives`), --ssd-bw, ...\n");
             }
             s
+        }
+    };
+    emit(&text, None)
+}
+
+/// `hardware --drives`: the drive presets `--ssd` takes.
+pub fn run_drives(format: Option<OutputFormat>) -> Result<()> {
+    use crate::drive_presets::DRIVES;
+    use crate::hardware::{max_sectors_kb_of, DEFAULT_LATENCY_US, DEFAULT_STREAM_GBS};
+    let text = match OutputFormat::resolve(format, false) {
+        OutputFormat::Json => {
+            let all: Vec<serde_json::Value> = DRIVES
+                .iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "drive": d.name,
+                        "ssd_gbs": d.rated_gbs,
+                        "mdts_kib": d.mdts_kib,
+                        "max_sectors_kb": max_sectors_kb_of(d),
+                        "description": d.description,
+                    })
+                })
+                .collect();
+            serde_json::to_string_pretty(&all).expect("json") + "\n"
+        }
+        f => {
+            let mut t = Table::new(&[
+                "drive",
+                "ssd_gbs",
+                "mdts_kib",
+                "max_sectors_kb",
+                "description",
+            ]);
+            for d in DRIVES {
+                t.push(vec![
+                    d.name.into(),
+                    d.rated_gbs.to_string(),
+                    d.mdts_kib
+                        .map_or(if f == OutputFormat::Csv { "" } else { "-" }.into(), |m| {
+                            m.to_string()
+                        }),
+                    max_sectors_kb_of(d).to_string(),
+                    d.description.into(),
+                ]);
+            }
+            if f == OutputFormat::Csv {
+                t.to_csv()
+            } else {
+                let mut s = t.render();
+                s.push_str(&format!(
+                    "\nssd_gbs: the rated sequential read (GB/s); mdts_kib: the controller's largest transfer; max_sectors_kb: the largest request Linux sends it (the MDTS, at most 1280 KiB up to Linux 6.16; from 6.17 give --max-sectors-kb with the MDTS up to 4096). Each preset keeps the default curve's {DEFAULT_LATENCY_US} us per request and {DEFAULT_STREAM_GBS} GB/s for one request alone (a DRAM-less PCIe 4 drive's random reads): how fast one request streams is published for too few drives to tell them apart. Sources: docs/drives.md. Use: --ssd NAME (with --ssd-bw for another capacity).\n"
+                ));
+                s
+            }
         }
     };
     emit(&text, None)
