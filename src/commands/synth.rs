@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::analyze::{u_d, CHUNK_TOKENS};
+use crate::analyze::{longest_response, u_d, CHUNK_TOKENS};
 use crate::error::{printable_path, Error, Result};
 use crate::input::TraceSource;
 use crate::model::Model;
@@ -245,10 +245,7 @@ pub fn run(a: SynthOptions) -> Result<()> {
         (ud.join().expect("U and D"), written)
     });
     // U needs a whole chunk of generated tokens in a response, D two of them.
-    let longest = (0..trace.n_responses())
-        .map(|r| trace.response(r).filter(|&t| !trace.prompt[t]).count())
-        .max()
-        .unwrap_or(0);
+    let longest = longest_response(&trace, false);
     let ud = if longest < chunk {
         format!("U and D undefined: no response has a whole {chunk}-token chunk")
     } else if longest < 2 * chunk {

@@ -542,7 +542,9 @@ pub fn fit(rec: &Trace, base: &Params, seed: u64) -> Result<Fitted> {
         let ov = overlap(&generate(g, &q, &cal, seed), lag);
         Some((q, r, ov))
     };
-    let (ln_drift, _, _) = solve(
+    // The search's own answer is not used: every drift it tried is kept in `tried`, and
+    // the one whose overlap comes nearest the target wins below.
+    solve(
         |x| match inner(&p, x.exp()) {
             Some((q, r, ov)) => {
                 tried.push((x, q, r, ov));
@@ -559,7 +561,6 @@ pub fn fit(rec: &Trace, base: &Params, seed: u64) -> Result<Fitted> {
         0.01,
         0.4,
     );
-    let _ = ln_drift;
     let (_, q, mut reached, _) = tried
         .into_iter()
         .min_by(|a, b| {
