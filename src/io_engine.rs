@@ -214,9 +214,14 @@ impl IoEngine {
             // All the chunks of every slice are requested at once: the device sees the
             // slice-sized request at the depth of the layer's misses.
             IoEngine::Mmap { window: 0, .. } => (slice, misses * n),
-            // Each thread waits for its windows one at a time.
+            // Each thread waits for its windows one at a time; the block layer splits a
+            // window larger than the drive's largest request, and the pieces go at once.
             IoEngine::Mmap { window, threads } => {
-                (window as f64, faulting_threads(window, threads, slices))
+                let block = (window as f64).min(drive.max_request);
+                (
+                    block,
+                    faulting_threads(window, threads, slices) * (window as f64 / block).ceil(),
+                )
             }
             IoEngine::Pread { workers, chunk } => {
                 let p = PreadShape::of(one_read(slices), chunk, drive.max_request);
@@ -496,6 +501,19 @@ mod tests {
             r3.seconds,
             9.0 * w as f64 / d.throughput(w as f64, 3.0)
         ));
+        // A drive whose largest request is 96 KiB: each window goes as three requests at
+        // once, and the over-read is the same.
+        let d96 = d.clone().with_max_request(96.0 * 1024.0);
+        let r = e.layer_reads(&slices, 2.0, 0.0, &d96);
+        assert!(close(r.device_bytes, bytes));
+        assert_eq!(
+            e.requests(&slices, 2.0, &d96),
+            Requests {
+                block: 96.0 * 1024.0,
+                in_flight: 3.0
+            }
+        );
+        assert!(close(r.seconds, bytes / d96.throughput(96.0 * 1024.0, 3.0)));
     }
 
     #[test]
