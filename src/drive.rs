@@ -27,6 +27,15 @@
 use serde::{Deserialize, Serialize};
 
 pub const GB: f64 = 1e9;
+
+/// The queue's `max_sectors_kb` when a profile does not say: the block layer's default
+/// cap, `BLK_DEF_MAX_SECTORS_CAP` = 2560 sectors (1280 KiB), from Linux 4.4's
+/// d2be537c3ba3 ("block: bump BLK_DEF_MAX_SECTORS to 2560") to 6.16; Linux 6.17 raised
+/// it to 4 MiB (9b8b84879d4a, block/blk.h). The drive's maximum transfer (NVMe MDTS,
+/// `max_hw_sectors_kb`) lowers it: 512 KiB on a Samsung 980 PRO (mdts 7,
+/// raspberrypi/rpi-eeprom#619), 2 MiB on a PM981a (docs/VALIDATION.md).
+pub const DEFAULT_MAX_SECTORS_KB: u64 = 1280;
+
 const KIB: f64 = 1024.0;
 
 /// One measured point: `gbs` (decimal GB/s) reading `block_kib` KiB requests with

@@ -10,6 +10,8 @@
 //! tell them apart (docs/drives.md): every preset keeps the default curve's latency and
 //! single-request rate, so presets differ in rated bandwidth and transfer size only.
 
+use crate::drive::DEFAULT_MAX_SECTORS_KB;
+
 /// One drive model.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DrivePreset {
@@ -22,6 +24,16 @@ pub struct DrivePreset {
     /// The controller's largest transfer, KiB (MDTS x 4 KiB pages); None where no dump
     /// of the drive was found.
     pub mdts_kib: Option<u64>,
+}
+
+impl DrivePreset {
+    /// The `max_sectors_kb` the preset gets: its largest transfer capped at the block
+    /// layer's [`DEFAULT_MAX_SECTORS_KB`] (Linux up to 6.16), or that cap where the MDTS
+    /// is unknown.
+    pub fn max_sectors_kb(&self) -> u64 {
+        self.mdts_kib
+            .map_or(DEFAULT_MAX_SECTORS_KB, |m| m.min(DEFAULT_MAX_SECTORS_KB))
+    }
 }
 
 /// The presets, by interface and then name.
@@ -94,16 +106,20 @@ pub const DRIVES: &[DrivePreset] = &[
     },
 ];
 
-/// The preset of that name, or an error listing the names.
+/// The preset of that name (in any case, as `--hw` takes its presets), or an error
+/// listing the names.
 pub fn find(name: &str) -> Result<&'static DrivePreset, String> {
-    DRIVES.iter().find(|d| d.name == name).ok_or_else(|| {
-        let names: Vec<&str> = DRIVES.iter().map(|d| d.name).collect();
-        format!(
-            "unknown drive `{}` (--ssd): the presets are {} (moe-spill hardware --drives); for another drive give --ssd-bw and --max-sectors-kb",
-            crate::error::printable(name),
-            names.join(", ")
-        )
-    })
+    DRIVES
+        .iter()
+        .find(|d| d.name.eq_ignore_ascii_case(name))
+        .ok_or_else(|| {
+            let names: Vec<&str> = DRIVES.iter().map(|d| d.name).collect();
+            format!(
+                "unknown drive `{}`: not a preset ({}; see `moe-spill hardware --drives`); another drive: --ssd-bw and --max-sectors-kb",
+                crate::error::printable(name),
+                names.join(", ")
+            )
+        })
 }
 
 #[cfg(test)]
@@ -123,9 +139,16 @@ mod tests {
         }
         let e = find("990pro").unwrap_err();
         assert!(
-            e.starts_with("unknown drive `990pro` (--ssd): the presets are"),
+            e.starts_with("unknown drive `990pro`: not a preset (970-evo-plus, p3,"),
             "{e}"
         );
         assert!(e.contains("990-pro"), "{e}");
+        assert_eq!(find("T700").unwrap().name, "t700");
+        assert_eq!(find("990-pro").unwrap().max_sectors_kb(), 1280);
+        assert_eq!(find("p3").unwrap().max_sectors_kb(), 256);
+        assert_eq!(
+            find("sn850x").unwrap().max_sectors_kb(),
+            DEFAULT_MAX_SECTORS_KB
+        );
     }
 }

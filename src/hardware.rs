@@ -136,20 +136,7 @@ pub struct Ssd {
 pub const DEFAULT_LATENCY_US: f64 = 96.0;
 pub const DEFAULT_STREAM_GBS: f64 = 2.37;
 
-/// The queue's `max_sectors_kb` when a profile does not say: the block layer's default
-/// cap, `BLK_DEF_MAX_SECTORS_CAP` = 2560 sectors (1280 KiB), from Linux 4.4's
-/// d2be537c3ba3 ("block: bump BLK_DEF_MAX_SECTORS to 2560") to 6.16; Linux 6.17 raised
-/// it to 4 MiB (9b8b84879d4a, block/blk.h). The drive's maximum transfer (NVMe MDTS,
-/// `max_hw_sectors_kb`) lowers it: 512 KiB on a Samsung 980 PRO (mdts 7,
-/// raspberrypi/rpi-eeprom#619), 2 MiB on a PM981a (docs/VALIDATION.md).
-pub const DEFAULT_MAX_SECTORS_KB: u64 = 1280;
-
-/// The `max_sectors_kb` a drive preset gets under Linux up to 6.16: its largest transfer
-/// (MDTS) capped at [`DEFAULT_MAX_SECTORS_KB`], or that cap where the MDTS is unknown.
-pub fn max_sectors_kb_of(d: &crate::drive_presets::DrivePreset) -> u64 {
-    d.mdts_kib
-        .map_or(DEFAULT_MAX_SECTORS_KB, |m| m.min(DEFAULT_MAX_SECTORS_KB))
-}
+pub use crate::drive::DEFAULT_MAX_SECTORS_KB;
 
 /// The most GPUs of one kind and drives in RAID0 a machine has (`--gpus` and
 /// `--ssd-drives` take the same bounds).
@@ -963,8 +950,25 @@ impl HardwareOverrides {
         }
         h.ram.size_gib = ram_gib.unwrap_or(h.ram.size_gib);
         if let Some(name) = &self.ssd {
-            // The drive is replaced, figures and curve; RAID0 keeps its count.
+            // The drive is replaced, figures and curve; RAID0 keeps its count. A curve
+            // the profile gives (measured, as a rule) is not dropped silently.
             let d = crate::drive_presets::find(name).map_err(Error::new)?;
+            let own: Vec<&str> = [
+                ("points", !h.ssd.points.is_empty()),
+                ("latency_us", h.ssd.latency_us.is_some()),
+                ("stream_gbs", h.ssd.stream_gbs.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(field, given)| given.then_some(field))
+            .collect();
+            if !own.is_empty() {
+                return Err(Error::new(format!(
+                    "--ssd {} would replace the drive curve of `{}` ({} in its [ssd]): leave out --ssd to keep the curve, or the curve to take the preset's",
+                    d.name,
+                    crate::error::printable(&h.name),
+                    own.join(", ")
+                )));
+            }
             h.ssd = Ssd {
                 model: Some(d.name.into()),
                 bandwidth_gbs: d.rated_gbs,
@@ -972,7 +976,7 @@ impl HardwareOverrides {
                 latency_us: None,
                 stream_gbs: None,
                 points: Vec::new(),
-                max_sectors_kb: Some(max_sectors_kb_of(d)),
+                max_sectors_kb: Some(d.max_sectors_kb()),
             };
         }
         h.ssd.bandwidth_gbs = self.ssd_bw.unwrap_or(h.ssd.bandwidth_gbs);

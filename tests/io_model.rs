@@ -160,11 +160,52 @@ fn bad_engine_settings_are_refused() {
             "--read-ahead-kb is for --io mmap and pread",
         );
     }
+    // The message says what the chosen engine does instead.
+    refused(
+        &with(&["--io", "rated", "--io-workers", "4"]),
+        "--io-workers is for --io pread and direct, their reader threads; --io rated reads nothing",
+    );
+    // Under mmap the read-around is sequential's and normal's only.
+    for advice in ["random", "willneed"] {
+        refused(
+            &with(&["--mmap-advice", advice, "--read-ahead-kb", "256"]),
+            "--read-ahead-kb sets the read-around of --mmap-advice sequential and normal",
+        );
+    }
     refused(
         &run(&["sweep", "--io", "pread", "--mmap-advice", "normal", "-q"]),
         "--mmap-advice is for --io mmap",
     );
-    // The flags each engine uses are taken, the defaults included.
+    // The flags each engine uses are taken, and their defaults are the runs without them.
+    let est = |extra: &[&str]| {
+        let mut v = s.to_vec();
+        v.extend(extra);
+        v.extend(["--format", "csv"]);
+        let (h, r) = csv(&run(&v));
+        r[h.iter().position(|c| c == "est_tok_s").unwrap()].clone()
+    };
+    assert_eq!(
+        est(&["--io", "mmap"]),
+        est(&[
+            "--io",
+            "mmap",
+            "--mmap-advice",
+            "sequential",
+            "--read-ahead-kb",
+            "128"
+        ])
+    );
+    assert_eq!(
+        est(&["--io", "pread"]),
+        est(&[
+            "--io",
+            "pread",
+            "--io-workers",
+            "8",
+            "--read-ahead-kb",
+            "128"
+        ])
+    );
     for ok in [
         &[
             "--io",
@@ -640,30 +681,53 @@ fn a_drive_preset_is_its_rated_read_and_largest_request() {
         est(&["--ssd", "990-evo-plus", "--ssd-bw", "14"]),
         est(&["--ssd-bw", "14", "--max-sectors-kb", "512"])
     );
-    // A preset replaces a profile's own curve, and keeps its RAID0 count.
+    // A preset keeps the machine's RAID0 count (four drives here), and the flags after
+    // it override its curve; the name takes any case.
     assert_eq!(
         est(&[
+            "--hw",
+            "3090-ddr5-raid0",
             "--ssd",
-            "t700",
+            "T700",
             "--ssd-latency-us",
-            "50",
-            "--ssd-drives",
-            "2"
+            "50"
         ]),
         est(&[
+            "--hw",
+            "3090-ddr5-raid0",
             "--ssd-bw",
             "12.4",
             "--max-sectors-kb",
             "512",
             "--ssd-latency-us",
             "50",
-            "--ssd-drives",
-            "2"
         ])
     );
     refused(
         &run(&["simulate", "--cache-experts", "10", "--ssd", "t70", "-q"]),
-        "unknown drive `t70` (--ssd): the presets are 970-evo-plus, p3,",
+        "unknown drive `t70`: not a preset (970-evo-plus, p3,",
+    );
+    // A profile's own drive curve is not dropped in silence.
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("box.toml");
+    std::fs::write(
+        &profile,
+        "name = \"box\"\n[ram]\nsize_gib = 64\nbandwidth_gbs = 60\nreserve_gib = 4\n[ssd]\nbandwidth_gbs = 7\nlatency_us = 60\n",
+    )
+    .unwrap();
+    let hw = profile.to_str().unwrap();
+    refused(
+        &run(&[
+            "simulate",
+            "--cache-experts",
+            "10",
+            "--hw",
+            hw,
+            "--ssd",
+            "p3",
+            "-q",
+        ]),
+        "--ssd p3 would replace the drive curve of `box` (latency_us in its [ssd])",
     );
     // The listing, for programs.
     let out = run(&["hardware", "--drives", "--format", "csv"]);
@@ -671,4 +735,15 @@ fn a_drive_preset_is_its_rated_read_and_largest_request() {
     assert!(text.starts_with("drive,ssd_gbs,mdts_kib,max_sectors_kb,description\n"));
     assert!(text.contains("\n990-pro,7.45,2048,1280,"), "{text}");
     assert!(text.contains("\nsn850x,7.3,,1280,"), "{text}");
+    // JSON names the figures as a profile's [ssd] does.
+    let out = run(&["hardware", "--drives", "--format", "json"]);
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let t700 = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["model"] == "t700")
+        .unwrap();
+    assert_eq!(t700["bandwidth_gbs"], 12.4);
+    assert_eq!(t700["max_sectors_kb"], 512);
 }

@@ -226,18 +226,22 @@ fn every_prefill_row_recomputes_to_what_the_page_says() {
     );
 }
 
-/// A command without the flags of the engines, which `--io rated` refuses.
+/// A command without the flags of the engines, which `--io rated` refuses (in either
+/// form, `--flag value` or `--flag=value`).
 fn without_engine_flags(command: Vec<String>) -> Vec<String> {
+    const WITH_VALUE: [&str; 3] = ["--io-workers", "--mmap-advice", "--read-ahead-kb"];
     let mut out = Vec::new();
     let mut args = command.into_iter();
     while let Some(a) = args.next() {
-        match a.as_str() {
-            "--no-read-overlap" => {}
-            "--io-workers" | "--mmap-advice" | "--read-ahead-kb" => {
-                args.next();
-            }
-            _ => out.push(a),
+        let flag = a.split('=').next().unwrap_or_default();
+        if a == "--no-read-overlap" || (a.contains('=') && WITH_VALUE.contains(&flag)) {
+            continue;
         }
+        if WITH_VALUE.contains(&a.as_str()) {
+            args.next();
+            continue;
+        }
+        out.push(a);
     }
     out
 }

@@ -331,19 +331,39 @@ pub enum EngineArg {
 }
 
 impl IoArgs {
-    /// Flags the chosen engine would ignore are refused, each with what it is for.
+    /// Flags the chosen engine would ignore are refused, each with what it is for and
+    /// what the chosen engine does instead.
     pub fn check(&self) -> crate::error::Result<()> {
         let workers = matches!(self.io, EngineArg::Pread | EngineArg::Direct);
+        let advice = self.mmap_advice.unwrap_or(AdviceArg::Sequential);
+        let chosen = match self.io {
+            EngineArg::Mmap => {
+                "under --io mmap the threads that multiply fault the experts in (--threads)"
+            }
+            EngineArg::Pread => "--io pread reads with worker threads, through no mapping",
+            EngineArg::Direct => "--io direct reads with O_DIRECT, around the page cache",
+            EngineArg::Rated => {
+                "--io rated reads nothing: it divides the SSD bytes by the rated bandwidth"
+            }
+        };
         let refused = if self.no_read_overlap && !workers {
-            Some("--no-read-overlap is for --io pread and direct, whose worker threads read while the compute threads multiply")
+            Some(format!("--no-read-overlap is for --io pread and direct, whose worker threads read while the compute threads multiply; {chosen}"))
         } else if self.io_workers.is_some() && !workers {
-            Some("--io-workers is for --io pread and direct, whose worker threads read the missed experts (under mmap the threads that multiply fault them in: --threads)")
+            Some(format!(
+                "--io-workers is for --io pread and direct, their reader threads; {chosen}"
+            ))
         } else if self.mmap_advice.is_some() && self.io != EngineArg::Mmap {
-            Some("--mmap-advice is for --io mmap, the advice on llama.cpp's mapping")
+            Some(format!(
+                "--mmap-advice is for --io mmap, the advice on llama.cpp's mapping; {chosen}"
+            ))
         } else if self.read_ahead_kb.is_some()
             && !matches!(self.io, EngineArg::Mmap | EngineArg::Pread)
         {
-            Some("--read-ahead-kb is for --io mmap and pread, which read through the page cache's readahead (direct bypasses it)")
+            Some(format!("--read-ahead-kb is for --io mmap and pread, which read through the page cache's readahead; {chosen}"))
+        } else if self.read_ahead_kb.is_some()
+            && matches!(advice, AdviceArg::Random | AdviceArg::Willneed)
+        {
+            Some("--read-ahead-kb sets the read-around of --mmap-advice sequential and normal; under random a fault reads one page, under willneed the expert alone".to_string())
         } else {
             None
         };

@@ -8,14 +8,7 @@ pub fn run(format: Option<OutputFormat>) -> Result<()> {
     let text = match OutputFormat::resolve(format, false) {
         OutputFormat::Json => serde_json::to_string_pretty(&presets).expect("json") + "\n",
         f => {
-            // A figure the preset has not: "-" for people, an empty cell in CSV.
-            let none = || {
-                if f == OutputFormat::Csv {
-                    String::new()
-                } else {
-                    "-".into()
-                }
-            };
+            let none = || missing(f);
             let mut t = Table::new(&[
                 "hardware",
                 "gpus",
@@ -71,20 +64,22 @@ pub fn run(format: Option<OutputFormat>) -> Result<()> {
     emit(&text, None)
 }
 
-/// `hardware --drives`: the drive presets `--ssd` takes.
+/// `hardware --drives`: the drive presets `--ssd` takes. JSON names the figures as a
+/// profile's `[ssd]` does.
 pub fn run_drives(format: Option<OutputFormat>) -> Result<()> {
+    use crate::drive::DEFAULT_MAX_SECTORS_KB;
     use crate::drive_presets::DRIVES;
-    use crate::hardware::{max_sectors_kb_of, DEFAULT_LATENCY_US, DEFAULT_STREAM_GBS};
+    use crate::hardware::{DEFAULT_LATENCY_US, DEFAULT_STREAM_GBS};
     let text = match OutputFormat::resolve(format, false) {
         OutputFormat::Json => {
             let all: Vec<serde_json::Value> = DRIVES
                 .iter()
                 .map(|d| {
                     serde_json::json!({
-                        "drive": d.name,
-                        "ssd_gbs": d.rated_gbs,
+                        "model": d.name,
+                        "bandwidth_gbs": d.rated_gbs,
+                        "max_sectors_kb": d.max_sectors_kb(),
                         "mdts_kib": d.mdts_kib,
-                        "max_sectors_kb": max_sectors_kb_of(d),
                         "description": d.description,
                     })
                 })
@@ -103,11 +98,8 @@ pub fn run_drives(format: Option<OutputFormat>) -> Result<()> {
                 t.push(vec![
                     d.name.into(),
                     d.rated_gbs.to_string(),
-                    d.mdts_kib
-                        .map_or(if f == OutputFormat::Csv { "" } else { "-" }.into(), |m| {
-                            m.to_string()
-                        }),
-                    max_sectors_kb_of(d).to_string(),
+                    d.mdts_kib.map_or_else(|| missing(f), |m| m.to_string()),
+                    d.max_sectors_kb().to_string(),
                     d.description.into(),
                 ]);
             }
@@ -116,11 +108,20 @@ pub fn run_drives(format: Option<OutputFormat>) -> Result<()> {
             } else {
                 let mut s = t.render();
                 s.push_str(&format!(
-                    "\nssd_gbs: the rated sequential read (GB/s); mdts_kib: the controller's largest transfer; max_sectors_kb: the largest request Linux sends it (the MDTS, at most 1280 KiB up to Linux 6.16; from 6.17 give --max-sectors-kb with the MDTS up to 4096). Each preset keeps the default curve's {DEFAULT_LATENCY_US} us per request and {DEFAULT_STREAM_GBS} GB/s for one request alone (a DRAM-less PCIe 4 drive's random reads): how fast one request streams is published for too few drives to tell them apart. Sources: docs/drives.md. Use: --ssd NAME (with --ssd-bw for another capacity).\n"
+                    "\nssd_gbs: the rated sequential read (GB/s); mdts_kib: the controller's largest transfer; max_sectors_kb: the largest request Linux sends it, the MDTS at most {DEFAULT_MAX_SECTORS_KB} KiB up to Linux 6.16 (from 6.17 up to 4096: give --max-sectors-kb; an IOMMU that translates DMA or a RAID0 array can lower it: /sys/block/DEV/queue/max_sectors_kb). Each preset keeps the default curve's {DEFAULT_LATENCY_US} us per request and {DEFAULT_STREAM_GBS} GB/s for one request alone (a DRAM-less PCIe 4 drive's random reads): how fast one request streams is published for too few drives to tell them apart. Sources: docs/drives.md. Use: --ssd NAME (with --ssd-bw for another capacity).\n"
                 ));
                 s
             }
         }
     };
     emit(&text, None)
+}
+
+/// A figure a listing has not: "-" for people, an empty cell in CSV.
+fn missing(f: OutputFormat) -> String {
+    if f == OutputFormat::Csv {
+        String::new()
+    } else {
+        "-".into()
+    }
 }
