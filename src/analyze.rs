@@ -249,8 +249,8 @@ pub fn no_whole_chunk(trace: &Trace, chunk: usize, include_prompt: bool) -> Opti
     (longest < chunk).then(|| {
         format!(
             "no response has a whole {chunk}-token chunk (the longest has {longest} tokens{}{}): U and D are undefined; give a smaller --chunk",
-            if prompts_left_out { " besides its prompt" } else { "" },
-            if prompts_help { ": --phase all counts prompts" } else { "" }
+            if prompts_left_out { ", prompts left out" } else { "" },
+            if prompts_help { ": --phase all counts them" } else { "" }
         )
     })
 }
@@ -440,13 +440,13 @@ mod tests {
         assert_eq!(no_whole_chunk(&t, 5, true), None);
         let e = no_whole_chunk(&t, 4, false).unwrap();
         assert!(
-            e.contains("(the longest has 2 tokens besides its prompt: --phase all counts prompts)"),
+            e.contains("(the longest has 2 tokens, prompts left out: --phase all counts them)"),
             "{e}"
         );
         // Prompts and all, five tokens: no chunk of 6 either way, so no hint.
         let e = no_whole_chunk(&t, 6, false).unwrap();
         assert!(
-            e.contains("(the longest has 2 tokens besides its prompt):"),
+            e.contains("(the longest has 2 tokens, prompts left out):"),
             "{e}"
         );
         let e = no_whole_chunk(&t, 6, true).unwrap();
