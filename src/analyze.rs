@@ -57,6 +57,12 @@ pub struct Analysis {
 }
 
 impl Analysis {
+    /// Whether D is defined: some response has two consecutive whole chunks (the
+    /// seed's script prints 0 new experts where none has, as the rows hold).
+    pub fn d_defined(&self) -> bool {
+        self.chunk_pairs > 0
+    }
+
     /// U and D: mean distinct and new experts per chunk at threshold 100%.
     pub fn u_d(&self) -> (f64, f64) {
         let last = self.rows.last().expect("rows");

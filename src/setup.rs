@@ -363,13 +363,19 @@ impl ReplaySetup {
     }
 
     /// U and D of the replayed tokens per chunk, threshold 100% (one pass over the
-    /// trace, made once, by whichever thread asks first); None where no response has a
-    /// whole chunk (U, the mean over none, is undefined, and so the analytic estimate).
+    /// trace, made once, by whichever thread asks first); None where no response has two
+    /// whole chunks (D, the mean over no pair, is undefined, and so the analytic
+    /// estimate; U too without a whole chunk).
     pub fn u_d(&self) -> Option<(f64, f64)> {
         let (u, d) = *self
             .u_d
             .get_or_init(|| u_d(&self.loaded.trace, CHUNK_TOKENS, self.include_prompt));
-        (u > 0.0).then_some((u, d))
+        (self.longest_response() >= 2 * CHUNK_TOKENS).then_some((u, d))
+    }
+
+    /// Tokens of the longest response replayed.
+    fn longest_response(&self) -> usize {
+        crate::analyze::longest_response(&self.loaded.trace, self.include_prompt)
     }
 
     /// The machine and the model's placement on it (no trace statistics).
@@ -706,6 +712,9 @@ pub fn context_line_with(
             e.io.as_ref().map_or("rated", |io| io.engine.name()),
             match study.u_d() {
                 Some((u, d)) => format!("U = {u:.1}, D = {d:.1} per {CHUNK_TOKENS}-token chunk"),
+                None if study.longest_response() >= CHUNK_TOKENS => format!(
+                    "D undefined (no response has two whole {CHUNK_TOKENS}-token chunks: no analytic estimate)"
+                ),
                 None => format!(
                     "U and D undefined (no response has a whole {CHUNK_TOKENS}-token chunk: no analytic estimate)"
                 ),

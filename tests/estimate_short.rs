@@ -50,13 +50,69 @@ fn short_traces_are_named_as_such() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    // One chunk but no pair: a note that D is 0 for that reason.
+    // One chunk but no pair: D is undefined, not 0, and each command says so.
     let mid = synth(d.path(), "200");
     let out = Command::new(BIN)
         .args(["estimate", &mid, "--format", "csv"])
         .output()
         .unwrap();
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("D, the experts new against the previous chunk, is 0"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(
+        "no response has two whole 128-token chunks (the longest has 200 tokens): D, the experts new against the previous chunk, is undefined"
+    ));
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table = run(&["analyze", &mid, "--format", "table"]);
+    assert!(
+        table.contains("D undefined: no response has two whole chunks to compare"),
+        "{table}"
+    );
+    let csv = run(&["analyze", &mid, "--format", "csv"]);
+    assert!(csv.lines().nth(1).unwrap().ends_with(','), "{csv}");
+    let json: serde_json::Value =
+        serde_json::from_str(&run(&["analyze", &mid, "--format", "json"])).unwrap();
+    assert!(json["rows"][0]["avg_new"].is_null());
+    // The analytic columns of a replay are empty, and the context line says why.
+    let sweep = run(&[
+        "simulate",
+        &mid,
+        "--cache-experts",
+        "100",
+        "--hw",
+        "desktop-cpu",
+        "--format",
+        "csv",
+        "-q",
+    ]);
+    let mut r = csv::Reader::from_reader(sweep.as_bytes());
+    let h = r.headers().unwrap().clone();
+    let row = r.records().next().unwrap().unwrap();
+    let col = |name: &str| row[h.iter().position(|c| c == name).unwrap()].to_string();
+    assert_eq!(col("analytic_tok_s"), "");
+    assert_ne!(col("est_tok_s"), "");
+    let table = run(&[
+        "simulate",
+        &mid,
+        "--cache-experts",
+        "100",
+        "--hw",
+        "desktop-cpu",
+        "--format",
+        "table",
+        "-q",
+    ]);
+    assert!(
+        table.contains(
+            "D undefined (no response has two whole 128-token chunks: no analytic estimate)"
+        ),
+        "{table}"
+    );
 }

@@ -24,7 +24,16 @@ pub fn run(a: AnalyzeOptions) -> Result<()> {
     }
     let res = analyze(tr, a.chunk as usize, a.input.include_prompt, a.per_layer);
     let text = match OutputFormat::resolve(a.format, false) {
-        OutputFormat::Json => serde_json::to_string_pretty(&res).expect("json") + "\n",
+        OutputFormat::Json => {
+            let mut v = serde_json::to_value(&res).expect("json");
+            // Without a pair of chunks D is undefined: null, not the 0 the rows hold.
+            if !res.d_defined() {
+                for row in v["rows"].as_array_mut().expect("rows") {
+                    row["avg_new"] = serde_json::Value::Null;
+                }
+            }
+            serde_json::to_string_pretty(&v).expect("json") + "\n"
+        }
         OutputFormat::Csv => analysis_csv(&res),
         OutputFormat::Table => analysis_table(&res, tr, loaded.model),
     };

@@ -120,10 +120,10 @@ pub fn run(a: EstimateOptions) -> Result<()> {
                 return Err(Error::new(format!("{e}, or --u N --d N")));
             }
             let longest = crate::analyze::longest_response(tr, a.input.include_prompt);
-            if longest < 2 * chunk && !a.input.quiet {
-                crate::note!(
-                    "moe-spill: note: no response has two {chunk}-token chunks (the longest has {longest} tokens): D, the experts new against the previous chunk, is 0 for want of a pair"
-                );
+            if longest < 2 * chunk {
+                return Err(Error::new(format!(
+                    "no response has two whole {chunk}-token chunks (the longest has {longest} tokens): D, the experts new against the previous chunk, is undefined; give a smaller --chunk, or --u N --d N"
+                )));
             }
             let (u, d) = u_d(tr, chunk, a.input.include_prompt);
             (model, loaded.gguf, u, d)

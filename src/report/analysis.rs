@@ -6,13 +6,18 @@ use crate::model::Model;
 use crate::trace::Trace;
 
 /// The analysis as CSV: one row per threshold, then per-layer rows if asked for.
+/// New experts are empty without a pair of chunks: D is undefined, not zero.
 pub fn analysis_csv(res: &Analysis) -> String {
     let mut t = Table::new(&["threshold", "avg_active", "avg_new"]);
     for (row, label) in res.rows.iter().zip(THRESHOLD_LABELS) {
         t.push(vec![
             label.to_string(),
             row.avg_active.to_string(),
-            row.avg_new.to_string(),
+            if res.d_defined() {
+                row.avg_new.to_string()
+            } else {
+                String::new()
+            },
         ]);
     }
     let mut out = t.to_csv();
@@ -55,13 +60,23 @@ pub fn analysis_table(res: &Analysis, tr: &Trace, model: Option<&Model>) -> Stri
         } else {
             format!("{:.1}%", row.threshold * 100.0)
         };
-        t.push(vec![label, fixed(row.avg_active, 2), fixed(row.avg_new, 2)]);
+        let new = if res.d_defined() {
+            fixed(row.avg_new, 2)
+        } else {
+            "-".into()
+        };
+        t.push(vec![label, fixed(row.avg_active, 2), new]);
     }
     out.push_str(&t.render());
     let (u, d) = res.u_d();
     let n = tr.geometry.n_ids() as f64;
+    let d = if res.d_defined() {
+        format!("D = {d:.2} new per chunk")
+    } else {
+        "D undefined: no response has two whole chunks to compare".into()
+    };
     out.push_str(&format!(
-        "\nU = {u:.2} distinct experts per chunk ({:.1}% of {}), D = {d:.2} new per chunk\n",
+        "\nU = {u:.2} distinct experts per chunk ({:.1}% of {}), {d}\n",
         100.0 * u / n,
         tr.geometry.n_ids()
     ));

@@ -82,13 +82,16 @@ impl Table {
                 width[i] = width[i].max(c.chars().count());
             }
         }
+        // A column of numbers is right-aligned, its missing figures ("-") with them.
         let numeric: Vec<bool> = (0..n)
             .map(|i| {
                 self.rows.iter().all(|r| {
-                    r[i].trim_end_matches('%')
-                        .replace(',', "")
-                        .parse::<f64>()
-                        .is_ok()
+                    r[i] == "-"
+                        || r[i]
+                            .trim_end_matches('%')
+                            .replace(',', "")
+                            .parse::<f64>()
+                            .is_ok()
                 })
             })
             .collect();
