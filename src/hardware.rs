@@ -981,6 +981,23 @@ impl HardwareOverrides {
         }
         h.ssd.bandwidth_gbs = self.ssd_bw.unwrap_or(h.ssd.bandwidth_gbs);
         h.ssd.drives = self.ssd_drives.unwrap_or(h.ssd.drives);
+        // Measured points replace the three figures: overriding one would do nothing.
+        if !h.ssd.points.is_empty() {
+            let dropped: Vec<&str> = [
+                ("--ssd-latency-us", self.ssd_latency_us.is_some()),
+                ("--ssd-stream-gbs", self.ssd_stream_gbs.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(flag, given)| given.then_some(flag))
+            .collect();
+            if !dropped.is_empty() {
+                return Err(Error::new(format!(
+                    "{} would change nothing: the drive points of `{}` replace the latency and single-request rate (leave out the flag, or the points)",
+                    dropped.join(" and "),
+                    crate::error::printable(&h.name)
+                )));
+            }
+        }
         if self.ssd_latency_us.is_some() {
             h.ssd.latency_us = self.ssd_latency_us;
         }

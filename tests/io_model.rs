@@ -644,6 +644,97 @@ fn the_fault_cost_script_measures_a_cost() {
     );
 }
 
+/// A machine flag the run's time leaves out gets a note, and the note is true: the rows
+/// are the same without the flag.
+#[test]
+fn machine_flags_a_run_leaves_out_are_noted() {
+    let base = ["simulate", "--cache-experts", "3000", "--format", "csv"];
+    let out = |extra: &[&str]| {
+        let mut v = base.to_vec();
+        v.extend(extra);
+        let o = run(&v);
+        assert!(
+            o.status.success(),
+            "{v:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.stdout, String::from_utf8(o.stderr).unwrap())
+    };
+    for (engine, unused) in [
+        (
+            &["--io", "rated"][..],
+            &[
+                "--ssd-latency-us=50",
+                "--ssd-stream-gbs=9",
+                "--max-sectors-kb=64",
+                "--page-cache-gbs=1",
+                "--fault-gbs=1",
+                "--willneed-gbs=1",
+                "--threads=2",
+                "--cpu-kernels=ik_llama.cpp",
+            ][..],
+        ),
+        (
+            &["--io", "direct"],
+            &["--page-cache-gbs=1", "--fault-gbs=1", "--willneed-gbs=1"],
+        ),
+        (&["--io", "pread"], &["--fault-gbs=1", "--willneed-gbs=1"]),
+        (&["--io", "mmap"], &["--willneed-gbs=1"]),
+    ] {
+        let (plain, _) = out(engine);
+        for flag in unused {
+            let mut with = engine.to_vec();
+            with.push(flag);
+            let (rows, err) = out(&with);
+            assert_eq!(rows, plain, "{with:?} changed the rows");
+            let name = flag.split('=').next().unwrap();
+            assert!(
+                err.contains(&format!("note: {name} does not enter this run's time")),
+                "{with:?}: {err}"
+            );
+        }
+    }
+    // The flags an engine uses get no note.
+    let (_, err) = out(&["--io", "pread", "--page-cache-gbs=1", "--max-sectors-kb=64"]);
+    assert!(!err.contains("does not enter"), "{err}");
+    // estimate's analytic sum takes none of the I/O model's figures.
+    let o = run(&[
+        "estimate",
+        "--threads",
+        "4",
+        "--max-sectors-kb",
+        "64",
+        "--format",
+        "csv",
+    ]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains(
+        "note: --max-sectors-kb, --threads do not enter this run's time: the analytic estimate"
+    ));
+    // A profile's measured points leave the latency and single-request rate nothing to do.
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("fio.toml");
+    std::fs::write(
+        &profile,
+        "name = \"fio\"\n[ram]\nsize_gib = 64\nbandwidth_gbs = 60\nreserve_gib = 4\n[ssd]\nbandwidth_gbs = 7\npoints = [ { block_kib = 256, queue_depth = 1, gbs = 1.0 }, { block_kib = 256, queue_depth = 8, gbs = 5.0 } ]\n",
+    )
+    .unwrap();
+    let hw = profile.to_str().unwrap();
+    refused(
+        &run(&[
+            "simulate",
+            "--cache-experts",
+            "10",
+            "--hw",
+            hw,
+            "--ssd-latency-us",
+            "50",
+            "-q",
+        ]),
+        "--ssd-latency-us would change nothing: the drive points of `fio` replace",
+    );
+}
+
 /// `--ssd NAME` is the preset's rated read and largest request, nothing else: the same
 /// run as the two flags it stands for, which override it in turn.
 #[test]

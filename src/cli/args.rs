@@ -374,6 +374,72 @@ impl IoArgs {
     }
 }
 
+impl HardwareArgs {
+    /// A note naming the machine flags given that the run's time leaves out, and why:
+    /// `engine` is the I/O model's engine and advice, None for the analytic estimate.
+    /// (They describe the machine, so a script may pass them to every engine: a note,
+    /// not a refusal.)
+    pub fn unused_note(&self, engine: Option<(EngineArg, AdviceArg)>) -> Option<String> {
+        let io_model = [
+            ("--ssd-latency-us", self.ssd_latency_us.is_some()),
+            ("--ssd-stream-gbs", self.ssd_stream_gbs.is_some()),
+            ("--max-sectors-kb", self.max_sectors_kb.is_some()),
+            ("--page-cache-gbs", self.page_cache_gbs.is_some()),
+            ("--fault-gbs", self.fault_gbs.is_some()),
+            ("--willneed-gbs", self.willneed_gbs.is_some()),
+        ];
+        let cpu = [
+            ("--threads", self.threads.is_some()),
+            ("--cpu-kernels", self.cpu_kernels.is_some()),
+        ];
+        let batches = [
+            ("--gemm-tflops", self.gemm_tflops.is_some()),
+            ("--h2d-gbs", self.h2d_gbs.is_some()),
+        ];
+        let (flags, why): (Vec<(&str, bool)>, &str) = match engine {
+            None => (
+                io_model.into_iter().chain(cpu).chain(batches).collect(),
+                "the analytic estimate prices the SSD bytes at the rated bandwidth and the rest at RAM and VRAM bandwidth",
+            ),
+            Some((EngineArg::Rated, _)) => (
+                io_model.into_iter().chain(cpu).collect(),
+                "--io rated prices the SSD bytes at the rated bandwidth and the CPU side at RAM bandwidth",
+            ),
+            Some((EngineArg::Direct, _)) => (
+                io_model[3..].to_vec(),
+                "--io direct reads around the page cache",
+            ),
+            Some((EngineArg::Pread, _)) => (
+                io_model[4..].to_vec(),
+                "--io pread's buffered reads are priced at --page-cache-gbs",
+            ),
+            Some((EngineArg::Mmap, AdviceArg::Willneed)) => (Vec::new(), ""),
+            Some((EngineArg::Mmap, _)) => (
+                io_model[5..].to_vec(),
+                "it prices --mmap-advice willneed alone",
+            ),
+        };
+        let given: Vec<&str> = flags
+            .into_iter()
+            .filter_map(|(flag, given)| given.then_some(flag))
+            .collect();
+        (!given.is_empty()).then(|| {
+            format!(
+                "moe-spill: note: {} {} not enter this run's time: {why}",
+                given.join(", "),
+                if given.len() == 1 { "does" } else { "do" }
+            )
+        })
+    }
+}
+
+impl IoArgs {
+    /// The engine and advice, for [`HardwareArgs::unused_note`].
+    pub fn engine(&self) -> (EngineArg, AdviceArg) {
+        (self.io, self.mmap_advice.unwrap_or(AdviceArg::Sequential))
+    }
+}
+
 impl From<&IoArgs> for Option<EngineChoice> {
     fn from(a: &IoArgs) -> Self {
         let kind = match a.io {

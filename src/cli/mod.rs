@@ -161,6 +161,15 @@ pub enum Command {
     KernelReplayChild,
 }
 
+/// The note on machine flags the run's time leaves out (held until the checks pass).
+fn note_unused(replay: &args::ReplayArgs, engine: Option<(args::EngineArg, args::AdviceArg)>) {
+    if !replay.input.quiet {
+        if let Some(n) = replay.hw.unused_note(engine) {
+            crate::notes::note(n);
+        }
+    }
+}
+
 /// Run the parsed command line.
 pub fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
@@ -172,13 +181,22 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Hardware(a) => commands::hardware::run(a.out.format()),
         Command::Simulate(a) => {
             a.study.io.check()?;
+            note_unused(&a.study.replay, Some(a.study.io.engine()));
             commands::simulate::run(a.into())
         }
         Command::Sweep(a) => {
             a.study.io.check()?;
+            note_unused(&a.study.replay, Some(a.study.io.engine()));
             commands::sweep::run(a.into())
         }
-        Command::Estimate(a) => commands::estimate::run(a.into()),
+        Command::Estimate(a) => {
+            if !a.input.quiet {
+                if let Some(n) = a.hw.unused_note(None) {
+                    crate::notes::note(n);
+                }
+            }
+            commands::estimate::run(a.into())
+        }
         Command::Synth(a) => commands::synth::run(a.into()),
         Command::Record(a) => commands::record::run(a.into()),
         Command::KernelReplay(a) => commands::kernel_replay::run(a.into()),
