@@ -77,7 +77,7 @@ pub fn make_row(
         trace: String::new(),
         model: None,
         quant: None,
-        hw: econ.map(|e| e.hw.name.clone()),
+        hw: econ.map(|e| e.hw.label()),
         policy,
         partition: partition.name(),
         // The row's VRAM per GPU (a sweep's --vrams), else the machine's (0: no GPU).

@@ -34,6 +34,14 @@ pub enum Kernels {
 }
 
 impl Kernels {
+    /// The engine's name, as `--cpu-kernels` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernels::LlamaCpp => "llama.cpp",
+            Kernels::IkLlamaCpp => "ik_llama.cpp",
+        }
+    }
+
     fn is_llama_cpp(&self) -> bool {
         *self == Kernels::LlamaCpp
     }

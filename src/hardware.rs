@@ -200,9 +200,18 @@ pub struct Hardware {
     /// page faults come from 1 thread).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<Cpu>,
+    /// The override flags that changed the preset or profile (` --ssd p3 --ram-bw 50`),
+    /// for the rows' `hw` label: runs of one machine with other figures stay apart.
+    #[serde(skip)]
+    pub overrides: String,
 }
 
 impl Hardware {
+    /// The machine's name and the overrides given: the rows' `hw` label.
+    pub fn label(&self) -> String {
+        format!("{}{}", self.name, self.overrides)
+    }
+
     /// Threads that multiply and fault: the CPU's, or [`DEFAULT_THREADS`] when the
     /// profile names none.
     pub fn threads(&self) -> u32 {
@@ -744,6 +753,7 @@ fn hw(
             max_sectors_kb: None,
         },
         cpu: cpu.map(|(name, threads)| Cpu::new(name, threads)),
+        overrides: String::new(),
     }
 }
 
@@ -1017,6 +1027,7 @@ impl HardwareOverrides {
             let threads = h.threads();
             h.cpu.get_or_insert_with(|| Cpu::new("", threads)).kernels = k;
         }
+        h.overrides = self.given();
         h.validate().map_err(|m| {
             // A figure a flag gave is named by its flag too.
             let flag = self
@@ -1027,6 +1038,38 @@ impl HardwareOverrides {
             Error::new(format!("hardware {}: {m}{flag}", h.name))
         })?;
         Ok(h)
+    }
+
+    /// The overrides given, as flags (` --ssd p3 --ram-bw 50`), but `--ram` and
+    /// `--vram`, which rows have columns for.
+    fn given(&self) -> String {
+        let num = |flag: &str, v: Option<f64>| v.map(|v| format!(" {flag} {v}"));
+        [
+            num("--gpus", self.gpus.map(f64::from)),
+            num("--vram-bw", self.vram_bw),
+            num("--vram-reserve", self.vram_reserve),
+            num("--h2d-gbs", self.h2d_gbs),
+            num("--gemm-tflops", self.gemm_tflops),
+            num("--ram-bw", self.ram_bw),
+            num("--ram-reserve", self.ram_reserve),
+            self.ssd
+                .as_ref()
+                .map(|s| format!(" --ssd {}", crate::error::printable(s))),
+            num("--ssd-bw", self.ssd_bw),
+            num("--ssd-drives", self.ssd_drives.map(f64::from)),
+            num("--ssd-latency-us", self.ssd_latency_us),
+            num("--ssd-stream-gbs", self.ssd_stream_gbs),
+            num("--max-sectors-kb", self.max_sectors_kb.map(|v| v as f64)),
+            num("--threads", self.threads.map(f64::from)),
+            self.cpu_kernels
+                .map(|k| format!(" --cpu-kernels {}", k.name())),
+            num("--page-cache-gbs", self.page_cache_gbs),
+            num("--fault-gbs", self.fault_gbs),
+            num("--willneed-gbs", self.willneed_gbs),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     /// The profile field each override sets, its flag, and whether it was given.

@@ -658,7 +658,8 @@ fn machine_flags_a_run_leaves_out_are_noted() {
             "{v:?}: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        (o.stdout, String::from_utf8(o.stderr).unwrap())
+        let (h, r) = csv(&o);
+        (h, r, String::from_utf8(o.stderr).unwrap())
     };
     for (engine, unused) in [
         (
@@ -681,13 +682,22 @@ fn machine_flags_a_run_leaves_out_are_noted() {
         (&["--io", "pread"], &["--fault-gbs=1", "--willneed-gbs=1"]),
         (&["--io", "mmap"], &["--willneed-gbs=1"]),
     ] {
-        let (plain, _) = out(engine);
+        let (head, plain, _) = out(engine);
         for flag in unused {
             let mut with = engine.to_vec();
             with.push(flag);
-            let (rows, err) = out(&with);
-            assert_eq!(rows, plain, "{with:?} changed the rows");
+            let (h, row, err) = out(&with);
+            assert_eq!(h, head);
             let name = flag.split('=').next().unwrap();
+            // Every figure is the same; the machine's label names the flag.
+            for (i, col) in head.iter().enumerate() {
+                if col == "hw" {
+                    let label = format!("3090-ddr5 {}", flag.replace('=', " "));
+                    assert_eq!(row[i], label);
+                } else {
+                    assert_eq!(row[i], plain[i], "{with:?} changed {col}");
+                }
+            }
             assert!(
                 err.contains(&format!("note: {name} does not enter this run's time")),
                 "{with:?}: {err}"
@@ -695,7 +705,7 @@ fn machine_flags_a_run_leaves_out_are_noted() {
         }
     }
     // The flags an engine uses get no note.
-    let (_, err) = out(&["--io", "pread", "--page-cache-gbs=1", "--max-sectors-kb=64"]);
+    let (_, _, err) = out(&["--io", "pread", "--page-cache-gbs=1", "--max-sectors-kb=64"]);
     assert!(!err.contains("does not enter"), "{err}");
     // estimate's analytic sum takes none of the I/O model's figures.
     let o = run(&[

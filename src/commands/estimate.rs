@@ -165,7 +165,7 @@ pub fn run(a: EstimateOptions) -> Result<()> {
     let f = p.cpu_fraction();
     let e = Estimate {
         model: model.name.into(),
-        hw: hw.name.clone(),
+        hw: hw.label(),
         quant: weights.quant_label(),
         expert_bytes: p.expert_bytes,
         ram_gib: hw.ram.size_gib,
