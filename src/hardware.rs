@@ -765,14 +765,15 @@ fn hw(
 /// x16 link's 25 GB/s (NVIDIA/nvbandwidth#15); on PCIe 5.0 x16 the staging of pageable
 /// memory binds first: experts copied from a mapped DeepSeek-V3.2 at about 30 GB/s
 /// (llama.cpp PR 23346: pp512 22.2 tokens/s, about 695 GB of experts per ubatch); PCIe
-/// 3.0 "without pinned memory 5-6 GB/s" (rapidsai/dask-cuda#98). The P40 has no published
-/// batch rate and takes the default.
+/// 3.0 "without pinned memory 5-6 GB/s" (rapidsai/dask-cuda#98). The P40's batch rate is
+/// llama-bench's llama 7B Q4_0 pp512 on a P40, 934.74 tokens/s (llama.cpp PR 4766),
+/// times 2 x 6.476e9 matmul weights: 12.1 TFLOP/s (it has no tensor cores).
 pub fn presets() -> Vec<Hardware> {
     vec![
         hw(
             "p40x3-ddr4",
             "the seed author's box: 3x Tesla P40, 288 GiB DDR4-2400 (57.6 GB/s effective), 3.5 GB/s SSD",
-            vec![with_batch(gpu(3, 24.0, 346.0, 2.0), DEFAULT_GEMM_TFLOPS, 5.5)],
+            vec![with_batch(gpu(3, 24.0, 346.0, 2.0), 12.1, 5.5)],
             (288.0, 57.6, 8.0),
             (3.5, 1),
             None,
