@@ -194,6 +194,22 @@ fn bad_options_are_one_line_errors() {
     a.target_u = Some(5000.0); // more than its 1024 experts
     a.target_d = Some(10.0);
     assert!(synth_run(a).unwrap_err().0.contains("--target-u"));
+    // Calibration solves for --dead and --drift: one given as well is refused.
+    for (dead, drift, flag) in [(Some(0.3), None, "--dead"), (None, Some(0.01), "--drift")] {
+        let mut a = args(Some("olmoe-1b-7b"));
+        a.output = Some(PathBuf::from("x.mst"));
+        a.target_u = Some(500.0);
+        a.target_d = Some(50.0);
+        a.dead = dead;
+        a.drift = drift;
+        let e = synth_run(a).unwrap_err().0;
+        assert!(
+            e.starts_with(&format!(
+                "{flag} is what --target-u and --target-d calibrate"
+            )),
+            "{e}"
+        );
+    }
     let mut a = args(Some("olmoe-1b-7b"));
     a.output = Some(PathBuf::from("x.mst"));
     a.dead = Some(1.5);

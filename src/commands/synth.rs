@@ -211,6 +211,15 @@ pub fn run(a: SynthOptions) -> Result<()> {
             );
             check_opening(a.opening, &shape)?;
             if let (Some(u), Some(d)) = (a.target_u, a.target_d) {
+                // Calibration solves for these two: a value given would be replaced.
+                if let Some(flag) = [("--dead", a.dead), ("--drift", a.drift)]
+                    .into_iter()
+                    .find_map(|(flag, v)| v.map(|_| flag))
+                {
+                    return Err(Error::new(format!(
+                        "{flag} is what --target-u and --target-d calibrate (--dead sets U, --drift sets D): give one or the other"
+                    )));
+                }
                 let t0 = Instant::now();
                 let (q, reached) = fit::calibrate(&g, &p, prompt, u, d, CALIBRATION_SEED)?;
                 p = q;
