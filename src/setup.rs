@@ -410,6 +410,18 @@ impl ReplaySetup {
     /// Tell the user when the whole model fits in VRAM (nothing to cache).
     pub fn note_placement(&self, placement: Option<&Placement>, vram_gib: Option<f64>) {
         if let (Some(p), Some(m), false) = (placement, &self.deployment, self.quiet) {
+            let no_gpu = m.hw.gpus.is_empty() || vram_gib == Some(0.0);
+            if no_gpu && (self.cpu_moe || self.n_cpu_moe.is_some()) {
+                crate::note!(
+                    "moe-spill: note: {} changes nothing without a GPU{}: every expert is on the CPU side already",
+                    if self.cpu_moe { "--cpu-moe" } else { "--n-cpu-moe" },
+                    if m.hw.gpus.is_empty() {
+                        format!(" (`{}` has none)", m.hw.name)
+                    } else {
+                        " (the rows at VRAM 0)".to_string()
+                    }
+                );
+            }
             if let (Some(n), Some(last)) = (self.n_cpu_moe, p.layers.last()) {
                 if n > last.block as u32 + 1 {
                     crate::note!(

@@ -1628,3 +1628,34 @@ fn a_profile_without_a_cpu_says_what_stands_in() {
     assert_eq!(row["t_compute_ms"], "");
     assert!(row["est_tok_s"].parse::<f64>().unwrap() > 0.0);
 }
+
+/// --cpu-moe and --n-cpu-moe on a machine without a GPU change nothing, and a note says
+/// so (the rows are those without them).
+#[test]
+fn gpu_placement_flags_without_a_gpu_are_noted() {
+    let base = [
+        "simulate",
+        "--hw",
+        "desktop-cpu",
+        "--cache-experts",
+        "100",
+        "--format",
+        "csv",
+    ];
+    let plain = ok(&base);
+    for flag in [&["--cpu-moe"][..], &["--n-cpu-moe", "5"]] {
+        let mut args = base.to_vec();
+        args.extend(flag);
+        let out = run(&args);
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), plain);
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.contains(&format!(
+                "note: {} changes nothing without a GPU (`desktop-cpu` has none)",
+                flag[0]
+            )),
+            "{err}"
+        );
+    }
+}

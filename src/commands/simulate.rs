@@ -58,8 +58,13 @@ pub fn run(a: SimulateOptions) -> Result<()> {
             let paged = placement.paged_non_expert_bytes(ram, reserve);
             // As a sweep's budgets from 0 GiB: no page cache, every access misses.
             if ram < reserve && !a.study.input.quiet {
+                let given = if a.ram.is_some() {
+                    format!("--ram {ram} GiB")
+                } else {
+                    format!("its {ram} GiB of RAM")
+                };
                 crate::note!(
-                    "moe-spill: note: --ram {ram} GiB is below the {reserve} GiB RAM reserve of `{}` (--ram-reserve): no page cache, so every non-expert weight off the GPU and every expert is read from the drive every token",
+                    "moe-spill: note: {given} is below the {reserve} GiB RAM reserve of `{}` (--ram-reserve): no page cache, so every non-expert weight off the GPU and every expert is read from the drive every token",
                     hw.name
                 );
             } else if paged > 0.0 && !a.study.input.quiet {
