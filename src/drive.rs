@@ -15,7 +15,10 @@
 //!   and the rate at which one request streams `stream_gbs` (S). One request of `s`
 //!   bytes alone takes `L + s / S`; with `q` in flight their latencies overlap, while
 //!   every byte still passes the drive's rated bandwidth in turn:
-//!   `1 / throughput(s, q) = (L + s / S) / (q * s) + 1 / B`.
+//!   `1 / throughput(s, q) = (L + s / S) / (q * s) + 1 / B`. The controller also
+//!   completes at most `R` requests per second (the datasheet's random-read IOPS, at a
+//!   deep queue): small requests at a deep queue are bound by `R * s` where that is
+//!   below `B`, so the last term is `max(1 / B, 1 / (R * s))`.
 //!   Fitted to the one published size x depth curve (a PCIe 4 DRAM-less drive, O_DIRECT
 //!   random reads: 64 and 256 KiB at QD 1 to 128) this gives L = 96 us and S = 2.37 GB/s
 //!   with B = 6.4 GB/s, and meets every 256 KiB point within 20 % (docs/VALIDATION.md).
@@ -57,6 +60,9 @@ pub struct DriveCurve {
     pub latency: f64,
     /// Streaming rate of one request in flight, bytes/s (S).
     pub stream: f64,
+    /// Requests the controller completes per second at most (R, the rated random-read
+    /// IOPS); infinite unless set ([`DriveCurve::with_iops`]).
+    pub iops: f64,
     /// The largest request the block layer sends the drive, bytes (the queue's
     /// `max_sectors_kb`); larger reads go out as several requests at once. Infinite
     /// unless set ([`DriveCurve::with_max_request`]).
@@ -72,9 +78,16 @@ impl DriveCurve {
             rated: rated_gbs * GB,
             latency: latency_us * 1e-6,
             stream: stream_gbs * GB,
+            iops: f64::INFINITY,
             max_request: f64::INFINITY,
             points: Vec::new(),
         }
+    }
+
+    /// The curve with at most `iops` requests per second (R).
+    pub fn with_iops(mut self, iops: f64) -> DriveCurve {
+        self.iops = iops;
+        self
     }
 
     /// The curve with requests no larger than `bytes` (`max_sectors_kb` x 1024).
@@ -132,7 +145,8 @@ impl DriveCurve {
         let qd = qd.max(1.0);
         if self.points.is_empty() {
             let one = self.latency + block / self.stream;
-            return 1.0 / (one / (qd * block) + 1.0 / self.rated);
+            let transfer = (1.0 / self.rated).max(1.0 / (self.iops * block));
+            return 1.0 / (one / (qd * block) + transfer);
         }
         self.interpolated(block, qd)
     }
@@ -228,6 +242,25 @@ mod tests {
             2.0 * (one + s / 7e9)
         ));
         assert_eq!(d.read_seconds(0.0, s, 1.0), 0.0);
+    }
+
+    #[test]
+    fn the_iops_ceiling_binds_small_requests_at_a_deep_queue_only() {
+        let d = DriveCurve::from_figures(7.0, 50.0, 4.0);
+        let r = d.clone().with_iops(740e3);
+        // 4 KiB at a deep queue: 740K requests/s of 4 KiB, 3.03 GB/s, not the rating.
+        let deep = r.throughput(4096.0, 1e6);
+        assert!(deep < 740e3 * 4096.0 && deep > 0.999 * 740e3 * 4096.0);
+        // Smaller requests are no longer faster in all: 4 KiB below 1 MiB at any depth.
+        for qd in [16.0, 256.0, 1e6] {
+            assert!(r.throughput(4096.0, qd) < r.throughput(1048576.0, qd));
+        }
+        // Where R * s is above the rating (9.5 KiB and up here) nothing changes.
+        for s in [16384.0, 262144.0, 1048576.0] {
+            for qd in [1.0, 8.0, 1e6] {
+                assert_eq!(r.throughput(s, qd), d.throughput(s, qd));
+            }
+        }
     }
 
     #[test]

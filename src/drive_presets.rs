@@ -1,14 +1,15 @@
-//! Drive presets (`--ssd NAME`, `moe-spill hardware --drives`): the two figures of a
-//! drive model that are published for it, each with its source in docs/drives.md.
+//! Drive presets (`--ssd NAME`, `moe-spill hardware --drives`): the figures of a drive
+//! model that are published for it, each with its source in docs/drives.md.
 //!
 //! - The rated sequential read (the manufacturer's figure at the capacity named).
+//! - The rated random-read IOPS (4 KiB at a deep queue), which caps small requests.
 //! - The controller's largest transfer (NVMe MDTS, from `smartctl` dumps of the drive
 //!   under Linux in linuxhw/SMART), which caps the requests a buffered read ahead or an
 //!   O_DIRECT read sends (`max_sectors_kb`, `io_engine.rs`).
 //!
 //! How fast one request streams at queue depth 1 is published for too few drives to
 //! tell them apart (docs/drives.md): every preset keeps the default curve's latency and
-//! single-request rate, so presets differ in rated bandwidth and transfer size only.
+//! single-request rate, so presets differ in their ratings and transfer size only.
 
 use crate::drive::DEFAULT_MAX_SECTORS_KB;
 
@@ -24,6 +25,9 @@ pub struct DrivePreset {
     /// The controller's largest transfer, KiB (MDTS x 4 KiB pages); None where no dump
     /// of the drive was found.
     pub mdts_kib: Option<u64>,
+    /// Rated random read, thousands of IOPS (4 KiB at a deep queue); None where no
+    /// rating of the capacity was found.
+    pub kiops: Option<f64>,
 }
 
 impl DrivePreset {
@@ -43,66 +47,77 @@ pub const DRIVES: &[DrivePreset] = &[
         description: "Samsung 970 EVO Plus 2 TB (PCIe 3.0 x4, TLC)",
         rated_gbs: 3.5,
         mdts_kib: Some(512),
+        kiops: Some(620.0),
     },
     DrivePreset {
         name: "p3",
         description: "Crucial P3 1 TB (PCIe 3.0 x4, QLC, DRAM-less)",
         rated_gbs: 3.5,
         mdts_kib: Some(256),
+        kiops: None,
     },
     DrivePreset {
         name: "980-pro",
         description: "Samsung 980 PRO 1 TB (PCIe 4.0 x4, TLC)",
         rated_gbs: 7.0,
         mdts_kib: Some(512),
+        kiops: Some(1000.0),
     },
     DrivePreset {
         name: "990-evo-plus",
         description: "Samsung 990 EVO Plus 2 TB (PCIe 4.0 x4 or 5.0 x2, TLC, DRAM-less)",
         rated_gbs: 7.25,
         mdts_kib: Some(512),
+        kiops: Some(1000.0),
     },
     DrivePreset {
         name: "990-pro",
         description: "Samsung 990 PRO 2 TB (PCIe 4.0 x4, TLC)",
         rated_gbs: 7.45,
         mdts_kib: Some(2048),
+        kiops: Some(1400.0),
     },
     DrivePreset {
         name: "sn580",
         description: "WD Blue SN580 1 TB (PCIe 4.0 x4, TLC, DRAM-less)",
         rated_gbs: 4.15,
         mdts_kib: Some(1024),
+        kiops: Some(600.0),
     },
     DrivePreset {
         name: "sn770",
         description: "WD_BLACK SN770 1 TB (PCIe 4.0 x4, TLC, DRAM-less)",
         rated_gbs: 5.15,
         mdts_kib: Some(1024),
+        kiops: Some(740.0),
     },
     DrivePreset {
         name: "sn850x",
         description: "WD_BLACK SN850X 2 TB (PCIe 4.0 x4, TLC)",
         rated_gbs: 7.3,
         mdts_kib: None,
+        kiops: Some(1200.0),
     },
     DrivePreset {
         name: "9100-pro",
         description: "Samsung 9100 PRO 2 TB (PCIe 5.0 x4, TLC)",
         rated_gbs: 14.8,
         mdts_kib: Some(512),
+        kiops: None,
     },
     DrivePreset {
         name: "sn8100",
         description: "WD_BLACK SN8100 2 TB (PCIe 5.0 x4, TLC)",
         rated_gbs: 14.9,
         mdts_kib: None,
+        kiops: Some(2300.0),
     },
     DrivePreset {
         name: "t700",
         description: "Crucial T700 2 TB (PCIe 5.0 x4, TLC)",
         rated_gbs: 12.4,
         mdts_kib: Some(512),
+        kiops: Some(1500.0),
     },
 ];
 

@@ -118,6 +118,10 @@ pub struct Ssd {
     /// Rate at which one request streams, GB/s (default: the fitted curve's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_gbs: Option<f64>,
+    /// Rated random read, thousands of requests per second (4 KiB at a deep queue, the
+    /// datasheet's IOPS): caps small requests (default [`DEFAULT_KIOPS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kiops: Option<f64>,
     /// Measured points (fio): GB/s at request size and queue depth; when given they
     /// replace the three figures (scripts/measure_disk.sh writes them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -135,6 +139,10 @@ pub struct Ssd {
 /// drive, 0xBakeer/deepseek-v41-flash-spark#2; see `drive.rs`).
 pub const DEFAULT_LATENCY_US: f64 = 96.0;
 pub const DEFAULT_STREAM_GBS: f64 = 2.37;
+
+/// Random-read IOPS (thousands) when a profile does not say: a DRAM-less PCIe 4 drive's,
+/// as the default curve's, the WD_BLACK SN770 1 TB's rated 740,000 (docs/drives.md).
+pub const DEFAULT_KIOPS: f64 = 740.0;
 
 pub use crate::drive::DEFAULT_MAX_SECTORS_KB;
 
@@ -170,6 +178,7 @@ impl Ssd {
             self.latency_us.unwrap_or(DEFAULT_LATENCY_US),
             self.stream_gbs.unwrap_or(DEFAULT_STREAM_GBS),
         )
+        .with_iops(self.kiops.unwrap_or(DEFAULT_KIOPS) * 1e3 * d)
         .with_max_request((self.max_sectors_kb.unwrap_or(DEFAULT_MAX_SECTORS_KB) * 1024) as f64);
         if self.points.is_empty() {
             return c;
@@ -347,6 +356,7 @@ impl Hardware {
         out.push((self.ssd.bandwidth_gbs, &SSD_GBS));
         out.extend(self.ssd.stream_gbs.map(|s| (s, &SSD_STREAM_GBS)));
         out.extend(self.ssd.latency_us.map(|l| (l, &SSD_LATENCY_US)));
+        out.extend(self.ssd.kiops.map(|r| (r, &SSD_KIOPS)));
         out.extend(self.ssd.max_sectors_kb.map(|k| (k as f64, &MAX_SECTORS_KB)));
         for p in &self.ssd.points {
             out.push((p.gbs, &POINT_GBS));
@@ -425,6 +435,9 @@ impl Hardware {
         }
         if let Some(s) = self.ssd.stream_gbs {
             pos(s, "SSD stream_gbs")?;
+        }
+        if let Some(r) = self.ssd.kiops {
+            pos(r, "SSD kiops")?;
         }
         if let Some(k) = self.ssd.max_sectors_kb {
             // The kernel refuses less than one page (blk_validate_limits).
@@ -636,6 +649,14 @@ const SSD_LATENCY_US: Limit = limit(
     50_000.0,
     "microseconds (96 by default; 0.096 ms is 96)",
 );
+// From a hard disk's hundreds of requests per second to many times the fastest SSD's
+// millions (a figure in IOPS, not thousands, lands above it).
+const SSD_KIOPS: Limit = limit(
+    "SSD kiops",
+    0.05,
+    100_000.0,
+    "thousands of requests per second (740 by default; 1,400,000 IOPS is 1400)",
+);
 const MAX_SECTORS_KB: Limit = limit(
     "SSD max_sectors_kb",
     4.0,
@@ -749,6 +770,7 @@ fn hw(
             drives: ssd.1,
             latency_us: None,
             stream_gbs: None,
+            kiops: None,
             points: Vec::new(),
             max_sectors_kb: None,
         },
@@ -861,6 +883,8 @@ pub struct HardwareOverrides {
     pub ssd_latency_us: Option<f64>,
     /// Override: rate at which one read request streams, GB/s.
     pub ssd_stream_gbs: Option<f64>,
+    /// Override: the drive's rated random-read IOPS, thousands.
+    pub ssd_kiops: Option<f64>,
     /// Override: the queue's max_sectors_kb.
     pub max_sectors_kb: Option<u64>,
     /// Override: the CPU's threads (llama.cpp `--threads`).
@@ -986,6 +1010,7 @@ impl HardwareOverrides {
                 drives: h.ssd.drives,
                 latency_us: None,
                 stream_gbs: None,
+                kiops: d.kiops,
                 points: Vec::new(),
                 max_sectors_kb: Some(d.max_sectors_kb()),
             };
@@ -1014,6 +1039,9 @@ impl HardwareOverrides {
         }
         if self.ssd_stream_gbs.is_some() {
             h.ssd.stream_gbs = self.ssd_stream_gbs;
+        }
+        if self.ssd_kiops.is_some() {
+            h.ssd.kiops = self.ssd_kiops;
         }
         if self.max_sectors_kb.is_some() {
             h.ssd.max_sectors_kb = self.max_sectors_kb;
@@ -1060,6 +1088,7 @@ impl HardwareOverrides {
             num("--ssd-drives", self.ssd_drives.map(f64::from)),
             num("--ssd-latency-us", self.ssd_latency_us),
             num("--ssd-stream-gbs", self.ssd_stream_gbs),
+            num("--ssd-kiops", self.ssd_kiops),
             num("--max-sectors-kb", self.max_sectors_kb.map(|v| v as f64)),
             num("--threads", self.threads.map(f64::from)),
             self.cpu_kernels
@@ -1118,6 +1147,7 @@ impl HardwareOverrides {
                 "--ssd-stream-gbs",
                 self.ssd_stream_gbs.is_some(),
             ),
+            ("SSD kiops", "--ssd-kiops", self.ssd_kiops.is_some()),
             (
                 "SSD max_sectors_kb",
                 "--max-sectors-kb",

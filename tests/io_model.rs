@@ -668,6 +668,7 @@ fn machine_flags_a_run_leaves_out_are_noted() {
                 "--ssd-latency-us=50",
                 "--ssd-stream-gbs=9",
                 "--max-sectors-kb=64",
+                "--ssd-kiops=100",
                 "--page-cache-gbs=1",
                 "--fault-gbs=1",
                 "--willneed-gbs=1",
@@ -833,9 +834,10 @@ fn a_drive_preset_is_its_rated_read_and_largest_request() {
     // The listing, for programs.
     let out = run(&["hardware", "--drives", "--format", "csv"]);
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.starts_with("drive,ssd_gbs,mdts_kib,max_sectors_kb,description\n"));
-    assert!(text.contains("\n990-pro,7.45,2048,1280,"), "{text}");
-    assert!(text.contains("\nsn850x,7.3,,1280,"), "{text}");
+    assert!(text.starts_with("drive,ssd_gbs,kiops,mdts_kib,max_sectors_kb,description\n"));
+    assert!(text.contains("\n990-pro,7.45,1400,2048,1280,"), "{text}");
+    assert!(text.contains("\nsn850x,7.3,1200,,1280,"), "{text}");
+    assert!(text.contains("\np3,3.5,,256,256,"), "{text}");
     // JSON names the figures as a profile's [ssd] does.
     let out = run(&["hardware", "--drives", "--format", "json"]);
     let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

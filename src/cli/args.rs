@@ -163,6 +163,10 @@ pub struct HardwareArgs {
     /// Override: rate at which one SSD read request streams, GB/s (I/O model).
     #[arg(long, value_name = "GB/S")]
     pub ssd_stream_gbs: Option<f64>,
+    /// Override: the drive's rated random-read IOPS in thousands (1400 for 1.4M), which
+    /// caps small requests (I/O model) [default: 740]
+    #[arg(long, value_name = "K")]
+    pub ssd_kiops: Option<f64>,
     /// Override: the drive queue's max_sectors_kb, the largest read request (I/O model:
     /// buffered reads ahead and O_DIRECT splits in requests of this size) [default: 1280]
     #[arg(long, value_name = "KB")]
@@ -384,6 +388,7 @@ impl HardwareArgs {
             ("--ssd-latency-us", self.ssd_latency_us.is_some()),
             ("--ssd-stream-gbs", self.ssd_stream_gbs.is_some()),
             ("--max-sectors-kb", self.max_sectors_kb.is_some()),
+            ("--ssd-kiops", self.ssd_kiops.is_some()),
             ("--page-cache-gbs", self.page_cache_gbs.is_some()),
             ("--fault-gbs", self.fault_gbs.is_some()),
             ("--willneed-gbs", self.willneed_gbs.is_some()),
@@ -406,16 +411,16 @@ impl HardwareArgs {
                 "--io rated prices the SSD bytes at the rated bandwidth and the CPU side at RAM bandwidth",
             ),
             Some((EngineArg::Direct, _)) => (
-                io_model[3..].to_vec(),
+                io_model[4..].to_vec(),
                 "--io direct reads around the page cache",
             ),
             Some((EngineArg::Pread, _)) => (
-                io_model[4..].to_vec(),
+                io_model[5..].to_vec(),
                 "--io pread's buffered reads are priced at --page-cache-gbs",
             ),
             Some((EngineArg::Mmap, AdviceArg::Willneed)) => (Vec::new(), ""),
             Some((EngineArg::Mmap, _)) => (
-                io_model[5..].to_vec(),
+                io_model[6..].to_vec(),
                 "it prices --mmap-advice willneed alone",
             ),
         };
@@ -822,6 +827,7 @@ impl From<HardwareArgs> for HardwareOverrides {
             ssd_drives: a.ssd_drives,
             ssd_latency_us: a.ssd_latency_us,
             ssd_stream_gbs: a.ssd_stream_gbs,
+            ssd_kiops: a.ssd_kiops,
             max_sectors_kb: a.max_sectors_kb,
             threads: a.threads,
             cpu_kernels: a.cpu_kernels.map(|k| match k {

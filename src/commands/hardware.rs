@@ -69,7 +69,7 @@ pub fn run(format: Option<OutputFormat>) -> Result<()> {
 pub fn run_drives(format: Option<OutputFormat>) -> Result<()> {
     use crate::drive::DEFAULT_MAX_SECTORS_KB;
     use crate::drive_presets::DRIVES;
-    use crate::hardware::{DEFAULT_LATENCY_US, DEFAULT_STREAM_GBS};
+    use crate::hardware::{DEFAULT_KIOPS, DEFAULT_LATENCY_US, DEFAULT_STREAM_GBS};
     let text = match OutputFormat::resolve(format, false) {
         OutputFormat::Json => {
             let all: Vec<serde_json::Value> = DRIVES
@@ -78,6 +78,7 @@ pub fn run_drives(format: Option<OutputFormat>) -> Result<()> {
                     serde_json::json!({
                         "model": d.name,
                         "bandwidth_gbs": d.rated_gbs,
+                        "kiops": d.kiops,
                         "max_sectors_kb": d.max_sectors_kb(),
                         "mdts_kib": d.mdts_kib,
                         "description": d.description,
@@ -90,6 +91,7 @@ pub fn run_drives(format: Option<OutputFormat>) -> Result<()> {
             let mut t = Table::new(&[
                 "drive",
                 "ssd_gbs",
+                "kiops",
                 "mdts_kib",
                 "max_sectors_kb",
                 "description",
@@ -98,6 +100,7 @@ pub fn run_drives(format: Option<OutputFormat>) -> Result<()> {
                 t.push(vec![
                     d.name.into(),
                     d.rated_gbs.to_string(),
+                    d.kiops.map_or_else(|| missing(f), |r| r.to_string()),
                     d.mdts_kib.map_or_else(|| missing(f), |m| m.to_string()),
                     d.max_sectors_kb().to_string(),
                     d.description.into(),
@@ -108,7 +111,7 @@ pub fn run_drives(format: Option<OutputFormat>) -> Result<()> {
             } else {
                 let mut s = t.render();
                 s.push_str(&format!(
-                    "\nssd_gbs: the rated sequential read (GB/s); mdts_kib: the controller's largest transfer; max_sectors_kb: the largest request Linux sends it, the MDTS at most {DEFAULT_MAX_SECTORS_KB} KiB up to Linux 6.16 (from 6.17 up to 4096: give --max-sectors-kb; an IOMMU that translates DMA or a RAID0 array can lower it: /sys/block/DEV/queue/max_sectors_kb). Each preset keeps the default curve's {DEFAULT_LATENCY_US} us per request and {DEFAULT_STREAM_GBS} GB/s for one request alone (a DRAM-less PCIe 4 drive's random reads): how fast one request streams is published for too few drives to tell them apart. Sources: docs/drives.md. Use: --ssd NAME (with --ssd-bw for another capacity).\n"
+                    "\nssd_gbs: the rated sequential read (GB/s); kiops: the rated random read, thousands of 4 KiB requests per second, which caps small requests ({DEFAULT_KIOPS} where no rating was found); mdts_kib: the controller's largest transfer; max_sectors_kb: the largest request Linux sends it, the MDTS at most {DEFAULT_MAX_SECTORS_KB} KiB up to Linux 6.16 (from 6.17 up to 4096: give --max-sectors-kb; an IOMMU that translates DMA or a RAID0 array can lower it: /sys/block/DEV/queue/max_sectors_kb). Each preset keeps the default curve's {DEFAULT_LATENCY_US} us per request and {DEFAULT_STREAM_GBS} GB/s for one request alone (a DRAM-less PCIe 4 drive's random reads): how fast one request streams is published for too few drives to tell them apart. Sources: docs/drives.md. Use: --ssd NAME (with --ssd-bw for another capacity).\n"
                 ));
                 s
             }
