@@ -146,6 +146,14 @@ pub const DEFAULT_KIOPS: f64 = 740.0;
 
 pub use crate::drive::DEFAULT_MAX_SECTORS_KB;
 
+/// The names whose flag is set, in order: the flags or fields a message lists.
+pub fn named<'a>(pairs: impl IntoIterator<Item = (&'a str, bool)>) -> Vec<&'a str> {
+    pairs
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+}
+
 /// The most GPUs of one kind and drives in RAID0 a machine has (`--gpus` and
 /// `--ssd-drives` take the same bounds).
 pub const MAX_GPUS: u32 = 64;
@@ -904,16 +912,13 @@ impl HardwareOverrides {
     /// installed RAM (`--ram`).
     pub fn resolve(&self, ram_gib: Option<f64>) -> Result<Hardware> {
         let mut h = Hardware::resolve(&self.hw)?;
-        let gpu_flags: Vec<&str> = [
+        let gpu_flags = named([
             ("--vram", self.vram.is_some()),
             ("--vram-bw", self.vram_bw.is_some()),
             ("--vram-reserve", self.vram_reserve.is_some()),
             ("--h2d-gbs", self.h2d_gbs.is_some()),
             ("--gemm-tflops", self.gemm_tflops.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(flag, given)| given.then_some(flag))
-        .collect();
+        ]);
         let describe = if gpu_flags.len() == 1 {
             "describes"
         } else {
@@ -988,14 +993,11 @@ impl HardwareOverrides {
             // The drive is replaced, figures and curve; RAID0 keeps its count. A curve
             // the profile gives (measured, as a rule) is not dropped silently.
             let d = crate::drive_presets::find(name).map_err(Error::new)?;
-            let own: Vec<&str> = [
+            let own = named([
                 ("points", !h.ssd.points.is_empty()),
                 ("latency_us", h.ssd.latency_us.is_some()),
                 ("stream_gbs", h.ssd.stream_gbs.is_some()),
-            ]
-            .into_iter()
-            .filter_map(|(field, given)| given.then_some(field))
-            .collect();
+            ]);
             if !own.is_empty() {
                 return Err(Error::new(format!(
                     "--ssd {} would replace the drive curve of `{}` ({} in its [ssd]): leave out --ssd to keep the curve, or the curve to take the preset's",
@@ -1019,13 +1021,10 @@ impl HardwareOverrides {
         h.ssd.drives = self.ssd_drives.unwrap_or(h.ssd.drives);
         // Measured points replace the three figures: overriding one would do nothing.
         if !h.ssd.points.is_empty() {
-            let dropped: Vec<&str> = [
+            let dropped = named([
                 ("--ssd-latency-us", self.ssd_latency_us.is_some()),
                 ("--ssd-stream-gbs", self.ssd_stream_gbs.is_some()),
-            ]
-            .into_iter()
-            .filter_map(|(flag, given)| given.then_some(flag))
-            .collect();
+            ]);
             if !dropped.is_empty() {
                 return Err(Error::new(format!(
                     "{} would change nothing: the drive points of `{}` replace the latency and single-request rate (leave out the flag, or the points)",

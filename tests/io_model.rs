@@ -644,6 +644,18 @@ fn the_fault_cost_script_measures_a_cost() {
     );
 }
 
+/// A profile file `NAME.toml` in `dir`: a machine without a GPU whose `[ssd]` holds
+/// `ssd` besides its bandwidth.
+fn profile(dir: &std::path::Path, name: &str, ssd: &str) -> String {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!("name = \"{name}\"\n[ram]\nsize_gib = 64\nbandwidth_gbs = 60\nreserve_gib = 4\n[ssd]\nbandwidth_gbs = 7\n{ssd}\n"),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_string()
+}
+
 /// A machine flag the run's time leaves out gets a note, and the note is true: the rows
 /// are the same without the flag.
 #[test]
@@ -724,13 +736,11 @@ fn machine_flags_a_run_leaves_out_are_noted() {
     ));
     // A profile's measured points leave the latency and single-request rate nothing to do.
     let dir = tempfile::tempdir().unwrap();
-    let profile = dir.path().join("fio.toml");
-    std::fs::write(
-        &profile,
-        "name = \"fio\"\n[ram]\nsize_gib = 64\nbandwidth_gbs = 60\nreserve_gib = 4\n[ssd]\nbandwidth_gbs = 7\npoints = [ { block_kib = 256, queue_depth = 1, gbs = 1.0 }, { block_kib = 256, queue_depth = 8, gbs = 5.0 } ]\n",
-    )
-    .unwrap();
-    let hw = profile.to_str().unwrap();
+    let hw = &profile(
+        dir.path(),
+        "fio",
+        "points = [ { block_kib = 256, queue_depth = 1, gbs = 1.0 }, { block_kib = 256, queue_depth = 8, gbs = 5.0 } ]",
+    );
     refused(
         &run(&[
             "simulate",
@@ -811,13 +821,7 @@ fn a_drive_preset_is_its_rated_read_and_largest_request() {
     );
     // A profile's own drive curve is not dropped in silence.
     let dir = tempfile::tempdir().unwrap();
-    let profile = dir.path().join("box.toml");
-    std::fs::write(
-        &profile,
-        "name = \"box\"\n[ram]\nsize_gib = 64\nbandwidth_gbs = 60\nreserve_gib = 4\n[ssd]\nbandwidth_gbs = 7\nlatency_us = 60\n",
-    )
-    .unwrap();
-    let hw = profile.to_str().unwrap();
+    let hw = &profile(dir.path(), "box", "latency_us = 60");
     refused(
         &run(&[
             "simulate",

@@ -424,10 +424,7 @@ impl HardwareArgs {
                 "it prices --mmap-advice willneed alone",
             ),
         };
-        let given: Vec<&str> = flags
-            .into_iter()
-            .filter_map(|(flag, given)| given.then_some(flag))
-            .collect();
+        let given = crate::hardware::named(flags);
         (!given.is_empty()).then(|| {
             format!(
                 "moe-spill: note: {} {} not enter this run's time: {why}",
