@@ -251,7 +251,7 @@ mod tests {
         // 4 KiB at a deep queue: 740K requests/s of 4 KiB, 3.03 GB/s, not the rating.
         let deep = r.throughput(4096.0, 1e6);
         assert!(deep < 740e3 * 4096.0 && deep > 0.999 * 740e3 * 4096.0);
-        // Smaller requests are no longer faster in all: 4 KiB below 1 MiB at any depth.
+        // A 4 KiB request reads slower than a 1 MiB one at any depth.
         for qd in [16.0, 256.0, 1e6] {
             assert!(r.throughput(4096.0, qd) < r.throughput(1048576.0, qd));
         }
