@@ -217,22 +217,16 @@ impl IoEngine {
             // Each thread waits for its windows one at a time; the block layer splits a
             // window larger than the drive's largest request, and the pieces go at once.
             IoEngine::Mmap { window, threads } => {
-                let block = (window as f64).min(drive.max_request);
-                (
-                    block,
-                    faulting_threads(window, threads, slices) * (window as f64 / block).ceil(),
-                )
+                let (block, pieces) = split(window as f64, drive.max_request);
+                (block, faulting_threads(window, threads, slices) * pieces)
             }
             IoEngine::Pread { workers, chunk } => {
                 let p = PreadShape::of(one_read(slices), chunk, drive.max_request);
                 (p.block, 2.0 * p.per_window * misses.min(workers as f64))
             }
             IoEngine::Direct { workers } => {
-                let block = slice.min(drive.max_request);
-                (
-                    block,
-                    (misses * n).min(workers as f64) * (slice / block).ceil(),
-                )
+                let (block, pieces) = split(slice, drive.max_request);
+                (block, (misses * n).min(workers as f64) * pieces)
             }
         };
         Requests {
@@ -441,14 +435,20 @@ struct PreadShape {
     first_share: f64,
 }
 
+/// A read of `bytes` as the block layer sends it to a drive that takes at most
+/// `max_request` bytes: the size of each request and how many go at once.
+fn split(bytes: f64, max_request: f64) -> (f64, f64) {
+    let block = bytes.min(max_request);
+    (block, (bytes / block).ceil())
+}
+
 impl PreadShape {
     fn of(expert: u64, chunk: u64, io: f64) -> PreadShape {
         let r = buffered_read(expert, chunk, io);
-        let w = r.first as f64;
-        let block = w.min(io);
+        let (block, per_window) = split(r.first as f64, io);
         PreadShape {
             block,
-            per_window: (w / block).ceil(),
+            per_window,
             first_share: r.first.min(r.total) as f64 / r.total.max(1) as f64,
         }
     }
