@@ -109,8 +109,9 @@ pub struct ReplaySetup {
     pub prompt_lengths: Vec<u64>,
     /// llama.cpp's op offload (false: `--no-op-offload`).
     pub op_offload: bool,
-    /// U and D per chunk (threshold 100%), computed on first use (see `u_d`).
-    u_d: std::sync::OnceLock<(f64, f64)>,
+    /// U and D per chunk (threshold 100%) and the longest response's tokens, computed
+    /// on first use (see `u_d`).
+    u_d: std::sync::OnceLock<(f64, f64, usize)>,
 }
 
 /// A model as run: its weights (a preset at a quant, or a GGUF file's) on a machine.
@@ -367,15 +368,22 @@ impl ReplaySetup {
     /// whole chunks (D, the mean over no pair, is undefined, and so the analytic
     /// estimate; U too without a whole chunk).
     pub fn u_d(&self) -> Option<(f64, f64)> {
-        let (u, d) = *self
-            .u_d
-            .get_or_init(|| u_d(&self.loaded.trace, CHUNK_TOKENS, self.include_prompt));
-        (self.longest_response() >= 2 * CHUNK_TOKENS).then_some((u, d))
+        let (u, d, longest) = self.chunk_statistics();
+        (longest >= 2 * CHUNK_TOKENS).then_some((u, d))
     }
 
     /// Tokens of the longest response replayed.
     fn longest_response(&self) -> usize {
-        crate::analyze::longest_response(&self.loaded.trace, self.include_prompt)
+        self.chunk_statistics().2
+    }
+
+    /// U, D and the longest response, from one pass each, made once.
+    fn chunk_statistics(&self) -> (f64, f64, usize) {
+        *self.u_d.get_or_init(|| {
+            let (tr, p) = (&self.loaded.trace, self.include_prompt);
+            let (u, d) = u_d(tr, CHUNK_TOKENS, p);
+            (u, d, crate::analyze::longest_response(tr, p))
+        })
     }
 
     /// The machine and the model's placement on it (no trace statistics).
