@@ -384,15 +384,15 @@ impl HardwareArgs {
     /// (They describe the machine, so a script may pass them to every engine: a note,
     /// not a refusal.)
     pub fn unused_note(&self, engine: Option<(EngineArg, AdviceArg)>) -> Option<String> {
-        let io_model = [
+        let curve = [
             ("--ssd-latency-us", self.ssd_latency_us.is_some()),
             ("--ssd-stream-gbs", self.ssd_stream_gbs.is_some()),
             ("--max-sectors-kb", self.max_sectors_kb.is_some()),
             ("--ssd-kiops", self.ssd_kiops.is_some()),
-            ("--page-cache-gbs", self.page_cache_gbs.is_some()),
-            ("--fault-gbs", self.fault_gbs.is_some()),
-            ("--willneed-gbs", self.willneed_gbs.is_some()),
         ];
+        let read = ("--page-cache-gbs", self.page_cache_gbs.is_some());
+        let fault = ("--fault-gbs", self.fault_gbs.is_some());
+        let willneed = ("--willneed-gbs", self.willneed_gbs.is_some());
         let cpu = [
             ("--threads", self.threads.is_some()),
             ("--cpu-kernels", self.cpu_kernels.is_some()),
@@ -401,28 +401,28 @@ impl HardwareArgs {
             ("--gemm-tflops", self.gemm_tflops.is_some()),
             ("--h2d-gbs", self.h2d_gbs.is_some()),
         ];
+        let io_model = curve.into_iter().chain([read, fault, willneed]);
         let (flags, why): (Vec<(&str, bool)>, &str) = match engine {
             None => (
-                io_model.into_iter().chain(cpu).chain(batches).collect(),
+                io_model.chain(cpu).chain(batches).collect(),
                 "the analytic estimate prices the SSD bytes at the rated bandwidth and the rest at RAM and VRAM bandwidth",
             ),
             Some((EngineArg::Rated, _)) => (
-                io_model.into_iter().chain(cpu).collect(),
+                io_model.chain(cpu).collect(),
                 "--io rated prices the SSD bytes at the rated bandwidth and the CPU side at RAM bandwidth",
             ),
             Some((EngineArg::Direct, _)) => (
-                io_model[4..].to_vec(),
+                vec![read, fault, willneed],
                 "--io direct reads around the page cache",
             ),
             Some((EngineArg::Pread, _)) => (
-                io_model[5..].to_vec(),
+                vec![fault, willneed],
                 "--io pread's buffered reads are priced at --page-cache-gbs",
             ),
             Some((EngineArg::Mmap, AdviceArg::Willneed)) => (Vec::new(), ""),
-            Some((EngineArg::Mmap, _)) => (
-                io_model[6..].to_vec(),
-                "it prices --mmap-advice willneed alone",
-            ),
+            Some((EngineArg::Mmap, _)) => {
+                (vec![willneed], "it prices --mmap-advice willneed alone")
+            }
         };
         let given = crate::hardware::named(flags);
         (!given.is_empty()).then(|| {
