@@ -81,34 +81,27 @@ fn short_traces_are_named_as_such() {
         serde_json::from_str(&run(&["analyze", &mid, "--format", "json"])).unwrap();
     assert!(json["rows"][0]["avg_new"].is_null());
     // The analytic columns of a replay are empty, and the context line says why.
-    let sweep = run(&[
-        "simulate",
-        &mid,
-        "--cache-experts",
-        "100",
-        "--hw",
-        "desktop-cpu",
-        "--format",
-        "csv",
-        "-q",
-    ]);
+    let simulate = |format: &str| {
+        run(&[
+            "simulate",
+            &mid,
+            "--cache-experts",
+            "100",
+            "--hw",
+            "desktop-cpu",
+            "--format",
+            format,
+            "-q",
+        ])
+    };
+    let sweep = simulate("csv");
     let mut r = csv::Reader::from_reader(sweep.as_bytes());
     let h = r.headers().unwrap().clone();
     let row = r.records().next().unwrap().unwrap();
     let col = |name: &str| row[h.iter().position(|c| c == name).unwrap()].to_string();
     assert_eq!(col("analytic_tok_s"), "");
     assert_ne!(col("est_tok_s"), "");
-    let table = run(&[
-        "simulate",
-        &mid,
-        "--cache-experts",
-        "100",
-        "--hw",
-        "desktop-cpu",
-        "--format",
-        "table",
-        "-q",
-    ]);
+    let table = simulate("table");
     assert!(
         table.contains(
             "D undefined (no response has two whole 128-token chunks: no analytic estimate)"

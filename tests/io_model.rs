@@ -138,27 +138,33 @@ fn bad_engine_settings_are_refused() {
         "(from --ssd-latency-us)",
     );
     // A flag the chosen engine would ignore is refused, under simulate and sweep alike.
-    for io in ["mmap", "rated"] {
-        refused(
-            &with(&["--io", io, "--no-read-overlap"]),
+    for (engines, flag, want) in [
+        (
+            &["mmap", "rated"][..],
+            &["--no-read-overlap"][..],
             "--no-read-overlap is for --io pread and direct, whose worker threads",
-        );
-        refused(
-            &with(&["--io", io, "--io-workers", "4"]),
+        ),
+        (
+            &["mmap", "rated"],
+            &["--io-workers", "4"],
             "--io-workers is for --io pread and direct",
-        );
-    }
-    for io in ["pread", "direct", "rated"] {
-        refused(
-            &with(&["--io", io, "--mmap-advice", "willneed"]),
+        ),
+        (
+            &["pread", "direct", "rated"],
+            &["--mmap-advice", "willneed"],
             "--mmap-advice is for --io mmap",
-        );
-    }
-    for io in ["direct", "rated"] {
-        refused(
-            &with(&["--io", io, "--read-ahead-kb", "256"]),
+        ),
+        (
+            &["direct", "rated"],
+            &["--read-ahead-kb", "256"],
             "--read-ahead-kb is for --io mmap and pread",
-        );
+        ),
+    ] {
+        for io in engines {
+            let mut args = vec!["--io", io];
+            args.extend(flag);
+            refused(&with(&args), want);
+        }
     }
     // The message says what the chosen engine does instead.
     refused(
