@@ -132,6 +132,20 @@ impl DriveCurve {
                 ));
             }
         }
+        // More requests in flight never read slower: a deeper queue measured well below a
+        // shallower one at the same size is a mistyped point (fio's run-to-run noise is a
+        // few percent, hence the 10 % margin).
+        for (i, p) in points.iter().enumerate() {
+            if let Some(q) = points[i + 1..]
+                .iter()
+                .find(|q| q.block_kib == p.block_kib && q.gbs < 0.9 * p.gbs)
+            {
+                return Err(format!(
+                    "drive points: {} KiB at queue depth {} reads {} GB/s, less than the {} GB/s at depth {}: a deeper queue is not slower; check the points",
+                    q.block_kib, q.queue_depth, q.gbs, p.gbs, p.queue_depth
+                ));
+            }
+        }
         self.points = points;
         Ok(self)
     }
@@ -365,5 +379,21 @@ mod tests {
             ])
             .unwrap_err();
         assert!(e.contains("two points"), "{e}");
+        let e = base()
+            .with_points(vec![p(256.0, 1.0, 1.0), p(256.0, 8.0, 0.5)])
+            .unwrap_err();
+        assert!(
+            e.contains("256 KiB at queue depth 8 reads 0.5 GB/s, less than the 1 GB/s at depth 1"),
+            "{e}"
+        );
+        // Within fio's noise, and a deeper queue at another size, are not refused.
+        base()
+            .with_points(vec![
+                p(256.0, 1.0, 1.0),
+                p(256.0, 8.0, 5.9),
+                p(256.0, 32.0, 5.6),
+                p(1024.0, 32.0, 0.5),
+            ])
+            .unwrap();
     }
 }

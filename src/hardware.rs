@@ -124,7 +124,11 @@ pub struct Ssd {
     pub kiops: Option<f64>,
     /// Measured points (fio): GB/s at request size and queue depth; when given they
     /// replace the three figures (scripts/measure_disk.sh writes them).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "non_empty_points"
+    )]
     pub points: Vec<DrivePoint>,
     /// The largest read request the kernel sends the drive, KiB (the queue's
     /// `max_sectors_kb`, `/sys/block/DEV/queue/max_sectors_kb`; default
@@ -859,6 +863,17 @@ pub fn presets() -> Vec<Hardware> {
     ]
 }
 
+/// `points = []` is a mistake, not a request for the rated curve: said, not ignored.
+fn non_empty_points<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<DrivePoint>, D::Error> {
+    let points = Vec::<DrivePoint>::deserialize(d)?;
+    if points.is_empty() {
+        return Err(serde::de::Error::custom(
+            "points lists no point: give measured points, or leave the field out for the curve of the rated figures",
+        ));
+    }
+    Ok(points)
+}
+
 /// Overrides of a profile's numbers (the command line's --hw, --gpus, --vram, ...).
 #[derive(Debug, Clone, Default)]
 pub struct HardwareOverrides {
@@ -908,6 +923,13 @@ pub struct HardwareOverrides {
 }
 
 impl HardwareOverrides {
+    /// The profile file `--hw` names, for `-o` to spare (none for a preset: its name is
+    /// read as the preset even where a file has that name).
+    pub fn profile_file(&self) -> Option<std::path::PathBuf> {
+        let path = std::path::Path::new(&self.hw);
+        (path.is_file() && Hardware::preset(&self.hw).is_none()).then(|| path.to_path_buf())
+    }
+
     /// The profile with the overrides applied and checked. `ram_gib` overrides the
     /// installed RAM (`--ram`).
     pub fn resolve(&self, ram_gib: Option<f64>) -> Result<Hardware> {

@@ -30,6 +30,17 @@ pub struct TraceSource {
     pub quiet: bool,
 }
 
+impl TraceSource {
+    /// The files loading reads, for `-o` to spare: the traces and each part of the GGUF.
+    pub fn input_files(&self) -> Vec<PathBuf> {
+        let mut files = self.traces.clone();
+        if let Some(g) = &self.gguf {
+            files.extend(crate::format::gguf::split_parts(g));
+        }
+        files
+    }
+}
+
 /// A trace and the model it belongs to (if known).
 pub struct Loaded {
     pub trace: Trace,

@@ -63,16 +63,9 @@ impl SetupOptions {
     /// Every file the setup reads, for `-o` to spare: the traces, each part of the GGUF,
     /// the pin profile and a hardware profile file.
     pub fn input_files(&self) -> Vec<PathBuf> {
-        let mut files = self.input.traces.clone();
-        if let Some(g) = &self.input.gguf {
-            files.extend(crate::format::gguf::split_parts(g));
-        }
+        let mut files = self.input.input_files();
         files.extend(self.pin_profile.iter().cloned());
-        // A preset's name is read as the preset, even where a file has that name.
-        let hw = std::path::Path::new(&self.hw.hw);
-        if hw.is_file() && Hardware::preset(&self.hw.hw).is_none() {
-            files.push(hw.to_path_buf());
-        }
+        files.extend(self.hw.profile_file());
         files
     }
 }
@@ -621,8 +614,12 @@ fn check_prompt_lengths(
         } else {
             ""
         };
+        let has = match longest {
+            0 => "the trace has no prompt tokens".to_string(),
+            n => format!("the trace's longest prompt is {n} tokens"),
+        };
         return Err(Error::new(format!(
-            "{flag}: the trace's longest prompt is {longest} tokens; `moe-spill synth --prompt-tokens {longest_asked}` generates prompts that long{tag}"
+            "{flag}: {has}; `moe-spill synth --prompt-tokens {longest_asked}` generates prompts that long{tag}"
         )));
     }
     Ok(())

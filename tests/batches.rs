@@ -809,6 +809,6 @@ fn bad_prompt_lengths() {
         &[
             "simulate", d, "--ram", "128GiB", "-q", "--phase", "all", "--prompt-tokens", "512",
         ],
-        "longest prompt is 0 tokens; `moe-spill synth --prompt-tokens 512` generates prompts that long; `moe-spill convert --as-prompt` tags",
+        "the trace has no prompt tokens; `moe-spill synth --prompt-tokens 512` generates prompts that long; `moe-spill convert --as-prompt` tags",
     );
 }

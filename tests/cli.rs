@@ -291,6 +291,41 @@ fn simulate_counts_add_up() {
     assert_eq!(v["misses"], 128);
 }
 
+/// Names take any case, as `--hw` and `--model` do: the same rows either way.
+#[test]
+fn names_take_any_case() {
+    let lower = ok(&[
+        "simulate",
+        "traces/golden",
+        "--policy",
+        "pinned:1:s3fifo",
+        "--cache-experts",
+        "40",
+        "--io",
+        "pread",
+        "--phase",
+        "decode",
+        "--format",
+        "csv",
+    ]);
+    let upper = ok(&[
+        "simulate",
+        "traces/golden",
+        "--policy",
+        "PINNED:1:S3FIFO",
+        "--cache-experts",
+        "40",
+        "--io",
+        "PREAD",
+        "--phase",
+        "Decode",
+        "--format",
+        "CSV",
+    ]);
+    assert_eq!(lower, upper);
+    assert!(lower.contains(",pinned:1:s3fifo,"), "{lower}");
+}
+
 // ---- bad input: exit 2, one line naming the file and line, no partial output ----
 
 #[test]
@@ -998,7 +1033,7 @@ fn bad_time_model_inputs() {
     );
     fails(
         &["simulate", c, "--ram", "64GiB", "--model", "glm-5"],
-        "prompt_1_data.csv: geometry 26 MoE layers (1..26) x 64 experts, top-6 differs from 75 MoE layers (3..77), top-8 of the chosen model",
+        "prompt_1_data.csv: geometry 26 MoE layers (1..26) x 64 experts, top-6: its layers and top-k differ from the 75 MoE layers (3..77), top-8 of the chosen model",
     );
     fails(
         &["simulate", "traces/golden", "--ram", "64GiB"],
@@ -1474,6 +1509,12 @@ fn argument_errors_are_one_line_after_notes() {
         "{err}"
     );
     assert!(table.contains("RAM per row (ram_gib) @ 96 GB/s"), "{table}");
+    let out = run(&["simulate", "--vram", "1000", "--cache-experts", "5"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--cache-experts 5: no expert reaches the cache (every MoE layer is in VRAM)"),
+        "{err}"
+    );
     // Nor does any access reach the cache: no hit rate (empty, null, "-"), not 0.
     assert_eq!(csv_rows(&all)[0]["accesses"], "0");
     assert_eq!(csv_rows(&all)[0]["hit_rate"], "");

@@ -289,6 +289,12 @@ fn bad_files_exit_2_with_the_file_and_byte() {
         &["models", "--gguf", &file("trace.txt")],
         &["trace.txt: byte 0: not a GGUF file"],
     );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    fails(
+        &["models", "--gguf", d],
+        &["is a directory; --gguf takes a GGUF file"],
+    );
     // The other way round: a model file given as a trace.
     fails(
         &["simulate", &file("uniform.gguf"), "--cache-experts", "4"],

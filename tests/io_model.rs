@@ -348,6 +348,14 @@ fn bad_drive_curves_in_a_profile_are_refused() {
             "points=[{block_kib=256, queue_depth=1, gbs=1.46}]\n",
             "drive points are all at queue depth 1: give two depths or more",
         ),
+        (
+            "points=[]\n",
+            "points lists no point: give measured points, or leave the field out",
+        ),
+        (
+            "points=[{block_kib=256, queue_depth=1, gbs=1.0}, {block_kib=256, queue_depth=8, gbs=0.5}]\n",
+            "a deeper queue is not slower",
+        ),
         ("latency_us='fast'\n", "hw.toml:7: invalid type"),
         (
             "max_sectors_kb=0\n",

@@ -173,3 +173,87 @@ fn outputs_never_overwrite_an_input() {
     assert!(String::from_utf8_lossy(&o.stderr)
         .contains("nowhere.mst: --pin-profile is for pin-hot policies, and none runs here"));
 }
+
+/// `simulate`, `analyze` and `estimate` take `-o` as `sweep` does: the same text as on
+/// stdout (the format from the extension), inputs spared; `-o -` is stdout.
+#[test]
+fn every_results_command_takes_o() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let trace = std::fs::read("traces/sample/single_response_003.txt").unwrap();
+    std::fs::write(dir.join("t.txt"), &trace).unwrap();
+    let hw = run(dir, &["hardware", "--format", "json"]);
+    let list: serde_json::Value = serde_json::from_slice(&hw.stdout).unwrap();
+    std::fs::write(dir.join("hw.json"), list[0].to_string()).unwrap();
+    let commands: [&[&str]; 4] = [
+        &["simulate", "t.txt", "--cache-experts", "50"],
+        &["analyze", "t.txt", "--chunk", "16"],
+        &["estimate", "--u", "3000", "--d", "500", "--hw", "hw.json"],
+        &[
+            "sweep",
+            "t.txt",
+            "--cache-experts",
+            "0..50",
+            "--points",
+            "2",
+        ],
+    ];
+    for args in commands {
+        for (ext, format) in [("csv", "csv"), ("json", "json"), ("txt", "table")] {
+            let stdout = run(dir, &[args, &["-q", "--format", format]].concat());
+            assert!(stdout.status.success(), "{args:?}");
+            let name = format!("r.{ext}");
+            let o = run(dir, &[args, &["-q", "-o", &name]].concat());
+            assert!(o.status.success(), "{args:?} -o {name}");
+            assert!(o.stdout.is_empty() && o.stderr.is_empty(), "{args:?}");
+            assert_eq!(std::fs::read(dir.join(&name)).unwrap(), stdout.stdout);
+            let dash = run(
+                dir,
+                &[args, &["-q", "--format", format, "-o", "-"]].concat(),
+            );
+            assert_eq!(dash.stdout, stdout.stdout, "{args:?} -o -");
+        }
+        // Without -q the note names the file.
+        let o = run(dir, &[args, &["-o", "n.csv"]].concat());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("wrote n.csv ("));
+    }
+    assert!(!dir.join("-").exists());
+    for (args, input) in [
+        (&["simulate", "t.txt", "--cache-experts", "5"][..], "t.txt"),
+        (&["analyze", "t.txt", "--chunk", "16"][..], "t.txt"),
+        (
+            &["estimate", "--u", "3000", "--d", "500", "--hw", "hw.json"][..],
+            "hw.json",
+        ),
+    ] {
+        let before = std::fs::read(dir.join(input)).unwrap();
+        let o = run(dir, &[args, &["-q", "-o", input]].concat());
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("is one of the inputs"));
+        assert_eq!(std::fs::read(dir.join(input)).unwrap(), before);
+        let o = run(dir, &[args, &["-q", "-o", "."]].concat());
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("is a directory"));
+    }
+}
+
+/// A trace written as forum files says it made a directory, and how to get one file
+/// where the name looks like a file's.
+#[test]
+fn a_directory_of_forum_files_is_named_as_one() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let golden = format!("{root}/traces/golden");
+    for (out, want) in [
+        ("out.txt", "wrote directory out.txt (3 forum-format files single_response_NNN.txt; a name ending in .mst writes one binary file)"),
+        ("plain", "wrote directory plain (3 forum-format files single_response_NNN.txt) ("),
+        ("one.mst", "wrote one.mst (3 responses"),
+    ] {
+        let o = run(dir, &["convert", &golden, "-o", out]);
+        assert!(o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(want), "{err}");
+        assert_eq!(dir.join(out).is_dir(), !out.ends_with(".mst"));
+    }
+}

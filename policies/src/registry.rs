@@ -430,16 +430,17 @@ impl std::str::FromStr for PolicySpec {
 }
 
 impl PolicySpec {
-    /// Parse a spec (surrounding whitespace ignored, names are lowercase).
+    /// Parse a spec (surrounding whitespace ignored, names in any case: `LRU` is `lru`).
     pub fn parse(spec: &str) -> Result<PolicySpec, SpecError> {
         let s = spec.trim();
         let err = |reason: String| SpecError {
             spec: s.to_string(),
             reason,
         };
-        let (name, rest) = match s.split_once(':') {
+        let lowered = s.to_ascii_lowercase();
+        let (name, rest) = match lowered.split_once(':') {
             Some((n, r)) => (n, Some(r)),
-            None => (s, None),
+            None => (lowered.as_str(), None),
         };
         match name {
             "pinned" | "pin-hot" => {

@@ -36,7 +36,7 @@ pub struct TraceArgs {
     #[arg(long, value_name = "FILE")]
     pub gguf: Option<PathBuf>,
     /// Replay generated tokens only (decode), or prompt-processing tokens too (all).
-    #[arg(long, value_enum, default_value_t = PhaseArg::Decode)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t = PhaseArg::Decode)]
     pub phase: PhaseArg,
     /// No progress or notes on stderr (errors are always reported).
     #[arg(short, long)]
@@ -52,7 +52,7 @@ pub enum PhaseArg {
 #[derive(Args, Debug, Clone)]
 pub struct FormatArgs {
     /// Output format (default: table on a terminal, CSV otherwise).
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, ignore_case = true)]
     pub format: Option<FormatArg>,
 }
 
@@ -83,6 +83,9 @@ pub struct AnalyzeArgs {
     pub per_layer: bool,
     #[command(flatten)]
     pub out: FormatArgs,
+    /// Write the results to FILE (atomically) instead of stdout (`-`: stdout).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -176,7 +179,7 @@ pub struct HardwareArgs {
     pub threads: Option<u32>,
     /// Override: whose CPU kernels multiply, for the published per-type rates
     /// (ik_llama.cpp discussion 164 measured both on one machine)
-    #[arg(long, value_enum, value_name = "ENGINE")]
+    #[arg(long, value_enum, ignore_case = true, value_name = "ENGINE")]
     pub cpu_kernels: Option<KernelsArg>,
     /// Override: GB/s one core moves through the page cache by buffered reads (I/O
     /// model: allocate, insert, copy out, reclaim).
@@ -247,7 +250,7 @@ pub struct SetupArgs {
     #[command(flatten)]
     pub replay: ReplayArgs,
     /// One global cache (the page cache) or one cache per MoE layer.
-    #[arg(long, value_enum, default_value_t = PartitionArg::Global)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t = PartitionArg::Global)]
     pub partition: PartitionArg,
     /// Profile trace for pin-hot (without it the replayed trace itself is used: an oracle).
     #[arg(long, value_name = "TRACE")]
@@ -283,7 +286,7 @@ pub struct IoArgs {
     /// How missed experts are read and timed: as this engine reads them (page faults,
     /// pread workers, O_DIRECT) through the drive's curve, with the CPU bound by RAM or
     /// compute; `rated` divides SSD bytes by the rated bandwidth (the analytic model)
-    #[arg(long, value_enum, value_name = "ENGINE", default_value_t = EngineArg::Mmap)]
+    #[arg(long, value_enum, ignore_case = true, value_name = "ENGINE", default_value_t = EngineArg::Mmap)]
     pub io: EngineArg,
     /// Reader threads of pread and direct [default: 8]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
@@ -299,7 +302,7 @@ pub struct IoArgs {
     pub read_ahead_kb: Option<u64>,
     /// Advice on the mapping (mmap): llama.cpp sets sequential; --numa gives random;
     /// a per-expert prefetch (ik_llama.cpp, --lazy-experts) is willneed [default: sequential]
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, ignore_case = true)]
     pub mmap_advice: Option<AdviceArg>,
 }
 
@@ -474,6 +477,9 @@ pub struct SimulateArgs {
     /// Cache capacity in experts, exactly.
     #[arg(long, value_name = "N")]
     pub cache_experts: Option<usize>,
+    /// Write the results to FILE (atomically) instead of stdout (`-`: stdout).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// What `sweep` runs without --policies.
@@ -506,7 +512,7 @@ pub struct SweepArgs {
     /// Worker threads (default: all cores).
     #[arg(short = 'j', long, value_name = "N")]
     pub jobs: Option<usize>,
-    /// Write the results to FILE (atomically) instead of stdout.
+    /// Write the results to FILE (atomically) instead of stdout (`-`: stdout).
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     #[command(flatten)]
@@ -535,6 +541,9 @@ pub struct EstimateArgs {
     pub ram: Option<f64>,
     #[command(flatten)]
     pub out: FormatArgs,
+    /// Write the results to FILE (atomically) instead of stdout (`-`: stdout).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// `record`. Its files are required only in a binary that can record: one built
@@ -670,7 +679,7 @@ pub struct KernelReplayArgs {
     #[arg(long, value_name = "N")]
     pub tokens: Option<usize>,
     /// Advice on the mapping: llama.cpp's posix_fadvise(SEQUENTIAL) by default.
-    #[arg(long, value_enum, default_value_t = AdviceArg::Sequential)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t = AdviceArg::Sequential)]
     pub advice: AdviceArg,
     /// Set the device's read_ahead_kb to KB while the child opens the file (the open
     /// file keeps it), restoring it right after; the page model and the predicted wall
@@ -717,7 +726,7 @@ pub struct KernelSweepArgs {
     )]
     pub kernel_slices: u32,
     /// --kernel: advice on the mapping (llama.cpp's by default).
-    #[arg(long, value_enum, default_value_t = AdviceArg::Sequential, requires = "kernel")]
+    #[arg(long, value_enum, ignore_case = true, default_value_t = AdviceArg::Sequential, requires = "kernel")]
     pub kernel_advice: AdviceArg,
     /// --kernel: the device's read_ahead_kb while the child opens the file.
     #[arg(long, value_name = "KB", requires = "kernel", value_parser = parse_read_ahead_kb)]
@@ -888,6 +897,11 @@ impl SetupOptions {
     }
 }
 
+/// A results file: `-o -` is stdout, as in most tools.
+fn to_file(output: Option<PathBuf>) -> Option<PathBuf> {
+    output.filter(|p| p.as_os_str() != "-")
+}
+
 impl From<ModelsArgs> for ModelsOptions {
     fn from(a: ModelsArgs) -> Self {
         ModelsOptions {
@@ -905,6 +919,7 @@ impl From<AnalyzeArgs> for AnalyzeOptions {
             input: a.input.into(),
             chunk: a.chunk,
             per_layer: a.per_layer,
+            output: to_file(a.output),
         }
     }
 }
@@ -935,6 +950,7 @@ impl From<SimulateArgs> for SimulateOptions {
             policy: a.policy,
             ram: a.ram,
             cache_experts: a.cache_experts,
+            output: to_file(a.output),
         }
     }
 }
@@ -953,7 +969,7 @@ impl From<SweepArgs> for SweepOptions {
             step: a.step,
             vrams: a.vrams,
             jobs: a.jobs,
-            output: a.output,
+            output: to_file(a.output),
             kernel: a.kernel.into(),
         }
     }
@@ -971,6 +987,7 @@ impl From<EstimateArgs> for EstimateOptions {
             non_expert_quant: a.weights.non_expert_quant,
             hw: a.hw.into(),
             ram: a.ram,
+            output: to_file(a.output),
         }
     }
 }

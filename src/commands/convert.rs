@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use crate::error::{printable_path, Result};
+use crate::error::Result;
 use crate::input::TraceSource;
-use crate::report::{refuse_input_as_output, write_trace};
+use crate::report::{refuse_input_as_output, write_trace, written_trace};
 
 pub struct ConvertOptions {
     pub input: TraceSource,
@@ -30,7 +30,7 @@ pub fn run(a: ConvertOptions) -> Result<()> {
     if !a.input.quiet {
         crate::note!(
             "moe-spill: wrote {} ({} responses, {} tokens, {} accesses)",
-            printable_path(&a.output),
+            written_trace(trace, &a.output),
             trace.n_responses(),
             trace.n_tokens(),
             trace.n_accesses()

@@ -9,7 +9,7 @@ use crate::hardware::{Hardware, HardwareOverrides};
 use crate::input::TraceSource;
 use crate::model::Model;
 use crate::quant::{quant_type, ExpertQuant};
-use crate::report::{emit, OutputFormat, Table};
+use crate::report::{check_output, deliver, OutputFormat, Table};
 use crate::setup::weights_of;
 use crate::timemodel::{analytic_ssd_bytes_per_token, token_time, Placement, GB};
 use crate::weights::gguf;
@@ -32,6 +32,8 @@ pub struct EstimateOptions {
     /// Installed RAM (default: the profile's).
     pub ram: Option<f64>,
     pub format: Option<OutputFormat>,
+    /// Write the results here instead of stdout.
+    pub output: Option<std::path::PathBuf>,
 }
 
 /// U and D a trace of `model` could give: U at least one token's experts and at most
@@ -85,6 +87,9 @@ pub struct Estimate {
 }
 
 pub fn run(a: EstimateOptions) -> Result<()> {
+    let mut inputs = a.input.input_files();
+    inputs.extend(a.hw.profile_file());
+    check_output(a.output.as_deref(), &inputs)?;
     let (model, file, u, d) = match (a.u, a.d) {
         (Some(u), Some(d)) => {
             if !a.input.traces.is_empty() {
@@ -183,7 +188,7 @@ pub fn run(a: EstimateOptions) -> Result<()> {
         analytic_ssd_bytes_per_token: ssd,
         analytic_tok_s: t.tok_s(),
     };
-    let text = match OutputFormat::resolve(a.format, false) {
+    let text = match OutputFormat::for_output(a.format, a.output.as_deref()) {
         OutputFormat::Json => serde_json::to_string_pretty(&e).expect("json") + "\n",
         OutputFormat::Csv => {
             let v = serde_json::to_value(&e).expect("json");
@@ -198,7 +203,7 @@ pub fn run(a: EstimateOptions) -> Result<()> {
         }
         OutputFormat::Table => explain(&e, &p, &hw, paged),
     };
-    emit(&text, None)
+    deliver(&text, a.output.as_deref(), a.input.quiet, "the estimate")
 }
 
 /// The estimate as text; `paged`: the non-expert bytes beyond the RAM, left out.

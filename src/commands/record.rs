@@ -102,7 +102,7 @@ pub fn run(a: RecordOptions) -> Result<()> {
     let prompt = trace.prompt.iter().filter(|&&p| p).count();
     let summary = format!(
         "{} ({} responses, {} tokens: {prompt} prompt, {} generated; {})",
-        output.display(),
+        crate::report::written_trace(&trace, &output),
         trace.n_responses(),
         trace.n_tokens(),
         trace.n_tokens() - prompt,

@@ -6,7 +6,7 @@ use crate::costing::Budget;
 use crate::error::{Error, Result};
 use crate::replay::run_many;
 use crate::report::rows::{render_rows, Row};
-use crate::report::{emit, OutputFormat};
+use crate::report::{check_output, deliver, OutputFormat};
 use crate::setup::{context_line, ReplaySetup, SetupOptions};
 
 #[derive(Debug)]
@@ -19,10 +19,13 @@ pub struct SimulateOptions {
     pub ram: Option<f64>,
     /// Cache capacity in experts, exactly.
     pub cache_experts: Option<usize>,
+    /// Write the results here instead of stdout.
+    pub output: Option<std::path::PathBuf>,
 }
 
 pub fn run(a: SimulateOptions) -> Result<()> {
     let spec = PolicySpec::parse(&a.policy).map_err(|e| Error::new(format!("--policy: {e}")))?;
+    check_output(a.output.as_deref(), &a.study.input_files())?;
     let study = ReplaySetup::new(&a.study, a.ram, spec.needs_profile())?;
     let setup = study.setup(None)?;
     // No --ram and no --cache-experts: the profile's installed RAM.
@@ -110,10 +113,16 @@ pub fn run(a: SimulateOptions) -> Result<()> {
         // is never used (the row's ram_gib is still the RAM the whole capacity takes).
         let reach = plan.n_slots() * plan.n_experts;
         if budget.capacity > reach && a.cache_experts.is_some() && !a.study.input.quiet {
-            crate::note!(
-                "moe-spill: note: --cache-experts {} is more than the {reach} experts that reach the cache: it holds them all, as {reach} would",
-                budget.capacity
-            );
+            let n = budget.capacity;
+            if reach == 0 {
+                crate::note!(
+                    "moe-spill: note: --cache-experts {n}: no expert reaches the cache (every MoE layer is in VRAM), so it stays empty"
+                );
+            } else {
+                crate::note!(
+                    "moe-spill: note: --cache-experts {n} is more than the {reach} experts that reach the cache: it holds every one, the same run as --cache-experts {reach} (ram_gib is the RAM all {n} would take)"
+                );
+            }
         }
         // The trace statistics the rows need (U and D, cold misses) are independent of
         // the replay: the second core computes them meanwhile.
@@ -139,7 +148,7 @@ pub fn run(a: SimulateOptions) -> Result<()> {
                 .map(|c| study.row(&plan, &spec, budget, c, econ.as_ref(), None)),
         );
     }
-    let format = OutputFormat::resolve(a.study.format, false);
+    let format = OutputFormat::for_output(a.study.format, a.output.as_deref());
     let mut text = render_rows(&rows, format, false);
     if format == OutputFormat::Table {
         let ram_per_row = a.cache_experts.is_some();
@@ -148,5 +157,9 @@ pub fn run(a: SimulateOptions) -> Result<()> {
             context_line(&study, econ.as_ref(), ram_per_row)
         );
     }
-    emit(&text, None)
+    let what = match rows.len() {
+        1 => "1 row".to_string(),
+        n => format!("{n} rows"),
+    };
+    deliver(&text, a.output.as_deref(), a.study.input.quiet, &what)
 }

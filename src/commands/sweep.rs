@@ -11,12 +11,12 @@ use std::sync::Mutex;
 use moe_spill_policies::registry::PolicySpec;
 
 use crate::costing::{Budget, CostInputs};
-use crate::error::{printable_path, Error, Result};
+use crate::error::{Error, Result};
 use crate::hardware::Hardware;
 use crate::kernel::sweep::{KernelSweep, KernelSweepOptions};
 use crate::replay::{ReplayPlan, Strategy};
 use crate::report::rows::{render_rows, Row};
-use crate::report::{emit, refuse_input_as_output, write_atomic, OutputFormat};
+use crate::report::{check_output, deliver, OutputFormat};
 use crate::setup::{context_line_with, ReplaySetup, SetupOptions};
 use crate::timemodel::Placement;
 use crate::units::parse_size_gib;
@@ -411,14 +411,9 @@ pub fn run(a: SweepOptions) -> Result<()> {
         return Err(Error::new("--policies: name at least one policy"));
     }
     let specs = crate::notes::once(specs, "--policies", a.study.input.quiet);
-    if let Some(o) = &a.output {
-        if o.is_dir() {
-            return Err(Error::in_file(o, "is a directory; -o takes a file name"));
-        }
-        let mut inputs = a.study.input_files();
-        inputs.extend(a.kernel.kernel_file.iter().cloned());
-        refuse_input_as_output(o, &inputs)?;
-    }
+    let mut inputs = a.study.input_files();
+    inputs.extend(a.kernel.kernel_file.iter().cloned());
+    check_output(a.output.as_deref(), &inputs)?;
     let study = ReplaySetup::new(&a.study, None, specs.iter().any(|s| s.needs_profile()))?;
     // Sizes are finite and not negative (parse_size_gib); within what a GPU has here.
     for &v in &a.vrams {
@@ -529,20 +524,8 @@ pub fn run(a: SweepOptions) -> Result<()> {
         let line = context_line_with(&study, econ.as_ref(), !a.vrams.is_empty(), true);
         text = format!("{line}\n\n{text}");
     }
-    match &a.output {
-        Some(path) => {
-            write_atomic(path, |w| std::io::Write::write_all(w, text.as_bytes()))?;
-            if !a.study.input.quiet {
-                crate::note!(
-                    "moe-spill: wrote {} ({} rows)",
-                    printable_path(path),
-                    rows.len()
-                );
-            }
-            Ok(())
-        }
-        None => emit(&text, None),
-    }
+    let what = format!("{} rows", rows.len());
+    deliver(&text, a.output.as_deref(), a.study.input.quiet, &what)
 }
 
 /// Budgets whose RAM cannot hold the non-expert weights beside the reserve: their rows

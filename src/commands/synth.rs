@@ -8,7 +8,7 @@ use crate::analyze::{longest_response, u_d, CHUNK_TOKENS};
 use crate::error::{printable_path, Error, Result};
 use crate::input::TraceSource;
 use crate::model::Model;
-use crate::report::{emit, write_trace};
+use crate::report::{emit, write_trace, written_trace};
 use crate::synth::{
     describe, fit, fit_base, generate, preset_params, Params, Shape, CALIBRATION_SEED,
     DEFAULT_RESPONSES, DEFAULT_TOKENS,
@@ -280,7 +280,7 @@ pub fn run(a: SynthOptions) -> Result<()> {
             Some(result) => result?,
             None => write_trace(&trace, out)?,
         }
-        say(format!("wrote {}", printable_path(out)));
+        say(format!("wrote {}", written_trace(&trace, out)));
     }
     Ok(())
 }

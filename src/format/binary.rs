@@ -139,10 +139,9 @@ fn finish(path: &Path, m: Meta, ids: Ids) -> Result<Trace> {
     });
     let slots = head_slots.and(tail_slots);
     if sum != m.checksum {
-        return Err(Error::at_byte(
+        return Err(Error::in_file(
             path,
-            32,
-            "checksum mismatch: the file is corrupt",
+            "checksum mismatch: the contents do not match the checksum in the header (byte 32); the file is corrupt",
         ));
     }
     slots?;

@@ -290,6 +290,12 @@ impl<R: Read> Cursor<'_, R> {
 
 /// Read one GGUF file's header, metadata and tensor infos.
 pub fn read_file(path: &Path) -> Result<GgufFile> {
+    if path.is_dir() {
+        return Err(Error::in_file(
+            path,
+            "is a directory; --gguf takes a GGUF file",
+        ));
+    }
     let f = File::open(path).map_err(|e| Error::io(path, e))?;
     let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
     read(path, BufReader::with_capacity(1 << 16, f), len)

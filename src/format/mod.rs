@@ -300,7 +300,7 @@ fn layout_mismatch(g: &Geometry, h: &Layout, source: &str) -> String {
         );
     }
     format!(
-        "geometry {} differs from {} MoE layers ({}), top-{} of {source}",
+        "geometry {}: its layers and top-k differ from the {} MoE layers ({}), top-{} of {source}",
         g.describe(),
         h.layers.len(),
         h.describe_layers(),

@@ -201,11 +201,31 @@ fn temp_name(path: &Path) -> PathBuf {
 
 /// Write a trace to `path`: `.mst` = one binary file, anything else = a directory of
 /// forum-format files.
-pub fn write_trace(trace: &Trace, path: &Path) -> Result<()> {
-    if path
-        .extension()
+/// What `write_trace` made of `path`, for the note that names it: the file, or the
+/// directory and its files (with a hint where the name looks like a file's: `out.txt`).
+pub fn written_trace(trace: &Trace, path: &Path) -> String {
+    let name = crate::error::printable_path(path);
+    if is_binary_trace(path) {
+        return name;
+    }
+    let hint = if path.extension().is_some() {
+        "; a name ending in .mst writes one binary file"
+    } else {
+        ""
+    };
+    format!(
+        "directory {name} ({} forum-format files single_response_NNN.txt{hint})",
+        trace.n_responses()
+    )
+}
+
+fn is_binary_trace(path: &Path) -> bool {
+    path.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("mst"))
-    {
+}
+
+pub fn write_trace(trace: &Trace, path: &Path) -> Result<()> {
+    if is_binary_trace(path) {
         write_atomic(path, |w| format::binary::write(trace, w))
     } else {
         let digits = trace.n_responses().to_string().len().max(3);

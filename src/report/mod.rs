@@ -11,7 +11,7 @@ pub mod kernel;
 pub mod rows;
 
 pub use atomic::{
-    refuse_input_as_output, same_output, write_atomic, write_dir_atomic, write_trace,
+    refuse_input_as_output, same_output, write_atomic, write_dir_atomic, write_trace, written_trace,
 };
 
 use std::io::{self, IsTerminal, Write};
@@ -156,6 +156,34 @@ pub fn emit(text: &str, path: Option<&Path>) -> Result<()> {
                 _ => Ok(()),
             }
         }
+    }
+}
+
+/// Refuse `-o FILE` before the work: a directory, a file the command reads, or a
+/// directory that is not there (`inputs` as for [`refuse_input_as_output`]).
+pub fn check_output(output: Option<&Path>, inputs: &[std::path::PathBuf]) -> Result<()> {
+    let Some(o) = output else { return Ok(()) };
+    if o.is_dir() {
+        return Err(Error::in_file(o, "is a directory; -o takes a file name"));
+    }
+    refuse_input_as_output(o, inputs)
+}
+
+/// The results to `-o FILE` (atomically, with a note naming it and `what` it holds) or
+/// to stdout.
+pub fn deliver(text: &str, output: Option<&Path>, quiet: bool, what: &str) -> Result<()> {
+    match output {
+        Some(path) => {
+            write_atomic(path, |w| w.write_all(text.as_bytes()))?;
+            if !quiet {
+                crate::note!(
+                    "moe-spill: wrote {} ({what})",
+                    crate::error::printable_path(path)
+                );
+            }
+            Ok(())
+        }
+        None => emit(text, None),
     }
 }
 
