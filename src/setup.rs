@@ -13,13 +13,14 @@ use crate::decode::IoSetup;
 use crate::error::{Error, Result};
 use crate::hardware::{Hardware, HardwareOverrides};
 use crate::input::{trace_label, Loaded, TraceSource};
-use crate::io_engine::EngineChoice;
+use crate::io_engine::{EngineChoice, EngineKind};
 use crate::model::Model;
 use crate::quant::{quant_type, QuantType};
 use crate::replay::batch::{replayed_responses, schedule};
 use crate::replay::{run_many, Batching, Misses, Partition, ReplayPlan, DEFAULT_UBATCH};
 use crate::report::rows::Row;
 use crate::report::OutputFormat;
+use crate::step_time::OP_OFFLOAD_MIN_BATCH;
 use crate::timemodel::Placement;
 use crate::weights::gguf::GgufModel;
 use crate::weights::{NonExpert, Weights};
@@ -431,6 +432,17 @@ impl ReplaySetup {
                         last.block
                     );
                 }
+            }
+            // The copy that op offload makes faults from one thread: a GPU can make a
+            // spilled prompt slower than the CPU alone, which surprises.
+            let batches = self.batch_columns
+                && (self.batching.ubatch as u32 >= OP_OFFLOAD_MIN_BATCH
+                    || self.batching.parallel as u32 >= OP_OFFLOAD_MIN_BATCH);
+            let faults = matches!(&self.io, Some(io) if io.kind == EngineKind::Mmap);
+            if !no_gpu && self.op_offload && batches && faults && p.cpu_layers > 0 {
+                crate::note!(
+                    "moe-spill: note: op offload (llama.cpp's default with a GPU): batches of {OP_OFFLOAD_MIN_BATCH} tokens or more copy the CPU-side experts to the GPU from one thread, which faults the missing ones in one window at a time; --no-op-offload prices the CPU's products instead (docs/batches.md)"
+                );
             }
             if p.cpu_layers == 0 {
                 crate::note!(

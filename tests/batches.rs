@@ -812,3 +812,39 @@ fn bad_prompt_lengths() {
         "the trace has no prompt tokens; `moe-spill synth --prompt-tokens 512` generates prompts that long; `moe-spill convert --as-prompt` tags",
     );
 }
+
+/// With a GPU, op offload and faults, ubatches of 32 tokens or more get a note on the
+/// copy that faults from one thread; below 32, without a GPU, with --no-op-offload or
+/// reads by workers, none.
+#[test]
+fn op_offload_from_faults_is_noted() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = long_prompts(dir.path());
+    let t = trace.to_str().unwrap();
+    let stderr = |extra: &[&str]| {
+        let mut args = vec![
+            "simulate",
+            t,
+            "--model",
+            "glm-5",
+            "--hw",
+            "4090-ddr5",
+            "--ram",
+            "128GiB",
+            "--phase",
+            "all",
+            "--format",
+            "csv",
+        ];
+        args.extend(extra);
+        let out = run(&args);
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).contains("note: op offload")
+    };
+    assert!(stderr(&[]));
+    assert!(stderr(&["--ubatch", "32"]));
+    assert!(!stderr(&["--ubatch", "31"]));
+    assert!(!stderr(&["--no-op-offload"]));
+    assert!(!stderr(&["--gpus", "0"]));
+    assert!(!stderr(&["--io", "pread"]));
+}
