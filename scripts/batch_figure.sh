@@ -7,11 +7,13 @@
 #                                             batches_parallel.csv and batches.png)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-OUT=${1:-$ROOT/docs}
+OUT=$(cd "${1:-$ROOT/docs}" && pwd)
 cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
-BIN=$ROOT/target/release/moe-spill
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/moe-spill
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
+# Traces by their bare names, so the CSVs' trace column does not hold the scratch path.
+cd "$TMP"
 MACHINE=(--model glm-5 --hw 4090-ddr5 --ram 96GiB..384GiB --points 4 --policies linux -q)
 
 # Concatenate sweep CSVs that share a header.
@@ -24,17 +26,17 @@ concat() {
   done
 }
 
-"$BIN" synth --model glm-5 --prompt-tokens 32768 --tokens 64 --responses 2 -q -o "$TMP/prompts.mst"
+"$BIN" synth --model glm-5 --prompt-tokens 32768 --tokens 64 --responses 2 -q -o prompts.mst
 for ub in 128 512 2048; do
-  "$BIN" sweep "$TMP/prompts.mst" "${MACHINE[@]}" --phase all --ubatch "$ub" \
+  "$BIN" sweep prompts.mst "${MACHINE[@]}" --phase all --ubatch "$ub" \
     --prompt-tokens 512,2048,8192,32768 -o "$TMP/prefill_$ub.csv"
 done
 concat "$OUT/batches_prefill.csv" "$TMP"/prefill_128.csv "$TMP"/prefill_512.csv "$TMP"/prefill_2048.csv
 
-"$BIN" synth --model glm-5 --tokens 128 --responses 32 -q -o "$TMP/decode.mst"
+"$BIN" synth --model glm-5 --tokens 128 --responses 32 -q -o decode.mst
 files=()
 for p in 1 2 4 8 16 32; do
-  "$BIN" sweep "$TMP/decode.mst" "${MACHINE[@]}" --parallel "$p" -o "$TMP/parallel_$p.csv"
+  "$BIN" sweep decode.mst "${MACHINE[@]}" --parallel "$p" -o "$TMP/parallel_$p.csv"
   files+=("$TMP/parallel_$p.csv")
 done
 concat "$OUT/batches_parallel.csv" "${files[@]}"

@@ -6,7 +6,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="${1:-/tmp/moe-spill-bench}"
 csv="${TRACE_CSV:-$root/../shared/traces/deepseek-v2-lite/csv}"
-bin="$root/target/release/moe-spill"
+bin="${CARGO_TARGET_DIR:-$root/target}/release/moe-spill"
 cargo build --release --quiet --manifest-path "$root/Cargo.toml"
 mkdir -p "$work"
 if [ ! -s "$work/big.txt" ]; then

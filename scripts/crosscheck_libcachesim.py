@@ -35,7 +35,10 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TRACE = os.path.join(REPO, "..", "shared", "traces", "deepseek-v2-lite", "csv")
-DEFAULT_BIN = os.path.join(REPO, "target", "release", "moe-spill")
+# Where cargo builds it: CARGO_TARGET_DIR when set (relative to the repository, as cargo
+# run there reads it), else target/.
+DEFAULT_BIN = os.path.join(
+    REPO, os.environ.get("CARGO_TARGET_DIR", "target"), "release", "moe-spill")
 ALL_POLICIES = ["lru", "fifo", "clock", "arc", "opt", "sieve", "lfu", "s3fifo"]
 # moe-spill policy name -> libcachesim class name
 LCS_CLASS = {
@@ -149,7 +152,7 @@ def main():
     ap.add_argument("--policies", default=",".join(ALL_POLICIES),
                     help="comma-separated, from %s (default: all)" % ",".join(ALL_POLICIES))
     ap.add_argument("--moe-spill", dest="binary", default=DEFAULT_BIN,
-                    help="moe-spill binary (default: target/release/moe-spill, built if missing)")
+                    help="moe-spill binary (default: $CARGO_TARGET_DIR or target, /release/moe-spill, built if missing)")
     ap.add_argument("--workdir", default=None,
                     help="where the .mst and oracleGeneral files go (default: a temp dir, removed)")
     ap.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)),

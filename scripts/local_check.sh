@@ -45,7 +45,7 @@ command -v python3 >/dev/null || { echo "local_check.sh: python3 not found" >&2;
 mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd)
 cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
-BIN=$ROOT/target/release/moe-spill
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/moe-spill
 
 # A memory cgroup of 1 GiB for the page-cache runs (v2 or v1).
 CG=

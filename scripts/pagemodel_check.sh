@@ -22,7 +22,7 @@ RUNS=${RUNS:-"deepseek:1048576:1:sequential deepseek:1048576:1:willneed
   olmoe-k2:4194304:1:sequential olmoe-k2:4194304:1:willneed olmoe-k2:8388608:1:willneed
   qwen3-k2:1048576:1:sequential glm5-k2:1048576:1:sequential"}
 cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
-BIN=$ROOT/target/release/moe-spill
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/moe-spill
 mkdir -p "$WORK"
 SHARED=$ROOT/../shared/traces/deepseek-v2-lite/csv
 

@@ -302,6 +302,7 @@ fn time_steps(
             b.prefill_tok_s = rate(b.prompt_tokens, prompt_s);
             if !runs.is_empty() {
                 b.ttft_s = Some(runs.iter().map(|r| r.1).sum::<f64>() / runs.len() as f64);
+                b.ttft_runs = Some(runs.len() as u64);
             }
         }
         Some(len) => {
@@ -309,6 +310,7 @@ fn time_steps(
             if !full.is_empty() {
                 let ttft = full.iter().sum::<f64>() / full.len() as f64;
                 b.ttft_s = Some(ttft);
+                b.ttft_runs = Some(full.len() as u64);
                 b.prefill_tok_s = rate(len, ttft);
             }
         }

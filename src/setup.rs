@@ -698,7 +698,7 @@ pub fn context_line_with(
     );
     if study.batch_columns {
         s.push_str(&format!(
-            "ubatch {}, parallel {}; ",
+            "ubatch {}, parallel {} (est_tok/s: every token the steps carried, prompt and decode, over their time; ttft_runs: the prompt runs ttft_s is the mean of); ",
             study.batching.ubatch, study.batching.parallel
         ));
     }

@@ -848,3 +848,102 @@ fn op_offload_from_faults_is_noted() {
     assert!(!stderr(&["--gpus", "0"]));
     assert!(!stderr(&["--io", "pread"]));
 }
+
+/// docs/batches_prefill.csv and docs/batches_parallel.csv are what scripts/batch_figure.sh
+/// writes with this build: one ubatch size and one --parallel of each, rerun here, equal
+/// their rows byte for byte (so the figure's data cannot go stale).
+#[test]
+fn the_batches_figure_data_is_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run_ok = |args: &[&str]| {
+        let out = common::run_in(d, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let machine = [
+        "--model",
+        "glm-5",
+        "--hw",
+        "4090-ddr5",
+        "--ram",
+        "96GiB..384GiB",
+        "--points",
+        "4",
+        "--policies",
+        "linux",
+        "-q",
+        "--format",
+        "csv",
+    ];
+    run_ok(&[
+        "synth",
+        "--model",
+        "glm-5",
+        "--prompt-tokens",
+        "32768",
+        "--tokens",
+        "64",
+        "--responses",
+        "2",
+        "-q",
+        "-o",
+        "prompts.mst",
+    ]);
+    run_ok(&[
+        "synth",
+        "--model",
+        "glm-5",
+        "--tokens",
+        "128",
+        "--responses",
+        "32",
+        "-q",
+        "-o",
+        "decode.mst",
+    ]);
+    let docs = |name: &str| fs::read_to_string(root().join("docs").join(name)).unwrap();
+    for (file, args, column, value) in [
+        (
+            "batches_prefill.csv",
+            vec![
+                "sweep",
+                "prompts.mst",
+                "--phase",
+                "all",
+                "--ubatch",
+                "512",
+                "--prompt-tokens",
+                "512,2048,8192,32768",
+            ],
+            "ubatch",
+            "512",
+        ),
+        (
+            "batches_parallel.csv",
+            vec!["sweep", "decode.mst", "--parallel", "4"],
+            "parallel",
+            "4",
+        ),
+    ] {
+        let fresh = run_ok(&[&args[..], &machine[..]].concat());
+        let doc = docs(file);
+        assert_eq!(header(&fresh), header(&doc), "{file}: columns");
+        let col = header(&doc).iter().position(|c| c == column).unwrap();
+        let want: Vec<&str> = doc
+            .lines()
+            .skip(1)
+            .filter(|l| l.split(',').nth(col) == Some(value))
+            .collect();
+        let got: Vec<&str> = fresh.lines().skip(1).collect();
+        assert!(!want.is_empty(), "{file}: no rows at {column} {value}");
+        assert_eq!(
+            got, want,
+            "{file} at {column} {value}: run scripts/batch_figure.sh"
+        );
+    }
+}

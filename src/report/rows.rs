@@ -77,6 +77,8 @@ pub struct BatchColumns {
     /// runs; with --prompt-tokens, of the runs cut to `prompt_len` tokens.
     pub prompt_len: Option<u64>,
     pub ttft_s: Option<f64>,
+    /// The prompt runs `ttft_s` is the mean of.
+    pub ttft_runs: Option<u64>,
     pub prefill_tok_s: Option<f64>,
     /// Decode tokens per second of all sequences together, and of one sequence.
     pub decode_tok_s: Option<f64>,
@@ -146,7 +148,13 @@ pub fn rows_table(rows: &[Row], with_vram: bool) -> String {
         head.push("prompt_len");
     }
     if with_time {
-        head.extend(["ttft_s", "prefill_tok/s", "decode_tok/s", "per_seq_tok/s"]);
+        head.extend([
+            "ttft_s",
+            "ttft_runs",
+            "prefill_tok/s",
+            "decode_tok/s",
+            "per_seq_tok/s",
+        ]);
     }
     let mut t = Table::new(&head);
     for r in rows {
@@ -195,6 +203,8 @@ pub fn rows_table(rows: &[Row], with_vram: bool) -> String {
         if with_time {
             cells.extend([
                 opt(b.and_then(|b| b.ttft_s), 2),
+                b.and_then(|b| b.ttft_runs)
+                    .map_or("-".into(), |n| n.to_string()),
                 opt(b.and_then(|b| b.prefill_tok_s), 2),
                 opt(b.and_then(|b| b.decode_tok_s), 2),
                 opt(b.and_then(|b| b.decode_tok_s_per_seq), 2),
