@@ -103,7 +103,7 @@ pub const DRIVES: &[DrivePreset] = &[
         description: "Samsung 9100 PRO 2 TB (PCIe 5.0 x4, TLC)",
         rated_gbs: 14.8,
         mdts_kib: Some(512),
-        kiops: None,
+        kiops: Some(2200.0),
     },
     DrivePreset {
         name: "sn8100",
