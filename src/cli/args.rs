@@ -422,6 +422,11 @@ impl HardwareArgs {
                 vec![fault, willneed],
                 "--io pread's buffered reads are priced at --page-cache-gbs",
             ),
+            // --willneed-gbs prices the path; the fault figures are its fallback.
+            Some((EngineArg::Mmap, AdviceArg::Willneed)) if self.willneed_gbs.is_some() => (
+                vec![read, fault],
+                "--willneed-gbs prices --mmap-advice willneed",
+            ),
             Some((EngineArg::Mmap, AdviceArg::Willneed)) => (Vec::new(), ""),
             Some((EngineArg::Mmap, _)) => {
                 (vec![willneed], "it prices --mmap-advice willneed alone")

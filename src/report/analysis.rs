@@ -96,8 +96,11 @@ pub fn analysis_table(res: &Analysis, tr: &Trace, model: Option<&Model>) -> Stri
                 fixed(r.avg_active, 2),
             ]);
         }
+        // Counted over the chunks' tokens, as U and D are: a response's tail shorter than a
+        // chunk is left out (`synth --compare` counts every decode token).
         out.push_str(&format!(
-            "\nPer-layer routing uniformity (max entropy log2({}) = {:.3} bits):\n",
+            "\nPer-layer routing uniformity over the {} tokens of whole chunks (max entropy log2({}) = {:.3} bits):\n",
+            res.chunks * res.chunk_tokens as u64,
             tr.geometry.n_experts,
             (tr.geometry.n_experts as f64).log2()
         ));
