@@ -19,7 +19,11 @@ pub fn parse_size_gib(s: &str) -> std::result::Result<f64, String> {
     .find_map(|(suf, sc)| lower.strip_suffix(suf).map(|n| (n.trim().to_string(), *sc)))
     .unwrap_or((lower.clone(), 1.0));
     if lower.ends_with("gb") || lower.ends_with("mb") || lower.ends_with("tb") {
-        return Err(format!("`{t}`: sizes are binary, write GiB/MiB/TiB"));
+        // RAM is sold in binary units under decimal names: "64 GB" of modules is 64 GiB.
+        let binary = format!("{}i{}", &t[..t.len() - 1], &t[t.len() - 1..]);
+        return Err(format!(
+            "`{t}`: sizes are binary: write {binary} (memory sold as {t} holds {binary})"
+        ));
     }
     let v: f64 = num
         .parse()

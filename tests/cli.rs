@@ -339,7 +339,10 @@ fn usage_errors_are_one_line_with_the_tip_and_the_usage() {
         "{err}"
     );
     assert!(err.contains("; usage: moe-spill simulate"), "{err}");
-    fails(&["simulate", "--ram", "128GB"], "sizes are binary");
+    fails(
+        &["simulate", "--ram", "128GB"],
+        "sizes are binary: write 128GiB",
+    );
     fails(
         &["sweep", "--io", "nope"],
         "[possible values: mmap, pread, direct, rated]",
