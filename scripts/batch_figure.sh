@@ -9,7 +9,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=$(cd "${1:-$ROOT/docs}" && pwd)
 cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/moe-spill
+BIN=$(cd "${CARGO_TARGET_DIR:-$ROOT/target}" && pwd)/release/moe-spill
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 # Traces by their bare names, so the CSVs' trace column does not hold the scratch path.

@@ -152,7 +152,7 @@ def main():
     ap.add_argument("--policies", default=",".join(ALL_POLICIES),
                     help="comma-separated, from %s (default: all)" % ",".join(ALL_POLICIES))
     ap.add_argument("--moe-spill", dest="binary", default=DEFAULT_BIN,
-                    help="moe-spill binary (default: $CARGO_TARGET_DIR or target, /release/moe-spill, built if missing)")
+                    help="moe-spill binary (default: release/moe-spill under $CARGO_TARGET_DIR, else target; built if missing)")
     ap.add_argument("--workdir", default=None,
                     help="where the .mst and oracleGeneral files go (default: a temp dir, removed)")
     ap.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)),

@@ -1102,9 +1102,12 @@ impl HardwareOverrides {
             num("--gemm-tflops", self.gemm_tflops),
             num("--ram-bw", self.ram_bw),
             num("--ram-reserve", self.ram_reserve),
-            self.ssd
-                .as_ref()
-                .map(|s| format!(" --ssd {}", crate::error::printable(s))),
+            // The preset's own spelling: `--ssd T700` and `--ssd t700` label rows alike.
+            self.ssd.as_ref().map(|s| {
+                let name = crate::drive_presets::find(s)
+                    .map_or_else(|_| crate::error::printable(s), |d| d.name.to_string());
+                format!(" --ssd {name}")
+            }),
             num("--ssd-bw", self.ssd_bw),
             num("--ssd-drives", self.ssd_drives.map(f64::from)),
             num("--ssd-latency-us", self.ssd_latency_us),

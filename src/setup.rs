@@ -409,6 +409,31 @@ impl ReplaySetup {
         Ok(Some((placement, hw)))
     }
 
+    /// The most tokens one step of the replay carries: a prompt ubatch (the ubatch, at
+    /// most the longest prompt run, cut to the longest --prompt-tokens) or a decode step
+    /// of --parallel sequences.
+    fn largest_step(&self) -> usize {
+        let trace = &self.loaded.trace;
+        let prompt = if self.include_prompt {
+            let positions = crate::replay::batch::prompt_positions(trace);
+            let longest = (0..trace.n_tokens())
+                .filter(|&t| trace.prompt[t])
+                .map(|t| positions[t] as usize + 1)
+                .max()
+                .unwrap_or(0);
+            let cut = self
+                .prompt_lengths
+                .iter()
+                .max()
+                .map_or(longest, |&l| l as usize);
+            self.batching.ubatch.min(longest).min(cut)
+        } else {
+            0
+        };
+        let decode = (trace.prompt.iter().any(|&p| !p)).then_some(self.batching.parallel);
+        prompt.max(decode.unwrap_or(0))
+    }
+
     /// Tell the user when the whole model fits in VRAM (nothing to cache).
     pub fn note_placement(&self, placement: Option<&Placement>, vram_gib: Option<f64>) {
         if let (Some(p), Some(m), false) = (placement, &self.deployment, self.quiet) {
@@ -435,9 +460,7 @@ impl ReplaySetup {
             }
             // The copy that op offload makes faults from one thread: a GPU can make a
             // spilled prompt slower than the CPU alone, which surprises.
-            let batches = self.batch_columns
-                && (self.batching.ubatch as u32 >= OP_OFFLOAD_MIN_BATCH
-                    || self.batching.parallel as u32 >= OP_OFFLOAD_MIN_BATCH);
+            let batches = self.largest_step() as u32 >= OP_OFFLOAD_MIN_BATCH;
             let faults = matches!(&self.io, Some(io) if io.kind == EngineKind::Mmap);
             if !no_gpu && self.op_offload && batches && faults && p.cpu_layers > 0 {
                 crate::note!(
@@ -697,10 +720,21 @@ pub fn context_line_with(
         tr.geometry.describe()
     );
     if study.batch_columns {
-        s.push_str(&format!(
-            "ubatch {}, parallel {} (est_tok/s: every token the steps carried, prompt and decode, over their time; ttft_runs: the prompt runs ttft_s is the mean of); ",
-            study.batching.ubatch, study.batching.parallel
-        ));
+        // The ubatch only where prompt tokens are replayed; what the rates count only
+        // where the steps are timed.
+        let prompts = study.include_prompt && tr.prompt.iter().any(|&p| p);
+        if prompts {
+            s.push_str(&format!("ubatch {}, ", study.batching.ubatch));
+        }
+        s.push_str(&format!("parallel {}", study.batching.parallel));
+        if study.io.is_some() {
+            s.push_str(" (est_tok/s: every token the steps carried over their time");
+            if prompts {
+                s.push_str(", prompt and decode; ttft_runs: the prompt runs ttft_s is the mean of");
+            }
+            s.push(')');
+        }
+        s.push_str("; ");
     }
     match (&study.deployment, econ) {
         (Some(m), Some(e)) => s.push_str(&format!(

@@ -813,15 +813,15 @@ fn bad_prompt_lengths() {
     );
 }
 
-/// With a GPU, op offload and faults, ubatches of 32 tokens or more get a note on the
-/// copy that faults from one thread; below 32, without a GPU, with --no-op-offload or
-/// reads by workers, none.
+/// With a GPU, op offload and faults, steps of 32 tokens or more get a note on the copy
+/// that faults from one thread; smaller steps (whatever --ubatch says), no GPU,
+/// --no-op-offload or reads by workers get none.
 #[test]
 fn op_offload_from_faults_is_noted() {
     let dir = tempfile::tempdir().unwrap();
     let trace = long_prompts(dir.path());
     let t = trace.to_str().unwrap();
-    let stderr = |extra: &[&str]| {
+    let noted = |extra: &[&str]| {
         let mut args = vec![
             "simulate",
             t,
@@ -831,8 +831,6 @@ fn op_offload_from_faults_is_noted() {
             "4090-ddr5",
             "--ram",
             "128GiB",
-            "--phase",
-            "all",
             "--format",
             "csv",
         ];
@@ -841,16 +839,24 @@ fn op_offload_from_faults_is_noted() {
         assert!(out.status.success(), "{args:?}");
         String::from_utf8_lossy(&out.stderr).contains("note: op offload")
     };
-    assert!(stderr(&[]));
-    assert!(stderr(&["--ubatch", "32"]));
-    assert!(!stderr(&["--ubatch", "31"]));
-    assert!(!stderr(&["--no-op-offload"]));
-    assert!(!stderr(&["--gpus", "0"]));
-    assert!(!stderr(&["--io", "pread"]));
+    let all = ["--phase", "all"];
+    assert!(noted(&all));
+    assert!(noted(&[&all[..], &["--ubatch", "32"]].concat()));
+    assert!(!noted(&[&all[..], &["--ubatch", "31"]].concat()));
+    // Prompts cut to 16 tokens make ubatches of 16, whatever --ubatch is.
+    assert!(!noted(&[&all[..], &["--prompt-tokens", "16"]].concat()));
+    assert!(noted(&[&all[..], &["--prompt-tokens", "16,64"]].concat()));
+    assert!(!noted(&[&all[..], &["--no-op-offload"]].concat()));
+    assert!(!noted(&[&all[..], &["--gpus", "0"]].concat()));
+    assert!(!noted(&[&all[..], &["--io", "pread"]].concat()));
+    // Decode steps carry --parallel tokens: 3 responses, so never 32; prompt tokens left
+    // out (--phase decode) make no ubatch at all.
+    assert!(!noted(&["--parallel", "3"]));
+    assert!(!noted(&["--ubatch", "64"]));
 }
 
 /// docs/batches_prefill.csv and docs/batches_parallel.csv are what scripts/batch_figure.sh
-/// writes with this build: one ubatch size and one --parallel of each, rerun here, equal
+/// writes with this build: every ubatch size and every --parallel, rerun here, equal
 /// their rows byte for byte (so the figure's data cannot go stale).
 #[test]
 fn the_batches_figure_data_is_current() {
@@ -907,8 +913,9 @@ fn the_batches_figure_data_is_current() {
         "decode.mst",
     ]);
     let docs = |name: &str| fs::read_to_string(root().join("docs").join(name)).unwrap();
-    for (file, args, column, value) in [
-        (
+    let mut runs: Vec<(&str, Vec<&str>, &str, &str)> = Vec::new();
+    for ub in ["128", "512", "2048"] {
+        runs.push((
             "batches_prefill.csv",
             vec![
                 "sweep",
@@ -916,20 +923,23 @@ fn the_batches_figure_data_is_current() {
                 "--phase",
                 "all",
                 "--ubatch",
-                "512",
+                ub,
                 "--prompt-tokens",
                 "512,2048,8192,32768",
             ],
             "ubatch",
-            "512",
-        ),
-        (
+            ub,
+        ));
+    }
+    for p in ["1", "2", "4", "8", "16", "32"] {
+        runs.push((
             "batches_parallel.csv",
-            vec!["sweep", "decode.mst", "--parallel", "4"],
+            vec!["sweep", "decode.mst", "--parallel", p],
             "parallel",
-            "4",
-        ),
-    ] {
+            p,
+        ));
+    }
+    for (file, args, column, value) in runs {
         let fresh = run_ok(&[&args[..], &machine[..]].concat());
         let doc = docs(file);
         assert_eq!(header(&fresh), header(&doc), "{file}: columns");
@@ -945,5 +955,38 @@ fn the_batches_figure_data_is_current() {
             got, want,
             "{file} at {column} {value}: run scripts/batch_figure.sh"
         );
+    }
+}
+
+/// ttft_runs counts the prompt runs ttft_s is the mean of: every run cut to the length,
+/// less those whose first ubatch the warm-up leaves out; none, no time to first token.
+#[test]
+fn ttft_runs_counts_the_runs_timed() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = long_prompts(dir.path());
+    let t = trace.to_str().unwrap();
+    for (warmup, runs) in [("0", "3"), ("100", "2"), ("1100", "")] {
+        let out = ok(&[
+            "simulate",
+            t,
+            "--model",
+            "glm-5",
+            "--hw",
+            "4090-ddr5",
+            "--ram",
+            "128GiB",
+            "--phase",
+            "all",
+            "--prompt-tokens",
+            "256",
+            "--warmup-tokens",
+            warmup,
+            "--format",
+            "csv",
+            "-q",
+        ]);
+        let row = &csv_rows(&out)[0];
+        assert_eq!(row["ttft_runs"], runs, "--warmup-tokens {warmup}");
+        assert_eq!(row["ttft_s"].is_empty(), runs.is_empty());
     }
 }

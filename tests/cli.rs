@@ -324,6 +324,21 @@ fn names_take_any_case() {
     ]);
     assert_eq!(lower, upper);
     assert!(lower.contains(",pinned:1:s3fifo,"), "{lower}");
+    // A drive preset in any case labels the rows with its own name.
+    let drive = |name: &str| {
+        ok(&[
+            "simulate",
+            "--cache-experts",
+            "100",
+            "--ssd",
+            name,
+            "--format",
+            "csv",
+            "-q",
+        ])
+    };
+    assert_eq!(drive("T700"), drive("t700"));
+    assert!(drive("T700").contains(",3090-ddr5 --ssd t700,"));
 }
 
 // ---- bad input: exit 2, one line naming the file and line, no partial output ----

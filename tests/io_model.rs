@@ -708,7 +708,8 @@ fn machine_flags_a_run_leaves_out_are_noted() {
         ),
         (&["--io", "pread"], &["--fault-gbs=1", "--willneed-gbs=1"]),
         (&["--io", "mmap"], &["--willneed-gbs=1"]),
-        // Under willneed with its own figure, the fault figures are not its fallback.
+        // A figure given makes its fallbacks unused: willneed falls back on fault, fault
+        // on the page cache's.
         (
             &[
                 "--io",
@@ -719,6 +720,11 @@ fn machine_flags_a_run_leaves_out_are_noted() {
             ],
             &["--page-cache-gbs=1", "--fault-gbs=1"],
         ),
+        (
+            &["--io", "mmap", "--mmap-advice", "willneed", "--fault-gbs=2"],
+            &["--page-cache-gbs=1"],
+        ),
+        (&["--io", "mmap", "--fault-gbs=2"], &["--page-cache-gbs=1"]),
     ] {
         let (head, plain, _) = out(engine);
         for flag in unused {

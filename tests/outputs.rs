@@ -218,6 +218,17 @@ fn every_results_command_takes_o() {
         assert!(String::from_utf8_lossy(&o.stderr).contains("wrote n.csv ("));
     }
     assert!(!dir.join("-").exists());
+    // A trace has no stdout form: `-o -` is refused, not a directory named `-`.
+    let golden = format!("{}/traces/golden", env!("CARGO_MANIFEST_DIR"));
+    for args in [
+        &["convert", &golden, "-o", "-"][..],
+        &["synth", "--model", "glm-5", "--tokens", "4", "-o", "-"][..],
+    ] {
+        let o = run(dir, args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("-o -: a trace is written to FILE.mst"));
+        assert!(!dir.join("-").exists());
+    }
     for (args, input) in [
         (&["simulate", "t.txt", "--cache-experts", "5"][..], "t.txt"),
         (&["analyze", "t.txt", "--chunk", "16"][..], "t.txt"),
@@ -234,6 +245,10 @@ fn every_results_command_takes_o() {
         let o = run(dir, &[args, &["-q", "-o", "."]].concat());
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         assert!(String::from_utf8_lossy(&o.stderr).contains("is a directory"));
+        let o = run(dir, &[args, &["-q", "-o", "new/"]].concat());
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("new/: names a directory"));
+        assert!(!dir.join("new").exists());
     }
 }
 
@@ -246,9 +261,9 @@ fn a_directory_of_forum_files_is_named_as_one() {
     let root = env!("CARGO_MANIFEST_DIR");
     let golden = format!("{root}/traces/golden");
     for (out, want) in [
-        ("out.txt", "wrote directory out.txt (3 forum-format files single_response_NNN.txt; a name ending in .mst writes one binary file)"),
-        ("plain", "wrote directory plain (3 forum-format files single_response_NNN.txt) ("),
-        ("one.mst", "wrote one.mst (3 responses"),
+        ("out.txt", "wrote directory out.txt (3 responses, 810 tokens, 12960 accesses; 3 forum-format files single_response_NNN.txt; a name ending in .mst writes one binary file)\n"),
+        ("plain", "wrote directory plain (3 responses, 810 tokens, 12960 accesses; 3 forum-format files single_response_NNN.txt)\n"),
+        ("one.mst", "wrote one.mst (3 responses, 810 tokens, 12960 accesses)\n"),
     ] {
         let o = run(dir, &["convert", &golden, "-o", out]);
         assert!(o.status.success());

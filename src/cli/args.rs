@@ -422,12 +422,21 @@ impl HardwareArgs {
                 vec![fault, willneed],
                 "--io pread's buffered reads are priced at --page-cache-gbs",
             ),
-            // --willneed-gbs prices the path; the fault figures are its fallback.
+            // Each path's figure falls back on the one before it: willneed on fault,
+            // fault on page cache; a figure given makes its fallbacks unused.
             Some((EngineArg::Mmap, AdviceArg::Willneed)) if self.willneed_gbs.is_some() => (
                 vec![read, fault],
                 "--willneed-gbs prices --mmap-advice willneed",
             ),
+            Some((EngineArg::Mmap, AdviceArg::Willneed)) if self.fault_gbs.is_some() => (
+                vec![read],
+                "--fault-gbs prices --mmap-advice willneed without --willneed-gbs",
+            ),
             Some((EngineArg::Mmap, AdviceArg::Willneed)) => (Vec::new(), ""),
+            Some((EngineArg::Mmap, _)) if self.fault_gbs.is_some() => (
+                vec![read, willneed],
+                "--fault-gbs prices the faults, and --willneed-gbs only --mmap-advice willneed",
+            ),
             Some((EngineArg::Mmap, _)) => {
                 (vec![willneed], "it prices --mmap-advice willneed alone")
             }

@@ -16,6 +16,7 @@ pub struct ConvertOptions {
 }
 
 pub fn run(a: ConvertOptions) -> Result<()> {
+    crate::report::refuse_stdout_trace(&a.output)?;
     refuse_input_as_output(&a.output, &a.input.traces)?;
     let mut loaded = a.input.load()?;
     if a.as_prompt {
@@ -29,11 +30,17 @@ pub fn run(a: ConvertOptions) -> Result<()> {
     write_trace(trace, &a.output)?;
     if !a.input.quiet {
         crate::note!(
-            "moe-spill: wrote {} ({} responses, {} tokens, {} accesses)",
-            written_trace(trace, &a.output),
-            trace.n_responses(),
-            trace.n_tokens(),
-            trace.n_accesses()
+            "moe-spill: wrote {}",
+            written_trace(
+                trace,
+                &a.output,
+                &format!(
+                    "{} responses, {} tokens, {} accesses",
+                    trace.n_responses(),
+                    trace.n_tokens(),
+                    trace.n_accesses()
+                )
+            )
         );
     }
     Ok(())

@@ -55,6 +55,7 @@ pub fn run(a: RecordOptions) -> Result<()> {
     let gguf = need(a.gguf, "--gguf FILE (the model)")?;
     let prompts_path = need(a.prompts, "--prompts FILE")?;
     let output = need(a.output, "-o PATH (FILE.mst or a directory)")?;
+    crate::report::refuse_stdout_trace(&output)?;
     if !(a.temp.is_finite() && a.temp >= 0.0) {
         return Err(Error::new(format!(
             "--temp {}: expected a number of 0 or more (0: greedy)",
@@ -100,13 +101,16 @@ pub fn run(a: RecordOptions) -> Result<()> {
     };
     write_trace(&trace, &output)?;
     let prompt = trace.prompt.iter().filter(|&&p| p).count();
-    let summary = format!(
-        "{} ({} responses, {} tokens: {prompt} prompt, {} generated; {})",
-        crate::report::written_trace(&trace, &output),
-        trace.n_responses(),
-        trace.n_tokens(),
-        trace.n_tokens() - prompt,
-        trace.geometry.describe()
+    let summary = crate::report::written_trace(
+        &trace,
+        &output,
+        &format!(
+            "{} responses, {} tokens: {prompt} prompt, {} generated; {}",
+            trace.n_responses(),
+            trace.n_tokens(),
+            trace.n_tokens() - prompt,
+            trace.geometry.describe()
+        ),
     );
     if recorded.interrupted {
         return Err(Error::new(format!(

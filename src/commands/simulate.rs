@@ -157,9 +157,6 @@ pub fn run(a: SimulateOptions) -> Result<()> {
             context_line(&study, econ.as_ref(), ram_per_row)
         );
     }
-    let what = match rows.len() {
-        1 => "1 row".to_string(),
-        n => format!("{n} rows"),
-    };
+    let what = crate::report::rows_held(rows.len());
     deliver(&text, a.output.as_deref(), a.study.input.quiet, &what)
 }

@@ -524,7 +524,7 @@ pub fn run(a: SweepOptions) -> Result<()> {
         let line = context_line_with(&study, econ.as_ref(), !a.vrams.is_empty(), true);
         text = format!("{line}\n\n{text}");
     }
-    let what = format!("{} rows", rows.len());
+    let what = crate::report::rows_held(rows.len());
     deliver(&text, a.output.as_deref(), a.study.input.quiet, &what)
 }
 

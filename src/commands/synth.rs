@@ -147,6 +147,7 @@ pub fn run(a: SynthOptions) -> Result<()> {
     }
     if let Some(out) = &a.output {
         let inputs: Vec<PathBuf> = a.fit.iter().cloned().collect();
+        crate::report::refuse_stdout_trace(out)?;
         crate::report::refuse_input_as_output(out, &inputs)?;
     }
     let say = |s: String| {
@@ -280,7 +281,7 @@ pub fn run(a: SynthOptions) -> Result<()> {
             Some(result) => result?,
             None => write_trace(&trace, out)?,
         }
-        say(format!("wrote {}", written_trace(&trace, out)));
+        say(format!("wrote {}", written_trace(&trace, out, "")));
     }
     Ok(())
 }

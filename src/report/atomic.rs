@@ -201,22 +201,45 @@ fn temp_name(path: &Path) -> PathBuf {
 
 /// Write a trace to `path`: `.mst` = one binary file, anything else = a directory of
 /// forum-format files.
-/// What `write_trace` made of `path`, for the note that names it: the file, or the
-/// directory and its files (with a hint where the name looks like a file's: `out.txt`).
-pub fn written_trace(trace: &Trace, path: &Path) -> String {
-    let name = crate::error::printable_path(path);
-    if is_binary_trace(path) {
-        return name;
+/// `-o -` for a trace: refused, not written as a directory named `-` (a trace goes to a
+/// file or a directory of forum files, never to stdout).
+pub fn refuse_stdout_trace(path: &Path) -> Result<()> {
+    if path.as_os_str() == "-" {
+        return Err(Error::new(
+            "-o -: a trace is written to FILE.mst or to a directory of forum files, not to stdout; name one",
+        ));
     }
-    let hint = if path.extension().is_some() {
-        "; a name ending in .mst writes one binary file"
-    } else {
+    Ok(())
+}
+
+/// What `write_trace` made of `path`, for the note that names it ("wrote ..."): the
+/// file, or the directory and its files (with a hint where the name looks like a
+/// file's: `out.txt`), and `details` of the trace in the same parentheses.
+pub fn written_trace(trace: &Trace, path: &Path, details: &str) -> String {
+    let name = crate::error::printable_path(path);
+    let mut inside: Vec<String> = Vec::new();
+    if !details.is_empty() {
+        inside.push(details.to_string());
+    }
+    if !is_binary_trace(path) {
+        inside.push(format!(
+            "{} forum-format files single_response_NNN.txt",
+            trace.n_responses()
+        ));
+        if path.extension().is_some() {
+            inside.push("a name ending in .mst writes one binary file".into());
+        }
+    }
+    let kind = if is_binary_trace(path) {
         ""
+    } else {
+        "directory "
     };
-    format!(
-        "directory {name} ({} forum-format files single_response_NNN.txt{hint})",
-        trace.n_responses()
-    )
+    if inside.is_empty() {
+        format!("{kind}{name}")
+    } else {
+        format!("{kind}{name} ({})", inside.join("; "))
+    }
 }
 
 fn is_binary_trace(path: &Path) -> bool {

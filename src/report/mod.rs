@@ -11,7 +11,8 @@ pub mod kernel;
 pub mod rows;
 
 pub use atomic::{
-    refuse_input_as_output, same_output, write_atomic, write_dir_atomic, write_trace, written_trace,
+    refuse_input_as_output, refuse_stdout_trace, same_output, write_atomic, write_dir_atomic,
+    write_trace, written_trace,
 };
 
 use std::io::{self, IsTerminal, Write};
@@ -166,6 +167,9 @@ pub fn check_output(output: Option<&Path>, inputs: &[std::path::PathBuf]) -> Res
     if o.is_dir() {
         return Err(Error::in_file(o, "is a directory; -o takes a file name"));
     }
+    if o.as_os_str().to_string_lossy().ends_with('/') {
+        return Err(Error::in_file(o, "names a directory; -o takes a file name"));
+    }
     refuse_input_as_output(o, inputs)
 }
 
@@ -184,6 +188,14 @@ pub fn deliver(text: &str, output: Option<&Path>, quiet: bool, what: &str) -> Re
             Ok(())
         }
         None => emit(text, None),
+    }
+}
+
+/// "1 row", "5 rows": what a results file holds, for the note that names it.
+pub fn rows_held(n: usize) -> String {
+    match n {
+        1 => "1 row".to_string(),
+        n => format!("{n} rows"),
     }
 }
 
