@@ -415,12 +415,7 @@ impl ReplaySetup {
     fn largest_step(&self) -> usize {
         let trace = &self.loaded.trace;
         let prompt = if self.include_prompt {
-            let positions = crate::replay::batch::prompt_positions(trace);
-            let longest = (0..trace.n_tokens())
-                .filter(|&t| trace.prompt[t])
-                .map(|t| positions[t] as usize + 1)
-                .max()
-                .unwrap_or(0);
+            let longest = crate::replay::batch::longest_prompt_run(trace);
             let cut = self
                 .prompt_lengths
                 .iter()
@@ -636,12 +631,7 @@ fn check_prompt_lengths(
             "{flag} needs a model (--model) and the I/O model (--io mmap, pread or direct) to time the prompts"
         )));
     }
-    let positions = crate::replay::batch::prompt_positions(trace);
-    let longest = (0..trace.n_tokens())
-        .filter(|&t| trace.prompt[t])
-        .map(|t| positions[t] as u64 + 1)
-        .max()
-        .unwrap_or(0);
+    let longest = crate::replay::batch::longest_prompt_run(trace) as u64;
     if longest < longest_asked {
         // A recording of decode tokens only may be prompt routing all the same.
         let tag = if longest == 0 {

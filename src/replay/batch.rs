@@ -90,6 +90,16 @@ pub fn replayed_responses(trace: &Trace, include_prompt: bool) -> usize {
         .count()
 }
 
+/// The longest run of prompt tokens in any response (0 without prompt tokens).
+pub fn longest_prompt_run(trace: &Trace) -> usize {
+    let positions = prompt_positions(trace);
+    (0..trace.n_tokens())
+        .filter(|&t| trace.prompt[t])
+        .map(|t| positions[t] as usize + 1)
+        .max()
+        .unwrap_or(0)
+}
+
 /// Per token: the prompt tokens before it in its run of consecutive prompt tokens of
 /// one response (0 for the first, and for decode tokens).
 pub fn prompt_positions(trace: &Trace) -> Vec<u32> {
