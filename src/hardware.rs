@@ -1046,10 +1046,11 @@ impl HardwareOverrides {
             let dropped = named([
                 ("--ssd-latency-us", self.ssd_latency_us.is_some()),
                 ("--ssd-stream-gbs", self.ssd_stream_gbs.is_some()),
+                ("--ssd-kiops", self.ssd_kiops.is_some()),
             ]);
             if !dropped.is_empty() {
                 return Err(Error::new(format!(
-                    "{} would change nothing: the drive points of `{}` replace the latency and single-request rate (leave out the flag, or the points)",
+                    "{} would change nothing: the drive points of `{}` replace the latency, the single-request rate and the IOPS ceiling (leave out the flag, or the points)",
                     dropped.join(" and "),
                     crate::error::printable(&h.name)
                 )));

@@ -147,6 +147,11 @@ impl ReplaySetup {
         let hw = a.hw.resolve(ram_gib)?;
         let loaded = a.input.load()?;
         let include_prompt = a.input.include_prompt;
+        if let (Some(model), None, false) = (loaded.model, &loaded.gguf, a.input.quiet) {
+            if let Some(n) = Weights::case_twin_note(model, a.quant.as_deref()) {
+                crate::note!("{n}");
+            }
+        }
         let deployment = match loaded.model {
             Some(model) => Some(Deployment {
                 model,
@@ -456,10 +461,31 @@ impl ReplaySetup {
             // The copy that op offload makes faults from one thread: a GPU can make a
             // spilled prompt slower than the CPU alone, which surprises.
             let batches = self.largest_step() as u32 >= OP_OFFLOAD_MIN_BATCH;
+            if !self.op_offload && (no_gpu || !batches) {
+                crate::note!(
+                    "moe-spill: note: --no-op-offload changes nothing here: {}",
+                    if no_gpu {
+                        "there is no GPU to offload to".to_string()
+                    } else {
+                        format!("no step of the replay carries {OP_OFFLOAD_MIN_BATCH} tokens, below which llama.cpp offloads nothing")
+                    }
+                );
+            }
             let faults = matches!(&self.io, Some(io) if io.kind == EngineKind::Mmap);
             if !no_gpu && self.op_offload && batches && faults && p.cpu_layers > 0 {
                 crate::note!(
                     "moe-spill: note: op offload (llama.cpp's default with a GPU): batches of {OP_OFFLOAD_MIN_BATCH} tokens or more copy the CPU-side experts to the GPU from one thread, which faults the missing ones in one window at a time; --no-op-offload prices the CPU's products instead (docs/batches.md)"
+                );
+            }
+            // Non-expert weights beyond VRAM run from RAM: llama.cpp with every layer
+            // offloaded would not load, so the user should know the row is not that run.
+            if !no_gpu && p.non_expert_ram_bytes > 0.0 {
+                crate::note!(
+                    "moe-spill: note: the non-expert weights ({:.1} GiB at {}) do not fit in the VRAM left on {}: {:.1} GiB of them run from RAM in these rows (llama.cpp would need them placed there, e.g. -ngl below the layer count; a smaller --non-expert-quant or more --vram keeps them on the GPU)",
+                    p.non_expert_bytes / crate::timemodel::GIB,
+                    p.non_expert_quant.name,
+                    m.hw.name,
+                    p.non_expert_ram_bytes / crate::timemodel::GIB,
                 );
             }
             if p.cpu_layers == 0 {

@@ -853,6 +853,28 @@ fn op_offload_from_faults_is_noted() {
     // out (--phase decode) make no ubatch at all.
     assert!(!noted(&["--parallel", "3"]));
     assert!(!noted(&["--ubatch", "64"]));
+    // --no-op-offload where no step offloads says it changes nothing.
+    let said = |extra: &[&str]| {
+        let mut args = vec![
+            "simulate",
+            t,
+            "--model",
+            "glm-5",
+            "--hw",
+            "4090-ddr5",
+            "--ram",
+            "128GiB",
+            "--no-op-offload",
+            "--format",
+            "csv",
+        ];
+        args.extend(extra);
+        let out = run(&args);
+        String::from_utf8_lossy(&out.stderr).contains("--no-op-offload changes nothing here")
+    };
+    assert!(said(&[]));
+    assert!(said(&["--phase", "all", "--gpus", "0"]));
+    assert!(!said(&["--phase", "all"]));
 }
 
 /// docs/batches_prefill.csv and docs/batches_parallel.csv are what scripts/batch_figure.sh

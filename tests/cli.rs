@@ -1718,3 +1718,48 @@ fn gpu_placement_flags_without_a_gpu_are_noted() {
         );
     }
 }
+
+/// Non-expert weights that do not fit in VRAM run from RAM, which llama.cpp with every
+/// layer offloaded would not do: a note says so; where they fit, none.
+#[test]
+fn non_expert_weights_beyond_vram_are_noted() {
+    let dir = tmp();
+    let t = dir.path().join("g46.mst");
+    let t = t.to_str().unwrap();
+    ok(&[
+        "synth",
+        "--model",
+        "glm-4.6",
+        "--responses",
+        "1",
+        "--tokens",
+        "50",
+        "-q",
+        "-o",
+        t,
+    ]);
+    let note = |vram: &str| {
+        let out = run(&["simulate", t, "--vram", vram, "--ram", "64GiB"]);
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(note("16").contains(
+        "note: the non-expert weights (15.9 GiB at q8_0) do not fit in the VRAM left on 3090-ddr5: 2.9 GiB of them run from RAM"
+    ));
+    assert!(!note("24").contains("non-expert weights"));
+}
+
+/// `--quant q2_k` (one tensor type) and `Q2_K` (llama.cpp's file type) differ: the lower
+/// case gets a note naming the capitals; a name whose twin is the same, or -q, none.
+#[test]
+fn quant_case_twins_are_noted() {
+    let err = |args: &[&str]| {
+        let out = run(&[&["simulate", "--cache-experts", "100"][..], args].concat());
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let want = "note: --quant q2_k puts every expert tensor at q2_k; --quant Q2_K in capitals is llama.cpp's file type";
+    assert!(err(&["--quant", "q2_k"]).contains(want));
+    assert!(!err(&["--quant", "Q2_K"]).contains("note: --quant"));
+    assert!(!err(&["--quant", "q2_k", "-q"]).contains("note: --quant"));
+}

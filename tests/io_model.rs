@@ -787,6 +787,19 @@ fn machine_flags_a_run_leaves_out_are_noted() {
         ]),
         "--ssd-latency-us would change nothing: the drive points of `fio` replace",
     );
+    refused(
+        &run(&[
+            "simulate",
+            "--cache-experts",
+            "10",
+            "--hw",
+            hw,
+            "--ssd-kiops",
+            "1",
+            "-q",
+        ]),
+        "--ssd-kiops would change nothing: the drive points of `fio` replace the latency, the single-request rate and the IOPS ceiling",
+    );
 }
 
 /// `--ssd NAME` is the preset's rated read and largest request, nothing else: the same

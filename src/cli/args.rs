@@ -167,11 +167,12 @@ pub struct HardwareArgs {
     #[arg(long, value_name = "GB/S")]
     pub ssd_stream_gbs: Option<f64>,
     /// Override: the drive's rated random-read IOPS in thousands (1400 for 1.4M), which
-    /// caps small requests (I/O model) [default: 740]
+    /// caps small requests (I/O model) [default: the profile's or --ssd preset's, else 740]
     #[arg(long, value_name = "K")]
     pub ssd_kiops: Option<f64>,
     /// Override: the drive queue's max_sectors_kb, the largest read request (I/O model:
-    /// buffered reads ahead and O_DIRECT splits in requests of this size) [default: 1280]
+    /// buffered reads ahead and O_DIRECT splits in requests of this size) [default: the
+    /// profile's or --ssd preset's, else 1280]
     #[arg(long, value_name = "KB")]
     pub max_sectors_kb: Option<u64>,
     /// Override: the CPU threads that multiply and fault (llama.cpp --threads).

@@ -134,6 +134,24 @@ impl Weights {
         Weights::preset(model, quant)
     }
 
+    /// `--quant q2_k` names one tensor type for every expert tensor, where `Q2_K` in
+    /// capitals is llama.cpp's file type with its own per-layer types: said when the two
+    /// differ for `model`, since names elsewhere take any case.
+    pub fn case_twin_note(model: &Model, spec: Option<&str>) -> Option<String> {
+        let s = spec?;
+        if ftype::file_type(s).is_some() {
+            return None;
+        }
+        let ft = ftype::file_type(&s.to_ascii_uppercase())?;
+        let twin = Weights::preset_layers(model, &ftype::expert_quants(model, ft)).ok()?;
+        let mine = Weights::for_preset(model, Some(s)).ok()?;
+        (twin.layers != mine.layers).then(|| {
+            format!(
+                "moe-spill: note: --quant {s} puts every expert tensor at {s}; --quant {ft} in capitals is llama.cpp's file type of that name, whose quantizer picks other types for some tensors"
+            )
+        })
+    }
+
     /// A preset at a quant: every MoE layer alike (after llama.cpp's fallback for rows
     /// that are not whole blocks).
     pub fn preset(model: &Model, quant: ExpertQuant) -> Result<Weights> {
