@@ -214,8 +214,11 @@ def main():
             panel_lines(ax, rows, "ssd_bytes_per_token", "analytic_ssd_bytes_per_token", "SSD reads (MiB / token)", MIB)
             ax.set_title("SSD traffic per token", fontsize=10)
         elif p == "toks":
-            panel_lines(ax, rows, "est_tok_s", "analytic_tok_s", "estimated tokens / s", 1.0)
-            ax.set_title(f"estimated decode speed: {time_model(rows)}", fontsize=10)
+            # With batches (--phase all, --parallel) est_tok_s counts prompt tokens too;
+            # decode_tok_s is the decode rate alone.
+            key = "decode_tok_s" if any(r.get("decode_tok_s", "") != "" for r in rows) else "est_tok_s"
+            panel_lines(ax, rows, key, "analytic_tok_s", "estimated decode tokens / s", 1.0)
+            ax.set_title(f"estimated decode speed ({key}): {time_model(rows)}", fontsize=10)
         else:
             panel_heatmap(fig, ax, rows, args.policy)
     fig.suptitle(title_of(rows), fontsize=11)

@@ -101,6 +101,21 @@ def main():
 
         check("toks names the time model", toks_names_time_model)
 
+        def toks_plots_decode_rate_of_batches():
+            # With batch columns est_tok_s counts prompt tokens too: the panel plots
+            # decode_tok_s and says so; without them, est_tok_s.
+            batches = os.path.join(ROOT, "docs", "batches_parallel.csv")
+            out = os.path.join(d, "toks_batches.svg")
+            r = plot(batches, "-o", out, "--panel", "toks")
+            assert r.returncode == 0, r.stderr.strip()
+            assert "(decode_tok_s)" in open(out).read(), "decode_tok_s not named"
+            out = os.path.join(d, "toks_plain.svg")
+            r = plot(CSV, "-o", out, "--panel", "toks")
+            assert r.returncode == 0, r.stderr.strip()
+            assert "(est_tok_s)" in open(out).read(), "est_tok_s not named"
+
+        check("toks plots the decode rate of batch rows", toks_plots_decode_rate_of_batches)
+
         def bad_inputs():
             bad = os.path.join(d, "bad.csv")
             with open(bad, "w") as f:
