@@ -821,7 +821,7 @@ fn op_offload_from_faults_is_noted() {
     let dir = tempfile::tempdir().unwrap();
     let trace = long_prompts(dir.path());
     let t = trace.to_str().unwrap();
-    let noted = |extra: &[&str]| {
+    let stderr = |extra: &[&str]| {
         let mut args = vec![
             "simulate",
             t,
@@ -837,8 +837,9 @@ fn op_offload_from_faults_is_noted() {
         args.extend(extra);
         let out = run(&args);
         assert!(out.status.success(), "{args:?}");
-        String::from_utf8_lossy(&out.stderr).contains("note: op offload")
+        String::from_utf8_lossy(&out.stderr).into_owned()
     };
+    let noted = |extra: &[&str]| stderr(extra).contains("note: op offload");
     let all = ["--phase", "all"];
     assert!(noted(&all));
     assert!(noted(&[&all[..], &["--ubatch", "32"]].concat()));
@@ -855,22 +856,8 @@ fn op_offload_from_faults_is_noted() {
     assert!(!noted(&["--ubatch", "64"]));
     // --no-op-offload where no step offloads says it changes nothing.
     let said = |extra: &[&str]| {
-        let mut args = vec![
-            "simulate",
-            t,
-            "--model",
-            "glm-5",
-            "--hw",
-            "4090-ddr5",
-            "--ram",
-            "128GiB",
-            "--no-op-offload",
-            "--format",
-            "csv",
-        ];
-        args.extend(extra);
-        let out = run(&args);
-        String::from_utf8_lossy(&out.stderr).contains("--no-op-offload changes nothing here")
+        stderr(&[&["--no-op-offload"][..], extra].concat())
+            .contains("--no-op-offload changes nothing here")
     };
     assert!(said(&[]));
     assert!(said(&["--phase", "all", "--gpus", "0"]));
