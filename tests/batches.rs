@@ -558,6 +558,35 @@ fn long_prompts(dir: &Path) -> PathBuf {
     p
 }
 
+/// `simulate` of `trace` as GLM-5 on the 4090-ddr5 preset at 128 GiB, CSV, with `extra`.
+fn glm5_on_4090(trace: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "simulate",
+        trace,
+        "--model",
+        "glm-5",
+        "--hw",
+        "4090-ddr5",
+        "--ram",
+        "128GiB",
+        "--format",
+        "csv",
+    ];
+    args.extend(extra);
+    run(&args)
+}
+
+/// Its rows, of a run that must succeed.
+fn glm5_on_4090_rows(trace: &str, extra: &[&str]) -> Vec<HashMap<String, String>> {
+    let out = glm5_on_4090(trace, extra);
+    assert!(
+        out.status.success(),
+        "{extra:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    csv_rows(&String::from_utf8(out.stdout).unwrap())
+}
+
 #[test]
 fn prompt_lengths_give_a_row_each_and_sweep_equals_simulate() {
     let dir = tempfile::tempdir().unwrap();
@@ -635,23 +664,7 @@ fn op_offload_and_parallel_decode_rates() {
     let trace = long_prompts(dir.path());
     let t = trace.to_str().unwrap();
     let row = |more: &[&str]| {
-        let mut args = vec![
-            "simulate",
-            t,
-            "--model",
-            "glm-5",
-            "--hw",
-            "4090-ddr5",
-            "--policy",
-            "lru",
-            "--ram",
-            "128GiB",
-            "--format",
-            "csv",
-            "-q",
-        ];
-        args.extend(more);
-        csv_rows(&ok(&args)).remove(0)
+        glm5_on_4090_rows(t, &[&["--policy", "lru", "-q"][..], more].concat()).remove(0)
     };
     let num = |r: &HashMap<String, String>, k: &str| r[k].parse::<f64>().unwrap();
     // Ubatches of 512 offload their products to the GPU unless told not to: the rates
@@ -822,21 +835,8 @@ fn op_offload_from_faults_is_noted() {
     let trace = long_prompts(dir.path());
     let t = trace.to_str().unwrap();
     let stderr = |extra: &[&str]| {
-        let mut args = vec![
-            "simulate",
-            t,
-            "--model",
-            "glm-5",
-            "--hw",
-            "4090-ddr5",
-            "--ram",
-            "128GiB",
-            "--format",
-            "csv",
-        ];
-        args.extend(extra);
-        let out = run(&args);
-        assert!(out.status.success(), "{args:?}");
+        let out = glm5_on_4090(t, extra);
+        assert!(out.status.success(), "{extra:?}");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let noted = |extra: &[&str]| stderr(extra).contains("note: op offload");
@@ -975,26 +975,19 @@ fn ttft_runs_counts_the_runs_timed() {
     let trace = long_prompts(dir.path());
     let t = trace.to_str().unwrap();
     for (warmup, runs) in [("0", "3"), ("100", "2"), ("1100", "")] {
-        let out = ok(&[
-            "simulate",
+        let rows = glm5_on_4090_rows(
             t,
-            "--model",
-            "glm-5",
-            "--hw",
-            "4090-ddr5",
-            "--ram",
-            "128GiB",
-            "--phase",
-            "all",
-            "--prompt-tokens",
-            "256",
-            "--warmup-tokens",
-            warmup,
-            "--format",
-            "csv",
-            "-q",
-        ]);
-        let row = &csv_rows(&out)[0];
+            &[
+                "--phase",
+                "all",
+                "--prompt-tokens",
+                "256",
+                "--warmup-tokens",
+                warmup,
+                "-q",
+            ],
+        );
+        let row = &rows[0];
         assert_eq!(row["ttft_runs"], runs, "--warmup-tokens {warmup}");
         assert_eq!(row["ttft_s"].is_empty(), runs.is_empty());
     }

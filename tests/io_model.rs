@@ -774,32 +774,32 @@ fn machine_flags_a_run_leaves_out_are_noted() {
         "fio",
         "points = [ { block_kib = 256, queue_depth = 1, gbs = 1.0 }, { block_kib = 256, queue_depth = 8, gbs = 5.0 } ]",
     );
-    refused(
-        &run(&[
-            "simulate",
-            "--cache-experts",
-            "10",
-            "--hw",
-            hw,
+    for (flag, value, why) in [
+        (
             "--ssd-latency-us",
             "50",
-            "-q",
-        ]),
-        "--ssd-latency-us would change nothing: the drive points of `fio` replace",
-    );
-    refused(
-        &run(&[
-            "simulate",
-            "--cache-experts",
-            "10",
-            "--hw",
-            hw,
+            "--ssd-latency-us would change nothing: the drive points of `fio` replace",
+        ),
+        (
             "--ssd-kiops",
             "1",
-            "-q",
-        ]),
-        "--ssd-kiops would change nothing: the drive points of `fio` replace the latency, the single-request rate and the IOPS ceiling",
-    );
+            "--ssd-kiops would change nothing: the drive points of `fio` replace the latency, the single-request rate and the IOPS ceiling",
+        ),
+    ] {
+        refused(
+            &run(&[
+                "simulate",
+                "--cache-experts",
+                "10",
+                "--hw",
+                hw,
+                flag,
+                value,
+                "-q",
+            ]),
+            why,
+        );
+    }
 }
 
 /// `--ssd NAME` is the preset's rated read and largest request, nothing else: the same

@@ -31,12 +31,25 @@ fn sweep_to(dir: &std::path::Path, out: &str) -> Output {
     )
 }
 
+/// A scratch directory holding the sample trace as `t.txt` (returned with its bytes).
+fn scratch_with_trace() -> (tempfile::TempDir, Vec<u8>) {
+    let d = tempfile::tempdir().unwrap();
+    let trace = std::fs::read("traces/sample/single_response_003.txt").unwrap();
+    std::fs::write(d.path().join("t.txt"), &trace).unwrap();
+    (d, trace)
+}
+
+/// The first hardware preset as a profile file `hw.json` in `dir`.
+fn write_hw_profile(dir: &std::path::Path) {
+    let hw = run(dir, &["hardware", "--format", "json"]);
+    let list: serde_json::Value = serde_json::from_slice(&hw.stdout).unwrap();
+    std::fs::write(dir.join("hw.json"), list[0].to_string()).unwrap();
+}
+
 #[test]
 fn outputs_that_are_not_plain_new_files() {
-    let d = tempfile::tempdir().unwrap();
+    let (d, trace) = scratch_with_trace();
     let dir = d.path();
-    let trace = std::fs::read("traces/sample/single_response_003.txt").unwrap();
-    std::fs::write(dir.join("t.txt"), &trace).unwrap();
     // The input itself: refused, untouched.
     let out = sweep_to(dir, "t.txt");
     assert_eq!(out.status.code(), Some(2));
@@ -94,15 +107,11 @@ fn outputs_that_are_not_plain_new_files() {
 /// a trace), each part of a GGUF, the pin profile, a hardware profile file.
 #[test]
 fn outputs_never_overwrite_an_input() {
-    let d = tempfile::tempdir().unwrap();
+    let (d, trace) = scratch_with_trace();
     let dir = d.path();
-    let trace = std::fs::read("traces/sample/single_response_003.txt").unwrap();
     std::fs::create_dir(dir.join("d")).unwrap();
     std::fs::write(dir.join("d/a.txt"), &trace).unwrap();
-    std::fs::write(dir.join("t.txt"), &trace).unwrap();
-    let hw = run(dir, &["hardware", "--format", "json"]);
-    let list: serde_json::Value = serde_json::from_slice(&hw.stdout).unwrap();
-    std::fs::write(dir.join("hw.json"), list[0].to_string()).unwrap();
+    write_hw_profile(dir);
     for name in ["m-00001-of-00002.gguf", "m-00002-of-00002.gguf"] {
         std::fs::write(dir.join(name), b"GGUF model part").unwrap();
     }
@@ -178,13 +187,9 @@ fn outputs_never_overwrite_an_input() {
 /// stdout (the format from the extension), inputs spared; `-o -` is stdout.
 #[test]
 fn every_results_command_takes_o() {
-    let d = tempfile::tempdir().unwrap();
+    let (d, _) = scratch_with_trace();
     let dir = d.path();
-    let trace = std::fs::read("traces/sample/single_response_003.txt").unwrap();
-    std::fs::write(dir.join("t.txt"), &trace).unwrap();
-    let hw = run(dir, &["hardware", "--format", "json"]);
-    let list: serde_json::Value = serde_json::from_slice(&hw.stdout).unwrap();
-    std::fs::write(dir.join("hw.json"), list[0].to_string()).unwrap();
+    write_hw_profile(dir);
     let commands: [&[&str]; 4] = [
         &["simulate", "t.txt", "--cache-experts", "50"],
         &["analyze", "t.txt", "--chunk", "16"],
