@@ -660,14 +660,12 @@ fn check_prompt_lengths(
     let longest = crate::replay::batch::longest_prompt_run(trace) as u64;
     if longest < longest_asked {
         // A recording of decode tokens only may be prompt routing all the same.
-        let tag = if longest == 0 {
-            "; `moe-spill convert --as-prompt` tags a recording's tokens as prompt processing"
-        } else {
-            ""
-        };
-        let has = match longest {
-            0 => "the trace has no prompt tokens".to_string(),
-            n => format!("the trace's longest prompt is {n} tokens"),
+        let (has, tag) = match longest {
+            0 => (
+                "the trace has no prompt tokens".to_string(),
+                "; `moe-spill convert --as-prompt` tags a recording's tokens as prompt processing",
+            ),
+            n => (format!("the trace's longest prompt is {n} tokens"), ""),
         };
         return Err(Error::new(format!(
             "{flag}: {has}; `moe-spill synth --prompt-tokens {longest_asked}` generates prompts that long{tag}"
